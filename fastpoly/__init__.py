@@ -1,0 +1,36 @@
+"""fastpoly: exact, reproducible, compiled kernels for polynomial networks and random-network sampling.
+
+``import fastpoly`` is light: it imports NumPy only; Numba, CuPy, SciPy,
+SymPy and Matplotlib are imported when a feature needs them, and no kernel
+is compiled until it is first used.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .activations import ACTIVATIONS
+from .api import evaluate, sample, sample_keys
+from .arch import MLP, boolean_inputs, parse_arch
+from .backends import BackendUnavailable, backends, get_backend
+from .counts import CountsFileError, FunctionCounts
+from .network import Layer, Network
+from .plan import make_plan
+
+__all__ = [
+    "__version__",
+    "ACTIVATIONS",
+    "MLP",
+    "Layer",
+    "Network",
+    "FunctionCounts",
+    "CountsFileError",
+    "BackendUnavailable",
+    "backends",
+    "get_backend",
+    "boolean_inputs",
+    "parse_arch",
+    "make_plan",
+    "evaluate",
+    "sample",
+    "sample_keys",
+]

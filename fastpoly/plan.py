@@ -1,0 +1,171 @@
+"""Validated, immutable description of one sampling job (architecture, inputs, seed, train set).
+
+Every backend receives a :class:`SamplerPlan`; it holds plain NumPy arrays so
+compiled kernels can take them as arguments directly.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activations import SAMPLER_CODES
+from .arch import MLP, boolean_inputs
+from .rng import check_seed
+
+__all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest"]
+
+
+def as_mlp(arch):
+    """Accept an :class:`MLP` or an architecture string like ``"7-40-40-1"``."""
+    if isinstance(arch, MLP):
+        return arch
+    if isinstance(arch, str):
+        return MLP.from_string(arch)
+    raise ValueError(f"arch must be an MLP or a string like '7-40-40-1', got {type(arch).__name__}")
+
+
+def check_inputs(X, n_inputs):
+    """Validate an input matrix (finite, shape ``(m, n_inputs)``) and return it as C-contiguous float32."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("X must be a numeric matrix") from None
+    if X.ndim != 2 or X.shape[1] != n_inputs:
+        raise ValueError(f"X must have shape (m, {n_inputs}), got {X.shape}")
+    if X.shape[0] < 1:
+        raise ValueError("X must have at least one row")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinite values")
+    X32 = X.astype(np.float32)
+    if np.any(np.isinf(X32)):
+        raise ValueError("X has values outside the float32 range")
+    return np.ascontiguousarray(X32)
+
+
+def check_train(train, m):
+    """Validate ``train=(row indices, 0/1 labels)``; return ``(rows int64, labels uint8)``."""
+    if train is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    try:
+        idx, labels = train
+    except (TypeError, ValueError):
+        raise ValueError("train must be a pair (row indices, labels)") from None
+    idx = np.asarray(idx)
+    labels = np.asarray(labels)
+    if idx.ndim != 1 or labels.ndim != 1 or idx.shape != labels.shape:
+        raise ValueError(
+            f"train indices and labels must be 1-D of equal length, got {idx.shape} and {labels.shape}"
+        )
+    if idx.size == 0:
+        raise ValueError("train set is empty; pass train=None for no conditioning")
+    if not np.issubdtype(idx.dtype, np.integer):
+        if np.issubdtype(idx.dtype, np.floating) and np.all(idx == np.round(idx)):
+            idx = idx.astype(np.int64)
+        else:
+            raise ValueError("train indices must be integers")
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= m:
+        raise ValueError(f"train indices must be in [0, {m}), got values in [{idx.min()}, {idx.max()}]")
+    if np.unique(idx).size != idx.size:
+        raise ValueError("train indices contain duplicates")
+    if not np.all((labels == 0) | (labels == 1)):
+        raise ValueError("train labels must be 0 or 1")
+    if idx.size == m:
+        raise ValueError("the train set covers every row of X; no rows are left for the key")
+    return idx, labels.astype(np.uint8)
+
+
+def inputs_digest(X):
+    """sha256 of the float32 input matrix (shape and bytes)."""
+    h = hashlib.sha256()
+    h.update(repr(X.shape).encode())
+    h.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class SamplerPlan:
+    """Everything a backend needs to draw and count samples.
+
+    Attributes
+    ----------
+    mlp : MLP
+    X : float32 array (m, n_inputs)
+    seed : int
+    train_rows, train_labels : int64 / uint8 arrays (empty when unconditioned)
+    key_rows : int64 array — the rows the key covers (all rows not in the train set), ascending
+    n_words : int — uint64 words per key, ``ceil(len(key_rows) / 64)``
+    boolean : bool — X is exactly :func:`boolean_inputs` (enables the subset-sum fast path)
+    """
+
+    mlp: MLP
+    X: np.ndarray
+    seed: int
+    train_rows: np.ndarray
+    train_labels: np.ndarray
+    key_rows: np.ndarray
+    n_words: int
+    boolean: bool
+    digest: str = field(default="")
+
+    @property
+    def m(self):
+        return self.X.shape[0]
+
+    @property
+    def conditioned(self):
+        return self.train_rows.size > 0
+
+    def compat_meta(self):
+        """Metadata that must match for two count results to be merged."""
+        return {
+            "arch": self.mlp.to_dict(),
+            "inputs_digest": self.digest,
+            "n_rows": int(self.m),
+            "train_rows": self.train_rows.tolist(),
+            "train_labels": self.train_labels.tolist(),
+        }
+
+    def layer_arrays(self):
+        """Kernel-friendly arrays: widths (int64), activation code, w/b scales (float32), param offsets."""
+        mlp = self.mlp
+        widths = np.asarray(mlp.widths, dtype=np.int64)
+        sc = mlp.scales()
+        ws = np.asarray([s[0] for s in sc], dtype=np.float32)
+        bs = np.asarray([s[1] for s in sc], dtype=np.float32)
+        return widths, SAMPLER_CODES[mlp.activation], ws, bs
+
+
+def make_plan(arch, X=None, seed=0, train=None):
+    """Validate and bundle a sampling job.
+
+    Parameters
+    ----------
+    arch : MLP or str
+    X : array_like (m, n_inputs) or None
+        Input rows; None means all Boolean inputs of ``n_inputs`` bits.
+    seed : int in [0, 2**64)
+    train : (indices, labels) or None
+    """
+    mlp = as_mlp(arch)
+    if X is None:
+        if mlp.n_inputs > 24:
+            raise ValueError("X=None means all Boolean inputs, which needs n_inputs <= 24")
+        X = boolean_inputs(mlp.n_inputs)
+    X = check_inputs(X, mlp.n_inputs)
+    seed = check_seed(seed)
+    rows, labels = check_train(train, X.shape[0])
+    mask = np.ones(X.shape[0], bool)
+    mask[rows] = False
+    key_rows = np.flatnonzero(mask).astype(np.int64)
+    n_words = (key_rows.size + 63) // 64
+    boolean = (
+        mlp.n_inputs <= 24
+        and X.shape[0] == 2**mlp.n_inputs
+        and np.array_equal(X, boolean_inputs(mlp.n_inputs))
+    )
+    return SamplerPlan(mlp, X, seed, rows, labels, key_rows, n_words, bool(boolean), inputs_digest(X))
+
+

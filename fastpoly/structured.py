@@ -1,0 +1,204 @@
+"""Structured (sparse, layered) networks: the form compiled polynomial networks take and kernels evaluate.
+
+A :class:`StructuredNetwork` is a list of :class:`SparseLayer` objects.  Layer
+``l`` maps its input vector ``h`` (length ``fan_in``) to
+
+* ``z[j] = bias[j] + sum_{p in indptr[j]..indptr[j+1]-1} data[p] * h[indices[p]]``
+  (summed in storage order, starting from the bias), then
+* ``out[j] = act(z[j])`` if ``shift is None``, else the *centered* form
+  ``out[j] = act(shift[j] + z[j]) - act(shift[j])`` evaluated without
+  cancellation (see :data:`CENTERED`).
+
+Activation codes (:data:`STRUCT_CODES`) are shared with the Numba and CUDA
+kernels.  The final layer normally has activation ``identity``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SparseLayer", "StructuredNetwork", "STRUCT_CODES", "ACT", "CENTERED", "evaluate_structured_reference",
+]
+
+
+def _softplus(z):
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _erf(z):
+    from scipy.special import erf
+
+    return erf(z)
+
+
+def _gelu(z):
+    return 0.5 * z * (1 + _erf(z / np.sqrt(2.0)))
+
+
+#: name -> elementwise function (NumPy reference, computed in the input's dtype)
+ACT = {
+    "identity": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "square": lambda z: z * z,
+    "softplus": _softplus,
+    "exp": np.exp,
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "silu": lambda z: z * _sigmoid(z),
+    "gelu": _gelu,
+}
+
+
+def _c_exp(t, b):
+    return np.exp(b) * np.expm1(t)
+
+
+def _c_softplus(t, b):
+    # softplus(b+t) - softplus(b) = log1p(sigmoid(b) * expm1(t))
+    return np.log1p(_sigmoid(b) * np.expm1(t))
+
+
+def _c_tanh(t, b):
+    tb, tt = np.tanh(b), np.tanh(t)
+    return tt * (1 - tb * tb) / (1 + tb * tt)
+
+
+def _c_sigmoid(t, b):
+    # sigmoid(b+t) - sigmoid(b) = sigmoid(b+t) * (1 - sigmoid(b)) * (-expm1(-t))
+    return _sigmoid(b + t) * _sigmoid(-b) * (-np.expm1(-t))
+
+
+def _c_square(t, b):
+    return t * (2 * b + t)
+
+
+def _c_generic(name):
+    f = ACT[name]
+    return lambda t, b: f(b + t) - f(b)
+
+
+#: name -> f(t, b) = act(b + t) - act(b), computed without catastrophic cancellation where a formula exists
+CENTERED = {
+    "identity": lambda t, b: t,
+    "relu": _c_generic("relu"),
+    "square": _c_square,
+    "softplus": _c_softplus,
+    "exp": _c_exp,
+    "sigmoid": _c_sigmoid,
+    "tanh": _c_tanh,
+    "silu": _c_generic("silu"),
+    "gelu": _c_generic("gelu"),
+}
+
+#: activation name -> integer code used by compiled kernels
+STRUCT_CODES = {name: i for i, name in enumerate(ACT)}
+
+
+@dataclass
+class SparseLayer:
+    """One sparse layer in CSR form (rows = output neurons), see the module docstring."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    bias: np.ndarray
+    activation: str = "identity"
+    shift: np.ndarray | None = None
+    fan_in: int = -1
+
+    def __post_init__(self):
+        self.indptr = np.ascontiguousarray(self.indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(self.indices, dtype=np.int64)
+        self.data = np.ascontiguousarray(self.data, dtype=np.float64)
+        self.bias = np.ascontiguousarray(self.bias, dtype=np.float64)
+        if self.activation not in ACT:
+            raise ValueError(f"unknown structured activation {self.activation!r}; valid: {', '.join(ACT)}")
+        n = self.bias.shape[0]
+        if self.indptr.shape != (n + 1,) or self.indptr[0] != 0 or self.indptr[-1] != self.data.size:
+            raise ValueError("inconsistent CSR indptr")
+        if self.indices.shape != self.data.shape:
+            raise ValueError("CSR indices and data differ in length")
+        if self.fan_in < 0:
+            self.fan_in = int(self.indices.max()) + 1 if self.indices.size else 0
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.fan_in):
+            raise ValueError("CSR column index out of range")
+        if self.shift is not None:
+            self.shift = np.ascontiguousarray(self.shift, dtype=np.float64)
+            if self.shift.shape != (n,):
+                raise ValueError("shift must have one value per neuron")
+
+    @property
+    def fan_out(self):
+        return self.bias.shape[0]
+
+    @property
+    def nnz(self):
+        return int(self.data.size)
+
+    @classmethod
+    def from_dense(cls, W, b, activation="identity", shift=None):
+        """CSR layer from a dense ``(fan_out, fan_in)`` matrix (zeros dropped, column order kept)."""
+        W = np.asarray(W, dtype=np.float64)
+        rows, cols = np.nonzero(W)
+        indptr = np.zeros(W.shape[0] + 1, np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        return cls(np.cumsum(indptr), cols, W[rows, cols], b, activation, shift, W.shape[1])
+
+    def to_dense(self):
+        """``(W, b)`` dense float64 arrays (the centered shift is *not* folded in)."""
+        W = np.zeros((self.fan_out, self.fan_in))
+        rows = np.repeat(np.arange(self.fan_out), np.diff(self.indptr))
+        W[rows, self.indices] = self.data
+        return W, self.bias.copy()
+
+
+@dataclass
+class StructuredNetwork:
+    """A list of :class:`SparseLayer` objects with matching widths."""
+
+    layers: list
+
+    def __post_init__(self):
+        self.layers = list(self.layers)
+        for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
+            if a.fan_out != b.fan_in:
+                raise ValueError(f"layer {i} has {a.fan_out} outputs, layer {i + 1} expects {b.fan_in}")
+
+    @property
+    def n_inputs(self):
+        return self.layers[0].fan_in
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].fan_out
+
+
+def evaluate_structured_reference(snet, X, dtype=np.float64):
+    """NumPy reference: outputs ``(N, n_outputs)`` of a :class:`StructuredNetwork` in ``dtype``.
+
+    Sums run in CSR storage order starting from the bias, unfused multiply-add
+    (``z = z + w*h``) in ``dtype``.
+    """
+    dtype = np.dtype(dtype).type
+    h = np.asarray(X, dtype=dtype)
+    for L in snet.layers:
+        z = np.broadcast_to(L.bias.astype(dtype), (h.shape[0], L.fan_out)).copy()
+        data = L.data.astype(dtype)
+        counts = np.diff(L.indptr)
+        # process the p-th nonzero of every row together (keeps per-row storage order)
+        for p in range(int(counts.max()) if counts.size else 0):
+            rows = np.flatnonzero(counts > p)
+            pos = L.indptr[rows] + p
+            z[:, rows] = z[:, rows] + data[pos][None, :] * h[:, L.indices[pos]]
+        if L.shift is None:
+            h = ACT[L.activation](z).astype(dtype, copy=False)
+        else:
+            h = CENTERED[L.activation](z, L.shift.astype(dtype)[None, :]).astype(dtype, copy=False)
+    return h

@@ -1,0 +1,37 @@
+"""Per-dtype tolerances for comparing floating results of a backend with the NumPy reference.
+
+Integer results (keys, counts) are always compared exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TOLERANCES", "tolerance", "assert_close_to_reference"]
+
+#: dtype -> (rtol, atol) for network outputs compared with the reference
+TOLERANCES = {
+    np.dtype(np.float32): (2e-5, 2e-6),
+    np.dtype(np.float64): (1e-12, 1e-13),
+}
+
+
+def tolerance(dtype):
+    """``(rtol, atol)`` for ``dtype``."""
+    try:
+        return TOLERANCES[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"no tolerance defined for dtype {np.dtype(dtype).name}") from None
+
+
+def assert_close_to_reference(result, reference, dtype, scale=None):
+    """Raise ``AssertionError`` unless ``result`` matches ``reference`` within the dtype's tolerance.
+
+    ``scale`` (default: ``max|reference|``, at least 1) multiplies ``atol`` so that
+    outputs computed through large intermediate values are judged fairly.
+    """
+    rtol, atol = tolerance(dtype)
+    result = np.asarray(result, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if scale is None:
+        scale = max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
+    np.testing.assert_allclose(result, reference, rtol=rtol, atol=atol * scale)

@@ -1,0 +1,47 @@
+"""Shared fixtures: backends parametrised with readable ids; GPU tests skip (or fail) cleanly."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastpoly
+from fastpoly.backends import BACKENDS, availability
+
+REQUIRE_GPU = os.environ.get("FASTPOLY_REQUIRE_GPU", "") not in ("", "0")
+
+
+def backend_or_skip(name):
+    """Return the backend name if it can run here; skip with the reason otherwise.
+
+    With ``FASTPOLY_REQUIRE_GPU=1`` an unavailable ``cupy`` backend fails instead.
+    """
+    ok, why = availability(name)
+    if not ok:
+        if name == "cupy" and REQUIRE_GPU:
+            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
+        pytest.skip(f"backend {name} unavailable: {why}")
+    return name
+
+
+@pytest.fixture(params=list(BACKENDS), ids=lambda n: f"backend={n}")
+def backend(request):
+    """Every backend in the table (unavailable ones skipped with the reason)."""
+    return backend_or_skip(request.param)
+
+
+@pytest.fixture(params=[n for n in BACKENDS if n != "numpy"], ids=lambda n: f"backend={n}")
+def fast_backend(request):
+    """Every compiled backend (compared with the NumPy reference)."""
+    return backend_or_skip(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def X7():
+    return fastpoly.boolean_inputs(7)
