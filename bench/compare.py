@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Compare fastpoly's backends with the baselines users write, in one run.
+
+Prints samples/s (best of N rounds after a warm-up) and ratios, and writes JSON with --json.
+
+    python bench/compare.py --json out.json             # full comparison on this machine
+    python bench/compare.py --quick                      # seconds; a smoke test
+    python bench/compare.py --device cuda --json g.json  # GPU: cupy backend vs PyTorch eager / torch.compile
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import fastpoly  # noqa: E402
+from baselines import numpy_blas_sampler, torch_available, torch_sampler  # noqa: E402
+
+
+def best_rate(fn, n, rounds, warmup=True):
+    """Best samples/s over ``rounds`` calls of ``fn(n)`` (after one warm-up call)."""
+    if warmup:
+        fn(max(1, min(n, 1024)))
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn(n)
+        dt = time.perf_counter() - t
+        best = max(best, n / dt)
+    return best
+
+
+def sampler_rows(args, arch, X, train):
+    rows = []
+    label = "cond64" if train is not None else "prior"
+
+    def add(name, kind, fn, n):
+        try:
+            r = best_rate(fn, n, args.rounds)
+        except Exception as e:  # a baseline that cannot run here is reported, not fatal
+            rows.append({"workload": f"sampler-{label}", "name": name, "kind": kind, "error": repr(e)})
+            print(f"  {name:28s} failed: {e!r}", flush=True)
+            return
+        rows.append({"workload": f"sampler-{label}", "name": name, "kind": kind, "samples_per_s": r, "n": n})
+        print(f"  {name:28s} {r:14,.0f} samples/s", flush=True)
+
+    scale = 0.02 if args.quick else 1.0
+    add("fastpoly numpy (reference)", "reference",
+        lambda n: fastpoly.sample(arch, X, n, seed=1, backend="numpy", train=train, progress=False),
+        max(16, int(512 * scale)))
+    if train is None:
+        add("numpy batched BLAS", "baseline", lambda n: numpy_blas_sampler(arch, X, n), max(64, int(20000 * scale)))
+        if torch_available() and not args.no_torch:
+            add("pytorch bmm (cpu)", "baseline", lambda n: torch_sampler(arch, X, n, device="cpu"),
+                max(64, int(20000 * scale)))
+            if args.device == "cuda":
+                add("pytorch bmm (cuda eager)", "baseline",
+                    lambda n: torch_sampler(arch, X, n, device="cuda", batch=65536), int(2_000_000 * scale))
+                add("pytorch bmm (cuda compile)", "baseline",
+                    lambda n: torch_sampler(arch, X, n, device="cuda", batch=65536, compiled=True),
+                    int(2_000_000 * scale))
+    report = fastpoly.backends()
+    for name in ("numba", "cupy"):
+        if not report[name]["available"]:
+            print(f"  fastpoly {name:19s} unavailable: {report[name]['reason']}")
+            rows.append({"workload": f"sampler-{label}", "name": f"fastpoly {name}", "kind": "fastpoly",
+                         "error": report[name]["reason"]})
+            continue
+        n = {"numba": 300_000, "cupy": 200_000_000}[name]
+        add(f"fastpoly {name}", "fastpoly",
+            lambda k, name=name: fastpoly.sample(arch, X, k, seed=1, backend=name, train=train, progress=False),
+            max(1000, int(n * scale)))
+    return rows
+
+
+def poly_rows(args):
+    try:
+        from fastpoly.poly import compile_polynomial, random_polynomial
+    except ImportError as e:
+        print(f"  polynomial networks unavailable: {e}")
+        return []
+    rows = []
+    n_points = 10_000 if args.quick else 1_000_000
+    p = random_polynomial(16, 4, 50, seed=0)
+    net = compile_polynomial(p, activation="softplus", construction="tree")
+    X = np.random.default_rng(0).uniform(-1, 1, (n_points, 16))
+    report = fastpoly.backends()
+    for dtype in ("float32", "float64"):
+        for name in ("numpy", "numba", "cupy"):
+            if not report[name]["available"]:
+                continue
+            Xd = X.astype(dtype)
+            try:
+                r = best_rate(lambda n: fastpoly.evaluate(net, Xd[:n], backend=name, dtype=dtype), n_points,
+                              max(1, args.rounds - 2))
+            except Exception as e:
+                rows.append({"workload": f"poly-{dtype}", "name": f"fastpoly {name}", "error": repr(e)})
+                print(f"  {dtype} {name:10s} failed: {e!r}")
+                continue
+            rows.append({"workload": f"poly-{dtype}", "name": f"fastpoly {name}",
+                         "kind": "reference" if name == "numpy" else "fastpoly", "points_per_s": r, "n": n_points})
+            print(f"  {dtype} {name:10s} {r:14,.0f} points/s", flush=True)
+    return rows
+
+
+def ratios(rows):
+    by = {}
+    for r in rows:
+        by.setdefault(r["workload"], []).append(r)
+    lines = []
+    for wl, rs in by.items():
+        key = "samples_per_s" if wl.startswith("sampler") else "points_per_s"
+        ok = [r for r in rs if key in r]
+        ref = next((r[key] for r in ok if r.get("kind") == "reference"), None)
+        base = max((r[key] for r in ok if r.get("kind") == "baseline"), default=None)
+        lines.append(f"\n{wl}")
+        lines.append(f"  {'name':28s} {key:>16s} {'x reference':>12s} {'x best baseline':>16s}")
+        for r in ok:
+            xr = f"{r[key] / ref:12.1f}" if ref else f"{'':12s}"
+            xb = f"{r[key] / base:16.2f}" if base else f"{'':16s}"
+            r["x_reference"] = r[key] / ref if ref else None
+            r["x_best_baseline"] = r[key] / base if base else None
+            lines.append(f"  {r['name']:28s} {r[key]:16,.0f} {xr} {xb}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="7-40-40-1")
+    ap.add_argument("--rounds", type=int, default=5, help="best of this many timed rounds (after a warm-up)")
+    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of the PyTorch baselines")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
+    ap.add_argument("--no-poly", action="store_true", help="skip polynomial evaluation")
+    ap.add_argument("--threads", type=int, help="Numba threads (default: all cores)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        os.environ["FASTPOLY_NUM_THREADS"] = str(args.threads)
+    arch = fastpoly.MLP.from_string(args.arch)
+    X = fastpoly.boolean_inputs(arch.n_inputs)
+    m = X.shape[0]
+    train_rows = np.arange(0, m, 2)[:64] if m >= 128 else np.arange(0, m, 2)
+    train = (train_rows, np.zeros(train_rows.size, np.uint8))  # the constant-0 target: a realistic acceptance rate
+    info = {
+        "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__, "fastpoly": fastpoly.__version__,
+        "backends": fastpoly.backends(), "arch": args.arch, "rounds": args.rounds, "quick": args.quick,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    print(f"fastpoly {fastpoly.__version__} compare: {args.arch} on {m} inputs, best of {args.rounds} rounds, "
+          f"{os.cpu_count()} cpus; auto backend = {info['backends']['auto']}")
+    rows = []
+    print("\nsampler, unconditioned (RNG + forward + keys + exact counting)")
+    rows += sampler_rows(args, arch, X, None)
+    print(f"\nsampler, conditioned on {train_rows.size} train rows (rejection)")
+    rows += sampler_rows(args, arch, X, train)
+    if not args.no_poly:
+        print("\npolynomial network evaluation (16 vars, degree 4, 50 terms, tree, softplus)")
+        rows += poly_rows(args)
+    print(ratios(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"info": info, "rows": rows}, fh, indent=2, default=str)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# CI entry point (called by .ci/run): a fresh virtual environment, the README's test command,
+# then the benchmarks once as smoke tests, the CUDA compile check and a short run of the main job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WORK=$(mktemp -d)
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$WORK/numba-cache}"
+export MPLBACKEND=Agg
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+mkdir -p "$NUMBA_CACHE_DIR"
+
+python3 -m venv "$WORK/venv"
+# shellcheck disable=SC1091
+. "$WORK/venv/bin/activate"
+
+# The README's quickstart test command, verbatim (so a missing install step fails CI).
+TEST_CMD=$(awk '/<!-- quickstart-test -->/{f=1; next} f && /^pip /{print; exit}' README.md)
+if [ -z "$TEST_CMD" ]; then echo "ci: no quickstart test command found in README.md" >&2; exit 1; fi
+echo "+ $TEST_CMD"
+eval "$TEST_CMD"
+
+echo "+ python -m pytest bench --benchmark-disable -q"
+python -m pytest bench --benchmark-disable -q
+
+if [ -x ci/nvcc-check.sh ]; then
+  echo "+ ci/nvcc-check.sh"
+  ci/nvcc-check.sh
+fi
+
+# The main job on the default backend (the quickstart's run command, shortened).
+cd "$WORK"
+echo "+ fastpoly sample 7-40-40-1 --samples 1e5 --no-progress"
+fastpoly sample 7-40-40-1 --samples 1e5 --no-progress --out "$WORK/out"
+cd "$ROOT"
