@@ -25,10 +25,27 @@ import fastpoly  # noqa: E402
 from baselines import numpy_blas_sampler, torch_available, torch_sampler  # noqa: E402
 
 
+TARGET_S = 1.0  # seconds per timed round (set by --round-seconds)
+
+
 def best_rate(fn, n, rounds, warmup=True):
-    """Best samples/s over ``rounds`` calls of ``fn(n)`` (after one warm-up call)."""
+    """Best samples/s over ``rounds`` calls of ``fn(n')`` after a warm-up.
+
+    ``n`` is an upper bound: the warm-up calibrates ``n'`` so one round takes about
+    ``TARGET_S`` seconds, so a slow backend never overruns the time budget.
+    """
     if warmup:
         fn(max(1, min(n, 1024)))
+    k = max(1, min(n, 1024))
+    while k < n:
+        t = time.perf_counter()
+        fn(k)
+        dt = time.perf_counter() - t
+        if dt >= TARGET_S / 4:
+            k = int(min(n, max(k, k * TARGET_S / max(dt, 1e-9))))
+            break
+        k = min(n, k * 4)
+    n = k
     best = 0.0
     for _ in range(rounds):
         t = time.perf_counter()
@@ -52,15 +69,15 @@ def sampler_rows(args, arch, X, train):
         rows.append({"workload": f"sampler-{label}", "name": name, "kind": kind, "samples_per_s": r, "n": n})
         print(f"  {name:28s} {r:14,.0f} samples/s", flush=True)
 
-    scale = 0.02 if args.quick else 1.0
+    scale = 0.01 if args.quick else 1.0
     add("fastpoly numpy (reference)", "reference",
         lambda n: fastpoly.sample(arch, X, n, seed=1, backend="numpy", train=train, progress=False),
-        max(16, int(512 * scale)))
+        max(16, int(4096 * scale)))
     if train is None:
-        add("numpy batched BLAS", "baseline", lambda n: numpy_blas_sampler(arch, X, n), max(64, int(20000 * scale)))
+        add("numpy batched BLAS", "baseline", lambda n: numpy_blas_sampler(arch, X, n), max(64, int(200000 * scale)))
         if torch_available() and not args.no_torch:
             add("pytorch bmm (cpu)", "baseline", lambda n: torch_sampler(arch, X, n, device="cpu"),
-                max(64, int(20000 * scale)))
+                max(64, int(200000 * scale)))
             if args.device == "cuda":
                 add("pytorch bmm (cuda eager)", "baseline",
                     lambda n: torch_sampler(arch, X, n, device="cuda", batch=65536), int(2_000_000 * scale))
@@ -74,7 +91,7 @@ def sampler_rows(args, arch, X, train):
             rows.append({"workload": f"sampler-{label}", "name": f"fastpoly {name}", "kind": "fastpoly",
                          "error": report[name]["reason"]})
             continue
-        n = {"numba": 300_000, "cupy": 200_000_000}[name]
+        n = {"numba": 10_000_000, "cupy": 2_000_000_000}[name]
         add(f"fastpoly {name}", "fastpoly",
             lambda k, name=name: fastpoly.sample(arch, X, k, seed=1, backend=name, train=train, progress=False),
             max(1000, int(n * scale)))
@@ -142,7 +159,11 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
     ap.add_argument("--no-poly", action="store_true", help="skip polynomial evaluation")
     ap.add_argument("--threads", type=int, help="Numba threads (default: all cores)")
+    ap.add_argument("--round-seconds", type=float, default=None,
+                    help="target duration of one timed round (default 1, --quick 0.05)")
     args = ap.parse_args(argv)
+    global TARGET_S
+    TARGET_S = args.round_seconds or (0.05 if args.quick else 1.0)
     if args.threads:
         os.environ["FASTPOLY_NUM_THREADS"] = str(args.threads)
     arch = fastpoly.MLP.from_string(args.arch)

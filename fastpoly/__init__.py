@@ -33,4 +33,27 @@ __all__ = [
     "evaluate",
     "sample",
     "sample_keys",
+    "Polynomial",
+    "compile_polynomial",
 ]
+
+#: names provided lazily by submodules (imported on first access, so ``import fastpoly`` stays light)
+_LAZY = {
+    "Polynomial": "fastpoly.poly",
+    "compile_polynomial": "fastpoly.poly",
+}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'fastpoly' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

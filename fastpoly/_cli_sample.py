@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -50,7 +51,7 @@ def register(sub):
             "samples/s, distinct functions and the top 10; writes counts.npz and rank.png to --out."
         ),
     )
-    p.add_argument("arch", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
+    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
     p.add_argument("--samples", default="1e6", help="number of networks to draw (default 1e6)")
     p.add_argument("--seed", type=int, default=0, help="stream seed in [0, 2**64) (default 0)")
     p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
@@ -71,8 +72,45 @@ def register(sub):
     p.add_argument("--no-plot", action="store_true", help="do not draw the rank-frequency plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="check the first 64 samples against the NumPy reference")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="save progress in DIR (atomically, every --checkpoint-every seconds and on Ctrl-C)")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between checkpoints (default 60)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run checkpointed in DIR (its options are read from DIR); the final "
+                        "counts are identical to an uninterrupted run")
+    p.add_argument("--memory-budget", metavar="BYTES",
+                   help="memory for distinct keys while counting, e.g. 8GB; beyond it sorted runs are "
+                        "spilled to disk (the checkpoint folder or a temporary one) and merged exactly")
+    p.add_argument("--dask", metavar="CLUSTER",
+                   help="run on Dask: 'local' (one worker process per core), a number of local workers, "
+                        "or a scheduler address tcp://host:8786 (needs the dask extra)")
     p.set_defaults(func=run_sample)
     return p
+
+
+#: options restored from a checkpoint on --resume (the others may be given anew)
+_JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
+                "bias_scaling", "no_bias", "centered", "train_size", "target", "train_seed", "out", "top",
+                "no_plot", "memory_budget")
+
+
+def _restore_resume_args(args):
+    from .checkpoint import job_of
+
+    _, extra = job_of(args.resume)
+    stored = extra.get("cli")
+    if not stored:
+        raise ValueError(
+            f"{args.resume} was not written by 'fastpoly sample'; resume it from Python with "
+            "fastpoly.checkpoint.resume(DIR)"
+        )
+    for k in _JOB_OPTIONS:
+        if k in stored:
+            setattr(args, k, stored[k])
+    if args.checkpoint and os.path.abspath(args.checkpoint) != os.path.abspath(args.resume):
+        raise ValueError("--resume DIR continues the checkpoint in DIR; do not also give --checkpoint")
+    args.checkpoint = args.resume
 
 
 def run_sample(args):
@@ -80,6 +118,10 @@ def run_sample(args):
     from .arch import MLP, boolean_inputs, parse_arch
     from .backends import get_backend
 
+    if getattr(args, "resume", None):
+        _restore_resume_args(args)
+    if not args.arch:
+        raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
     n = parse_count(str(args.samples))
     n_inputs, hidden = parse_arch(args.arch)
     mlp = MLP(
@@ -99,21 +141,49 @@ def run_sample(args):
         target = _parse_target(args.target, m)
         rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
         train = (rows, target[rows])
-    be = get_backend(args.backend)
-    t0 = time.perf_counter()
-    counts = sample(
-        mlp, X, n, seed=args.seed, backend=be, train=train, batch_size=args.batch_size,
-        progress=not args.no_progress, start=args.start, check=args.check,
-    )
-    dt = time.perf_counter() - t0
+    client = None
+    if getattr(args, "dask", None):
+        client = _dask_client(args.dask)
+        be = get_backend("numpy") if args.backend == "numpy" else None
+    else:
+        be = get_backend(args.backend)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "counts.npz")
-    counts.save(path)
+    extra = {"cli": {k: getattr(args, k, None) for k in _JOB_OPTIONS}}
+    annotations = None
+    if train is not None:
+        from .keys import key_to_hex, pack_bits
+
+        annotations = {"target": key_to_hex(pack_bits(target.astype(bool)), m)}
+    t0 = time.perf_counter()
+    try:
+        counts = sample(
+            mlp, X, n, seed=args.seed, backend=be if be is not None else args.backend, train=train,
+            batch_size=args.batch_size, progress=not args.no_progress, start=args.start, check=args.check,
+            checkpoint=args.checkpoint, resume=bool(getattr(args, "resume", None)),
+            checkpoint_every=args.checkpoint_every, memory_budget=args.memory_budget, client=client,
+            out=path, checkpoint_extra=extra, annotations=annotations,
+        )
+    except KeyboardInterrupt as e:
+        if args.checkpoint:
+            msg = str(e) or f"interrupted; the last checkpoint in {args.checkpoint} is intact"
+            print(f"\n{msg}", file=sys.stderr)
+            return 130
+        raise
+    finally:
+        if client is not None and isinstance(args.dask, str) and args.dask.startswith(("tcp://", "tls://")):
+            client.close()
+    dt = time.perf_counter() - t0
     print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={mlp.sigma_w}, "
           f"sigma_b={mlp.sigma_b}, bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
-    print(f"backend        {be.describe()}")
+    print(f"backend        {be.describe() if be is not None else counts.info.get('backend')}")
+    if counts.info.get("resumed_from"):
+        print(f"resumed        from sample {counts.info['resumed_from']:,} (checkpoint {args.checkpoint})")
+    if counts.info.get("spilled_runs"):
+        print(f"spilled        {counts.info['spilled_runs']} sorted runs merged")
     print(f"samples        {counts.n_samples:,} (seed {args.seed}, indices {args.start}..{args.start + n - 1})")
-    print(f"samples/s      {counts.n_samples / dt:,.0f}  ({dt:.2f} s)")
+    done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
+    print(f"samples/s      {done_now / dt:,.0f}  ({dt:.2f} s)")
     if train is not None:
         lo, hi = _wilson(counts.n_accepted, counts.n_samples)
         print(f"accepted       {counts.n_accepted:,}  P(S) = {counts.n_accepted / counts.n_samples:.4g} "
@@ -132,6 +202,25 @@ def run_sample(args):
 
         print(f"rank plot      {plot_rank(counts, os.path.join(args.out, 'rank.png'))}")
     return 0
+
+
+def _dask_client(spec):
+    spec = str(spec)
+    if spec.startswith(("tcp://", "tls://")) or ":" in spec:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ValueError('--dask needs Dask: pip install "dask[distributed]>=2023.6"') from None
+        return Client(spec)
+    if spec == "local":
+        return "local"
+    try:
+        n = int(spec)
+    except ValueError:
+        raise ValueError(f"--dask must be 'local', a number of workers or tcp://host:port, got {spec!r}") from None
+    if n < 1:
+        raise ValueError(f"--dask workers must be >= 1, got {n}")
+    return n
 
 
 def _wilson(k, n):

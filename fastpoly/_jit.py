@@ -26,11 +26,11 @@ import os
 
 import numba
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 __all__ = [
-    "JIT_OPTIONS", "jit", "pjit", "fma", "f32_to_bits", "bits_to_f32",
+    "JIT_OPTIONS", "jit", "pjit", "fma", "prefetch", "f32_to_bits", "bits_to_f32",
     "configure_threads", "get_num_threads", "set_num_threads", "prange",
 ]
 
@@ -92,6 +92,35 @@ def bits_to_f32(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint the CPU to fetch element ``index`` of a C-contiguous array into cache (``llvm.prefetch``).
+
+    A pure performance hint: it never faults and has no effect on results.
+    """
+    if not (isinstance(arr, types.Array) and isinstance(index, types.Integer)):
+        return None
+    sig = types.void(arr, index)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        idx = args[1]
+        if idx.type != i64:
+            idx = builder.zext(idx, i64) if not signature.args[1].signed else builder.sext(idx, i64)
+        ptr = builder.gep(ary.data, [idx])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return sig, codegen
 

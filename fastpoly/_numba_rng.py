@@ -59,6 +59,13 @@ def round_keys(seed):
 
 
 @jit(inline="always")
+def _round(c0, c1, c2, c3, k0, k1):
+    p0 = c0 * _M0
+    p1 = c2 * _M1
+    return (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK32, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK32
+
+
+@jit(inline="always")
 def philox_block(c0, c1, c2, c3, rk):
     """One Philox4x32-10 block.  Counter words and results are uint64 holding 32-bit values.
 
@@ -70,14 +77,7 @@ def philox_block(c0, c1, c2, c3, rk):
         Round keys from :func:`round_keys`.
     """
     for r in range(10):
-        p0 = c0 * _M0
-        p1 = c2 * _M1
-        n0 = (p1 >> _S32) ^ c1 ^ rk[r, 0]
-        n2 = (p0 >> _S32) ^ c3 ^ rk[r, 1]
-        c1 = p1 & _MASK32
-        c3 = p0 & _MASK32
-        c0 = n0
-        c2 = n2
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, rk[r, 0], rk[r, 1])
     return c0, c1, c2, c3
 
 
@@ -85,17 +85,35 @@ def philox_block(c0, c1, c2, c3, rk):
 def philox_sample_words(rk, index, stream, n_blocks, out):
     """Words of ``n_blocks`` blocks of sample ``index`` into ``out[:4*n_blocks]`` (uint32).
 
-    Counter of block ``j``: ``(j, stream, lo32(index), hi32(index))``.
+    Counter of block ``j``: ``(j, stream, lo32(index), hi32(index))``.  The ten
+    rounds are written out with the round keys in scalars so that LLVM
+    vectorises the loop over blocks.
     """
     lo = np.uint64(index) & _MASK32
     hi = np.uint64(index) >> _S32
     st = np.uint64(stream)
+    # masking tells LLVM the upper halves are zero: 32x32->64 multiplies (vpmuludq)
+    m = _MASK32
+    a0, b0, a1, b1 = rk[0, 0] & m, rk[0, 1] & m, rk[1, 0] & m, rk[1, 1] & m
+    a2, b2, a3, b3 = rk[2, 0] & m, rk[2, 1] & m, rk[3, 0] & m, rk[3, 1] & m
+    a4, b4, a5, b5 = rk[4, 0] & m, rk[4, 1] & m, rk[5, 0] & m, rk[5, 1] & m
+    a6, b6, a7, b7 = rk[6, 0] & m, rk[6, 1] & m, rk[7, 0] & m, rk[7, 1] & m
+    a8, b8, a9, b9 = rk[8, 0] & m, rk[8, 1] & m, rk[9, 0] & m, rk[9, 1] & m
     for j in range(n_blocks):
-        r0, r1, r2, r3 = philox_block(np.uint64(j), st, lo, hi, rk)
-        out[4 * j] = np.uint32(r0)
-        out[4 * j + 1] = np.uint32(r1)
-        out[4 * j + 2] = np.uint32(r2)
-        out[4 * j + 3] = np.uint32(r3)
+        c0, c1, c2, c3 = _round(np.uint64(j), st, lo, hi, a0, b0)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a1, b1)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a2, b2)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a3, b3)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a4, b4)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a5, b5)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a6, b6)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a7, b7)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a8, b8)
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a9, b9)
+        out[4 * j] = np.uint32(c0)
+        out[4 * j + 1] = np.uint32(c1)
+        out[4 * j + 2] = np.uint32(c2)
+        out[4 * j + 3] = np.uint32(c3)
 
 
 @jit(inline="always")

@@ -12,7 +12,7 @@ import numpy as np
 from .keys import as_key, key_to_hex, sort_order
 from .stats import wilson_interval
 
-__all__ = ["FunctionCounts", "merge_sorted_counts", "CountsFileError", "atomic_write_bytes"]
+__all__ = ["FunctionCounts", "merge_sorted_counts", "CountsFileError", "atomic_write_bytes", "merge_files"]
 
 FORMAT = "fastpoly.counts"
 FORMAT_VERSION = 1
@@ -333,17 +333,265 @@ class FunctionCounts:
         return obj
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, mmap=False):
         """Read a counts file written by :meth:`save`, verifying its checksum.
+
+        Parameters
+        ----------
+        path : path
+        mmap : bool
+            Memory-map the arrays instead of reading them (for results larger
+            than RAM, e.g. written by ``sample(..., out=PATH)``); the checksum is
+            still verified, streaming over the file.
 
         Raises
         ------
         CountsFileError
             If the file is truncated, modified or not a fastpoly counts file.
         """
+        if mmap:
+            return _load_mmap(cls, os.fspath(path))
         with open(path, "rb") as fh:
             data = fh.read()
         return cls.from_bytes(data, source=os.fspath(path))
+
+    # --- research API (see fastpoly.conditioning, fastpoly.complexity) ----------------
+    @property
+    def conditioned(self):
+        """True if the keys cover only the test rows (a posterior run)."""
+        return bool(self.meta.get("train_rows"))
+
+    def key_rows(self):
+        """Rows of X that the key's bits stand for (ascending)."""
+        kr = self.meta.get("key_rows")
+        if kr is None:
+            return np.arange(int(self.meta.get("n_rows", self.n_key_bits)), dtype=np.int64)
+        return np.asarray(kr, dtype=np.int64)
+
+    def full_keys(self):
+        """Keys over all rows of X: for conditioned runs the train rows carry the train labels.
+
+        Returns
+        -------
+        uint64 array (K, ceil(n_rows / 64))
+        """
+        from .keys import pack_bits, unpack_bits
+
+        if not self.conditioned:
+            return self.keys
+        n_rows = int(self.meta["n_rows"])
+        full = np.zeros((self.n_distinct, n_rows), bool)
+        full[:, self.key_rows()] = unpack_bits(self.keys, self.n_key_bits).astype(bool)
+        full[:, np.asarray(self.meta["train_rows"], np.int64)] = np.asarray(self.meta["train_labels"], bool)
+        return pack_bits(full)
+
+    @property
+    def n_rows(self):
+        return int(self.meta.get("n_rows", self.n_key_bits))
+
+    def is_boolean(self):
+        """True if X was all ``2**n_inputs`` Boolean inputs in the standard order ({0,1} or {-1,1})."""
+        n_in = self.meta.get("arch", {}).get("widths", [0])[0]
+        if not n_in or self.n_rows != 2**n_in:
+            return False
+        from .arch import boolean_inputs
+        from .plan import inputs_digest
+
+        d = self.meta.get("inputs_digest")
+        return d in (inputs_digest(boolean_inputs(n_in)), inputs_digest(boolean_inputs(n_in, centered=True)))
+
+    def complexity(self, order="rows"):
+        """Complexity of every stored function (over all rows of X; see :mod:`fastpoly.complexity`).
+
+        Returns
+        -------
+        dict of arrays (K,)
+            ``klz``, ``entropy``, ``ones`` (T) and, for Boolean inputs, ``csr``.
+            Cached per ``order``.
+        """
+        from .complexity import complexity_table
+
+        cache = self.__dict__.setdefault("_cx_cache", {})
+        if order not in cache:
+            cache[order] = complexity_table(self.full_keys(), self.n_rows, boolean=self.is_boolean(), order=order)
+        return cache[order]
+
+    def probabilities(self, confidence=0.95, method="wilson"):
+        """``(p, lower, upper)`` arrays of every stored function (Wilson or Clopper--Pearson)."""
+        from .conditioning import _interval
+
+        n = self.n_accepted
+        p = self.counts / n if n else np.full(self.n_distinct, np.nan)
+        lo, hi = _interval(self.counts, n, confidence, method)
+        return p, lo, hi
+
+    def condition(self, train_idx, labels=None, target=None):
+        """Condition a prior on a train set offline (see :func:`fastpoly.conditioning.condition`)."""
+        from .conditioning import condition
+
+        return condition(self, train_idx, labels=labels, target=target)
+
+    def posterior(self, target=None, confidence=0.95, method="wilson"):
+        """Posterior summary: P(S), P_B(f|S) with intervals, generalisation errors.
+
+        See :func:`fastpoly.conditioning.posterior_summary`.
+        """
+        from .conditioning import posterior_summary
+
+        return posterior_summary(self, target=target, confidence=confidence, method=method)
+
+    def generalization_error(self, target=None):
+        """Error of every stored function on the held-out (key) rows against ``target``."""
+        from .conditioning import generalization_error
+
+        return generalization_error(self, target)
+
+    def to_frame(self, confidence=0.95, method="wilson", order="rows"):
+        """A pandas DataFrame, one row per function, most frequent first.
+
+        Columns: ``key`` (hex, bit i = row i, over the key rows), ``count``,
+        ``probability``, ``lower``, ``upper`` (interval at ``confidence``),
+        ``klz``, ``entropy``, ``ones`` (T), ``csr`` (Boolean inputs only),
+        ``first_index`` and, when a target is known, ``error``.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "FunctionCounts.to_frame needs pandas, which is not installed: pip install pandas"
+            ) from None
+        from .keys import key_to_hex
+
+        order_idx = np.lexsort((np.arange(self.n_distinct), -self.counts))
+        p, lo, hi = self.probabilities(confidence, method)
+        cx = self.complexity(order)
+        cols = {
+            "key": [key_to_hex(self.keys[i], self.n_key_bits) for i in order_idx],
+            "count": self.counts[order_idx],
+            "probability": p[order_idx],
+            "lower": lo[order_idx],
+            "upper": hi[order_idx],
+        }
+        for name in ("klz", "entropy", "ones", "csr"):
+            if name in cx:
+                cols[name] = cx[name][order_idx]
+        cols["first_index"] = self.first_index[order_idx]
+        if self.meta.get("target") is not None:
+            cols["error"] = self.generalization_error()[order_idx]
+        return pd.DataFrame(cols)
+
+    def key_strings(self, convention="rows"):
+        """The stored keys as 0/1 strings over all rows (see :mod:`fastpoly.anchors`).
+
+        ``convention``: ``rows`` (character i = row i), ``cpp`` (the C++ anchor's
+        reversed strings) or ``python`` (the Python anchors' MSB-first strings).
+        """
+        from .anchors import keys_to_strings
+
+        return keys_to_strings(self.full_keys(), self.n_rows, convention)
+
+
+def _digest_stream(header_json, arrays):
+    """The checksum of :meth:`FunctionCounts._digest` over ``[(shape, raw little-endian file or array)]``."""
+    h = hashlib.sha256()
+    h.update(header_json.encode())
+    for shape, src in arrays:
+        h.update(repr(tuple(int(v) for v in shape)).encode())
+        if isinstance(src, np.ndarray):
+            for a in range(0, src.shape[0], 1 << 20):
+                h.update(np.ascontiguousarray(src[a:a + (1 << 20)]).tobytes())
+        else:
+            with open(src, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def _load_mmap(cls, path):
+    """Memory-map a (stored, uncompressed) counts file and verify its checksum by streaming."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = str(np.load(zf.open("header.npy"), allow_pickle=False))
+            digest = str(np.load(zf.open("sha256.npy"), allow_pickle=False))
+            arrays = {}
+            with open(path, "rb") as raw:
+                for name in ("keys", "counts", "first_index"):
+                    info = zf.getinfo(name + ".npy")
+                    if info.compress_type != zipfile.ZIP_STORED:
+                        raise CountsFileError(f"{path}: compressed member {name}; cannot memory-map")
+                    raw.seek(info.header_offset)
+                    lh = raw.read(30)
+                    if lh[:4] != b"PK\x03\x04":
+                        raise CountsFileError(f"{path}: damaged zip entry {name}")
+                    nlen, xlen = int.from_bytes(lh[26:28], "little"), int.from_bytes(lh[28:30], "little")
+                    start = info.header_offset + 30 + nlen + xlen
+                    raw.seek(start)
+                    version = np.lib.format.read_magic(raw)
+                    rd = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                        else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = rd(raw)
+                    off = raw.tell()
+                    if off - start + int(np.prod(shape)) * dtype.itemsize != info.file_size:
+                        raise CountsFileError(f"{path}: truncated member {name}")
+                    arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=off, shape=shape) \
+                        if int(np.prod(shape)) else np.zeros(shape, dtype)
+    except CountsFileError:
+        raise
+    except Exception as e:
+        raise CountsFileError(f"{path}: not a readable fastpoly counts file ({e})") from None
+    try:
+        h = json.loads(header)
+    except ValueError:
+        raise CountsFileError(f"{path}: corrupted header") from None
+    if h.get("format") != FORMAT or h.get("version") != FORMAT_VERSION:
+        raise CountsFileError(f"{path}: not a fastpoly counts file of version {FORMAT_VERSION}")
+    got = _digest_stream(header, [(a.shape, a) for a in (arrays["keys"], arrays["counts"], arrays["first_index"])])
+    if got != digest:
+        raise CountsFileError(f"{path}: checksum mismatch (file truncated or modified)")
+    obj = cls.__new__(cls)
+    obj.keys, obj.counts, obj.first_index = arrays["keys"], arrays["counts"], arrays["first_index"]
+    if obj.keys.ndim != 2 or obj.counts.shape != (obj.keys.shape[0],) or obj.first_index.shape != obj.counts.shape:
+        raise CountsFileError(f"{path}: inconsistent array shapes")
+    obj.n_samples, obj.n_accepted, obj.meta, obj.info = int(h["n_samples"]), int(h["n_accepted"]), h["meta"], {}
+    return obj
+
+
+def merge_files(paths, out, memory_budget="1GB", tmpdir=None):
+    """Merge counts files of compatible runs into ``out`` with bounded memory.
+
+    Checks compatibility like :meth:`FunctionCounts.merge` (same architecture,
+    inputs and train set; no overlapping index ranges of one seed), then streams
+    a k-way merge of the memory-mapped inputs.
+
+    Returns
+    -------
+    FunctionCounts
+        The merged result, memory-mapped from ``out``.
+    """
+    from .spill import merge_runs, parse_memory, write_counts_file
+
+    if len(paths) < 1:
+        raise ValueError("merge_files needs at least one counts file")
+    parts = [FunctionCounts.load(p, mmap=True) for p in paths]
+    acc = parts[0]
+    meta_only = FunctionCounts.empty(acc.n_words, acc.meta)
+    meta_only.n_samples, meta_only.n_accepted = acc.n_samples, acc.n_accepted
+    for p in parts[1:]:
+        other = FunctionCounts.empty(p.n_words, p.meta)
+        other.n_samples, other.n_accepted = p.n_samples, p.n_accepted
+        meta_only = meta_only.merge(other)  # checks compatibility and merges metadata only
+    budget = parse_memory(memory_budget)
+    srcs = [(np.asarray(p.keys), np.asarray(p.counts), np.asarray(p.first_index)) for p in parts]
+    chunks = merge_runs(srcs, budget, acc.n_words, tmpdir=tmpdir or os.path.dirname(os.path.abspath(out)))
+    write_counts_file(out, meta_only._payload(), chunks, acc.n_words)
+    return FunctionCounts.load(out, mmap=True)
 
 
 def _npz_bytes(arrays):

@@ -11,6 +11,28 @@ A :class:`StructuredNetwork` is a list of :class:`SparseLayer` objects.  Layer
 
 Activation codes (:data:`STRUCT_CODES`) are shared with the Numba and CUDA
 kernels.  The final layer normally has activation ``identity``.
+
+Notes for kernel authors (compiled polynomial networks, :mod:`fastpoly.poly`)
+--------------------------------------------------------------------------
+* Hidden layers of a compiled network all use one activation: ``softplus``,
+  ``exp``, ``silu``, ``gelu``, ``tanh``, ``sigmoid``, ``square`` or ``relu``; the last
+  layer is ``identity``.  ``relu`` networks never have a ``shift``.
+* ``centered=True`` networks set ``shift`` on every hidden layer (the gate's bias
+  point b, per neuron) and then ``bias`` is 0 in practice; all of ``CENTERED`` may
+  appear except ``relu``/``identity``.  Cancellation-free formulas (t = z):
+  exp ``e^b expm1(t)``; softplus ``log1p(sigmoid(b) expm1(t))``; sigmoid
+  ``sigmoid(b+t) sigmoid(-b) (-expm1(-t))``; tanh ``tanh t (1 - tanh^2 b) / (1 + tanh b tanh t)``;
+  square ``t (2b + t)``; silu ``t sigmoid(b+t) + b (sigmoid(b+t) - sigmoid(b))`` with the
+  sigmoid difference as above; gelu ``t Phi(b+t) + b (Phi(b+t) - Phi(b))`` with the
+  Phi difference by 10-point Gauss-Legendre of the normal density over [b, b+t]
+  when ``|t| <= 1`` (a plain difference otherwise).  (Changed: silu and gelu used
+  the cancelling ``act(b+t) - act(b)`` before.)
+* float32: weights, biases and shifts of compiled networks are float32-representable
+  (stored exactly in float64).  The reference evaluates ``exp, log1p, expm1, tanh``
+  in float32 and ``gelu`` / the centered gelu in float64 rounded once to float32
+  (SciPy's ``ndtr``); kernels may use any implementation whose error is at most a
+  few ulps (the certified bound of :mod:`fastpoly.poly.bounds` allows 8 ulps per
+  activation).  Sums: ``z = bias; z += w*h`` in storage order, fused or not.
 """
 from __future__ import annotations
 
@@ -39,7 +61,11 @@ def _erf(z):
 
 
 def _gelu(z):
-    return 0.5 * z * (1 + _erf(z / np.sqrt(2.0)))
+    # computed in float64 (SciPy's ndtr) and rounded once by the caller, like activations.erf
+    from scipy.special import ndtr
+
+    z64 = np.asarray(z, dtype=np.float64)
+    return z64 * ndtr(z64)
 
 
 #: name -> elementwise function (NumPy reference, computed in the input's dtype)
@@ -84,6 +110,42 @@ def _c_generic(name):
     return lambda t, b: f(b + t) - f(b)
 
 
+def _c_silu(t, b):
+    # silu(b+t) - silu(b) = t*sigmoid(b+t) + b*(sigmoid(b+t) - sigmoid(b))
+    return t * _sigmoid(b + t) + b * _c_sigmoid(t, b)
+
+
+#: 10-point Gauss-Legendre nodes / weights on [-1, 1] (for the centered GELU)
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(10)
+
+
+def _c_ndtr(t, b):
+    """Phi(b+t) - Phi(b) without cancellation: Gauss-Legendre for |t| <= 1, else a difference."""
+    from scipy.special import ndtr
+
+    t64 = np.asarray(t, dtype=np.float64)
+    b64 = np.asarray(b, dtype=np.float64)
+    t64, b64 = np.broadcast_arrays(t64, b64)
+    half = 0.5 * t64
+    mid = b64 + half
+    quad = np.zeros(t64.shape)
+    for x, w in zip(_GL_X, _GL_W):
+        s = mid + half * x
+        quad += w * np.exp(-0.5 * s * s)
+    quad *= half / np.sqrt(2 * np.pi)
+    direct = ndtr(b64 + t64) - ndtr(b64)
+    return np.where(np.abs(t64) <= 1.0, quad, direct)
+
+
+def _c_gelu(t, b):
+    # gelu(b+t) - gelu(b) = t*Phi(b+t) + b*(Phi(b+t) - Phi(b)); evaluated in float64
+    from scipy.special import ndtr
+
+    t64 = np.asarray(t, dtype=np.float64)
+    b64 = np.asarray(b, dtype=np.float64)
+    return t64 * ndtr(b64 + t64) + b64 * _c_ndtr(t64, b64)
+
+
 #: name -> f(t, b) = act(b + t) - act(b), computed without catastrophic cancellation where a formula exists
 CENTERED = {
     "identity": lambda t, b: t,
@@ -93,8 +155,8 @@ CENTERED = {
     "exp": _c_exp,
     "sigmoid": _c_sigmoid,
     "tanh": _c_tanh,
-    "silu": _c_generic("silu"),
-    "gelu": _c_generic("gelu"),
+    "silu": _c_silu,
+    "gelu": _c_gelu,
 }
 
 #: activation name -> integer code used by compiled kernels

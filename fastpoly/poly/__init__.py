@@ -1,0 +1,76 @@
+"""Polynomial networks: compile polynomials into Lin-Tegmark-Rolnick gate networks.
+
+Public API (imported lazily; SymPy and Matplotlib load only when used):
+
+* :class:`Polynomial` -- parse / build / evaluate polynomials exactly;
+* :func:`compile_polynomial` -- polynomial -> :class:`PolyNetwork` with a certified bound;
+* gate builders :func:`multiply`, :func:`square`, :func:`identity`, :func:`shallow_product`,
+  :func:`shallow_monomial`, :func:`relu_square`, :func:`relu_product`, :func:`bit_gate`,
+  and the pairwise reference :func:`multiply_value`;
+* :func:`random_polynomial`, :func:`make_bench_polynomial`;
+* :func:`plot_gate_error`, :func:`plot_shallow_vs_deep`.
+
+Importing this package registers the dense activations the compiled networks use
+(``softplus``, ``exp``, ``silu``, ``gelu``, ``sigmoid``, ``square``) with
+:func:`fastpoly.activations.register_activation`.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from ..activations import ACTIVATIONS, register_activation
+from ..structured import ACT as _SACT
+
+_EXPORTS = {
+    "Polynomial": ".polynomial",
+    "compile_polynomial": ".compile",
+    "PolyNetwork": ".network",
+    "PolyReport": ".report",
+    "multiply": ".gates",
+    "square": ".gates",
+    "identity": ".gates",
+    "shallow_product": ".gates",
+    "shallow_monomial": ".gates",
+    "relu_square": ".gates",
+    "relu_product": ".gates",
+    "bit_gate": ".gates",
+    "multiply_value": ".gates",
+    "yarotsky_square_value": ".gates",
+    "random_polynomial": ".random",
+    "make_bench_polynomial": ".random",
+    "plot_gate_error": ".plots",
+    "plot_shallow_vs_deep": ".plots",
+    "neuron_counts": ".gates",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def _dense_act(name):
+    f = _SACT[name]
+
+    def act(z, dtype):
+        return np.asarray(f(np.asarray(z, dtype=dtype)), dtype=dtype)
+
+    act.__name__ = name
+    return act
+
+
+for _name in ("softplus", "exp", "silu", "gelu", "sigmoid", "square"):
+    if _name not in ACTIVATIONS:
+        register_activation(_name, _dense_act(_name))
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        mod = importlib.import_module(_EXPORTS[name], __name__)
+        val = getattr(mod, name)
+        globals()[name] = val
+        return val
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -1,0 +1,726 @@
+"""Compile a polynomial into a Lin-Tegmark-Rolnick gate network with a certified error bound.
+
+Constructions (REFERENCE.md sections 4-6):
+
+* ``"tree"``: every monomial is a balanced product tree (split into halves of
+  total degree ceil(D/2), floor(D/2); equal halves become a *square* gate, so powers
+  are built by repeated squaring).  Sub-products are shared across monomials; values
+  that finish early are carried by identity gates; coefficients and the sum of the
+  monomials are folded into the output affine map, the constant term into its bias.
+* ``"shallow"``: one hidden layer; each monomial ``x^r`` is one merged sign-pattern
+  block with ``prod (r_i + 1)`` neurons (``2^n`` for a product of n distinct inputs).
+* ``depth=k``: Rolnick-Tegmark depth-k grouping: at layer i the remaining factors are
+  grouped in groups of ``b_i = ceil(n_{i-1}^(1/(k-i+1)))`` and every group is one
+  shallow block (``depth=1`` is ``"shallow"``).
+* ``activation="relu"``: the tree with Yarotsky's sawtooth squares and the
+  polarisation product (``m`` teeth from the target ``tol``).
+
+Every smooth block (product, square, carry) is the shallow block
+``sum_j W_j sigma(b + lam sum_i (r_i - 2 j_i) u_i) / (2^N N! c_N lam^N)``, whose
+``lam`` is chosen per block (``lam="auto"``) to minimise the certified bound of
+:mod:`fastpoly.poly.bounds` for the target dtype.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+
+from .bounds import block_bound, gamma, unit_roundoff
+
+__all__ = ["compile_polynomial", "CONSTRUCTIONS", "MAX_BLOCK_NEURONS"]
+
+CONSTRUCTIONS = ("tree", "shallow")
+#: largest shallow block built (prod (r_i + 1) neurons)
+MAX_BLOCK_NEURONS = 1 << 16
+_W_GRID = 2.0 ** np.arange(-34.0, 6.01, 0.25)
+
+
+# =============================================================================== values
+class _Val:
+    """A value carried as ``const + sum terms[j] * h_j`` over the neurons of one layer."""
+
+    __slots__ = ("terms", "const", "A", "E", "S", "K")
+
+    def __init__(self, terms, const, A, E, S, K):
+        self.terms, self.const, self.A, self.E, self.S, self.K = terms, const, A, E, S, K
+
+    @property
+    def U(self):
+        return self.A + self.E
+
+
+class _Builder:
+    def __init__(self, n_inputs, dtype, centered, activation):
+        self.n_inputs = n_inputs
+        self.dtype = np.dtype(dtype)
+        self.u = unit_roundoff(dtype)
+        self.centered = centered
+        self.activation = activation
+        self.layers = []
+        self.cur = None
+        self.folded_constants = 0
+        self.gate_neurons = 0
+        self.carry_neurons = 0
+        self.lams = []
+
+    def begin(self):
+        self.cur = {"rows": [], "bias": [], "shift": []}
+
+    def end(self):
+        self.layers.append(self.cur)
+        self.cur = None
+
+    def neuron(self, lin, b, centered=False):
+        """Add a neuron with pre-activation ``b + sum c * v`` (b goes to ``shift`` if centered).
+
+        Returns ``(index, delta)``: delta bounds the rounding of its pre-activation.
+        """
+        row, bias, ssum, K = {}, (0.0 if centered else b), 0.0, 0
+        for v, c in lin:
+            for j, w in v.terms.items():
+                row[j] = row.get(j, 0.0) + c * w
+            bias += c * v.const
+            ssum += abs(c) * v.S
+            K += v.K
+        cur = self.cur
+        cur["rows"].append(row)
+        cur["bias"].append(bias)
+        cur["shift"].append(b if centered else None)
+        delta = float(gamma(K + 3, self.u)) * (abs(bias) + ssum)
+        return len(cur["rows"]) - 1, delta
+
+
+# ========================================================================== smooth blocks
+def _block_pattern(r):
+    """Argument coefficients J (n, len r), integer weights W, and which rows are constant."""
+    js = np.array(list(itertools.product(*[range(ri + 1) for ri in r])), dtype=np.int64)
+    rr = np.asarray(r, dtype=np.int64)
+    J = rr[None, :] - 2 * js
+    W = np.array([math.prod((-1) ** int(j) * math.comb(int(ri), int(j)) for ri, j in zip(r, row))
+                  for row in js], dtype=np.float64)
+    const = ~np.any(J != 0, axis=1)
+    return J, W, const
+
+
+def _degenerate(act, N, b):
+    """Whether the Taylor coefficient sigma^(N)(b) vanishes (so the block cannot work)."""
+    d = act.deriv_exact(N, b)
+    scale = max(1e-300, act._global_bound(N, b - 1.0, b + 1.0))
+    return abs(d) <= 1e-9 * scale
+
+
+def _smooth_block(bld, act, b, factors, A_out, lam_opt, role, odd_exact=False):
+    """Emit one smooth block on the current layer; returns the output ``_Val`` and its lambda.
+
+    ``factors``: list of (``_Val``, power); ``role``: "gate" or "carry" (for counts).
+    """
+    r = [p for _, p in factors]
+    N = sum(r)
+    nneu = math.prod(ri + 1 for ri in r)
+    if nneu > MAX_BLOCK_NEURONS:
+        raise ValueError(f"a shallow block for degree {N} would need {nneu} neurons "
+                         f"(limit {MAX_BLOCK_NEURONS}); use construction='tree' or depth=k")
+    J, W, const = _block_pattern(r)
+    Jn, Wn = J[~const], W[~const]
+    U = np.array([v.U for v, _ in factors])
+    A = np.array([v.A for v, _ in factors])
+    S = np.array([v.S for v, _ in factors])
+    C = np.array([v.const for v, _ in factors])
+    K = np.array([v.K for v, _ in factors], dtype=np.float64)
+    cN = act.taylor_coeff(N, b)
+    denom = 2.0**N * math.factorial(N) * cN
+    prop = float(np.prod(U ** np.array(r)) - np.prod(A ** np.array(r)))
+    u, centered = bld.u, bld.centered
+    width = float(np.max(np.abs(Jn) @ U))
+    dt = bld.dtype.type
+
+    def evaluate(lams):
+        lams = np.asarray([float(dt(x)) for x in lams])
+        scale = 1.0 / (denom * lams**N)
+        res = block_bound(act, b, Jn, Wn, scale, U, A, S, C, K, lams, centered, u, odd_exact)
+        E = res["trunc"] + res["round"] + prop
+        obj = E + gamma(Jn.shape[0] + 3, u) * res["S"]
+        return lams, scale, res, E, obj
+
+    if lam_opt == "auto":
+        if act.polynomial_degree is not None:
+            cand = [2.0 ** -math.ceil(math.log2(max(width, 1e-300)))]
+        else:
+            cand = list(_W_GRID / width)
+        lams, scale, res, E, obj = evaluate(cand)
+        obj = np.where(np.isfinite(obj), obj, np.inf)
+        i = int(np.argmin(obj))
+        lam = float(lams[i])
+    else:
+        lam = float(dt(lam_opt))
+    lams, scale, res, E, obj = evaluate([lam])
+    lam, scale, E = float(lams[0]), float(scale[0]), float(E[0])
+    if not np.isfinite(E):
+        E = math.inf
+    H = res["H"][0]
+    # neurons
+    terms, const_out = {}, 0.0
+    sig_b = act.deriv_exact(0, b)
+    k = 0
+    for row, w, is_const in zip(J, W, const):
+        if is_const:
+            bld.folded_constants += 1
+            if not centered:
+                const_out += scale * w * sig_b
+            continue
+        lin = [(v, lam * int(c)) for (v, _), c in zip(factors, row) if c != 0]
+        idx, _ = bld.neuron(lin, b, centered)
+        terms[idx] = scale * w
+        k += 1
+    if role == "carry":
+        bld.carry_neurons += k
+    else:
+        bld.gate_neurons += k
+    bld.lams.append(lam)
+    S_out = float(np.sum(np.abs(scale * Wn) * H))
+    return _Val(terms, const_out, A_out, E, S_out, k), lam, b
+
+
+def _bias_candidates(act, bias, N, role):
+    """Bias points to try for a block of degree N (raises ValueError for degenerate choices)."""
+    if role == "carry":
+        return [act.carry_bias]
+    if bias == "auto":
+        cands = [act.paper_bias]
+        if act.fourth_bias is not None:
+            cands.append(act.fourth_bias)
+        cands += [act.carry_bias, 0.5, 1.0, 1.5]
+        out = []
+        for c in cands:
+            if c not in out and not _degenerate(act, N, c):
+                out.append(c)
+        if not out:
+            raise ValueError(
+                f"activation {act.name!r} has a vanishing Taylor coefficient sigma^({N})(b) at every "
+                f"bias point tried, so it cannot build a degree-{N} block"
+                + (" (sigma = t^2 has no derivatives above 2: use construction='tree')"
+                   if act.polynomial_degree is not None else ""))
+        return out
+    if bias == "paper":
+        b = act.paper_bias
+    elif bias == "fourth":
+        if act.fourth_bias is None:
+            raise ValueError(f"activation {act.name!r} has no fourth-order bias point "
+                             "(sigma''''(b) = 0 with sigma''(b) != 0)")
+        b = act.fourth_bias
+    else:
+        b = float(bias)
+    if _degenerate(act, N, b):
+        what = "sigma''(b) vanishes" if N == 2 else f"the Taylor coefficient sigma^({N})(b) vanishes"
+        raise ValueError(
+            f"degenerate bias b = {b:g} for activation {act.name!r}: {what}, so a degree-{N} "
+            f"{'multiplication gate' if N == 2 else 'shallow block'} is identically wrong; "
+            "choose another bias (e.g. bias='auto')")
+    return [b]
+
+
+def _best_block(bld, act, factors, A_out, lam, bias, role):
+    """Try the candidate bias points; emit the best block."""
+    N = sum(p for _, p in factors)
+    cands = _bias_candidates(act, bias, N, role)
+    odd = role == "carry" and act.odd_identity
+    if len(cands) == 1:
+        return _smooth_block(bld, act, cands[0], factors, A_out, lam, role, odd)
+    # dry runs on a scratch builder to pick the bias with the smallest bound
+    best = None
+    for b in cands:
+        scratch = _Builder(bld.n_inputs, bld.dtype, bld.centered, bld.activation)
+        scratch.begin()
+        v, _, _ = _smooth_block(scratch, act, b, factors, A_out, lam, role, odd)
+        score = v.E + float(gamma(v.K + 3, bld.u)) * v.S
+        if best is None or score < best[0]:
+            best = (score, b)
+    return _smooth_block(bld, act, best[1], factors, A_out, lam, role, odd)
+
+
+# ================================================================================= plans
+def _unit(n, i):
+    e = [0] * n
+    e[i] = 1
+    return tuple(e)
+
+
+def _tree_plan(monos, n):
+    """nodes: key -> (level, [(child key, power)]); keys are (exponents, level)."""
+    nodes = {}
+    level_of = {}
+
+    def build(r):
+        if r in level_of:
+            return (r, level_of[r])
+        D = sum(r)
+        if D == 1:
+            level_of[r] = 0
+            nodes[(r, 0)] = (0, None)
+            return (r, 0)
+        a = [ri // 2 for ri in r]
+        need = (D + 1) // 2 - sum(a)
+        for i, ri in enumerate(r):
+            if ri % 2 and need > 0:
+                a[i] += 1
+                need -= 1
+        a = tuple(a)
+        c = tuple(ri - ai for ri, ai in zip(r, a))
+        if a == c:
+            ka = build(a)
+            children = [(ka, 2)]
+        else:
+            ka, kc = build(a), build(c)
+            children = [(ka, 1), (kc, 1)]
+        lvl = 1 + max(k[1] for k, _ in children)
+        level_of[r] = lvl
+        nodes[(r, lvl)] = (lvl, children)
+        return (r, lvl)
+
+    finals = [build(r) for r in monos]
+    return nodes, finals
+
+
+def _depth_plan(monos, n, k):
+    nodes = {}
+    finals = []
+    for r in monos:
+        items = []
+        for i, ri in enumerate(r):
+            key = (_unit(n, i), 0)
+            nodes[key] = (0, None)
+            items += [key] * ri
+        for lvl in range(1, k + 1):
+            m = len(items)
+            g = 1
+            while g ** (k - lvl + 1) < m:
+                g += 1
+            q = -(-m // g)
+            sizes = [m // q + (1 if j < m % q else 0) for j in range(q)]
+            new, pos = [], 0
+            for sz in sizes:
+                grp = items[pos:pos + sz]
+                pos += sz
+                if sz == 1:
+                    new.append(grp[0])
+                    continue
+                exps = tuple(sum(x) for x in zip(*[key[0] for key in grp]))
+                key = (exps, lvl)
+                if key not in nodes:
+                    cnt = Counter(grp)
+                    nodes[key] = (lvl, sorted(cnt.items()))
+                new.append(key)
+            items = new
+        assert len(items) == 1
+        finals.append(items[0])
+    return nodes, finals
+
+
+def _needed(nodes, finals, L):
+    need = {L: set(finals)}
+    for lvl in range(L, 0, -1):
+        below = set()
+        for key in need[lvl]:
+            nl, ch = nodes[key]
+            if nl == lvl:
+                below.update(c for c, _ in ch)
+            else:
+                below.add(key)
+        need[lvl - 1] = below
+    return need
+
+
+# ============================================================================ relu (Yarotsky)
+def _pow2_ceil(x):
+    return 2.0 ** math.ceil(math.log2(x)) if x > 0 else 1.0
+
+
+def _relu_unit(bld, lin, b, H):
+    idx, d = bld.neuron(lin, b)
+    return idx, d, H + d
+
+
+def _relu_chain(bld, a, e_a, m):
+    """Generator: Yarotsky f_m(a) for a in [0, 1] (a given as _Val); yields once per layer."""
+    g, f, e_g, e_f = a, a, e_a, e_a
+    for s in range(1, m + 1):
+        p, dp, Hp = _relu_unit(bld, [(g, 1.0)], 0.0, 1.0 + e_g)
+        q, dq, Hq = _relu_unit(bld, [(g, 1.0)], -0.5, 0.5 + e_g)
+        c, dc, Hc = _relu_unit(bld, [(f, 1.0)], 0.0, 1.0 + e_f)
+        bld.gate_neurons += 3
+        e_g = 2 * e_g + 2 * dp + 4 * dq
+        e_f = e_f + dc + e_g / 4.0**s
+        w = 4.0**-s
+        g = _Val({p: 2.0, q: -4.0}, 0.0, 1.0, e_g, 2 * Hp + 4 * Hq, 2)
+        f = _Val({c: 1.0, p: -2.0 * w, q: 4.0 * w}, 0.0, 1.0, e_f, Hc + w * (2 * Hp + 4 * Hq), 3)
+        yield
+    return f, e_f
+
+
+def _relu_abs(bld, lin):
+    """Layer: |arg| = relu(arg) + relu(-arg) (arg in [-1, 1] ideally)."""
+    neg = [(v, -c) for v, c in lin]
+    i1, d1, H1 = _relu_unit(bld, lin, 0.0, 1.0)
+    i2, d2, H2 = _relu_unit(bld, neg, 0.0, 1.0)
+    bld.gate_neurons += 2
+    return _Val({i1: 1.0, i2: 1.0}, 0.0, 1.0, d1 + d2, H1 + H2 + 2 * (d1 + d2), 2), d1 + d2
+
+
+def _relu_product(bld, u, v, m, A_out):
+    Mu, Mv = _pow2_ceil(u.U), _pow2_ceil(v.U)
+    a, ea = _relu_abs(bld, [(u, 0.5 / Mu), (v, 0.5 / Mv)])
+    c, ec = _relu_abs(bld, [(u, 0.5 / Mu), (v, -0.5 / Mv)])
+    yield
+    ga, gc = _relu_chain(bld, a, ea, m), _relu_chain(bld, c, ec, m)
+    for _ in range(m):
+        next(ga)
+        next(gc)
+        yield
+    fa, efa = _finish(ga)
+    fc, efc = _finish(gc)
+    s = Mu * Mv
+    terms = {j: s * w for j, w in fa.terms.items()}
+    for j, w in fc.terms.items():
+        terms[j] = terms.get(j, 0.0) - s * w
+    E = s * (2.0 ** (-2 * m - 2) + efa + efc) + (u.U * v.U - u.A * v.A)
+    return _Val(terms, s * (fa.const - fc.const), A_out, E, s * (fa.S + fc.S), fa.K + fc.K)
+
+
+def _relu_square(bld, u, m, A_out):
+    Mu = _pow2_ceil(u.U)
+    a, ea = _relu_abs(bld, [(u, 1.0 / Mu)])
+    yield
+    ga = _relu_chain(bld, a, ea, m)
+    for _ in range(m):
+        next(ga)
+        yield
+    fa, efa = _finish(ga)
+    s = Mu * Mu
+    E = s * (2.0 ** (-2 * m - 2) + efa) + (u.U**2 - u.A**2)
+    return _Val({j: s * w for j, w in fa.terms.items()}, s * fa.const, A_out, E, s * fa.S, fa.K)
+
+
+def _relu_carry(bld, u, m):
+    i1, d1, H1 = _relu_unit(bld, [(u, 1.0)], 0.0, u.U)
+    i2, d2, H2 = _relu_unit(bld, [(u, -1.0)], 0.0, u.U)
+    bld.carry_neurons += 2
+    e = u.E + d1 + d2
+    p = _Val({i1: 1.0}, 0.0, u.U, 0.0, H1, 1)
+    q = _Val({i2: 1.0}, 0.0, u.U, 0.0, H2, 1)
+    yield
+    for _ in range(m):
+        i1, d1, H1 = _relu_unit(bld, [(p, 1.0)], 0.0, p.S)
+        i2, d2, H2 = _relu_unit(bld, [(q, 1.0)], 0.0, q.S)
+        bld.carry_neurons += 2
+        e += d1 + d2
+        p = _Val({i1: 1.0}, 0.0, u.U, 0.0, H1, 1)
+        q = _Val({i2: 1.0}, 0.0, u.U, 0.0, H2, 1)
+        yield
+    return _Val({next(iter(p.terms)): 1.0, next(iter(q.terms)): -1.0}, 0.0, u.A, e, p.S + q.S, 2)
+
+
+def _finish(gen):
+    try:
+        next(gen)
+    except StopIteration as st:
+        return st.value
+    raise RuntimeError("relu gate generator out of step")  # pragma: no cover
+
+
+# ================================================================================ driver
+def _check_domain(domain, n):
+    try:
+        d = np.asarray(domain, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain must be (lo, hi) or an (n_vars, 2) array, got {domain!r}") from None
+    if d.shape == (2,):
+        d = np.tile(d, (n, 1))
+    if d.shape != (n, 2):
+        raise ValueError(f"domain must be (lo, hi) or an ({n}, 2) array, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("domain bounds must be finite")
+    if np.any(d[:, 0] >= d[:, 1]):
+        i = int(np.flatnonzero(d[:, 0] >= d[:, 1])[0])
+        raise ValueError(f"domain for x{i} has lo >= hi: ({d[i, 0]:g}, {d[i, 1]:g})")
+    return d
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt.name}")
+    return dt
+
+
+def compile_polynomial(p, activation="softplus", construction="tree", dtype="float64", lam="auto",
+                       bias="auto", domain=(-1, 1), centered=False, depth=None, tol=None,
+                       n_vars=None, _min_levels=0, _teeth=None):
+    """Compile a polynomial into a feed-forward network of multiplication gates.
+
+    Parameters
+    ----------
+    p : Polynomial, str, sympy expression or dict
+        The polynomial (anything :class:`fastpoly.Polynomial` accepts).
+    activation : {"softplus", "exp", "silu", "gelu", "tanh", "sigmoid", "square", "relu"}
+        Hidden activation.  ``"square"`` (t^2) is exact; ``"relu"`` uses Yarotsky's
+        sawtooth squares and the polarisation product.
+    construction : {"tree", "shallow"}
+        Balanced product trees (depth ceil(log2 degree)) or one hidden layer.
+    dtype : {"float64", "float32"}
+        Arithmetic type the network is built and certified for (lambda depends on it).
+    lam : "auto" or float
+        ``"auto"``: per-block lambda minimising the certified bound for ``dtype`` and
+        the block's input bounds over ``domain``; a float: that lambda for every block.
+    bias : "auto", "paper", "fourth" or float
+        Bias point b of the smooth gates: ``"paper"`` (0, or the shift artanh(1/sqrt3) /
+        ln(2+sqrt3) for tanh / sigmoid), ``"fourth"`` (sigma''''(b) = 0: error
+        O(lambda^4)), a number, or ``"auto"`` (per block, the candidate point with the
+        smallest certified bound).  Degenerate choices raise ``ValueError``.
+    domain : (lo, hi) or array (n_vars, 2)
+        Input box over which the error is certified (and lambda chosen).
+    centered : bool
+        Neurons compute ``sigma(b + t) - sigma(b)`` (much less cancellation).
+    depth : int or None
+        Rolnick-Tegmark depth-k grouping (``depth=1`` is the shallow network).
+    tol : float or None
+        ReLU only: target relative error (max|error| / sum |c| A) that sets the number
+        of teeth m; default 1e-6 (float64) or 1e-4 (float32).
+    n_vars : int or None
+        Number of inputs when ``p`` is not yet a Polynomial.
+
+    Returns
+    -------
+    PolyNetwork
+        ``net.report()`` has the neuron counts and the certified error bound.
+
+    Raises
+    ------
+    ValueError
+        Bad polynomial, unknown activation or construction, degenerate bias,
+        non-positive lambda, empty or inverted domain, unsupported combinations.
+    """
+    from ..structured import SparseLayer, StructuredNetwork
+    from .polynomial import Polynomial
+    from .smooth import ALL_ACTIVATIONS, get_smooth
+
+    poly = p if isinstance(p, Polynomial) else Polynomial(p, n_vars=n_vars)
+    if not isinstance(activation, str) or activation not in ALL_ACTIVATIONS:
+        raise ValueError(f"unsupported activation {activation!r}; valid: {', '.join(ALL_ACTIVATIONS)}")
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"unknown construction {construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
+    if depth is not None:
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        depth = int(depth)
+        if construction == "shallow" and depth != 1:
+            raise ValueError("construction='shallow' means depth=1; pass construction='tree' with depth=k")
+    elif construction == "shallow":
+        depth = 1
+    dt = _check_dtype(dtype)
+    dom = _check_domain(domain, poly.n_vars)
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ValueError(f"lam must be 'auto' or a positive number, got {lam!r}")
+    else:
+        try:
+            lamf = float(lam)
+        except (TypeError, ValueError):
+            raise ValueError(f"lam must be 'auto' or a positive number, got {lam!r}") from None
+        if not (math.isfinite(lamf) and lamf > 0) or isinstance(lam, bool):
+            raise ValueError(f"lam must be 'auto' or a positive finite number, got {lam!r}")
+        if float(dt.type(lamf)) == 0:
+            raise ValueError(f"lam={lam!r} underflows in {dt.name}")
+        lam = lamf
+    if isinstance(bias, str):
+        if bias not in ("auto", "paper", "fourth"):
+            raise ValueError(f"bias must be 'auto', 'paper', 'fourth' or a number, got {bias!r}")
+    else:
+        try:
+            bias = float(bias)
+        except (TypeError, ValueError):
+            raise ValueError(f"bias must be 'auto', 'paper', 'fourth' or a number, got {bias!r}") from None
+        if not math.isfinite(bias):
+            raise ValueError("bias must be finite")
+    if not isinstance(centered, (bool, np.bool_)):
+        raise ValueError(f"centered must be True or False, got {centered!r}")
+    relu = activation == "relu"
+    if relu:
+        if depth is not None:
+            raise ValueError("activation='relu' supports construction='tree' (Yarotsky) only")
+        if lam != "auto" or bias != "auto":
+            raise ValueError("lam and bias do not apply to activation='relu' (leave them 'auto')")
+        if centered:
+            raise ValueError("centered=True does not apply to activation='relu'")
+        if tol is None:
+            tol = 1e-6 if dt == np.float64 else 1e-4
+        tol = float(tol)
+        if not (math.isfinite(tol) and 0 < tol < 1):
+            raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    elif tol is not None:
+        raise ValueError("tol applies to activation='relu' only (smooth gates choose lambda)")
+    act = None if relu else get_smooth(activation)
+
+    n = poly.n_vars
+    const_term = float(poly.terms.get((0,) * n, 0))
+    monos = [e for e in poly.terms if sum(e) >= 1]
+    coefs = {e: poly.terms[e] for e in monos}
+    bld = _Builder(n, dt, bool(centered) and not relu, activation)
+    u = bld.u
+    Mx = np.max(np.abs(dom), axis=1)
+    in_err = u * Mx if dt == np.float32 else np.zeros(n)
+
+    if monos and (depth is None):
+        nodes, finals = _tree_plan(monos, n)
+    elif monos:
+        nodes, finals = _depth_plan(monos, n, depth)
+    else:
+        nodes, finals = {}, []
+    L = max((nodes[k][0] for k in finals), default=0)
+    if depth is not None and finals:
+        L = max(L, depth) if any(sum(k[0]) >= 2 for k in finals) else L
+    if finals:
+        L = max(L, _min_levels)
+
+    def A_of(exps):
+        return float(np.prod(Mx ** np.asarray(exps, dtype=np.float64)))
+
+    slots = {}
+    for i in range(n):
+        key = (_unit(n, i), 0)
+        slots[key] = _Val({i: 1.0}, 0.0, float(Mx[i]), float(in_err[i]), float(Mx[i]), 1)
+    need = _needed(nodes, finals, L) if L else {0: set(finals)}
+    m_teeth = 0
+    if relu and L:
+        Dmax = max(sum(e) for e in monos)
+        m_teeth = max(0, math.ceil((math.log2(max(Dmax - 1, 1) * 2 / tol) - 2) / 2))
+        if _teeth is not None:
+            m_teeth = int(_teeth)
+    bias_used = set()
+    n_layers_per_level = 1 + m_teeth if relu else 1
+    for lvl in range(1, L + 1):
+        keys = sorted(need[lvl])
+        new = {}
+        if relu:
+            gens = []
+            for key in keys:
+                nl, ch = nodes[key]
+                if nl == lvl:
+                    if len(ch) == 1:
+                        gens.append((key, _relu_square(bld, slots[ch[0][0]], m_teeth, A_of(key[0]))))
+                    else:
+                        gens.append((key, _relu_product(bld, slots[ch[0][0]], slots[ch[1][0]], m_teeth,
+                                                        A_of(key[0]))))
+                else:
+                    gens.append((key, _relu_carry(bld, slots[key], m_teeth)))
+            for _ in range(n_layers_per_level):
+                bld.begin()
+                for _, g in gens:
+                    next(g)
+                bld.end()
+            for key, g in gens:
+                new[key] = _finish(g)
+        else:
+            bld.begin()
+            for key in keys:
+                nl, ch = nodes[key]
+                if nl == lvl:
+                    factors = [(slots[c], pw) for c, pw in ch]
+                    v, _, b = _best_block(bld, act, factors, A_of(key[0]), lam, bias, "gate")
+                    bias_used.add(b)
+                else:
+                    v, _, b = _best_block(bld, act, [(slots[key], 1)], A_of(key[0]), lam, bias, "carry")
+                new[key] = v
+            bld.end()
+        slots = new
+    # ---- output layer
+    row, out_bias, ssum, K, err = {}, const_term, 0.0, 0, 0.0
+    for key, e in zip(finals, monos):
+        c = float(coefs[e])
+        v = slots[key]
+        for j, w in v.terms.items():
+            row[j] = row.get(j, 0.0) + c * w
+        out_bias += c * v.const
+        ssum += abs(c) * v.S
+        K += v.K
+        err += abs(c) * v.E
+    err += float(gamma(K + 3, u)) * (abs(out_bias) + ssum)
+    if L == 0:
+        err += float(gamma(K + 3, u)) * 0  # inputs feed the output directly
+    bld.begin()
+    bld.cur["rows"].append(row)
+    bld.cur["bias"].append(out_bias)
+    bld.cur["shift"].append(None)
+    bld.end()
+    return _finalize(bld, poly, dom, act, activation, err, L, n_layers_per_level, m_teeth,
+                     sorted(bias_used), depth, construction, lam, bias)
+
+
+def _finalize(bld, poly, dom, act, activation, err, L, per_level, m_teeth, bias_used, depth,
+              construction, lam, bias):
+    from ..network import Layer
+    from ..structured import SparseLayer, StructuredNetwork
+    from .network import PolyNetwork
+
+    dt = bld.dtype.type
+    sparse, dense = [], []
+    fan_in = bld.n_inputs
+    pending = None  # -sigma(shift) contributions for the next dense bias
+    nl = len(bld.layers)
+    for li, lay in enumerate(bld.layers):
+        last = li == nl - 1
+        act_name = "identity" if last else activation
+        rows = lay["rows"]
+        indptr = [0]
+        indices, data = [], []
+        for row in rows:
+            for j in sorted(row):
+                w = float(dt(row[j]))
+                if w != 0.0:
+                    indices.append(j)
+                    data.append(w)
+            indptr.append(len(indices))
+        biasv = np.array([float(dt(x)) for x in lay["bias"]])
+        shifts = lay["shift"]
+        centered = any(s is not None for s in shifts)
+        shift = np.array([float(dt(s)) for s in shifts]) if centered else None
+        sl = SparseLayer(np.array(indptr), np.array(indices, dtype=np.int64), np.array(data), biasv,
+                         act_name, shift, fan_in)
+        sparse.append(sl)
+        Wd, bd = sl.to_dense()
+        if pending is not None:
+            bd = bd - Wd @ pending
+        if centered:
+            bd = bd + shift
+            pending = np.array([act.deriv_exact(0, s) for s in shift])
+        else:
+            pending = None
+        dense.append(Layer(Wd.astype(dt), bd.astype(dt), act_name))
+        fan_in = len(rows)
+    snet = StructuredNetwork(sparse)
+    hidden = [len(l["rows"]) for l in bld.layers[:-1]]
+    info = {
+        "certified_error": float(err),
+        "gate_neurons": bld.gate_neurons,
+        "carry_neurons": bld.carry_neurons,
+        "folded_constant_neurons": bld.folded_constants,
+        "levels": L,
+        "layers_per_level": per_level,
+        "teeth": m_teeth if activation == "relu" else None,
+        "lam_min": min(bld.lams) if bld.lams else None,
+        "lam_max": max(bld.lams) if bld.lams else None,
+        "bias_points": bias_used,
+        "centered": bld.centered,
+        "construction": construction if depth is None else ("shallow" if depth == 1 else f"depth={depth}"),
+        "lam": lam,
+        "bias": bias,
+        "hidden_widths": hidden,
+    }
+    meta = {"polynomial": str(poly), "activation": activation, "dtype": bld.dtype.name,
+            "construction": info["construction"], "certified_error": float(err)}
+    return PolyNetwork(dense, meta, snet, activation, bld.dtype, poly, dom, info)

@@ -1,0 +1,118 @@
+"""Figures: multiplication-gate error vs lambda, and shallow vs deep neuron counts.
+
+Matplotlib (Agg backend) is imported inside the functions; the output format
+(PNG or PDF) follows the file suffix.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _check_path(path):
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in (".png", ".pdf"):
+        raise ValueError(f"output path must end in .png or .pdf, got {path!r}")
+    return str(path)
+
+
+def gate_error_curve(lams, dtype, activation="softplus", n_points=4000, seed=0):
+    """Measured max ``|m(u,v) - uv|`` of the compiled softplus gate on ``[-1,1]^2`` for each lambda."""
+    from .gates import multiply
+
+    g = np.random.default_rng(seed)
+    X = g.uniform(-1, 1, (n_points, 2))
+    X = np.vstack([X, [[1, 1], [1, -1], [-1, 1], [-1, -1]]])
+    ref = X[:, 0] * X[:, 1]
+    errs, bounds = [], []
+    for lam in lams:
+        net = multiply(activation, lam=float(lam), bias="paper", dtype=dtype)
+        errs.append(float(np.max(np.abs(net(X) - ref))))
+        bounds.append(net.report().certified_error)
+    return np.array(errs), np.array(bounds)
+
+
+def plot_gate_error(path="gate_error.png"):
+    """Error vs lambda of the softplus multiplication gate in float32 and float64 (log-log).
+
+    Shows the measured max error, the certified bound, the lambda^2 truncation slope,
+    the 1/lambda^2 rounding slope and the lambda chosen by ``lam="auto"``.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    path = _check_path(path)
+    from .gates import multiply
+
+    plt = _plt()
+    lams = np.logspace(-6, 0, 49)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for dt, col in (("float64", "C0"), ("float32", "C3")):
+        err, bnd = gate_error_curve(lams, dt, n_points=1000)
+        ax.loglog(lams, err, "o-", ms=3, color=col, label=f"{dt}: measured max error")
+        ax.loglog(lams, bnd, "--", color=col, alpha=0.6, label=f"{dt}: certified bound")
+        auto = multiply(lam="auto", bias="paper", dtype=dt)
+        la = auto.info["lam_min"]
+        ax.axvline(la, color=col, ls=":", alpha=0.8)
+        ax.annotate(f"auto lambda = {la:.2g}", (la, np.nanmin(err[err > 0]) if np.any(err > 0) else 1e-16),
+                    color=col, fontsize=8, rotation=90, va="bottom", ha="right")
+        eps = 2.0**-53 if dt == "float64" else 2.0**-24
+        ax.loglog(lams, 4 * np.log(2) * eps / lams**2, ":", color=col, lw=1,
+                  label=f"{dt}: rounding slope 1/lambda^2")
+    ax.loglog(lams, lams**2 * 8 / 48, "k-.", lw=1, label="truncation slope lambda^2")
+    ax.set_ylim(1e-17, 1e2)
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("max |m(u,v) - uv| on [-1,1]^2")
+    ax.set_title("softplus multiplication gate (b = 0)")
+    ax.legend(fontsize=7, loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
+    """Hidden neurons of the product ``x1...xn``: shallow (``2^n``) vs tree, n = 2..20 (log y).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    path = _check_path(path)
+    from .gates import neuron_counts
+
+    plt = _plt()
+    ns = np.arange(2, 21)
+    shallow = [neuron_counts(int(n), "shallow")[0] for n in ns]
+    tree = [neuron_counts(int(n), "tree") for n in ns]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.semilogy(ns, shallow, "o-", label="shallow: 2^n (1 hidden layer)")
+    ax.semilogy(ns, [t[0] for t in tree], "s-", label="tree: gates + carries")
+    ax.semilogy(ns, 4 * (ns - 1), "k:", label="4(n-1) gate neurons")
+    for n, t in zip(ns, tree):
+        if n in (2, 4, 8, 16, 20):
+            ax.annotate(f"{t[2]} layers", (n, t[0]), textcoords="offset points", xytext=(0, 6),
+                        fontsize=7, ha="center")
+    ax.set_xlabel("n (number of factors)")
+    ax.set_ylabel("hidden neurons")
+    ax.set_title("product of n inputs: shallow vs deep (softplus)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
