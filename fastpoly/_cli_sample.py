@@ -144,7 +144,7 @@ def run_sample(args):
     client = None
     if getattr(args, "dask", None):
         client = _dask_client(args.dask)
-        be = get_backend("numpy") if args.backend == "numpy" else None
+        be = None  # each worker resolves args.backend itself
     else:
         be = get_backend(args.backend)
     os.makedirs(args.out, exist_ok=True)
@@ -176,7 +176,10 @@ def run_sample(args):
     dt = time.perf_counter() - t0
     print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={mlp.sigma_w}, "
           f"sigma_b={mlp.sigma_b}, bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
-    print(f"backend        {be.describe() if be is not None else counts.info.get('backend')}")
+    if be is not None:
+        print(f"backend        {be.describe()}")
+    else:
+        print(f"backend        {counts.info.get('backend')} on {counts.info.get('n_workers')} Dask workers")
     if counts.info.get("resumed_from"):
         print(f"resumed        from sample {counts.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     if counts.info.get("spilled_runs"):

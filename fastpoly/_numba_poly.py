@@ -42,7 +42,7 @@ A_GELU = _C["gelu"]
 #: activations of dense layers the compiled dense path supports (others fall back to the reference)
 DENSE_CODES = {"relu": 0, "tanh": 1, "erf": 2, "sign": 3, "identity": 4}
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_SQRT2 = math.sqrt(2.0)
 
 
 @jit(inline="always")
@@ -68,9 +68,9 @@ def _act(code, z):
         e = math.exp(-abs(z))
         one = e * 0 + 1
         return z * (one / (one + e) if z >= 0 else e / (one + e))
-    # gelu
-    half = z * 0 + 0.5
-    return half * z * (1 + math.erf(z * (z * 0 + _INV_SQRT2)))
+    # gelu, in float64 as the reference computes it (z / sqrt(2) promotes to float64)
+    zd = np.float64(z)
+    return 0.5 * zd * (1.0 + math.erf(zd / _SQRT2))
 
 
 @jit(inline="always")

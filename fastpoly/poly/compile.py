@@ -36,6 +36,8 @@ CONSTRUCTIONS = ("tree", "shallow")
 #: largest shallow block built (prod (r_i + 1) neurons)
 MAX_BLOCK_NEURONS = 1 << 16
 _W_GRID = 2.0 ** np.arange(-34.0, 6.01, 0.25)
+#: weight of the (worst-case) rounding terms in the lambda objective of ``lam="auto"``
+ROUNDING_TYPICAL = 1.0
 
 
 # =============================================================================== values
@@ -112,7 +114,7 @@ def _degenerate(act, N, b):
     return abs(d) <= 1e-9 * scale
 
 
-def _smooth_block(bld, act, b, factors, A_out, lam_opt, role, odd_exact=False):
+def _smooth_block(bld, act, b, factors, A_out, lam_opt, role, odd_exact=False, final=True):
     """Emit one smooth block on the current layer; returns the output ``_Val`` and its lambda.
 
     ``factors``: list of (``_Val``, power); ``role``: "gate" or "carry" (for counts).
@@ -136,13 +138,22 @@ def _smooth_block(bld, act, b, factors, A_out, lam_opt, role, odd_exact=False):
     u, centered = bld.u, bld.centered
     width = float(np.max(np.abs(Jn) @ U))
     dt = bld.dtype.type
+    amp = abs(act.deriv_exact(1, act.paper_bias)) / max(abs(act.deriv_exact(2, act.paper_bias)), 1e-300)
 
     def evaluate(lams):
         lams = np.asarray([float(dt(x)) for x in lams])
         scale = 1.0 / (denom * lams**N)
         res = block_bound(act, b, Jn, Wn, scale, U, A, S, C, K, lams, centered, u, odd_exact)
         E = res["trunc"] + res["round"] + prop
-        obj = E + gamma(Jn.shape[0] + 3, u) * res["S"]
+        # lambda objective: truncation bound (tight) against a *typical* rounding size
+        # (the worst-case rounding bound is ~1-2 orders pessimistic; see ROUNDING_TYPICAL)
+        # the rounding a consumer makes when summing this output: gamma * S in value units,
+        # amplified by ~ sigma'/(sigma'' lam') when the consumer is another gate
+        proxy = gamma(Jn.shape[0] + 3, u) * res["S"]
+        if not final:
+            lam_next = lams * width / (2.0 * max(A_out + prop, 1e-300))
+            proxy = proxy * (1.0 + amp / lam_next)
+        obj = res["trunc"] + ROUNDING_TYPICAL * (res["round"] + proxy)
         return lams, scale, res, E, obj
 
     if lam_opt == "auto":
@@ -222,23 +233,23 @@ def _bias_candidates(act, bias, N, role):
     return [b]
 
 
-def _best_block(bld, act, factors, A_out, lam, bias, role):
+def _best_block(bld, act, factors, A_out, lam, bias, role, final=True):
     """Try the candidate bias points; emit the best block."""
     N = sum(p for _, p in factors)
     cands = _bias_candidates(act, bias, N, role)
     odd = role == "carry" and act.odd_identity
     if len(cands) == 1:
-        return _smooth_block(bld, act, cands[0], factors, A_out, lam, role, odd)
+        return _smooth_block(bld, act, cands[0], factors, A_out, lam, role, odd, final)
     # dry runs on a scratch builder to pick the bias with the smallest bound
     best = None
     for b in cands:
         scratch = _Builder(bld.n_inputs, bld.dtype, bld.centered, bld.activation)
         scratch.begin()
-        v, _, _ = _smooth_block(scratch, act, b, factors, A_out, lam, role, odd)
-        score = v.E + float(gamma(v.K + 3, bld.u)) * v.S
+        v, _, _ = _smooth_block(scratch, act, b, factors, A_out, lam, role, odd, final)
+        score = v.E + float(gamma(v.K + 3, bld.u)) * v.S * ROUNDING_TYPICAL
         if best is None or score < best[0]:
             best = (score, b)
-    return _smooth_block(bld, act, best[1], factors, A_out, lam, role, odd)
+    return _smooth_block(bld, act, best[1], factors, A_out, lam, role, odd, final)
 
 
 # ================================================================================= plans
@@ -631,10 +642,11 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
                 nl, ch = nodes[key]
                 if nl == lvl:
                     factors = [(slots[c], pw) for c, pw in ch]
-                    v, _, b = _best_block(bld, act, factors, A_of(key[0]), lam, bias, "gate")
+                    v, _, b = _best_block(bld, act, factors, A_of(key[0]), lam, bias, "gate", lvl == L)
                     bias_used.add(b)
                 else:
-                    v, _, b = _best_block(bld, act, [(slots[key], 1)], A_of(key[0]), lam, bias, "carry")
+                    v, _, b = _best_block(bld, act, [(slots[key], 1)], A_of(key[0]), lam, bias, "carry",
+                                          lvl == L)
                 new[key] = v
             bld.end()
         slots = new
@@ -714,6 +726,7 @@ def _finalize(bld, poly, dom, act, activation, err, L, per_level, m_teeth, bias_
         "teeth": m_teeth if activation == "relu" else None,
         "lam_min": min(bld.lams) if bld.lams else None,
         "lam_max": max(bld.lams) if bld.lams else None,
+        "lams": list(bld.lams),
         "bias_points": bias_used,
         "centered": bld.centered,
         "construction": construction if depth is None else ("shallow" if depth == 1 else f"depth={depth}"),
