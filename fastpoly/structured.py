@@ -246,21 +246,27 @@ def evaluate_structured_reference(snet, X, dtype=np.float64):
     """NumPy reference: outputs ``(N, n_outputs)`` of a :class:`StructuredNetwork` in ``dtype``.
 
     Sums run in CSR storage order starting from the bias, unfused multiply-add
-    (``z = z + w*h``) in ``dtype``.
+    (``z = z + w*h``) in ``dtype``.  (Internally feature-major, ``(width, N)``, so that
+    gathering a neuron's inputs reads contiguous rows; the arithmetic is unchanged.)
     """
     dtype = np.dtype(dtype).type
-    h = np.asarray(X, dtype=dtype)
+    h = np.ascontiguousarray(np.asarray(X, dtype=dtype).T)
+    n = h.shape[1]
     for L in snet.layers:
-        z = np.broadcast_to(L.bias.astype(dtype), (h.shape[0], L.fan_out)).copy()
+        z = np.empty((L.fan_out, n), dtype=dtype)
+        z[...] = L.bias.astype(dtype)[:, None]
         data = L.data.astype(dtype)
         counts = np.diff(L.indptr)
         # process the p-th nonzero of every row together (keeps per-row storage order)
         for p in range(int(counts.max()) if counts.size else 0):
             rows = np.flatnonzero(counts > p)
             pos = L.indptr[rows] + p
-            z[:, rows] = z[:, rows] + data[pos][None, :] * h[:, L.indices[pos]]
+            if rows.size == L.fan_out:
+                z += data[pos][:, None] * h[L.indices[pos]]
+            else:
+                z[rows] += data[pos][:, None] * h[L.indices[pos]]
         if L.shift is None:
-            h = ACT[L.activation](z).astype(dtype, copy=False)
+            h = np.asarray(ACT[L.activation](z)).astype(dtype, copy=False)
         else:
-            h = CENTERED[L.activation](z, L.shift.astype(dtype)[None, :]).astype(dtype, copy=False)
-    return h
+            h = np.asarray(CENTERED[L.activation](z, L.shift.astype(dtype)[:, None])).astype(dtype, copy=False)
+    return np.ascontiguousarray(h.T)

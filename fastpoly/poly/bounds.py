@@ -20,7 +20,10 @@ Error model (all bounds are worst-case, over every input in ``domain``):
   ``gamma(K+3) * (|bias| + sum |w| H)`` with ``gamma(n) = n u / (1 - n u)``; each
   activation evaluation is off by at most ``KAPPA * u * (|sigma| + |z|)`` (centered:
   ``KAPPA * u * (sup|sigma'| + 1) * |t|``); these pass through ``sup |sigma'|`` and the
-  block's output weights.  float32 networks also count the rounding of the inputs.
+  block's output weights (centered even-degree blocks: the rows for ``J`` and ``-J``
+  have exactly negated sums, so their pre-activation roundings cancel to first order and
+  only ``2 sup|sigma''| |delta| (|t| + |delta|)`` per pair remains).  float32 networks also
+  count the rounding of the inputs.
 
 ``KAPPA = 8`` ulps covers NumPy's float32/float64 ``exp``, ``log1p``, ``expm1``,
 ``tanh`` and SciPy's ``erf``; kernels must evaluate activations at least this well.
@@ -124,7 +127,15 @@ def block_bound(act, b, J, W, scale, U, A, S, C, K, lam, centered, u, odd_exact=
         rho = KAPPA * u * (M0 + abs(b) + wd)
         H = M0 + rho
     Wa = np.abs(W)[None, :]
-    rnd = (scale * Wa * (M1 * delta + rho)).sum(axis=1)
+    if centered and N % 2 == 0 and N > 0:
+        # centered rows j and -j have exactly negated sums (bias 0, negated weights, same
+        # order), so delta_-j = -delta_j and the pair's first-order effects cancel:
+        # |sum_pair| <= 2 M2 |delta| (|t| + |delta|); summing over all rows counts pairs twice.
+        M2 = act.sup_abs(2, b, wd)
+        d_eff = np.minimum(M2 * delta * wd, M1 * delta)
+    else:
+        d_eff = M1 * delta
+    rnd = (scale * Wa * (d_eff + rho)).sum(axis=1)
     if odd_exact or (act.polynomial_degree is not None and N + 2 > act.polynomial_degree):
         trunc = np.zeros(lam.shape[0])
     else:
