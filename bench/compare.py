@@ -28,7 +28,7 @@ from baselines import numpy_blas_sampler, torch_available, torch_sampler  # noqa
 TARGET_S = 1.0  # seconds per timed round (set by --round-seconds)
 
 
-def best_rate(fn, n, rounds, warmup=True):
+def best_rate(fn, n, rounds, warmup=True, calibrate=True):
     """Best samples/s over ``rounds`` calls of ``fn(n')`` after a warm-up.
 
     ``n`` is an upper bound: the warm-up calibrates ``n'`` so one round takes about
@@ -36,7 +36,7 @@ def best_rate(fn, n, rounds, warmup=True):
     """
     if warmup:
         fn(max(1, min(n, 1024)))
-    k = max(1, min(n, 1024))
+    k = max(1, min(n, 1024)) if calibrate else n
     while k < n:
         t = time.perf_counter()
         fn(k)
@@ -105,19 +105,21 @@ def poly_rows(args):
         print(f"  polynomial networks unavailable: {e}")
         return []
     rows = []
-    n_points = 10_000 if args.quick else 1_000_000
+    n_points = args.poly_points or (10_000 if args.quick else 1_000_000)
     p = random_polynomial(16, 4, 50, seed=0)
-    net = compile_polynomial(p, activation="softplus", construction="tree")
     X = np.random.default_rng(0).uniform(-1, 1, (n_points, 16))
     report = fastpoly.backends()
     for dtype in ("float32", "float64"):
+        net = compile_polynomial(p, activation="softplus", construction="tree", dtype=dtype)
         for name in ("numpy", "numba", "cupy"):
             if not report[name]["available"]:
                 continue
             Xd = X.astype(dtype)
+            # the reference is slow: fewer rounds; every row evaluates all n_points in each round
+            rounds = max(1, args.rounds - 3) if name == "numpy" else args.rounds
             try:
                 r = best_rate(lambda n: fastpoly.evaluate(net, Xd[:n], backend=name, dtype=dtype), n_points,
-                              max(1, args.rounds - 2))
+                              rounds, calibrate=False)
             except Exception as e:
                 rows.append({"workload": f"poly-{dtype}", "name": f"fastpoly {name}", "error": repr(e)})
                 print(f"  {dtype} {name:10s} failed: {e!r}")
@@ -159,6 +161,7 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
     ap.add_argument("--no-poly", action="store_true", help="skip polynomial evaluation")
     ap.add_argument("--threads", type=int, help="Numba threads (default: all cores)")
+    ap.add_argument("--poly-points", type=int, help="points for polynomial evaluation (default 1e6)")
     ap.add_argument("--round-seconds", type=float, default=None,
                     help="target duration of one timed round (default 1, --quick 0.05)")
     args = ap.parse_args(argv)

@@ -68,9 +68,42 @@ def _act(code, z):
         e = math.exp(-abs(z))
         one = e * 0 + 1
         return z * (one / (one + e) if z >= 0 else e / (one + e))
-    # gelu, in float64 as the reference computes it (z / sqrt(2) promotes to float64)
+    # gelu = z * Phi(z), in float64 as the reference computes it (scipy's ndtr)
     zd = np.float64(z)
-    return 0.5 * zd * (1.0 + math.erf(zd / _SQRT2))
+    return zd * _ndtr(zd)
+
+
+@jit(inline="always")
+def _ndtr(x):
+    """Standard normal CDF in float64 (erfc form: accurate in both tails)."""
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+#: 10-point Gauss-Legendre rule on [-1, 1] (the same nodes as fastpoly.structured)
+_GL_X = tuple(float(v) for v in np.polynomial.legendre.leggauss(10)[0])
+_GL_W = tuple(float(v) for v in np.polynomial.legendre.leggauss(10)[1])
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jit(inline="always")
+def _c_ndtr(t, b):
+    """Phi(b+t) - Phi(b) in float64 without cancellation (Gauss-Legendre for |t| <= 1)."""
+    if abs(t) > 1.0:
+        return _ndtr(b + t) - _ndtr(b)
+    half = 0.5 * t
+    mid = b + half
+    q = 0.0
+    for i in range(10):
+        s = mid + half * _GL_X[i]
+        q += _GL_W[i] * math.exp(-0.5 * s * s)
+    return q * half * _INV_SQRT_2PI
+
+
+@jit(inline="always")
+def _sig(z):
+    e = math.exp(-abs(z))
+    one = e * 0 + 1
+    return one / (one + e) if z >= 0 else e / (one + e)
 
 
 @jit(inline="always")
@@ -101,6 +134,17 @@ def _centered(code, t, b):
         tt = math.tanh(t)
         one = tb * 0 + 1
         return tt * (one - tb * tb) / (one + tb * tt)
+    if code == A_SILU:
+        # t*sigmoid(b+t) + b*(sigmoid(b+t) - sigmoid(b)), as fastpoly.structured._c_silu
+        s = b + t
+        sig_s = _sig(s)
+        dsig = sig_s * _sig(-b) * (-math.expm1(-t))
+        return t * sig_s + b * dsig
+    if code == A_GELU:
+        # t*Phi(b+t) + b*(Phi(b+t) - Phi(b)) in float64, as fastpoly.structured._c_gelu
+        td = np.float64(t)
+        bd = np.float64(b)
+        return td * _ndtr(bd + td) + bd * _c_ndtr(td, bd)
     return _act(code, b + t) - _act(code, b)
 
 

@@ -61,7 +61,7 @@ __device__ T fp_poly_act(int code, T z) {
         case FP_PACT_SIGMOID: return fp_sigmoid(z);
         case FP_PACT_TANH: return fp_tanh(z);
         case FP_PACT_SILU: return z * fp_sigmoid(z);
-        case FP_PACT_GELU: return T(0.5) * z * (T(1) + fp_erfx(z * T(0.70710678118654752440)));
+        case FP_PACT_GELU: return T((double)z * normcdf((double)z));  // float64, rounded once
         case FP_PACT_SIGN: return (z > T(0)) ? T(1) : ((z < T(0)) ? T(-1) : z);
         case FP_PACT_ERF: return fp_erfx(z);
         default: return z;
@@ -70,6 +70,27 @@ __device__ T fp_poly_act(int code, T z) {
 
 // act(b + t) - act(b) without catastrophic cancellation where a formula exists
 // (fastpoly.structured.CENTERED).
+// Phi(b+t) - Phi(b) in float64 without cancellation: 10-point Gauss-Legendre for |t| <= 1
+// (the same rule as fastpoly.structured._c_ndtr), a plain difference otherwise.
+__device__ __forceinline__ double fp_c_ndtr(double t, double b) {
+    if (fabs(t) > 1.0) return normcdf(b + t) - normcdf(b);
+    const double gx[5] = {0.1488743389816312, 0.4333953941292472, 0.6794095682990244, 0.8650633666889845,
+                          0.9739065285171717};
+    const double gw[5] = {0.2955242247147529, 0.2692667193099963, 0.2190863625159820, 0.1494513491505806,
+                          0.0666713443086881};
+    const double half = 0.5 * t, mid = b + half;
+    double q = 0.0;
+    for (int i = 4; i >= 0; --i) {  // nodes in ascending order, as numpy's leggauss
+        const double s = mid - half * gx[i];
+        q += gw[i] * exp(-0.5 * s * s);
+    }
+    for (int i = 0; i < 5; ++i) {
+        const double s = mid + half * gx[i];
+        q += gw[i] * exp(-0.5 * s * s);
+    }
+    return q * half * 0.39894228040143267794;
+}
+
 template <typename T>
 __device__ T fp_poly_centered(int code, T t, T b) {
     switch (code) {
@@ -81,6 +102,14 @@ __device__ T fp_poly_centered(int code, T t, T b) {
         case FP_PACT_TANH: {
             const T tb = fp_tanh(b), tt = fp_tanh(t);
             return tt * (T(1) - tb * tb) / (T(1) + tb * tt);
+        }
+        case FP_PACT_SILU: {
+            const T sig_s = fp_sigmoid(b + t);
+            return t * sig_s + b * (sig_s * fp_sigmoid(-b) * (-fp_expm1(-t)));
+        }
+        case FP_PACT_GELU: {
+            const double td = (double)t, bd = (double)b;
+            return T(td * normcdf(bd + td) + bd * fp_c_ndtr(td, bd));
         }
         default: return fp_poly_act<T>(code, b + t) - fp_poly_act<T>(code, b);
     }
