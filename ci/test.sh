@@ -14,6 +14,10 @@ python3 -m venv "$WORK/venv"
 # shellcheck disable=SC1091
 . "$WORK/venv/bin/activate"
 
+# CI-only: NVRTC (what cupy.RawModule compiles with at run time) so that tests/test_cuda_compile.py
+# checks the kernels through NVRTC too, not only nvcc. Optional: the test skips without it.
+python -m pip install -q nvidia-cuda-nvrtc || echo "ci: nvidia-cuda-nvrtc not installed; NVRTC checks will skip"
+
 # The README's quickstart test command, verbatim (so a missing install step fails CI).
 TEST_CMD=$(awk '/<!-- quickstart-test -->/{f=1; next} f && /^pip /{print; exit}' README.md)
 if [ -z "$TEST_CMD" ]; then echo "ci: no quickstart test command found in README.md" >&2; exit 1; fi

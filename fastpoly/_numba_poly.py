@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ._jit import fma, jit, pjit, prange
+from ._numba_vecmath import vexp, vexpm1, vlog1p, vsigmoid, vsoftplus, vtanh
 from .structured import STRUCT_CODES
 
 __all__ = ["POINT_BLOCK", "evaluate_structured", "evaluate_dense", "DENSE_CODES"]
@@ -47,7 +48,7 @@ _SQRT2 = math.sqrt(2.0)
 
 @jit(inline="always")
 def _act(code, z):
-    """Plain activation (same type in and out)."""
+    """Plain activation (same type in and out; float32 exp/log1p/tanh from :mod:`fastpoly._numba_vecmath`)."""
     if code == A_IDENTITY:
         return z
     if code == A_RELU:
@@ -55,19 +56,15 @@ def _act(code, z):
     if code == A_SQUARE:
         return z * z
     if code == A_SOFTPLUS:
-        return max(z, z * 0) + math.log1p(math.exp(-abs(z)))
+        return vsoftplus(z)
     if code == A_EXP:
-        return math.exp(z)
+        return vexp(z)
     if code == A_SIGMOID:
-        e = math.exp(-abs(z))
-        one = e * 0 + 1
-        return one / (one + e) if z >= 0 else e / (one + e)
+        return vsigmoid(z)
     if code == A_TANH:
-        return math.tanh(z)
+        return vtanh(z)
     if code == A_SILU:
-        e = math.exp(-abs(z))
-        one = e * 0 + 1
-        return z * (one / (one + e) if z >= 0 else e / (one + e))
+        return z * vsigmoid(z)
     # gelu = z * Phi(z), in float64 as the reference computes it (scipy's ndtr)
     zd = np.float64(z)
     return zd * _ndtr(zd)
@@ -100,45 +97,27 @@ def _c_ndtr(t, b):
 
 
 @jit(inline="always")
-def _sig(z):
-    e = math.exp(-abs(z))
-    one = e * 0 + 1
-    return one / (one + e) if z >= 0 else e / (one + e)
-
-
-@jit(inline="always")
 def _centered(code, t, b):
     """``act(b + t) - act(b)`` with the cancellation-free formulas of :data:`fastpoly.structured.CENTERED`."""
     if code == A_IDENTITY:
         return t
     if code == A_SQUARE:
-        return t * (2 * b + t)
+        return t * ((b + b) + t)
     if code == A_SOFTPLUS:
-        eb = math.exp(-abs(b))
-        one = eb * 0 + 1
-        sb = one / (one + eb) if b >= 0 else eb / (one + eb)
-        return math.log1p(sb * math.expm1(t))
+        return vlog1p(vsigmoid(b) * vexpm1(t))
     if code == A_EXP:
-        return math.exp(b) * math.expm1(t)
+        return vexp(b) * vexpm1(t)
     if code == A_SIGMOID:
-        s = b + t
-        es = math.exp(-abs(s))
-        one = es * 0 + 1
-        sig_s = one / (one + es) if s >= 0 else es / (one + es)
-        nb = -b
-        en = math.exp(-abs(nb))
-        sig_nb = one / (one + en) if nb >= 0 else en / (one + en)
-        return sig_s * sig_nb * (-math.expm1(-t))
+        return vsigmoid(b + t) * vsigmoid(-b) * (-vexpm1(-t))
     if code == A_TANH:
-        tb = math.tanh(b)
-        tt = math.tanh(t)
+        tb = vtanh(b)
+        tt = vtanh(t)
         one = tb * 0 + 1
         return tt * (one - tb * tb) / (one + tb * tt)
     if code == A_SILU:
         # t*sigmoid(b+t) + b*(sigmoid(b+t) - sigmoid(b)), as fastpoly.structured._c_silu
-        s = b + t
-        sig_s = _sig(s)
-        dsig = sig_s * _sig(-b) * (-math.expm1(-t))
+        sig_s = vsigmoid(b + t)
+        dsig = sig_s * vsigmoid(-b) * (-vexpm1(-t))
         return t * sig_s + b * dsig
     if code == A_GELU:
         # t*Phi(b+t) + b*(Phi(b+t) - Phi(b)) in float64, as fastpoly.structured._c_gelu
@@ -146,6 +125,79 @@ def _centered(code, t, b):
         bd = np.float64(b)
         return td * _ndtr(bd + td) + bd * _c_ndtr(td, bd)
     return _act(code, b + t) - _act(code, b)
+
+
+@jit(inline="always")
+def _act_loop(code, z, nb):
+    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop."""
+    if code == A_IDENTITY:
+        return
+    if code == A_RELU:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v if v > 0 else v * 0
+    elif code == A_SOFTPLUS:
+        for t in range(nb):
+            z[t] = vsoftplus(z[t])
+    elif code == A_EXP:
+        for t in range(nb):
+            z[t] = vexp(z[t])
+    elif code == A_SIGMOID:
+        for t in range(nb):
+            z[t] = vsigmoid(z[t])
+    elif code == A_SILU:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * vsigmoid(v)
+    elif code == A_TANH:
+        for t in range(nb):
+            z[t] = vtanh(z[t])
+    elif code == A_SQUARE:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * v
+    else:
+        for t in range(nb):
+            z[t] = _act(code, z[t])
+
+
+@jit(inline="always")
+def _centered_loop(code, z, nb, b):
+    """``z[:nb] = act(b + z[:nb]) - act(b)`` (centered forms) with the per-neuron terms hoisted."""
+    if code == A_SOFTPLUS:
+        sb = vsigmoid(b)
+        for t in range(nb):
+            z[t] = vlog1p(sb * vexpm1(z[t]))
+    elif code == A_EXP:
+        eb = vexp(b)
+        for t in range(nb):
+            z[t] = eb * vexpm1(z[t])
+    elif code == A_SIGMOID:
+        snb = vsigmoid(-b)
+        for t in range(nb):
+            v = z[t]
+            z[t] = vsigmoid(b + v) * snb * (-vexpm1(-v))
+    elif code == A_SILU:
+        snb = vsigmoid(-b)
+        for t in range(nb):
+            v = z[t]
+            sig_s = vsigmoid(b + v)
+            z[t] = v * sig_s + b * (sig_s * snb * (-vexpm1(-v)))
+    elif code == A_TANH:
+        tb = vtanh(b)
+        one = tb * 0 + 1
+        c = one - tb * tb
+        for t in range(nb):
+            tt = vtanh(z[t])
+            z[t] = tt * c / (one + tb * tt)
+    elif code == A_SQUARE:
+        b2 = b + b
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * (b2 + v)
+    elif code != A_IDENTITY:
+        for t in range(nb):
+            z[t] = _centered(code, z[t], b)
 
 
 @jit(inline="always")
@@ -176,16 +228,9 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
                 for t in range(nb):
                     z[t] = z[t] + w * src[t]
             if centered:
-                sj = shift[nb_off + j]
-                for t in range(nb):
-                    z[t] = _centered(code, z[t], sj)
-            elif code == A_RELU:
-                for t in range(nb):
-                    v = z[t]
-                    z[t] = v if v > 0 else v * 0
-            elif code != A_IDENTITY:
-                for t in range(nb):
-                    z[t] = _act(code, z[t])
+                _centered_loop(code, z, nb, shift[nb_off + j])
+            else:
+                _act_loop(code, z, nb)
         cur = 1 - cur
     h = bufs[cur]
     for j in range(out.shape[1]):

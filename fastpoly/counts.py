@@ -63,12 +63,20 @@ def _overlap(r1, r2):
     return None
 
 
+def public_mode():
+    """The mode a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp uses 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
+        os.chmod(tmp, public_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -24,7 +24,7 @@ def _load(counts):
 
 
 def plot_rank(counts, out="rank.png"):
-    """Rank-frequency plot on log-log axes with a Zipf reference line ``P ~ 1/rank``.
+    """Rank-frequency plot on log-log axes with Zipf's law ``P = 1/(rank ln 2^m)`` for reference.
 
     Parameters
     ----------
@@ -43,8 +43,11 @@ def plot_rank(counts, out="rank.png"):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if p.size:
         ax.loglog(r, p, ".", ms=3, label="sampled functions")
-        # Zipf reference through the top-ranked non-constant region: P(r) = P(1) / r
-        ax.loglog(r, p[0] / r, "--", lw=1, color="gray", label=r"Zipf $\propto 1/\mathrm{rank}$")
+        # Zipf's law normalised over all 2^m functions of m key bits (Valle-Perez et al. 2019):
+        # P(r) = 1 / (r ln 2^m)
+        m = max(int(c.n_key_bits), 1)
+        ax.loglog(r, 1.0 / (r * m * np.log(2.0)), "--", lw=1, color="gray",
+                  label=rf"Zipf $1/(\mathrm{{rank}}\,\ln 2^{{{m}}})$")
     widths = c.meta.get("arch", {}).get("widths")
     ax.set_xlabel("rank")
     ax.set_ylabel("P(f)")

@@ -544,6 +544,9 @@ def write_counts_file(path, header_json, chunks, n_words):
         digest = _digest_stream(header_json, [(s, p) for s, (_, p) in zip(shapes, side)])
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
         os.close(fd)
+        from .counts import public_mode
+
+        os.chmod(tmp, public_mode())
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in (("header", np.array(header_json)), ("sha256", np.array(digest))):
                 info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
