@@ -288,38 +288,10 @@ def _merge_lanes(out_keys, out_counts, out_first, starts, n_unique):
 
 
 @jit
-def _less(K, a, b, W):
-    """Key ``K[a] < K[b]`` as big integers (word ``W-1`` most significant)."""
-    for w in range(W - 1, -1, -1):
-        x = K[a, w]
-        y = K[b, w]
-        if x != y:
-            return x < y
-    return False
-
-
-@jit
 def _sort_segment(k, c, f, a, b):
-    """Sort entries ``a:b`` of ``(k, c, f)`` by key (all keys distinct)."""
+    """Sort entries ``a:b`` of ``(k, c, f)`` by key (all keys distinct): merge sort on the full key."""
     W = k.shape[1]
     m = b - a
-    if m <= _INSERTION_MAX:
-        tk = np.empty(W, np.uint64)
-        for i in range(a + 1, b):
-            j = i
-            while j > a and _less(k, j, j - 1, W):
-                for w in range(W):
-                    tk[w] = k[j, w]
-                    k[j, w] = k[j - 1, w]
-                    k[j - 1, w] = tk[w]
-                tc = c[j]
-                c[j] = c[j - 1]
-                c[j - 1] = tc
-                tf = f[j]
-                f[j] = f[j - 1]
-                f[j - 1] = tf
-                j -= 1
-        return
     # bottom-up merge sort of a permutation, then one gather
     p = np.arange(a, b)
     q = np.empty(m, np.int64)
@@ -332,7 +304,14 @@ def _sort_segment(k, c, f, a, b):
             j = mid
             o = lo
             while i < mid and j < hi:
-                if _less(k, p[j], p[i], W):
+                lt = False
+                for w in range(W - 1, -1, -1):
+                    x = k[p[j], w]
+                    y = k[p[i], w]
+                    if x != y:
+                        lt = x < y
+                        break
+                if lt:
                     q[o] = p[j]
                     j += 1
                 else:
@@ -364,37 +343,29 @@ def _sort_segment(k, c, f, a, b):
 def _sorted_entries(T, used, do_sort):
     """The entries of table ``T`` as compact ``(keys, counts, first)``, in big-integer key order if ``do_sort``."""
     W = T.shape[1] - 2
-    cap = T.shape[0]
-    k = np.empty((used, W), np.uint64)
-    c = np.empty(used, np.int64)
-    f = np.empty(used, np.uint64)
+    k0 = np.empty((used, W), np.uint64)
+    c0 = np.empty(used, np.int64)
+    f0 = np.empty(used, np.uint64)
+    _compact(T, W, k0, c0, f0, 0)
     if not do_sort or used <= 1:
-        _compact(T, W, k, c, f, 0)
-        return k, c, f
+        return k0, c0, f0
     # the most significant word in which the keys differ, and its highest differing bit
     vw = -1
     x = np.uint64(0)
-    ref = np.zeros(W, np.uint64)
-    have = False
-    for s in range(cap):
-        if T[s, W] != 0:
-            if not have:
-                for w in range(W):
-                    ref[w] = T[s, w]
-                have = True
-            for w in range(W - 1, -1, -1):
-                d = T[s, w] ^ ref[w]
-                if d != 0:
-                    if w > vw:
-                        vw = w
-                        x = d
-                    elif w == vw:
-                        x |= d
-                    break
+    for i in range(1, used):
+        for w in range(W - 1, -1, -1):
+            d = k0[i, w] ^ k0[0, w]
+            if d != 0:
+                if w > vw:
+                    vw = w
+                    x = d
+                elif w == vw:
+                    x |= d
+                break
     b = 63
     while (x >> np.uint64(b)) == 0:
         b -= 1
-    # digit: up to 16 bits ending at bit b of word vw (about 4 keys per bucket)
+    # MSD radix step on up to 16 bits ending at bit b of word vw (about 4 keys per bucket)
     nbits = 1
     while nbits < 16 and (np.int64(1) << (nbits + 2)) < used:
         nbits += 1
@@ -403,24 +374,52 @@ def _sorted_entries(T, used, do_sort):
     dmask = np.uint64((1 << nbits) - 1)
     nb = 1 << nbits
     start = np.zeros(nb + 1, np.int64)
-    for s in range(cap):
-        if T[s, W] != 0:
-            start[np.int64((T[s, vw] >> sh) & dmask) + 1] += 1
+    for i in range(used):
+        start[np.int64((k0[i, vw] >> sh) & dmask) + 1] += 1
     for d in range(nb):
         start[d + 1] += start[d]
     pos = start[:nb].copy()
-    for s in range(cap):
-        if T[s, W] != 0:
-            d = np.int64((T[s, vw] >> sh) & dmask)
-            o = pos[d]
-            pos[d] = o + 1
-            for w in range(W):
-                k[o, w] = T[s, w]
-            c[o] = np.int64(T[s, W])
-            f[o] = T[s, W + 1]
+    k = np.empty((used, W), np.uint64)
+    c = np.empty(used, np.int64)
+    f = np.empty(used, np.uint64)
+    for i in range(used):
+        d = np.int64((k0[i, vw] >> sh) & dmask)
+        o = pos[d]
+        pos[d] = o + 1
+        for w in range(W):
+            k[o, w] = k0[i, w]
+        c[o] = c0[i]
+        f[o] = f0[i]
     for d in range(nb):
-        if start[d + 1] - start[d] > 1:
-            _sort_segment(k, c, f, start[d], start[d + 1])
+        a = start[d]
+        e = start[d + 1]
+        if e - a > _INSERTION_MAX:
+            _sort_segment(k, c, f, a, e)
+            continue
+        # insertion sort, hand-inlined (a call per bucket costs more than the sort)
+        for i in range(a + 1, e):
+            j = i
+            while j > a:
+                lt = False
+                for w in range(W - 1, -1, -1):
+                    x = k[j, w]
+                    y = k[j - 1, w]
+                    if x != y:
+                        lt = x < y
+                        break
+                if not lt:
+                    break
+                for w in range(W):
+                    t = k[j, w]
+                    k[j, w] = k[j - 1, w]
+                    k[j - 1, w] = t
+                tc = c[j]
+                c[j] = c[j - 1]
+                c[j - 1] = tc
+                tf = f[j]
+                f[j] = f[j - 1]
+                f[j - 1] = tf
+                j -= 1
     return k, c, f
 
 

@@ -48,27 +48,7 @@ def lz76_phrases(s):
     n = len(s)
     if n < 2:
         raise ValueError("lz76_phrases needs a string of at least 2 symbols")
-    s = [0] + s
-    c, l, i, k, k_max = 1, 1, 0, 1, 1
-    while True:
-        if s[i + k] != s[l + k]:
-            if k > k_max:
-                k_max = k
-            i += 1
-            if i == l:
-                c += 1
-                l += k_max
-                if l + 1 > n:
-                    break
-                i, k, k_max = 0, 1, 1
-            else:
-                k = 1
-        else:
-            k += 1
-            if l + k > n:
-                c += 1
-                break
-    return c
+    return _phrases_buf([0] + s, n)
 
 
 def klz_string(s):

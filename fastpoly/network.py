@@ -48,8 +48,30 @@ class Layer:
         return self.W.shape[0]
 
 
+class LayerChain:
+    """Mixin for an ordered list ``self.layers`` whose items have ``fan_in`` / ``fan_out``."""
+
+    def _check_chain(self):
+        self.layers = list(self.layers)
+        if not self.layers:
+            raise ValueError(f"a {type(self).__name__} needs at least one layer")
+        for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
+            if a.fan_out != b.fan_in:
+                raise ValueError(
+                    f"layer {i} has {a.fan_out} outputs but layer {i + 1} expects {b.fan_in} inputs"
+                )
+
+    @property
+    def n_inputs(self):
+        return self.layers[0].fan_in
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].fan_out
+
+
 @dataclass
-class Network:
+class Network(LayerChain):
     """An ordered list of :class:`Layer` objects: plain NumPy arrays, readable and serialisable.
 
     Parameters
@@ -72,22 +94,7 @@ class Network:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.layers = list(self.layers)
-        if not self.layers:
-            raise ValueError("a Network needs at least one layer")
-        for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
-            if a.fan_out != b.fan_in:
-                raise ValueError(
-                    f"layer {i} has {a.fan_out} outputs but layer {i + 1} expects {b.fan_in} inputs"
-                )
-
-    @property
-    def n_inputs(self):
-        return self.layers[0].fan_in
-
-    @property
-    def n_outputs(self):
-        return self.layers[-1].fan_out
+        self._check_chain()
 
     @property
     def widths(self):

@@ -339,22 +339,33 @@ def _readers(sources, chunk):
     return out
 
 
+def _write_side_files(chunks, d, files):
+    """Stream sorted ``(keys, counts, first)`` chunks into three temporary files in folder ``d``.
+
+    ``files`` (a list owned by the caller, who removes the files) receives ``(handle, path)``
+    for keys, counts and first indices, in that order; all handles are closed on return.
+    Returns the number of records written.
+    """
+    for name in ("k", "c", "f"):
+        fd, p = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=d)
+        files.append((os.fdopen(fd, "wb"), p))
+    n = 0
+    for k, c, f in chunks:
+        files[0][0].write(np.ascontiguousarray(k, "<u8").tobytes())
+        files[1][0].write(np.ascontiguousarray(c, "<i8").tobytes())
+        files[2][0].write(np.ascontiguousarray(f, "<u8").tobytes())
+        n += k.shape[0]
+    for fh, _ in files:
+        fh.close()
+    return n
+
+
 def _write_stream_run(path, chunks, n_words):
     """Write a run from a stream of sorted chunks (keys, counts and first go to side files first)."""
     d = os.path.dirname(os.path.abspath(path))
     files = []
     try:
-        for name in ("k", "c", "f"):
-            fd, p = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=d)
-            files.append((os.fdopen(fd, "wb"), p))
-        n = 0
-        for k, c, f in chunks:
-            files[0][0].write(np.ascontiguousarray(k, "<u8").tobytes())
-            files[1][0].write(np.ascontiguousarray(c, "<i8").tobytes())
-            files[2][0].write(np.ascontiguousarray(f, "<u8").tobytes())
-            n += k.shape[0]
-        for fh, _ in files:
-            fh.close()
+        n = _write_side_files(chunks, d, files)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
         with os.fdopen(fd, "wb") as out:
             out.write(RUN_MAGIC + np.array([n_words, n], "<u8").tobytes())
@@ -529,17 +540,7 @@ def write_counts_file(path, header_json, chunks, n_words):
     side = []
     tmp = None
     try:
-        for name in ("k", "c", "f"):
-            fd, p = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=d)
-            side.append((os.fdopen(fd, "wb"), p))
-        n = 0
-        for k, c, f in chunks:
-            side[0][0].write(np.ascontiguousarray(k, "<u8").tobytes())
-            side[1][0].write(np.ascontiguousarray(c, "<i8").tobytes())
-            side[2][0].write(np.ascontiguousarray(f, "<u8").tobytes())
-            n += k.shape[0]
-        for fh, _ in side:
-            fh.close()
+        n = _write_side_files(chunks, d, side)
         shapes = [(n, n_words), (n,), (n,)]
         digest = _digest_stream(header_json, [(s, p) for s, (_, p) in zip(shapes, side)])
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .network import LayerChain
+
 __all__ = [
     "SparseLayer", "StructuredNetwork", "STRUCT_CODES", "ACT", "CENTERED", "evaluate_structured_reference",
 ]
@@ -222,24 +224,13 @@ class SparseLayer:
 
 
 @dataclass
-class StructuredNetwork:
+class StructuredNetwork(LayerChain):
     """A list of :class:`SparseLayer` objects with matching widths."""
 
     layers: list
 
     def __post_init__(self):
-        self.layers = list(self.layers)
-        for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
-            if a.fan_out != b.fan_in:
-                raise ValueError(f"layer {i} has {a.fan_out} outputs, layer {i + 1} expects {b.fan_in}")
-
-    @property
-    def n_inputs(self):
-        return self.layers[0].fan_in
-
-    @property
-    def n_outputs(self):
-        return self.layers[-1].fan_out
+        self._check_chain()
 
 
 def evaluate_structured_reference(snet, X, dtype=np.float64):
