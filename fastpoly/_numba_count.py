@@ -75,45 +75,53 @@ def _shift_of(cap):
 
 
 @jit
-def _insert_h(T, cap, shift, W, keys, i, count, first, h):
-    """Add ``count`` occurrences of ``keys[i]`` (hash ``h``) with smallest index ``first``; 1 if new."""
-    mask = np.uint64(cap - 1)
-    slot = h >> shift
-    while True:
-        c = T[slot, W]
-        if c == 0:
-            for w in range(W):
-                T[slot, w] = keys[i, w]
-            T[slot, W] = count
-            T[slot, W + 1] = first
-            return 1
-        same = True
-        for w in range(W):
-            if T[slot, w] != keys[i, w]:
-                same = False
-                break
-        if same:
-            T[slot, W] = c + count
-            if first < T[slot, W + 1]:
-                T[slot, W + 1] = first
-            return 0
-        slot = (slot + _ONE) & mask
+def _absorb(T, src, lo, hi):
+    """Add the entries ``src[lo:hi]`` (rows: key words, count, first; count 0 = empty) to ``T``.
 
-
-@jit
-def _insert(T, W, keys, i, count, first):
+    ``T`` must have room for them at load <= 1/2.  Returns the number of new keys.
+    """
+    W = T.shape[1] - 2
+    S = W + 2
     cap = T.shape[0]
-    return _insert_h(T, cap, _shift_of(cap), W, keys, i, count, first, hash_key(keys, i, W))
+    shift = _shift_of(cap)
+    smask = np.uint64(cap - 1)
+    new = 0
+    for r in range(lo, hi):
+        cnt = src[r, W]
+        if cnt == 0:
+            continue
+        first = src[r, W + 1]
+        h = src[r, 0] * _M1
+        for w in range(1, W):
+            h = (h ^ (h >> _S32) ^ src[r, w]) * _M2
+        slot = h >> shift
+        # hand-inlined insertion (an inlined call would add reference-count traffic)
+        while True:
+            c = T[slot, W]
+            if c == 0:
+                for w in range(S):
+                    T[slot, w] = src[r, w]
+                new += 1
+                break
+            same = True
+            for w in range(W):
+                if T[slot, w] != src[r, w]:
+                    same = False
+                    break
+            if same:
+                T[slot, W] = c + cnt
+                if first < T[slot, W + 1]:
+                    T[slot, W + 1] = first
+                break
+            slot = (slot + _ONE) & smask
+    return new
 
 
 @jit
 def _grow(T, W):
     """Rehash table ``T`` into one of twice the capacity."""
-    cap = T.shape[0]
-    N = np.zeros((2 * cap, W + 2), np.uint64)
-    for s in range(cap):
-        if T[s, W] != 0:
-            _insert(N, W, T, s, T[s, W], T[s, W + 1])
+    N = np.zeros((2 * T.shape[0], W + 2), np.uint64)
+    _absorb(N, T, 0, T.shape[0])
     return N
 
 
@@ -214,9 +222,10 @@ def _count_table(keys, indices, mask, use_mask, lo, hi, ones_last):
     Returns ``(T, used)``.
     """
     W = keys.shape[1]
-    # pre-size for about n/4 distinct keys (growth rehashes are cache-missing), within bounds
+    # pre-size for about n/8 distinct keys (growth rehashes are cache-missing, but a table much
+    # larger than needed costs its zeroing and the final scan), within bounds
     cap = INITIAL_CAPACITY
-    while cap < (hi - lo) // 2 and cap < MAX_INITIAL_CAPACITY:
+    while cap < (hi - lo) // 4 and cap < MAX_INITIAL_CAPACITY:
         cap *= 2
     T = np.zeros((cap, W + 2), np.uint64)
     st = np.zeros(3, np.int64)
@@ -231,15 +240,16 @@ def _count_table(keys, indices, mask, use_mask, lo, hi, ones_last):
             j = _insert_run(T, keys, indices, buf_i, buf_h, j, m, st)
             if 2 * st[0] > T.shape[0]:
                 T = _grow(T, W)
-    hot = np.zeros((2, W), np.uint64)
+    hot = np.zeros((2, W + 2), np.uint64)
     for w in range(W):
         hot[1, w] = ones_last if w == W - 1 else _U64_MAX
-    used = st[0]
     for r in range(2):
-        if st[1 + r] > 0:
-            if 2 * (used + 1) > T.shape[0]:
-                T = _grow(T, W)
-            used += _insert(T, W, hot, r, np.uint64(st[1 + r]), hot_first[r])
+        hot[r, W] = np.uint64(st[1 + r])  # count 0: absent
+        hot[r, W + 1] = hot_first[r]
+    used = st[0]
+    if 2 * (used + 2) > T.shape[0]:
+        T = _grow(T, W)
+    used += _absorb(T, hot, 0, 2)
     return T, used
 
 
@@ -256,23 +266,34 @@ def _compact(T, W, out_keys, out_counts, out_first, o):
     return o
 
 
+@jit
+def _compact_rows(T, out, o):
+    """Copy the occupied slots of ``T`` to rows ``o, o+1, ...`` of ``out``; return the end row."""
+    W = T.shape[1] - 2
+    for s in range(T.shape[0]):
+        if T[s, W] != 0:
+            for w in range(W + 2):
+                out[o, w] = T[s, w]
+            o += 1
+    return o
+
+
 @pjit
-def _count_parallel(keys, indices, mask, use_mask, n_lanes, ones_last, out_keys, out_counts, out_first,
-                    starts, n_unique):
+def _count_parallel(keys, indices, mask, use_mask, n_lanes, ones_last, out, starts, n_unique):
     n = keys.shape[0]
-    W = keys.shape[1]
     for lane in prange(n_lanes):
         lo = (n * lane) // n_lanes
         hi = (n * (lane + 1)) // n_lanes
-        starts[lane] = lo
+        o = lo + 2 * lane  # a lane's hot keys may add 2 entries beyond its hi - lo rows
+        starts[lane] = o
         T, used = _count_table(keys, indices, mask, use_mask, lo, hi, ones_last)
-        n_unique[lane] = _compact(T, W, out_keys, out_counts, out_first, lo) - lo
+        n_unique[lane] = _compact_rows(T, out, o) - o
 
 
 @jit
-def _merge_lanes(out_keys, out_counts, out_first, starts, n_unique):
+def _merge_lanes(out, starts, n_unique):
     """Merge the lanes' compacted entries (serial) into one table; returns ``(T, used)``."""
-    W = out_keys.shape[1]
+    W = out.shape[1] - 2
     total = 0
     for L in range(starts.shape[0]):
         total += n_unique[L]
@@ -282,8 +303,7 @@ def _merge_lanes(out_keys, out_counts, out_first, starts, n_unique):
     T = np.zeros((cap, W + 2), np.uint64)
     used = 0
     for L in range(starts.shape[0]):
-        for i in range(starts[L], starts[L] + n_unique[L]):
-            used += _insert(T, W, out_keys, i, np.uint64(out_counts[i]), out_first[i])
+        used += _absorb(T, out, starts[L], starts[L] + n_unique[L])
     return T, used
 
 
@@ -455,14 +475,11 @@ def _count(keys, indices, mask, n_bits, n_lanes, do_sort):
     n_lanes = max(1, min(n_lanes, n))
     if n_lanes == 1:
         return _count_serial(keys, indices, mask_arr, use_mask, ones_last, do_sort)
-    out_keys = np.empty((n, W), np.uint64)
-    out_counts = np.empty(n, np.int64)
-    out_first = np.empty(n, np.uint64)
+    out = np.empty((n + 2 * n_lanes, W + 2), np.uint64)
     starts = np.zeros(n_lanes, np.int64)
     n_unique = np.zeros(n_lanes, np.int64)
-    _count_parallel(keys, indices, mask_arr, use_mask, np.int64(n_lanes), ones_last, out_keys, out_counts,
-                    out_first, starts, n_unique)
-    T, used = _merge_lanes(out_keys, out_counts, out_first, starts, n_unique)
+    _count_parallel(keys, indices, mask_arr, use_mask, np.int64(n_lanes), ones_last, out, starts, n_unique)
+    T, used = _merge_lanes(out, starts, n_unique)
     return _sorted_entries(T, used, do_sort)
 
 
