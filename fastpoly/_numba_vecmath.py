@@ -84,7 +84,7 @@ _LG3 = _F(0.28498786688)  # 0x91e9ee.0p-25
 _LG4 = _F(0.24279078841)  # 0xf89e26.0p-26
 
 
-@jit(inline="always")
+@jit
 def _expm1_poly(r):
     """``e^r - 1`` for float32 ``|r| <= ln2/2`` (degree-8 Taylor, Horner with FMA)."""
     q = fma(_P8, r, _P7)
@@ -96,7 +96,7 @@ def _expm1_poly(r):
     return fma(q, r * r, r)
 
 
-@jit(inline="always")
+@jit
 def _reduce(x):
     """``(k, r)`` with ``x = k ln2 + r``, ``k`` an integer (int64), ``|r| <= ln2/2`` (float32 ``|x| < 2**21``)."""
     s = fma(x, _LOG2E, _SHIFT)
@@ -107,13 +107,13 @@ def _reduce(x):
     return k, r
 
 
-@jit(inline="always")
+@jit
 def _pow2(k):
     """``2**k`` as float32 for integer ``-126 <= k <= 127`` (exact, from the bits)."""
     return bits_to_f32(np.uint32((k + 127) << 23))
 
 
-@jit(inline="always")
+@jit
 def exp32(x):
     """``e**x`` for float32 ``x`` (branch-free; within 2 ulp; ``inf`` / 0 / NaN handled)."""
     x = _EXP_HI if x > _EXP_HI else x
@@ -125,7 +125,7 @@ def exp32(x):
     return (p * _pow2(k1)) * _pow2(k2)
 
 
-@jit(inline="always")
+@jit
 def expm1_32(x):
     """``e**x - 1`` for float32 ``x`` (branch-free; within 2 ulp; ``inf`` / -1 / NaN handled)."""
     x = _EXP_HI if x > _EXP_HI else x
@@ -137,7 +137,7 @@ def expm1_32(x):
     return u if k == 0 else v
 
 
-@jit(inline="always")
+@jit
 def log1p32(x):
     """``log(1 + x)`` for float32 ``x`` (branch-free musl ``log1pf``; within 2 ulp; -1, < -1, inf, NaN handled)."""
     u = _ONE + x
@@ -164,7 +164,7 @@ def log1p32(x):
     return _NAN if x < -_ONE else res
 
 
-@jit(inline="always")
+@jit
 def sigmoid32(z):
     """``1 / (1 + e**-z)`` as the reference computes it (``e = exp(-|z|)``; ``1/(1+e)`` or ``e/(1+e)``)."""
     e = exp32(-abs(z))
@@ -172,20 +172,20 @@ def sigmoid32(z):
     return num / (_ONE + e)
 
 
-@jit(inline="always")
+@jit
 def softplus32(z):
     """``max(z, 0) + log1p(exp(-|z|))`` for float32 ``z`` (never overflows)."""
     m = z if z > _ZERO else _ZERO
     return m + log1p32(exp32(-abs(z)))
 
 
-@jit(inline="always")
+@jit
 def silu32(z):
     """``z * sigmoid(z)`` for float32 ``z``."""
     return z * sigmoid32(z)
 
 
-@jit(inline="always")
+@jit
 def tanh32(z):
     """``tanh(z)`` for float32 ``z`` as ``-expm1(-2|z|) / (2 + expm1(-2|z|))`` with the sign of ``z``."""
     a = abs(z)
@@ -229,7 +229,7 @@ def vsoftplus(x):
     raise NotImplementedError("vsoftplus is only callable from jitted code")
 
 
-@overload(vexp, jit_options=_OV_OPTS, inline="always")
+@overload(vexp, jit_options=_OV_OPTS)
 def _ov_vexp(x):
     if x == types.float32:
         return lambda x: exp32(x)
@@ -238,7 +238,7 @@ def _ov_vexp(x):
     return None
 
 
-@overload(vexpm1, jit_options=_OV_OPTS, inline="always")
+@overload(vexpm1, jit_options=_OV_OPTS)
 def _ov_vexpm1(x):
     if x == types.float32:
         return lambda x: expm1_32(x)
@@ -247,7 +247,7 @@ def _ov_vexpm1(x):
     return None
 
 
-@overload(vlog1p, jit_options=_OV_OPTS, inline="always")
+@overload(vlog1p, jit_options=_OV_OPTS)
 def _ov_vlog1p(x):
     if x == types.float32:
         return lambda x: log1p32(x)
@@ -256,7 +256,7 @@ def _ov_vlog1p(x):
     return None
 
 
-@overload(vtanh, jit_options=_OV_OPTS, inline="always")
+@overload(vtanh, jit_options=_OV_OPTS)
 def _ov_vtanh(x):
     if x == types.float32:
         return lambda x: tanh32(x)
@@ -265,7 +265,7 @@ def _ov_vtanh(x):
     return None
 
 
-@overload(vsigmoid, jit_options=_OV_OPTS, inline="always")
+@overload(vsigmoid, jit_options=_OV_OPTS)
 def _ov_vsigmoid(x):
     if x == types.float32:
         return lambda x: sigmoid32(x)
@@ -278,7 +278,7 @@ def _ov_vsigmoid(x):
     return None
 
 
-@overload(vsoftplus, jit_options=_OV_OPTS, inline="always")
+@overload(vsoftplus, jit_options=_OV_OPTS)
 def _ov_vsoftplus(x):
     if x == types.float32:
         return lambda x: softplus32(x)
