@@ -46,7 +46,7 @@ rc=${PIPESTATUS[0]}
 
 echo "== bench/compare.py --device cuda"
 if [ -f bench/compare.py ]; then
-  timeout 200 "$PY" bench/compare.py --device cuda --rounds 3 --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.log"
+  timeout 200 "$PY" bench/compare.py --device cuda --rounds 3 --round-seconds 0.5 --poly-points 200000 --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.log"
   rc=${PIPESTATUS[0]}
   { [ "$rc" -eq 0 ] && [ -s "$OUT/compare.json" ]; } || { echo "compare.py FAILED (rc=$rc)"; status=1; }
 else
