@@ -29,6 +29,28 @@ def merge_sorted_counts(parts):
         return None
     if len(parts) == 1:
         return parts[0]
+    if _numba_merge_available() and sum(p[0].shape[0] for p in parts) >= _NUMBA_MERGE_MIN:
+        from ._numba_merge import merge2
+
+        while len(parts) > 1:  # pairwise, smallest first: linear work per level
+            parts.sort(key=lambda p: p[0].shape[0])
+            parts = [merge2(parts[0], parts[1])] + parts[2:]
+        return parts[0]
+    return _merge_sorted_counts_numpy(parts)
+
+
+#: below this many records the NumPy path is as fast as compiling/calling the kernel
+_NUMBA_MERGE_MIN = 1 << 15
+
+
+def _numba_merge_available():
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def _merge_sorted_counts_numpy(parts):
+    """Reference implementation of :func:`merge_sorted_counts` (concatenate, sort, reduce)."""
     keys = np.concatenate([p[0] for p in parts])
     counts = np.concatenate([p[1] for p in parts])
     first = np.concatenate([p[2] for p in parts])
