@@ -50,21 +50,7 @@ def _merge2_kernel(ka, ca, fa, kb, cb, fb, ko, co, fo):
             i += 1
             j += 1
         n += 1
-    while i < na:
-        for w in range(W):
-            ko[n, w] = ka[i, w]
-        co[n] = ca[i]
-        fo[n] = fa[i]
-        i += 1
-        n += 1
-    while j < nb:
-        for w in range(W):
-            ko[n, w] = kb[j, w]
-        co[n] = cb[j]
-        fo[n] = fb[j]
-        j += 1
-        n += 1
-    return n
+    return i, j, n
 
 
 def merge2(a, b):
@@ -79,7 +65,13 @@ def merge2(a, b):
     ko = np.empty((cap, ka.shape[1]), np.uint64)
     co = np.empty(cap, np.int64)
     fo = np.empty(cap, np.uint64)
-    n = _merge2_kernel(ka, ca, fa, kb, cb, fb, ko, co, fo)
+    i, j, n = _merge2_kernel(ka, ca, fa, kb, cb, fb, ko, co, fo)
+    # one input is exhausted: the rest of the other is already sorted and unique
+    for k, c, f, r in ((ka, ca, fa, i), (kb, cb, fb, j)):
+        t = k.shape[0] - r
+        if t:
+            ko[n : n + t], co[n : n + t], fo[n : n + t] = k[r:], c[r:], f[r:]
+            n += t
     if n == cap:
         return ko, co, fo
     return ko[:n].copy(), co[:n].copy(), fo[:n].copy()

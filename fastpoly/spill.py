@@ -360,6 +360,16 @@ def _write_side_files(chunks, d, files):
     return n
 
 
+def _remove_side_files(files):
+    """Close and delete the temporary side files of :func:`_write_side_files` (best effort)."""
+    for fh, p in files:
+        try:
+            fh.close()
+            os.unlink(p)
+        except OSError:
+            pass
+
+
 def _write_stream_run(path, chunks, n_words):
     """Write a run from a stream of sorted chunks (keys, counts and first go to side files first)."""
     d = os.path.dirname(os.path.abspath(path))
@@ -377,12 +387,7 @@ def _write_stream_run(path, chunks, n_words):
     except OSError as e:
         _raise_spill(e, path)
     finally:
-        for fh, p in files:
-            try:
-                fh.close()
-                os.unlink(p)
-            except OSError:
-                pass
+        _remove_side_files(files)
 
 
 class CountAccumulator:
@@ -574,12 +579,7 @@ def write_counts_file(path, header_json, chunks, n_words):
     except OSError as e:
         _raise_spill(e, path)
     finally:
-        for fh, p in side:
-            try:
-                fh.close()
-                os.unlink(p)
-            except OSError:
-                pass
+        _remove_side_files(side)
         if tmp is not None:
             try:
                 os.unlink(tmp)

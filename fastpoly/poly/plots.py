@@ -9,16 +9,9 @@ import os
 
 import numpy as np
 
+from ..figures import _plt
+
 __all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _check_path(path):
