@@ -12,10 +12,10 @@ import pytest
 
 import fastpoly
 from fastpoly import MLP, make_plan
-from fastpoly.reference import count_range_reference
+from fastpoly.backends.reference import count_range_reference
 
 try:
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     _OK, _WHY = CupyBackend().availability()
 except Exception as exc:  # pragma: no cover
@@ -66,7 +66,7 @@ def test_sample_keys_anchor(benchmark):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_poly_evaluate(benchmark, dtype):
-    from fastpoly.structured import SparseLayer, StructuredNetwork
+    from fastpoly.poly.structured import SparseLayer, StructuredNetwork
 
     rng = np.random.default_rng(0)
     widths = (8, 64, 64, 1)

@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("numba")
 
 import fastpoly  # noqa: E402
-from fastpoly.reference import count_keys, sample_keys_reference  # noqa: E402
+from fastpoly.backends.counting import count_keys  # noqa: E402
+from fastpoly.backends.reference import sample_keys_reference
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_numba_count_zipf_128bit(benchmark, request, lanes):
     keys/s = input keys / best wall time (of 5 rounds) of one full ``count_keys`` call, i.e.
     counting, merging the lanes and producing the sorted unique keys, counts and minimum indices.
     """
-    from fastpoly._numba_count import count_keys as nb_count
+    from fastpoly.backends.numba.count import count_keys as nb_count
 
     n = _n(request, 4_000_000, 20_000)
     keys = _zipf_keys(n)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fastpoly.cli.poly import measure_error
 from fastpoly.poly import compile_polynomial, make_bench_polynomial
-from fastpoly.poly.cli import measure_error
 
 N_POINTS = 100_000
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly import fmath, rng
-from fastpoly.reference import sample_keys_reference
+from fastpoly.backends.reference import sample_keys_reference
+from fastpoly.stream import fmath, rng
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastpoly  # noqa: E402
 from baselines import numpy_blas_sampler, torch_available, torch_sampler  # noqa: E402
 
+import fastpoly  # noqa: E402
 
 TARGET_S = 1.0  # seconds per timed round (set by --round-seconds)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .activations import ACTIVATIONS
-from .api import evaluate, sample, sample_keys
-from .arch import MLP, boolean_inputs, parse_arch
-from .backends import BackendUnavailable, backends, get_backend
-from .counts import CountsFileError, FunctionCounts
-from .network import Layer, Network
-from .plan import make_plan
+from fastpoly.activations import ACTIVATIONS
+from fastpoly.api import evaluate, resume, sample, sample_keys
+from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.backends import BackendUnavailable, backends, get_backend
+from fastpoly.counts import CountsFileError, FunctionCounts
+from fastpoly.network import Layer, Network
+from fastpoly.plan import make_plan
 
 __all__ = [
     "__version__",
@@ -33,6 +33,7 @@ __all__ = [
     "evaluate",
     "sample",
     "sample_keys",
+    "resume",
     "Polynomial",
     "compile_polynomial",
 ]

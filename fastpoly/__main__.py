@@ -1,6 +1,6 @@
 """``python -m fastpoly`` runs the command line."""
 import sys
 
-from .cli import main
+from fastpoly.cli.main import main
 
 sys.exit(main())

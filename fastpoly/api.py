@@ -1,81 +1,51 @@
-"""The public entry points: :func:`sample`, :func:`sample_keys`, :func:`evaluate`."""
+"""The public entry points: :func:`sample`, :func:`sample_keys`, :func:`evaluate`, :func:`resume`.
+
+Each validates its arguments and hands the work on: :func:`sample` builds a frozen
+:class:`~fastpoly.run.job.SampleJob` and runs it with the one driver
+(:func:`fastpoly.run.driver.run_job`); the others call a backend directly.
+"""
 from __future__ import annotations
 
 import os
-import time
+from typing import Any
 
 import numpy as np
 
-from .activations import EXACT_SAMPLER_ACTIVATIONS
-from .backends import get_backend
-from .counts import FunctionCounts
-from .plan import make_plan
+from fastpoly.backends import get_backend
+from fastpoly.backends.base import check_range
+from fastpoly.counts.store import FunctionCounts
+from fastpoly.network import Network, resolve_dtype
+from fastpoly.plan import make_plan
+from fastpoly.run.checkpoint import job_of
+from fastpoly.run.driver import run_job
+from fastpoly.run.job import make_job
+from fastpoly.tolerances import assert_close_to_reference, network_atol
 
-__all__ = ["sample", "sample_keys", "evaluate", "check_n_samples"]
-
-
-def check_n_samples(n):
-    """Validate a sample count (a positive integer; floats like 1e6 with integral value are accepted)."""
-    if isinstance(n, (bool, np.bool_)):
-        raise ValueError(f"n_samples must be a positive integer, got {n!r}")
-    if isinstance(n, (float, np.floating)):
-        if not np.isfinite(n) or n != int(n):
-            raise ValueError(f"n_samples must be a positive integer, got {n!r}")
-        n = int(n)
-    if not isinstance(n, (int, np.integer)):
-        raise ValueError(f"n_samples must be a positive integer, got {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n}")
-    if n >= 2**64:
-        raise ValueError("n_samples must be < 2**64")
-    return n
-
-
-def _check_batch_size(bs):
-    if bs is None:
-        return None
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
-    return int(bs)
-
-
-def _meta(plan, start):
-    from . import __version__
-
-    meta = plan.compat_meta()
-    meta.update(
-        seed=plan.seed,
-        ranges=[],
-        n_key_bits=int(plan.key_rows.size),
-        key_rows=plan.key_rows.tolist() if plan.conditioned else None,
-        fastpoly_version=__version__,
-    )
-    return meta
+__all__ = ["sample", "sample_keys", "evaluate", "resume"]
 
 
 def sample(
-    arch,
-    X=None,
-    n_samples=1,
-    seed=0,
-    backend="auto",
-    train=None,
-    batch_size=None,
-    progress=True,
-    start=0,
-    check=False,
-    checkpoint=None,
-    resume=False,
-    checkpoint_every=60.0,
-    client=None,
-    memory_budget=None,
-    checkpoint_samples=None,
-    out=None,
-    checkpoint_extra=None,
-    task_size=None,
-    annotations=None,
-):
+    arch: Any,
+    X: Any = None,
+    n_samples: int | float = 1,
+    seed: int = 0,
+    backend: Any = "auto",
+    train: Any = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    start: int = 0,
+    check: bool | int = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    checkpoint_every: float = 60.0,
+    client: Any = None,
+    memory_budget: int | str | None = None,
+    checkpoint_samples: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    task_size: int | None = None,
+    annotations: dict[str, Any] | None = None,
+) -> FunctionCounts:
     """Draw random networks, evaluate them on ``X`` and count the functions exactly.
 
     Parameters
@@ -103,19 +73,19 @@ def sample(
         Recompute the first ``check`` samples (``True`` = 64) with the NumPy
         reference and raise ``AssertionError`` if the keys differ.
     checkpoint : path or None
-        Folder for checkpoints (:mod:`fastpoly.checkpoint`): progress is saved
+        Folder for checkpoints (:mod:`fastpoly.run.checkpoint`): progress is saved
         atomically every ``checkpoint_every`` seconds (and ``checkpoint_samples``
         samples), and on Ctrl-C (the run then stops with ``KeyboardInterrupt``
         after saving).  Spilled runs live there too.
     resume : bool
         Continue the run saved in ``checkpoint`` (refused with
-        :class:`fastpoly.checkpoint.CheckpointError` if it is another job or
+        :class:`fastpoly.run.checkpoint.CheckpointError` if it is another job or
         corrupted; an empty folder starts afresh).  The result is identical to an
         uninterrupted run.  Without ``resume`` the folder must not hold a checkpoint.
     checkpoint_every : float
         Seconds between checkpoints (default 60; 0 = after every batch).
     client : dask.distributed.Client, "local", int or None
-        Run the index range as tasks on a Dask cluster (:mod:`fastpoly.distributed`;
+        Run the index range as tasks on a Dask cluster (:mod:`fastpoly.run.distributed`;
         ``"local"`` or an int starts a LocalCluster of that many worker processes).
         The result is byte-for-byte the single-process result.
     memory_budget : int, str or None
@@ -142,224 +112,25 @@ def sample(
         Exact counts; identical for any backend (relu/sign/identity), batch size,
         partition of the index range, checkpointing, spilling or Dask cluster.
     """
-    from .spill import CountAccumulator, parse_memory
-
-    n_samples = check_n_samples(n_samples)
-    batch_size = _check_batch_size(batch_size)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    start = int(start)
-    if start + n_samples > 2**64:
-        raise ValueError("start + n_samples exceeds the 2**64 sample indices of a stream")
-    every = _check_every(checkpoint_every)
-    every_n = None if checkpoint_samples is None else check_n_samples(checkpoint_samples)
-    budget = parse_memory(memory_budget)
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=DIR")
-    plan = make_plan(arch, X, seed, train)
-    stop = start + n_samples
-
-    ck = None
-    if checkpoint is not None:
-        from .checkpoint import Checkpoint, CheckpointError
-
-        if os.path.exists(os.path.join(os.fspath(checkpoint), "job.json")):
-            if not resume:
-                raise CheckpointError(
-                    f"{checkpoint} already holds a checkpoint; pass resume=True (CLI: --resume) "
-                    "to continue it, or choose another folder"
-                )
-            ck = Checkpoint.open(checkpoint)
-            ck.check_job(plan, start, stop)
-            if ck.complete:
-                res = ck.load_result()
-                if out is not None:
-                    res.save(out)
-                res.info = {"resumed": True, "already_complete": True}
-                return res
-        else:
-            ck = Checkpoint.create(checkpoint, plan, start, stop, extra=checkpoint_extra)
-
-    be = None if client is not None else get_backend(backend)
-    if check and be is not None:
-        _check_against_reference(be, plan, start, min(n_samples, 64 if check is True else int(check)))
-    acc = CountAccumulator(plan.n_words, budget, spill_dir=None if ck is None else ck.dir)
-    resumed_from = 0
-    if ck is not None:
-        ck.restore(acc)
-        resumed_from = acc.n_samples
-    todo = _complement(acc.ranges, start, stop)
-    meta = _meta(plan, start)
-    if annotations:
-        clash = set(annotations) & set(meta)
-        if clash:
-            raise ValueError(f"annotations may not replace the metadata {sorted(clash)}")
-        meta.update(annotations)
-    info = {"resumed_from": resumed_from} if ck is not None else {}
-    bar = _progress_bar(n_samples, progress)
-    if bar is not None and resumed_from:
-        bar.update(resumed_from)
-    t0 = time.perf_counter()
-    stopper = _InterruptFlag(enabled=ck is not None)
-    own_cluster = None
-    try:
-        with stopper:
-            if client is not None:
-                from .distributed import dask_batches, get_client
-
-                cl, own_cluster = get_client(client)
-                bs = batch_size
-                batches = dask_batches(cl, plan, todo, backend, bs, task_size)
-                info.update(backend=f"dask ({backend})", n_workers=len(cl.scheduler_info().get("workers", {})))
-            else:
-                bs = batch_size or be.default_batch_size(plan)
-                batches = _local_batches(be, plan, todo, bs)
-                info.update(backend=be.name, batch_size=bs)
-            last_t, last_n = time.monotonic(), acc.n_samples
-            try:
-                for lo, hi, b in batches:
-                    acc.add(b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted, lo, hi)
-                    if bar is not None:
-                        bar.update(hi - lo)
-                    if ck is not None:
-                        if stopper.hit:
-                            ck.save(acc)
-                            raise KeyboardInterrupt(
-                                f"interrupted: checkpoint saved in {ck.dir} after {acc.n_samples:,} of "
-                                f"{n_samples:,} samples; resume with resume=True (CLI: --resume {ck.dir})"
-                            )
-                        now = time.monotonic()
-                        if (now - last_t >= every) or (every_n is not None and acc.n_samples - last_n >= every_n):
-                            ck.save(acc)
-                            last_t, last_n = time.monotonic(), acc.n_samples
-            finally:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    close()
-        meta["ranges"] = [list(r) for r in acc.ranges]
-        result = _finish(acc, meta, out)
-        if ck is not None:
-            ck.finish(result, out=out)
-        info["spilled_runs"] = len(acc.runs)
-    finally:
-        if bar is not None:
-            bar.close()
-        if own_cluster is not None:
-            own_cluster()
-        if ck is None:
-            acc.cleanup()
-    info["elapsed_s"] = time.perf_counter() - t0
-    result.info = info
-    return result
+    job = make_job(
+        arch, X, n_samples, seed, backend=backend, train=train, batch_size=batch_size, progress=progress,
+        start=start, check=check, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
+        client=client, memory_budget=memory_budget, checkpoint_samples=checkpoint_samples, out=out,
+        checkpoint_extra=checkpoint_extra, task_size=task_size, annotations=annotations,
+    )
+    return run_job(job)
 
 
-def _finish(acc, meta, out):
-    """Assemble the FunctionCounts (streamed to ``out`` when runs were spilled)."""
-    if out is not None and acc.runs:
-        from .spill import write_counts_file
-
-        tmp = FunctionCounts.empty(acc.n_words, meta)
-        tmp.n_samples, tmp.n_accepted = acc.n_samples, acc.n_accepted
-        write_counts_file(out, tmp._payload(), acc.chunks(), acc.n_words)
-        return FunctionCounts.load(out, mmap=True)
-    k, c, f = acc.result_arrays()
-    result = FunctionCounts(k, c, f, acc.n_samples, acc.n_accepted, meta)
-    if out is not None:
-        result.save(out)
-    return result
-
-
-def _check_every(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not v >= 0 \
-            or not np.isfinite(v):
-        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, got {v!r}")
-    return float(v)
-
-
-def _complement(ranges, start, stop):
-    """Sub-ranges of ``[start, stop)`` not covered by the (merged, sorted) ``ranges``."""
-    todo, pos = [], start
-    for a, b in sorted((int(a), int(b)) for a, b in ranges):
-        if b <= pos or a >= stop:
-            continue
-        if a > pos:
-            todo.append((pos, min(a, stop)))
-        pos = max(pos, b)
-    if pos < stop:
-        todo.append((pos, stop))
-    return todo
-
-
-def _local_batches(be, plan, todo, bs):
-    for lo0, hi0 in todo:
-        pos = lo0
-        while pos < hi0:
-            hi = min(hi0, pos + bs)
-            yield pos, hi, be.count_range(plan, pos, hi)
-            pos = hi
-
-
-class _InterruptFlag:
-    """While active (main thread only), Ctrl-C sets ``hit`` instead of raising at once."""
-
-    def __init__(self, enabled):
-        self.enabled = enabled
-        self.hit = False
-        self._old = None
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            def handler(signum, frame):
-                if self.hit:  # second Ctrl-C: stop at once (the last checkpoint stays valid)
-                    raise KeyboardInterrupt
-                self.hit = True
-
-            self._old = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
-        return False
-
-
-def _progress_bar(total, progress):
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
-        return None
-    return tqdm(total=total, unit="samples", unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
-
-
-def _check_against_reference(be, plan, start, n):
-    if be.name == "numpy" or n <= 0:
-        return
-    from .reference import sample_keys_reference
-
-    got = be.sample_keys(plan, start, start + n, margins=True)
-    ref = sample_keys_reference(plan, start, start + n, margins=True)
-    exact = plan.mlp.activation in EXACT_SAMPLER_ACTIVATIONS
-    if exact:
-        ok = np.array_equal(got.keys, ref.keys) and np.array_equal(got.accepted, ref.accepted)
-    else:
-        # smooth activations: disagreements allowed only for tiny reference margins
-        diff = np.any(got.keys != ref.keys, axis=1) | (got.accepted != ref.accepted)
-        ok = bool(np.all(ref.margins[diff] < 1e-4))
-    if not ok:
-        raise AssertionError(
-            f"backend {be.name!r} disagrees with the NumPy reference on samples {start}..{start + n - 1}"
-        )
-
-
-def sample_keys(arch, X=None, seed=0, start=0, stop=1, backend="auto", train=None, margins=False):
+def sample_keys(
+    arch: Any,
+    X: Any = None,
+    seed: int = 0,
+    start: int = 0,
+    stop: int = 1,
+    backend: Any = "auto",
+    train: Any = None,
+    margins: bool = False,
+) -> np.ndarray | tuple[np.ndarray, ...]:
     """Per-sample results for pipelines: keys of samples ``start .. stop-1`` in index order.
 
     Parameters
@@ -380,9 +151,7 @@ def sample_keys(arch, X=None, seed=0, start=0, stop=1, backend="auto", train=Non
     margins : float32 array (stop - start,)
         Returned when ``margins=True``.
     """
-    from .reference import _check_range
-
-    start, stop = _check_range(start, stop)
+    start, stop = check_range(start, stop)
     plan = make_plan(arch, X, seed, train)
     be = get_backend(backend)
     b = be.sample_keys(plan, start, stop, margins=margins)
@@ -394,7 +163,7 @@ def sample_keys(arch, X=None, seed=0, start=0, stop=1, backend="auto", train=Non
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def evaluate(net, X, backend="auto", dtype=None, check=False):
+def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, check: bool = False) -> np.ndarray:
     """Outputs of a network on every row of ``X``.
 
     Parameters
@@ -415,23 +184,48 @@ def evaluate(net, X, backend="auto", dtype=None, check=False):
     numpy.ndarray
         ``(N,)`` for single-output networks, else ``(N, n_outputs)``.
     """
-    from .network import _resolve_dtype
-
+    if not isinstance(getattr(net, "n_inputs", None), int) or not hasattr(net, "layers"):
+        raise ValueError(
+            f"net must be a fastpoly Network (e.g. MLP.instantiate(...) or compile_polynomial(...)), "
+            f"got {type(net).__name__}"
+        )
     X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError("X must be real numbers, got a complex array")
     if X.ndim == 1 and net.n_inputs == 1:
         X = X[:, None]
     if X.ndim != 2 or X.shape[1] != net.n_inputs:
         raise ValueError(f"X must have shape (N, {net.n_inputs}), got {X.shape}")
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
         raise ValueError("X must be finite numbers (no NaN or inf)")
-    dt = _resolve_dtype(net, dtype)
+    dt = resolve_dtype(net, dtype)
     be = get_backend(backend)
     out = np.asarray(be.evaluate(net, X, dt))
     if check and be.name != "numpy":
-        from .tolerances import assert_close_to_reference, network_atol
-
         ref = np.asarray(get_backend("numpy").evaluate(net, X, dt))
         assert_close_to_reference(out.reshape(ref.shape), ref, dt, extra_atol=network_atol(net))
     if out.ndim == 2 and out.shape[1] == 1:
         out = out[:, 0]
     return out
+
+
+def resume(directory: str | os.PathLike[str], backend: str = "auto", **kwargs: Any) -> FunctionCounts:
+    """Continue the run saved in ``directory`` (the job is read from the checkpoint).
+
+    Parameters
+    ----------
+    directory : path
+        A checkpoint folder written by ``sample(..., checkpoint=DIR)`` or ``fastpoly sample --checkpoint``.
+    backend : str
+        Backend name (see :func:`fastpoly.backends`).
+    **kwargs
+        ``batch_size``, ``progress``, ``checkpoint_every``, ``memory_budget``, ``client``, ``out``:
+        passed to :func:`sample`.
+
+    Returns
+    -------
+    FunctionCounts
+        Identical to the result of an uninterrupted run.
+    """
+    args, _ = job_of(directory)
+    return sample(**args, backend=backend, checkpoint=directory, resume=True, **kwargs)

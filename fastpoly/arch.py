@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 
-from .activations import SAMPLER_CODES
-from .network import Layer, Network
-from .rng import check_seed, stream_normals, stream_uniform_pm1
+from fastpoly.activations import SAMPLER_CODES
+from fastpoly.network import Layer, Network
+from fastpoly.stream.rng import check_seed, stream_normals, stream_uniform_pm1
 
 __all__ = ["MLP", "boolean_inputs", "parse_arch"]
 
@@ -83,7 +83,7 @@ class MLP:
     -----
     Parameter ``p`` (order W1 row-major, b1, W2, b2, ...) of sample ``i`` of
     stream ``seed`` is ``float32(z_p * scale)`` with ``z_p`` the ``p``-th draw
-    of :mod:`fastpoly.rng` and ``scale`` a float32 per layer and kind (see
+    of :mod:`fastpoly.stream.rng` and ``scale`` a float32 per layer and kind (see
     :meth:`scales`).
     """
 

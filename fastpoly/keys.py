@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["pack_bits", "unpack_bits", "key_to_hex", "hex_to_key", "key_to_bits", "bits_to_key",
-           "sort_order", "as_key"]
+           "sort_order", "as_key", "CONVENTIONS", "msb_permutation", "keys_to_strings", "strings_to_keys",
+           "convert_string"]
 
 
 def pack_bits(bits):
@@ -88,3 +89,71 @@ def sort_order(keys):
     if keys.shape[1] == 1:
         return np.argsort(keys[:, 0], kind="stable")
     return np.lexsort(keys.T)
+
+
+# --- string conventions of the anchor pipelines (REFERENCE.md §2; see fastpoly.counts.anchors) ---
+CONVENTIONS = ("rows", "cpp", "python")
+
+
+def msb_permutation(n_bits):
+    """Row order of the Python anchors' strings: character ``i`` is fastpoly row ``perm[i]``.
+
+    The anchors list input ``i`` with bits ``format(i, '0db')`` (MSB first) for
+    features ``x_0 .. x_{d-1}``; fastpoly row ``r`` has ``x_j = (r >> j) & 1``,
+    so ``perm[i]`` is ``i`` with its ``d`` bits reversed.
+    """
+    d = int(n_bits).bit_length() - 1
+    if n_bits < 2 or 2**d != n_bits:
+        raise ValueError(f"MSB-first order needs 2**d rows, got {n_bits}")
+    i = np.arange(n_bits)
+    perm = np.zeros(n_bits, np.int64)
+    for j in range(d):
+        perm |= ((i >> (d - 1 - j)) & 1) << j
+    return perm
+
+
+def _perm(n_bits, convention):
+    """Character ``c`` of a string in ``convention`` is fastpoly row ``perm[c]``."""
+    if convention == "rows":
+        return np.arange(n_bits)
+    if convention == "cpp":
+        return np.arange(n_bits)[::-1].copy()
+    if convention == "python":
+        return msb_permutation(n_bits)
+    raise ValueError(f"unknown string convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+
+
+def keys_to_strings(keys, n_bits, convention="rows"):
+    """Keys ``(K, W)`` -> list of 0/1 strings in ``convention``."""
+    keys = np.atleast_2d(np.asarray(keys, dtype=np.uint64))
+    perm = _perm(int(n_bits), convention)
+    out = []
+    for a in range(0, keys.shape[0], 1 << 15):
+        bits = unpack_bits(keys[a:a + (1 << 15)], n_bits)[:, perm] + ord("0")
+        raw = np.ascontiguousarray(bits.astype(np.uint8)).tobytes()
+        out.extend(raw[i * n_bits:(i + 1) * n_bits].decode() for i in range(bits.shape[0]))
+    return out
+
+
+def strings_to_keys(strings, convention="rows"):
+    """List of 0/1 strings in ``convention`` (all of one length) -> keys ``(K, W)`` uint64."""
+    strings = list(strings)
+    if not strings:
+        raise ValueError("no strings given")
+    n = len(strings[0])
+    if any(len(s) != n for s in strings):
+        raise ValueError("strings of different lengths")
+    raw = np.frombuffer("".join(strings).encode("ascii", errors="replace"), np.uint8).reshape(len(strings), n)
+    if np.any((raw != ord("0")) & (raw != ord("1"))):
+        bad = int(np.flatnonzero(np.any((raw != ord("0")) & (raw != ord("1")), axis=1))[0])
+        raise ValueError(f"string {bad} is not made of 0 and 1: {strings[bad][:40]!r}")
+    perm = _perm(n, convention)
+    bits = np.zeros_like(raw, dtype=bool)
+    bits[:, perm] = raw == ord("1")
+    return pack_bits(bits)
+
+
+def convert_string(s, from_convention, to_convention):
+    """Convert one string between conventions (exact)."""
+    k = strings_to_keys([s], from_convention)
+    return keys_to_strings(k, len(s), to_convention)[0]

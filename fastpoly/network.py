@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .activations import get_activation
-from .fmath import fma32
+from fastpoly.activations import get_activation
+from fastpoly.stream.fmath import fma32
 
 __all__ = ["Layer", "Network", "forward_reference"]
 
@@ -166,7 +166,7 @@ def forward_reference(net, X, dtype=None):
     Each pre-activation starts from the bias and adds the inputs in index order:
     ``z = b; z = fma(W[j, k], x[k], z) for k = 0, 1, ...``.  In float32 every
     step is an exact fused multiply-add (the project's FMA rule, see
-    :mod:`fastpoly.fmath`), so this reproduces the sampler's bits exactly.  In
+    :mod:`fastpoly.stream.fmath`), so this reproduces the sampler's bits exactly.  In
     float64 the steps are unfused ``z = z + W[j,k]*x[k]`` (other backends agree
     within the tolerance table of :mod:`fastpoly.tolerances`).  No BLAS.
 
@@ -182,7 +182,7 @@ def forward_reference(net, X, dtype=None):
     -------
     numpy.ndarray, shape (N, n_outputs)
     """
-    dtype = _resolve_dtype(net, dtype)
+    dtype = resolve_dtype(net, dtype)
     h = np.asarray(X, dtype=dtype)
     for layer in net.layers:
         W = layer.W.astype(dtype, copy=False)
@@ -196,7 +196,8 @@ def forward_reference(net, X, dtype=None):
     return h
 
 
-def _resolve_dtype(net, dtype):
+def resolve_dtype(net, dtype):
+    """The arithmetic type for evaluating ``net``: ``dtype`` (float32/float64) or the network's own."""
     if dtype is None:
         dtype = np.float32 if net.layers[0].W.dtype == np.float32 else np.float64
     dtype = np.dtype(dtype).type

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .activations import SAMPLER_CODES
-from .arch import MLP, boolean_inputs
-from .rng import check_seed
+from fastpoly.activations import SAMPLER_CODES
+from fastpoly.arch import MLP, boolean_inputs
+from fastpoly.stream.rng import check_seed
 
 __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest"]
 

@@ -112,7 +112,7 @@ FP_HD float fp_i2f_exact(int i) {
 #define FP_COS_C8 0x1.e1f506p+5f
 #define FP_COS_C10 -0x1.a6d1f2p+4f
 
-// Natural log of u = n * 2^-24, n odd in [1, 2^24) (fastpoly.fmath.log_odd24).
+// Natural log of u = n * 2^-24, n odd in [1, 2^24) (fastpoly.stream.fmath.log_odd24).
 FP_HD float fp_log_odd24(int n) {
     int e = 31 - fp_clz32((fp_u32)n);  // n = m * 2^e, m in [1, 2)
     float fn = fp_i2f_exact(n);
@@ -131,7 +131,7 @@ FP_HD float fp_log_odd24(int n) {
     return fp_fma(E, FP_LN2_HI, fp_fma(E, FP_LN2_LO, lm));
 }
 
-// (sin 2 pi u, cos 2 pi u) for u = n * 2^-24, n odd in [1, 2^24) (fastpoly.fmath.sincos2pi_odd24).
+// (sin 2 pi u, cos 2 pi u) for u = n * 2^-24, n odd in [1, 2^24) (fastpoly.stream.fmath.sincos2pi_odd24).
 FP_HD void fp_sincos2pi_odd24(int n, float* sn, float* cs) {
     int q = (n + (1 << 21)) >> 22;                           // round(4u), never a tie
     float r = fp_mul(fp_i2f_exact(n - (q << 22)), 0x1p-24f);  // exact, |r| <= 1/8

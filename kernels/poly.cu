@@ -1,4 +1,4 @@
-// poly.cu -- evaluation of structured (sparse, layered) networks: fastpoly.structured.
+// poly.cu -- evaluation of structured (sparse, layered) networks: fastpoly.poly.structured.
 //
 // One launch per layer. Thread (row n, neuron j):
 //   z = bias[j];  z = z + data[p] * h[indices[p]]  for p in indptr[j] .. indptr[j+1]-1
@@ -69,9 +69,9 @@ __device__ T fp_poly_act(int code, T z) {
 }
 
 // act(b + t) - act(b) without catastrophic cancellation where a formula exists
-// (fastpoly.structured.CENTERED).
+// (fastpoly.poly.structured.CENTERED).
 // Phi(b+t) - Phi(b) in float64 without cancellation: 10-point Gauss-Legendre for |t| <= 1
-// (the same rule as fastpoly.structured._c_ndtr), a plain difference otherwise.
+// (the same rule as fastpoly.poly.structured._c_ndtr), a plain difference otherwise.
 __device__ __forceinline__ double fp_c_ndtr(double t, double b) {
     if (fabs(t) > 1.0) return normcdf(b + t) - normcdf(b);
     const double gx[5] = {0.1488743389816312, 0.4333953941292472, 0.6794095682990244, 0.8650633666889845,

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.anchors import (convert_string, counts_from_anchor_file, keys_to_strings, read_count_strings,
-                              strings_to_keys, write_count_strings)
+from fastpoly.counts.anchors import (
+    convert_string,
+    counts_from_anchor_file,
+    keys_to_strings,
+    read_count_strings,
+    strings_to_keys,
+    write_count_strings,
+)
 from fastpoly.keys import bits_to_key, key_to_bits
 
 
@@ -103,7 +109,7 @@ def test_counts_export_import_and_cli(tmp_path):
         # merges with fastpoly results of the same architecture (a separate stream)
         merged = back.merge(c)
         assert merged.n_samples == 2000
-    from fastpoly.cli import main
+    from fastpoly.cli.main import main
 
     assert main(["anchors", "export", _save(c, tmp_path), "--convention", "cpp", "--out", str(tmp_path / "e.txt")]) == 0
     assert (tmp_path / "e.txt").read_text() == (tmp_path / "cpp.txt").read_text()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.reference import sample_keys_reference
+from fastpoly.backends.reference import sample_keys_reference
 
 CASES = {
     "7-40-40-1": (fastpoly.MLP(7, (40, 40)), None),

@@ -13,7 +13,8 @@ import pytest
 
 import fastpoly
 from fastpoly import MLP
-from fastpoly.checkpoint import Checkpoint, CheckpointError, resume
+from fastpoly.api import resume
+from fastpoly.run.checkpoint import Checkpoint, CheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = MLP(4, (5,))
@@ -114,9 +115,9 @@ def _partial_checkpoint(tmp_path, n=2000, stop_after=800):
     """A checkpoint of a run stopped part-way (simulated by a KeyboardInterrupt from the progress bar hook)."""
     ck = tmp_path / "ck"
     job = dict(arch=ARCH, n_samples=n, seed=11, backend="numpy", progress=False, batch_size=100)
-    import fastpoly.api as api
+    import fastpoly.run.driver as api
 
-    real = api._local_batches
+    real = api.local_batches
 
     def stopping(be, plan, todo, bs):
         for lo, hi, b in real(be, plan, todo, bs):
@@ -124,12 +125,12 @@ def _partial_checkpoint(tmp_path, n=2000, stop_after=800):
                 raise KeyboardInterrupt
             yield lo, hi, b
 
-    api._local_batches = stopping
+    api.local_batches = stopping
     try:
         with pytest.raises(KeyboardInterrupt):
             fastpoly.sample(**job, checkpoint=ck, checkpoint_every=0, memory_budget=1024)
     finally:
-        api._local_batches = real
+        api.local_batches = real
     return ck, job
 
 

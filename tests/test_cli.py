@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.cli import build_parser, main
+from fastpoly.cli.main import build_parser, main
 
 
 def run_cli(*args):

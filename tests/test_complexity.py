@@ -9,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastpoly
-from fastpoly.complexity import (critical_sample_ratio, entropy, klz, klz_string, lz76_phrases,
-                                 msb_permutation, ones)
+from fastpoly.analysis.complexity import (
+    critical_sample_ratio,
+    entropy,
+    klz,
+    klz_string,
+    lz76_phrases,
+    msb_permutation,
+    ones,
+)
 from fastpoly.keys import bits_to_key, key_to_bits, pack_bits
 
 REGRESSION = {

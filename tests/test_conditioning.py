@@ -6,9 +6,9 @@ import pytest
 
 import fastpoly
 from fastpoly import MLP
-from fastpoly.conditioning import generalization_error, parse_target
+from fastpoly.analysis.conditioning import generalization_error, parse_target
+from fastpoly.analysis.stats import clopper_pearson_interval, wilson_interval
 from fastpoly.keys import unpack_bits
-from fastpoly.stats import clopper_pearson_interval, wilson_interval
 
 ARCH = MLP(4, (5,))
 N = 6000

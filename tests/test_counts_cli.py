@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.cli import main
-from fastpoly.figures import plot_complexity, plot_error, plot_ones, plot_rank, upper_bound_fit
+from fastpoly.analysis.figures import (
+    plot_complexity,
+    plot_error,
+    plot_ones,
+    plot_rank,
+    upper_bound_fit,
+)
+from fastpoly.cli.main import main
+from fastpoly.counts import FunctionCounts
 
 T16 = "0110100110010110"  # parity of 4 bits (character i = row i)
 
@@ -60,9 +67,9 @@ def test_plot_errors_are_clear(run, tmp_path, capsys):
     assert main(["plot", "error", str(run / "prior" / "counts.npz"), "--out", str(tmp_path / "e.png")]) == 2
     assert "target" in capsys.readouterr().err
     with pytest.raises(ValueError, match=".png or .pdf"):
-        plot_ones(str(run / "prior" / "counts.npz"), tmp_path / "x.jpg")
+        plot_ones(FunctionCounts.load(run / "prior" / "counts.npz"), tmp_path / "x.jpg")
     # a prior with an explicit target: error over all rows
-    p = plot_error(str(run / "prior" / "counts.npz"), tmp_path / "e2.png", target=T16)
+    p = plot_error(FunctionCounts.load(run / "prior" / "counts.npz"), tmp_path / "e2.png", target=T16)
     assert p.endswith("e2.png")
 
 

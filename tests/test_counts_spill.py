@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly import FunctionCounts, MLP
-from fastpoly.counts import CountsFileError, merge_files, merge_sorted_counts
-from fastpoly import spill
-from fastpoly.spill import CountAccumulator, SpillError, merge_runs, parse_memory, write_run
+from fastpoly import MLP, FunctionCounts
+from fastpoly.counts import spill
+from fastpoly.counts.spill import (
+    CountAccumulator,
+    SpillError,
+    merge_runs,
+    parse_memory,
+    write_run,
+)
+from fastpoly.counts.store import CountsFileError, merge_files, merge_sorted_counts
 
 TINY = MLP(3, (4,))
 
@@ -29,7 +35,7 @@ def _random_runs(rng, n_runs, W, n_keys=200, space=400):
         k = rng.integers(0, space, size=(n_keys, W)).astype(np.uint64)
         k[:, 0] |= rng.integers(0, 2**63, size=n_keys).astype(np.uint64) & np.uint64(0x8000000000000000)
         idx = rng.integers(0, 10**6, size=n_keys).astype(np.uint64)
-        from fastpoly.reference import count_keys
+        from fastpoly.backends.counting import count_keys
 
         runs.append(count_keys(k, idx))
     return runs
@@ -122,7 +128,7 @@ def test_disk_full_while_spilling_is_clear_and_keeps_checkpoint(tmp_path, monkey
         _sample(TINY, 3000, batch_size=100, checkpoint=ck2, checkpoint_every=0, memory_budget=1024)
     assert not [p for p in os.listdir(ck2) if p.startswith(".tmp-")]
     monkeypatch.setattr(spill, "_write_chunks", real)
-    from fastpoly.checkpoint import Checkpoint
+    from fastpoly.run.checkpoint import Checkpoint
 
     saved = Checkpoint.open(ck2)
     assert saved.state is not None and 0 < saved.state["n_samples"] < 3000
@@ -143,7 +149,7 @@ def test_merge_files_and_cli_merge(tmp_path):
     m = merge_files(paths, tmp_path / "m.npz", memory_budget=1024)
     assert (tmp_path / "m.npz").read_bytes() == whole.to_bytes()
     assert m == whole
-    from fastpoly.cli import main
+    from fastpoly.cli.main import main
 
     assert main(["merge", *paths, "--out", str(tmp_path / "m2.npz"), "--memory-budget", "2k"]) == 0
     assert (tmp_path / "m2.npz").read_bytes() == whole.to_bytes()
@@ -182,7 +188,7 @@ def test_truncated_or_tampered_counts_file_raises(tmp_path, mmap):
     with pytest.raises(CountsFileError):
         FunctionCounts.load(tmp_path / "flip.npz", mmap=mmap)
     # a well-formed zip whose counts were edited: caught by the sha256 checksum
-    from fastpoly.counts import _npz_bytes
+    from fastpoly.counts.fileformat import npz_bytes as _npz_bytes
 
     with np.load(p) as z:
         arrays = {k[:-4] if k.endswith(".npy") else k: z[k] for k in z.files}

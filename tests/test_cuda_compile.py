@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fastpoly import _cuda_source as src
+from fastpoly.backends.cuda import source as src
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ci" / "nvcc-check.sh"

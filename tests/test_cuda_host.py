@@ -16,10 +16,15 @@ import numpy as np
 import pytest
 
 from fastpoly import MLP, boolean_inputs, make_plan
-from fastpoly._cuda_source import kernel_dir, net_desc, row_order
-from fastpoly.fmath import log_odd24, sincos2pi_odd24
-from fastpoly.reference import forward_samples, sample_keys_reference
-from fastpoly.rng import philox4x32, stream_normals, stream_uniform_pm1, stream_words
+from fastpoly.backends.cuda.source import kernel_dir, net_desc, row_order
+from fastpoly.backends.reference import forward_samples, sample_keys_reference
+from fastpoly.stream.fmath import log_odd24, sincos2pi_odd24
+from fastpoly.stream.rng import (
+    philox4x32,
+    stream_normals,
+    stream_uniform_pm1,
+    stream_words,
+)
 
 DRIVER = Path(__file__).parent / "cuda_host" / "host_driver.cpp"
 

@@ -14,8 +14,13 @@ import pytest
 
 import fastpoly
 from fastpoly import MLP, Layer, Network, make_plan
-from fastpoly.reference import count_range_reference, sample_keys_reference
-from fastpoly.structured import ACT, SparseLayer, StructuredNetwork, evaluate_structured_reference
+from fastpoly.backends.reference import count_range_reference, sample_keys_reference
+from fastpoly.poly.structured import (
+    ACT,
+    SparseLayer,
+    StructuredNetwork,
+    evaluate_structured_reference,
+)
 from fastpoly.tolerances import assert_close_to_reference
 
 pytestmark = pytest.mark.gpu
@@ -23,7 +28,7 @@ REQUIRE = os.environ.get("FASTPOLY_REQUIRE_GPU") == "1"
 
 
 def _available():
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     return CupyBackend().availability()
 
@@ -48,7 +53,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS), ids=lambda k: f"cfg-{k}")
 def be(request):
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     return CupyBackend(**CONFIGS[request.param])
 
@@ -123,7 +128,7 @@ def test_count_range_identical(be, plan):
 
 
 def test_sample_api_matches_numpy_backend():
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     be = CupyBackend(threads_per_block=32, max_blocks=4)
     a = fastpoly.sample("7-40-40-1", n_samples=1500, seed=11, backend=be, batch_size=600, progress=False,
@@ -136,7 +141,7 @@ def test_sample_api_matches_numpy_backend():
 
 @pytest.mark.parametrize("act", ["tanh", "erf"])
 def test_smooth_activation_margin_rule(act):
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     plan = make_plan(MLP(7, (40, 40), activation=act), None, seed=8)
     got = CupyBackend().sample_keys(plan, 0, 300, margins=True)
@@ -149,7 +154,7 @@ def test_smooth_activation_margin_rule(act):
 def test_out_of_memory_shrinks_the_batch_and_loses_nothing():
     import cupy
 
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     plan = make_plan(MLP(3, (5, 5)), None, seed=21)  # 8 rows, 1 key word: 16 bytes per buffered sample
     n = 200_000
@@ -175,7 +180,7 @@ def test_out_of_memory_shrinks_the_batch_and_loses_nothing():
 
 # --- evaluation ------------------------------------------------------------------------------------
 def test_dense_float32_is_bit_identical_to_the_sampler():
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     mlp = MLP(7, (40, 40))
     net = mlp.instantiate(3, 12345)
@@ -187,7 +192,7 @@ def test_dense_float32_is_bit_identical_to_the_sampler():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_dense_evaluate_within_tolerance(dtype):
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     rng = np.random.default_rng(0)
     net = Network([Layer(rng.standard_normal((9, 5)), rng.standard_normal(9), "tanh"),
@@ -214,7 +219,7 @@ def _random_structured(rng, act, centered, widths=(3, 17, 9, 1)):
 @pytest.mark.parametrize("centered", [False, True], ids=["plain", "centered"])
 @pytest.mark.parametrize("act", sorted(ACT))
 def test_structured_evaluate_within_tolerance(act, centered, dtype):
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     rng = np.random.default_rng(hash((act, centered)) % 2**32)
     snet = _random_structured(rng, act, centered)
@@ -225,7 +230,7 @@ def test_structured_evaluate_within_tolerance(act, centered, dtype):
 
 
 def test_structured_evaluate_chunks_on_oom_like_budget():
-    from fastpoly._backend_cupy import CupyBackend
+    from fastpoly.backends.cuda.backend import CupyBackend
 
     rng = np.random.default_rng(5)
     snet = _random_structured(rng, "softplus", True)

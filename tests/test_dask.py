@@ -45,7 +45,7 @@ def test_two_workers_equal_single_process(client):
 def test_dask_with_checkpoint_resume(client, tmp_path):
     ref = _single()
     ck = tmp_path / "ck"
-    import fastpoly.distributed as dd
+    import fastpoly.run.distributed as dd
 
     real = dd.dask_batches
 
@@ -62,7 +62,7 @@ def test_dask_with_checkpoint_resume(client, tmp_path):
                             task_size=500, checkpoint=ck, checkpoint_every=0)
     finally:
         dd.dask_batches = real
-    from fastpoly.checkpoint import Checkpoint
+    from fastpoly.run.checkpoint import Checkpoint
 
     st = Checkpoint.open(ck).state
     assert st["n_samples"] == 1500 and len(st["ranges"]) >= 1  # completed tasks, in any order
@@ -75,7 +75,7 @@ def test_worker_dies_mid_task_loses_nothing(client, tmp_path):
     """The first attempt of one task kills its worker process; Dask reruns the task elsewhere."""
     ref = _single()
     marker = str(tmp_path / "killed-once")
-    from fastpoly.distributed import count_task
+    from fastpoly.run.distributed import count_task
 
     def dying_task(job, lo, hi, backend, batch_size):  # pickled by value (a local function)
         if lo == 2000 and not os.path.exists(marker):
@@ -83,10 +83,10 @@ def test_worker_dies_mid_task_loses_nothing(client, tmp_path):
             os._exit(1)  # the worker process dies mid-task
         return count_task(job, lo, hi, backend, batch_size)
 
-    from fastpoly.api import make_plan
-    from fastpoly.counts import FunctionCounts
-    from fastpoly.distributed import dask_batches
-    from fastpoly.spill import CountAccumulator
+    from fastpoly.counts.spill import CountAccumulator
+    from fastpoly.counts.store import FunctionCounts
+    from fastpoly.plan import make_plan
+    from fastpoly.run.distributed import dask_batches
 
     plan = make_plan(ARCH, None, 21, None)
     acc = CountAccumulator(plan.n_words)

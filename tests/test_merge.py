@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastpoly import counts as counts_mod
-from fastpoly.reference import count_keys
+from fastpoly.backends import counting as counts_mod
+from fastpoly.backends.counting import count_keys
 
 
 def _part(g, n, W, pool):
@@ -33,7 +33,7 @@ def test_compiled_merge_equals_numpy(monkeypatch, W, n_parts):
 
 def test_merge2_rejects_mismatched_words():
     pytest.importorskip("numba")
-    from fastpoly._numba_merge import merge2
+    from fastpoly.backends.numba.merge import merge2
 
     a = (np.zeros((1, 1), np.uint64), np.ones(1, np.int64), np.zeros(1, np.uint64))
     b = (np.zeros((1, 2), np.uint64), np.ones(1, np.int64), np.zeros(1, np.uint64))

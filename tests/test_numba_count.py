@@ -1,4 +1,4 @@
-"""Exact counting with Numba (:mod:`fastpoly._numba_count`) against :func:`fastpoly.reference.count_keys`."""
+"""Exact counting with Numba (:mod:`fastpoly.backends.numba.count`) against :func:`fastpoly.backends.reference.count_keys`."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +6,11 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from fastpoly.reference import count_keys  # noqa: E402
+from fastpoly.backends.counting import count_keys  # noqa: E402
 
 
 def _nb():
-    from fastpoly._numba_count import count_keys as nb_count
+    from fastpoly.backends.numba.count import count_keys as nb_count
 
     return nb_count
 
@@ -96,7 +96,7 @@ def test_single_and_tiny_inputs():
 
 
 def test_count_lanes_unsorted_same_entries():
-    from fastpoly._numba_count import count_lanes
+    from fastpoly.backends.numba.count import count_lanes
 
     g = np.random.default_rng(3)
     keys = g.integers(0, 50, (20_000, 2)).astype(np.uint64)

@@ -78,7 +78,7 @@ def test_structured_matches_reference(act, centered, dtype):
 def test_structured_block_boundaries_and_small_batches():
     poly = _poly()
     net = poly.compile_polynomial(poly.random_polynomial(4, 2, 5, seed=3), activation="square")
-    from fastpoly._numba_poly import evaluate_structured
+    from fastpoly.backends.numba.poly import evaluate_structured
 
     X = np.random.default_rng(2).uniform(-1, 1, (1031, 4))
     ref = net.evaluate_reference(X, np.float64)

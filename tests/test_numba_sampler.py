@@ -9,11 +9,12 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 import fastpoly  # noqa: E402
-from fastpoly import fmath, rng  # noqa: E402
 from fastpoly.arch import boolean_inputs  # noqa: E402
 from fastpoly.backends import get_backend  # noqa: E402
+from fastpoly.backends.counting import count_keys  # noqa: E402
+from fastpoly.backends.reference import count_range_reference, sample_keys_reference
 from fastpoly.plan import make_plan  # noqa: E402
-from fastpoly.reference import count_keys, count_range_reference, sample_keys_reference  # noqa: E402
+from fastpoly.stream import fmath, rng  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def threads(request):
 
 
 def test_fma_intrinsic_correctly_rounded():
-    from fastpoly._jit import fma, jit
+    from fastpoly.backends.numba.jit import fma, jit
 
     @jit(cache=False)
     def fma_arr(a, b, c, out):
@@ -59,7 +60,7 @@ def test_fma_intrinsic_correctly_rounded():
 
 
 def test_log_and_sincos_exhaustive():
-    from fastpoly._numba_rng import log_odd24_array, sincos2pi_odd24_array
+    from fastpoly.backends.numba.rng import log_odd24_array, sincos2pi_odd24_array
 
     n = np.arange(2**23, dtype=np.uint32) * 2 + 1
     assert np.array_equal(log_odd24_array(n).view(np.uint32), fmath.log_odd24(n).view(np.uint32))
@@ -71,7 +72,7 @@ def test_log_and_sincos_exhaustive():
 
 @pytest.mark.parametrize("seed", [0, 12345, 2**32 + 7, 2**64 - 1], ids=lambda s: f"seed={s}")
 def test_philox_words_and_normals(seed):
-    from fastpoly._numba_rng import normals_array, philox_words_array
+    from fastpoly.backends.numba.rng import normals_array, philox_words_array
 
     idx = np.array([0, 1, 2**32 - 1, 2**32, 2**40 + 3, 2**64 - 1], np.uint64)
     w = philox_words_array(seed, idx, 9)
@@ -84,7 +85,7 @@ def test_philox_words_and_normals(seed):
 
 
 def test_philox_known_answer():
-    from fastpoly._numba_rng import philox_words_array
+    from fastpoly.backends.numba.rng import philox_words_array
 
     w = philox_words_array(0, np.array([0], np.uint64), 1)[0]
     assert [hex(x) for x in w] == ["0x6627e8d5", "0xe169c58d", "0xbc57ac4c", "0x9b00dbd8"]
@@ -126,7 +127,7 @@ def test_sample_keys_bit_identical(nb, threads, name):
 
 @pytest.mark.parametrize("subset", [True, False], ids=["subset-sums", "dense-layer1"])
 def test_boolean_subset_sum_path(subset):
-    from fastpoly._numba_sampler import prepare
+    from fastpoly.backends.numba.sampler import prepare
 
     plan = make_plan(fastpoly.MLP(9, (7, 5), "relu"), None, 11)
     pp = prepare(plan, subset=subset)
@@ -137,7 +138,7 @@ def test_boolean_subset_sum_path(subset):
 
 
 def test_any_chunking_same_keys(nb):
-    from fastpoly._numba_sampler import prepare
+    from fastpoly.backends.numba.sampler import prepare
 
     plan = make_plan(fastpoly.MLP(7, (12, 12), "relu"), None, 99)
     pp = prepare(plan)
@@ -223,7 +224,7 @@ def _zipf_keys(n, W, seed, hot=0.3, distinct=10**6):
 
 @pytest.mark.parametrize("W", [1, 2, 3], ids=lambda w: f"words={w}")
 def test_count_keys_zipf_with_hot_keys(threads, W):
-    from fastpoly._numba_count import count_keys as nb_count
+    from fastpoly.backends.numba.count import count_keys as nb_count
 
     keys = _zipf_keys(200_000, W, W)
     idx = np.random.default_rng(1).permutation(2**33 + np.arange(200_000, dtype=np.uint64))
@@ -234,8 +235,8 @@ def test_count_keys_zipf_with_hot_keys(threads, W):
 
 
 def test_count_keys_collisions_and_growth():
-    from fastpoly._numba_count import count_keys as nb_count
-    from fastpoly._numba_count import hash_key
+    from fastpoly.backends.numba.count import count_keys as nb_count
+    from fastpoly.backends.numba.count import hash_key
 
     # many distinct keys (forces several doublings), plus keys differing only in the high word
     n = 150_000
@@ -253,7 +254,7 @@ def test_count_keys_collisions_and_growth():
 
 
 def test_count_keys_partial_last_word_hot_key():
-    from fastpoly._numba_count import count_keys as nb_count
+    from fastpoly.backends.numba.count import count_keys as nb_count
 
     n_bits = 70  # last word holds 6 bits: the all-ones key is (2**64-1, 63)
     keys = np.tile(np.array([[2**64 - 1, 63]], np.uint64), (1000, 1))
@@ -267,7 +268,7 @@ def test_count_keys_partial_last_word_hot_key():
 
 
 def test_empty_inputs(nb):
-    from fastpoly._numba_count import count_keys as nb_count
+    from fastpoly.backends.numba.count import count_keys as nb_count
 
     k, c, f = nb_count(np.zeros((0, 2), np.uint64), np.zeros(0, np.uint64))
     assert k.shape == (0, 2) and c.size == 0 and f.size == 0
@@ -284,7 +285,7 @@ def test_backend_reports(nb):
 
 
 def test_env_thread_count(monkeypatch):
-    from fastpoly._jit import configure_threads
+    from fastpoly.backends.numba.jit import configure_threads
 
     old = numba.get_num_threads()
     try:

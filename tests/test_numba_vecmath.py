@@ -1,4 +1,4 @@
-"""Accuracy of the vectorisable float32 ``exp``/``expm1``/``log1p`` and activations of :mod:`fastpoly._numba_vecmath`.
+"""Accuracy of the vectorisable float32 ``exp``/``expm1``/``log1p`` and activations of :mod:`fastpoly.backends.numba.vecmath`.
 
 Each function is checked against float64 NumPy on 10**7 random float32 bit
 patterns (the whole range: subnormals, overflow, +-inf, NaN) plus 10**7
@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fastpoly import _numba_vecmath as vm  # noqa: E402
-from fastpoly._jit import jit  # noqa: E402
+from fastpoly.backends.numba import vecmath as vm  # noqa: E402
+from fastpoly.backends.numba.jit import jit  # noqa: E402
 
 N_BITS = 10_000_000
 N_RANGE = 10_000_000

@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from fastpoly.poly import cli as pcli
+from fastpoly.cli import poly as pcli
 
 
 def _run(argv, capsys):
@@ -44,7 +44,7 @@ def test_compile_bad_input(argv, capsys):
 
 
 def test_main_cli_integration(capsys):
-    main = pytest.importorskip("fastpoly.cli").main
+    main = pytest.importorskip("fastpoly.cli.main").main
     assert main(["compile", "x0*x1", "--points", "100"]) == 0
     assert "certified" in capsys.readouterr().out
     assert main(["compile", "1/x0"]) == 2
@@ -64,6 +64,7 @@ def test_plots(tmp_path):
 
 def test_gate_error_curve_shows_both_slopes():
     import numpy as np
+
     from fastpoly.poly.plots import gate_error_curve
 
     lams = np.array([1e-1, 5e-2, 1e-7, 5e-8])

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import fastpoly
+from fastpoly.cli.poly import measure_error
 from fastpoly.network import forward_reference
 from fastpoly.poly import Polynomial, compile_polynomial
-from fastpoly.poly.cli import measure_error
 
 P = "x0*x1*x2 + x3**2 - 0.5*x1 + 2"
 ACTS = ["softplus", "exp", "silu", "gelu", "tanh", "sigmoid", "square", "relu"]

@@ -7,8 +7,14 @@ import pytest
 
 from fastpoly.network import forward_reference
 from fastpoly.poly import compile_polynomial
-from fastpoly.structured import (ACT, CENTERED, STRUCT_CODES, SparseLayer, StructuredNetwork,
-                                 evaluate_structured_reference)
+from fastpoly.poly.structured import (
+    ACT,
+    CENTERED,
+    STRUCT_CODES,
+    SparseLayer,
+    StructuredNetwork,
+    evaluate_structured_reference,
+)
 
 _MP = {
     "softplus": lambda z: mp.log1p(mp.exp(z)),

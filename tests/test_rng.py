@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fastpoly import fmath, rng
+from fastpoly.stream import fmath, rng
 
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),

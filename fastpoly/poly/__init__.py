@@ -20,8 +20,8 @@ import importlib
 
 import numpy as np
 
-from ..activations import ACTIVATIONS, register_activation
-from ..structured import ACT as _SACT
+from fastpoly.activations import ACTIVATIONS, register_activation
+from fastpoly.poly.structured import ACT as _SACT
 
 _EXPORTS = {
     "Polynomial": ".polynomial",

@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from fastpoly.poly.smooth import get_smooth
+
 __all__ = ["unit_roundoff", "gamma", "KAPPA", "block_bound", "interval_abs_bound",
            "multiply_gate_truncation_bound"]
 
@@ -70,8 +72,6 @@ def multiply_gate_truncation_bound(u, v, lam, activation="softplus", bias=0.0):
     ``|sigma''''|`` over ``|z - b| <= lam (|u| + |v|)``; for softplus at ``b = 0`` this is
     REFERENCE's ``lam^2 (u^4 + 6 u^2 v^2 + v^4) / 48``.
     """
-    from .smooth import get_smooth
-
     act = get_smooth(activation)
     u, v = np.abs(np.asarray(u, float)), np.abs(np.asarray(v, float))
     s2 = act.deriv_exact(2, bias)
@@ -147,6 +147,5 @@ def block_bound(act, b, J, W, scale, U, A, S, C, K, lam, centered, u, odd_exact=
             t2 = (Wa * (d2 * w**k1 / math.factorial(k1) + act.sup_abs(k2, b, w) * w**k2
                         / math.factorial(k2))).sum(axis=1)
             trunc = scale[:, 0] * np.fmin(t1, t2)
-    Uabs = np.abs(U)
     S_out = (scale * Wa * H).sum(axis=1)
     return {"trunc": trunc, "round": rnd, "S": S_out, "H": H}

@@ -28,7 +28,12 @@ from collections import Counter
 
 import numpy as np
 
-from .bounds import block_bound, gamma, unit_roundoff
+from fastpoly.network import Layer
+from fastpoly.poly.bounds import block_bound, gamma, unit_roundoff
+from fastpoly.poly.network import PolyNetwork
+from fastpoly.poly.polynomial import Polynomial
+from fastpoly.poly.smooth import ALL_ACTIVATIONS, get_smooth
+from fastpoly.poly.structured import SparseLayer, StructuredNetwork
 
 __all__ = ["compile_polynomial", "CONSTRUCTIONS", "MAX_BLOCK_NEURONS"]
 
@@ -528,10 +533,6 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
         Bad polynomial, unknown activation or construction, degenerate bias,
         non-positive lambda, empty or inverted domain, unsupported combinations.
     """
-    from ..structured import SparseLayer, StructuredNetwork
-    from .polynomial import Polynomial
-    from .smooth import ALL_ACTIVATIONS, get_smooth
-
     poly = p if isinstance(p, Polynomial) else Polynomial(p, n_vars=n_vars)
     if not isinstance(activation, str) or activation not in ALL_ACTIVATIONS:
         raise ValueError(f"unsupported activation {activation!r}; valid: {', '.join(ALL_ACTIVATIONS)}")
@@ -687,10 +688,6 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
 
 def _finalize(bld, poly, dom, act, activation, err, L, per_level, m_teeth, bias_used, depth,
               construction, lam, bias):
-    from ..network import Layer
-    from ..structured import SparseLayer, StructuredNetwork
-    from .network import PolyNetwork
-
     dt = bld.dtype.type
     sparse, dense = [], []
     fan_in = bld.n_inputs

@@ -22,14 +22,19 @@ from fractions import Fraction
 
 import numpy as np
 
+from fastpoly.network import Layer
+from fastpoly.poly.compile import compile_polynomial
+from fastpoly.poly.network import PolyNetwork
+from fastpoly.poly.polynomial import Polynomial
+from fastpoly.poly.smooth import get_smooth
+from fastpoly.poly.structured import ACT, SparseLayer, StructuredNetwork
+
 __all__ = ["multiply", "square", "identity", "shallow_product", "shallow_monomial", "relu_square",
            "relu_product", "bit_gate", "multiply_value", "yarotsky_square_value",
            "evaluate_structured_exact", "neuron_counts", "bit_gate_beta"]
 
 
 def _compile(poly, **kw):
-    from .compile import compile_polynomial
-
     return compile_polynomial(poly, **kw)
 
 
@@ -103,7 +108,6 @@ def shallow_monomial(exponents, activation="softplus", lam="auto", bias="auto", 
     r = tuple(int(x) for x in exponents)
     if not r or any(x < 0 for x in r) or sum(r) == 0:
         raise ValueError(f"exponents must be non-negative integers with a positive sum, got {exponents!r}")
-    from .polynomial import Polynomial
 
     return _compile(Polynomial({r: 1}), activation=activation, construction="shallow", lam=lam,
                     bias=bias, dtype=dtype, centered=centered, domain=domain, _min_levels=1)
@@ -161,10 +165,6 @@ def bit_gate(k, beta=None, decimals=None, dtype="float64"):
     decimals : int, optional
         Required number of correct decimals D.
     """
-    from ..network import Layer
-    from ..structured import SparseLayer, StructuredNetwork
-    from .network import PolyNetwork
-
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if beta is not None and decimals is not None:
@@ -197,9 +197,6 @@ def multiply_value(u, v, activation="softplus", lam=0.1, bias=None):
     / (4 sigma''(b) lam^2)``.  The pairwise order makes the symmetries exact:
     ``m(u,v) = m(v,u) = m(-u,-v) = -m(-u,v)``.
     """
-    from ..structured import ACT
-    from .smooth import get_smooth
-
     act = get_smooth(activation)
     b = act.paper_bias if bias is None else float(bias)
     s2 = act.deriv_exact(2, b)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..network import Network
+from fastpoly.network import Network
+from fastpoly.poly.report import make_report
+from fastpoly.poly.structured import (
+    SparseLayer,
+    StructuredNetwork,
+    evaluate_structured_reference,
+)
 
 __all__ = ["PolyNetwork"]
 
@@ -19,7 +25,7 @@ class PolyNetwork(Network):
         into the bias, ``-sigma(shift)`` folded into the next bias): the same function,
         but evaluated with the non-centered cancellation, so the certified bound (which
         is for the structured form) does not cover it.
-    structured : fastpoly.structured.StructuredNetwork
+    structured : fastpoly.poly.structured.StructuredNetwork
         The sparse form the kernels evaluate (carries the centered shifts).
     activation : str
         Hidden activation (``"relu"``, ``"softplus"``, ...).
@@ -37,8 +43,6 @@ class PolyNetwork(Network):
                  polynomial=None, domain=None, info=None):
         Network.__init__(self, layers, dict(meta or {}))
         if structured is None:
-            from ..structured import SparseLayer, StructuredNetwork
-
             structured = StructuredNetwork(
                 [SparseLayer.from_dense(L.W, L.b, L.activation) for L in self.layers])
         self.structured = structured
@@ -60,8 +64,6 @@ class PolyNetwork(Network):
     # ------------------------------------------------------------------ evaluation
     def evaluate_reference(self, X, dtype=None):
         """NumPy reference on the structured form; ``(N, 1)`` array in ``dtype`` (default: own)."""
-        from ..structured import evaluate_structured_reference
-
         dt = self.dtype if dtype is None else np.dtype(dtype)
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dt.name}")
@@ -74,8 +76,6 @@ class PolyNetwork(Network):
     # ------------------------------------------------------------------ report
     def report(self):
         """Size and accuracy summary (:class:`fastpoly.poly.report.PolyReport`)."""
-        from .report import make_report
-
         return make_report(self)
 
     # ------------------------------------------------------------------ torch

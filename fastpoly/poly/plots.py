@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from ..figures import _plt
+from fastpoly.analysis.figures import pyplot
+from fastpoly.poly.gates import multiply, neuron_counts
 
 __all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve"]
 
@@ -23,8 +24,6 @@ def _check_path(path):
 
 def gate_error_curve(lams, dtype, activation="softplus", n_points=4000, seed=0):
     """Measured max ``|m(u,v) - uv|`` of the compiled softplus gate on ``[-1,1]^2`` for each lambda."""
-    from .gates import multiply
-
     g = np.random.default_rng(seed)
     X = g.uniform(-1, 1, (n_points, 2))
     X = np.vstack([X, [[1, 1], [1, -1], [-1, 1], [-1, -1]]])
@@ -49,9 +48,8 @@ def plot_gate_error(path="gate_error.png"):
         The path written.
     """
     path = _check_path(path)
-    from .gates import multiply
 
-    plt = _plt()
+    plt = pyplot()
     lams = np.logspace(-6, 0, 49)
     fig, ax = plt.subplots(figsize=(7, 5))
     for dt, col in (("float64", "C0"), ("float32", "C3")):
@@ -87,9 +85,8 @@ def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
         The path written.
     """
     path = _check_path(path)
-    from .gates import neuron_counts
 
-    plt = _plt()
+    plt = pyplot()
     ns = np.arange(2, 21)
     shallow = [neuron_counts(int(n), "shallow")[0] for n in ns]
     tree = [neuron_counts(int(n), "tree") for n in ns]

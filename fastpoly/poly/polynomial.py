@@ -247,7 +247,12 @@ class Polynomial:
         names = idents
         vm = cls._var_map(sorted(names), variables)
         import sympy
-        from sympy.parsing.sympy_parser import convert_xor, parse_expr, auto_number, factorial_notation
+        from sympy.parsing.sympy_parser import (
+            auto_number,
+            convert_xor,
+            factorial_notation,
+            parse_expr,
+        )
 
         syms = {nm: sympy.Symbol(nm) for nm in names}
         gdict = {"Integer": sympy.Integer, "Float": sympy.Float, "Rational": sympy.Rational,

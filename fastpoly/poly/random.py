@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from fastpoly.poly.polynomial import Polynomial
+
 __all__ = ["random_polynomial", "make_bench_polynomial", "BENCH_SPEC"]
 
 #: the benchmark polynomial: 16 variables, total degree <= 4, 50 terms
@@ -28,8 +30,6 @@ def random_polynomial(n_vars, degree, n_terms, seed=0, max_var_degree=None):
     -------
     Polynomial
     """
-    from .polynomial import Polynomial
-
     for name, v in (("n_vars", n_vars), ("degree", degree), ("n_terms", n_terms)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")

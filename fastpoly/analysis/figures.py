@@ -1,0 +1,220 @@
+"""Figures of sampling results (matplotlib, Agg backend; PNG or PDF by file suffix)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["pyplot", "plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit"]
+
+
+def pyplot():
+    """Matplotlib's pyplot with a non-interactive backend (Agg unless one was chosen already)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _check_counts(counts):
+    if not hasattr(counts, "counts") or not hasattr(counts, "n_accepted"):
+        raise ValueError(
+            f"expected a FunctionCounts (load a file with FunctionCounts.load), got {type(counts).__name__}"
+        )
+    return counts
+
+
+def plot_rank(counts, out="rank.png"):
+    """Rank-frequency plot on log-log axes with Zipf's law ``P = 1/(rank ln 2^m)`` for reference.
+
+    Parameters
+    ----------
+    counts : FunctionCounts
+    out : path (.png or .pdf)
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    p = np.sort(c.counts)[::-1] / max(c.n_accepted, 1)
+    r = np.arange(1, p.size + 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    if p.size:
+        ax.loglog(r, p, ".", ms=3, label="sampled functions")
+        # Zipf's law normalised over all 2^m functions of m key bits (Valle-Perez et al. 2019):
+        # P(r) = 1 / (r ln 2^m)
+        m = max(int(c.n_key_bits), 1)
+        ax.loglog(r, 1.0 / (r * m * np.log(2.0)), "--", lw=1, color="gray",
+                  label=rf"Zipf $1/(\mathrm{{rank}}\,\ln 2^{{{m}}})$")
+    widths = c.meta.get("arch", {}).get("widths")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("P(f)")
+    ax.set_title(f"{'-'.join(map(str, widths)) if widths else ''}  n={c.n_accepted:,}", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def _save(fig, plt, out):
+    out = os.fspath(out)
+    if not out.lower().endswith((".png", ".pdf")):
+        plt.close(fig)
+        raise ValueError(f"figure path must end in .png or .pdf, got {out!r}")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _title(c, extra=""):
+    widths = c.meta.get("arch", {}).get("widths")
+    arch = "-".join(map(str, widths)) if widths else ""
+    kind = "P_B(f|S)" if c.conditioned else "P(f)"
+    return f"{arch}  {kind}  n={c.n_accepted:,}{extra}"
+
+
+def upper_bound_fit(klz, logp, counts=None, min_count=5, n_bins=20):
+    """Fit ``log10 P <= a + b K`` to the upper envelope of (K, log10 P).
+
+    The envelope is the largest ``log10 P`` in each of ``n_bins`` K bins, using
+    only functions seen at least ``min_count`` times when ``counts`` is given
+    (rarer ones sit on the sampling floor 1/n and would flatten the fit); the
+    line is the least-squares fit to those maxima, shifted up so that every
+    point used lies on or below it (the simplicity-bias bound of Dingle et al.).
+
+    Returns
+    -------
+    (a, b) : float
+        Intercept and slope of ``log10 P = a + b K`` (``b`` is usually negative);
+        ``(nan, nan)`` with fewer than two distinct K values.
+    """
+    klz = np.asarray(klz, np.float64)
+    logp = np.asarray(logp, np.float64)
+    use = np.ones(klz.shape, bool)
+    if counts is not None:
+        well = np.asarray(counts) >= min_count
+        if np.unique(klz[well]).size >= 2:
+            use = well
+    k, lp = klz[use], logp[use]
+    if np.unique(k).size < 2:
+        return float("nan"), float("nan")
+    edges = np.linspace(k.min(), k.max(), n_bins + 1)
+    which = np.clip(np.searchsorted(edges, k, side="right") - 1, 0, n_bins - 1)
+    xs, ys = [], []
+    for j in np.unique(which):
+        sel = which == j
+        i = np.argmax(lp[sel])
+        xs.append(k[sel][i])
+        ys.append(lp[sel][i])
+    if np.unique(xs).size < 2:
+        return float("nan"), float("nan")
+    b, a = np.polyfit(xs, ys, 1)
+    a = a + max(0.0, float(np.max(lp - (a + b * k))))
+    return float(a), float(b)
+
+
+def plot_complexity(counts, out="complexity.png", order="rows"):
+    """P(f) against K_LZ (log scale), with the fitted upper-bound line.
+
+    Parameters
+    ----------
+    counts : FunctionCounts
+    out : path (.png or .pdf)
+    order : {"rows", "msb"}
+        String order for K_LZ (see :func:`fastpoly.analysis.complexity.klz`).
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    if c.n_distinct:
+        k = c.complexity(order)["klz"]
+        p = c.counts / c.n_accepted
+        lp = np.log10(p)
+        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="sampled functions")
+        a, b = upper_bound_fit(k, lp, c.counts)
+        if np.isfinite(a):
+            xs = np.linspace(k.min(), k.max(), 50)
+            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1,
+                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$")
+        ax.set_yscale("log")
+        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0)
+    ax.set_xlabel(r"$K_{LZ}(f)$")
+    ax.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax.set_title(_title(c), fontsize=9)
+    if c.n_distinct:
+        ax.legend(fontsize=8)
+    return _save(fig, plt, out)
+
+
+def plot_ones(counts, out="ones.png"):
+    """P(T): probability that a function has T ones, T = 0..n (log y axis).
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    n = c.n_rows
+    t = c.complexity()["ones"]
+    pt = np.bincount(t, weights=c.counts.astype(np.float64), minlength=n + 1) / max(c.n_accepted, 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    nz = pt > 0
+    ax.bar(np.arange(n + 1)[nz], pt[nz], width=1.0, color="C0")
+    ax.set_yscale("log")
+    ax.set_xlim(-1, n + 1)
+    ax.set_xlabel("T (number of ones)")
+    ax.set_ylabel("P(T)")
+    ax.set_title(_title(c), fontsize=9)
+    return _save(fig, plt, out)
+
+
+def plot_error(counts, out="error.png", target=None):
+    """Generalisation error: posterior histogram and P_B(f|S) against error.
+
+    Needs a target function: stored by ``fastpoly sample --target`` /
+    ``fastpoly condition`` / ``counts.condition(..., target=...)``, or passed here.
+    For unconditioned counts with a target the "error" is over all rows.
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    if target is None and c.meta.get("target") is None:
+        raise ValueError(
+            "the error plot needs a target function: use a conditioned run made with --target "
+            "(fastpoly sample --train-size K --target T, or fastpoly condition COUNTS --target T --train-size K)"
+        )
+    s = c.posterior(target=target)
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    ev, eh = s["error_values"], s["error_hist"]
+    nz = eh > 0
+    w = (ev[1] - ev[0]) if ev.size > 1 else 0.02
+    ax1.bar(ev[nz], eh[nz], width=w, color="C0")
+    ax1.axvline(s["mean_error"], color="C3", lw=1, label=f"posterior mean {s['mean_error']:.3f}")
+    ax1.set_xlabel("generalisation error (held-out rows)")
+    ax1.set_ylabel("posterior probability" if c.conditioned else "prior probability")
+    ax1.legend(fontsize=8)
+    if c.n_distinct:
+        yerr = np.vstack([s["probability"] - s["lower"], s["upper"] - s["probability"]])
+        ax2.errorbar(s["error"], s["probability"], yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
+        ax2.set_yscale("log")
+    ax2.set_xlabel("generalisation error")
+    ax2.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    extra = ""
+    if c.conditioned:
+        lo, hi = s["p_S_interval"]
+        extra = f"  P(S)={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
+    fig.suptitle(_title(c, extra), fontsize=9)
+    return _save(fig, plt, out)

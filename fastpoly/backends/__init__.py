@@ -1,0 +1,121 @@
+"""The one name -> backend table, availability reports and the ``"auto"`` choice.
+
+Backends are imported lazily (``import fastpoly`` imports neither Numba nor
+CuPy) and instantiated once (memoised).  Every backend implements the
+interface of :class:`fastpoly.backends.base.Backend`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+
+__all__ = ["BACKENDS", "backends", "get_backend", "resolve_backend_name", "BackendUnavailable"]
+
+#: name -> "module:class" of the implementation (one table for the whole package)
+BACKENDS = {
+    "numpy": "fastpoly.backends.reference:NumpyBackend",
+    "numba": "fastpoly.backends.numba.backend:NumbaBackend",
+    "cupy": "fastpoly.backends.cuda.backend:CupyBackend",
+}
+#: preference order of ``"auto"``
+AUTO_ORDER = ("cupy", "numba", "numpy")
+VALID_NAMES = tuple(BACKENDS) + ("auto",)
+
+_instances = {}
+_lock = threading.Lock()
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend exists but cannot run here (the message says why)."""
+
+
+def _check_name(name):
+    if not isinstance(name, str) or name not in VALID_NAMES:
+        raise ValueError(f"unknown backend {name!r}; valid backends: {', '.join(VALID_NAMES)}")
+
+
+def _load(name):
+    with _lock:
+        inst = _instances.get(name)
+        if inst is None:
+            mod_name, cls_name = BACKENDS[name].split(":")
+            spec = importlib.util.find_spec(mod_name)
+            if spec is None:
+                return None
+            inst = getattr(importlib.import_module(mod_name), cls_name)()
+            _instances[name] = inst
+        return inst
+
+
+def availability(name):
+    """``(available, reason)`` for backend ``name`` (``reason`` is '' when available)."""
+    _check_name(name)
+    if name == "auto":
+        return True, ""
+    inst = _load(name)
+    if inst is None:
+        return False, f"the {name} backend is not part of this fastpoly build"
+    return inst.availability()
+
+
+def backends():
+    """Report every backend and whether it can run here.
+
+    Returns
+    -------
+    dict
+        ``{name: {"available": bool, "reason": str}}`` plus ``"auto"`` -> the name
+        ``"auto"`` resolves to.
+
+    Examples
+    --------
+    >>> import fastpoly
+    >>> fastpoly.backends()["numpy"]
+    {'available': True, 'reason': ''}
+    """
+    out = {}
+    for name in BACKENDS:
+        ok, why = availability(name)
+        out[name] = {"available": ok, "reason": why}
+    out["auto"] = resolve_backend_name("auto")
+    return out
+
+
+def resolve_backend_name(name):
+    """Resolve ``"auto"`` (cupy with a GPU, else numba, else numpy); validate other names.
+
+    The environment variable ``FASTPOLY_BACKEND`` overrides what ``"auto"`` picks.
+    """
+    _check_name(name)
+    if name != "auto":
+        return name
+    forced = os.environ.get("FASTPOLY_BACKEND")
+    if forced:
+        _check_name(forced)
+        if forced != "auto":
+            return forced
+    for cand in AUTO_ORDER:
+        if availability(cand)[0]:
+            return cand
+    return "numpy"
+
+
+def get_backend(name="auto"):
+    """Return the (memoised) backend object for ``name``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid names).
+    BackendUnavailable
+        If the backend cannot run here (e.g. "cupy is not installed", "no CUDA device").
+    """
+    if not isinstance(name, str) and hasattr(name, "sample_keys"):
+        return name  # already a backend object
+    name = resolve_backend_name(name)
+    ok, why = availability(name)
+    if not ok:
+        raise BackendUnavailable(f"backend {name!r} is not available: {why}")
+    return _load(name)

@@ -1,0 +1,408 @@
+"""Numba evaluation of networks: structured (sparse, layered) polynomial networks and dense ``Network`` s.
+
+Structured networks (:class:`fastpoly.poly.structured.StructuredNetwork`) are
+evaluated in float32 or float64, parallel over blocks of :data:`POINT_BLOCK`
+points.  Each block keeps its activations in two scratch buffers laid out
+``[neuron, point]`` (points contiguous, so the multiply-add loops vectorise
+over points); no per-layer array for the whole batch is ever materialised.
+Sums run in CSR storage order from the bias with unfused ``z = z + w*h``, as
+in :func:`fastpoly.poly.structured.evaluate_structured_reference`; activations use
+the same formulas (including the centered forms) and agree within
+:mod:`fastpoly.tolerances`.  The activation dispatch is hoisted out of the
+per-point loops (one branch-free loop per activation, per-neuron terms of the
+centered forms computed once), and float32 ``exp``/``expm1``/``log1p``/``tanh``
+come from :mod:`fastpoly.backends.numba.vecmath` (vectorisable, within a few ulp), so
+LLVM vectorises those loops; float64 keeps libm.
+
+Dense networks follow :func:`fastpoly.network.forward_reference`: in float32
+every step is the exact FMA ``z = fma(W[j, k], x[k], z)`` (bit-identical to the
+reference for relu/sign/identity), in float64 the unfused ``z = z + x*W``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.vecmath import (
+    vexp,
+    vexpm1,
+    vlog1p,
+    vsigmoid,
+    vsoftplus,
+    vtanh,
+)
+from fastpoly.poly.structured import STRUCT_CODES
+
+__all__ = ["POINT_BLOCK", "evaluate_structured", "evaluate_dense", "DENSE_CODES"]
+
+#: points per block (per scratch buffer row)
+POINT_BLOCK = 256
+
+_C = STRUCT_CODES
+A_IDENTITY = _C["identity"]
+A_RELU = _C["relu"]
+A_SQUARE = _C["square"]
+A_SOFTPLUS = _C["softplus"]
+A_EXP = _C["exp"]
+A_SIGMOID = _C["sigmoid"]
+A_TANH = _C["tanh"]
+A_SILU = _C["silu"]
+A_GELU = _C["gelu"]
+
+#: activations of dense layers the compiled dense path supports (others fall back to the reference)
+DENSE_CODES = {"relu": 0, "tanh": 1, "erf": 2, "sign": 3, "identity": 4}
+
+_SQRT2 = math.sqrt(2.0)
+
+
+@jit(inline="always")
+def _act(code, z):
+    """Plain activation (same type in and out; float32 exp/log1p/tanh from :mod:`fastpoly.backends.numba.vecmath`)."""
+    if code == A_IDENTITY:
+        return z
+    if code == A_RELU:
+        return z if z > 0 else z * 0
+    if code == A_SQUARE:
+        return z * z
+    if code == A_SOFTPLUS:
+        return vsoftplus(z)
+    if code == A_EXP:
+        return vexp(z)
+    if code == A_SIGMOID:
+        return vsigmoid(z)
+    if code == A_TANH:
+        return vtanh(z)
+    if code == A_SILU:
+        return z * vsigmoid(z)
+    # gelu = z * Phi(z), in float64 as the reference computes it (scipy's ndtr)
+    zd = np.float64(z)
+    return zd * _ndtr(zd)
+
+
+@jit(inline="always")
+def _ndtr(x):
+    """Standard normal CDF in float64 (erfc form: accurate in both tails)."""
+    return 0.5 * math.erfc(-x / _SQRT2)
+
+
+#: 10-point Gauss-Legendre rule on [-1, 1] (the same nodes as fastpoly.poly.structured)
+_GL_X = tuple(float(v) for v in np.polynomial.legendre.leggauss(10)[0])
+_GL_W = tuple(float(v) for v in np.polynomial.legendre.leggauss(10)[1])
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jit(inline="always")
+def _c_ndtr(t, b):
+    """Phi(b+t) - Phi(b) in float64 without cancellation (Gauss-Legendre for |t| <= 1)."""
+    if abs(t) > 1.0:
+        return _ndtr(b + t) - _ndtr(b)
+    half = 0.5 * t
+    mid = b + half
+    q = 0.0
+    for i in range(10):
+        s = mid + half * _GL_X[i]
+        q += _GL_W[i] * math.exp(-0.5 * s * s)
+    return q * half * _INV_SQRT_2PI
+
+
+@jit(inline="always")
+def _centered(code, t, b):
+    """``act(b + t) - act(b)`` with the cancellation-free formulas of :data:`fastpoly.poly.structured.CENTERED`."""
+    if code == A_IDENTITY:
+        return t
+    if code == A_SQUARE:
+        return t * ((b + b) + t)
+    if code == A_SOFTPLUS:
+        return vlog1p(vsigmoid(b) * vexpm1(t))
+    if code == A_EXP:
+        return vexp(b) * vexpm1(t)
+    if code == A_SIGMOID:
+        return vsigmoid(b + t) * vsigmoid(-b) * (-vexpm1(-t))
+    if code == A_TANH:
+        tb = vtanh(b)
+        tt = vtanh(t)
+        one = tb * 0 + 1
+        return tt * (one - tb * tb) / (one + tb * tt)
+    if code == A_SILU:
+        # t*sigmoid(b+t) + b*(sigmoid(b+t) - sigmoid(b)), as fastpoly.poly.structured._c_silu
+        sig_s = vsigmoid(b + t)
+        dsig = sig_s * vsigmoid(-b) * (-vexpm1(-t))
+        return t * sig_s + b * dsig
+    if code == A_GELU:
+        # t*Phi(b+t) + b*(Phi(b+t) - Phi(b)) in float64, as fastpoly.poly.structured._c_gelu
+        td = np.float64(t)
+        bd = np.float64(b)
+        return td * _ndtr(bd + td) + bd * _c_ndtr(td, bd)
+    return _act(code, b + t) - _act(code, b)
+
+
+@jit(inline="always")
+def _act_loop(code, z, nb):
+    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop."""
+    if code == A_IDENTITY:
+        return
+    if code == A_RELU:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v if v > 0 else v * 0
+    elif code == A_SOFTPLUS:
+        for t in range(nb):
+            z[t] = vsoftplus(z[t])
+    elif code == A_EXP:
+        for t in range(nb):
+            z[t] = vexp(z[t])
+    elif code == A_SIGMOID:
+        for t in range(nb):
+            z[t] = vsigmoid(z[t])
+    elif code == A_SILU:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * vsigmoid(v)
+    elif code == A_TANH:
+        for t in range(nb):
+            z[t] = vtanh(z[t])
+    elif code == A_SQUARE:
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * v
+    else:
+        for t in range(nb):
+            z[t] = _act(code, z[t])
+
+
+@jit(inline="always")
+def _centered_loop(code, z, nb, b):
+    """``z[:nb] = act(b + z[:nb]) - act(b)`` (centered forms) with the per-neuron terms hoisted."""
+    if code == A_SOFTPLUS:
+        sb = vsigmoid(b)
+        for t in range(nb):
+            z[t] = vlog1p(sb * vexpm1(z[t]))
+    elif code == A_EXP:
+        eb = vexp(b)
+        for t in range(nb):
+            z[t] = eb * vexpm1(z[t])
+    elif code == A_SIGMOID:
+        snb = vsigmoid(-b)
+        for t in range(nb):
+            v = z[t]
+            z[t] = vsigmoid(b + v) * snb * (-vexpm1(-v))
+    elif code == A_SILU:
+        snb = vsigmoid(-b)
+        for t in range(nb):
+            v = z[t]
+            sig_s = vsigmoid(b + v)
+            z[t] = v * sig_s + b * (sig_s * snb * (-vexpm1(-v)))
+    elif code == A_TANH:
+        tb = vtanh(b)
+        one = tb * 0 + 1
+        c = one - tb * tb
+        for t in range(nb):
+            tt = vtanh(z[t])
+            z[t] = tt * c / (one + tb * tt)
+    elif code == A_SQUARE:
+        b2 = b + b
+        for t in range(nb):
+            v = z[t]
+            z[t] = v * (b2 + v)
+    elif code != A_IDENTITY:
+        for t in range(nb):
+            z[t] = _centered(code, z[t], b)
+
+
+@jit(inline="always")
+def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
+                      codes, bufs, out):
+    """Evaluate rows ``r0 .. r0+nb-1`` of ``X`` through every layer; write the outputs."""
+    n_in = X.shape[1]
+    h = bufs[0]
+    for k in range(n_in):
+        for t in range(nb):
+            h[k, t] = X[r0 + t, k]
+    cur = 0
+    for li in range(n_layers):
+        hin = bufs[cur]
+        hout = bufs[1 - cur]
+        pb = offs[li, 0]  # first row of this layer in the concatenated indptr
+        nb_off = offs[li, 1]  # offset into bias/shift/codes arrays (neurons)
+        code = codes[li]
+        centered = has_shift[li]
+        for j in range(fan_out[li]):
+            bj = bias[nb_off + j]
+            z = hout[j]
+            for t in range(nb):
+                z[t] = bj
+            for p in range(indptr[pb + j], indptr[pb + j + 1]):
+                w = data[p]
+                src = hin[indices[p]]
+                for t in range(nb):
+                    z[t] = z[t] + w * src[t]
+            if centered:
+                _centered_loop(code, z, nb, shift[nb_off + j])
+            else:
+                _act_loop(code, z, nb)
+        cur = 1 - cur
+    h = bufs[cur]
+    for j in range(out.shape[1]):
+        for t in range(nb):
+            out[r0 + t, j] = h[j, t]
+
+
+@pjit
+def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
+                       maxw, block, out):
+    N = X.shape[0]
+    n_blocks = (N + block - 1) // block
+    n_lanes = min(n_blocks, 4 * 64)
+    for lane in prange(n_lanes):
+        bufs = np.empty((2, maxw, block), X.dtype)
+        for bi in range(lane, n_blocks, n_lanes):
+            r0 = bi * block
+            nb = min(block, N - r0)
+            _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift,
+                              fan_out, codes, bufs, out)
+
+
+class _StructuredArrays:
+    """Concatenated kernel arrays of a structured network in one dtype."""
+
+    def __init__(self, snet, dtype):
+        layers = snet.layers
+        self.n_layers = len(layers)
+        ip, ix, da, bi, sh, hs, fo, co, offs = [], [], [], [], [], [], [], [], []
+        row0 = nnz0 = neu0 = 0
+        for L in layers:
+            offs.append((row0, neu0))
+            ip.append(L.indptr[:-1] + nnz0)
+            row0 += L.fan_out
+            nnz0 += L.nnz
+            neu0 += L.fan_out
+            ix.append(L.indices)
+            da.append(L.data)
+            bi.append(L.bias)
+            sh.append(L.shift if L.shift is not None else np.zeros(L.fan_out))
+            hs.append(L.shift is not None)
+            fo.append(L.fan_out)
+            co.append(STRUCT_CODES[L.activation])
+        ip.append(np.array([nnz0]))
+        self.indptr = np.ascontiguousarray(np.concatenate(ip), dtype=np.int64)
+        self.indices = np.ascontiguousarray(np.concatenate(ix), dtype=np.int64)
+        self.data = np.ascontiguousarray(np.concatenate(da), dtype=dtype)
+        self.bias = np.ascontiguousarray(np.concatenate(bi), dtype=dtype)
+        self.shift = np.ascontiguousarray(np.concatenate(sh), dtype=dtype)
+        self.has_shift = np.array(hs, np.bool_)
+        self.fan_out = np.array(fo, np.int64)
+        self.codes = np.array(co, np.int64)
+        self.offs = np.array(offs, np.int64).reshape(-1, 2)
+        self.maxw = int(max([snet.n_inputs] + fo))
+        self.n_out = int(fo[-1])
+
+
+def evaluate_structured(snet, X, dtype, block=POINT_BLOCK, prepared=None):
+    """Outputs ``(N, n_outputs)`` of a structured network on the rows of ``X`` in ``dtype``.
+
+    Parameters
+    ----------
+    snet : fastpoly.poly.structured.StructuredNetwork
+    X : array_like (N, n_inputs)
+    dtype : numpy.float32 or numpy.float64
+    block : int
+        Points per block.
+    prepared : _StructuredArrays or None
+        Reuse arrays built for the same network and dtype.
+    """
+    dtype = np.dtype(dtype)
+    arr = prepared if prepared is not None else _StructuredArrays(snet, dtype)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    out = np.empty((X.shape[0], arr.n_out), dtype)
+    if X.shape[0]:
+        _structured_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias, arr.shift,
+                           arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block), out)
+    return out
+
+
+# --- dense networks -------------------------------------------------------------------------
+
+
+@jit(inline="always")
+def _dense_act(code, v):
+    if code == 0:
+        return v if not v < 0 else v * 0
+    if code == 3:
+        if v > 0:
+            return v * 0 + 1
+        if v < 0:
+            return v * 0 - 1
+        return v
+    if code == 1:
+        return math.tanh(np.float64(v))
+    if code == 2:
+        return math.erf(np.float64(v))
+    return v
+
+
+@pjit
+def _dense_kernel(X, Ws, woffs, bs, boffs, fan_in, fan_out, codes, maxw, block, use_fma, out):
+    N = X.shape[0]
+    n_layers = fan_in.shape[0]
+    n_blocks = (N + block - 1) // block
+    for bi in prange(n_blocks):
+        r0 = bi * block
+        nb = min(block, N - r0)
+        bufs = np.empty((2, maxw, block), X.dtype)
+        h = bufs[0]
+        for k in range(X.shape[1]):
+            for t in range(nb):
+                h[k, t] = X[r0 + t, k]
+        cur = 0
+        for li in range(n_layers):
+            hin = bufs[cur]
+            hout = bufs[1 - cur]
+            fi = fan_in[li]
+            for j in range(fan_out[li]):
+                z = hout[j]
+                bj = bs[boffs[li] + j]
+                for t in range(nb):
+                    z[t] = bj
+                for k in range(fi):
+                    w = Ws[woffs[li] + j * fi + k]
+                    src = hin[k]
+                    if use_fma:
+                        for t in range(nb):
+                            z[t] = fma(src[t], w, z[t])
+                    else:
+                        for t in range(nb):
+                            z[t] = z[t] + src[t] * w
+                if codes[li] != 4:
+                    for t in range(nb):
+                        z[t] = _dense_act(codes[li], z[t])
+            cur = 1 - cur
+        h = bufs[cur]
+        for j in range(out.shape[1]):
+            for t in range(nb):
+                out[r0 + t, j] = h[j, t]
+
+
+def evaluate_dense(net, X, dtype, block=POINT_BLOCK):
+    """Outputs of a dense :class:`fastpoly.Network` following :func:`fastpoly.network.forward_reference`.
+
+    Returns None when a layer's activation has no compiled form (the caller then uses the reference).
+    """
+    dtype = np.dtype(dtype)
+    if any(L.activation not in DENSE_CODES for L in net.layers):
+        return None
+    Ws = np.ascontiguousarray(np.concatenate([L.W.astype(dtype).reshape(-1) for L in net.layers]))
+    bs = np.ascontiguousarray(np.concatenate([L.b.astype(dtype).reshape(-1) for L in net.layers]))
+    woffs = np.cumsum([0] + [L.W.size for L in net.layers])[:-1].astype(np.int64)
+    boffs = np.cumsum([0] + [L.b.size for L in net.layers])[:-1].astype(np.int64)
+    fan_in = np.array([L.fan_in for L in net.layers], np.int64)
+    fan_out = np.array([L.fan_out for L in net.layers], np.int64)
+    codes = np.array([DENSE_CODES[L.activation] for L in net.layers], np.int64)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    out = np.empty((X.shape[0], net.n_outputs), dtype)
+    maxw = int(max(net.widths))
+    if X.shape[0]:
+        _dense_kernel(X, Ws, woffs, bs, boffs, fan_in, fan_out, codes, maxw, int(block),
+                      dtype == np.float32, out)
+    return out

@@ -1,0 +1,267 @@
+"""``fastpoly analyze`` (summary table of a counts file) and the research helpers
+``fastpoly condition``, ``fastpoly merge`` and ``fastpoly anchors``."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastpoly.analysis.conditioning import parse_target
+from fastpoly.analysis.figures import upper_bound_fit
+from fastpoly.analysis.stats import interval as binomial_interval
+from fastpoly.atomic import atomic_write_bytes
+from fastpoly.cli.sample import _parse_target
+from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
+from fastpoly.counts.store import FunctionCounts, merge_files
+
+__all__ = ["register", "analyze", "run_analyze", "run_condition", "run_merge", "run_anchors"]
+
+
+def register(sub):
+    p = sub.add_parser(
+        "analyze",
+        help="summary table of a counts file: P(f) with intervals, K_LZ, entropy, T, CSR, P(S), errors",
+        description=(
+            "Print what a counts file says: the run (architecture, seed, index ranges), samples, "
+            "distinct functions, for conditioned runs the marginal likelihood P(S) with its interval "
+            "and the posterior mean generalisation error, the fitted simplicity-bias bound "
+            "log10 P <= a + b K_LZ, and the most frequent functions with their probability, 95% "
+            "interval, K_LZ, entropy, T (number of ones), critical sample ratio and first sample index."
+        ),
+    )
+    p.add_argument("counts_file", help="a counts file (counts.npz) written by fastpoly sample")
+    p.add_argument("--top", type=int, default=20, help="functions to list (default 20)")
+    p.add_argument("--interval", default="wilson", choices=["wilson", "clopper-pearson"],
+                   help="binomial interval (default wilson)")
+    p.add_argument("--order", default="rows", choices=["rows", "msb"],
+                   help="string order for K_LZ: rows (fastpoly / C++ anchor, default) or msb (Python anchors)")
+    p.add_argument("--csv", metavar="PATH", help="also write one row per function to PATH (CSV)")
+    p.set_defaults(func=run_analyze)
+
+    c = sub.add_parser(
+        "condition",
+        help="condition a prior counts file on a train set offline (same result as online rejection)",
+        description=(
+            "Keep the functions of COUNTS_FILE that agree with TARGET on the train rows, drop those rows "
+            "from the keys and write the posterior counts. With the same --train-size/--train-seed/"
+            "--target as 'fastpoly sample' the file is identical to the online run's."
+        ),
+    )
+    c.add_argument("counts_file")
+    c.add_argument("--target", required=True,
+                   help="target function: 0/1 string (char i = row i) or hex key (bit i = row i)")
+    c.add_argument("--train-size", type=int, help="number of random train rows")
+    c.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
+    c.add_argument("--train-rows", help="explicit comma-separated train rows instead of --train-size")
+    c.add_argument("--out", required=True, help="output counts file")
+    c.set_defaults(func=run_condition)
+
+    m = sub.add_parser(
+        "merge",
+        help="merge counts files of compatible runs (bounded memory)",
+        description="Merge counts files of the same architecture, inputs and train set whose index ranges "
+                    "do not overlap, with a bounded-memory k-way merge.",
+    )
+    m.add_argument("counts_files", nargs="+")
+    m.add_argument("--out", required=True)
+    m.add_argument("--memory-budget", default="1GB", help="memory for the merge (default 1GB)")
+    m.set_defaults(func=run_merge)
+
+    a = sub.add_parser(
+        "anchors",
+        help="convert between counts files and the anchors' 'count string' text files",
+        description=(
+            "import: read a 'count string' file (sort | uniq -c output) into a counts file; export: write "
+            "a counts file as 'count string' lines. Conventions: cpp (C++ anchor, reversed strings), "
+            "python (Python anchors, MSB-first inputs), rows (fastpoly, character i = row i)."
+        ),
+    )
+    a.add_argument("direction", choices=["import", "export"])
+    a.add_argument("path", help="import: the text file; export: the counts file")
+    a.add_argument("--arch", help="architecture of the anchor run (import), e.g. 7-40-40-1")
+    a.add_argument("--convention", default="cpp", choices=["cpp", "python", "rows"])
+    a.add_argument("--out", required=True, help="output path")
+    a.set_defaults(func=run_anchors)
+    return p
+
+
+def _fmt_arch(meta):
+    a = meta.get("arch") or {}
+    w = a.get("widths")
+    s = "-".join(map(str, w)) if w else "?"
+    return (f"{s}  ({a.get('activation')}, {a.get('weights')}, sigma_w={a.get('sigma_w')}, "
+            f"sigma_b={a.get('sigma_b')}, bias_scaling={a.get('bias_scaling')}"
+            f"{', no bias' if a.get('bias') is False else ''})")
+
+
+def analyze(counts, top=20, interval="wilson", order="rows"):
+    """The analysis behind ``fastpoly analyze`` as a dict (summary values and the top table)."""
+    c = counts
+    out = {"n_samples": c.n_samples, "n_accepted": c.n_accepted, "n_distinct": c.n_distinct}
+    if c.n_samples:
+        lo, hi = binomial_interval(c.n_accepted, c.n_samples, 0.95, interval)
+        out["p_S"] = (c.n_accepted / c.n_samples, float(lo), float(hi))
+    counts_arr = np.asarray(c.counts)
+    out["singletons"] = int(np.count_nonzero(counts_arr == 1))
+    if c.n_distinct == 0:
+        out["top"] = []
+        return out
+    cx = c.complexity(order)
+    p, plo, phi = c.probabilities(0.95, interval)
+    w = p
+    out["mean_klz"] = float(np.dot(w, cx["klz"]))
+    out["mean_entropy"] = float(np.dot(w, cx["entropy"]))
+    out["mean_ones"] = float(np.dot(w, cx["ones"]))
+    if "csr" in cx:
+        out["mean_csr"] = float(np.dot(w, cx["csr"]))
+    lp = np.log10(p)
+    if c.n_distinct > 2 and np.ptp(cx["klz"]) > 0 and np.ptp(lp) > 0:
+        from scipy.stats import spearmanr
+
+        out["spearman_logp_klz"] = float(spearmanr(lp, cx["klz"]).statistic)
+    out["bound"] = upper_bound_fit(cx["klz"], lp, counts_arr)
+    err = None
+    if c.meta.get("target") is not None:
+        s = c.posterior(method=interval)
+        err = s["error"]
+        out["mean_error"] = s["mean_error"]
+    order_idx = np.lexsort((np.arange(c.n_distinct), -counts_arr))[:max(0, int(top))]
+    rows = []
+    for i in order_idx:
+        r = {
+            "key": c.hex(int(i)), "count": int(counts_arr[i]), "probability": float(p[i]),
+            "lower": float(plo[i]), "upper": float(phi[i]), "klz": float(cx["klz"][i]),
+            "entropy": float(cx["entropy"][i]), "ones": int(cx["ones"][i]),
+            "first_index": int(c.first_index[i]),
+        }
+        if "csr" in cx:
+            r["csr"] = float(cx["csr"][i])
+        if err is not None:
+            r["error"] = float(err[i])
+        rows.append(r)
+    out["top"] = rows
+    return out
+
+
+def run_analyze(args):
+    if args.top < 0:
+        raise ValueError("--top must be >= 0")
+    c = FunctionCounts.load(args.counts_file, mmap=True)
+    a = analyze(c, args.top, args.interval, args.order)
+    meta = c.meta
+    ival = "Wilson" if args.interval == "wilson" else "Clopper-Pearson"
+    print(f"counts file    {args.counts_file}  (checksum verified)")
+    print(f"architecture   {_fmt_arch(meta)}")
+    rng = meta.get("ranges") or meta.get("ranges_by_seed")
+    print(f"seed           {meta.get('seed')}   index ranges {rng}")
+    print(f"inputs         {c.n_rows} rows{' (all Boolean inputs)' if c.is_boolean() else ''}"
+          f"{'; key covers ' + str(c.n_key_bits) + ' test rows' if c.conditioned else ''}")
+    print(f"samples        {c.n_samples:,}")
+    if c.conditioned:
+        ps, lo, hi = a["p_S"]
+        print(f"accepted       {c.n_accepted:,}   P(S) = {ps:.4g}  95% {ival} [{lo:.4g}, {hi:.4g}]"
+              f"   (train set: {len(meta['train_rows'])} rows)")
+    print(f"distinct       {c.n_distinct:,} functions ({a['singletons']:,} seen once)")
+    if c.n_distinct:
+        print(f"means under {'P_B(f|S)' if c.conditioned else 'P(f)'}:  K_LZ {a['mean_klz']:.2f}   "
+              f"entropy {a['mean_entropy']:.3f}   T {a['mean_ones']:.2f}"
+              + (f"   CSR {a['mean_csr']:.4f}" if "mean_csr" in a else ""))
+        if "spearman_logp_klz" in a:
+            print(f"Spearman(log P, K_LZ) = {a['spearman_logp_klz']:.3f}")
+        aa, bb = a["bound"]
+        if np.isfinite(aa):
+            print(f"upper bound    log10 P <= {aa:.3f} {bb:+.4f} K_LZ   (envelope of functions seen >= 5 times; K_LZ order {args.order})")
+        if "mean_error" in a:
+            print(f"posterior mean generalisation error  {a['mean_error']:.4f}   (target {meta['target']})")
+    if a["top"]:
+        w = max(len(r["key"]) for r in a["top"])
+        has_csr = "csr" in a["top"][0]
+        has_err = "error" in a["top"][0]
+        head = (f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {'P':>10}  {'95% interval':>23}  "
+                f"{'K_LZ':>6}  {'H':>5}  {'T':>4}" + ("  {:>6}".format("CSR") if has_csr else "")
+                + ("  {:>6}".format("error") if has_err else "") + f"  {'first index':>12}")
+        print(head)
+        for k, r in enumerate(a["top"], 1):
+            line = (f"{k:>4}  {r['key']:<{w}}  {r['probability']:>10.6f}  [{r['lower']:.6f}, {r['upper']:.6f}]"
+                    f"  {r['klz']:>6.1f}  {r['entropy']:>5.3f}  {r['ones']:>4}")
+            if has_csr:
+                line += f"  {r['csr']:>6.4f}"
+            if has_err:
+                line += f"  {r['error']:>6.4f}"
+            line += f"  {r['first_index']:>12}"
+            print(line)
+    if args.csv:
+        _write_csv(c, args.csv, args.interval, args.order)
+        print(f"\ntable          {args.csv}")
+    return 0
+
+
+def _write_csv(c, path, interval, order):
+    cx = c.complexity(order)
+    p, lo, hi = c.probabilities(0.95, interval)
+    err = c.generalization_error() if c.meta.get("target") is not None else None
+    cols = ["key", "count", "probability", "lower", "upper", "klz", "entropy", "ones"]
+    cols += ["csr"] if "csr" in cx else []
+    cols += ["first_index"] + (["error"] if err is not None else [])
+    lines = [",".join(cols)]
+    idx = np.lexsort((np.arange(c.n_distinct), -np.asarray(c.counts)))
+    for i in idx:
+        vals = [c.hex(int(i)), str(int(c.counts[i])), repr(float(p[i])), repr(float(lo[i])), repr(float(hi[i])),
+                repr(float(cx["klz"][i])), repr(float(cx["entropy"][i])), str(int(cx["ones"][i]))]
+        if "csr" in cx:
+            vals.append(repr(float(cx["csr"][i])))
+        vals.append(str(int(c.first_index[i])))
+        if err is not None:
+            vals.append(repr(float(err[i])))
+        lines.append(",".join(vals))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def _train_rows(args, m):
+    if args.train_rows:
+        try:
+            return np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
+        except ValueError:
+            raise ValueError(f"--train-rows must be comma-separated integers, got {args.train_rows!r}") from None
+    if not args.train_size:
+        raise ValueError("give --train-size (random rows, as fastpoly sample chooses them) or --train-rows")
+    if not 0 < args.train_size < m:
+        raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
+    # the same choice as 'fastpoly sample --train-size --train-seed'
+    return np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
+
+
+def run_condition(args):
+    c = FunctionCounts.load(args.counts_file)
+
+    tgt = _parse_target(args.target, c.n_rows)
+    rows = _train_rows(args, c.n_rows)
+    post = c.condition(rows, target=parse_target(tgt, c.n_rows))
+    post.save(args.out)
+    lo, hi = post.posterior()["p_S_interval"]
+    print(f"train rows     {len(rows)}   accepted {post.n_accepted:,} of {post.n_samples:,}   "
+          f"P(S) = {post.n_accepted / post.n_samples:.4g} [{lo:.3g}, {hi:.3g}]")
+    print(f"distinct       {post.n_distinct:,} functions consistent with the train set")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_merge(args):
+    r = merge_files(args.counts_files, args.out, memory_budget=args.memory_budget)
+    print(f"merged {len(args.counts_files)} files: {r.n_samples:,} samples, {r.n_distinct:,} distinct functions")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_anchors(args):
+    if args.direction == "import":
+        if not args.arch:
+            raise ValueError("anchors import needs --arch (e.g. 7-40-40-1)")
+        c = counts_from_anchor_file(args.path, args.arch, args.convention)
+        c.save(args.out)
+        print(f"read {c.n_distinct:,} functions ({c.n_samples:,} samples); wrote {args.out}")
+    else:
+        c = FunctionCounts.load(args.path)
+        write_count_strings(c, args.out, args.convention)
+        print(f"wrote {c.n_distinct:,} lines to {os.fspath(args.out)}")
+    return 0

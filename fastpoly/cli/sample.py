@@ -1,0 +1,227 @@
+"""``fastpoly sample``: the main job (prior or posterior over Boolean functions of a random MLP)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from fastpoly.analysis.figures import plot_rank
+from fastpoly.analysis.stats import wilson_interval
+from fastpoly.api import sample
+from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.backends import get_backend
+from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
+from fastpoly.run.checkpoint import job_of
+
+__all__ = ["register", "run_sample", "parse_count"]
+
+
+def parse_count(text):
+    """Parse a sample count such as ``1e6``, ``250000`` or ``1_000_000`` (positive integer)."""
+    try:
+        v = float(text.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}") from None
+    if not np.isfinite(v) or v != int(v) or v < 1:
+        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}")
+    return int(v)
+
+
+def _parse_target(text, m):
+    t = text.strip()
+    if len(t) == m and set(t) <= {"0", "1"}:
+        return np.frombuffer(t.encode(), np.uint8) - ord("0")
+    try:
+        key = hex_to_key(t, m)
+    except ValueError:
+        raise ValueError(
+            f"--target must be a {m}-character 0/1 string (character i = row i) or a hex key of "
+            f"at most {(m + 3) // 4} digits (bit i = row i), got {text!r}"
+        ) from None
+    if len(t.lower().removeprefix("0x")) > (m + 3) // 4:
+        raise ValueError(f"--target hex key has more than {(m + 3) // 4} digits for {m} rows")
+    return unpack_bits(key[None, :], m)[0]
+
+
+def register(sub):
+    p = sub.add_parser(
+        "sample",
+        help="sample random networks and count the Boolean functions they compute (the main job)",
+        description=(
+            "Draw random networks of architecture ARCH (e.g. 7-40-40-1: 7 inputs, two hidden layers "
+            "of 40, one output), evaluate each on all Boolean inputs, and count exactly how often each "
+            "function appears (the prior P(f)); with --train-size and --target, keep only networks "
+            "that fit the target on a random train set (the posterior P_B(f|S)). Prints backend, "
+            "samples/s, distinct functions and the top 10; writes counts.npz and rank.png to --out."
+        ),
+    )
+    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
+    p.add_argument("--samples", default="1e6", help="number of networks to draw (default 1e6)")
+    p.add_argument("--seed", type=int, default=0, help="stream seed in [0, 2**64) (default 0)")
+    p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
+    p.add_argument("--backend", default="auto", help="auto, numpy, numba or cupy (default auto)")
+    p.add_argument("--activation", default="relu", help="relu, tanh, erf, sign or identity (default relu)")
+    p.add_argument("--weights", default="gaussian", help="gaussian or uniform (variance-matched)")
+    p.add_argument("--sigma-w", type=float, default=1.0, help="weight scale: W ~ N(0, sigma_w^2/fan_in)")
+    p.add_argument("--sigma-b", type=float, default=1.0, help="bias scale: b ~ N(0, sigma_b^2)")
+    p.add_argument("--bias-scaling", default="none", help="none (default) or fan_in (b ~ N(0, sigma_b^2/fan_in))")
+    p.add_argument("--no-bias", action="store_true", help="networks without biases")
+    p.add_argument("--centered", action="store_true", help="Boolean inputs in {-1,+1} instead of {0,1}")
+    p.add_argument("--train-size", type=int, default=0, help="condition on this many random rows of the target")
+    p.add_argument("--target", help="target function: 0/1 string (char i = row i) or hex key (bit i = row i)")
+    p.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per backend call (results do not depend on it)")
+    p.add_argument("--out", default="fastpoly-out", help="output folder (default ./fastpoly-out)")
+    p.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the rank-frequency plot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check", action="store_true", help="check the first 64 samples against the NumPy reference")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="save progress in DIR (atomically, every --checkpoint-every seconds and on Ctrl-C)")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between checkpoints (default 60)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run checkpointed in DIR (its options are read from DIR); the final "
+                        "counts are identical to an uninterrupted run")
+    p.add_argument("--memory-budget", metavar="BYTES",
+                   help="memory for distinct keys while counting, e.g. 8GB; beyond it sorted runs are "
+                        "spilled to disk (the checkpoint folder or a temporary one) and merged exactly")
+    p.add_argument("--dask", metavar="CLUSTER",
+                   help="run on Dask: 'local' (one worker process per core), a number of local workers, "
+                        "or a scheduler address tcp://host:8786 (needs the dask extra)")
+    p.set_defaults(func=run_sample)
+    return p
+
+
+#: options restored from a checkpoint on --resume (the others may be given anew)
+_JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
+                "bias_scaling", "no_bias", "centered", "train_size", "target", "train_seed", "out", "top",
+                "no_plot", "memory_budget")
+
+
+def _restore_resume_args(args):
+    _, extra = job_of(args.resume)
+    stored = extra.get("cli")
+    if not stored:
+        raise ValueError(
+            f"{args.resume} was not written by 'fastpoly sample'; resume it from Python with "
+            "fastpoly.resume(DIR)"
+        )
+    for k in _JOB_OPTIONS:
+        if k in stored:
+            setattr(args, k, stored[k])
+    if args.checkpoint and os.path.abspath(args.checkpoint) != os.path.abspath(args.resume):
+        raise ValueError("--resume DIR continues the checkpoint in DIR; do not also give --checkpoint")
+    args.checkpoint = args.resume
+
+
+def run_sample(args):
+    if getattr(args, "resume", None):
+        _restore_resume_args(args)
+    if not args.arch:
+        raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
+    n = parse_count(str(args.samples))
+    n_inputs, hidden = parse_arch(args.arch)
+    mlp = MLP(
+        n_inputs, hidden, activation=args.activation, weights=args.weights, sigma_w=args.sigma_w,
+        sigma_b=args.sigma_b, bias_scaling=args.bias_scaling, bias=not args.no_bias,
+    )
+    if n_inputs > 20:
+        raise ValueError("the CLI samples on all Boolean inputs; use at most 20 inputs (the API takes any X)")
+    X = boolean_inputs(n_inputs, centered=args.centered)
+    m = X.shape[0]
+    train = None
+    if args.train_size or args.target:
+        if not args.target or not args.train_size:
+            raise ValueError("conditioning needs both --train-size and --target")
+        if not 0 < args.train_size < m:
+            raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
+        target = _parse_target(args.target, m)
+        rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
+        train = (rows, target[rows])
+    client = None
+    if getattr(args, "dask", None):
+        client = _dask_client(args.dask)
+        be = None  # each worker resolves args.backend itself
+    else:
+        be = get_backend(args.backend)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "counts.npz")
+    extra = {"cli": {k: getattr(args, k, None) for k in _JOB_OPTIONS}}
+    annotations = None
+    if train is not None:
+        annotations = {"target": key_to_hex(pack_bits(target.astype(bool)), m)}
+    t0 = time.perf_counter()
+    try:
+        counts = sample(
+            mlp, X, n, seed=args.seed, backend=be if be is not None else args.backend, train=train,
+            batch_size=args.batch_size, progress=not args.no_progress, start=args.start, check=args.check,
+            checkpoint=args.checkpoint, resume=bool(getattr(args, "resume", None)),
+            checkpoint_every=args.checkpoint_every, memory_budget=args.memory_budget, client=client,
+            out=path, checkpoint_extra=extra, annotations=annotations,
+        )
+    except KeyboardInterrupt as e:
+        if args.checkpoint:
+            msg = str(e) or f"interrupted; the last checkpoint in {args.checkpoint} is intact"
+            print(f"\n{msg}", file=sys.stderr)
+            return 130
+        raise
+    finally:
+        if client is not None and isinstance(args.dask, str) and args.dask.startswith(("tcp://", "tls://")):
+            client.close()
+    dt = time.perf_counter() - t0
+    print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={mlp.sigma_w}, "
+          f"sigma_b={mlp.sigma_b}, bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
+    if be is not None:
+        print(f"backend        {be.describe()}")
+    else:
+        print(f"backend        {counts.info.get('backend')} on {counts.info.get('n_workers')} Dask workers")
+    if counts.info.get("resumed_from"):
+        print(f"resumed        from sample {counts.info['resumed_from']:,} (checkpoint {args.checkpoint})")
+    if counts.info.get("spilled_runs"):
+        print(f"spilled        {counts.info['spilled_runs']} sorted runs merged")
+    print(f"samples        {counts.n_samples:,} (seed {args.seed}, indices {args.start}..{args.start + n - 1})")
+    done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
+    print(f"samples/s      {done_now / dt:,.0f}  ({dt:.2f} s)")
+    if train is not None:
+        lo, hi = _wilson(counts.n_accepted, counts.n_samples)
+        print(f"accepted       {counts.n_accepted:,}  P(S) = {counts.n_accepted / counts.n_samples:.4g} "
+              f"[{lo:.3g}, {hi:.3g}]  (train rows: {len(train[0])}, key covers {m - len(train[0])} test rows)")
+    print(f"distinct       {counts.n_distinct:,} functions")
+    top = counts.top(args.top)
+    if top:
+        w = max(len(t["key"]) for t in top)
+        print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {'P(f)':>10}  {'95% interval':>23}  {'ones':>4}")
+        for r, t in enumerate(top, 1):
+            print(f"{r:>4}  {t['key']:<{w}}  {t['probability']:>10.5f}  "
+                  f"[{t['lower']:.5f}, {t['upper']:.5f}]  {t['ones']:>4}")
+    print(f"\ncounts file    {path}")
+    if not args.no_plot:
+        print(f"rank plot      {plot_rank(counts, os.path.join(args.out, 'rank.png'))}")
+    return 0
+
+
+def _dask_client(spec):
+    spec = str(spec)
+    if spec.startswith(("tcp://", "tls://")) or ":" in spec:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ValueError('--dask needs Dask: pip install "dask[distributed]>=2023.6"') from None
+        return Client(spec)
+    if spec == "local":
+        return "local"
+    try:
+        n = int(spec)
+    except ValueError:
+        raise ValueError(f"--dask must be 'local', a number of workers or tcp://host:port, got {spec!r}") from None
+    if n < 1:
+        raise ValueError(f"--dask workers must be >= 1, got {n}")
+    return n
+
+
+def _wilson(k, n):
+    lo, hi = wilson_interval(k, n)
+    return float(lo), float(hi)

@@ -1,0 +1,518 @@
+"""Counting beyond RAM: sorted runs on disk and a bounded-memory k-way merge.
+
+A *run* is a file of distinct keys in big-integer order with their counts and
+smallest sample index (the same triple as :class:`fastpoly.FunctionCounts`).
+:class:`CountAccumulator` collects counted batches in memory; when they exceed
+its memory budget it writes them out as a run.  :func:`merge_runs` merges any
+number of runs with memory bounded by the budget (several passes when there
+are more runs than fit at once) and yields the exact result in sorted chunks,
+which :func:`write_counts_file` streams into an ordinary counts file.
+
+Run file layout (little-endian)::
+
+    b"FPRUN001" | n_words (u8) | n_records (u8) | keys (n, W) u8 | counts (n,) i8 | first (n,) u8
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+
+from fastpoly.backends.counting import merge_sorted_counts
+from fastpoly.counts.ranges import merge_ranges
+
+__all__ = [
+    "SpillError", "CountAccumulator", "write_run", "RunReader", "merge_runs",
+    "parse_memory", "record_bytes",
+]
+
+RUN_MAGIC = b"FPRUN001"
+_HEADER = len(RUN_MAGIC) + 16
+#: smallest budget accepted (bytes); tests use tiny budgets to force many runs and passes
+MIN_BUDGET = 1024
+
+
+class SpillError(OSError):
+    """Writing a sorted run (or the merged result) to disk failed, e.g. the disk is full."""
+
+
+def record_bytes(n_words):
+    """Bytes one distinct key takes in memory or in a run (key words + count + first index)."""
+    return 8 * int(n_words) + 16
+
+
+def parse_memory(value):
+    """Parse a memory budget: bytes (int) or a string like ``"512MB"``, ``"2 GiB"``, ``"64k"``.
+
+    Returns
+    -------
+    int or None
+        Bytes (None stays None: no budget).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"memory_budget must be bytes or a string like '2GB', got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+    elif isinstance(value, float) and np.isfinite(value) and value == int(value):
+        v = int(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", value)
+        if not m:
+            raise ValueError(f"memory_budget must be bytes or a string like '2GB', got {value!r}")
+        try:
+            num = float(m.group(1))
+        except ValueError:
+            raise ValueError(f"memory_budget must be bytes or a string like '2GB', got {value!r}") from None
+        mult = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+        v = int(num * mult)
+    else:
+        raise ValueError(f"memory_budget must be bytes or a string like '2GB', got {value!r}")
+    if v < MIN_BUDGET:
+        raise ValueError(f"memory_budget must be at least {MIN_BUDGET} bytes, got {v}")
+    return v
+
+
+# --- ordering helpers ----------------------------------------------------------------
+def _count_le(keys, key):
+    """Number of rows of the sorted ``keys`` that are <= ``key`` (big-integer order)."""
+    if keys.shape[0] == 0:
+        return 0
+    if keys.shape[1] == 1:
+        return int(np.searchsorted(keys[:, 0], key[0], side="right"))
+    lt = np.zeros(keys.shape[0], bool)
+    eq = np.ones(keys.shape[0], bool)
+    for w in range(keys.shape[1] - 1, -1, -1):
+        lt |= eq & (keys[:, w] < key[w])
+        eq &= keys[:, w] == key[w]
+    return int(np.count_nonzero(lt | eq))
+
+
+def _key_less(a, b):
+    for w in range(a.shape[0] - 1, -1, -1):
+        if a[w] != b[w]:
+            return bool(a[w] < b[w])
+    return False
+
+
+def _merge(parts):
+    return merge_sorted_counts(parts)
+
+
+# --- run files -----------------------------------------------------------------------
+def raise_spill(e, path):
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise SpillError(
+            e.errno,
+            f"disk full while writing {path}: free space or pass a folder on a larger disk "
+            f"(earlier checkpoints are left intact)",
+        ) from e
+    if isinstance(e, OSError):
+        raise SpillError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+    raise e
+
+
+def _write_chunks(fh, arrays):
+    for a in arrays:
+        fh.write(np.ascontiguousarray(a).tobytes())
+
+
+def write_run(path, keys, counts, first):
+    """Write one sorted run atomically (temp file + fsync + rename).
+
+    Returns
+    -------
+    dict
+        ``{"name": basename, "n": records, "n_words": W, "sha256": hex}``
+
+    Raises
+    ------
+    SpillError
+        If the disk is full or the file cannot be written (no partial file is left).
+    """
+    path = os.fspath(path)
+    keys = np.ascontiguousarray(keys, dtype="<u8")
+    counts = np.ascontiguousarray(counts, dtype="<i8")
+    first = np.ascontiguousarray(first, dtype="<u8")
+    n, W = keys.shape
+    head = RUN_MAGIC + np.array([W, n], "<u8").tobytes()
+    h = hashlib.sha256(head)
+    for a in (keys, counts, first):
+        h.update(a.tobytes())
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head)
+            _write_chunks(fh, (keys, counts, first))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise_spill(e, path)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return {"name": os.path.basename(path), "n": int(n), "n_words": int(W), "sha256": h.hexdigest()}
+
+
+def run_sha256(path):
+    """sha256 of a run file's content (to validate a checkpoint's runs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class RunReader:
+    """Read a run file sequentially in chunks of at most ``chunk`` records."""
+
+    def __init__(self, path, chunk):
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as fh:
+            head = fh.read(_HEADER)
+        if len(head) != _HEADER or head[: len(RUN_MAGIC)] != RUN_MAGIC:
+            raise ValueError(f"{self.path}: not a fastpoly run file")
+        self.n_words, self.n = (int(v) for v in np.frombuffer(head[len(RUN_MAGIC):], "<u8"))
+        expect = _HEADER + self.n * record_bytes(self.n_words)
+        if os.path.getsize(self.path) != expect:
+            raise ValueError(f"{self.path}: run file truncated ({os.path.getsize(self.path)} of {expect} bytes)")
+        self.chunk = max(1, int(chunk))
+        self.pos = 0
+
+    @property
+    def remaining(self):
+        return self.n - self.pos
+
+    def read(self):
+        """The next chunk ``(keys, counts, first)`` (empty arrays at the end)."""
+        k = min(self.chunk, self.n - self.pos)
+        W = self.n_words
+        o_keys = _HEADER + self.pos * 8 * W
+        o_counts = _HEADER + self.n * 8 * W + self.pos * 8
+        o_first = _HEADER + self.n * 8 * W + self.n * 8 + self.pos * 8
+        with open(self.path, "rb") as fh:
+            fh.seek(o_keys)
+            keys = np.frombuffer(fh.read(k * 8 * W), "<u8").astype(np.uint64).reshape(k, W)
+            fh.seek(o_counts)
+            counts = np.frombuffer(fh.read(k * 8), "<i8").astype(np.int64)
+            fh.seek(o_first)
+            first = np.frombuffer(fh.read(k * 8), "<u8").astype(np.uint64)
+        self.pos += k
+        return keys, counts, first
+
+
+class _MemReader:
+    """A sorted in-memory triple behaving like a :class:`RunReader`."""
+
+    def __init__(self, triple, chunk):
+        self.keys, self.counts, self.first = triple
+        self.n = self.keys.shape[0]
+        self.n_words = self.keys.shape[1]
+        self.chunk = max(1, int(chunk))
+        self.pos = 0
+
+    @property
+    def remaining(self):
+        return self.n - self.pos
+
+    def read(self):
+        a, b = self.pos, min(self.n, self.pos + self.chunk)
+        self.pos = b
+        return self.keys[a:b], self.counts[a:b], self.first[a:b]
+
+
+def _kway(readers, out_chunk):
+    """Merge sorted, unique readers into sorted, unique chunks (memory ~ sum of reader chunks)."""
+    bufs = []
+    for r in readers:
+        bufs.append(list(r.read()))
+    pending = []
+    pending_n = 0
+    while True:
+        live = [i for i, b in enumerate(bufs) if b[0].shape[0] or readers[i].remaining]
+        if not live:
+            break
+        # refill empty buffers of readers with unread data
+        for i in live:
+            if bufs[i][0].shape[0] == 0:
+                bufs[i] = list(readers[i].read())
+        # frontier: smallest last-buffered key among readers that still have unread data
+        frontier = None
+        for i in live:
+            if readers[i].remaining and bufs[i][0].shape[0]:
+                last = bufs[i][0][-1]
+                if frontier is None or _key_less(last, frontier):
+                    frontier = last
+        parts = []
+        for i in live:
+            k, c, f = bufs[i]
+            if k.shape[0] == 0:
+                continue
+            n = k.shape[0] if frontier is None else _count_le(k, frontier)
+            if n:
+                parts.append((k[:n], c[:n], f[:n]))
+                bufs[i] = [k[n:], c[n:], f[n:]]
+        m = _merge(parts)
+        if m is not None:
+            pending.append(m)
+            pending_n += m[0].shape[0]
+            if pending_n >= out_chunk:
+                yield _concat(pending)
+                pending, pending_n = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+
+
+def merge_runs(sources, memory_budget, n_words, tmpdir=None):
+    """Exact k-way merge of sorted runs with bounded memory.
+
+    Parameters
+    ----------
+    sources : list of run paths and/or in-memory ``(keys, counts, first)`` triples
+        Each sorted (big-integer key order) and without repeated keys.
+    memory_budget : int
+        Bytes the merge may hold at once (buffers of all inputs plus one output chunk).
+        With more runs than fit, groups of runs are first merged into larger runs in
+        ``tmpdir`` (several passes).
+    n_words : int
+    tmpdir : path or None
+        Folder for intermediate runs (needed only with many runs).
+
+    Yields
+    ------
+    (keys, counts, first)
+        Consecutive sorted chunks of the merged result; concatenated, they are the
+        same arrays :func:`fastpoly.counts.merge_sorted_counts` gives in memory.
+    """
+    rb = record_bytes(n_words)
+    budget_records = max(8, int(memory_budget) // rb)
+    # each input holds a buffer; the merge step may hold one more buffer's worth per input
+    fan_in = max(2, min(64, budget_records // 8))
+    sources = list(sources)
+    tmp_paths = []
+    try:
+        gen = 0
+        while len(sources) > fan_in:
+            if tmpdir is None:
+                raise ValueError("merging this many runs needs a tmpdir for intermediate runs")
+            group, sources = sources[:fan_in], sources[fan_in:]
+            gen += 1
+            path = os.path.join(tmpdir, f"merge-{os.getpid()}-{gen}.run")
+            _write_stream_run(path, _kway(_readers(group, budget_records), budget_records), n_words)
+            tmp_paths.append(path)
+            sources.append(path)
+        k = max(1, len(sources))
+        chunk = max(1, budget_records // (2 * k + 1))
+        yield from _kway(_readers(sources, chunk), chunk)
+    finally:
+        for p in tmp_paths:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def _readers(sources, chunk):
+    out = []
+    for s in sources:
+        if isinstance(s, tuple):
+            out.append(_MemReader(s, chunk))
+        else:
+            out.append(RunReader(s, chunk))
+    return out
+
+
+def write_side_files(chunks, d, files):
+    """Stream sorted ``(keys, counts, first)`` chunks into three temporary files in folder ``d``.
+
+    ``files`` (a list owned by the caller, who removes the files) receives ``(handle, path)``
+    for keys, counts and first indices, in that order; all handles are closed on return.
+    Returns the number of records written.
+    """
+    for name in ("k", "c", "f"):
+        fd, p = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=d)
+        files.append((os.fdopen(fd, "wb"), p))
+    n = 0
+    for k, c, f in chunks:
+        files[0][0].write(np.ascontiguousarray(k, "<u8").tobytes())
+        files[1][0].write(np.ascontiguousarray(c, "<i8").tobytes())
+        files[2][0].write(np.ascontiguousarray(f, "<u8").tobytes())
+        n += k.shape[0]
+    for fh, _ in files:
+        fh.close()
+    return n
+
+
+def remove_side_files(files):
+    """Close and delete the temporary side files of :func:`write_side_files` (best effort)."""
+    for fh, p in files:
+        try:
+            fh.close()
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def _write_stream_run(path, chunks, n_words):
+    """Write a run from a stream of sorted chunks (keys, counts and first go to side files first)."""
+    d = os.path.dirname(os.path.abspath(path))
+    files = []
+    try:
+        n = write_side_files(chunks, d, files)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
+        with os.fdopen(fd, "wb") as out:
+            out.write(RUN_MAGIC + np.array([n_words, n], "<u8").tobytes())
+            for _, p in files:
+                with open(p, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        out.write(block)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise_spill(e, path)
+    finally:
+        remove_side_files(files)
+
+
+class CountAccumulator:
+    """Exact running union of counted batches, spilling sorted runs to disk past a memory budget.
+
+    Parameters
+    ----------
+    n_words : int
+    memory_budget : int or None
+        Bytes of distinct keys (plus counts and first indices) held in memory before
+        they are written out as a sorted run.  None: never spill.
+    spill_dir : path or None
+        Where runs go (created on first spill; a temporary folder if None).
+    run_prefix : str
+        File name prefix of the runs (checkpoints use it to tell their own files).
+    """
+
+    def __init__(self, n_words, memory_budget=None, spill_dir=None, run_prefix="run"):
+        self.n_words = int(n_words)
+        self.memory_budget = memory_budget
+        self.spill_dir = spill_dir
+        self.run_prefix = run_prefix
+        self._own_tmp = None
+        self.runs = []  # dicts from write_run (name, n, sha256), in spill_dir
+        self.mem = (np.zeros((0, self.n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        self.pending = []
+        self.pending_n = 0
+        self.n_samples = 0
+        self.n_accepted = 0
+        self.ranges = []
+        self._next_run = 0
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def mem_records(self):
+        return self.mem[0].shape[0] + self.pending_n
+
+    def _dir(self):
+        if self.spill_dir is None:
+            self._own_tmp = tempfile.mkdtemp(prefix="fastpoly-spill-")
+            self.spill_dir = self._own_tmp
+        os.makedirs(self.spill_dir, exist_ok=True)
+        return self.spill_dir
+
+    def run_path(self, name):
+        return os.path.join(self.spill_dir, name)
+
+    def add(self, keys, counts, first, n_samples, n_accepted, lo, hi):
+        """Add one counted batch for index range ``[lo, hi)``."""
+        part = (np.asarray(keys, np.uint64), np.asarray(counts, np.int64), np.asarray(first, np.uint64))
+        ranges = merge_ranges(self.ranges + [[int(lo), int(hi)]])
+        # all state changes below are plain assignments after the computations
+        self.pending = self.pending + [part]
+        self.pending_n += part[0].shape[0]
+        self.n_samples += int(n_samples)
+        self.n_accepted += int(n_accepted)
+        self.ranges = ranges
+        if self.pending_n >= max(1 << 16, self.mem[0].shape[0]) or self._over_budget():
+            self.flush()
+
+    def _over_budget(self):
+        return self.memory_budget is not None and self.mem_records * record_bytes(self.n_words) > self.memory_budget
+
+    def flush(self):
+        """Merge pending batches into the in-memory part; spill it if over budget."""
+        if self.pending:
+            m = _merge([self.mem] + self.pending)
+            if m is not None:
+                self.mem = m
+            self.pending, self.pending_n = [], 0
+        if self._over_budget():
+            self.spill()
+
+    def spill(self):
+        """Write the in-memory part as a sorted run and empty it (SpillError if the disk is full)."""
+        if self.pending:
+            m = _merge([self.mem] + self.pending)
+            self.mem = m if m is not None else self.mem
+            self.pending, self.pending_n = [], 0
+        if self.mem[0].shape[0] == 0:
+            return
+        d = self._dir()
+        name = self._new_run_name()
+        info = write_run(os.path.join(d, name), *self.mem)
+        self.runs = self.runs + [info]
+        self.mem = (self.mem[0][:0], self.mem[1][:0], self.mem[2][:0])
+
+    def _new_run_name(self):
+        while True:
+            self._next_run += 1
+            name = f"{self.run_prefix}-{self._next_run:06d}.run"
+            if self.spill_dir is None or not os.path.exists(os.path.join(self.spill_dir, name)):
+                return name
+
+    def chunks(self):
+        """The exact merged result as sorted chunks (bounded memory when runs exist)."""
+        self.flush()
+        if not self.runs:
+            if self.mem[0].shape[0]:
+                yield self.mem
+            return
+        budget = self.memory_budget or (256 << 20)
+        srcs = [self.run_path(r["name"]) for r in self.runs]
+        if self.mem[0].shape[0]:
+            srcs.append(self.mem)
+        yield from merge_runs(srcs, budget, self.n_words, tmpdir=self._dir())
+
+    def result_arrays(self):
+        """The merged result in memory: ``(keys, counts, first)``."""
+        parts = list(self.chunks())
+        if not parts:
+            return self.mem
+        return _concat(parts)
+
+    def cleanup(self):
+        """Delete this accumulator's run files (and its temporary folder)."""
+        for r in self.runs:
+            try:
+                os.unlink(self.run_path(r["name"]))
+            except OSError:
+                pass
+        self.runs = []
+        if self._own_tmp is not None:
+            shutil.rmtree(self._own_tmp, ignore_errors=True)
+            self._own_tmp = None
+            self.spill_dir = None

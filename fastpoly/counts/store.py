@@ -1,0 +1,514 @@
+"""Exact function counts: :class:`FunctionCounts` and its merge (the file format is in
+:mod:`fastpoly.counts.fileformat`, bounded-memory merging in :mod:`fastpoly.counts.spill`)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from fastpoly.analysis import complexity, conditioning
+from fastpoly.analysis.stats import interval, wilson_interval
+from fastpoly.arch import boolean_inputs
+from fastpoly.atomic import atomic_write_bytes
+from fastpoly.backends.counting import merge_sorted_counts
+from fastpoly.counts.fileformat import (
+    FORMAT,
+    FORMAT_VERSION,
+    CountsFileError,
+    digest_stream,
+    npz_bytes,
+    write_counts_file,
+)
+from fastpoly.counts.ranges import first_overlap, merge_ranges, merge_seed_ranges
+from fastpoly.counts.spill import merge_runs, parse_memory
+from fastpoly.keys import (
+    as_key,
+    key_to_hex,
+    keys_to_strings,
+    pack_bits,
+    unpack_bits,
+)
+from fastpoly.plan import inputs_digest
+
+__all__ = ["FunctionCounts", "CountsFileError", "merge_files"]
+
+
+class FunctionCounts:
+    """Exact counts of the Boolean functions drawn by a sampler.
+
+    Attributes
+    ----------
+    keys : uint64 array (K, n_words)
+        Distinct keys, sorted as big integers (see :mod:`fastpoly.keys`).
+    counts : int64 array (K,)
+    first_index : uint64 array (K,)
+        Smallest sample index that produced each key (reproduce it with
+        ``MLP.instantiate(seed, index)``).
+    n_samples : int
+        Samples drawn (accepted or not).
+    n_accepted : int
+        Samples consistent with the train set (``== n_samples`` when unconditioned).
+    meta : dict
+        ``arch``, ``seed``, ``ranges`` (list of ``[start, stop)`` index ranges),
+        ``inputs_digest``, ``n_rows``, ``n_key_bits``, ``train_rows``, ``train_labels``,
+        ``fastpoly_version``.
+    """
+
+    _COMPAT = ("arch", "inputs_digest", "n_rows", "train_rows", "train_labels", "n_key_bits")
+
+    def __init__(self, keys, counts, first_index, n_samples, n_accepted, meta):
+        self.keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        self.counts = np.ascontiguousarray(counts, dtype=np.int64)
+        self.first_index = np.ascontiguousarray(first_index, dtype=np.uint64)
+        self.n_samples = int(n_samples)
+        self.n_accepted = int(n_accepted)
+        self.meta = dict(meta)
+        #: run information that is not part of the result (backend, timing); not saved
+        self.info = {}
+        if self.keys.ndim != 2 or self.counts.shape != (self.keys.shape[0],) or self.first_index.shape != self.counts.shape:
+            raise ValueError("keys (K, W), counts (K,) and first_index (K,) do not match")
+
+    @classmethod
+    def empty(cls, n_words, meta):
+        """No samples yet."""
+        return cls(np.zeros((0, n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64), 0, 0, meta)
+
+    # --- basic queries ---------------------------------------------------------------
+    @property
+    def n_words(self):
+        return self.keys.shape[1]
+
+    @property
+    def n_key_bits(self):
+        return int(self.meta.get("n_key_bits", 64 * self.n_words))
+
+    @property
+    def n_distinct(self):
+        return int(self.keys.shape[0])
+
+    def __len__(self):
+        return self.n_distinct
+
+    def __repr__(self):
+        return (
+            f"FunctionCounts({self.n_distinct} distinct functions, n_samples={self.n_samples}, "
+            f"n_accepted={self.n_accepted}, arch={self.meta.get('arch', {}).get('widths')})"
+        )
+
+    def __eq__(self, other):
+        if not isinstance(other, FunctionCounts):
+            return NotImplemented
+        return (
+            self.n_samples == other.n_samples
+            and self.n_accepted == other.n_accepted
+            and np.array_equal(self.keys, other.keys)
+            and np.array_equal(self.counts, other.counts)
+            and np.array_equal(self.first_index, other.first_index)
+            and {k: self.meta.get(k) for k in self._COMPAT + ("seed", "ranges")}
+            == {k: other.meta.get(k) for k in self._COMPAT + ("seed", "ranges")}
+        )
+
+    def _find(self, key):
+        key = as_key(key, self.n_key_bits)
+        if self.n_distinct == 0:
+            return None
+        hit = np.flatnonzero(np.all(self.keys == key[None, :], axis=1))
+        return int(hit[0]) if hit.size else None
+
+    def count(self, key):
+        """How many accepted samples produced ``key`` (hex string, 0/1 string, int or words)."""
+        i = self._find(key)
+        return 0 if i is None else int(self.counts[i])
+
+    def probability(self, key, confidence=None):
+        """Estimated probability of ``key`` among accepted samples.
+
+        With ``confidence`` (e.g. 0.95) returns ``(p, lower, upper)`` (Wilson interval).
+        """
+        k = self.count(key)
+        n = self.n_accepted
+        p = k / n if n else float("nan")
+        if confidence is None:
+            return p
+        lo, hi = wilson_interval(k, n, confidence)
+        return p, float(lo), float(hi)
+
+    def hex(self, i):
+        """Hex string of the ``i``-th stored key."""
+        return key_to_hex(self.keys[i], self.n_key_bits)
+
+    def ones(self):
+        """Number of ones (T) of each key."""
+        return _popcount_rows(self.keys)
+
+    def top(self, k=10, confidence=0.95):
+        """The ``k`` most frequent functions, as a list of dicts.
+
+        Each dict has ``key`` (hex), ``count``, ``probability``, ``lower``, ``upper``
+        (Wilson interval at ``confidence``), ``ones`` and ``first_index``.  Ties are
+        broken by key order, so the result is deterministic.
+        """
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        order = np.lexsort((np.arange(self.n_distinct), -self.counts))[:k]
+        lo, hi = wilson_interval(self.counts[order], self.n_accepted, confidence)
+        ones = _popcount_rows(self.keys[order])
+        return [
+            {
+                "key": self.hex(int(i)),
+                "count": int(self.counts[i]),
+                "probability": float(self.counts[i]) / self.n_accepted if self.n_accepted else float("nan"),
+                "lower": float(lo[j]),
+                "upper": float(hi[j]),
+                "ones": int(ones[j]),
+                "first_index": int(self.first_index[i]),
+            }
+            for j, i in enumerate(order)
+        ]
+
+    # --- merging ---------------------------------------------------------------------
+    def compatible_with(self, other):
+        """Return None if the two results can be merged, else the reason (a string)."""
+        for k in self._COMPAT:
+            if self.meta.get(k) != other.meta.get(k):
+                return f"incompatible {k}: {self.meta.get(k)!r} != {other.meta.get(k)!r}"
+        if self.n_words != other.n_words:
+            return "keys of different lengths"
+        if self.meta.get("seed") == other.meta.get("seed"):
+            ov = first_overlap(self.meta.get("ranges", []), other.meta.get("ranges", []))
+            if ov is not None:
+                return (
+                    f"index ranges overlap on [{ov[0]}, {ov[1]}) for seed {self.meta.get('seed')}: "
+                    "merging would double count"
+                )
+        return None
+
+    def merge(self, other):
+        """Exact union of two results of the same job (returns a new object).
+
+        Raises
+        ------
+        ValueError
+            If architectures, inputs or train sets differ, or if both come from
+            the same seed with overlapping index ranges (that would double count).
+        """
+        why = self.compatible_with(other)
+        if why is not None:
+            raise ValueError(f"cannot merge counts: {why}")
+        m = merge_sorted_counts(
+            [(self.keys, self.counts, self.first_index), (other.keys, other.counts, other.first_index)]
+        )
+        if m is None:
+            m = (self.keys[:0], self.counts[:0], self.first_index[:0])
+        meta = dict(self.meta)
+        if self.meta.get("seed") == other.meta.get("seed"):
+            meta["ranges"] = merge_ranges(list(self.meta.get("ranges", [])) + list(other.meta.get("ranges", [])))
+        else:
+            # first_index is only meaningful within one seed: keep per-seed ranges
+            meta["seed"] = None
+            meta["ranges_by_seed"] = merge_seed_ranges(self.meta, other.meta)
+            meta["ranges"] = []
+        return FunctionCounts(*m, self.n_samples + other.n_samples, self.n_accepted + other.n_accepted, meta)
+
+    def _add_batch(self, batch, start, stop):
+        """Merge a backend's CountBatch for ``[start, stop)`` in place (internal)."""
+        m = merge_sorted_counts(
+            [(self.keys, self.counts, self.first_index), (batch.keys, batch.counts, batch.first_index)]
+        )
+        if m is not None:
+            self.keys, self.counts, self.first_index = m
+        self.n_samples += int(batch.n_samples)
+        self.n_accepted += int(batch.n_accepted)
+        self.meta["ranges"] = merge_ranges(list(self.meta.get("ranges", [])) + [[start, stop]])
+
+    # --- file format -----------------------------------------------------------------
+    def _payload(self):
+        header = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "n_samples": self.n_samples,
+            "n_accepted": self.n_accepted,
+            "meta": self.meta,
+        }
+        return json.dumps(header, sort_keys=True)
+
+    def _digest(self, header_json):
+        arrays = [np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")) for a in
+                  (self.keys, self.counts, self.first_index)]
+        return digest_stream(header_json, [(a.shape, a) for a in arrays])
+
+    def to_bytes(self):
+        """Serialise to the self-describing ``.npz`` counts format (with a sha256 checksum)."""
+        header = self._payload()
+        return npz_bytes(
+            {
+                "header": np.array(header),
+                "sha256": np.array(self._digest(header)),
+                "keys": self.keys.astype("<u8"),
+                "counts": self.counts.astype("<i8"),
+                "first_index": self.first_index.astype("<u8"),
+            }
+        )
+
+    def save(self, path):
+        """Write to ``path`` atomically (temp file + rename); the checksum is verified on :meth:`load`."""
+        atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data, source="<bytes>"):
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                header = str(z["header"])
+                digest = str(z["sha256"])
+                keys = z["keys"].astype(np.uint64)
+                counts = z["counts"].astype(np.int64)
+                first = z["first_index"].astype(np.uint64)
+        except CountsFileError:
+            raise
+        except Exception as e:  # zip/npz damage of any kind
+            raise CountsFileError(f"{source}: not a readable fastpoly counts file ({e})") from None
+        try:
+            h = json.loads(header)
+        except ValueError:
+            raise CountsFileError(f"{source}: corrupted header") from None
+        if h.get("format") != FORMAT:
+            raise CountsFileError(f"{source}: not a fastpoly counts file")
+        if h.get("version") != FORMAT_VERSION:
+            raise CountsFileError(f"{source}: unsupported counts format version {h.get('version')}")
+        obj = cls(keys, counts, first, h["n_samples"], h["n_accepted"], h["meta"])
+        if obj._digest(header) != digest:
+            raise CountsFileError(f"{source}: checksum mismatch (file truncated or modified)")
+        return obj
+
+    @classmethod
+    def load(cls, path, mmap=False):
+        """Read a counts file written by :meth:`save`, verifying its checksum.
+
+        Parameters
+        ----------
+        path : path
+        mmap : bool
+            Memory-map the arrays instead of reading them (for results larger
+            than RAM, e.g. written by ``sample(..., out=PATH)``); the checksum is
+            still verified, streaming over the file.
+
+        Raises
+        ------
+        CountsFileError
+            If the file is truncated, modified or not a fastpoly counts file.
+        """
+        if mmap:
+            return _load_mmap(cls, os.fspath(path))
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return cls.from_bytes(data, source=os.fspath(path))
+
+    # --- research API (see fastpoly.analysis.conditioning, fastpoly.analysis.complexity) ----------------
+    @property
+    def conditioned(self):
+        """True if the keys cover only the test rows (a posterior run)."""
+        return bool(self.meta.get("train_rows"))
+
+    def key_rows(self):
+        """Rows of X that the key's bits stand for (ascending)."""
+        kr = self.meta.get("key_rows")
+        if kr is None:
+            return np.arange(int(self.meta.get("n_rows", self.n_key_bits)), dtype=np.int64)
+        return np.asarray(kr, dtype=np.int64)
+
+    def full_keys(self):
+        """Keys over all rows of X: for conditioned runs the train rows carry the train labels.
+
+        Returns
+        -------
+        uint64 array (K, ceil(n_rows / 64))
+        """
+        if not self.conditioned:
+            return self.keys
+        n_rows = int(self.meta["n_rows"])
+        full = np.zeros((self.n_distinct, n_rows), bool)
+        full[:, self.key_rows()] = unpack_bits(self.keys, self.n_key_bits).astype(bool)
+        full[:, np.asarray(self.meta["train_rows"], np.int64)] = np.asarray(self.meta["train_labels"], bool)
+        return pack_bits(full)
+
+    @property
+    def n_rows(self):
+        return int(self.meta.get("n_rows", self.n_key_bits))
+
+    def is_boolean(self):
+        """True if X was all ``2**n_inputs`` Boolean inputs in the standard order ({0,1} or {-1,1})."""
+        n_in = self.meta.get("arch", {}).get("widths", [0])[0]
+        if not n_in or self.n_rows != 2**n_in:
+            return False
+        d = self.meta.get("inputs_digest")
+        return d in (inputs_digest(boolean_inputs(n_in)), inputs_digest(boolean_inputs(n_in, centered=True)))
+
+    def complexity(self, order="rows"):
+        """Complexity of every stored function (over all rows of X; see :mod:`fastpoly.analysis.complexity`).
+
+        Returns
+        -------
+        dict of arrays (K,)
+            ``klz``, ``entropy``, ``ones`` (T) and, for Boolean inputs, ``csr``.
+            Cached per ``order``.
+        """
+        cache = self.__dict__.setdefault("_cx_cache", {})
+        if order not in cache:
+            cache[order] = complexity.complexity_table(self.full_keys(), self.n_rows, boolean=self.is_boolean(), order=order)
+        return cache[order]
+
+    def probabilities(self, confidence=0.95, method="wilson"):
+        """``(p, lower, upper)`` arrays of every stored function (Wilson or Clopper--Pearson)."""
+        n = self.n_accepted
+        p = self.counts / n if n else np.full(self.n_distinct, np.nan)
+        lo, hi = interval(self.counts, n, confidence, method)
+        return p, lo, hi
+
+    def condition(self, train_idx, labels=None, target=None):
+        """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`)."""
+        return conditioning.condition(self, train_idx, labels=labels, target=target)
+
+    def posterior(self, target=None, confidence=0.95, method="wilson"):
+        """Posterior summary: P(S), P_B(f|S) with intervals, generalisation errors.
+
+        See :func:`fastpoly.analysis.conditioning.posterior_summary`.
+        """
+        return conditioning.posterior_summary(self, target=target, confidence=confidence, method=method)
+
+    def generalization_error(self, target=None):
+        """Error of every stored function on the held-out (key) rows against ``target``."""
+        return conditioning.generalization_error(self, target)
+
+    def to_frame(self, confidence=0.95, method="wilson", order="rows"):
+        """A pandas DataFrame, one row per function, most frequent first.
+
+        Columns: ``key`` (hex, bit i = row i, over the key rows), ``count``,
+        ``probability``, ``lower``, ``upper`` (interval at ``confidence``),
+        ``klz``, ``entropy``, ``ones`` (T), ``csr`` (Boolean inputs only),
+        ``first_index`` and, when a target is known, ``error``.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "FunctionCounts.to_frame needs pandas, which is not installed: pip install pandas"
+            ) from None
+        order_idx = np.lexsort((np.arange(self.n_distinct), -self.counts))
+        p, lo, hi = self.probabilities(confidence, method)
+        cx = self.complexity(order)
+        cols = {
+            "key": [key_to_hex(self.keys[i], self.n_key_bits) for i in order_idx],
+            "count": self.counts[order_idx],
+            "probability": p[order_idx],
+            "lower": lo[order_idx],
+            "upper": hi[order_idx],
+        }
+        for name in ("klz", "entropy", "ones", "csr"):
+            if name in cx:
+                cols[name] = cx[name][order_idx]
+        cols["first_index"] = self.first_index[order_idx]
+        if self.meta.get("target") is not None:
+            cols["error"] = self.generalization_error()[order_idx]
+        return pd.DataFrame(cols)
+
+    def key_strings(self, convention="rows"):
+        """The stored keys as 0/1 strings over all rows (see :mod:`fastpoly.counts.anchors`).
+
+        ``convention``: ``rows`` (character i = row i), ``cpp`` (the C++ anchor's
+        reversed strings) or ``python`` (the Python anchors' MSB-first strings).
+        """
+        return keys_to_strings(self.full_keys(), self.n_rows, convention)
+
+
+def _load_mmap(cls, path):
+    """Memory-map a (stored, uncompressed) counts file and verify its checksum by streaming."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = str(np.load(zf.open("header.npy"), allow_pickle=False))
+            digest = str(np.load(zf.open("sha256.npy"), allow_pickle=False))
+            arrays = {}
+            with open(path, "rb") as raw:
+                for name in ("keys", "counts", "first_index"):
+                    info = zf.getinfo(name + ".npy")
+                    if info.compress_type != zipfile.ZIP_STORED:
+                        raise CountsFileError(f"{path}: compressed member {name}; cannot memory-map")
+                    raw.seek(info.header_offset)
+                    lh = raw.read(30)
+                    if lh[:4] != b"PK\x03\x04":
+                        raise CountsFileError(f"{path}: damaged zip entry {name}")
+                    nlen, xlen = int.from_bytes(lh[26:28], "little"), int.from_bytes(lh[28:30], "little")
+                    start = info.header_offset + 30 + nlen + xlen
+                    raw.seek(start)
+                    version = np.lib.format.read_magic(raw)
+                    rd = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                        else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = rd(raw)
+                    off = raw.tell()
+                    if off - start + int(np.prod(shape)) * dtype.itemsize != info.file_size:
+                        raise CountsFileError(f"{path}: truncated member {name}")
+                    arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=off, shape=shape) \
+                        if int(np.prod(shape)) else np.zeros(shape, dtype)
+    except CountsFileError:
+        raise
+    except Exception as e:
+        raise CountsFileError(f"{path}: not a readable fastpoly counts file ({e})") from None
+    try:
+        h = json.loads(header)
+    except ValueError:
+        raise CountsFileError(f"{path}: corrupted header") from None
+    if h.get("format") != FORMAT or h.get("version") != FORMAT_VERSION:
+        raise CountsFileError(f"{path}: not a fastpoly counts file of version {FORMAT_VERSION}")
+    got = digest_stream(header, [(a.shape, a) for a in (arrays["keys"], arrays["counts"], arrays["first_index"])])
+    if got != digest:
+        raise CountsFileError(f"{path}: checksum mismatch (file truncated or modified)")
+    obj = cls.__new__(cls)
+    obj.keys, obj.counts, obj.first_index = arrays["keys"], arrays["counts"], arrays["first_index"]
+    if obj.keys.ndim != 2 or obj.counts.shape != (obj.keys.shape[0],) or obj.first_index.shape != obj.counts.shape:
+        raise CountsFileError(f"{path}: inconsistent array shapes")
+    obj.n_samples, obj.n_accepted, obj.meta, obj.info = int(h["n_samples"]), int(h["n_accepted"]), h["meta"], {}
+    return obj
+
+
+def merge_files(paths, out, memory_budget="1GB", tmpdir=None):
+    """Merge counts files of compatible runs into ``out`` with bounded memory.
+
+    Checks compatibility like :meth:`FunctionCounts.merge` (same architecture,
+    inputs and train set; no overlapping index ranges of one seed), then streams
+    a k-way merge of the memory-mapped inputs.
+
+    Returns
+    -------
+    FunctionCounts
+        The merged result, memory-mapped from ``out``.
+    """
+    if len(paths) < 1:
+        raise ValueError("merge_files needs at least one counts file")
+    parts = [FunctionCounts.load(p, mmap=True) for p in paths]
+    acc = parts[0]
+    meta_only = FunctionCounts.empty(acc.n_words, acc.meta)
+    meta_only.n_samples, meta_only.n_accepted = acc.n_samples, acc.n_accepted
+    for p in parts[1:]:
+        other = FunctionCounts.empty(p.n_words, p.meta)
+        other.n_samples, other.n_accepted = p.n_samples, p.n_accepted
+        meta_only = meta_only.merge(other)  # checks compatibility and merges metadata only
+    budget = parse_memory(memory_budget)
+    srcs = [(np.asarray(p.keys), np.asarray(p.counts), np.asarray(p.first_index)) for p in parts]
+    chunks = merge_runs(srcs, budget, acc.n_words, tmpdir=tmpdir or os.path.dirname(os.path.abspath(out)))
+    write_counts_file(out, meta_only._payload(), chunks, acc.n_words)
+    return FunctionCounts.load(out, mmap=True)
+
+
+def _popcount_rows(keys):
+    keys = np.ascontiguousarray(keys, dtype="<u8")
+    if keys.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    by = keys.view(np.uint8).reshape(keys.shape[0], -1)
+    return np.unpackbits(by, axis=1).sum(axis=1).astype(np.int64)

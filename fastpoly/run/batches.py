@@ -1,0 +1,57 @@
+"""The one batch loop: an index range cut into backend calls, in order (used by every run path)."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from fastpoly.backends.base import Backend, CountBatch
+from fastpoly.backends.counting import merge_sorted_counts
+from fastpoly.plan import SamplerPlan
+
+__all__ = ["complement", "local_batches", "count_ranges"]
+
+
+def complement(ranges: Sequence[Sequence[int]], start: int, stop: int) -> list[tuple[int, int]]:
+    """Sub-ranges of ``[start, stop)`` not covered by ``ranges`` (what is left to draw)."""
+    todo, pos = [], start
+    for a, b in sorted((int(a), int(b)) for a, b in ranges):
+        if b <= pos or a >= stop:
+            continue
+        if a > pos:
+            todo.append((pos, min(a, stop)))
+        pos = max(pos, b)
+    if pos < stop:
+        todo.append((pos, stop))
+    return todo
+
+
+def local_batches(backend: Backend, plan: SamplerPlan, todo: Sequence[tuple[int, int]],
+                  batch_size: int) -> Iterator[tuple[int, int, CountBatch]]:
+    """Yield ``(lo, hi, CountBatch)`` for the ranges ``todo``, ``batch_size`` samples per backend call."""
+    for lo0, hi0 in todo:
+        pos = lo0
+        while pos < hi0:
+            hi = min(hi0, pos + batch_size)
+            yield pos, hi, backend.count_range(plan, pos, hi)
+            pos = hi
+
+
+def count_ranges(backend: Backend, plan: SamplerPlan, todo: Sequence[tuple[int, int]],
+                 batch_size: int) -> CountBatch:
+    """Count the ranges ``todo`` into one :class:`CountBatch` (in memory; e.g. one Dask task)."""
+    acc = None
+    pend: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ns = na = 0
+    for _, _, b in local_batches(backend, plan, todo, batch_size):
+        ns += int(b.n_samples)
+        na += int(b.n_accepted)
+        pend.append((b.keys, b.counts, b.first_index))
+        if len(pend) >= 32:
+            acc = merge_sorted_counts(([acc] if acc is not None else []) + pend)
+            pend = []
+    acc = merge_sorted_counts(([acc] if acc is not None else []) + pend)
+    if acc is None:
+        W = plan.n_words
+        acc = (np.zeros((0, W), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    return CountBatch(acc[0], acc[1], acc[2], ns, na)

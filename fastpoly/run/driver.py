@@ -1,0 +1,247 @@
+"""The one driver: a validated :class:`~fastpoly.run.job.SampleJob` -> exact :class:`FunctionCounts`.
+
+Plain, checkpointed and Dask runs all go through :func:`run_job`:
+
+1. open (or create) the checkpoint and restore its progress;
+2. choose the batch source -- the local batch loop or Dask tasks -- for the ranges still to draw;
+3. add every counted batch to a :class:`~fastpoly.counts.spill.CountAccumulator` (spilling sorted
+   runs past the memory budget), saving checkpoints on time/sample triggers and on Ctrl-C;
+4. assemble the result (streamed to ``out`` when runs were spilled).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fastpoly import __version__
+from fastpoly.activations import EXACT_SAMPLER_ACTIVATIONS
+from fastpoly.backends import get_backend
+from fastpoly.backends.base import Backend, CountBatch
+from fastpoly.backends.reference import sample_keys_reference
+from fastpoly.counts.fileformat import write_counts_file
+from fastpoly.counts.spill import CountAccumulator
+from fastpoly.counts.store import FunctionCounts
+from fastpoly.plan import SamplerPlan
+from fastpoly.run import distributed
+from fastpoly.run.batches import complement, local_batches
+from fastpoly.run.checkpoint import Checkpoint, CheckpointError
+from fastpoly.run.job import SampleJob
+
+__all__ = ["run_job", "result_meta", "check_against_reference"]
+
+Batches = Iterator[tuple[int, int, CountBatch]]
+
+
+def result_meta(plan: SamplerPlan, annotations: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata of a result of ``plan`` (compatibility fields, seed, key rows, version, annotations)."""
+    meta = plan.compat_meta()
+    meta.update(
+        seed=plan.seed,
+        ranges=[],
+        n_key_bits=int(plan.key_rows.size),
+        key_rows=plan.key_rows.tolist() if plan.conditioned else None,
+        fastpoly_version=__version__,
+    )
+    if annotations:
+        clash = set(annotations) & set(meta)
+        if clash:
+            raise ValueError(f"annotations may not replace the metadata {sorted(clash)}")
+        meta.update(annotations)
+    return meta
+
+
+def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts | None]:
+    """The job's checkpoint (created or reopened), or the finished result of a completed one."""
+    pol = job.checkpoint
+    if pol is None:
+        return None, None
+    probe = Checkpoint(pol.directory)
+    if not probe.exists:
+        return Checkpoint.create(pol.directory, job.plan, job.start, job.stop, extra=pol.extra), None
+    if not pol.resume:
+        raise CheckpointError(
+            f"{pol.directory} already holds a checkpoint; pass resume=True (CLI: --resume) "
+            "to continue it, or choose another folder"
+        )
+    ck = Checkpoint.open(pol.directory)
+    ck.check_job(job.plan, job.start, job.stop)
+    if ck.complete:
+        res = ck.load_result()
+        if job.out is not None:
+            res.save(job.out)
+        res.info = {"resumed": True, "already_complete": True}
+        return ck, res
+    return ck, None
+
+
+def _batch_source(job: SampleJob, be: Backend | None, todo: list[tuple[int, int]],
+                  info: dict[str, Any]) -> tuple[Batches, Any]:
+    """``(batches, close_cluster)``: Dask tasks when the job has a client, else the local loop."""
+    if job.client is not None:
+        cl, own_cluster = distributed.get_client(job.client)
+        batches = distributed.dask_batches(cl, job.plan, todo, job.backend, job.batch_size, job.task_size)
+        info.update(backend=f"dask ({job.backend})", n_workers=len(cl.scheduler_info().get("workers", {})))
+        return batches, own_cluster
+    assert be is not None
+    bs = job.batch_size or be.default_batch_size(job.plan)
+    info.update(backend=be.name, batch_size=bs)
+    return local_batches(be, job.plan, todo, bs), None
+
+
+def _prepare(be: Backend | None, job: SampleJob, info: dict[str, Any]) -> None:
+    """Compile the backend's kernels for this plan before the clock of the run starts."""
+    if be is None:
+        return
+    t = time.perf_counter()
+    be.prepare(job.plan)
+    info["compile_s"] = time.perf_counter() - t
+
+
+def run_job(job: SampleJob) -> FunctionCounts:
+    """Run a sampling job to its exact result (see :func:`fastpoly.sample` for the semantics).
+
+    Returns
+    -------
+    FunctionCounts
+        With ``info``: backend, batch size, ``compile_s`` (kernel compilation/warm-up, first run
+        only), ``elapsed_s`` (drawing and counting, without compilation), ``resumed_from`` and
+        ``spilled_runs``.
+    """
+    ck, done = _open_checkpoint(job)
+    if done is not None:
+        return done
+    be = None if job.client is not None else get_backend(job.backend)
+    info: dict[str, Any] = {"resumed_from": 0} if ck is not None else {}
+    _prepare(be, job, info)
+    if job.check and be is not None:
+        check_against_reference(be, job.plan, job.start, job.check)
+    acc = CountAccumulator(job.plan.n_words, job.memory_budget, spill_dir=None if ck is None else ck.dir)
+    if ck is not None:
+        ck.restore(acc)
+        info["resumed_from"] = acc.n_samples
+    meta = result_meta(job.plan, job.annotations)
+    bar = _progress_bar(job.n_samples, job.progress)
+    if bar is not None and acc.n_samples:
+        bar.update(acc.n_samples)
+    t0 = time.perf_counter()
+    own_cluster = None
+    try:
+        with _InterruptFlag(enabled=ck is not None) as stopper:
+            batches, own_cluster = _batch_source(job, be, complement(acc.ranges, job.start, job.stop), info)
+            _consume(job, batches, acc, ck, stopper, bar)
+        meta["ranges"] = [list(r) for r in acc.ranges]
+        result = _finish(acc, meta, job.out)
+        if ck is not None:
+            ck.finish(result, out=job.out)
+        info["spilled_runs"] = len(acc.runs)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own_cluster is not None:
+            own_cluster()
+        if ck is None:
+            acc.cleanup()
+    info["elapsed_s"] = time.perf_counter() - t0
+    result.info = info
+    return result
+
+
+def _consume(job: SampleJob, batches: Batches, acc: CountAccumulator, ck: Checkpoint | None,
+             stopper: _InterruptFlag, bar: Any) -> None:
+    """Add every batch to ``acc``; checkpoint on the policy's triggers and on Ctrl-C."""
+    pol = job.checkpoint
+    last_t, last_n = time.monotonic(), acc.n_samples
+    try:
+        for lo, hi, b in batches:
+            acc.add(b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted, lo, hi)
+            if bar is not None:
+                bar.update(hi - lo)
+            if ck is None or pol is None:
+                continue
+            if stopper.hit:
+                ck.save(acc)
+                raise KeyboardInterrupt(
+                    f"interrupted: checkpoint saved in {ck.dir} after {acc.n_samples:,} of "
+                    f"{job.n_samples:,} samples; resume with resume=True (CLI: --resume {ck.dir})"
+                )
+            now = time.monotonic()
+            if (now - last_t >= pol.every_s) or (pol.every_n is not None and acc.n_samples - last_n >= pol.every_n):
+                ck.save(acc)
+                last_t, last_n = time.monotonic(), acc.n_samples
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _finish(acc: CountAccumulator, meta: dict[str, Any], out: str | None) -> FunctionCounts:
+    """Assemble the FunctionCounts (streamed to ``out`` when runs were spilled)."""
+    if out is not None and acc.runs:
+        tmp = FunctionCounts.empty(acc.n_words, meta)
+        tmp.n_samples, tmp.n_accepted = acc.n_samples, acc.n_accepted
+        write_counts_file(out, tmp._payload(), acc.chunks(), acc.n_words)
+        return FunctionCounts.load(out, mmap=True)
+    k, c, f = acc.result_arrays()
+    result = FunctionCounts(k, c, f, acc.n_samples, acc.n_accepted, meta)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+class _InterruptFlag:
+    """While active (main thread only), Ctrl-C sets ``hit`` instead of raising at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> _InterruptFlag:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            def handler(signum: int, frame: Any) -> None:
+                if self.hit:  # second Ctrl-C: stop at once (the last checkpoint stays valid)
+                    raise KeyboardInterrupt
+                self.hit = True
+
+            self._old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
+
+
+def _progress_bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="samples", unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
+
+
+def check_against_reference(be: Backend, plan: SamplerPlan, start: int, n: int) -> None:
+    """Recompute samples ``start .. start+n-1`` with the NumPy reference; raise ``AssertionError`` on a mismatch.
+
+    relu/sign/identity keys must be identical; smooth activations may differ only where
+    the reference margin is below 1e-4.
+    """
+    if be.name == "numpy" or n <= 0:
+        return
+    got = be.sample_keys(plan, start, start + n, margins=True)
+    ref = sample_keys_reference(plan, start, start + n, margins=True)
+    if plan.mlp.activation in EXACT_SAMPLER_ACTIVATIONS:
+        ok = np.array_equal(got.keys, ref.keys) and np.array_equal(got.accepted, ref.accepted)
+    else:
+        diff = np.any(got.keys != ref.keys, axis=1) | (got.accepted != ref.accepted)
+        ok = bool(np.all(ref.margins[diff] < 1e-4))
+    if not ok:
+        raise AssertionError(
+            f"backend {be.name!r} disagrees with the NumPy reference on samples {start}..{start + n - 1}"
+        )
