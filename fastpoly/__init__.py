@@ -6,8 +6,6 @@ is compiled until it is first used.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from fastpoly.activations import ACTIVATIONS
 from fastpoly.api import evaluate, resume, sample, sample_keys
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
@@ -15,6 +13,7 @@ from fastpoly.backends import BackendUnavailable, backends, get_backend
 from fastpoly.counts import CountsFileError, FunctionCounts
 from fastpoly.network import Layer, Network
 from fastpoly.plan import make_plan
+from fastpoly.version import __version__
 
 __all__ = [
     "__version__",

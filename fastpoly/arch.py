@@ -136,14 +136,17 @@ class MLP:
 
     @property
     def widths(self):
+        """Layer widths ``(n_inputs, *hidden, 1)``."""
         return (self.n_inputs,) + self.hidden + (1,)
 
     @property
     def spec(self):
+        """The architecture as a string, e.g. ``"7-40-40-1"``."""
         return "-".join(str(w) for w in self.widths)
 
     @property
     def n_layers(self):
+        """Number of weight layers (hidden layers + output)."""
         return len(self.widths) - 1
 
     @property
@@ -180,6 +183,7 @@ class MLP:
         return out
 
     def to_dict(self):
+        """JSON-serialisable description (inverse of :meth:`from_dict`)."""
         return {
             "widths": list(self.widths),
             "activation": self.activation,
@@ -192,6 +196,7 @@ class MLP:
 
     @classmethod
     def from_dict(cls, d):
+        """Rebuild an architecture from :meth:`to_dict` output."""
         w = d["widths"]
         return cls(
             w[0], tuple(w[1:-1]), d["activation"], d["weights"], d["sigma_w"], d["sigma_b"],

@@ -11,14 +11,14 @@ import tempfile
 __all__ = ["public_mode", "atomic_write_bytes"]
 
 
-def public_mode():
+def public_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp uses 0o600."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))

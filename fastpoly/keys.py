@@ -38,7 +38,7 @@ def key_to_hex(key, n_bits):
     v = 0
     for w in key[::-1]:
         v = (v << 64) | int(w)
-    return format(v, "0{}x".format(max(1, (n_bits + 3) // 4)))
+    return format(v, f"0{max(1, (n_bits + 3) // 4)}x")
 
 
 def hex_to_key(s, n_bits):

@@ -41,10 +41,12 @@ class Layer:
 
     @property
     def fan_in(self):
+        """Inputs of the layer."""
         return self.W.shape[1]
 
     @property
     def fan_out(self):
+        """Outputs of the layer."""
         return self.W.shape[0]
 
 
@@ -98,13 +100,16 @@ class Network(LayerChain):
 
     @property
     def widths(self):
+        """Widths ``(n_inputs, ..., n_outputs)``."""
         return (self.n_inputs,) + tuple(layer.fan_out for layer in self.layers)
 
     @property
     def n_params(self):
+        """Number of weights and biases."""
         return int(sum(layer.W.size + layer.b.size for layer in self.layers))
 
     def __call__(self, X, dtype=None):
+        """Outputs on every row of ``X`` (NumPy reference)."""
         return forward_reference(self, X, dtype)
 
     # --- serialisation -------------------------------------------------------------

@@ -112,10 +112,12 @@ class SamplerPlan:
 
     @property
     def m(self):
+        """Number of input rows."""
         return self.X.shape[0]
 
     @property
     def conditioned(self):
+        """True when a train set is given (keys cover the test rows only)."""
         return self.train_rows.size > 0
 
     def compat_meta(self):

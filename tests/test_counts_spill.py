@@ -10,6 +10,7 @@ import pytest
 import fastpoly
 from fastpoly import MLP, FunctionCounts
 from fastpoly.counts import spill
+from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.counts.spill import (
     CountAccumulator,
     SpillError,
@@ -17,7 +18,7 @@ from fastpoly.counts.spill import (
     parse_memory,
     write_run,
 )
-from fastpoly.counts.store import CountsFileError, merge_files, merge_sorted_counts
+from fastpoly.counts.store import CountsFileError, merge_files
 
 TINY = MLP(3, (4,))
 

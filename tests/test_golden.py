@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastpoly
+from fastpoly.backends import availability
 from fastpoly.keys import key_to_hex
 
 X7 = fastpoly.boolean_inputs(7)
@@ -45,15 +46,19 @@ KEYS = {
 }
 
 
+def _require(backend):
+    ok, why = availability(backend)
+    if not ok:
+        pytest.skip(f"backend {backend} unavailable: {why}")
+
+
 @pytest.mark.parametrize(
     ("name", "backend"),
     [(n, b) for n, (_, _, bs) in RUNS.items() for b in bs],
     ids=[f"{n}-backend={b}" for n, (_, _, bs) in RUNS.items() for b in bs],
 )
 def test_counts_file_bytes_are_pinned(name, backend):
-    from conftest import backend_or_skip
-
-    backend_or_skip(backend)
+    _require(backend)
     kwargs, digest, _ = RUNS[name]
     c = fastpoly.sample(backend=backend, progress=False, **kwargs)
     assert hashlib.sha256(c.to_bytes()).hexdigest() == digest
@@ -61,9 +66,7 @@ def test_counts_file_bytes_are_pinned(name, backend):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"], ids=lambda b: f"backend={b}")
 def test_keys_of_fixed_networks_are_pinned(backend):
-    from conftest import backend_or_skip
-
-    backend_or_skip(backend)
+    _require(backend)
     arch = fastpoly.MLP(7, (40, 40))
     for (seed, index), want in KEYS.items():
         k = fastpoly.sample_keys(arch, X7, seed=seed, start=index, stop=index + 1, backend=backend)

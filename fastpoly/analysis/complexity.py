@@ -128,14 +128,7 @@ def _kernel():
     if _KERNEL is not None:
         return _KERNEL or None
     try:
-        try:
-            from fastpoly.backends.numba.jit import jit, pjit, prange
-        except ImportError:  # the package jit policy is not available: plain, no fastmath
-            import numba
-
-            jit = lambda f: numba.njit(cache=True)(f)  # noqa: E731
-            pjit = lambda f: numba.njit(cache=True, parallel=True)(f)  # noqa: E731
-            prange = numba.prange
+        from fastpoly.backends.numba.jit import jit, pjit, prange  # Numba is optional here
     except ImportError:
         _KERNEL = False
         return None

@@ -1,21 +1,11 @@
 """Figures of sampling results (matplotlib, Agg backend; PNG or PDF by file suffix)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-__all__ = ["pyplot", "plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit"]
+from fastpoly.plotting import pyplot, save_figure
 
-
-def pyplot():
-    """Matplotlib's pyplot with a non-interactive backend (Agg unless one was chosen already)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit"]
 
 
 def _check_counts(counts):
@@ -56,19 +46,7 @@ def plot_rank(counts, out="rank.png"):
     ax.set_ylabel("P(f)")
     ax.set_title(f"{'-'.join(map(str, widths)) if widths else ''}  n={c.n_accepted:,}", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, plt, out)
-
-
-def _save(fig, plt, out):
-    out = os.fspath(out)
-    if not out.lower().endswith((".png", ".pdf")):
-        plt.close(fig)
-        raise ValueError(f"figure path must end in .png or .pdf, got {out!r}")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def _title(c, extra=""):
@@ -152,7 +130,7 @@ def plot_complexity(counts, out="complexity.png", order="rows"):
     ax.set_title(_title(c), fontsize=9)
     if c.n_distinct:
         ax.legend(fontsize=8)
-    return _save(fig, plt, out)
+    return save_figure(fig, out)
 
 
 def plot_ones(counts, out="ones.png"):
@@ -175,7 +153,7 @@ def plot_ones(counts, out="ones.png"):
     ax.set_xlabel("T (number of ones)")
     ax.set_ylabel("P(T)")
     ax.set_title(_title(c), fontsize=9)
-    return _save(fig, plt, out)
+    return save_figure(fig, out)
 
 
 def plot_error(counts, out="error.png", target=None):
@@ -217,4 +195,4 @@ def plot_error(counts, out="error.png", target=None):
         lo, hi = s["p_S_interval"]
         extra = f"  P(S)={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
     fig.suptitle(_title(c, extra), fontsize=9)
-    return _save(fig, plt, out)
+    return save_figure(fig, out)

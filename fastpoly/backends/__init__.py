@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import os
 import threading
+from typing import Any
 
 __all__ = ["BACKENDS", "backends", "get_backend", "resolve_backend_name", "BackendUnavailable"]
 
@@ -23,7 +24,7 @@ BACKENDS = {
 AUTO_ORDER = ("cupy", "numba", "numpy")
 VALID_NAMES = tuple(BACKENDS) + ("auto",)
 
-_instances = {}
+_instances: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
@@ -31,12 +32,12 @@ class BackendUnavailable(RuntimeError):
     """The requested backend exists but cannot run here (the message says why)."""
 
 
-def _check_name(name):
+def _check_name(name: object) -> None:
     if not isinstance(name, str) or name not in VALID_NAMES:
         raise ValueError(f"unknown backend {name!r}; valid backends: {', '.join(VALID_NAMES)}")
 
 
-def _load(name):
+def _load(name: str) -> Any:
     with _lock:
         inst = _instances.get(name)
         if inst is None:
@@ -49,7 +50,7 @@ def _load(name):
         return inst
 
 
-def availability(name):
+def availability(name: str) -> tuple[bool, str]:
     """``(available, reason)`` for backend ``name`` (``reason`` is '' when available)."""
     _check_name(name)
     if name == "auto":
@@ -60,7 +61,7 @@ def availability(name):
     return inst.availability()
 
 
-def backends():
+def backends() -> dict[str, Any]:
     """Report every backend and whether it can run here.
 
     Returns
@@ -75,7 +76,7 @@ def backends():
     >>> fastpoly.backends()["numpy"]
     {'available': True, 'reason': ''}
     """
-    out = {}
+    out: dict[str, Any] = {}
     for name in BACKENDS:
         ok, why = availability(name)
         out[name] = {"available": ok, "reason": why}
@@ -83,7 +84,7 @@ def backends():
     return out
 
 
-def resolve_backend_name(name):
+def resolve_backend_name(name: str) -> str:
     """Resolve ``"auto"`` (cupy with a GPU, else numba, else numpy); validate other names.
 
     The environment variable ``FASTPOLY_BACKEND`` overrides what ``"auto"`` picks.
@@ -102,7 +103,7 @@ def resolve_backend_name(name):
     return "numpy"
 
 
-def get_backend(name="auto"):
+def get_backend(name: Any = "auto") -> Any:
     """Return the (memoised) backend object for ``name``.
 
     Raises

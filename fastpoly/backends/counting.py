@@ -1,19 +1,18 @@
 """Exact counting primitives shared by every backend, the counts store and the run driver.
 
 * :func:`count_keys` -- a batch of per-sample keys -> unique keys, counts, smallest index;
-* :func:`merge_sorted_counts` -- merge sorted unique ``(keys, counts, first_index)`` triples.
+* :func:`merge_sorted_counts_reference` -- merge sorted unique ``(keys, counts, first_index)`` triples
+  (the compiled fast path is :func:`fastpoly.counts.merge.merge_sorted_counts`).
 
 Keys are ``(n, W)`` uint64 words compared as big integers (word ``W-1`` most significant).
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from fastpoly.keys import sort_order
 
-__all__ = ["count_keys", "merge_sorted_counts"]
+__all__ = ["count_keys", "merge_sorted_counts_reference"]
 
 
 def count_keys(keys, indices):
@@ -40,33 +39,11 @@ def count_keys(keys, indices):
     return np.ascontiguousarray(sk[starts]), counts, first
 
 
-def merge_sorted_counts(parts):
-    """Merge ``[(keys, counts, first_index), ...]`` (each sorted, unique) into one sorted, unique triple."""
-    parts = [p for p in parts if p[0].shape[0]]
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    if _numba_merge_available() and sum(p[0].shape[0] for p in parts) >= _NUMBA_MERGE_MIN:
-        from fastpoly.backends.numba.merge import merge2
+def merge_sorted_counts_reference(parts):
+    """Merge sorted unique ``(keys, counts, first_index)`` triples (reference: concatenate, sort, reduce).
 
-        while len(parts) > 1:  # pairwise, smallest first: linear work per level
-            parts.sort(key=lambda p: p[0].shape[0])
-            parts = [merge2(parts[0], parts[1])] + parts[2:]
-        return parts[0]
-    return _merge_sorted_counts_numpy(parts)
-
-
-#: below this many records the NumPy path is as fast as compiling/calling the kernel
-_NUMBA_MERGE_MIN = 1 << 15
-
-
-def _numba_merge_available():
-    return importlib.util.find_spec("numba") is not None
-
-
-def _merge_sorted_counts_numpy(parts):
-    """Reference implementation of :func:`merge_sorted_counts` (concatenate, sort, reduce)."""
+    Empty parts are allowed; at least one part must be given.
+    """
     keys = np.concatenate([p[0] for p in parts])
     counts = np.concatenate([p[1] for p in parts])
     first = np.concatenate([p[2] for p in parts])

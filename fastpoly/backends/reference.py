@@ -81,25 +81,31 @@ class NumpyBackend(Backend):
     name = "numpy"
 
     def availability(self):
+        """Always available."""
         return True, ""
 
     def sample_keys(self, plan, start, stop, margins=False):
+        """Keys of samples ``start..stop-1`` (:func:`sample_keys_reference`)."""
         return sample_keys_reference(plan, start, stop, margins)
 
     def count_range(self, plan, start, stop):
+        """Counts of samples ``start..stop-1`` (:func:`count_range_reference`)."""
         return count_range_reference(plan, start, stop)
 
     def prepare(self, plan):
         """Nothing to compile."""
 
     def evaluate(self, net, X, dtype):
+        """Outputs of ``net`` on ``X`` with the reference forward pass."""
         if hasattr(net, "evaluate_reference"):
             return net.evaluate_reference(X, dtype)
         return forward_reference(net, X, dtype)
 
     def default_batch_size(self, plan):
+        """Samples per batch: bounded by about 256 MB of float64 temporaries."""
         per = plan.m * max(plan.mlp.widths[1:]) * 8 * 6  # bytes of float64 temporaries per sample
         return int(max(16, min(1024, (256 << 20) // max(per, 1))))
 
     def describe(self):
+        """One line for the CLI."""
         return "numpy (reference, single thread)"

@@ -1,5 +1,7 @@
-"""``fastpoly analyze`` (summary table of a counts file) and the research helpers
-``fastpoly condition``, ``fastpoly merge`` and ``fastpoly anchors``."""
+"""``fastpoly analyze`` and the research helpers.
+
+``fastpoly analyze`` prints the summary table of a counts file; ``fastpoly condition``, ``fastpoly merge`` and ``fastpoly anchors``.
+"""
 from __future__ import annotations
 
 import os

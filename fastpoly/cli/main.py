@@ -10,9 +10,9 @@ import argparse
 import importlib
 import sys
 
-from fastpoly import __version__
 from fastpoly.backends import backends
 from fastpoly.counts import FunctionCounts
+from fastpoly.version import __version__
 
 __all__ = ["main", "build_parser"]
 

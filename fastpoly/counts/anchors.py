@@ -22,7 +22,6 @@ import os
 
 import numpy as np
 
-from fastpoly import __version__
 from fastpoly.arch import boolean_inputs
 from fastpoly.atomic import atomic_write_bytes
 from fastpoly.counts.store import FunctionCounts
@@ -34,6 +33,7 @@ from fastpoly.keys import (
     strings_to_keys,
 )
 from fastpoly.plan import as_mlp, make_plan
+from fastpoly.version import __version__
 
 __all__ = ["CONVENTIONS", "keys_to_strings", "strings_to_keys", "convert_string",
            "read_count_strings", "write_count_strings", "counts_from_anchor_file"]
@@ -52,7 +52,7 @@ def read_count_strings(path, convention="cpp"):
     n_bits : int
     """
     strings, cnts = [], []
-    with open(path, "r", encoding="ascii", errors="replace") as fh:
+    with open(path, encoding="ascii", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -71,7 +71,7 @@ def read_count_strings(path, convention="cpp"):
     if not strings:
         raise ValueError(f"{path}: no count lines")
     n = len(strings[0])
-    for i, s in enumerate(strings):
+    for s in strings:
         if len(s) != n:
             raise ValueError(f"{path}: line with a string of {len(s)} characters, expected {n}")
     keys = strings_to_keys(strings, convention)

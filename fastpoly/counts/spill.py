@@ -23,7 +23,7 @@ import tempfile
 
 import numpy as np
 
-from fastpoly.backends.counting import merge_sorted_counts
+from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.counts.ranges import merge_ranges
 
 __all__ = [
@@ -194,6 +194,7 @@ class RunReader:
 
     @property
     def remaining(self):
+        """Records not yet read."""
         return self.n - self.pos
 
     def read(self):
@@ -425,6 +426,7 @@ class CountAccumulator:
     # -- state ------------------------------------------------------------------------
     @property
     def mem_records(self):
+        """Distinct keys held in memory (pending batches included)."""
         return self.mem[0].shape[0] + self.pending_n
 
     def _dir(self):
@@ -435,6 +437,7 @@ class CountAccumulator:
         return self.spill_dir
 
     def run_path(self, name):
+        """Path of the run file ``name`` in the spill folder."""
         return os.path.join(self.spill_dir, name)
 
     def add(self, keys, counts, first, n_samples, n_accepted, lo, hi):

@@ -1,5 +1,8 @@
-"""Exact function counts: :class:`FunctionCounts` and its merge (the file format is in
-:mod:`fastpoly.counts.fileformat`, bounded-memory merging in :mod:`fastpoly.counts.spill`)."""
+"""Exact function counts: :class:`FunctionCounts` and its merge.
+
+The file format is in :mod:`fastpoly.counts.fileformat`, bounded-memory merging in
+:mod:`fastpoly.counts.spill`.
+"""
 from __future__ import annotations
 
 import io
@@ -13,7 +16,6 @@ from fastpoly.analysis import complexity, conditioning
 from fastpoly.analysis.stats import interval, wilson_interval
 from fastpoly.arch import boolean_inputs
 from fastpoly.atomic import atomic_write_bytes
-from fastpoly.backends.counting import merge_sorted_counts
 from fastpoly.counts.fileformat import (
     FORMAT,
     FORMAT_VERSION,
@@ -22,6 +24,7 @@ from fastpoly.counts.fileformat import (
     npz_bytes,
     write_counts_file,
 )
+from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.counts.ranges import first_overlap, merge_ranges, merge_seed_ranges
 from fastpoly.counts.spill import merge_runs, parse_memory
 from fastpoly.keys import (
@@ -79,14 +82,17 @@ class FunctionCounts:
     # --- basic queries ---------------------------------------------------------------
     @property
     def n_words(self):
+        """uint64 words per key."""
         return self.keys.shape[1]
 
     @property
     def n_key_bits(self):
+        """Rows the key covers (all rows, or the test rows of a conditioned run)."""
         return int(self.meta.get("n_key_bits", 64 * self.n_words))
 
     @property
     def n_distinct(self):
+        """Number of distinct functions stored."""
         return int(self.keys.shape[0])
 
     def __len__(self):
@@ -259,6 +265,7 @@ class FunctionCounts:
 
     @classmethod
     def from_bytes(cls, data, source="<bytes>"):
+        """Parse the bytes of :meth:`to_bytes`, verifying the checksum (raises :class:`CountsFileError`)."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 header = str(z["header"])
@@ -336,6 +343,7 @@ class FunctionCounts:
 
     @property
     def n_rows(self):
+        """Rows of X (train rows included)."""
         return int(self.meta.get("n_rows", self.n_key_bits))
 
     def is_boolean(self):

@@ -70,6 +70,7 @@ class PolyNetwork(Network):
         return evaluate_structured_reference(self.structured, X, dt.type)
 
     def __call__(self, X, dtype=None):
+        """Outputs on every row of ``X`` (NumPy reference)."""
         out = self.evaluate_reference(np.asarray(X), dtype)
         return out[:, 0] if out.shape[1] == 1 else out
 

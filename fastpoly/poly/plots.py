@@ -5,21 +5,12 @@ Matplotlib (Agg backend) is imported inside the functions; the output format
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from fastpoly.analysis.figures import pyplot
+from fastpoly.plotting import check_figure_path, pyplot, save_figure
 from fastpoly.poly.gates import multiply, neuron_counts
 
 __all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve"]
-
-
-def _check_path(path):
-    ext = os.path.splitext(str(path))[1].lower()
-    if ext not in (".png", ".pdf"):
-        raise ValueError(f"output path must end in .png or .pdf, got {path!r}")
-    return str(path)
 
 
 def gate_error_curve(lams, dtype, activation="softplus", n_points=4000, seed=0):
@@ -47,7 +38,7 @@ def plot_gate_error(path="gate_error.png"):
     str
         The path written.
     """
-    path = _check_path(path)
+    path = check_figure_path(path)
 
     plt = pyplot()
     lams = np.logspace(-6, 0, 49)
@@ -70,10 +61,7 @@ def plot_gate_error(path="gate_error.png"):
     ax.set_ylabel("max |m(u,v) - uv| on [-1,1]^2")
     ax.set_title("softplus multiplication gate (b = 0)")
     ax.legend(fontsize=7, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
@@ -84,7 +72,7 @@ def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
     str
         The path written.
     """
-    path = _check_path(path)
+    path = check_figure_path(path)
 
     plt = pyplot()
     ns = np.arange(2, 21)
@@ -102,7 +90,4 @@ def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
     ax.set_ylabel("hidden neurons")
     ax.set_title("product of n inputs: shallow vs deep (softplus)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -339,6 +339,7 @@ class Polynomial:
 
     @property
     def n_terms(self):
+        """Number of monomials with a nonzero coefficient."""
         return len(self.terms)
 
     @property

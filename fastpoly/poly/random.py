@@ -14,7 +14,7 @@ BENCH_SPEC = {"n_vars": 16, "degree": 4, "n_terms": 50}
 
 
 def random_polynomial(n_vars, degree, n_terms, seed=0, max_var_degree=None):
-    """A random polynomial with ``n_terms`` distinct monomials of total degree 1..``degree``.
+    r"""A random polynomial with ``n_terms`` distinct monomials of total degree 1..``degree``.
 
     Coefficients are dyadic rationals ``k/8`` with ``k`` uniform in ``[-16, 16] \\ {0}``
     (exact in float32).  Deterministic for a given ``seed`` (NumPy PCG64).

@@ -55,6 +55,7 @@ class PolyReport:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self):
+        """The report as a JSON-serialisable dict."""
         return asdict(self)
 
     def __str__(self):

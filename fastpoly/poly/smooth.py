@@ -17,7 +17,7 @@ For every activation usable in a gate this module provides
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def _mp():
 
 
 # --------------------------------------------------------------------------- integer polynomials
-@lru_cache(maxsize=None)
+@cache
 def _logistic_poly(k):
     """Integer coefficients (low->high) of P_k with sigmoid^(k)(z) = P_k(sigmoid(z))."""
     p = (0, 1)  # s
@@ -48,7 +48,7 @@ def _logistic_poly(k):
     return p
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tanh_poly(k):
     """Integer coefficients of T_k with tanh^(k)(z) = T_k(tanh(z))."""
     p = (0, 1)
@@ -62,7 +62,7 @@ def _tanh_poly(k):
     return p
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hermite_poly(n):
     """Probabilists' Hermite He_n (integer coefficients, low->high)."""
     a, b = (1,), (0, 1)

@@ -200,10 +200,12 @@ class SparseLayer:
 
     @property
     def fan_out(self):
+        """Outputs of the layer."""
         return self.bias.shape[0]
 
     @property
     def nnz(self):
+        """Number of stored (nonzero) weights."""
         return int(self.data.size)
 
     @classmethod

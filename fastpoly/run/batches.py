@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from fastpoly.backends.base import Backend, CountBatch
-from fastpoly.backends.counting import merge_sorted_counts
+from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.plan import SamplerPlan
 
 __all__ = ["complement", "local_batches", "count_ranges"]

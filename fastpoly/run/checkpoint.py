@@ -74,10 +74,12 @@ class Checkpoint:
 
     # -- paths --------------------------------------------------------------------------
     def path(self, name):
+        """Path of file ``name`` in the checkpoint folder."""
         return os.path.join(self.dir, name)
 
     @property
     def exists(self):
+        """True if the folder holds a checkpoint (``job.json``)."""
         return os.path.exists(self.path("job.json"))
 
     # -- creation / opening ---------------------------------------------------------------
@@ -138,6 +140,7 @@ class Checkpoint:
     # -- state ----------------------------------------------------------------------------
     @property
     def complete(self):
+        """True once the run finished and its result was saved."""
         return bool(self.state and self.state.get("complete"))
 
     def restore(self, acc):

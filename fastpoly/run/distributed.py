@@ -52,7 +52,7 @@ from fastpoly.run.batches import count_ranges
 
 __all__ = ["get_client", "dask_batches", "count_task", "split_ranges"]
 
-_PLAN_CACHE = {}
+_PLAN_CACHE: dict = {}
 #: most samples in one task by default (bounds the memory of one task's result)
 MAX_TASK = 10**7
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly import __version__
 from fastpoly.activations import EXACT_SAMPLER_ACTIVATIONS
 from fastpoly.backends import get_backend
 from fastpoly.backends.base import Backend, CountBatch
@@ -31,6 +30,7 @@ from fastpoly.run import distributed
 from fastpoly.run.batches import complement, local_batches
 from fastpoly.run.checkpoint import Checkpoint, CheckpointError
 from fastpoly.run.job import SampleJob
+from fastpoly.version import __version__
 
 __all__ = ["run_job", "result_meta", "check_against_reference"]
 
@@ -211,11 +211,10 @@ class _InterruptFlag:
             self._old = signal.signal(signal.SIGINT, handler)
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
-        return False
 
 
 def _progress_bar(total: int, progress: bool) -> Any:

@@ -33,8 +33,8 @@ import numpy as np
 
 from fastpoly.activations import SAMPLER_CODES
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
+from fastpoly.backends.counting import merge_sorted_counts_reference as merge_sorted_counts
 from fastpoly.backends.cuda import source as src
-from fastpoly.counts.store import merge_sorted_counts
 from fastpoly.network import Network, forward_reference
 from fastpoly.poly.structured import StructuredNetwork
 
@@ -105,6 +105,7 @@ class CupyBackend(Backend):
 
     # --- availability and set-up --------------------------------------------------------
     def availability(self):
+        """``(True, "")`` or ``(False, reason)``."""
         if importlib.util.find_spec("cupy") is None:
             return False, "cupy is not installed"
         try:
@@ -169,6 +170,7 @@ class CupyBackend(Backend):
         return mod
 
     def describe(self):
+        """One line for the CLI (device, threads)."""
         ok, why = self.availability()
         if not ok:
             return f"cupy (unavailable: {why})"
@@ -177,6 +179,7 @@ class CupyBackend(Backend):
         return f"cupy on {p['name']} (compute capability {p['cc']}, {p['sm_count']} SMs)"
 
     def default_batch_size(self, plan):
+        """Samples per batch when the user gives none."""
         flops = 2 * plan.m * sum(a * b for a, b in zip(plan.mlp.widths[:-1], plan.mlp.widths[1:]))
         return int(min(1 << 25, max(1 << 14, 2e13 / max(flops, 1))))
 
@@ -307,6 +310,7 @@ class CupyBackend(Backend):
 
     # --- the Backend API ---------------------------------------------------------------------
     def sample_keys(self, plan, start, stop, margins=False):
+        """Keys (and acceptance, optional margins) of samples ``start..stop-1`` in index order."""
         start, stop = check_range(start, stop)
         W = plan.n_words
         if stop == start:
@@ -332,6 +336,7 @@ class CupyBackend(Backend):
         return SampleBatch(keys, acc, marg)
 
     def count_range(self, plan, start, stop):
+        """Draw, reject and count samples ``start..stop-1``; returns a :class:`CountBatch`."""
         start, stop = check_range(start, stop)
         W = plan.n_words
         nkey = int(plan.key_rows.size)
@@ -398,6 +403,7 @@ class CupyBackend(Backend):
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, net, X, dtype):
+        """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         dtype = np.dtype(dtype).type
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")

@@ -32,7 +32,7 @@ MODE_COUNT = 1
 _SUFFIXES = (".cu", ".cuh")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_dir():
     """The folder holding ``sampler.cu``, ``poly.cu`` and their headers.
 
@@ -89,6 +89,7 @@ def fixed_kernel_name(n0, h1, h2, rows_per_lane, act_code, mode):
 
 
 def generic_kernel_name(mode):
+    """Name expression of the generic sampler kernel for ``mode`` (keys or counts)."""
     return f"fastpoly_sample_generic<{mode}>"
 
 

@@ -85,6 +85,7 @@ class NumbaBackend(Backend):
 
     # --- sampling ---------------------------------------------------------------------------
     def sample_keys(self, plan, start, stop, margins=False):
+        """Keys (and acceptance, optional margins) of samples ``start..stop-1`` in index order."""
         start, stop = check_range(start, stop)
         pp = self._prepare(plan)
         keys, acc, marg = pp.run(start, stop - start, self.num_threads, early_exit=False,
@@ -104,12 +105,14 @@ class NumbaBackend(Backend):
         return CountBatch(k, c, f, n, n_acc)
 
     def default_batch_size(self, plan):
+        """Samples per batch when the user gives none."""
         w = plan.mlp.widths
         flop = 2 * plan.m * sum(a * b for a, b in zip(w[:-1], w[1:])) + 60 * plan.mlp.n_params
         return int(min(1 << 20, max(4096, _BATCH_FLOP // max(flop, 1))))
 
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self, net, X, dtype):
+        """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         self._setup()
         dt = np.dtype(dtype)
         snet = getattr(net, "structured", None)
@@ -127,6 +130,7 @@ class NumbaBackend(Backend):
         return out
 
     def describe(self):
+        """One line for the CLI (device, threads)."""
         import numba
 
         try:

@@ -33,6 +33,7 @@ Algorithms
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba.core import types
@@ -196,7 +197,7 @@ def tanh32(z):
 
 # --- type-dispatching entry points (float32: this module, float64: libm) ----------------------
 
-_OV_OPTS = {k: v for k, v in JIT_OPTIONS.items() if k != "cache"}
+_OV_OPTS: Any = {k: v for k, v in JIT_OPTIONS.items() if k != "cache"}
 
 
 def vexp(x):
