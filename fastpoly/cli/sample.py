@@ -172,6 +172,8 @@ def run_sample(args):
         if client is not None and isinstance(args.dask, str) and args.dask.startswith(("tcp://", "tls://")):
             client.close()
     dt = time.perf_counter() - t0
+    compile_s = float(counts.info.get("compile_s", 0.0) or 0.0)
+    run_s = float(counts.info.get("elapsed_s", dt))
     print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={mlp.sigma_w}, "
           f"sigma_b={mlp.sigma_b}, bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
     if be is not None:
@@ -184,7 +186,9 @@ def run_sample(args):
         print(f"spilled        {counts.info['spilled_runs']} sorted runs merged")
     print(f"samples        {counts.n_samples:,} (seed {args.seed}, indices {args.start}..{args.start + n - 1})")
     done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
-    print(f"samples/s      {done_now / dt:,.0f}  ({dt:.2f} s)")
+    if compile_s >= 0.5:
+        print(f"compiling      {compile_s:.1f} s (kernels for this architecture; first run only, then cached)")
+    print(f"samples/s      {done_now / run_s:,.0f}  ({run_s:.2f} s drawing and counting; {dt:.2f} s in all)")
     if train is not None:
         lo, hi = _wilson(counts.n_accepted, counts.n_samples)
         print(f"accepted       {counts.n_accepted:,}  P(S) = {counts.n_accepted / counts.n_samples:.4g} "
