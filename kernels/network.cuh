@@ -9,22 +9,16 @@
 //
 // Parameter p of sample i is fp_mul(draw_p, scale) (fastpoly.arch.MLP.draw_params):
 // draw p is draw p % 4 of Philox block p / 4 (fp_block_draws).
-// Hidden layers use activation `act` (fastpoly.activations.SAMPLER_CODES); the
+// Hidden layers use activation `act` (a code of fastpoly.activations.TABLE); the
 // output layer has none; a pre-activation starts at the bias and accumulates
 // fp_fma(w[k], h[k], z) for k ascending.
 #ifndef FASTPOLY_NETWORK_CUH
 #define FASTPOLY_NETWORK_CUH
 
 #include "fp_math.cuh"
+#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
 
 #define FP_MAX_LAYERS 16
-
-// fastpoly.activations.SAMPLER_CODES
-#define FP_ACT_RELU 0
-#define FP_ACT_TANH 1
-#define FP_ACT_ERF 2
-#define FP_ACT_SIGN 3
-#define FP_ACT_IDENTITY 4
 
 struct fp_net_desc {
     int n_layers;

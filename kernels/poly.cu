@@ -12,18 +12,7 @@
 // name expressions such as fastpoly_csr_layer<float, 0>.
 #include "fp_math.cuh"
 
-// activation codes (the Python side maps names to these; see _backend_cupy.POLY_ACT_CODES)
-#define FP_PACT_IDENTITY 0
-#define FP_PACT_RELU 1
-#define FP_PACT_SQUARE 2
-#define FP_PACT_SOFTPLUS 3
-#define FP_PACT_EXP 4
-#define FP_PACT_SIGMOID 5
-#define FP_PACT_TANH 6
-#define FP_PACT_SILU 7
-#define FP_PACT_GELU 8
-#define FP_PACT_SIGN 9
-#define FP_PACT_ERF 10
+#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
 
 __device__ __forceinline__ float fp_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fp_exp(double x) { return exp(x); }
@@ -54,16 +43,16 @@ __device__ __forceinline__ T fp_sigmoid(T z) {
 template <typename T>
 __device__ T fp_poly_act(int code, T z) {
     switch (code) {
-        case FP_PACT_RELU: return (z < T(0)) ? T(0) : z;
-        case FP_PACT_SQUARE: return z * z;
-        case FP_PACT_SOFTPLUS: return ((z > T(0)) ? z : T(0)) + fp_log1p(fp_exp(-fp_absx(z)));
-        case FP_PACT_EXP: return fp_exp(z);
-        case FP_PACT_SIGMOID: return fp_sigmoid(z);
-        case FP_PACT_TANH: return fp_tanh(z);
-        case FP_PACT_SILU: return z * fp_sigmoid(z);
-        case FP_PACT_GELU: return T((double)z * normcdf((double)z));  // float64, rounded once
-        case FP_PACT_SIGN: return (z > T(0)) ? T(1) : ((z < T(0)) ? T(-1) : z);
-        case FP_PACT_ERF: return fp_erfx(z);
+        case FP_ACT_RELU: return (z < T(0)) ? T(0) : z;
+        case FP_ACT_SQUARE: return z * z;
+        case FP_ACT_SOFTPLUS: return ((z > T(0)) ? z : T(0)) + fp_log1p(fp_exp(-fp_absx(z)));
+        case FP_ACT_EXP: return fp_exp(z);
+        case FP_ACT_SIGMOID: return fp_sigmoid(z);
+        case FP_ACT_TANH: return fp_tanh(z);
+        case FP_ACT_SILU: return z * fp_sigmoid(z);
+        case FP_ACT_GELU: return T((double)z * normcdf((double)z));  // float64, rounded once
+        case FP_ACT_SIGN: return (z > T(0)) ? T(1) : ((z < T(0)) ? T(-1) : z);
+        case FP_ACT_ERF: return fp_erfx(z);
         default: return z;
     }
 }
@@ -94,20 +83,20 @@ __device__ __forceinline__ double fp_c_ndtr(double t, double b) {
 template <typename T>
 __device__ T fp_poly_centered(int code, T t, T b) {
     switch (code) {
-        case FP_PACT_IDENTITY: return t;
-        case FP_PACT_SQUARE: return t * (T(2) * b + t);
-        case FP_PACT_SOFTPLUS: return fp_log1p(fp_sigmoid(b) * fp_expm1(t));
-        case FP_PACT_EXP: return fp_exp(b) * fp_expm1(t);
-        case FP_PACT_SIGMOID: return fp_sigmoid(b + t) * fp_sigmoid(-b) * (-fp_expm1(-t));
-        case FP_PACT_TANH: {
+        case FP_ACT_IDENTITY: return t;
+        case FP_ACT_SQUARE: return t * (T(2) * b + t);
+        case FP_ACT_SOFTPLUS: return fp_log1p(fp_sigmoid(b) * fp_expm1(t));
+        case FP_ACT_EXP: return fp_exp(b) * fp_expm1(t);
+        case FP_ACT_SIGMOID: return fp_sigmoid(b + t) * fp_sigmoid(-b) * (-fp_expm1(-t));
+        case FP_ACT_TANH: {
             const T tb = fp_tanh(b), tt = fp_tanh(t);
             return tt * (T(1) - tb * tb) / (T(1) + tb * tt);
         }
-        case FP_PACT_SILU: {
+        case FP_ACT_SILU: {
             const T sig_s = fp_sigmoid(b + t);
             return t * sig_s + b * (sig_s * fp_sigmoid(-b) * (-fp_expm1(-t)));
         }
-        case FP_PACT_GELU: {
+        case FP_ACT_GELU: {
             const double td = (double)t, bd = (double)b;
             return T(td * normcdf(bd + td) + bd * fp_c_ndtr(td, bd));
         }

@@ -10,18 +10,12 @@ Public API (imported lazily; SymPy and Matplotlib load only when used):
 * :func:`random_polynomial`, :func:`make_bench_polynomial`;
 * :func:`plot_gate_error`, :func:`plot_shallow_vs_deep`.
 
-Importing this package registers the dense activations the compiled networks use
-(``softplus``, ``exp``, ``silu``, ``gelu``, ``sigmoid``, ``square``) with
-:func:`fastpoly.activations.register_activation`.
+The activations the compiled networks use (``softplus``, ``exp``, ``silu``, ``gelu``,
+``sigmoid``, ``square``, ...) are entries of the one table :data:`fastpoly.activations.TABLE`.
 """
 from __future__ import annotations
 
 import importlib
-
-import numpy as np
-
-from fastpoly.activations import ACTIVATIONS, register_activation
-from fastpoly.poly.structured import ACT as _SACT
 
 _EXPORTS = {
     "Polynomial": ".polynomial",
@@ -46,21 +40,6 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def _dense_act(name):
-    f = _SACT[name]
-
-    def act(z, dtype):
-        return np.asarray(f(np.asarray(z, dtype=dtype)), dtype=dtype)
-
-    act.__name__ = name
-    return act
-
-
-for _name in ("softplus", "exp", "silu", "gelu", "sigmoid", "square"):
-    if _name not in ACTIVATIONS:
-        register_activation(_name, _dense_act(_name))
 
 
 def __getattr__(name):

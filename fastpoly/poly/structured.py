@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastpoly.activations import CODES, TABLE
 from fastpoly.network import LayerChain
 
 __all__ = [
@@ -47,41 +48,12 @@ __all__ = [
 ]
 
 
-def _softplus(z):
-    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
-
-
 def _sigmoid(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    return TABLE["sigmoid"].elementwise(z)
 
 
-def _erf(z):
-    from scipy.special import erf
-
-    return erf(z)
-
-
-def _gelu(z):
-    # computed in float64 (SciPy's ndtr) and rounded once by the caller, like activations.erf
-    from scipy.special import ndtr
-
-    z64 = np.asarray(z, dtype=np.float64)
-    return z64 * ndtr(z64)
-
-
-#: name -> elementwise function (NumPy reference, computed in the input's dtype)
-ACT = {
-    "identity": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0),
-    "square": lambda z: z * z,
-    "softplus": _softplus,
-    "exp": np.exp,
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "silu": lambda z: z * _sigmoid(z),
-    "gelu": _gelu,
-}
+#: name -> elementwise function (NumPy reference, computed in the input's dtype), from the activation table
+ACT = {n: a.elementwise for n, a in TABLE.items() if a.elementwise is not None}
 
 
 def _c_exp(t, b):
@@ -161,8 +133,8 @@ CENTERED = {
     "gelu": _c_gelu,
 }
 
-#: activation name -> integer code used by compiled kernels
-STRUCT_CODES = {name: i for i, name in enumerate(ACT)}
+#: activation name -> integer code used by compiled kernels (:data:`fastpoly.activations.CODES`)
+STRUCT_CODES = {name: CODES[name] for name in ACT}
 
 
 @dataclass

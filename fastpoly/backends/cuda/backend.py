@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from fastpoly.activations import SAMPLER_CODES
+from fastpoly.activations import CODES, SAMPLER_CODES
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
 from fastpoly.backends.counting import merge_sorted_counts_reference as merge_sorted_counts
 from fastpoly.backends.cuda import source as src
@@ -40,11 +40,8 @@ from fastpoly.poly.structured import StructuredNetwork
 
 __all__ = ["CupyBackend", "POLY_ACT_CODES", "DENSE_ACT_CODES"]
 
-#: structured activation name -> code of kernels/poly.cu (FP_PACT_*)
-POLY_ACT_CODES = {
-    "identity": 0, "relu": 1, "square": 2, "softplus": 3, "exp": 4, "sigmoid": 5, "tanh": 6,
-    "silu": 7, "gelu": 8, "sign": 9, "erf": 10,
-}
+#: activation name -> code of kernels/poly.cu (FP_ACT_*, generated from the activation table)
+POLY_ACT_CODES = dict(CODES)
 #: dense-network activations the evaluation kernel supports (fastpoly.activations names)
 DENSE_ACT_CODES = {k: POLY_ACT_CODES[k] for k in ("identity", "relu", "tanh", "sign", "erf")}
 

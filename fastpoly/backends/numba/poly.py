@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from fastpoly.activations import CODES
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.vecmath import (
     vexp,
@@ -52,7 +53,7 @@ A_SILU = _C["silu"]
 A_GELU = _C["gelu"]
 
 #: activations of dense layers the compiled dense path supports (others fall back to the reference)
-DENSE_CODES = {"relu": 0, "tanh": 1, "erf": 2, "sign": 3, "identity": 4}
+DENSE_CODES = {n: CODES[n] for n in ("relu", "tanh", "erf", "sign", "identity")}
 
 _SQRT2 = math.sqrt(2.0)
 

@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from fastpoly.activations import CODES
 from fastpoly.backends.numba.jit import jit, pjit, prange
 from fastpoly.backends.numba.rng import (
     normals_from_words,
@@ -57,7 +58,7 @@ SUBSET_MIN_BITS = 8
 #: rows per register block of the dense micro-kernel (a multiple of the SIMD width)
 ROW_BLOCK = 32
 
-ACT_RELU, ACT_TANH, ACT_ERF, ACT_SIGN, ACT_IDENTITY = 0, 1, 2, 3, 4
+ACT_RELU, ACT_TANH, ACT_ERF, ACT_SIGN, ACT_IDENTITY = (CODES[n] for n in ("relu", "tanh", "erf", "sign", "identity"))
 
 
 def _make_block_kernel(nj, nr):
