@@ -150,7 +150,8 @@ __global__ void __launch_bounds__(128) fastpoly_sample_fixed(
     const fp_u64 gwarp = ((fp_u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const fp_u64 nwarps = ((fp_u64)gridDim.x * blockDim.x) >> 5;
 
-    // network description (3 layers by construction)
+    // network description (3 layers by construction; anything else is a host bug: stop loudly)
+    if (desc[0] != 3) __trap();
     const int uniform = (int)desc[2];
     const int has_bias = (int)desc[3];
     const int n_params = (int)desc[4];
@@ -339,6 +340,8 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
     float* bufB = bufA + (long long)maxw * m;
     fp_u32* stage = reinterpret_cast<fp_u32*>(bufA + 2LL * maxw * m);
 
+    // fp_net_desc holds FP_MAX_LAYERS layers: a deeper network would overwrite shared memory
+    if (desc[0] < 1 || desc[0] > FP_MAX_LAYERS) __trap();
     if (threadIdx.x == 0) fp_net_load(desc, scales, &s_net);
     __syncthreads();
     const fp_net_desc& d = s_net;
@@ -425,6 +428,20 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
         __syncwarp();
     }
     if (MODE == FP_MODE_COUNT) fp_tally_flush(tally, s_tally, stats, lane);
+}
+
+// ---------------------------------------------------------------------------------------
+// Counting support: first (smallest) sample index of every run of equal keys after the
+// host sorted the appended buffer by key. `order` is the sort permutation of the buffer,
+// `run[p]` the run of sorted position p, `first` (n_runs, host-initialised to ~0) receives
+// min over the run of idx[order[p]]. The minimum does not depend on the atomics' order.
+// ---------------------------------------------------------------------------------------
+__global__ void fastpoly_segment_min(long long n, const long long* __restrict__ order,
+                                     const long long* __restrict__ run, const fp_u64* __restrict__ idx,
+                                     fp_u64* __restrict__ first) {
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < n; p += step)
+        atomicMin(&first[run[p]], idx[order[p]]);
 }
 
 #ifdef FASTPOLY_NVCC_CHECK
