@@ -77,11 +77,11 @@ def sort_peak_bytes(n, n_words):
 
     Per pair: the permutation and one gathered key column (8 + 8 bytes), the radix sort's
     output and its double buffers (8 + 32), the sorted keys (8 W), run starts, run ids and
-    first indices (24) and the run flags (1); plus 1 MiB for the sort's fixed workspace.
+    first indices (24) and the run flags (1); plus 64 KiB for the sort's fixed workspace.
     The count path reserves this much before sorting, so a failure is an ordinary
     out-of-memory error that halves the sub-batch, never a failure inside the sort.
     """
-    return int(n) * (81 + 8 * int(n_words)) + (1 << 20)
+    return int(n) * (81 + 8 * int(n_words)) + (1 << 16)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ class CupyBackend(Backend):
                 parts.append((ones.copy(), np.array([st[3]], np.int64), np.array([st[5]], np.uint64)))
             return parts, int(st[1])
 
-        per_sample = (8 * W + 8) + sort_peak_bytes(1, W) - (1 << 20)
+        per_sample = (8 * W + 8) + sort_peak_bytes(1, W) - sort_peak_bytes(0, W)
         res = self._run_chunked("count", d, per_sample, start, stop, work)
         parts = [p for r in res for p in r[0]]
         n_acc = sum(r[1] for r in res)

@@ -75,13 +75,22 @@ def _kernel_facts(text, base):
     return (" + ".join(parts) if parts else "0"), bound
 
 
-def _sources():
-    return {p.name: p.read_text(encoding="utf-8") for p in src.kernel_sources()}
+def _kdir(kernel_dir=None):
+    return Path(kernel_dir) if kernel_dir else src.kernel_dir()
 
 
-def _units(names):
+def _source_files(kernel_dir=None):
+    d = _kdir(kernel_dir)
+    return sorted(p for p in d.iterdir() if p.suffix in (".cu", ".cuh") and p.is_file())
+
+
+def _sources(kernel_dir=None):
+    return {p.name: p.read_text(encoding="utf-8") for p in _source_files(kernel_dir)}
+
+
+def _units(names, kernel_dir=None):
     """Translation units: (file name, C++ text). Fixed instantiations are spread for parallel builds."""
-    texts = _sources()
+    texts = _sources(kernel_dir)
     groups = {}
     for n in names:
         f = _file_of(n)
@@ -112,9 +121,9 @@ def _cxx():
     return os.environ.get("CXX") or shutil.which("g++")
 
 
-def _flags():
+def _flags(kernel_dir=None):
     flags = ["-std=c++17", "-O2", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing",
-             "-fno-math-errno", "-fno-extern-tls-init", "-w", f"-I{HERE}", f"-I{src.kernel_dir()}"]
+             "-fno-math-errno", "-fno-extern-tls-init", "-w", f"-I{HERE}", f"-I{_kdir(kernel_dir)}"]
     try:  # a hardware FMA makes fmaf an instruction (same correctly rounded result, much faster)
         if " fma " in Path("/proc/cpuinfo").read_text() + " ":
             flags.append("-mfma")
@@ -123,11 +132,13 @@ def _flags():
     return flags
 
 
-def library_key(names=None):
+def library_key(names=None, kernel_dir=None):
     """sha256 of everything that determines the built library."""
     names = instances() if names is None else names
     h = hashlib.sha256()
-    h.update(src.source_digest().encode())
+    for p in _source_files(kernel_dir):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
     for p in sorted(HERE.glob("*.h")) + sorted(HERE.glob("*.cpp")) + [Path(__file__)]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -138,7 +149,7 @@ def library_key(names=None):
         h.update(subprocess.run([cxx, "--version"], capture_output=True, timeout=60).stdout)
     except (OSError, subprocess.SubprocessError):
         pass
-    h.update(" ".join(_flags()).encode())
+    h.update(" ".join(_flags(kernel_dir)).replace(str(_kdir(kernel_dir)), "").encode())
     return h.hexdigest()
 
 
@@ -149,8 +160,10 @@ def cache_root():
     return Path(tempfile.gettempdir()) / f"fastpoly-cuda-emu-{os.getuid()}"
 
 
-def build_library(names=None, jobs=None, timeout=900):
+def build_library(names=None, jobs=None, timeout=900, kernel_dir=None):
     """Path of the emulator library for ``names`` (default :func:`instances`), compiling it if needed.
+
+    ``kernel_dir`` (default: the project's ``kernels/``) lets a test build modified sources.
 
     Raises
     ------
@@ -163,7 +176,7 @@ def build_library(names=None, jobs=None, timeout=900):
     cxx = _cxx()
     if cxx is None:
         raise FileNotFoundError("no C++ compiler (g++ or $CXX) for the CUDA emulation")
-    key = library_key(names)
+    key = library_key(names, kernel_dir)
     out_dir = cache_root() / key[:24]
     lib = out_dir / "libfastpoly_cuda_emu.so"
     if lib.is_file():
@@ -175,10 +188,10 @@ def build_library(names=None, jobs=None, timeout=900):
             return lib
         work = Path(tempfile.mkdtemp(dir=out_dir, prefix="build-"))
         try:
-            units = _units(names)
+            units = _units(names, kernel_dir)
             for fname, text in units:
                 (work / fname).write_text(text)
-            flags = _flags()
+            flags = _flags(kernel_dir)
 
             def compile_one(fname):
                 obj = work / (fname + ".o")
