@@ -216,13 +216,21 @@ def build_ptx(filename, names, nvrtc, arch=None):
 
 
 def ptx_ftz_instructions(ptx):
-    """Instructions of a PTX text that flush subnormals to zero (``.ftz`` modifier)."""
+    """Instructions of a PTX text that flush subnormals to zero because of the ``-ftz`` option.
+
+    Every ``.ftz`` instruction except the ``.approx`` ones: libdevice's float64 ``tanh``/``erf``
+    and ``expf`` seed their iterations with ``ex2.approx.ftz.f32`` / ``rcp.approx.ftz.f64``
+    whatever the option (on arguments they have range-reduced; NVRTC 13 with
+    ``--ftz=false`` emits only those).  With ``-ftz=true`` the correctly rounded ``fma.rn``,
+    ``mul.rn``, ``add.rn``, ``div.rn``, ``sqrt.rn``, ``setp``, ``cvt`` ... get ``.ftz`` too.
+    """
     out = []
     for line in ptx.splitlines():
-        t = line.strip()
-        if t.startswith("//"):
+        t = line.strip().split("//")[0].strip()
+        if not t:
             continue
-        if ".ftz" in t.split("//")[0]:
+        op = t.split()[0]
+        if ".ftz" in op and ".approx" not in op:
             out.append(t)
     return out
 
