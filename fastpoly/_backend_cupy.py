@@ -34,9 +34,12 @@ ever lost or counted twice.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -153,7 +156,6 @@ class CupyDevice:
         self.arch = f"{p.get('major', 8)}{p.get('minor', 0)}"
         self.oom_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self.ptx = {}  # (filename, names) -> PTX text (tests check it for .ftz)
-        self._modules = []
 
     def availability(self):
         return True, ""
@@ -180,17 +182,52 @@ class CupyDevice:
         except (ImportError, AttributeError):
             return src.CtypesNVRTC()
 
-    def compile(self, filename, names):
-        """Kernel handles of ``names`` (NVRTC name expressions) of one kernel file."""
-        names = list(names)
+    #: (device id, arch, filename, names) -> (module, PTX, lowered names): shared by every backend
+    _loaded = {}
+
+    def _ptx_cache_path(self, filename, names):
+        d = os.environ.get("FASTPOLY_CUDA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastpoly",
+                                                                     "cuda")
+        key = hashlib.sha256("\n".join([src.source_digest(), filename, self.arch, *src.nvrtc_options(self.arch),
+                                        *names]).encode()).hexdigest()[:32]
+        return os.path.join(d, f"{key}.json")
+
+    def _build(self, filename, names):
+        """(PTX, lowered names): from the on-disk cache, else NVRTC (:func:`fastpoly._cuda_source.build_ptx`)."""
+        path = self._ptx_cache_path(filename, names)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                c = json.load(fh)
+            if not src.ptx_ftz_instructions(c["ptx"]) and set(c["lowered"]) == set(names):
+                return c["ptx"], c["lowered"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         try:
             ptx, lowered = src.build_ptx(filename, names, self._nvrtc(), arch=self.arch)
         except (TypeError, AttributeError):  # CuPy's NVRTC bindings changed: use libnvrtc directly
             ptx, lowered = src.build_ptx(filename, names, src.CtypesNVRTC(), arch=self.arch)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"ptx": ptx, "lowered": lowered}, fh)
+            os.replace(tmp, path)
+        except OSError:  # a read-only home: compile again next time
+            pass
+        return ptx, lowered
+
+    def compile(self, filename, names):
+        """Kernel handles of ``names`` (NVRTC name expressions) of one kernel file."""
+        names = list(names)
+        key = (self.cp.cuda.Device().id, self.arch, filename, tuple(names))
+        hit = CupyDevice._loaded.get(key)
+        if hit is None:
+            ptx, lowered = self._build(filename, names)
+            mod = self.cp.cuda.function.Module()
+            mod.load(ptx.encode())
+            hit = CupyDevice._loaded[key] = (mod, ptx, lowered)
+        mod, ptx, lowered = hit
         self.ptx[(filename, tuple(names))] = ptx
-        mod = self.cp.cuda.function.Module()
-        mod.load(ptx.encode())
-        self._modules.append(mod)
         return {n: mod.get_function(lowered[n]) for n in names}
 
     def attributes(self, kern):
@@ -290,6 +327,8 @@ class CupyBackend(Backend):
         self._device_given = device is not None
         self._props = None
         self._shrunk = {}  # kind -> sub-batch cap learnt from OOM
+        #: wall seconds of count_range: device work (launches, sorts, copies) and the host merge
+        self.timings = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
 
     # --- availability and set-up --------------------------------------------------------
     def availability(self):
@@ -553,10 +592,15 @@ class CupyBackend(Backend):
             return parts, int(st[1])
 
         per_sample = (8 * W + 8) + sort_peak_bytes(1, W) - sort_peak_bytes(0, W)
+        t0 = time.perf_counter()
         res = self._run_chunked("count", d, per_sample, start, stop, work)
+        t1 = time.perf_counter()
         parts = [p for r in res for p in r[0]]
         n_acc = sum(r[1] for r in res)
         merged = merge_sorted_counts(parts)
+        self.timings["device_s"] += t1 - t0
+        self.timings["merge_s"] += time.perf_counter() - t1
+        self.timings["sub_batches"] += len(res)
         if merged is None:
             empty.n_accepted = n_acc
             return empty

@@ -127,9 +127,16 @@ struct fp_fixed_layout {
     static constexpr int TOTAL = fp_align4<B3 + 1>::value;  // floats per warp
 };
 
+// Smooth activations (float64 tanh/erf, ~100 instructions each) are called, not inlined:
+// inlined into the fully unrolled first layer they cost 255 registers and spills.
+template <int ACT>
+__device__ __noinline__ float fp_act_call(float z) {
+    return fp_sampler_act(ACT, z);
+}
 template <int ACT>
 __device__ __forceinline__ float fp_act_t(float z) {
-    return fp_sampler_act(ACT, z);
+    if constexpr (ACT == FP_ACT_TANH || ACT == FP_ACT_ERF) return fp_act_call<ACT>(z);
+    else return fp_sampler_act(ACT, z);
 }
 
 template <int N0, int H1, int H2, int R, int ACT, int MODE>
@@ -455,6 +462,9 @@ template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_RELU, FP_MOD
     fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
     unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
 template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_TANH, FP_MODE_COUNT>(
+    fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
+    unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
+template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_ERF, FP_MODE_COUNT>(
     fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
     unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
 template __global__ void fastpoly_sample_fixed<5, 40, 40, 1, FP_ACT_RELU, FP_MODE_COUNT>(

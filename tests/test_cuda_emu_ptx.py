@@ -79,7 +79,7 @@ def test_nvrtc_options_keep_ieee():
     assert opts[-1] == "-arch=compute_90"
 
 
-def test_backend_compiles_through_build_ptx(monkeypatch):
+def test_backend_compiles_through_build_ptx(monkeypatch, tmp_path):
     """CupyDevice.compile hands NVRTC's PTX to the module loader (no RawModule, so no -ftz=true)."""
     calls = {}
 
@@ -98,17 +98,27 @@ def test_backend_compiles_through_build_ptx(monkeypatch):
         class cuda:  # noqa: N801
             function = type("function", (), {"Module": Module})
 
+    class Device:
+        id = 0
+
+    FakeCupy.cuda.Device = Device
     monkeypatch.setattr(src, "build_ptx", fake_build)
+    monkeypatch.setenv("FASTPOLY_CUDA_CACHE", str(tmp_path))
+    monkeypatch.setattr(CupyDevice, "_loaded", {})
     dev = CupyDevice.__new__(CupyDevice)
     dev.cp = FakeCupy
     dev.arch = "90"
     dev.ptx = {}
-    dev._modules = []
     dev._nvrtc = lambda: object()
     out = dev.compile("poly.cu", POLY_NAMES)
     assert calls["build"] == ("poly.cu", tuple(POLY_NAMES), "90")
     assert calls["load"] == b"// ptx"
     assert out == {n: f"_mangled_{i}" for i, n in enumerate(POLY_NAMES)}
+    # a second device reads the on-disk cache (re-checked for .ftz) instead of calling NVRTC
+    calls.clear()
+    monkeypatch.setattr(CupyDevice, "_loaded", {})
+    dev.ptx = {}
+    assert dev.compile("poly.cu", POLY_NAMES) == out and "build" not in calls
     assert "RawModule" not in CupyBackend._functions.__code__.co_names
 
 
