@@ -69,7 +69,8 @@ def _kernel_facts(text, base):
             break
     body = text[i:j]
     parts = []
-    for d in re.finditer(r"(?<!extern )__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*(\[[^\]]+\])?\s*;", body):
+    decl = r"(?<!extern )__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*(\[[^\]]+\])?\s*;"
+    for d in re.finditer(decl, body):
         ty, _name, dim = d.groups()
         parts.append(f"sizeof({ty})" + (f" * ({dim[1:-1]})" if dim else ""))
     return (" + ".join(parts) if parts else "0"), bound
