@@ -11,6 +11,7 @@ this is the test that does.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -33,10 +34,19 @@ POLY_NAMES = [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (
 
 @pytest.fixture(scope="module")
 def nvrtc():
+    """libnvrtc through ctypes, else CuPy's NVRTC bindings (what the backend uses on a GPU machine)."""
     path = src.find_nvrtc_library()
-    if path is None:
-        pytest.skip("libnvrtc not found (set FASTPOLY_NVRTC_LIB or pip install nvidia-cuda-nvrtc)")
-    return src.CtypesNVRTC(path)
+    if path is not None:
+        return src.CtypesNVRTC(path)
+    try:
+        from fastpoly._backend_cupy import _CupyNVRTC
+
+        return _CupyNVRTC()
+    except ImportError:
+        pass
+    if os.environ.get("FASTPOLY_REQUIRE_GPU") == "1":
+        pytest.fail("FASTPOLY_REQUIRE_GPU=1 but neither libnvrtc nor CuPy's NVRTC bindings were found")
+    pytest.skip("libnvrtc not found (set FASTPOLY_NVRTC_LIB or pip install nvidia-cuda-nvrtc)")
 
 
 @pytest.fixture(scope="module")
