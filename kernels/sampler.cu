@@ -127,9 +127,16 @@ struct fp_fixed_layout {
     static constexpr int TOTAL = fp_align4<B3 + 1>::value;  // floats per warp
 };
 
+// Smooth activations (float64 tanh/erf, ~100 instructions each) are called, not inlined:
+// inlined into the fully unrolled first layer they cost 255 registers and spills.
+template <int ACT>
+__device__ __noinline__ float fp_act_call(float z) {
+    return fp_sampler_act(ACT, z);
+}
 template <int ACT>
 __device__ __forceinline__ float fp_act_t(float z) {
-    return fp_sampler_act(ACT, z);
+    if constexpr (ACT == FP_ACT_TANH || ACT == FP_ACT_ERF) return fp_act_call<ACT>(z);
+    else return fp_sampler_act(ACT, z);
 }
 
 template <int N0, int H1, int H2, int R, int ACT, int MODE>
@@ -150,7 +157,8 @@ __global__ void __launch_bounds__(128) fastpoly_sample_fixed(
     const fp_u64 gwarp = ((fp_u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const fp_u64 nwarps = ((fp_u64)gridDim.x * blockDim.x) >> 5;
 
-    // network description (3 layers by construction)
+    // network description (3 layers by construction; anything else is a host bug: stop loudly)
+    if (desc[0] != 3) __trap();
     const int uniform = (int)desc[2];
     const int has_bias = (int)desc[3];
     const int n_params = (int)desc[4];
@@ -339,6 +347,8 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
     float* bufB = bufA + (long long)maxw * m;
     fp_u32* stage = reinterpret_cast<fp_u32*>(bufA + 2LL * maxw * m);
 
+    // fp_net_desc holds FP_MAX_LAYERS layers: a deeper network would overwrite shared memory
+    if (desc[0] < 1 || desc[0] > FP_MAX_LAYERS) __trap();
     if (threadIdx.x == 0) fp_net_load(desc, scales, &s_net);
     __syncthreads();
     const fp_net_desc& d = s_net;
@@ -427,6 +437,20 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
     if (MODE == FP_MODE_COUNT) fp_tally_flush(tally, s_tally, stats, lane);
 }
 
+// ---------------------------------------------------------------------------------------
+// Counting support: first (smallest) sample index of every run of equal keys after the
+// host sorted the appended buffer by key. `order` is the sort permutation of the buffer,
+// `run[p]` the run of sorted position p, `first` (n_runs, host-initialised to ~0) receives
+// min over the run of idx[order[p]]. The minimum does not depend on the atomics' order.
+// ---------------------------------------------------------------------------------------
+__global__ void fastpoly_segment_min(long long n, const long long* __restrict__ order,
+                                     const long long* __restrict__ run, const fp_u64* __restrict__ idx,
+                                     fp_u64* __restrict__ first) {
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < n; p += step)
+        atomicMin(&first[run[p]], idx[order[p]]);
+}
+
 #ifdef FASTPOLY_NVCC_CHECK
 // Explicit instantiations for the offline compile check (ci/nvcc-check.sh): the
 // anchor architecture and the generic kernels. The Python backend instantiates
@@ -438,6 +462,9 @@ template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_RELU, FP_MOD
     fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
     unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
 template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_TANH, FP_MODE_COUNT>(
+    fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
+    unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
+template __global__ void fastpoly_sample_fixed<7, 40, 40, 4, FP_ACT_ERF, FP_MODE_COUNT>(
     fp_u64, fp_u64, fp_u64, const long long*, const float*, const float*, int, int, const unsigned char*, fp_u64*,
     unsigned char*, float*, fp_u64*, fp_u64*, fp_u64*);
 template __global__ void fastpoly_sample_fixed<5, 40, 40, 1, FP_ACT_RELU, FP_MODE_COUNT>(

@@ -69,6 +69,18 @@ def test_anchor_kernel_does_not_spill(nvcc_check):
         assert "spill_st=0 " in ln and ln.rstrip().endswith("spill_ld=0"), ln
 
 
+@pytest.mark.parametrize("act", [1, 2], ids=["tanh", "erf"])
+def test_smooth_anchor_kernels_do_not_spill(nvcc_check, act):
+    """Smooth activations are called, not inlined into the unrolled first layer (was: 255 regs, 1.4 KB spills)."""
+    r, _ = nvcc_check
+    assert r.returncode == 0, r.stdout + r.stderr
+    mangled = f"_Z21fastpoly_sample_fixedILi7ELi40ELi40ELi4ELi{act}ELi1E"
+    lines = [ln for ln in r.stdout.splitlines() if mangled in ln]
+    assert len(lines) == 2, r.stdout  # sm_80 and sm_90
+    for ln in lines:
+        assert "spill_st=0 " in ln and ln.rstrip().endswith("spill_ld=0"), ln
+
+
 # --- NVRTC (what cupy.RawModule does at run time) ------------------------------------------------
 def _find_nvrtc():
     cands = []

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 
 import numpy as np
 import pytest
 
 import fastpoly
 from fastpoly import MLP, Layer, Network, make_plan
+from fastpoly.backends.cuda import source as src
 from fastpoly.backends.reference import count_range_reference, sample_keys_reference
 from fastpoly.poly.structured import (
     ACT,
@@ -58,13 +60,21 @@ def be(request):
     return CupyBackend(**CONFIGS[request.param])
 
 
-def _rng_X(m, n, seed):
-    return np.random.default_rng(seed).standard_normal((m, n)).astype(np.float32)
+def _rng_X(m, n, seed, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal((m, n)) * scale).astype(np.float32)
 
 
 def _train(m, k, seed):
     rng = np.random.default_rng(seed)
     return rng.choice(m, size=k, replace=False), rng.integers(0, 2, size=k)
+
+
+def _accepting_train(arch, X, rows, seed, index=7):
+    """Train labels = the outputs of sample ``index`` on ``rows``: a conditioned plan that accepts."""
+    base = make_plan(arch, X, seed=seed)
+    z = sample_keys_reference(base, index, index + 1)
+    bits = np.unpackbits(z.keys.view(np.uint8), bitorder="little")[: base.m]
+    return np.asarray(rows), bits[np.asarray(rows)].astype(np.int64)
 
 
 PLANS = {
@@ -75,8 +85,19 @@ PLANS = {
     "5-8-8-1-sign-boolean": lambda: make_plan(MLP(5, (8, 8), activation="sign"), None, seed=1),
     "3-5-5-1-identity-uniform-nobias": lambda: make_plan(
         MLP(3, (5, 5), activation="identity", weights="uniform", bias=False), None, seed=2),
-    "4-6-6-6-1-relu-randX100-train30": lambda: make_plan(MLP(4, (6, 6, 6)), _rng_X(100, 4, 2), seed=3,
-                                                        train=_train(100, 30, 3)),
+    "4-6-6-6-1-relu-randX100-train-accepting": lambda: make_plan(
+        MLP(4, (6, 6, 6)), _rng_X(100, 4, 2), seed=3,
+        train=_accepting_train(MLP(4, (6, 6, 6)), _rng_X(100, 4, 2), [0, 17, 50, 99], 3)),
+    "6-9-9-1-tanh-randX70-R3": lambda: make_plan(MLP(6, (9, 9), activation="tanh"), _rng_X(70, 6, 4), seed=4),
+    "4-6-6-1-relu-randX40-R2": lambda: make_plan(MLP(4, (6, 6)), _rng_X(40, 4, 5), seed=5),
+    "5-9-9-1-relu-randX90-R3-train-accepting": lambda: make_plan(
+        MLP(5, (9, 9)), _rng_X(90, 5, 6), seed=6, train=_accepting_train(MLP(5, (9, 9)), _rng_X(90, 5, 6),
+                                                                          [2, 40, 89], 6)),
+    # flush-to-zero would change these keys (subnormal inputs / intermediates; the reference keeps them)
+    "3-4-4-1-relu-subnormal-inputs": lambda: make_plan(MLP(3, (4, 4), bias=False), _rng_X(64, 3, 11, 1e-39),
+                                                       seed=12),
+    "3-4-4-1-identity-subnormal-intermediates": lambda: make_plan(
+        MLP(3, (4, 4), activation="identity", bias=False, sigma_w=1e-13), None, seed=13),
     "6-9-1-relu-faninbias-randX70": lambda: make_plan(MLP(6, (9,), sigma_b=0.5, bias_scaling="fan_in"),
                                                      _rng_X(70, 6, 4), seed=4),
     "2-3-3-1-relu-randX130-train1": lambda: make_plan(MLP(2, (3, 3)), _rng_X(130, 2, 5), seed=6,
@@ -86,41 +107,48 @@ PLANS = {
 
 
 @pytest.fixture(scope="module", params=sorted(PLANS))
-def plan(request):
-    return PLANS[request.param]()
+def named_plan(request):
+    return request.param, PLANS[request.param]()
 
 
 _REF = {}
 
 
-def _ref_keys(plan, start, stop):
-    k = ("keys", id(plan), start, stop)
+def _ref_keys(name, plan, start, stop):
+    k = ("keys", name, start, stop)  # keyed by the parameters, never id(plan) (ids are reused)
     if k not in _REF:
         _REF[k] = sample_keys_reference(plan, start, stop, margins=True)
     return _REF[k]
 
 
-def _ref_counts(plan, start, stop):
-    k = ("counts", id(plan), start, stop)
+def _ref_counts(name, plan, start, stop):
+    k = ("counts", name, start, stop)
     if k not in _REF:
         _REF[k] = count_range_reference(plan, start, stop)
     return _REF[k]
 
 
-def test_sample_keys_bit_identical(be, plan):
+def test_sample_keys_bit_identical(be, named_plan):
+    name, plan = named_plan
     start, stop = 2**32 - 45, 2**32 + 36  # crosses the lo32 word of the counter
     got = be.sample_keys(plan, start, stop, margins=True)
-    ref = _ref_keys(plan, start, stop)
+    ref = _ref_keys(name, plan, start, stop)
     assert be._modules, "no kernel was compiled: the GPU path did not run"
+    for ptx in be._dev.ptx.values():
+        assert src.ptx_ftz_instructions(ptx) == []
     assert np.array_equal(got.keys, ref.keys)
     assert np.array_equal(got.accepted, ref.accepted)
     assert np.array_equal(got.margins.view(np.uint32), ref.margins.view(np.uint32))
 
 
-def test_count_range_identical(be, plan):
-    start, stop = 1000, 1000 + 700
+@pytest.mark.parametrize("start", [1000, 2**32 - 350], ids=["low", "across-2**32"])
+def test_count_range_identical(be, named_plan, start):
+    name, plan = named_plan
+    stop = start + 700
     got = be.count_range(plan, start, stop)
-    ref = _ref_counts(plan, start, stop)
+    ref = _ref_counts(name, plan, start, stop)
+    if plan.conditioned:
+        assert ref.n_accepted > 0, "a conditioned plan must accept samples, or the comparison is empty"
     assert (got.n_samples, got.n_accepted) == (ref.n_samples, ref.n_accepted)
     assert np.array_equal(got.keys, ref.keys)
     assert np.array_equal(got.counts, ref.counts)
@@ -151,7 +179,22 @@ def test_smooth_activation_margin_rule(act):
     np.testing.assert_allclose(got.margins, ref.margins, rtol=1e-4, atol=1e-5)
 
 
+def test_small_memory_budget_many_sub_batches():
+    """Sub-batches sized from memory_budget (no pool limit): many launches, exact counts."""
+    from fastpoly.backends.cuda.backend import CupyBackend
+
+    plan = make_plan(MLP(7, (40, 40)), None, seed=22)
+    n = 50_000
+    ref = count_range_reference(plan, 0, n)
+    be = CupyBackend(memory_budget=1 << 20)
+    got = be.count_range(plan, 0, n)
+    assert got.n_samples == n and got.n_accepted == ref.n_accepted
+    assert np.array_equal(got.keys, ref.keys) and np.array_equal(got.counts, ref.counts)
+    assert np.array_equal(got.first_index, ref.first_index)
+
+
 def test_out_of_memory_shrinks_the_batch_and_loses_nothing():
+    """A pool limit far below the planned sub-batch: the buffers or the sort's reservation fail, never the sort."""
     import cupy
 
     from fastpoly.backends.cuda.backend import CupyBackend
@@ -221,7 +264,7 @@ def _random_structured(rng, act, centered, widths=(3, 17, 9, 1)):
 def test_structured_evaluate_within_tolerance(act, centered, dtype):
     from fastpoly.backends.cuda.backend import CupyBackend
 
-    rng = np.random.default_rng(hash((act, centered)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{act}-{centered}".encode()))  # not hash(): PYTHONHASHSEED
     snet = _random_structured(rng, act, centered)
     X = rng.uniform(-1, 1, (4099, 3))  # not a multiple of any block size
     got = CupyBackend(threads_per_block=64).evaluate(snet, X, dtype)

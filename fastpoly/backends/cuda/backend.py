@@ -1,9 +1,10 @@
 """The ``"cupy"`` backend: fused CUDA sampler with exact counting, and structured-network evaluation.
 
 Kernels live in ``kernels/`` (package data ``fastpoly/kernels`` once installed;
-see :mod:`fastpoly.backends.cuda.source`).  They are compiled on first use with NVRTC
-through :class:`cupy.RawModule` (memoised per process; CuPy caches the binaries
-on disk), templates instantiated through ``name_expressions``:
+see :mod:`fastpoly.backends.cuda.source`).  They are compiled on first use to PTX with
+NVRTC through :func:`fastpoly.backends.cuda.source.build_ptx` -- not :class:`cupy.RawModule`,
+which appends ``-ftz=true`` and would flush subnormals -- and loaded as a module
+(memoised per process), templates instantiated through name expressions:
 
 * ``fastpoly_sample_fixed<N0, H1, H2, R, ACT, MODE>`` for ``N0-H1-H2-1``
   networks on at most 128 rows (the anchor ``7-40-40-1`` on 128 Boolean inputs),
@@ -13,20 +14,32 @@ on disk), templates instantiated through ``name_expressions``:
 Importing this module does not import CuPy; :meth:`CupyBackend.availability`
 reports why the backend cannot run (no CuPy, no device) without raising.
 
+Every device call goes through a narrow *device interface* (:class:`CupyDevice`:
+compile, attributes, launch, alloc/upload/download, reserve, stable argsort; array
+expressions through its ``xp`` namespace), so the same glue runs over the CPU
+emulation of the CUDA execution model in the tests (``tests/cuda_emu``).
+
 Counting (``count_range``): each GPU sub-batch tallies the two constant
 functions per block before one global atomic per block, appends every other
-accepted ``(key, index)`` to a buffer, sorts it on the GPU (stable radix
-argsorts, least significant first) and run-length encodes it; the sorted runs
-are copied to the host and merged with :func:`fastpoly.counts.merge_sorted_counts`.
-Sub-batches are sized from a device-memory budget; an out-of-memory error
+accepted ``(key, index)`` to a buffer, sorts it by key on the GPU (one stable
+radix argsort per 64-bit key word, least significant first), checks that the
+result is sorted, run-length encodes it and takes the first (smallest) index of
+every run with a segmented minimum (``fastpoly_segment_min``); the sorted runs are
+copied to the host and merged with :func:`fastpoly.counts.merge_sorted_counts`.
+Sub-batches are sized from a device-memory budget and the sort's peak memory is
+reserved before it starts; an out-of-memory error (CuPy's ``OutOfMemoryError``
+or the plain ``MemoryError`` that a failed Thrust workspace allocation raises)
 halves the sub-batch (with a ``RuntimeWarning``) and redoes it, so no sample is
 ever lost or counted twice.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -38,7 +51,7 @@ from fastpoly.backends.cuda import source as src
 from fastpoly.network import Network, forward_reference
 from fastpoly.poly.structured import StructuredNetwork
 
-__all__ = ["CupyBackend", "POLY_ACT_CODES", "DENSE_ACT_CODES"]
+__all__ = ["CupyBackend", "CupyDevice", "POLY_ACT_CODES", "DENSE_ACT_CODES", "sort_peak_bytes"]
 
 #: activation name -> code of kernels/poly.cu (FP_ACT_*, generated from the activation table)
 POLY_ACT_CODES = dict(CODES)
@@ -47,13 +60,219 @@ DENSE_ACT_CODES = {k: POLY_ACT_CODES[k] for k in ("identity", "relu", "tanh", "s
 
 _MAX_SUB_BATCH = 1 << 26
 _MIN_SUB_BATCH = 1 << 10
-_SMEM_STATIC_LIMIT = 48 * 1024
+_SMEM_DEFAULT_LIMIT = 48 * 1024
+#: upper bound of the static __shared__ bytes of any sampler kernel (used when the driver cannot say)
+_STATIC_SMEM_BOUND = 1024
+_SEGMENT_THREADS = 256
+_U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _round_up(a, b):
     return -(-a // b) * b
 
 
+def sort_peak_bytes(n, n_words):
+    """Upper bound of the device memory that sorting ``n`` appended ``(key, index)`` pairs allocates.
+
+    Per pair: the permutation and one gathered key column (8 + 8 bytes), the radix sort's
+    output and its double buffers (8 + 32), the sorted keys (8 W), run starts, run ids and
+    first indices (24) and the run flags (1); plus 64 KiB for the sort's fixed workspace.
+    The count path reserves this much before sorting, so a failure is an ordinary
+    out-of-memory error that halves the sub-batch, never a failure inside the sort.
+    """
+    return int(n) * (81 + 8 * int(n_words)) + (1 << 16)
+
+
+# --------------------------------------------------------------------------------------------------
+# The device interface: CuPy implementation (the emulator's lives in tests/cuda_emu/device.py)
+# --------------------------------------------------------------------------------------------------
+class _CupyNVRTC:
+    """:func:`fastpoly.backends.cuda.source.build_ptx`'s NVRTC calls through CuPy's bindings."""
+
+    def __init__(self):
+        from cupy_backends.cuda.libs import nvrtc
+
+        self.n = nvrtc
+
+    def create(self, source, name):
+        return self.n.createProgram(source, name, (), ())
+
+    def add_name_expression(self, prog, name):
+        self.n.addNameExpression(prog, name)
+
+    def compile(self, prog, options):
+        try:
+            self.n.compileProgram(prog, list(options))
+            ok = True
+        except self.n.NVRTCError:
+            ok = False
+        log = self.n.getProgramLog(prog)
+        return ok, log.decode(errors="replace") if isinstance(log, bytes) else str(log)
+
+    def ptx(self, prog):
+        p = self.n.getPTX(prog)
+        return p.decode() if isinstance(p, bytes) else str(p)
+
+    def lowered_name(self, prog, name):
+        low = self.n.getLoweredName(prog, name)
+        return low.decode() if isinstance(low, bytes) else str(low)
+
+    def destroy(self, prog):
+        self.n.destroyProgram(prog)
+
+
+class CupyDevice:
+    """The backend's device interface on a CUDA GPU through CuPy (one non-blocking stream).
+
+    Methods: ``properties``, ``memory_free``, ``free_cached``, ``stream``, ``synchronize``,
+    ``compile``, ``attributes``, ``set_max_dynamic_smem``, ``launch``, ``empty``, ``zeros``,
+    ``full``, ``upload``, ``download``, ``reserve``, ``argsort_stable``; attributes ``xp``
+    (the array namespace) and ``oom_errors``.
+    """
+
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+
+        self.cp = self.xp = cupy
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+        dev = cupy.cuda.Device()
+        p = cupy.cuda.runtime.getDeviceProperties(dev.id)
+        name = p.get("name", b"")
+        self.props = {
+            "name": name.decode() if isinstance(name, bytes) else str(name),
+            "sm_count": int(p.get("multiProcessorCount", 1)),
+            "cc": f"{p.get('major', '?')}.{p.get('minor', '?')}",
+            "smem_per_sm": int(p.get("sharedMemPerMultiprocessor", 100 * 1024)),
+            "smem_per_block": int(p.get("sharedMemPerBlock", _SMEM_DEFAULT_LIMIT)),
+            "smem_per_block_optin": int(p.get("sharedMemPerBlockOptin", p.get("sharedMemPerBlock",
+                                                                                _SMEM_DEFAULT_LIMIT))),
+        }
+        self.arch = f"{p.get('major', 8)}{p.get('minor', 0)}"
+        self.oom_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
+        self.ptx = {}  # (filename, names) -> PTX text (tests check it for .ftz)
+
+    def availability(self):
+        return True, ""
+
+    def properties(self):
+        return dict(self.props)
+
+    def memory_free(self):
+        free, _total = self.cp.cuda.runtime.memGetInfo()
+        return int(free + self.cp.get_default_memory_pool().free_bytes())
+
+    def free_cached(self):
+        self.cp.get_default_memory_pool().free_all_blocks()
+
+    def stream(self):
+        return self._stream
+
+    def synchronize(self):
+        self._stream.synchronize()
+
+    def _nvrtc(self):
+        try:
+            return _CupyNVRTC()
+        except (ImportError, AttributeError):
+            return src.CtypesNVRTC()
+
+    #: (device id, arch, filename, names) -> (module, PTX, lowered names): shared by every backend
+    _loaded = {}
+
+    def _ptx_cache_path(self, filename, names):
+        d = os.environ.get("FASTPOLY_CUDA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastpoly",
+                                                                     "cuda")
+        key = hashlib.sha256("\n".join([src.source_digest(), filename, self.arch, *src.nvrtc_options(self.arch),
+                                        *names]).encode()).hexdigest()[:32]
+        return os.path.join(d, f"{key}.json")
+
+    def _build(self, filename, names):
+        """(PTX, lowered names): from the on-disk cache, else NVRTC (:func:`fastpoly.backends.cuda.source.build_ptx`)."""
+        path = self._ptx_cache_path(filename, names)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                c = json.load(fh)
+            if not src.ptx_ftz_instructions(c["ptx"]) and set(c["lowered"]) == set(names):
+                return c["ptx"], c["lowered"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:
+            ptx, lowered = src.build_ptx(filename, names, self._nvrtc(), arch=self.arch)
+        except (TypeError, AttributeError):  # CuPy's NVRTC bindings changed: use libnvrtc directly
+            ptx, lowered = src.build_ptx(filename, names, src.CtypesNVRTC(), arch=self.arch)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"ptx": ptx, "lowered": lowered}, fh)
+            os.replace(tmp, path)
+        except OSError:  # a read-only home: compile again next time
+            pass
+        return ptx, lowered
+
+    def compile(self, filename, names):
+        """Kernel handles of ``names`` (NVRTC name expressions) of one kernel file."""
+        names = list(names)
+        key = (self.cp.cuda.Device().id, self.arch, filename, tuple(names))
+        hit = CupyDevice._loaded.get(key)
+        if hit is None:
+            ptx, lowered = self._build(filename, names)
+            mod = self.cp.cuda.function.Module()
+            mod.load(ptx.encode())
+            hit = CupyDevice._loaded[key] = (mod, ptx, lowered)
+        mod, ptx, lowered = hit
+        self.ptx[(filename, tuple(names))] = ptx
+        return {n: mod.get_function(lowered[n]) for n in names}
+
+    def attributes(self, kern):
+        drv = self.cp.cuda.driver
+        try:
+            return {"num_regs": int(drv.funcGetAttribute(4, kern.ptr)),         # CU_FUNC_ATTRIBUTE_NUM_REGS
+                    "static_smem": int(drv.funcGetAttribute(1, kern.ptr)),      # ..._SHARED_SIZE_BYTES
+                    "max_dynamic_smem": int(drv.funcGetAttribute(8, kern.ptr))}  # ..._MAX_DYNAMIC_SHARED_SIZE
+        except Exception:  # pragma: no cover - older bindings
+            return {"num_regs": 64, "static_smem": _STATIC_SMEM_BOUND,
+                    "max_dynamic_smem": _SMEM_DEFAULT_LIMIT - _STATIC_SMEM_BOUND}
+
+    def set_max_dynamic_smem(self, kern, nbytes):
+        self.cp.cuda.driver.funcSetAttribute(kern.ptr, 8, int(nbytes))
+
+    def launch(self, kern, grid, block, args, smem=0):
+        kern(tuple(grid), tuple(block), tuple(args), shared_mem=int(smem), stream=self._stream)
+
+    def empty(self, shape, dtype):
+        with self._stream:
+            return self.cp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        with self._stream:
+            return self.cp.zeros(shape, dtype=dtype)
+
+    def full(self, shape, value, dtype):
+        with self._stream:
+            return self.cp.full(shape, value, dtype=dtype)
+
+    def upload(self, a):
+        with self._stream:
+            return self.cp.asarray(np.ascontiguousarray(a))
+
+    def download(self, a):
+        return a.get(stream=self._stream)
+
+    def reserve(self, nbytes):
+        """Allocate and release ``nbytes`` (they stay in CuPy's pool for the next allocations)."""
+        with self._stream:
+            buf = self.cp.empty(int(nbytes), dtype=self.cp.uint8)
+        del buf
+
+    def argsort_stable(self, a):
+        with self._stream:
+            return self.cp.argsort(a)  # CuPy sorts with a stable radix sort (Thrust/CUB)
+
+
+# --------------------------------------------------------------------------------------------------
 class CupyBackend(Backend):
     """NVIDIA GPUs through CuPy.
 
@@ -75,16 +294,21 @@ class CupyBackend(Backend):
         Weights per warp per chunk of the generic sampler (shared memory).
     max_sub_batch : int or None
         Upper bound on the samples of one kernel launch.
+    device : object or None
+        The device interface (default: :class:`CupyDevice`, created on first use); the
+        tests pass the CPU emulation's (``tests/cuda_emu/device.py``).
     """
 
     name = "cupy"
 
     def __init__(self, threads_per_block=128, max_blocks=None, memory_budget=None, memory_fraction=0.5,
-                 kernel="auto", wchunk=256, max_sub_batch=None):
+                 kernel="auto", wchunk=256, max_sub_batch=None, device=None):
         if threads_per_block % 32 or not 32 <= threads_per_block <= 1024:
             raise ValueError("threads_per_block must be a multiple of 32 in [32, 1024]")
         if kernel not in ("auto", "fixed", "generic"):
             raise ValueError(f"unknown kernel {kernel!r}; valid: auto, fixed, generic")
+        if int(wchunk) < 1:
+            raise ValueError("wchunk must be >= 1")
         self.threads_per_block = int(threads_per_block)
         self.max_blocks = None if max_blocks is None else int(max_blocks)
         self._budget = None if memory_budget is None else int(memory_budget)
@@ -95,14 +319,18 @@ class CupyBackend(Backend):
         self._lock = threading.RLock()
         self._modules = {}
         self._plan_cache = {}
-        self._cp = None
-        self._stream = None
+        self._dev = device
+        self._device_given = device is not None
         self._props = None
-        self._shrunk = {}  # (kind, plan-ish key) -> sub-batch cap learnt from OOM
+        self._shrunk = {}  # kind -> sub-batch cap learnt from OOM
+        #: wall seconds of count_range: device work (launches, sorts, copies) and the host merge
+        self.timings = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
 
     # --- availability and set-up --------------------------------------------------------
     def availability(self):
         """``(True, "")`` or ``(False, reason)``."""
+        if self._device_given:
+            return self._dev.availability()
         if importlib.util.find_spec("cupy") is None:
             return False, "cupy is not installed"
         try:
@@ -122,24 +350,14 @@ class CupyBackend(Backend):
             return False, str(exc)
         return True, ""
 
-    def _cupy(self):
-        if self._cp is None:
+    def _device(self):
+        if self._props is None:
             with self._lock:
-                if self._cp is None:
-                    import cupy
-
-                    self._stream = cupy.cuda.Stream(non_blocking=True)
-                    dev = cupy.cuda.Device()
-                    p = cupy.cuda.runtime.getDeviceProperties(dev.id)
-                    name = p.get("name", b"")
-                    self._props = {
-                        "name": name.decode() if isinstance(name, bytes) else str(name),
-                        "sm_count": int(p.get("multiProcessorCount", 1)),
-                        "cc": f"{p.get('major', '?')}.{p.get('minor', '?')}",
-                        "smem_per_sm": int(p.get("sharedMemPerMultiprocessor", 100 * 1024)),
-                    }
-                    self._cp = cupy
-        return self._cp
+                if self._dev is None:
+                    self._dev = CupyDevice()
+                if self._props is None:
+                    self._props = self._dev.properties()
+        return self._dev
 
     def memory_budget(self):
         """Bytes of device memory one sub-batch may use."""
@@ -148,30 +366,23 @@ class CupyBackend(Backend):
         env = os.environ.get("FASTPOLY_CUPY_MEMORY")
         if env:
             return int(float(env))
-        cp = self._cupy()
-        free, _total = cp.cuda.runtime.memGetInfo()
-        pool = cp.get_default_memory_pool()
-        return int(self.memory_fraction * (free + pool.free_bytes()))
+        return int(self.memory_fraction * self._device().memory_free())
 
-    def _module(self, filename, names):
-        """Memoised RawModule of one kernel file with the given template instantiations."""
+    def _functions(self, filename, names):
+        """Memoised kernel handles of one kernel file with the given instantiations."""
         key = (filename, tuple(names))
-        mod = self._modules.get(key)
-        if mod is None:
-            cp = self._cupy()
-            # the digest of every source makes CuPy's on-disk cache see header edits too
-            code = f"// fastpoly kernel sources {src.source_digest()}\n" + src.read_source(filename)
-            options = tuple(src.NVRTC_OPTIONS) + (f"-I{src.kernel_dir()}",)
-            mod = cp.RawModule(code=code, options=options, name_expressions=list(names))
-            self._modules[key] = mod
-        return mod
+        fns = self._modules.get(key)
+        if fns is None:
+            fns = self._device().compile(filename, list(names))
+            self._modules[key] = fns
+        return fns
 
     def describe(self):
         """One line for the CLI (device, threads)."""
         ok, why = self.availability()
         if not ok:
             return f"cupy (unavailable: {why})"
-        self._cupy()
+        self._device()
         p = self._props
         return f"cupy on {p['name']} (compute capability {p['cc']}, {p['sm_count']} SMs)"
 
@@ -181,26 +392,34 @@ class CupyBackend(Backend):
         return int(min(1 << 25, max(1 << 14, 2e13 / max(flops, 1))))
 
     # --- per-plan device data -----------------------------------------------------------
+    @staticmethod
+    def check_plan(plan):
+        """Raise ``ValueError`` if no sampler kernel can run ``plan`` (deeper than ``MAX_LAYERS``)."""
+        L = plan.mlp.n_layers
+        if L > src.MAX_LAYERS:
+            raise ValueError(f"the cupy backend samples MLPs of at most {src.MAX_LAYERS} layers "
+                             f"(FP_MAX_LAYERS of kernels/network.cuh); {plan.mlp.spec} has {L}")
+
     def _plan_data(self, plan):
-        key = (plan.digest, plan.train_rows.tobytes(), plan.train_labels.tobytes(), repr(plan.mlp))
+        self.check_plan(plan)
+        key = (plan.digest, plan.seed, plan.train_rows.tobytes(), plan.train_labels.tobytes(), repr(plan.mlp))
         d = self._plan_cache.get(key)
         if d is not None:
             return d
-        cp = self._cupy()
+        dev = self._device()
         desc, scales = src.net_desc(plan.mlp)
         order, labels = src.row_order(plan)
         Xt = np.ascontiguousarray(plan.X[order].T, dtype=np.float32)
-        with self._stream:
-            d = {
-                "desc": cp.asarray(desc),
-                "scales": cp.asarray(scales),
-                "Xt": cp.asarray(Xt),
-                "labels": cp.asarray(labels if labels.size else np.zeros(1, np.uint8)),
-                "m": int(plan.m),
-                "nkey": int(plan.key_rows.size),
-                "W": int(plan.n_words),
-            }
-            d.update(self._choose_kernel(plan))
+        d = {
+            "desc": dev.upload(desc),
+            "scales": dev.upload(scales),
+            "Xt": dev.upload(Xt),
+            "labels": dev.upload(labels if labels.size else np.zeros(1, np.uint8)),
+            "m": int(plan.m),
+            "nkey": int(plan.key_rows.size),
+            "W": int(plan.n_words),
+        }
+        d.update(self._choose_kernel(plan))
         if len(self._plan_cache) >= 4:
             self._plan_cache.pop(next(iter(self._plan_cache)))
         self._plan_cache[key] = d
@@ -214,11 +433,6 @@ class CupyBackend(Backend):
             len(w) == 4 and m <= 128 and w[0] <= 32 and w[1] <= 64 and w[2] <= 64 and R * w[1] <= 160
             and plan.mlp.n_params < 2**31
         )
-        if fits:
-            total = src.fixed_layout_floats(w[0], w[1], w[2])
-            wpb = min(self.threads_per_block, 128) // 32
-            wpb = min(wpb, _SMEM_STATIC_LIMIT // (4 * total))
-            fits = wpb >= 1
         if self.kernel == "generic" or not fits:
             if self.kernel == "fixed" and not fits:
                 warnings.warn("kernel='fixed' does not fit this architecture; using the generic sampler",
@@ -226,71 +440,79 @@ class CupyBackend(Backend):
             maxw = max(w[1:])
             W = plan.n_words
             stride = _round_up(2 * maxw * m + 2 * W, 4)
-            return {"kind": "generic", "wpb": min(self.threads_per_block, 256) // 32, "maxw": maxw, "stride": stride}
-
-        return {"kind": "fixed", "wpb": wpb, "R": R, "shape": (w[0], w[1], w[2]),
-                "act": SAMPLER_CODES[plan.mlp.activation], "smem_per_warp": 4 * total}
+            return {"kind": "generic", "wpb": min(self.threads_per_block, 256) // 32, "maxw": maxw,
+                    "stride": stride, "smem_per_warp": 4 * self.wchunk}
+        total = src.fixed_layout_floats(w[0], w[1], w[2])
+        return {"kind": "fixed", "wpb": min(self.threads_per_block, 128) // 32, "R": R,
+                "shape": (w[0], w[1], w[2]), "act": SAMPLER_CODES[plan.mlp.activation],
+                "smem_per_warp": 4 * total}
 
     def _kernel(self, d, mode):
-        if d["kind"] == "fixed":
-            n0, h1, h2 = d["shape"]
-            names = [src.fixed_kernel_name(n0, h1, h2, d["R"], d["act"], md)
-                     for md in (src.MODE_KEYS, src.MODE_COUNT)]
-            return self._module("sampler.cu", names).get_function(names[mode])
-        names = [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
-        return self._module("sampler.cu", names).get_function(names[mode])
+        names = self._sampler_names(d)
+        return self._functions("sampler.cu", names)[names[mode]]
 
-    def _grid(self, d, kern, n):
-        """Blocks for n samples (one warp each), and the dynamic shared memory per block."""
-        wpb = d["wpb"]
+    def _launch_config(self, d, kern, n):
+        """(blocks, warps per block, dynamic shared bytes) for n samples; opts the kernel in above 48 KiB."""
+        dev = self._device()
+        props = self._props
+        attrs = dev.attributes(kern)
+        sp = src.shared_memory_plan(d["smem_per_warp"], d["wpb"], attrs["static_smem"],
+                                    props.get("smem_per_block", _SMEM_DEFAULT_LIMIT),
+                                    props.get("smem_per_block_optin", _SMEM_DEFAULT_LIMIT))
+        if sp.opt_in and sp.dynamic > attrs["max_dynamic_smem"]:
+            dev.set_max_dynamic_smem(kern, sp.dynamic)
+        wpb, smem = sp.warps, sp.dynamic
         need = -(-n // wpb)
-        smem = wpb * (d["smem_per_warp"] if d["kind"] == "fixed" else 4 * self.wchunk)
-        regs = max(int(getattr(kern, "num_regs", 64)), 16)
+        regs = max(int(attrs["num_regs"]), 16)
         warps_sm = max(1, min(64, 65536 // (_round_up(regs, 8) * 32)))
-        blocks_sm = max(1, min(32, warps_sm // wpb, self._props["smem_per_sm"] // max(smem + 1024, 1)))
-        cap = self._props["sm_count"] * blocks_sm * 2
+        smem_block = smem + attrs["static_smem"] + 1024
+        blocks_sm = max(1, min(32, warps_sm // wpb, props["smem_per_sm"] // smem_block))
+        cap = props["sm_count"] * blocks_sm * 2
         if self.max_blocks:
             cap = min(cap, self.max_blocks)
         if d["kind"] == "generic":  # scratch of every warp within half the memory budget
             cap = min(cap, max(1, (self.memory_budget() // 2) // (wpb * d["stride"] * 4)))
-        return max(1, min(need, cap)), smem
+        return max(1, min(need, cap)), wpb, smem
 
     # --- launches ------------------------------------------------------------------------
     def _launch(self, d, mode, seed, start, n, outs):
-        cp = self._cp
+        dev = self._dev
         kern = self._kernel(d, mode)
-        grid, smem = self._grid(d, kern, n)
+        grid, wpb, smem = self._launch_config(d, kern, n)
         args = [np.uint64(seed), np.uint64(start), np.uint64(n), d["desc"], d["scales"], d["Xt"],
                 np.int32(d["m"]), np.int32(d["nkey"]), d["labels"]] + list(outs)
         if d["kind"] == "generic":
-            nwarps = grid * d["wpb"]
-            scratch = cp.empty(nwarps * d["stride"], dtype=cp.float32)
+            scratch = dev.empty(grid * wpb * d["stride"], np.float32)
             args += [scratch, np.int64(d["stride"]), np.int32(d["maxw"]), np.int32(self.wchunk)]
-        kern((grid,), (32 * d["wpb"],), tuple(args), shared_mem=smem)
+        dev.launch(kern, (grid,), (32 * wpb,), args, smem)
 
     def _sub_batch(self, d, per_sample, kind):
         budget = self.memory_budget()
         if d["kind"] == "generic":
-            budget //= 2  # the other half is for the scratch of the warps (see _grid)
+            budget //= 2  # the other half is for the scratch of the warps (see _launch_config)
         sb = max(_MIN_SUB_BATCH, budget // max(per_sample, 1))
         sb = min(sb, self.max_sub_batch, self._shrunk.get(kind, _MAX_SUB_BATCH))
         return int(max(1, sb))
 
     def _run_chunked(self, kind, d, per_sample, start, stop, work):
-        """Call ``work(a, b)`` over [start, stop) in sub-batches; on OOM halve and redo (never lose samples)."""
-        cp = self._cupy()
-        oom = cp.cuda.memory.OutOfMemoryError
+        """Call ``work(a, b)`` over [start, stop) in sub-batches; on OOM halve and redo (never lose samples).
+
+        A sub-batch's results are kept only once ``work`` returned for all of it, so a
+        failed sub-batch is redone from its first sample with half the size.
+        """
+        dev = self._device()
+        oom = tuple(dev.oom_errors)
         sb = self._sub_batch(d, per_sample, kind)
         out = []
         a = start
         while a < stop:
             b = min(stop, a + sb)
             try:
-                with self._stream:
+                with dev.stream():
                     res = work(a, b)
-                    self._stream.synchronize()
+                    dev.synchronize()
             except oom as exc:
-                cp.get_default_memory_pool().free_all_blocks()
+                dev.free_cached()
                 if b - a <= 1:
                     raise
                 sb = max(1, (b - a) // 2)
@@ -313,18 +535,17 @@ class CupyBackend(Backend):
         if stop == start:
             return SampleBatch(np.zeros((0, W), np.uint64), np.zeros(0, bool),
                                np.zeros(0, np.float32) if margins else None)
-        cp = self._cupy()
         d = self._plan_data(plan)
+        dev = self._dev
 
         def work(a, b):
             n = b - a
-            keys = cp.empty((n, W), dtype=cp.uint64)
-            acc = cp.empty(n, dtype=cp.uint8)
-            marg = cp.empty(n, dtype=cp.float32)
-            dummy64 = cp.zeros(1, dtype=cp.uint64)
-            self._launch(d, src.MODE_KEYS, plan.seed, a, n,
-                         [keys, acc, marg, dummy64, dummy64, dummy64])
-            return keys.get(stream=self._stream), acc.get(stream=self._stream), marg.get(stream=self._stream)
+            keys = dev.empty((n, W), np.uint64)
+            acc = dev.empty(n, np.uint8)
+            marg = dev.empty(n, np.float32)
+            dummy64 = dev.zeros(1, np.uint64)
+            self._launch(d, src.MODE_KEYS, plan.seed, a, n, [keys, acc, marg, dummy64, dummy64, dummy64])
+            return dev.download(keys), dev.download(acc), dev.download(marg)
 
         parts = self._run_chunked("keys", d, 8 * W + 5 + 16, start, stop, work)
         keys = np.concatenate([p[0] for p in parts]).reshape(-1, W)
@@ -341,62 +562,99 @@ class CupyBackend(Backend):
                            stop - start, 0)
         if stop == start:
             return empty
-        cp = self._cupy()
         d = self._plan_data(plan)
-        ones = np.full((1, W), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+        dev = self._dev
+        ones = np.full((1, W), _U64_MAX, dtype=np.uint64)
         if nkey % 64:
             ones[0, -1] = np.uint64((1 << (nkey % 64)) - 1)
         zero = np.zeros((1, W), np.uint64)
 
         def work(a, b):
             n = b - a
-            stats = cp.zeros(6, dtype=cp.uint64)
-            stats[4:] = cp.uint64(0xFFFFFFFFFFFFFFFF)
-            bkeys = cp.empty((n, W), dtype=cp.uint64)
-            bidx = cp.empty(n, dtype=cp.uint64)
-            dummy8 = cp.zeros(1, dtype=cp.uint8)
-            dummyf = cp.zeros(1, dtype=cp.float32)
-            dummy64 = cp.zeros(1, dtype=cp.uint64)
+            stats = dev.upload(np.array([0, 0, 0, 0, _U64_MAX, _U64_MAX], np.uint64))
+            bkeys = dev.empty((n, W), np.uint64)
+            bidx = dev.empty(n, np.uint64)
+            dummy8 = dev.zeros(1, np.uint8)
+            dummyf = dev.zeros(1, np.float32)
+            dummy64 = dev.zeros(1, np.uint64)
             self._launch(d, src.MODE_COUNT, plan.seed, a, n, [dummy64, dummy8, dummyf, bkeys, bidx, stats])
-            st = stats.get(stream=self._stream)
+            st = dev.download(stats)
             n_out = int(st[0])
+            if n_out > n or int(st[1]) > n:
+                raise RuntimeError(f"cupy backend: the count kernel reported {n_out} appended / {int(st[1])} "
+                                   f"accepted samples out of {n}")
             parts = []
             if n_out:
-                parts.append(self._sort_rle(bkeys[:n_out], bidx[:n_out]))
+                parts.append(self._sort_rle(d, bkeys[:n_out], bidx[:n_out]))
             if st[2]:
                 parts.append((zero.copy(), np.array([st[2]], np.int64), np.array([st[4]], np.uint64)))
             if st[3]:
                 parts.append((ones.copy(), np.array([st[3]], np.int64), np.array([st[5]], np.uint64)))
             return parts, int(st[1])
 
-        per_sample = 4 * (8 * W + 8) + 16
+        per_sample = (8 * W + 8) + sort_peak_bytes(1, W) - sort_peak_bytes(0, W)
+        t0 = time.perf_counter()
         res = self._run_chunked("count", d, per_sample, start, stop, work)
+        t1 = time.perf_counter()
         parts = [p for r in res for p in r[0]]
         n_acc = sum(r[1] for r in res)
         merged = merge_sorted_counts(parts)
+        self.timings["device_s"] += t1 - t0
+        self.timings["merge_s"] += time.perf_counter() - t1
+        self.timings["sub_batches"] += len(res)
         if merged is None:
             empty.n_accepted = n_acc
             return empty
         k, c, f = merged
         return CountBatch(k, c, f, stop - start, n_acc)
 
-    def _sort_rle(self, keys, idx):
-        """Sort (key, index) pairs as big integers then by index (GPU), run-length encode, copy to host."""
-        cp = self._cp
+    def _sort_rle(self, d, keys, idx):
+        """Unique keys (big-integer order), their counts and first sample index, as host arrays.
+
+        One stable radix argsort per key word, least significant first (the index is not
+        sorted: the first index of a run is a segmented minimum), a check that the result is
+        sorted (a sort that failed silently raises ``MemoryError`` and the sub-batch is
+        redone smaller), run-length encoding, ``fastpoly_segment_min``.
+        """
+        dev = self._dev
+        xp = dev.xp
         n, W = keys.shape
-        order = cp.argsort(idx)  # stable radix sorts, least significant key first
-        for w in range(W):
-            col = keys[:, w][order]
-            order = order[cp.argsort(col)]
+        dev.reserve(sort_peak_bytes(n, W))
+        order = dev.argsort_stable(keys[:, 0])
+        for w in range(1, W):
+            order = order[dev.argsort_stable(keys[:, w][order])]
+        order = order.astype(xp.int64, copy=False)
         sk = keys[order]
-        si = idx[order]
-        new = cp.ones(n, dtype=cp.bool_)
+        new = xp.ones(n, dtype=xp.bool_)
         if n > 1:
-            new[1:] = cp.any(sk[1:] != sk[:-1], axis=1)
-        starts = cp.flatnonzero(new)
-        counts = cp.diff(cp.concatenate([starts, cp.asarray([n], dtype=starts.dtype)]))
-        return (sk[starts].get(stream=self._stream), counts.astype(cp.int64).get(stream=self._stream),
-                si[starts].get(stream=self._stream))
+            lo, hi = sk[:-1], sk[1:]
+            eq = xp.ones(n - 1, dtype=xp.bool_)
+            bad = xp.zeros(n - 1, dtype=xp.bool_)
+            for w in range(W - 1, -1, -1):  # most significant word first
+                bad |= eq & (hi[:, w] < lo[:, w])
+                eq &= hi[:, w] == lo[:, w]
+            if bool(xp.any(bad)):
+                raise MemoryError("cupy backend: the device sort returned unsorted keys (a failed workspace "
+                                  "allocation?)")
+            new[1:] = ~eq
+        starts = xp.flatnonzero(new)
+        run = (xp.cumsum(new) - 1).astype(xp.int64)
+        first = dev.full(int(starts.shape[0]), _U64_MAX, np.uint64)
+        kern = self._functions("sampler.cu", self._sampler_names(d))[src.SEGMENT_MIN_KERNEL]
+        grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._props["sm_count"] * 8))
+        dev.launch(kern, (grid,), (_SEGMENT_THREADS,), [np.int64(n), order, run, idx, first], 0)
+        counts = xp.diff(xp.concatenate([starts, xp.asarray([n], dtype=starts.dtype)])).astype(xp.int64)
+        return dev.download(sk[starts]), dev.download(counts), dev.download(first)
+
+    @staticmethod
+    def _sampler_names(d):
+        if d["kind"] == "fixed":
+            n0, h1, h2 = d["shape"]
+            names = [src.fixed_kernel_name(n0, h1, h2, d["R"], d["act"], md)
+                     for md in (src.MODE_KEYS, src.MODE_COUNT)]
+        else:
+            names = [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
+        return names + list(src.AUX_KERNELS)
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, net, X, dtype):
@@ -436,33 +694,35 @@ class CupyBackend(Backend):
                 "fan_out": int(len(bias))}
 
     def _eval_layers(self, layers, X, dtype, fused):
-        cp = self._cupy()
+        dev = self._device()
         tname = "float" if dtype == np.float32 else "double"
         names = [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (0, 1)]
-        kern = self._module("poly.cu", names).get_function(src.poly_kernel_name(tname, fused))
+        kern = self._functions("poly.cu", names)[src.poly_kernel_name(tname, fused)]
         N = X.shape[0]
         n_out = layers[-1]["fan_out"]
         if N == 0:
             return np.zeros((0, n_out), dtype)
+        need = int(layers[0]["indices"].max()) + 1 if layers[0]["indices"].size else 0
+        if X.ndim != 2 or X.shape[1] < need:
+            raise ValueError(f"X must be a matrix with at least {need} columns, got shape {X.shape}")
         itemsize = np.dtype(dtype).itemsize
         maxw = max([X.shape[1]] + [L["fan_out"] for L in layers])
-        with self._stream:
-            dev = [{k: (cp.asarray(v.astype(dtype) if k in ("data", "bias", "shift") else v)
-                        if isinstance(v, np.ndarray) else v) for k, v in L.items()} for L in layers]
+        dev_layers = [{k: (dev.upload(v.astype(dtype) if k in ("data", "bias", "shift") else v)
+                           if isinstance(v, np.ndarray) else v) for k, v in L.items()} for L in layers]
         tpb = min(self.threads_per_block, 256)
+        null = np.uint64(0)  # a null pointer means no centering shift
 
         def work(a, b):
             n = b - a
-            h = cp.asarray(np.ascontiguousarray(X[a:b].T, dtype=dtype))
-            for L in dev:
-                out = cp.empty((L["fan_out"], n), dtype=dtype)
+            h = dev.upload(np.ascontiguousarray(X[a:b].T, dtype=dtype))
+            for L in dev_layers:
+                out = dev.empty((L["fan_out"], n), dtype)
                 gy = min(L["fan_out"], 65535)
-                # a null pointer (uint64 0) means no centering shift
                 args = (np.int64(n), np.int32(L["fan_out"]), L["indptr"], L["indices"], L["data"], L["bias"],
-                        L["shift"] if L["shift"] is not None else np.uint64(0), np.int32(L["act"]), h, out)
-                kern((-(-n // tpb), gy), (tpb,), args)
+                        L["shift"] if L["shift"] is not None else null, np.int32(L["act"]), h, out)
+                dev.launch(kern, (-(-n // tpb), gy), (tpb,), args, 0)
                 h = out
-            return cp.ascontiguousarray(h.T).get(stream=self._stream)
+            return dev.download(dev.xp.ascontiguousarray(h.T))
 
         per_row = 3 * maxw * itemsize + 16
         parts = self._run_chunked("eval", {"kind": "eval"}, per_row, 0, N, work)

@@ -19,7 +19,9 @@ from fastpoly.activations import SAMPLER_CODES
 __all__ = [
     "kernel_dir", "kernel_sources", "read_source", "source_digest", "NVRTC_OPTIONS", "NVCC_FLAGS",
     "fixed_kernel_name", "generic_kernel_name", "poly_kernel_name", "fixed_layout_floats",
-    "MODE_KEYS", "MODE_COUNT",
+    "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
+    "build_ptx", "CtypesNVRTC", "find_nvrtc_library", "ptx_ftz_instructions", "SharedMemoryPlan",
+    "shared_memory_plan",
 ]
 
 #: NVRTC options: C++17, IEEE float32 (no fast math, no contraction of a*b+c, no flush to zero)
@@ -29,6 +31,12 @@ NVCC_FLAGS = ("-std=c++17", "-fmad=false", "-ftz=false", "-prec-div=true", "-pre
 
 MODE_KEYS = 0
 MODE_COUNT = 1
+#: FP_MAX_LAYERS of kernels/network.cuh: the deepest MLP the sampler kernels describe
+MAX_LAYERS = 16
+#: the counting helper kernel of sampler.cu (first index of every run of equal keys)
+SEGMENT_MIN_KERNEL = "fastpoly_segment_min"
+#: non-template kernels of sampler.cu the backend uses besides the samplers
+AUX_KERNELS = (SEGMENT_MIN_KERNEL,)
 _SUFFIXES = (".cu", ".cuh")
 
 
@@ -143,3 +151,230 @@ def row_order(plan):
     order = np.concatenate([plan.key_rows, plan.train_rows]).astype(np.int64)
     labels = np.ascontiguousarray(plan.train_labels, dtype=np.uint8)
     return order, labels
+
+
+# --- compiling: NVRTC options, PTX, and the flush-to-zero guard -----------------------------
+def nvrtc_options(arch=None):
+    """The complete NVRTC option list of the backend's compile path.
+
+    ``NVRTC_OPTIONS`` (IEEE float32: ``--ftz=false`` and nothing after it that turns
+    flushing back on -- :class:`cupy.RawModule` appends ``-ftz=true``, which is why the
+    backend compiles through :func:`build_ptx` instead), the kernel folder as include path,
+    and ``-arch=compute_XY`` when ``arch`` (e.g. ``"90"``) is given.
+    """
+    opts = list(NVRTC_OPTIONS) + [f"-I{kernel_dir()}"]
+    if arch:
+        a = str(arch).replace("sm_", "").replace("compute_", "")
+        opts.append(f"-arch=compute_{a}")
+    return tuple(opts)
+
+
+def build_ptx(filename, names, nvrtc, arch=None):
+    """Compile one kernel file to PTX with :func:`nvrtc_options`; instantiate ``names``.
+
+    Parameters
+    ----------
+    filename : str
+        ``"sampler.cu"`` or ``"poly.cu"``.
+    names : sequence of str
+        NVRTC name expressions (template instantiations, plain kernel names).
+    nvrtc : object
+        Five calls of the NVRTC API: ``create(source, name) -> prog``,
+        ``add_name_expression(prog, name)``, ``compile(prog, options) -> (ok, log)``,
+        ``ptx(prog) -> str``, ``lowered_name(prog, name) -> str``, ``destroy(prog)``
+        (:class:`CtypesNVRTC`, or the backend's adapter of CuPy's NVRTC bindings).
+    arch : str or None
+
+    Returns
+    -------
+    ptx : str
+    lowered : dict
+        Name expression -> mangled kernel name in the PTX.
+
+    Raises
+    ------
+    RuntimeError
+        NVRTC reported an error (the message holds its log), or the PTX flushes
+        subnormals to zero (see :func:`ptx_ftz_instructions`).
+    """
+    code = f"// fastpoly kernel sources {source_digest()}\n" + read_source(filename)
+    prog = nvrtc.create(code, filename)
+    try:
+        for n in names:
+            nvrtc.add_name_expression(prog, n)
+        ok, log = nvrtc.compile(prog, nvrtc_options(arch))
+        if not ok:
+            raise RuntimeError(f"NVRTC failed to compile {filename}:\n{log}")
+        ptx = nvrtc.ptx(prog)
+        lowered = {n: nvrtc.lowered_name(prog, n) for n in names}
+    finally:
+        nvrtc.destroy(prog)
+    ftz = ptx_ftz_instructions(ptx)
+    if ftz:
+        raise RuntimeError(f"the PTX of {filename} flushes subnormals ({len(ftz)} .ftz instructions, e.g. "
+                           f"{ftz[0]!r}); results would differ from the reference")
+    return ptx, lowered
+
+
+def ptx_ftz_instructions(ptx):
+    """Instructions of a PTX text that flush subnormals to zero because of the ``-ftz`` option.
+
+    Every ``.ftz`` instruction except the ``.approx`` ones: libdevice's float64 ``tanh``/``erf``
+    and ``expf`` seed their iterations with ``ex2.approx.ftz.f32`` / ``rcp.approx.ftz.f64``
+    whatever the option (on arguments they have range-reduced; NVRTC 13 with
+    ``--ftz=false`` emits only those).  With ``-ftz=true`` the correctly rounded ``fma.rn``,
+    ``mul.rn``, ``add.rn``, ``div.rn``, ``sqrt.rn``, ``setp``, ``cvt`` ... get ``.ftz`` too.
+    """
+    out = []
+    for line in ptx.splitlines():
+        t = line.strip().split("//")[0].strip()
+        if not t:
+            continue
+        op = t.split()[0]
+        if ".ftz" in op and ".approx" not in op:
+            out.append(t)
+    return out
+
+
+def find_nvrtc_library():
+    """Path of a loadable ``libnvrtc`` or None.
+
+    Order: ``$FASTPOLY_NVRTC_LIB``; the CUDA toolkit of ``nvcc`` (``lib64``, ``targets/*/lib``,
+    ``/usr/local/cuda*``); the ``nvidia-cuda-nvrtc`` wheel on ``sys.path``.
+    """
+    import ctypes
+    import glob
+    import shutil
+    import sys
+
+    cands = []
+    if os.environ.get("FASTPOLY_NVRTC_LIB"):
+        cands.append(os.environ["FASTPOLY_NVRTC_LIB"])
+    bases = {Path("/usr/local/cuda")} | {Path(p) for p in glob.glob("/usr/local/cuda-*")}
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        bases.add(Path(os.path.realpath(nvcc)).parent.parent)
+    for base in sorted(bases):
+        cands += sorted(glob.glob(str(base / "lib64" / "libnvrtc.so*")))
+        cands += sorted(glob.glob(str(base / "targets" / "*" / "lib" / "libnvrtc.so*")))
+    for sp in sys.path:
+        cands += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib", "libnvrtc.so*")))
+        cands += sorted(glob.glob(os.path.join(sp, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*")))
+    for c in cands:
+        if "builtins" in c or ".alt." in c:
+            continue
+        try:
+            ctypes.CDLL(c)
+        except OSError:
+            continue
+        return c
+    return None
+
+
+class CtypesNVRTC:
+    """The NVRTC calls :func:`build_ptx` needs, through ctypes on a ``libnvrtc`` shared library."""
+
+    def __init__(self, path=None):
+        import ctypes
+
+        self._ct = ctypes
+        path = path or find_nvrtc_library()
+        if path is None:
+            raise FileNotFoundError("libnvrtc not found (set FASTPOLY_NVRTC_LIB or install nvidia-cuda-nvrtc)")
+        self.path = path
+        self.lib = ctypes.CDLL(path)
+
+    def _check(self, rc, what):
+        if rc != 0:
+            raise RuntimeError(f"NVRTC {what} failed with code {rc}")
+
+    def create(self, source, name):
+        prog = self._ct.c_void_p()
+        self._check(self.lib.nvrtcCreateProgram(self._ct.byref(prog), source.encode(), name.encode(), 0, None,
+                                                None), "nvrtcCreateProgram")
+        return prog
+
+    def add_name_expression(self, prog, name):
+        self._check(self.lib.nvrtcAddNameExpression(prog, name.encode()), "nvrtcAddNameExpression")
+
+    def compile(self, prog, options):
+        ct = self._ct
+        arr = (ct.c_char_p * len(options))(*[o.encode() for o in options])
+        rc = self.lib.nvrtcCompileProgram(prog, len(options), arr)
+        size = ct.c_size_t()
+        self.lib.nvrtcGetProgramLogSize(prog, ct.byref(size))
+        log = ct.create_string_buffer(size.value)
+        self.lib.nvrtcGetProgramLog(prog, log)
+        return rc == 0, log.value.decode(errors="replace")
+
+    def ptx(self, prog):
+        ct = self._ct
+        size = ct.c_size_t()
+        self._check(self.lib.nvrtcGetPTXSize(prog, ct.byref(size)), "nvrtcGetPTXSize")
+        buf = ct.create_string_buffer(size.value)
+        self._check(self.lib.nvrtcGetPTX(prog, buf), "nvrtcGetPTX")
+        return buf.value.decode()
+
+    def lowered_name(self, prog, name):
+        low = self._ct.c_char_p()
+        self._check(self.lib.nvrtcGetLoweredName(prog, name.encode(), self._ct.byref(low)), "nvrtcGetLoweredName")
+        return low.value.decode()
+
+    def destroy(self, prog):
+        self.lib.nvrtcDestroyProgram(self._ct.byref(prog))
+
+
+# --- shared memory of a launch ---------------------------------------------------------------
+class SharedMemoryPlan(tuple):
+    """``(warps_per_block, dynamic_bytes, opt_in)`` of a sampler launch (see :func:`shared_memory_plan`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, warps, dynamic, opt_in):
+        return super().__new__(cls, (int(warps), int(dynamic), bool(opt_in)))
+
+    warps = property(lambda self: self[0])
+    dynamic = property(lambda self: self[1])
+    opt_in = property(lambda self: self[2])
+
+
+def shared_memory_plan(per_warp, warps, static, limit, limit_optin):
+    """Warps per block and dynamic shared memory that a launch can actually get.
+
+    Parameters
+    ----------
+    per_warp : int
+        Dynamic shared-memory bytes one warp needs.
+    warps : int
+        Warps per block wanted.
+    static : int
+        Static ``__shared__`` bytes of the kernel (its ``shared_size_bytes`` attribute:
+        ``s_tally``, ``s_net``).
+    limit : int
+        Bytes per block without opting in (48 KiB on every current GPU).
+    limit_optin : int
+        Bytes per block with ``cudaFuncAttributeMaxDynamicSharedMemorySize`` raised
+        (``sharedMemPerBlockOptin``: 227 KiB on sm_90).
+
+    Returns
+    -------
+    SharedMemoryPlan
+        ``warps`` is reduced when even the opt-in limit is too small for all of them;
+        ``opt_in`` says that the kernel's dynamic-size attribute must be raised to ``dynamic``.
+
+    Raises
+    ------
+    ValueError
+        Not even one warp fits.
+    """
+    per_warp, warps, static = int(per_warp), int(warps), int(static)
+    if per_warp < 0 or warps < 1 or static < 0:
+        raise ValueError("per_warp, static must be >= 0 and warps >= 1")
+    top = max(int(limit), int(limit_optin))
+    if static + per_warp > top:
+        raise ValueError(f"one warp needs {per_warp} bytes of shared memory plus {static} static; the device "
+                         f"allows {top} per block")
+    if per_warp:
+        warps = min(warps, (top - static) // per_warp)
+    dyn = warps * per_warp
+    return SharedMemoryPlan(warps, dyn, static + dyn > limit)
