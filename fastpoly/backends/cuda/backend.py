@@ -179,7 +179,7 @@ class CupyDevice:
             return src.CtypesNVRTC()
 
     #: (device id, arch, filename, names) -> (module, PTX, lowered names): shared by every backend
-    _loaded = {}
+    _loaded: dict = {}
 
     def _ptx_cache_path(self, filename, names):
         d = os.environ.get("FASTPOLY_CUDA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastpoly",
