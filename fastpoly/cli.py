@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "fastpoly._cli_sample",
     "fastpoly.poly.cli",
     "fastpoly._cli_analysis",
+    "fastpoly.gp.cli",
 )
 
 #: ``fastpoly plot KIND``: kind -> ("module:function", needs a counts file, help)
