@@ -70,11 +70,21 @@ def test_rows(m: int, train_rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _setup(arch, X, train, K):
+def _check_train_all(train, m: int):
+    """Like :func:`fastpoly.plan.check_train`, but the train set may cover every row (for log P(S))."""
+    try:
+        return check_train(train, m)
+    except ValueError as e:
+        if "covers every row" not in str(e):
+            raise
+    return check_train(train, m + 1)  # every row of X, each once: valid for P(S)
+
+
+def _setup(arch, X, train, K, allow_all=False):
     arch = as_mlp(arch)
     X = check_inputs(arch, X)
     m = X.shape[0]
-    rows, labels = check_train(train, m)
+    rows, labels = _check_train_all(train, m) if allow_all else check_train(train, m)
     if K is None:
         K = kernel(arch, X)
     else:
@@ -115,7 +125,7 @@ def log_marginal(
     """
     if train is None:
         raise ValueError("log_marginal needs train=(row indices, 0/1 labels)")
-    _, _, rows, labels, K = _setup(arch, X, train, K)
+    _, _, rows, labels, K = _setup(arch, X, train, K, allow_all=True)
     return orthant(K[np.ix_(rows, rows)], labels, method, **orthant_options)
 
 

@@ -191,6 +191,8 @@ def _cmd_logp(args):
           f"method {r.method}, {dt:.2f} s)")
     print(f"PAC-Bayes      generalisation error <= {pac_bayes_bound(r.log_p, m, args.delta):.4f} "
           f"(delta = {args.delta:.4g})")
+    if r.diagnostics.get("warning"):
+        print(f"warning        {r.diagnostics['warning']}")
     return 0
 
 

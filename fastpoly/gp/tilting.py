@@ -40,6 +40,8 @@ __all__ = ["cholperm", "tilting_log_prob", "TiltingResult", "CHUNK"]
 
 #: samples per importance-sampling chunk (fixed: the estimate depends on it through the uniforms' order)
 CHUNK = 4096
+#: below this fraction of n_samples the effective sample size triggers a warning in the diagnostics
+ESS_WARN = 0.01
 #: rows per block of the blocked (GEMM) update of the conditional means
 _BLOCK = 64
 
@@ -253,7 +255,9 @@ def tilting_log_prob(
         ``log_p`` = log of the unbiased estimate of P; ``stderr`` = its standard error
         in log space (the estimated relative error of P, delta method).  Diagnostics:
         ``rel_err``, ``ess`` (effective sample size), ``log_upper_bound`` (``psi*``,
-        Botev's bound ``P <= exp(psi*)``), solver details, ``n_samples``, ``min_pivot``.
+        Botev's bound ``P <= exp(psi*)``), solver details, ``n_samples``, ``min_pivot``, and
+        ``warning`` when the effective sample size is below 1% of the samples (or 50): the
+        error bar is then not to be trusted.
     """
     S = np.asarray(S, np.float64)
     d = S.shape[0]
@@ -285,6 +289,11 @@ def tilting_log_prob(
     ess = float(np.sum(w) ** 2 / np.sum(w * w))
     diag = dict(info)
     diag.update(rel_err=rel, ess=ess, log_upper_bound=psi_star, n_samples=int(n_samples), min_pivot=min_rel)
+    if ess < ESS_WARN * n_samples or ess < 50:
+        diag["warning"] = (
+            f"effective sample size {ess:.3g} of {n_samples}: a few weights dominate, so the "
+            "standard error is itself unreliable (increase n_samples, or compare with EP)"
+        )
     return TiltingResult(log_p, rel, diag)
 
 
