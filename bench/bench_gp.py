@@ -64,7 +64,7 @@ def test_tilting_d128_equicorrelated(benchmark, request):
     d = 128
     n = 20000 if _full(request) else 2000
     r = benchmark.pedantic(orthant, (equicorrelated(d), np.ones(d), "tilting"),
-                           dict(n_samples=n, seed=1), rounds=1 if not _full(request) else 3, iterations=1)
+                           {"n_samples": n, "seed": 1}, rounds=1 if not _full(request) else 3, iterations=1)
     err = r.log_p + math.log(d + 1)
     assert abs(err) < 5 * r.stderr
     if _full(request):
@@ -74,7 +74,7 @@ def test_tilting_d128_equicorrelated(benchmark, request):
 
 def test_tilting_d128_relu_constant(benchmark, request, relu_kernel, relu_constant_mc):
     n = 20000 if _full(request) else 2000
-    r = benchmark.pedantic(orthant, (relu_kernel, np.ones(128), "tilting"), dict(n_samples=n, seed=2),
+    r = benchmark.pedantic(orthant, (relu_kernel, np.ones(128), "tilting"), {"n_samples": n, "seed": 2},
                            rounds=1 if not _full(request) else 3, iterations=1)
     assert abs(r.log_p - relu_constant_mc.log_p) < 5 * math.hypot(r.stderr, relu_constant_mc.stderr)
     if _full(request):
@@ -113,7 +113,7 @@ def test_scipy_mvn_cdf_vs_tilting(benchmark, request, d):
         pytest.skip("smoke run: d = 16 only")
     S = equicorrelated(d)
     p = benchmark.pedantic(multivariate_normal.cdf, (np.zeros(d),),
-                           dict(mean=np.zeros(d), cov=S, rng=np.random.default_rng(0)), rounds=1, iterations=1)
+                           {"mean": np.zeros(d), "cov": S, "rng": np.random.default_rng(0)}, rounds=1, iterations=1)
     exact = 1.0 / (d + 1)
     rel = p / exact - 1
     assert abs(p - exact) < 1e-3  # SciPy's default abseps is 1e-5, with slack

@@ -60,6 +60,6 @@ def test_errors_are_one_line_exit_2(capsys):
 def test_cli_import_stays_light():
     code = ("import sys, fastpoly.cli; fastpoly.cli.build_parser(); "
             "print([m for m in ('scipy', 'numba', 'matplotlib') if m in sys.modules])")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert "scipy" not in r.stdout and "numba" not in r.stdout

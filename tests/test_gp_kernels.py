@@ -91,8 +91,8 @@ def test_sigma_b_zero_pins_row_zero_exactly():
 
 
 @pytest.mark.parametrize("bad,msg", [
-    (dict(activation="tanh"), "no closed-form"),
-    (dict(weights="uniform"), "gaussian weights"),
+    ({"activation": "tanh"}, "no closed-form"),
+    ({"weights": "uniform"}, "gaussian weights"),
 ])
 def test_unsupported_architectures_raise(bad, msg):
     with pytest.raises(ValueError, match=msg):
@@ -192,11 +192,11 @@ def test_relu_kernel_vs_wide_networks_and_error_shrinks_like_sqrt_width():
 
 
 @pytest.mark.parametrize("kw", [
-    dict(activation="erf", sigma_w=1.5, sigma_b=0.5),
-    dict(activation="relu", sigma_b=0.0),
-    dict(activation="relu", sigma_b=2.0, bias_scaling="fan_in"),
-    dict(activation="sign", sigma_w=1.0, sigma_b=0.3),
-    dict(activation="identity", sigma_w=0.8, sigma_b=0.7),
+    {"activation": "erf", "sigma_w": 1.5, "sigma_b": 0.5},
+    {"activation": "relu", "sigma_b": 0.0},
+    {"activation": "relu", "sigma_b": 2.0, "bias_scaling": "fan_in"},
+    {"activation": "sign", "sigma_w": 1.0, "sigma_b": 0.3},
+    {"activation": "identity", "sigma_w": 0.8, "sigma_b": 0.7},
 ])
 def test_one_hidden_layer_kernel_vs_wide_network(kw):
     """One hidden layer (4 networks of width 4096): units are i.i.d., so the error bar is exact."""

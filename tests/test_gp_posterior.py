@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.gp import GPPosterior, kernel, log_marginal, orthant, pac_bayes_bound, posterior
+from fastpoly.gp import (
+    GPPosterior,
+    kernel,
+    log_marginal,
+    orthant,
+    pac_bayes_bound,
+    posterior,
+)
 
 ARCH = fastpoly.MLP(3, (16,))
 X3 = fastpoly.boolean_inputs(3)
@@ -22,8 +29,8 @@ def test_pac_bayes_bound_formula():
         assert pac_bayes_bound(lp, m) == pytest.approx(1 - math.exp(-x), rel=1e-14)
     assert pac_bayes_bound(-10.0, 32, delta=0.05) < pac_bayes_bound(-10.0, 32)
     assert pac_bayes_bound(-math.inf, 10) == 1.0
-    for bad in [dict(log_p_S=0.5, m=3), dict(log_p_S=-1, m=0), dict(log_p_S=-1, m=3, delta=1.5),
-                dict(log_p_S=float("nan"), m=3)]:
+    for bad in [{"log_p_S": 0.5, "m": 3}, {"log_p_S": -1, "m": 0}, {"log_p_S": -1, "m": 3, "delta": 1.5},
+                {"log_p_S": float("nan"), "m": 3}]:
         with pytest.raises(ValueError):
             pac_bayes_bound(**bad)
 
@@ -126,3 +133,16 @@ def test_gp_posterior_matches_gp_sampling_conditioned():
     se = np.sqrt(p_hat * (1 - p_hat) / c.n_accepted) + t.probabilities() * t.stderr
     assert np.all(np.abs(t.probabilities() - p_hat) < 5 * se + 1e-4)
     assert abs(math.log(c.n_accepted / c.n_samples) - t.log_p_S) < 0.05
+
+
+def test_digits_example_small():
+    pytest.importorskip("sklearn")
+    from fastpoly.gp.examples import digits_example, load_digits_binary
+
+    Xtr, _ytr, Xte, _yte = load_digits_binary(150, 20, seed=1)
+    assert Xtr.shape == (150, 64) and Xte.shape == (20, 64) and 0 <= Xtr.min() and Xtr.max() <= 1
+    r = digits_example(150, ("ep",), seed=1)
+    assert r["ep"]["diagnostics"]["converged"] and -150 * math.log(2) < r["ep"]["log_p_S"] < 0
+    assert r["ep"]["bound"] == pac_bayes_bound(r["ep"]["log_p_S"], 150)
+    with pytest.raises(ValueError, match="at most"):
+        load_digits_binary(1800, 10)

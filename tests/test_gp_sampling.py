@@ -21,11 +21,11 @@ def test_draws_are_the_stream_3_normals():
     assert not np.array_equal(g, stream_normals(9, np.arange(3, 7), 5, stream=0).astype(np.float64))
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(sigma_b=0.0), dict(activation="identity")])
+@pytest.mark.parametrize("kw", [{}, {"sigma_b": 0.0}, {"activation": "identity"}])
 def test_numpy_and_numba_values_are_bit_identical(kw):
     pytest.importorskip("numba")
     K = kernel(fastpoly.MLP(7, (40, 40), **kw))
-    F, rows, info = gp_factor(K)
+    F, _rows, _info = gp_factor(K)
     idx = np.arange(1000, 1300, dtype=np.uint64)
     a = gp_values(F, 5, idx, "numpy")
     b = gp_values(F, 5, idx, "numba")
@@ -71,15 +71,15 @@ def test_meta_marks_the_infinite_width_limit():
 
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(backend="cupy"), "no CuPy"),
-    (dict(backend="torch"), "unknown backend"),
-    (dict(n_samples=0), "positive"),
-    (dict(seed=-1), "seed"),
-    (dict(start=-2), "start"),
-    (dict(K=np.eye(3)), "shape"),
+    ({"backend": "cupy"}, "no CuPy"),
+    ({"backend": "torch"}, "unknown backend"),
+    ({"n_samples": 0}, "positive"),
+    ({"seed": -1}, "seed"),
+    ({"start": -2}, "start"),
+    ({"K": np.eye(3)}, "shape"),
 ])
 def test_bad_arguments_raise(kw, msg):
-    args = dict(n_samples=10, seed=0)
+    args = {"n_samples": 10, "seed": 0}
     args.update(kw)
     with pytest.raises(ValueError, match=msg):
         sample(ARCH, None, **args)

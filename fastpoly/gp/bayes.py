@@ -28,7 +28,7 @@ from ..plan import check_train, inputs_digest
 from .kernels import as_mlp, check_inputs, kernel
 from .orthants import OrthantResult, check_covariance, orthant
 
-__all__ = ["log_marginal", "posterior", "pac_bayes_bound", "GPPosterior", "test_rows"]
+__all__ = ["GPPosterior", "log_marginal", "pac_bayes_bound", "posterior", "test_rows"]
 
 
 def pac_bayes_bound(log_p_S: float, m: int, delta: float = 2.0**-10) -> float:
@@ -247,9 +247,9 @@ class GPPosterior:
 
     def to_text(self) -> str:
         """Tab-separated table: key (hex), log_p, stderr, probability; header lines start with '#'."""
-        lines = [f"# fastpoly GP posterior: method={self.method} log_P(S)={self.log_p_S:.10g} "
+        lines = [(f"# fastpoly GP posterior: method={self.method} log_P(S)={self.log_p_S:.10g} "
                  f"stderr_S={self.stderr_S} train_rows={len(self.meta.get('train_rows', []))} "
-                 f"test_rows={self.n_key_bits}",
+                 f"test_rows={self.n_key_bits}"),
                  "# meta " + json.dumps(self.meta, sort_keys=True),
                  "key\tlog_p\tstderr\tprobability"]
         for i in range(len(self)):

@@ -17,7 +17,7 @@ from ..conditioning import parse_target
 from ..counts import FunctionCounts
 from ..plan import inputs_digest
 
-__all__ = ["register", "add_parser", "run"]
+__all__ = ["add_parser", "register", "run"]
 
 
 def _arch_options(p):

@@ -22,7 +22,7 @@ from scipy import linalg, special
 
 from .normal import truncated_moments
 
-__all__ = ["ep_log_prob", "EPResult"]
+__all__ = ["EPResult", "ep_log_prob"]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ..arch import MLP
 from .bayes import log_marginal, pac_bayes_bound
 from .kernels import kernel
 
-__all__ = ["load_digits_binary", "digits_example", "main"]
+__all__ = ["digits_example", "load_digits_binary", "main"]
 
 
 def load_digits_binary(n_train: int = 1000, n_test: int = 100, seed: int = 0):

@@ -12,7 +12,7 @@ from ..keys import sort_order
 from ..stats import wilson_interval
 from .bayes import GPPosterior
 
-__all__ = ["plot_vs_exact", "match_exact"]
+__all__ = ["match_exact", "plot_vs_exact"]
 
 
 def match_exact(counts: FunctionCounts, table: GPPosterior) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..arch import MLP, boolean_inputs, parse_arch
 
-__all__ = ["kernel", "KERNEL_ACTIVATIONS", "as_mlp", "check_inputs"]
+__all__ = ["KERNEL_ACTIVATIONS", "as_mlp", "check_inputs", "kernel"]
 
 #: activations with a closed-form NNGP layer map
 KERNEL_ACTIVATIONS = ("relu", "erf", "sign", "identity")

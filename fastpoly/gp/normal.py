@@ -15,7 +15,7 @@ import math
 import numpy as np
 from scipy import special
 
-__all__ = ["log_ndtr_diff", "truncated_moments", "sample_truncated", "LOG_SQRT_2PI"]
+__all__ = ["LOG_SQRT_2PI", "log_ndtr_diff", "sample_truncated", "truncated_moments"]
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)

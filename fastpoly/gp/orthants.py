@@ -30,7 +30,7 @@ import numpy as np
 from .ep import ep_log_prob
 from .tilting import tilting_log_prob
 
-__all__ = ["orthant", "OrthantResult", "ORTHANT_METHODS", "check_covariance", "check_signs"]
+__all__ = ["ORTHANT_METHODS", "OrthantResult", "check_covariance", "check_signs", "orthant"]
 
 ORTHANT_METHODS = ("tilting", "ep", "mc")
 
@@ -114,7 +114,7 @@ def _reduce(K: np.ndarray, pos: np.ndarray):
 
     Returns ``(K_red, pos_red, info)`` or ``(None, None, info)`` if P = 0 exactly.
     """
-    m = K.shape[0]
+    K.shape[0]
     dg = np.diag(K).copy()
     pinned = np.flatnonzero(dg <= 0)
     info = {"pinned_rows": pinned.tolist(), "merged_rows": []}

@@ -31,7 +31,7 @@ from ..rng import check_seed, stream_normals
 from .kernels import as_mlp, check_inputs, kernel
 from .orthants import check_covariance
 
-__all__ = ["sample", "gp_factor", "gp_values", "GP_STREAM", "SAMPLE_BACKENDS"]
+__all__ = ["GP_STREAM", "SAMPLE_BACKENDS", "gp_factor", "gp_values", "sample"]
 
 #: the Philox stream id (counter word 1) of GP normals; networks' parameters use stream 0
 GP_STREAM = 3

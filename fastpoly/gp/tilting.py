@@ -36,7 +36,7 @@ from scipy import optimize, special
 
 from .normal import LOG_SQRT_2PI, log_ndtr_diff, sample_truncated
 
-__all__ = ["cholperm", "tilting_log_prob", "TiltingResult", "CHUNK"]
+__all__ = ["CHUNK", "TiltingResult", "cholperm", "tilting_log_prob"]
 
 #: samples per importance-sampling chunk (fixed: the estimate depends on it through the uniforms' order)
 CHUNK = 4096
