@@ -176,8 +176,9 @@ def _solve_saddle(L, lo, up, tol=1e-10, max_iter=100):
         t = 1.0
         for _ in range(40):
             y_new = y + t * step
-            g_new, blocks_new = _grad_jac(y_new, L, lo, up)
-            gn_new = float(np.linalg.norm(g_new))
+            with np.errstate(over="ignore", invalid="ignore"):  # a too-long trial step is rejected below
+                g_new, blocks_new = _grad_jac(y_new, L, lo, up)
+                gn_new = float(np.linalg.norm(g_new))
             if np.isfinite(gn_new) and gn_new <= (1 - 1e-4 * t) * gn:
                 break
             t *= 0.5
