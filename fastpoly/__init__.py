@@ -35,12 +35,14 @@ __all__ = [
     "resume",
     "Polynomial",
     "compile_polynomial",
+    "gp",
 ]
 
 #: names provided lazily by submodules (imported on first access, so ``import fastpoly`` stays light)
 _LAZY = {
     "Polynomial": "fastpoly.poly",
     "compile_polynomial": "fastpoly.poly",
+    "gp": "fastpoly.gp",  # a subpackage: the module itself
 }
 
 
@@ -50,7 +52,9 @@ def __getattr__(name):
         raise AttributeError(f"module 'fastpoly' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(mod), name)
+    value = importlib.import_module(mod)
+    if mod != f"{__name__}.{name}":
+        value = getattr(value, name)
     globals()[name] = value
     return value
 

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "fastpoly.cli.sample",
     "fastpoly.cli.poly",
     "fastpoly.cli.analysis",
+    "fastpoly.cli.gp",
 )
 
 #: ``fastpoly plot KIND``: kind -> ("module:function", needs a counts file, help)

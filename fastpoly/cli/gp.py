@@ -1,0 +1,276 @@
+"""``fastpoly gp kernel|logp|posterior|sample``: the NNGP approximation from the command line.
+
+Registered by :mod:`fastpoly.cli` through :func:`register`; importing this
+module is light (SciPy is imported when a subcommand runs).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from fastpoly.analysis.conditioning import parse_target
+from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.cli.sample import parse_count
+from fastpoly.counts import FunctionCounts
+from fastpoly.plan import inputs_digest
+
+__all__ = ["add_parser", "register", "run"]
+
+
+def _arch_options(p):
+    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1")
+    p.add_argument("--activation", default="relu", help="relu (default), erf, sign or identity")
+    p.add_argument("--sigma-w", type=float, default=1.0, help="W ~ N(0, sigma_w^2/fan_in) (default 1)")
+    p.add_argument("--sigma-b", type=float, default=1.0, help="b ~ N(0, sigma_b^2) (default 1)")
+    p.add_argument("--bias-scaling", default="none", help="none (default) or fan_in")
+    p.add_argument("--no-bias", action="store_true", help="networks without biases")
+    p.add_argument("--centered", action="store_true", help="Boolean inputs in {-1,+1} instead of {0,1}")
+    p.add_argument("--inputs", metavar="X.npy", help="input rows (m x n_inputs .npy) instead of all Boolean inputs")
+
+
+def _orthant_options(p, default="tilting"):
+    p.add_argument("--method", default=default, help=f"tilting, ep or mc (default {default})")
+    p.add_argument("--samples", default=None, help="samples per estimate (tilting: 20000, mc: 100000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the estimator (default 0)")
+
+
+def _train_options(p):
+    p.add_argument("--target", help="target over all rows: 0/1 string (char i = row i), hex key, or a .npy of 0/1")
+    p.add_argument("--train-size", type=int, default=0, help="random train rows (as 'fastpoly sample' picks them)")
+    p.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
+
+
+def add_parser(subparsers):
+    """Add ``fastpoly gp`` and its four subcommands to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "gp",
+        help="infinite-width Gaussian-process (NNGP) approximation: kernel, log P(S), P_B^GP(f|S), GP sampling",
+        description=(
+            "The NNGP approximation of a random MLP: its kernel on the inputs, the marginal likelihood "
+            "log P(S) of a train set (orthant probability by minimax tilting, EP or Monte Carlo) with the "
+            "PAC-Bayes bound, the GP posterior log P_B^GP(f|S) of given functions, and GP function "
+            "sampling into a counts file."
+        ),
+    )
+    sub = p.add_subparsers(dest="gp_command", metavar="GP_COMMAND")
+    k = sub.add_parser("kernel", help="compute the NNGP kernel and save it (.npy)",
+                       description="Compute the NNGP kernel of ARCH on the inputs; print a summary.")
+    _arch_options(k)
+    k.add_argument("--out", help="write the kernel to this .npy file")
+    lp = sub.add_parser("logp", help="log P(S) of a train set and the PAC-Bayes bound",
+                        description="log P(S) = log P(sign f_S = y_S) under the NNGP, and the anchors' "
+                                    "PAC-Bayes bound (delta = 2^-10).")
+    _arch_options(lp)
+    _train_options(lp)
+    _orthant_options(lp)
+    lp.add_argument("--delta", type=float, default=2.0**-10, help="PAC-Bayes confidence (default 2^-10)")
+    po = sub.add_parser("posterior", help="log P_B^GP(f|S) of the top functions of a counts file (or given ones)",
+                        description="GP posterior of functions on the test rows: the top functions of a "
+                                    "conditioned counts file (--counts; its train set is used), or --functions "
+                                    "with --target and --train-size.  Prints exact and GP values side by side.")
+    _arch_options(po)
+    _train_options(po)
+    _orthant_options(po)
+    po.add_argument("--counts", metavar="FILE", help="a conditioned counts file (from 'fastpoly sample --train-size')")
+    po.add_argument("--top", type=int, default=10, help="how many of its most frequent functions (default 10)")
+    po.add_argument("--functions", nargs="+", help="functions on the test rows: 0/1 strings or hex keys")
+    po.add_argument("--out", help="write the table (tab-separated) to this file")
+    sa = sub.add_parser("sample", help="draw GP functions and count them (the infinite-width prior P(f))",
+                        description="Draw g ~ N(0, K) with the project's Philox normals (stream 3) and count "
+                                    "the sign keys; writes OUT/counts.npz.")
+    _arch_options(sa)
+    sa.add_argument("--samples", default="1e5", help="number of GP draws (default 1e5)")
+    sa.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
+    sa.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
+    sa.add_argument("--backend", default="auto", help="auto, numpy or numba")
+    sa.add_argument("--out", default="fastpoly-gp-out", help="output folder (default ./fastpoly-gp-out)")
+    sa.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
+    p.set_defaults(func=run)
+    p.set_defaults(_gp_parser=p)
+    return p
+
+
+#: the name :mod:`fastpoly.cli` calls
+register = add_parser
+
+
+def _mlp(args, counts=None):
+    if not args.arch:
+        if counts is not None:
+            return MLP.from_dict(counts.meta["arch"])
+        raise ValueError("give an architecture such as 7-40-40-1")
+    n, hidden = parse_arch(args.arch)
+    return MLP(n, hidden, activation=args.activation, sigma_w=args.sigma_w, sigma_b=args.sigma_b,
+               bias_scaling=args.bias_scaling, bias=not args.no_bias)
+
+
+def _load_npy(path, what):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e}") from None
+
+
+def _inputs(args, mlp, counts=None):
+    if args.inputs:
+        return _load_npy(args.inputs, "--inputs")
+    if mlp.n_inputs > 16:
+        raise ValueError("more than 16 inputs: pass the rows with --inputs X.npy")
+    X = boolean_inputs(mlp.n_inputs, centered=args.centered)
+    if counts is not None and counts.meta.get("inputs_digest") not in (None, inputs_digest(X)):
+        Xc = boolean_inputs(mlp.n_inputs, centered=not args.centered)
+        if counts.meta.get("inputs_digest") == inputs_digest(Xc):
+            return Xc
+        raise ValueError("the counts file was sampled on other inputs; pass them with --inputs X.npy")
+    return X
+
+
+def _train(args, m):
+    if not args.target and not args.train_size:
+        return None
+    if not args.target or not args.train_size:
+        raise ValueError("a train set needs both --target and --train-size")
+    if not 0 < args.train_size < m:
+        raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
+    t = args.target
+    target = parse_target(_load_npy(t, "--target") if t.endswith(".npy") else t.strip(), m)
+    rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
+    return rows, target[rows]
+
+
+def _n(args):
+    return None if args.samples is None else parse_count(str(args.samples))
+
+
+def _cmd_kernel(args):
+    from fastpoly.gp.kernels import kernel
+
+    mlp = _mlp(args)
+    X = _inputs(args, mlp)
+    t0 = time.perf_counter()
+    K = kernel(mlp, X)
+    dt = time.perf_counter() - t0
+    d = np.sqrt(np.diag(K))
+    pos = d > 0
+    C = K[np.ix_(pos, pos)] / np.outer(d[pos], d[pos])
+    off = C[~np.eye(C.shape[0], dtype=bool)]
+    ev = np.linalg.eigvalsh(K)
+    print(f"architecture   {mlp.spec} ({mlp.activation}, sigma_w={mlp.sigma_w}, sigma_b={mlp.sigma_b}, "
+          f"bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
+    print(f"kernel         {K.shape[0]} x {K.shape[1]} float64 in {dt:.3f} s")
+    print(f"variance       [{np.min(np.diag(K)):.6g}, {np.max(np.diag(K)):.6g}]"
+          f"  zero-variance rows: {int(np.count_nonzero(~pos))}")
+    if off.size:
+        print(f"correlation    [{off.min():.6f}, {off.max():.6f}] off the diagonal")
+    print(f"eigenvalues    [{ev[0]:.4g}, {ev[-1]:.4g}]")
+    if args.out:
+        np.save(args.out, K)
+        print(f"kernel file    {args.out}")
+    return 0
+
+
+def _cmd_logp(args):
+    from fastpoly.gp.bayes import log_marginal, pac_bayes_bound
+
+    mlp = _mlp(args)
+    X = _inputs(args, mlp)
+    train = _train(args, X.shape[0])
+    if train is None:
+        raise ValueError("logp needs --target and --train-size")
+    t0 = time.perf_counter()
+    kw = {} if args.method == "ep" else {"n_samples": _n(args), "seed": args.seed}
+    r = log_marginal(mlp, X, train, args.method, **kw)
+    dt = time.perf_counter() - t0
+    m = len(train[0])
+    se = "" if r.stderr is None else f" +- {r.stderr:.3g}"
+    print(f"architecture   {mlp.spec} ({mlp.activation}); train rows {m} of {X.shape[0]}")
+    print(f"log P(S)       {r.log_p:.6f}{se}  (natural log; log10 = {r.log_p / math.log(10):.4f}; "
+          f"method {r.method}, {dt:.2f} s)")
+    print(f"PAC-Bayes      generalisation error <= {pac_bayes_bound(r.log_p, m, args.delta):.4f} "
+          f"(delta = {args.delta:.4g})")
+    if r.diagnostics.get("warning"):
+        print(f"warning        {r.diagnostics['warning']}")
+    return 0
+
+
+def _cmd_posterior(args):
+    from fastpoly.gp.bayes import posterior
+
+    counts = FunctionCounts.load(args.counts) if args.counts else None
+    mlp = _mlp(args, counts)
+    X = _inputs(args, mlp, counts)
+    kw = {} if args.method == "ep" else {"n_samples": _n(args)}
+    if counts is not None:
+        if not counts.conditioned:
+            raise ValueError("--counts must be a conditioned counts file (sampled with --train-size/--target)")
+        if args.functions or args.target or args.train_size:
+            raise ValueError("--counts brings its own train set and functions; do not add --functions/--target")
+        top = counts.top(args.top)
+        funcs = [t["key"] for t in top]
+        train = (np.asarray(counts.meta["train_rows"]), np.asarray(counts.meta["train_labels"]))
+        table = posterior(mlp, X, train, funcs, args.method, seed=args.seed, **kw)
+    else:
+        train = _train(args, X.shape[0])
+        if train is None or not args.functions:
+            raise ValueError("give --counts FILE, or --functions with --target and --train-size")
+        table = posterior(mlp, X, train, args.functions, args.method, seed=args.seed, **kw)
+    print(f"architecture   {mlp.spec} ({mlp.activation}); train rows {len(table.meta['train_rows'])}, "
+          f"test rows {table.n_key_bits}")
+    se = "" if table.stderr_S is None else f" +- {table.stderr_S:.3g}"
+    print(f"log P(S)       {table.log_p_S:.6f}{se}  (GP, method {table.method})")
+    if counts is not None:
+        print(f"P(S) exact     {counts.n_accepted / counts.n_samples:.4g}  "
+              f"(log {math.log(max(counts.n_accepted, 1) / counts.n_samples):.4f}; "
+              f"{counts.n_accepted:,} of {counts.n_samples:,} samples)")
+    w = max(len(table.hex(i)) for i in range(len(table)))
+    head = f"\n{'key (hex, bit i = i-th test row)':<{w}}  {'log P_B^GP':>11}  {'stderr':>8}"
+    print(head + (f"  {'log P_B exact':>13}  {'count':>7}" if counts is not None else ""))
+    for i in range(len(table)):
+        line = f"{table.hex(i):<{w}}  {table.log_p[i]:>11.4f}  {table.stderr[i]:>8.3g}"
+        if counts is not None:
+            c = counts.count(table.hex(i))
+            line += f"  {math.log(c / counts.n_accepted):>13.4f}  {c:>7}"
+        print(line)
+    if args.out:
+        table.save(args.out)
+        print(f"\ntable          {args.out}")
+    return 0
+
+
+def _cmd_sample(args):
+    from fastpoly.gp.sampling import sample
+
+    mlp = _mlp(args)
+    X = _inputs(args, mlp)
+    n = parse_count(str(args.samples))
+    t0 = time.perf_counter()
+    c = sample(mlp, X, n, seed=args.seed, backend=args.backend, start=args.start)
+    dt = time.perf_counter() - t0
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "counts.npz")
+    c.save(path)
+    g = c.meta["gp"]
+    print(f"architecture   {mlp.spec} ({mlp.activation}), infinite width (NNGP)")
+    print(f"factor         {g['factor']} (rank {g['rank']}, zero-variance rows {len(g['zero_variance_rows'])}"
+          f"{', clipped eigenvalues ' + str(g['clipped_eigenvalues']) if 'clipped_eigenvalues' in g else ''})")
+    print(f"samples        {n:,} (seed {args.seed}, stream {g['stream']}) in {dt:.2f} s on {c.info['backend']}")
+    print(f"distinct       {c.n_distinct:,} functions")
+    for r, t in enumerate(c.top(args.top), 1):
+        print(f"{r:>4}  {t['key']}  {t['probability']:.5f}  [{t['lower']:.5f}, {t['upper']:.5f}]  {t['ones']:>4}")
+    print(f"counts file    {path}")
+    return 0
+
+
+_COMMANDS = {"kernel": _cmd_kernel, "logp": _cmd_logp, "posterior": _cmd_posterior, "sample": _cmd_sample}
+
+
+def run(args):
+    """Run ``fastpoly gp SUBCOMMAND`` (returns the exit code; ``ValueError`` for bad input)."""
+    cmd = _COMMANDS.get(getattr(args, "gp_command", None))
+    if cmd is None:
+        args._gp_parser.print_help()
+        return 2
+    return cmd(args)
