@@ -35,12 +35,22 @@ __all__ = [
     "sample_keys",
     "Polynomial",
     "compile_polynomial",
+    "sample_sgd",
+    "sample_sgd_anchor",
+    "compare",
+    "plot_compare",
+    "Recipe",
 ]
 
 #: names provided lazily by submodules (imported on first access, so ``import fastpoly`` stays light)
 _LAZY = {
     "Polynomial": "fastpoly.poly",
     "compile_polynomial": "fastpoly.poly",
+    "sample_sgd": "fastpoly.sgd",
+    "sample_sgd_anchor": "fastpoly.sgd",
+    "compare": "fastpoly.sgd",
+    "plot_compare": "fastpoly.sgd",
+    "Recipe": "fastpoly.sgd",
 }
 
 

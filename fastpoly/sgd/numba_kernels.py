@@ -22,13 +22,19 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import fma, jit, pjit, prange
-from .._numba_rng import normals_from_words, philox_block, philox_sample_words, round_keys, uniform_pm1_from_words
+from .._numba_rng import (
+    normals_from_words,
+    philox_block,
+    philox_sample_words,
+    round_keys,
+    uniform_pm1_from_words,
+)
 from .._numba_vecmath import sigmoid32, softplus32
 from ..rng import check_seed
 from .plan import SGD_STREAM, TrainPlan, blocks_per_epoch
 from .reference import TrainBatch
 
-__all__ = ["train_range_numba", "PreparedTrain"]
+__all__ = ["PreparedTrain", "train_range_numba"]
 
 _F = np.float32
 _ZERO = _F(0.0)
@@ -82,16 +88,14 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, 
     lr, mu, b1, b2, eps, thr, c1, c2 = (floats[0], floats[1], floats[2], floats[3], floats[4], floats[5],
                                         floats[6], floats[7])
     nlr = -lr
-    B = batch_size if batch_size < m else m
-    ld = m if m > nk else nk
+    B = min(m, batch_size)
+    ld = max(nk, m)
     maxw = 1
     for i in range(L + 1):
-        if widths[i] > maxw:
-            maxw = widths[i]
+        maxw = max(maxw, widths[i])
     n_words = keys.shape[1]
     bpe = (m - 1 + 3) // 4
-    if bpe < 1:
-        bpe = 1
+    bpe = max(bpe, 1)
     words = np.empty(4 * n_blocks, np.uint32)
     unit = np.empty(4 * n_blocks, np.float32)
     P = np.empty(n_params, np.float32)
@@ -135,7 +139,7 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, 
             wk = np.int64(index % np.uint64(leak_w))
             if np.int64(index) > leak_from[wk]:
                 v = leak_E[wk] + eaf0
-                min_ep = v if v > min_ep0 else min_ep0
+                min_ep = max(min_ep0, v)
                 eaf = 0
         b1t = _ONE
         b2t = _ONE

@@ -17,8 +17,14 @@ import numpy as np
 from ..plan import SamplerPlan, make_plan
 from .recipe import Recipe
 
-__all__ = ["TrainPlan", "make_train_plan", "SGD_STREAM", "TRAINABLE_ACTIVATIONS", "blocks_per_epoch",
-           "run_rule"]
+__all__ = [
+    "SGD_STREAM",
+    "TRAINABLE_ACTIVATIONS",
+    "TrainPlan",
+    "blocks_per_epoch",
+    "make_train_plan",
+    "run_rule",
+]
 
 #: Philox counter word 1 of the minibatch-order words (0 is the parameter stream)
 SGD_STREAM = 1

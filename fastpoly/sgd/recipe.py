@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Recipe", "OPTIMIZERS", "LOSSES", "OPT_SGD", "OPT_ADAM", "LOSS_CE", "LOSS_MSE"]
+__all__ = ["LOSSES", "LOSS_CE", "LOSS_MSE", "OPTIMIZERS", "OPT_ADAM", "OPT_SGD", "Recipe"]
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "mse")
@@ -24,7 +24,7 @@ _DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
 def _num(v, what, lo=None, hi=None, lo_open=False, hi_open=False):
     if isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"{what} must be a number, got {v!r}")
+        raise ValueError(f"{what} must be a number, got {v!r}")  # noqa: TRY004
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -119,7 +119,7 @@ class Recipe:
         object.__setattr__(self, "lr", lr)
         object.__setattr__(self, "momentum", _num(self.momentum, "momentum", 0.0, 1.0, hi_open=True))
         if not isinstance(self.nesterov, (bool, np.bool_)):
-            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")
+            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")  # noqa: TRY004
         object.__setattr__(self, "nesterov", bool(self.nesterov))
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")

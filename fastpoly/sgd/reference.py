@@ -38,8 +38,16 @@ from .fmath import sigmoid32, softplus32
 from .plan import SGD_STREAM, TrainPlan, blocks_per_epoch, run_rule
 from .recipe import LOSS_CE
 
-__all__ = ["TrainBatch", "epoch_order", "train_run", "train_range_reference", "count_batch",
-           "STATUS_STOPPED", "STATUS_MAX_EPOCHS", "STATUS_FAILED"]
+__all__ = [
+    "STATUS_FAILED",
+    "STATUS_MAX_EPOCHS",
+    "STATUS_STOPPED",
+    "TrainBatch",
+    "count_batch",
+    "epoch_order",
+    "train_range_reference",
+    "train_run",
+]
 
 F = np.float32
 #: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed)
@@ -145,7 +153,7 @@ def _gradient(mlp, p, X, y, loss_code):
     layers = _layers(mlp, p)
     offs = mlp.param_offsets()
     for i in range(len(layers) - 1, -1, -1):
-        W, b = layers[i]
+        W, _ = layers[i]
         fo, fi = W.shape
         h = hs[i]
         gW = np.zeros((fo, fi), F)
