@@ -9,6 +9,7 @@ log-log scatter of the paper, coloured by test errors, with the diagonal.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -54,7 +55,7 @@ def _ranks(x):
     new = np.ones(n + 1, bool)
     new[1:n] = xs[1:] != xs[:-1]
     starts = np.flatnonzero(new)
-    for s, e in zip(starts[:-1], starts[1:], strict=True):
+    for s, e in itertools.pairwise(starts):
         r[order[s:e]] = 0.5 * (s + e - 1) + 1
     return r
 

@@ -58,7 +58,8 @@ def exp32(x):
     p = (_ONE + em1).astype(np.float32)
     k1 = k >> 1
     k2 = k - k1
-    return ((p * _pow2(k1)).astype(np.float32) * _pow2(k2)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return ((p * _pow2(k1)).astype(np.float32) * _pow2(k2)).astype(np.float32)
 
 
 def log1p32(x):
