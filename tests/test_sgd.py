@@ -11,11 +11,15 @@ from fastpoly.sgd import Recipe, compare, make_train_plan, sample_sgd
 from fastpoly.sgd import fmath as sf
 from fastpoly.sgd.plan import run_rule
 from fastpoly.sgd.reference import (
-    STATUS_FAILED, _gradient, epoch_order, train_range_reference, train_run,
+    STATUS_FAILED,
+    _gradient,
+    epoch_order,
+    train_range_reference,
+    train_run,
 )
 
 numba = pytest.importorskip("numba")
-from fastpoly.sgd.numba_kernels import train_range_numba  # noqa: E402
+from fastpoly.sgd.numba_kernels import train_range_numba
 
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
@@ -250,3 +254,31 @@ def test_anchor_train_set_and_target():
     s = key_to_bits(hex_to_key(t, 128), 128)
     assert s == "0011" * 32
     assert convert_string("0011" * 32, "python", "rows") != s  # converting conventions is not the identity
+
+
+def test_cli_train_and_plot_compare(tmp_path, capsys):
+    from fastpoly.cli import main
+
+    tgt = "0011" * 4
+    rows = ",".join(map(str, ROWS))
+    assert main(["train", "4-6-5-1", "--train", rows, "--target", tgt, "--runs", "20", "--lr", "0.1",
+                 "--max-epochs", "40", "--records", "--no-progress", "--out", str(tmp_path / "t")]) == 0
+    assert main(["sample", "4-6-5-1", "--train", rows, "--target", tgt, "--samples", "20000", "--backend", "numba",
+                 "--no-plot", "--no-progress", "--out", str(tmp_path / "s")]) == 0
+    a = fastpoly.FunctionCounts.load(tmp_path / "t" / "counts.npz")
+    b = fastpoly.FunctionCounts.load(tmp_path / "s" / "counts.npz")
+    assert a.meta["train_rows"] == b.meta["train_rows"] == ROWS.tolist()
+    assert np.load(tmp_path / "t" / "records.npz")["epochs"].shape == (20,)
+    assert main(["plot", "compare", str(tmp_path / "t" / "counts.npz"), str(tmp_path / "s" / "counts.npz"),
+                 "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000 and "log P correlation" in (tmp_path / "c.txt").read_text()
+    assert main(["train", "4-6-5-1", "--runs", "2", "--out", str(tmp_path / "x")]) == 2  # no train set
+
+
+def test_import_fastpoly_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, fastpoly, fastpoly.sgd; fastpoly.sample_sgd; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
