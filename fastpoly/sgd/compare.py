@@ -135,6 +135,8 @@ class Comparison:
     def to_text(self, n=20):
         a, b = self.names
         s = self.summary()
+        pa = a if a.startswith("P") else "P_" + a
+        pb = b if b.startswith("P") else "P_" + b
         lines = [(f"{a}: {self.n_a:,} fitted runs/samples   {b}: {self.n_b:,}   distinct functions (union): "
                   f"{s['distinct_union']:,}"),
                  (f"log P correlation over {self.n_common} functions seen >= {self.k} times in both: "
@@ -148,8 +150,8 @@ class Comparison:
                 if ma > 0 or mb > 0:
                     lines.append(f"  {e:3d}  {ma:.5f}  {mb:.5f}")
         lines.append("")
-        lines.append(f"{'key (hex, bit i = i-th test row)':<34} {'err':>3}  {'P_' + a:>10} {'95% interval':>21}  "
-                     f"{'P_' + b:>10} {'95% interval':>21}")
+        lines.append(f"{'key (hex, bit i = i-th test row)':<34} {'err':>3}  {pa:>10} {'95% interval':>21}  "
+                     f"{pb:>10} {'95% interval':>21}")
         for r in self.rows(n):
             e = "-" if r["errors"] is None else str(r["errors"])
             lines.append(f"{r['key']:<34} {e:>3}  {r['p_a']:10.3e} [{r['lo_a']:.2e}, {r['hi_a']:.2e}]  "
@@ -159,7 +161,7 @@ class Comparison:
             lines.append("")
             lines.append("1-error neighbours of the target:")
             for r in nb[:10]:
-                lines.append(f"  {r['key']}  P_{a} {r['p_a']:.3e} ({r['count_a']})  P_{b} {r['p_b']:.3e} ({r['count_b']})")
+                lines.append(f"  {r['key']}  {pa} {r['p_a']:.3e} ({r['count_a']})  {pb} {r['p_b']:.3e} ({r['count_b']})")
         return "\n".join(lines)
 
     def save_table(self, path):
