@@ -84,3 +84,111 @@ def torch_sampler(arch, X, n_samples, seed=0, batch=4096, device="cpu", compiled
     if device != "cpu":
         torch.cuda.synchronize()
     return done
+
+
+# --- P_SGD baselines: many small networks trained as a PyTorch user would -------------------------------
+
+
+def _torch_anchor_setup(n_runs, seed, device):
+    import torch
+
+    from fastpoly.sgd.anchor import anchor_train_set
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    rows, y = anchor_train_set(32)
+    X = fastpoly_boolean(7)[rows]
+    Xs = torch.as_tensor(X, device=device)
+    ys = torch.as_tensor(y.astype(np.float32), device=device)
+    widths = (7, 40, 40, 1)
+    params = []
+    for fi, fo in zip(widths[:-1], widths[1:]):
+        W = (torch.randn(n_runs, fi, fo, generator=g) / fi ** 0.5).to(device).requires_grad_()
+        b = torch.randn(n_runs, 1, fo, generator=g).to(device).requires_grad_()
+        params += [W, b]
+    return Xs, ys, params, g
+
+
+def fastpoly_boolean(n):
+    i = np.arange(2 ** n)[:, None]
+    return ((i >> np.arange(n)) & 1).astype(np.float32)
+
+
+def torch_sgd_bmm(n_runs, seed=0, device="cpu", lr=0.01, batch=8, max_epochs=3000, thr=0.5, after=1):
+    """The anchor recipe for ``n_runs`` networks at once: batched ``bmm``, masks for finished runs.
+
+    Returns the number of runs that stopped by the rule (fitted).
+    """
+    import torch
+
+    Xs, ys, params, g = _torch_anchor_setup(n_runs, seed, device)
+    m = Xs.shape[0]
+    active = torch.ones(n_runs, dtype=torch.bool, device=device)
+    first = torch.full((n_runs,), -1, dtype=torch.int64, device=device)
+
+    def forward(h):
+        for i in range(0, len(params), 2):
+            h = torch.baddbmm(params[i + 1], h, params[i])
+            if i < len(params) - 2:
+                h = torch.relu(h)
+        return h[..., 0]
+
+    for e in range(1, max_epochs + 1):
+        perm = torch.argsort(torch.rand(n_runs, m, generator=g), dim=1).to(device)
+        for a in range(0, m, batch):
+            idx = perm[:, a:a + batch]
+            z = forward(Xs[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, ys[idx], reduction="none").mean(1)
+            grads = torch.autograd.grad(loss.sum(), params)
+            with torch.no_grad():
+                mask = active.to(z.dtype).view(-1, 1, 1)
+                for p, gr in zip(params, grads):
+                    p.sub_(lr * gr * mask)
+        with torch.no_grad():
+            z = forward(Xs.expand(n_runs, -1, -1))
+            fitted = ((z > thr) == (ys > 0.5)).all(1)
+            first = torch.where(fitted & (first < 0), torch.full_like(first, e), first)
+            stop = fitted & (first >= 0) & (e - first >= after)
+            active &= ~stop
+            if not bool(active.any()):
+                break
+    return int((~active).sum())
+
+
+def torch_sgd_vmap(n_runs, seed=0, device="cpu", lr=0.01, batch=8, max_epochs=3000, thr=0.5, after=1):
+    """The anchor recipe with ``torch.func.vmap(grad(loss))`` over per-network parameters (masks for finished runs)."""
+    import torch
+    from torch.func import grad, vmap
+
+    Xs, ys, params, g = _torch_anchor_setup(n_runs, seed, device)
+    params = [p.detach() for p in params]
+    m = Xs.shape[0]
+
+    def net(ps, x):
+        h = x
+        for i in range(0, len(ps), 2):
+            h = h @ ps[i] + ps[i + 1][0]
+            if i < len(ps) - 2:
+                h = torch.relu(h)
+        return h[:, 0]
+
+    def loss(ps, x, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(net(ps, x), y)
+
+    gfn = vmap(grad(loss), in_dims=(0, 0, 0))
+    fwd = vmap(net, in_dims=(0, None))
+    active = torch.ones(n_runs, dtype=torch.bool, device=device)
+    first = torch.full((n_runs,), -1, dtype=torch.int64, device=device)
+    for e in range(1, max_epochs + 1):
+        perm = torch.argsort(torch.rand(n_runs, m, generator=g), dim=1).to(device)
+        for a in range(0, m, batch):
+            idx = perm[:, a:a + batch]
+            grads = gfn(params, Xs[idx], ys[idx])
+            mask = active.to(Xs.dtype).view(-1, 1, 1)
+            params = [p - lr * gr * mask for p, gr in zip(params, grads)]
+        z = fwd(params, Xs)
+        fitted = ((z > thr) == (ys > 0.5)).all(1)
+        first = torch.where(fitted & (first < 0), torch.full_like(first, e), first)
+        active &= ~(fitted & (e - first >= after))
+        if not bool(active.any()):
+            break
+    return int((~active).sum())

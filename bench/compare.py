@@ -152,6 +152,34 @@ def ratios(rows):
     return "\n".join(lines)
 
 
+def sgd_rows(args):
+    """runs/s of the anchor recipe: fastpoly numba vs PyTorch CPU (batched bmm with masks, torch.func.vmap)."""
+    from baselines import torch_sgd_bmm, torch_sgd_vmap
+
+    rows = []
+
+    def add(name, kind, fn, n):
+        try:
+            r = best_rate(fn, n, args.rounds)
+        except Exception as e:  # a baseline that cannot run here is reported, not fatal
+            rows.append({"workload": "sgd-anchor32", "name": name, "kind": kind, "error": repr(e)})
+            print(f"  {name:28s} failed: {e!r}", flush=True)
+            return
+        rows.append({"workload": "sgd-anchor32", "name": name, "kind": kind, "samples_per_s": r, "n": n})
+        print(f"  {name:28s} {r:14,.1f} runs/s", flush=True)
+
+    scale = 0.05 if args.quick else 1.0
+    add("fastpoly numpy (reference)", "reference",
+        lambda n: fastpoly.sample_sgd_anchor(n_runs=n, backend="numpy", callback_leak=False), 1)
+    add("fastpoly numba", "fastpoly",
+        lambda n: fastpoly.sample_sgd_anchor(n_runs=n, backend="numba", callback_leak=False),
+        max(16, int(4000 * scale)))
+    if torch_available() and not args.no_torch:
+        add("pytorch bmm + masks (cpu)", "baseline", lambda n: torch_sgd_bmm(n), max(16, int(2000 * scale)))
+        add("pytorch func.vmap (cpu)", "baseline", lambda n: torch_sgd_vmap(n), max(16, int(2000 * scale)))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="7-40-40-1")
@@ -161,6 +189,7 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of the PyTorch baselines")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
     ap.add_argument("--no-poly", action="store_true", help="skip polynomial evaluation")
+    ap.add_argument("--no-sgd", action="store_true", help="skip P_SGD training (anchor recipe, runs/s)")
     ap.add_argument("--threads", type=int, help="Numba threads (default: all cores)")
     ap.add_argument("--poly-points", type=int, help="points for polynomial evaluation (default 1e6)")
     ap.add_argument("--ref-points", type=int, default=20_000,
@@ -193,6 +222,9 @@ def main(argv=None):
     if not args.no_poly:
         print("\npolynomial network evaluation (16 vars, degree 4, 50 terms, tree, softplus)")
         rows += poly_rows(args)
+    if not args.no_sgd:
+        print("\nP_SGD training, anchor recipe m = 32 (7-40-40-1, SGD lr 0.01, batch 8, ce, until fit + 1 epoch)")
+        rows += sgd_rows(args)
     print(ratios(rows))
     if args.json:
         with open(args.json, "w") as fh:

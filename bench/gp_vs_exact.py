@@ -21,9 +21,9 @@ import time
 import numpy as np
 
 import fastpoly
-from fastpoly.conditioning import generalization_error
+from fastpoly.analysis.conditioning import generalization_error
 from fastpoly.gp import log_marginal, plot_vs_exact, posterior
-from fastpoly.stats import wilson_interval
+from fastpoly.analysis.stats import wilson_interval
 
 TARGET = "0011" * 32
 

@@ -36,6 +36,11 @@ __all__ = [
     "Polynomial",
     "compile_polynomial",
     "gp",
+    "sample_sgd",
+    "sample_sgd_anchor",
+    "compare",
+    "plot_compare",
+    "Recipe",
 ]
 
 #: names provided lazily by submodules (imported on first access, so ``import fastpoly`` stays light)
@@ -43,6 +48,11 @@ _LAZY = {
     "Polynomial": "fastpoly.poly",
     "compile_polynomial": "fastpoly.poly",
     "gp": "fastpoly.gp",  # a subpackage: the module itself
+    "sample_sgd": "fastpoly.sgd",
+    "sample_sgd_anchor": "fastpoly.sgd",
+    "compare": "fastpoly.sgd",
+    "plot_compare": "fastpoly.sgd",
+    "Recipe": "fastpoly.sgd",
 }
 
 

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "fastpoly.cli.poly",
     "fastpoly.cli.analysis",
     "fastpoly.cli.gp",
+    "fastpoly.cli.sgd",
 )
 
 #: ``fastpoly plot KIND``: kind -> ("module:function", needs a counts file, help)
@@ -34,6 +35,8 @@ PLOTS = {
     "complexity": ("fastpoly.analysis.figures:plot_complexity", True, "P(f) vs K_LZ with an upper-bound fit"),
     "ones": ("fastpoly.analysis.figures:plot_ones", True, "histogram of P(T), T = number of ones"),
     "error": ("fastpoly.analysis.figures:plot_error", True, "generalisation-error histogram (conditioned runs)"),
+    "compare": ("fastpoly.cli.sgd:plot_compare_files", 2,
+                "log-log scatter of two counts over the same test rows (P_SGD vs P_B), and a table"),
 }
 
 
@@ -48,7 +51,11 @@ def _cmd_plot(args):
         func = _resolve(target)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
-    if needs_counts:
+    if needs_counts == 2:
+        if not (args.counts_file and args.counts_file_b):
+            raise ValueError(f"plot {args.kind} needs two counts files")
+        out = func(args.counts_file, args.counts_file_b, args.out)
+    elif needs_counts:
         if not args.counts_file:
             raise ValueError(f"plot {args.kind} needs a COUNTS_FILE argument")
         counts = FunctionCounts.load(args.counts_file, mmap=True)
@@ -100,6 +107,7 @@ def build_parser():
     )
     pp.add_argument("kind", choices=sorted(PLOTS), help="which figure")
     pp.add_argument("counts_file", nargs="?", help="counts file (for rank, complexity, ones, error)")
+    pp.add_argument("counts_file_b", nargs="?", help="second counts file (for compare)")
     pp.add_argument("--out", help="output path (.png or .pdf); default: a name in the current folder")
     pp.set_defaults(func=_cmd_plot)
     pb = sub.add_parser("backends", help="list the backends and whether they can run here",

@@ -14,6 +14,7 @@ from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.backends import get_backend
 from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
 from fastpoly.run.checkpoint import job_of
+from fastpoly.sgd.anchor import parse_train_spec
 
 __all__ = ["register", "run_sample", "parse_count"]
 
@@ -72,6 +73,8 @@ def register(sub):
     p.add_argument("--train-size", type=int, default=0, help="condition on this many random rows of the target")
     p.add_argument("--target", help="target function: 0/1 string (char i = row i) or hex key (bit i = row i)")
     p.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
+    p.add_argument("--train", help="explicit train set: anchor:M (the P_SGD anchor's S and target) or "
+                                    "comma-separated rows (with --target)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per backend call (results do not depend on it)")
     p.add_argument("--out", default="fastpoly-out", help="output folder (default ./fastpoly-out)")
     p.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
@@ -97,7 +100,7 @@ def register(sub):
 
 #: options restored from a checkpoint on --resume (the others may be given anew)
 _JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
-                "bias_scaling", "no_bias", "centered", "train_size", "target", "train_seed", "out", "top",
+                "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed", "out", "top",
                 "no_plot", "memory_budget")
 
 
@@ -133,7 +136,14 @@ def run_sample(args):
     X = boolean_inputs(n_inputs, centered=args.centered)
     m = X.shape[0]
     train = None
-    if args.train_size or args.target:
+    if getattr(args, "train", None):
+        rows, target = parse_train_spec(args.train, m)
+        if target is None:
+            if not args.target:
+                raise ValueError("--train ROWS needs --target")
+            target = _parse_target(args.target, m)
+        train = (rows, target[rows])
+    elif args.train_size or args.target:
         if not args.target or not args.train_size:
             raise ValueError("conditioning needs both --train-size and --target")
         if not 0 < args.train_size < m:

@@ -60,7 +60,7 @@ class FunctionCounts:
         ``fastpoly_version``.
     """
 
-    _COMPAT = ("arch", "inputs_digest", "n_rows", "train_rows", "train_labels", "n_key_bits")
+    _COMPAT = ("arch", "inputs_digest", "n_rows", "train_rows", "train_labels", "n_key_bits", "sgd_recipe")
 
     def __init__(self, keys, counts, first_index, n_samples, n_accepted, meta):
         self.keys = np.ascontiguousarray(keys, dtype=np.uint64)

@@ -1,7 +1,7 @@
 """GP function sampling: the infinite-width prior P(f) by drawing ``g ~ N(0, K)`` and counting sign keys.
 
 ``g = F z`` with ``F F^T = K`` and ``z`` the project's Philox4x32-10 normals
-(:func:`fastpoly.rng.stream_normals`) of **stream 3** (counter word 1 = 3), so
+(:func:`fastpoly.stream.rng.stream_normals`) of **stream 3** (counter word 1 = 3), so
 sample ``i`` of seed ``s`` is a pure function of ``(s, i)`` and uses numbers
 disjoint from the networks' weights (stream 0).  Normal ``j`` of sample ``i``
 multiplies column ``j`` of ``F``.

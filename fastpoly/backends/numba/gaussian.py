@@ -1,7 +1,7 @@
 """Numba path of :func:`fastpoly.gp.sample`: Philox normals and ``g = F z`` in one parallel kernel.
 
-Bit-identical to the NumPy path: the same normals (:mod:`fastpoly._numba_rng`
-reproduces :func:`fastpoly.rng.stream_normals` bit for bit) and the same
+Bit-identical to the NumPy path: the same normals (:mod:`fastpoly.backends.numba.rng`
+reproduces :func:`fastpoly.stream.rng.stream_normals` bit for bit) and the same
 float64 summation order over ``j`` (no FMA: the jit policy forbids contraction).
 """
 from __future__ import annotations

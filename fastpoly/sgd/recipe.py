@@ -1,0 +1,182 @@
+"""The training recipe of a P_SGD run: a validated, frozen description of optimiser, loss and stopping rule.
+
+Every float of the recipe is used in float32 (the arithmetic of the trainers);
+:meth:`Recipe.to_dict` records the user's values and the kernels use
+``numpy.float32(value)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["LOSSES", "LOSS_CE", "LOSS_MSE", "OPTIMIZERS", "OPT_ADAM", "OPT_SGD", "Recipe"]
+
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("ce", "mse")
+OPT_SGD, OPT_ADAM = 0, 1
+LOSS_CE, LOSS_MSE = 0, 1
+
+#: default learning rate per optimiser (PyTorch / Keras defaults)
+_DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+def _num(v, what, lo=None, hi=None, lo_open=False, hi_open=False):
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{what} must be a number, got {v!r}")  # noqa: TRY004
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {v!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v!r}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ValueError(f"{what} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ValueError(f"{what} must be {'<' if hi_open else '<='} {hi}, got {v!r}")
+    if np.float32(v) != 0 and not np.isfinite(np.float32(v)):
+        raise ValueError(f"{what} is outside the float32 range: {v!r}")
+    return v
+
+
+def _int(v, what, lo):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        if isinstance(v, (float, np.floating)) and math.isfinite(v) and v == int(v):
+            v = int(v)
+        else:
+            raise ValueError(f"{what} must be an integer, got {v!r}")
+    v = int(v)
+    if v < lo:
+        raise ValueError(f"{what} must be >= {lo}, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How each network is trained (one fresh optimiser state per run; nothing is carried between runs).
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adam"}
+        ``sgd``: PyTorch-style SGD, ``buf = momentum*buf + g``, step ``g`` (no
+        momentum), ``buf`` or (nesterov) ``g + momentum*buf``, ``p -= lr*step``.
+        ``adam``: ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``,
+        ``p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)``.
+    lr : float or None
+        Learning rate (> 0); None: 0.01 for sgd, 0.001 for adam.
+    momentum : float
+        SGD momentum in [0, 1).
+    nesterov : bool
+        Nesterov momentum (needs momentum > 0).
+    beta1, beta2 : float
+        Adam decay rates in [0, 1).
+    eps : float
+        Adam epsilon (> 0).
+    loss : {"ce", "mse"}
+        ``ce``: binary cross-entropy on the logit ``z`` (``softplus(z) - y*z``);
+        ``mse``: ``(z - y)**2`` on the logit; both a mean over the minibatch.
+    batch_size : int
+        Minibatch size (the last minibatch of an epoch may be smaller; it is the
+        mean over its own examples).
+    max_epochs : int
+        At most this many epochs.
+    fit_threshold : float
+        A train point counts as fitted when ``(logit > fit_threshold) == label``
+        (checked at every epoch end).  The recorded function always thresholds
+        the logit at 0.  The Keras anchors' "accuracy" used 0.5.
+    epochs_after_fit : int
+        Stop at the first fitted epoch end ``e`` with ``e - e_first >= epochs_after_fit``
+        where ``e_first`` is the run's first fitted epoch end ...
+    min_epochs : int
+        ... and ``e >= min_epochs`` (with ``epochs_after_fit=0`` this is the rule
+        of the anchors' leaked callback).
+    """
+
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    loss: str = "ce"
+    batch_size: int = 8
+    max_epochs: int = 3000
+    fit_threshold: float = 0.0
+    epochs_after_fit: int = 0
+    min_epochs: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        lr = _DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        lr = _num(lr, "lr", lo=0.0, lo_open=True)
+        if np.float32(lr) == 0:
+            raise ValueError(f"lr={lr!r} rounds to 0 in float32")
+        object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "momentum", _num(self.momentum, "momentum", 0.0, 1.0, hi_open=True))
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")  # noqa: TRY004
+        object.__setattr__(self, "nesterov", bool(self.nesterov))
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
+        if self.optimizer != "sgd" and self.momentum != 0:
+            raise ValueError("momentum is an option of optimizer='sgd' (adam uses beta1)")
+        object.__setattr__(self, "beta1", _num(self.beta1, "beta1", 0.0, 1.0, hi_open=True))
+        object.__setattr__(self, "beta2", _num(self.beta2, "beta2", 0.0, 1.0, hi_open=True))
+        eps = _num(self.eps, "eps", 0.0, lo_open=True)
+        if np.float32(eps) == 0:
+            raise ValueError(f"eps={eps!r} rounds to 0 in float32")
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "batch_size", _int(self.batch_size, "batch_size", 1))
+        object.__setattr__(self, "max_epochs", _int(self.max_epochs, "max_epochs", 1))
+        object.__setattr__(self, "fit_threshold", _num(self.fit_threshold, "fit_threshold"))
+        object.__setattr__(self, "epochs_after_fit", _int(self.epochs_after_fit, "epochs_after_fit", 0))
+        object.__setattr__(self, "min_epochs", _int(self.min_epochs, "min_epochs", 0))
+        if self.max_epochs >= 2**24:
+            raise ValueError("max_epochs must be < 2**24")
+
+    # --- kernel view -----------------------------------------------------------------------
+    @property
+    def opt_code(self):
+        """Optimiser code of the kernels."""
+        return OPT_SGD if self.optimizer == "sgd" else OPT_ADAM
+
+    @property
+    def loss_code(self):
+        """Loss code of the kernels."""
+        return LOSS_CE if self.loss == "ce" else LOSS_MSE
+
+    def floats(self):
+        """float32 array ``[lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]``.
+
+        ``1 - beta`` is computed in float32 from the float32 beta (exact for the
+        usual values), the same on every backend.
+        """
+        f = np.float32
+        b1, b2 = f(self.beta1), f(self.beta2)
+        return np.array([f(self.lr), f(self.momentum), b1, b2, f(self.eps), f(self.fit_threshold),
+                         f(1) - b1, f(1) - b2], dtype=np.float32)
+
+    def ints(self):
+        """int64 array ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]``."""
+        return np.array([self.opt_code, self.loss_code, int(self.nesterov), self.batch_size, self.max_epochs,
+                         self.epochs_after_fit, self.min_epochs], dtype=np.int64)
+
+    def to_dict(self):
+        """JSON-serialisable description (recorded in the counts' metadata)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rebuild a recipe from :meth:`to_dict` output."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and not k.startswith("_")})
+
+    def replace(self, **kw):
+        """A copy with some fields changed (validated again)."""
+        d = self.to_dict()
+        d.update(kw)
+        return Recipe.from_dict(d)
