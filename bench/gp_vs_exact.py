@@ -22,8 +22,8 @@ import numpy as np
 
 import fastpoly
 from fastpoly.analysis.conditioning import generalization_error
-from fastpoly.gp import log_marginal, plot_vs_exact, posterior
 from fastpoly.analysis.stats import wilson_interval
+from fastpoly.gp import log_marginal, plot_vs_exact, posterior
 
 TARGET = "0011" * 32
 

@@ -247,8 +247,7 @@ def test_anchor_train_set_and_target():
     assert np.array_equal(r64[:32], r32) and len(set(r64.tolist())) == 64
     assert np.array_equal(y32, (r32 >> 1) & 1)
     _, _, _, t = anchor_problem(32)
-    from fastpoly.keys import convert_string
-    from fastpoly.keys import hex_to_key, key_to_bits
+    from fastpoly.keys import convert_string, hex_to_key, key_to_bits
 
     # the target in fastpoly rows is 0011 x 32, the anchor's MSB-first string with the same row indices
     s = key_to_bits(hex_to_key(t, 128), 128)
