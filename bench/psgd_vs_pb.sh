@@ -42,7 +42,7 @@ s.update(
     p_sgd_target=float(c.p_a[tgt_i]) if tgt_i is not None else 0.0,
     p_b_target=float(c.p_b[tgt_i]) if tgt_i is not None else 0.0,
     p_sgd_leak_target=float(cl.p_a[np.flatnonzero(cl.errors == 0)[0]]) if np.any(cl.errors == 0) else 0.0,
-    runs=sgd.n_samples, fitted=sgd.n_accepted, failed=sgd.meta["n_failed"],
+    runs=sgd.n_samples, fitted=sgd.n_accepted, failed=sgd.n_samples - sgd.n_accepted,
     pb_samples=pb.n_samples, pb_accepted=pb.n_accepted,
     mean_epochs_noleak=float(rec["noleak"]), mean_epochs_leak=float(rec["leak"]),
     leak_vs_noleak=cl.summary(),

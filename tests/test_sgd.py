@@ -176,7 +176,7 @@ def test_sample_sgd_counts_records_and_backends():
     a = sample_sgd(backend="numba", records=True, batch_size=3, **kw)
     b = sample_sgd(backend="numpy", **kw)
     assert a == b
-    assert a.n_samples == 10 and a.n_accepted + a.meta["n_failed"] == 10
+    assert a.n_samples == 10 and a.n_accepted + a.info["n_failed"] == 10
     assert a.meta["sgd_recipe"]["lr"] == 0.1 and a.meta["key_rows"] == [r for r in range(16) if r not in ROWS]
     rec = a.info["records"]
     assert np.array_equal(rec["index"], np.arange(10))
@@ -196,7 +196,7 @@ def test_sample_sgd_counts_records_and_backends():
 def test_recipe_that_cannot_fit_counts_failed():
     X = np.array([[0, 0], [0, 0], [1, 0], [0, 1]], np.float32)  # rows 0 and 1 identical, labels differ
     res = sample_sgd("2-3-1", X, train=([0, 1], [0, 1]), n_runs=4, backend="numba", max_epochs=5)
-    assert res.n_accepted == 0 and res.meta["n_failed"] == 4 and res.n_distinct == 0
+    assert res.n_accepted == 0 and res.info["n_failed"] == 4 and res.n_distinct == 0
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -113,8 +113,8 @@ def get_backend(name: Any = "auto") -> Any:
     BackendUnavailable
         If the backend cannot run here (e.g. "cupy is not installed", "no CUDA device").
     """
-    if not isinstance(name, str) and hasattr(name, "sample_keys"):
-        return name  # already a backend object
+    if not isinstance(name, str) and hasattr(name, "count_range"):
+        return name  # already a backend object (e.g. a fastpoly.sgd trainer)
     name = resolve_backend_name(name)
     ok, why = availability(name)
     if not ok:

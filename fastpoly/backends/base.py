@@ -78,6 +78,10 @@ class Backend:
         k, c, f = count_keys(b.keys[b.accepted], idx)
         return CountBatch(k, c, f, stop - start, int(np.count_nonzero(b.accepted)))
 
+    def for_workers(self):
+        """What a Dask worker needs to rebuild this backend: its name (workers memoise their own)."""
+        return self.name
+
     def prepare(self, plan):
         """Compile (or load from cache) this backend's kernels for ``plan``; results are discarded.
 

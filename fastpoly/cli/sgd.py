@@ -107,7 +107,7 @@ def run_train(args):
     r = res.meta["sgd_recipe"]
     print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
     print(f"runs           {res.n_samples:,} (seed {res.meta['seed']}), fitted {res.n_accepted:,}, "
-          f"failed {res.meta['n_failed']:,}  [{res.info.get('backend')}]")
+          f"failed {res.n_samples - res.n_accepted:,}  [{res.info.get('backend')}]")
     print(f"runs/s         {res.n_samples / dt:,.0f}  ({dt:.2f} s)")
     print(f"distinct       {res.n_distinct:,} functions on {res.n_key_bits} test rows")
     for t in res.top(5):

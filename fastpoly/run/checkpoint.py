@@ -40,7 +40,7 @@ from fastpoly.plan import inputs_digest
 
 __all__ = ["CheckpointError", "Checkpoint", "job_of"]
 
-FORMAT = "fastpoly.run.checkpoint"
+FORMAT = "fastpoly.checkpoint"
 VERSION = 1
 _OWN_FILE = re.compile(r"^(run-\d+\.run|partial-\d+\.run|merge-\d+-\d+\.run|\.tmp-.*)$")
 

@@ -44,15 +44,12 @@ import math
 
 import numpy as np
 
-from fastpoly.arch import MLP
 from fastpoly.backends import get_backend
 from fastpoly.backends.base import CountBatch
-from fastpoly.plan import make_plan
 from fastpoly.run.batches import count_ranges
 
 __all__ = ["get_client", "dask_batches", "count_task", "split_ranges"]
 
-_PLAN_CACHE: dict = {}
 #: most samples in one task by default (bounds the memory of one task's result)
 MAX_TASK = 10**7
 
@@ -95,16 +92,6 @@ def get_client(client):
     return cl, close
 
 
-def _job(plan):
-    return {
-        "arch": plan.mlp.to_dict(),
-        "X": plan.X,
-        "seed": plan.seed,
-        "train": None if not plan.conditioned else (plan.train_rows, plan.train_labels),
-        "digest": plan.digest,
-    }
-
-
 def _job_token(plan):
     h = hashlib.sha256()
     h.update(repr(sorted(plan.compat_meta().items())).encode())
@@ -112,25 +99,16 @@ def _job_token(plan):
     return h.hexdigest()[:16]
 
 
-def _plan(job):
-    key = (repr(sorted(job["arch"].items())), job["digest"], job["seed"],
-           None if job["train"] is None else (tuple(job["train"][0].tolist()), tuple(job["train"][1].tolist())))
-    p = _PLAN_CACHE.get(key)
-    if p is None:
-        p = make_plan(MLP.from_dict(job["arch"]), job["X"], job["seed"], job["train"])
-        _PLAN_CACHE.clear()
-        _PLAN_CACHE[key] = p
-    return p
+def count_task(plan, lo, hi, backend="auto", batch_size=None):
+    """Draw and count samples ``[lo, hi)`` of a plan (runs on a worker; pure).
 
-
-def count_task(job, lo, hi, backend="auto", batch_size=None):
-    """Draw and count samples ``[lo, hi)`` of a job (runs on a worker; pure).
+    ``plan`` is the job's plan object itself (scattered once to every worker) and
+    ``backend`` a backend name or a picklable backend object (e.g. an SGD trainer).
 
     Returns
     -------
     (keys, counts, first_index, n_samples, n_accepted)
     """
-    plan = _plan(job)
     be = get_backend(backend)
     b = count_ranges(be, plan, [(lo, hi)], batch_size or be.default_batch_size(plan))
     return b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted
@@ -153,6 +131,8 @@ def dask_batches(client, plan, todo, backend="auto", batch_size=None, task_size=
     from distributed import as_completed
 
     bname = backend if isinstance(backend, str) else getattr(backend, "name", "auto")
+    # what each worker resolves: a name (workers build their own memoised backend) or a picklable object
+    for_workers = backend if isinstance(backend, str) else backend.for_workers()
     total = sum(hi - lo for lo, hi in todo)
     if total == 0:
         return
@@ -162,14 +142,13 @@ def dask_batches(client, plan, todo, backend="auto", batch_size=None, task_size=
     elif isinstance(task_size, bool) or not isinstance(task_size, (int, np.integer)) or task_size < 1:
         raise ValueError(f"task_size must be a positive integer, got {task_size!r}")
     tasks = split_ranges(todo, int(task_size))
-    job = _job(plan)
-    [job_f] = client.scatter([job], broadcast=True, hash=False)
+    [job_f] = client.scatter([plan], broadcast=True, hash=False)
     token = _job_token(plan)
     fn = _task or count_task
     futs = {}
     flist = []
     for lo, hi in tasks:
-        f = client.submit(fn, job_f, lo, hi, bname, batch_size, key=f"fastpoly-count-{token}-{bname}-{lo}-{hi}",
+        f = client.submit(fn, job_f, lo, hi, for_workers, batch_size, key=f"fastpoly-count-{token}-{bname}-{lo}-{hi}",
                           retries=3, pure=False)
         futs[f.key] = (lo, hi)
         flist.append(f)

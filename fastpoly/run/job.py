@@ -99,7 +99,7 @@ class SampleJob:
     Build it with :func:`make_job` (which validates); run it with :func:`fastpoly.run.driver.run_job`.
     """
 
-    plan: SamplerPlan
+    plan: SamplerPlan | Any  # any plan the backend's count_range takes (see make_job)
     start: int
     stop: int
     backend: Any = "auto"
@@ -140,8 +140,13 @@ def make_job(
     checkpoint_extra: dict[str, Any] | None = None,
     task_size: Any = None,
     annotations: dict[str, Any] | None = None,
+    plan: Any = None,
 ) -> SampleJob:
     """Validate the arguments of :func:`fastpoly.sample` and bundle them (see there for their meaning).
+
+    ``plan`` (keyword only in practice): an already validated plan -- a
+    :class:`~fastpoly.plan.SamplerPlan` or another plan the driver can run, such as a
+    :class:`fastpoly.sgd.plan.TrainPlan` -- used instead of ``arch, X, seed, train``.
 
     Raises
     ------
@@ -172,7 +177,8 @@ def make_job(
         n_check = int(check)
     else:
         raise ValueError(f"check must be True, False or a number of samples >= 0, got {check!r}")
-    plan = make_plan(arch, X, seed, train)
+    if plan is None:
+        plan = make_plan(arch, X, seed, train)
     return SampleJob(
         plan=plan,
         start=start,

@@ -5,15 +5,16 @@
 """
 from __future__ import annotations
 
-import time
+import os
+from typing import Any
 
 import numpy as np
 
 from fastpoly.backends import resolve_backend_name
+from fastpoly.backends.base import CountBatch
 from fastpoly.counts import FunctionCounts
-from fastpoly.counts.spill import CountAccumulator
-from fastpoly.run.driver import result_meta
-from fastpoly.run.job import check_n_samples
+from fastpoly.run.driver import run_job
+from fastpoly.run.job import check_n_samples, make_job
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
 from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
@@ -40,27 +41,65 @@ def _train_backend(backend):
     return name
 
 
-class _Trainer:
-    """``train(lo, hi) -> TrainBatch`` for one plan and backend (kernels prepared once)."""
+class TrainBackend:
+    """A trainer in the shape of a sampling backend, so the one run driver runs P_SGD jobs.
 
-    def __init__(self, tp, backend):
-        self.tp = tp
+    ``count_range(tp, lo, hi)`` trains runs ``lo .. hi-1`` and counts the functions of
+    the fitted ones (a :class:`~fastpoly.backends.base.CountBatch`, like a sampler's);
+    so checkpoint/resume, spilling, progress and Dask work for runs exactly as for
+    samples.  With ``records=True`` the per-run :class:`TrainBatch` es of this process
+    are kept in :attr:`kept`.
+    """
+
+    def __init__(self, backend: Any = "auto", records: bool = False) -> None:
         self.name = _train_backend(backend)
-        self._prepared = None
+        self.records = bool(records)
+        self.kept: list[TrainBatch] = []
+        self._prepared: Any = None
+        self._prepared_for: Any = None
 
-    def __call__(self, lo, hi, params=False):
+    def __getstate__(self) -> dict[str, Any]:
+        # compiled state stays behind; a worker prepares its own
+        return {"name": self.name, "records": False, "kept": [], "_prepared": None, "_prepared_for": None}
+
+    def train(self, tp: TrainPlan, lo: int, hi: int, params: bool = False) -> TrainBatch:
+        """Per-run results of runs ``lo .. hi-1``."""
         if self.name == "numpy":
-            return train_range_reference(self.tp, lo, hi, params=params)
-        from fastpoly.sgd.numba_kernels import PreparedTrain, train_range_numba
+            return train_range_reference(tp, lo, hi, params=params)
+        from fastpoly.sgd.numba_kernels import PreparedTrain, train_range_numba  # numba: heavy, optional
 
-        if self._prepared is None:
-            self._prepared = PreparedTrain(self.tp)
-        return train_range_numba(self.tp, lo, hi, params=params, prepared=self._prepared)
+        if self._prepared_for is not tp:
+            self._prepared, self._prepared_for = PreparedTrain(tp), tp
+        return train_range_numba(tp, lo, hi, params=params, prepared=self._prepared)
+
+    def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
+        """Train runs ``lo .. hi-1`` and count the functions the fitted ones reach."""
+        b = self.train(tp, lo, hi)
+        if self.records:
+            self.kept.append(b)
+        return count_batch(b)
+
+    def prepare(self, tp: TrainPlan) -> None:
+        """Compile the trainer for this plan (one run, result discarded)."""
+        if self.name != "numpy":
+            self.train(tp, 0, 1)
+
+    def default_batch_size(self, tp: TrainPlan) -> int:
+        """Runs per kernel call."""
+        return 64 if self.name == "numpy" else 4096
+
+    def for_workers(self) -> TrainBackend:
+        """Dask workers get this (picklable) object."""
+        return self
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return f"{self.name} (SGD trainer)"
 
 
-def train_runs(tp: TrainPlan, lo: int, hi: int, backend="auto", params=False) -> TrainBatch:
+def train_runs(tp: TrainPlan, lo: int, hi: int, backend: Any = "auto", params: bool = False) -> TrainBatch:
     """Per-run results of runs ``lo .. hi-1`` (keys, init keys, status, first-fit epoch, epochs, loss)."""
-    return _Trainer(tp, backend)(lo, hi, params=params)
+    return TrainBackend(backend).train(tp, lo, hi, params=params)
 
 
 def _records(batches):
@@ -72,56 +111,29 @@ def _records(batches):
     return cat
 
 
-def _count(tp, trainer, start, stop, batch_size, records, progress):
-    acc = CountAccumulator(tp.plan.n_words)
-    kept = []
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=stop - start, unit="runs", unit_scale=True, mininterval=0.5, leave=False)
-        except ImportError:  # pragma: no cover
-            bar = None
-    try:
-        pos = start
-        while pos < stop:
-            hi = min(stop, pos + batch_size)
-            b = trainer(pos, hi)
-            cb = count_batch(b)
-            acc.add(cb.keys, cb.counts, cb.first_index, cb.n_samples, cb.n_accepted, pos, hi)
-            if records:
-                kept.append(b)
-            if bar is not None:
-                bar.update(hi - pos)
-            pos = hi
-        k, c, f = acc.result_arrays()
-    finally:
-        if bar is not None:
-            bar.close()
-        acc.cleanup()
-    return (k, c, f, acc.n_samples, acc.n_accepted, acc.ranges), kept
+def _run(tp: TrainPlan, trainer: TrainBackend, n_runs: Any, start: Any, batch_size: Any, progress: bool,
+         annotations: dict[str, Any] | None, run_options: dict[str, Any]) -> FunctionCounts:
+    """Run a P_SGD job through the one driver (checkpoint, spill, Dask as for ``sample``)."""
+    if trainer.records and run_options.get("client") is not None:
+        raise ValueError("records=True keeps per-run records in this process; it cannot be combined with client=")
+    ann = {"kind": "P_SGD"}
+    ann.update(annotations or {})
+    job = make_job(None, n_samples=n_runs, backend=trainer, batch_size=batch_size, progress=progress,
+                   start=start, annotations=ann, plan=tp, **run_options)
+    res = run_job(job)
+    res.info["n_failed"] = res.n_samples - res.n_accepted
+    if trainer.records:
+        res.info["records"] = _records(trainer.kept)
+    return res
 
 
-def _finish(tp, res, kept, start, annotations, info, records):
-    k, c, f, n, n_ok, ranges = res
-    meta = result_meta(tp.plan)
-    meta.update(tp.compat_meta())
-    meta.update(ranges=[list(r) for r in ranges], n_failed=int(n - n_ok), kind="P_SGD")
-    if annotations:
-        clash = set(annotations) & set(meta)
-        if clash:
-            raise ValueError(f"annotations may not replace the metadata {sorted(clash)}")
-        meta.update(annotations)
-    out = FunctionCounts(k, c, f, n, n_ok, meta)
-    out.info = dict(info)
-    if records:
-        out.info["records"] = _records(kept)
-    return out
-
-
-def sample_sgd(arch, X=None, train=None, n_runs=1, seed=0, backend="auto", recipe=None, start=0,
-               batch_size=None, records=False, progress=False, annotations=None, **recipe_options):
+def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float = 1, seed: int = 0,
+               backend: Any = "auto", recipe: Recipe | dict[str, Any] | None = None, start: int = 0,
+               batch_size: int | None = None, records: bool = False, progress: bool = False,
+               annotations: dict[str, Any] | None = None, checkpoint: str | os.PathLike[str] | None = None,
+               resume: bool = False, checkpoint_every: float = 60.0, memory_budget: int | str | None = None,
+               client: Any = None, out: str | os.PathLike[str] | None = None, task_size: int | None = None,
+               **recipe_options: Any) -> FunctionCounts:
     """Train ``n_runs`` networks from independent initialisations and count the functions they reach.
 
     Run ``i`` starts from ``arch.instantiate(seed, i)`` (bit for bit: network ``i``
@@ -162,12 +174,18 @@ def sample_sgd(arch, X=None, train=None, n_runs=1, seed=0, backend="auto", recip
         Progress bar (tqdm).
     annotations : dict or None
         Extra metadata (e.g. ``{"target": hex}``).
+    checkpoint, resume, checkpoint_every, memory_budget, client, out, task_size
+        As in :func:`fastpoly.sample`: P_SGD jobs run through the same driver, so
+        checkpoints, resuming, spilling past a memory budget and Dask clusters give
+        byte-identical results (``records`` are kept only for the runs trained in
+        this process, and not with ``client``).
 
     Returns
     -------
     FunctionCounts
-        ``n_samples`` = runs, ``n_accepted`` = runs that fit S; ``meta["n_failed"]``
-        = runs that did not, ``meta["sgd_recipe"]`` = the whole recipe.
+        ``n_samples`` = runs, ``n_accepted`` = runs that fit S (so ``n_samples -
+        n_accepted`` failed; also ``info["n_failed"]``), ``meta["sgd_recipe"]`` =
+        the whole recipe, ``meta["kind"] = "P_SGD"``.
 
     Raises
     ------
@@ -175,16 +193,10 @@ def sample_sgd(arch, X=None, train=None, n_runs=1, seed=0, backend="auto", recip
         Empty or inconsistent train sets, labels not 0/1, bad recipe values.
     """
     tp = _plan(arch, X, train, seed, recipe, recipe_options)
-    n_runs = check_n_samples(n_runs)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    start = int(start)
-    trainer = _Trainer(tp, backend)
-    bs = _run_batch(batch_size, trainer.name)
-    t0 = time.perf_counter()
-    res, kept = _count(tp, trainer, start, start + n_runs, bs, records, progress)
-    info = {"backend": trainer.name, "batch_size": bs, "elapsed_s": time.perf_counter() - t0}
-    return _finish(tp, res, kept, start, annotations, info, records)
+    trainer = TrainBackend(backend, records=records)
+    opts = dict(checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
+                memory_budget=memory_budget, client=client, out=out, task_size=task_size)
+    return _run(tp, trainer, n_runs, start, batch_size, progress, annotations, opts)
 
 
 def _plan(arch, X, train, seed, recipe, opts):
@@ -203,14 +215,6 @@ def _plan(arch, X, train, seed, recipe, opts):
             raise ValueError(f"unknown recipe options {sorted(unknown)}; valid: {sorted(Recipe.__dataclass_fields__)}")
         recipe = recipe.replace(**opts)
     return make_train_plan(arch, X, train, seed, recipe)
-
-
-def _run_batch(bs, name):
-    if bs is None:
-        return 64 if name == "numpy" else 4096
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {bs!r}")
-    return int(bs)
 
 
 def leak_table(tp: TrainPlan, workers: int, n_runs: int, start: int, trainer) -> tuple:
@@ -240,8 +244,10 @@ def leak_table(tp: TrainPlan, workers: int, n_runs: int, start: int, trainer) ->
     return E, frm
 
 
-def sample_sgd_anchor(m=32, epochs_after_fit=1, n_runs=1000, seed=0, backend="auto", callback_leak=True,
-                      workers=400, batch_size=None, records=False, progress=False) -> FunctionCounts:
+def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | float = 1000, seed: int = 0,
+                      backend: Any = "auto", callback_leak: bool = True, workers: int = 400,
+                      batch_size: int | None = None, records: bool = False, progress: bool = False,
+                      **run_options: Any) -> FunctionCounts:
     """The anchor Boolean experiment (nn-pacbayes, Mingard et al. 2021) in one call.
 
     Parameters
@@ -262,6 +268,8 @@ def sample_sgd_anchor(m=32, epochs_after_fit=1, n_runs=1000, seed=0, backend="au
         its own first fitted epoch end ``e >= e_first + epochs_after_fit``).
     workers : int
         MPI workers of the anchor (400).
+    **run_options
+        ``checkpoint``, ``resume``, ``memory_budget``, ``client``, ``out``... as in :func:`sample_sgd`.
 
     Returns
     -------
@@ -274,16 +282,11 @@ def sample_sgd_anchor(m=32, epochs_after_fit=1, n_runs=1000, seed=0, backend="au
     n_runs = check_n_samples(n_runs)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    trainer = _Trainer(tp, backend)
-    t0 = time.perf_counter()
+    trainer = TrainBackend(backend, records=records)
     if callback_leak:
-        E, frm = leak_table(tp, int(workers), n_runs, 0, trainer)
+        E, frm = leak_table(tp, int(workers), n_runs, 0, lambda lo, hi: trainer.train(tp, lo, hi))
         tp = tp.with_leak(int(workers), E, frm)
-        trainer = _Trainer(tp, backend)
-    bs = _run_batch(batch_size, trainer.name)
-    res, kept = _count(tp, trainer, 0, n_runs, bs, records, progress)
-    info = {"backend": trainer.name, "batch_size": bs, "elapsed_s": time.perf_counter() - t0}
     ann = {"target": target_hex, "anchor": {"m": int(m), "callback_leak": bool(callback_leak),
                                             "workers": int(workers) if callback_leak else None}}
-    return _finish(tp, res, kept, 0, ann, info, records)
+    return _run(tp, trainer, n_runs, 0, batch_size, progress, ann, run_options)
 

@@ -65,6 +65,37 @@ class TrainPlan:
     leak_E: np.ndarray | None = None
     leak_from: np.ndarray | None = None
 
+    # --- what the run driver, checkpoints and Dask read of any plan (delegated to the sampling plan) ---
+    @property
+    def seed(self) -> int:
+        """Stream seed."""
+        return self.plan.seed
+
+    @property
+    def X(self) -> np.ndarray:
+        """Input rows (float32)."""
+        return self.plan.X
+
+    @property
+    def n_words(self) -> int:
+        """uint64 words per key (over the test rows)."""
+        return self.plan.n_words
+
+    @property
+    def key_rows(self) -> np.ndarray:
+        """The test rows the keys cover (ascending)."""
+        return self.plan.key_rows
+
+    @property
+    def conditioned(self) -> bool:
+        """Always True for a P_SGD plan (keys cover the test rows)."""
+        return self.plan.conditioned
+
+    @property
+    def digest(self) -> str:
+        """Digest of the inputs."""
+        return self.plan.digest
+
     @property
     def m_train(self):
         """Number of train points."""
