@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI entry point (called by .ci/run): a fresh virtual environment, the README's test command,
-# then the benchmarks once as smoke tests, the CUDA compile check and a short run of the main job.
+# then the benchmarks once as smoke tests, ruff/mypy/import-linter, the CUDA compile check and a
+# short run of the main job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -26,6 +27,15 @@ eval "$TEST_CMD"
 
 echo "+ python -m pytest bench --benchmark-disable -q"
 python -m pytest bench --benchmark-disable -q
+
+# Static checks of the package: lint, types, and the layer contracts of the README's Architecture.
+python -m pip install -q ".[dev]"
+echo "+ ruff check fastpoly tests bench"
+ruff check fastpoly tests bench
+echo "+ mypy"
+mypy
+echo "+ lint-imports"
+lint-imports
 
 if [ -x ci/nvcc-check.sh ]; then
   echo "+ ci/nvcc-check.sh"
