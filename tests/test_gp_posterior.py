@@ -146,3 +146,17 @@ def test_digits_example_small():
     assert r["ep"]["bound"] == pac_bayes_bound(r["ep"]["log_p_S"], 150)
     with pytest.raises(ValueError, match="at most"):
         load_digits_binary(1800, 10)
+
+
+def test_digits_sgd_functions_get_a_gp_posterior():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("numba")
+    from fastpoly.gp.examples import digits_sgd_vs_gp
+
+    d = digits_sgd_vs_gp(n_train=100, n_test=20, n_runs=12, hidden=(16,), top=3, max_epochs=200, lr=1e-2)
+    assert d["n_fitted"] > 0 and d["rows"]
+    assert np.isfinite(d["log_p_S"]) and d["log_p_S"] < 0
+    ps = [r["p_sgd"] for r in d["rows"]]
+    assert ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1 + 1e-12
+    for r in d["rows"]:
+        assert r["log_p_gp"] <= 0 and 0 <= r["test_errors"] <= 20
