@@ -39,7 +39,7 @@ _SMEM_DEFAULT_LIMIT = 48 * 1024
 
 _NAMES = (TRAIN_KERNEL, MATH_KERNEL)
 _lock = threading.Lock()
-_default = {}
+_default: dict = {}
 
 
 def _align4(v):
