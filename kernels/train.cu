@@ -307,7 +307,7 @@ __device__ void fp_tr_backward(const fp_tr_net& N, float* sm, const float* ys, c
 // train order; Xkey (nkey x n_in): the key rows. leak_w > 0: the leaked-callback rule per worker.
 // Outputs per run s (index start + s): keys/init_keys[s * W ..], status, first_fit, epochs, loss,
 // params[s * n_params ..] when want_params. next_run: uint64, zero at the launch (the run queue).
-__global__ void __launch_bounds__(256) fastpoly_train(
+__global__ void __launch_bounds__(256, 2) fastpoly_train(
     fp_u64 seed, fp_u64 start, fp_u64 n, const long long* __restrict__ desc, const float* __restrict__ scales,
     const long long* __restrict__ rints, const float* __restrict__ rfloats, const float* __restrict__ Xtr,
     const float* __restrict__ ytr, int m, const float* __restrict__ Xkey, int nkey, int rows_cap, int per_warp,

@@ -61,7 +61,8 @@ def _file_of(name):
 
 def _kernel_facts(text, base):
     """(static __shared__ bytes as a C++ expression, __launch_bounds__ or 1024) of kernel ``base``."""
-    m = re.search(r"__global__\s+void\s+(?:__launch_bounds__\((\d+)\)\s*)?" + re.escape(base) + r"\s*\(", text)
+    m = re.search(r"__global__\s+void\s+(?:__launch_bounds__\((\d+)(?:\s*,\s*\d+)*\)\s*)?" + re.escape(base) + r"\s*\(",
+                  text)
     if not m:
         raise RuntimeError(f"kernel {base} not found in the sources")
     bound = int(m.group(1)) if m.group(1) else 1024
