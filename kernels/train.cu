@@ -34,6 +34,7 @@
 // with their optimiser state in place -- no gradient array.
 // fastpoly/sgd/cuda.py (train_layout) mirrors the layout; the host passes the floats per warp it
 // allocated and the kernel __trap()s on a mismatch.
+#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
 #include "network.cuh"
 #include "train.cuh"
 
@@ -146,7 +147,7 @@ __device__ void fp_tr_forward(const fp_tr_net& N, float* sm, int nr, int lane) {
 #pragma unroll
             for (int u = 0; u < FP_TR_U; ++u) {
                 const int q = q0 + 32 * u;
-                if (q < total) hout[q] = last ? z[u] : fp_sampler_act(N.act, z[u]);
+                if (q < total) hout[q] = last ? z[u] : fp_train_act(N.act, z[u]);
             }
         }
         __syncwarp();
@@ -326,6 +327,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         if (L < 1 || L > FP_MAX_LAYERS) __trap();
         N.L = L;
         N.act = (int)desc[1];
+        if (!fp_train_act_ok(N.act)) __trap();
         N.uniform = (int)desc[2];
         N.has_bias = (int)desc[3];
         N.n_params = (int)desc[4];

@@ -14,6 +14,7 @@
 #define FASTPOLY_TRAIN_CUH
 
 #include "fp_math.cuh"
+#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
 
 // fastpoly.sgd.plan.SGD_STREAM: Philox counter word 1 of the minibatch-order words
 #define FP_SGD_STREAM 1u
@@ -116,6 +117,11 @@ FP_HD float fp_softplus32(float z) {
     const float mz = (z > 0.0f) ? z : 0.0f;
     return fp_add(mz, fp_log1p32(fp_exp32(-fp_absf(z))));
 }
+
+// --- hidden activations the trainers support (fastpoly.sgd.plan.TRAINABLE_ACTIVATIONS) ----------
+FP_HD bool fp_train_act_ok(int code) { return code == FP_ACT_RELU || code == FP_ACT_IDENTITY; }
+// relu (as fp_sampler_act: NaN propagates) or identity
+FP_HD float fp_train_act(int code, float z) { return (code == FP_ACT_RELU && z < 0.0f) ? 0.0f : z; }
 
 // --- losses --------------------------------------------------------------------------------------
 // d loss / d z of one point of a minibatch of nb points (nbf = float(nb)), y in {0, 1}

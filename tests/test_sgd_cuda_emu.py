@@ -198,3 +198,21 @@ def test_empty_range_and_errors(emu):
                            Recipe(optimizer="adam", max_epochs=1))
     with pytest.raises(ValueError, match="shared memory"):
         train_range_cuda(wide, 0, 1, device=emu.EmuDevice())
+
+
+def test_nvrtc_ptx_of_train_cu_has_no_ftz():
+    """The backend's compile path (NVRTC, --ftz=false, nothing appended) keeps subnormals in train.cu too."""
+    import re
+
+    from fastpoly.backends.cuda import source as src
+    from fastpoly.sgd import cuda as sc
+
+    path = src.find_nvrtc_library()
+    if path is None:
+        pytest.skip("libnvrtc not found (set FASTPOLY_NVRTC_LIB or pip install nvidia-cuda-nvrtc)")
+    names = [sc.TRAIN_KERNEL, sc.MATH_KERNEL]
+    text, lowered = src.build_ptx(sc.TRAIN_FILE, names, src.CtypesNVRTC(path), arch="90")
+    assert src.ptx_ftz_instructions(text) == []
+    assert not [ln for ln in text.splitlines() if ".ftz" in ln.split("//")[0]]
+    assert len(re.findall(r"\bfma\.rn\.f32\b", text)) > 20
+    assert set(lowered) == set(names)
