@@ -40,6 +40,7 @@ _SMEM_DEFAULT_LIMIT = 48 * 1024
 _NAMES = (TRAIN_KERNEL, MATH_KERNEL)
 _lock = threading.Lock()
 _default: dict = {}
+_cache: dict = {}  # (id(plan), id(device), warps per block, max blocks) -> (plan, device, _Prepared)
 
 
 def _align4(v):
@@ -187,6 +188,21 @@ class _Prepared:
         return out
 
 
+def _prepared(tp, dev, warps_per_block, max_blocks):
+    """The memoised :class:`_Prepared` of a plan on a device (uploads once per plan, not per batch of runs)."""
+    key = (id(tp), id(dev), warps_per_block, max_blocks)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            return hit[2]
+    prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+    with _lock:
+        _cache[key] = (tp, dev, prep)  # the references keep the ids valid
+        while len(_cache) > 4:
+            _cache.pop(next(iter(_cache)))
+    return prep
+
+
 def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
                      max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH) -> TrainBatch:
     """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
@@ -223,7 +239,7 @@ def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, devi
                           z.copy(), np.zeros(0, np.float32),
                           np.zeros((0, tp.plan.mlp.n_params), np.float32) if params else None)
     dev = device if device is not None else _default_device()
-    prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+    prep = _prepared(tp, dev, int(warps_per_block), max_blocks)
     step = max(1, int(max_runs_per_launch))
     parts = [prep.launch(a, min(hi, a + step), params) for a in range(lo, hi, step)]
 
