@@ -11,10 +11,14 @@
 #   4. a timed exact-count run of 7-40-40-1, 1e9 samples: GPU time, host  -> OUTDIR/run-1e9/run.{json,txt},
 #      merge time, peak host memory, and a model of the 1e10 run            rank.png
 #      (falls back to 1e8 when 1e9 does not finish in its slot)
-#   5. figures and summary                                               -> OUTDIR/throughput.png, summary.json
-#   6. bench/bench_cupy.py (CUDA events), only with time to spare       -> OUTDIR/bench_cupy.{json,log}
+#   5. P_SGD: tests/test_sgd_cuda.py (after step 2)                     -> OUTDIR/gpu-tests-sgd.log, .xml
+#      and bench/gpu_sgd.py: the m = 32 anchor recipe, 1e6 runs (goal     -> OUTDIR/sgd.json, sgd.log
+#      < 30 s), PyTorch bmm / func.vmap on the same card
+#   6. figures and summary                                               -> OUTDIR/throughput.png, summary.json
+#   7. bench/bench_cupy.py (CUDA events), only with time to spare       -> OUTDIR/bench_cupy.{json,log}
 # The full 1e10 run is bench/gpu-1e10.sh OUTDIR (about 10 minutes at the goal rate).
-# Exit status: 0 only if the GPU tests passed, compare.py wrote its JSON and a timed run finished.
+# Exit status: 0 only if the GPU tests passed, compare.py wrote its JSON, a timed run finished and
+# gpu_sgd.py wrote its JSON.
 set -uo pipefail
 OUT="${1:?usage: ci/gpu-check.sh OUTDIR}"
 mkdir -p "$OUT"
@@ -66,6 +70,12 @@ timeout "$(slot 125)" "$PY" -m pytest -q -rfEs -p no:cacheprovider \
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { say "GPU tests FAILED (rc=$rc; 124 = out of time)"; status=1; }
 
+say "GPU tests of the P_SGD trainer (kernels/train.cu)"
+timeout "$(slot 60)" "$PY" -m pytest -q -rfEs -p no:cacheprovider tests/test_sgd_cuda.py \
+    --junitxml="$OUT/gpu-tests-sgd.xml" 2>&1 | tee "$OUT/gpu-tests-sgd.log" | tail -15 | tee -a "$LOG"
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { say "P_SGD GPU tests FAILED (rc=$rc; 124 = out of time)"; status=1; }
+
 say "bench/compare.py --device cuda"
 timeout "$(slot 70)" "$PY" bench/compare.py --device cuda --rounds 2 --round-seconds 0.4 \
     --poly-points 200000 --ref-points 5000 --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.log" | tee -a "$LOG"
@@ -87,6 +97,12 @@ if [ "$rc" -ne 0 ]; then
     status=1
   fi
 fi
+
+say "P_SGD: m = 32 anchor recipe, 1e6 runs (goal < 30 s) vs PyTorch bmm/vmap on the same card"
+timeout "$(slot 60)" "$PY" bench/gpu_sgd.py --runs 1e6 --time-limit 30 --torch-runs 20000 --torch-epochs 3 \
+    --json "$OUT/sgd.json" 2>&1 | tee "$OUT/sgd.log" | tee -a "$LOG"
+rc=${PIPESTATUS[0]}
+{ [ "$rc" -eq 0 ] && [ -s "$OUT/sgd.json" ]; } || { say "gpu_sgd.py FAILED (rc=$rc; 124 = out of time)"; status=1; }
 
 say "figures and summary"
 timeout "$(slot 25)" "$PY" bench/gpu_report.py "$OUT" 2>&1 | tee -a "$LOG"

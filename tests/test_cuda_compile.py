@@ -81,6 +81,17 @@ def test_smooth_anchor_kernels_do_not_spill(nvcc_check, act):
         assert "spill_st=0 " in ln and ln.rstrip().endswith("spill_ld=0"), ln
 
 
+def test_train_kernel_does_not_spill(nvcc_check):
+    """The P_SGD trainer (kernels/train.cu, __launch_bounds__(256, 2)): at most 128 registers, no local memory."""
+    r, _ = nvcc_check
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if "_Z14fastpoly_train" in ln]
+    assert len(lines) == 2, r.stdout  # sm_80 and sm_90
+    for ln in lines:
+        assert "spill_st=0 " in ln and ln.rstrip().endswith("spill_ld=0"), ln
+        assert int(ln.split("regs=")[1].split()[0]) <= 128, ln
+
+
 # --- NVRTC (what cupy.RawModule does at run time) ------------------------------------------------
 def _find_nvrtc():
     cands = []

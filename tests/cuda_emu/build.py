@@ -44,17 +44,25 @@ def instances():
     names += [src.generic_kernel_name(m) for m in (src.MODE_KEYS, src.MODE_COUNT)]
     names += [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (0, 1)]
     names += list(src.AUX_KERNELS)
+    names += list(TRAIN_KERNELS)
     return names
+
+
+#: kernels of kernels/train.cu (the P_SGD trainer, fastpoly/sgd/cuda.py)
+TRAIN_KERNELS = ("fastpoly_train", "fastpoly_train_math")
 
 
 def _file_of(name):
     base = name.split("<")[0]
+    if base in TRAIN_KERNELS:
+        return "train.cu"
     return "poly.cu" if base.startswith("fastpoly_csr") else "sampler.cu"
 
 
 def _kernel_facts(text, base):
     """(static __shared__ bytes as a C++ expression, __launch_bounds__ or 1024) of kernel ``base``."""
-    m = re.search(r"__global__\s+void\s+(?:__launch_bounds__\((\d+)\)\s*)?" + re.escape(base) + r"\s*\(", text)
+    m = re.search(r"__global__\s+void\s+(?:__launch_bounds__\((\d+)(?:\s*,\s*\d+)*\)\s*)?" + re.escape(base) + r"\s*\(",
+                  text)
     if not m:
         raise RuntimeError(f"kernel {base} not found in the sources")
     bound = int(m.group(1)) if m.group(1) else 1024

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""The m = 32 anchor recipe on the GPU (``kernels/train.cu``) against PyTorch's batched ``bmm`` training.
+
+    python bench/gpu_sgd.py --runs 1e6 --time-limit 40 --json OUT/sgd.json     # ci/gpu-check.sh
+
+fastpoly: ``fastpoly.sgd.cuda.train_range_cuda`` on the anchor plan (7-40-40-1 relu, 128 Boolean
+inputs, m = 32, plain SGD lr 0.01, batch 8, ce, fit threshold 0.5, 1 epoch after fit, at most 3000
+epochs), in launches of about 5 s (at most ``--chunk`` runs) until ``--runs`` are trained or ``--time-limit`` seconds
+have passed (the rate is then measured on what ran).  Goal: >= 1e6 runs in < 30 s on an H100/H200.
+
+PyTorch (``bench/baselines.py``: ``torch_sgd_bmm`` and ``torch_sgd_vmap``, the recipe as a user
+writes it: all runs in one batch, masks for finished runs): ``--torch-runs`` networks for ``--torch-epochs`` epochs, timed per
+epoch.  A batch of runs needs as many epochs as its slowest run, so its rate is projected twice:
+``optimistic`` = runs / (epoch time x mean epochs of fastpoly's runs) and ``batch`` = runs /
+(epoch time x max epochs of fastpoly's first runs of that batch size).  Writes a JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastpoly.sgd.anchor import anchor_problem, anchor_recipe  # noqa: E402
+from fastpoly.sgd.plan import make_train_plan  # noqa: E402
+from fastpoly.sgd.reference import STATUS_FAILED  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=float, default=1e6)
+    ap.add_argument("--chunk", type=float, default=1e6)
+    ap.add_argument("--time-limit", type=float, default=40.0, help="seconds for the fastpoly runs")
+    ap.add_argument("--torch-runs", type=int, default=100000)
+    ap.add_argument("--torch-epochs", type=int, default=10)
+    ap.add_argument("--warmup-runs", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+
+    from fastpoly.sgd.cuda import _default_device, train_range_cuda
+
+    dev = _default_device()
+    arch, X, train, _ = anchor_problem(32)
+    tp = make_train_plan(arch, X, train, a.seed, anchor_recipe(1))
+    res = {"recipe": tp.recipe.to_dict(), "arch": arch.spec, "m": 32, "device": dev.properties()}
+    t0 = time.perf_counter()
+    warm = train_range_cuda(tp, 0, a.warmup_runs)  # NVRTC compile (or the PTX cache), module load, first launch
+    res["warmup_s"] = time.perf_counter() - t0
+    n_goal, chunk = int(a.runs), min(int(a.chunk), 10000)
+    done, epochs, fitted, t_train = 0, [], 0, 0.0
+    while done < n_goal and t_train < a.time_limit:
+        n = min(chunk, n_goal - done)
+        t1 = time.perf_counter()
+        b = train_range_cuda(tp, done, done + n)
+        dt = time.perf_counter() - t1
+        t_train += dt
+        # launches of about 5 s (at most --chunk runs), and none that would overrun the time limit by much
+        chunk = int(min(int(a.chunk), max(1000, n / dt * min(5.0, max(0.5, a.time_limit - t_train)))))
+        epochs.append(b.epochs)
+        fitted += int(np.count_nonzero(b.status != STATUS_FAILED))
+        done += n
+    ep = np.concatenate(epochs)
+    rate = done / t_train
+    res["fastpoly"] = {
+        "runs": done, "seconds": t_train, "runs_per_s": rate, "projected_1e6_s": 1e6 / rate,
+        "goal_1e6_in_30s": bool(1e6 / rate < 30), "fitted_fraction": fitted / done,
+        "mean_epochs": float(ep.mean()), "max_epochs": int(ep.max()), "warmup_mean_epochs": float(warm.epochs.mean()),
+    }
+    print(f"fastpoly cuda: {done} anchor runs in {t_train:.2f} s = {rate:,.0f} runs/s "
+          f"(1e6 runs: {1e6 / rate:.1f} s; goal < 30 s); fitted {fitted / done:.4f}, mean epochs {ep.mean():.1f}, "
+          f"max {ep.max()}", flush=True)
+
+    _write(a.json, res)
+    res["torch"] = {}
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch has no CUDA device")
+        from baselines import torch_sgd_bmm, torch_sgd_vmap
+    except Exception as exc:  # no torch / no CUDA torch: the fastpoly numbers still count
+        res["torch"]["error"] = repr(exc)
+        print(f"torch baselines skipped: {exc!r}", flush=True)
+    else:
+        nt, te = int(a.torch_runs), int(a.torch_epochs)
+        batch_max = int(ep[:nt].max())
+        for name, fn in (("bmm + masks", torch_sgd_bmm), ("func.vmap", torch_sgd_vmap)):
+            try:
+                fn(min(nt, 1000), seed=a.seed, device="cuda", max_epochs=2)  # warm-up (kernels, allocator)
+                torch.cuda.synchronize()
+                t1 = time.perf_counter()
+                fn(nt, seed=a.seed, device="cuda", max_epochs=te, after=10**9)  # no run stops early
+                torch.cuda.synchronize()
+            except Exception as exc:  # out of memory, API differences: reported, not fatal
+                res["torch"][name] = {"error": repr(exc)}
+                print(f"torch {name} failed: {exc!r}", flush=True)
+                continue
+            per_epoch = (time.perf_counter() - t1) / te
+            opt = nt / (per_epoch * ep.mean())
+            bat = nt / (per_epoch * batch_max)
+            res["torch"][name] = {"runs": nt, "epochs_timed": te, "s_per_epoch": per_epoch,
+                                  "runs_per_s_optimistic": opt, "runs_per_s_batch": bat,
+                                  "batch_max_epochs": batch_max, "speedup_vs_optimistic": rate / opt,
+                                  "speedup_vs_batch": rate / bat}
+            print(f"torch {name} (cuda): {nt} runs, {per_epoch * 1e3:.1f} ms/epoch -> {opt:,.0f} runs/s optimistic "
+                  f"(mean epochs), {bat:,.0f} runs/s as one batch (max {batch_max} epochs); fastpoly "
+                  f"x{rate / opt:.1f} / x{rate / bat:.1f} (goal >= 10x the best)", flush=True)
+
+    _write(a.json, res)
+    return 0
+
+
+def _write(path, res):
+    if path:
+        with open(path, "w") as fh:
+            json.dump(res, fh, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

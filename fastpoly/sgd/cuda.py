@@ -1,0 +1,271 @@
+"""The CUDA P_SGD trainer: ``kernels/train.cu`` through the cupy backend's device interface.
+
+:func:`train_range_cuda` trains runs ``lo .. hi-1`` on the GPU and returns the same
+:class:`~fastpoly.sgd.reference.TrainBatch` as :func:`~fastpoly.sgd.reference.train_range_reference`,
+bit for bit (relu/identity networks, every optimiser and loss, the leaked-callback rule).
+
+One warp trains one run at a time (``fastpoly_train``, see the kernel's header): parameters,
+optimiser state, activations and errors in the warp's slice of shared memory, the train set in
+the block's shared memory, nothing per step through global memory; warps take runs from an
+atomic queue (run lengths vary from a few epochs to ``max_epochs``).  The kernel file is compiled
+and loaded by the device interface of :mod:`fastpoly.backends.cuda.backend` (``CupyDevice``: NVRTC
+with the backend's options -- ``--ftz=false``, no ``-ftz=true`` appended as
+:class:`cupy.RawModule` would -- the PTX checked for flush-to-zero and cached on disk); the tests
+pass the CPU emulation's device (``tests/cuda_emu``), which runs the same kernel source.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from fastpoly.backends.base import check_range
+from fastpoly.backends.cuda import source as src
+from fastpoly.sgd.plan import TRAINABLE_ACTIVATIONS, TrainPlan, blocks_per_epoch
+from fastpoly.sgd.recipe import OPT_ADAM
+from fastpoly.sgd.reference import TrainBatch
+
+__all__ = ["MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda", "rows_capacity", "train_layout",
+           "train_range_cuda"]
+
+#: the kernel file and its kernel
+TRAIN_FILE = "train.cu"
+TRAIN_KERNEL = "fastpoly_train"
+#: the loss math on an array (tests: bit for bit fastpoly.sgd.fmath)
+MATH_KERNEL = "fastpoly_train_math"
+#: runs per launch at most (outputs: ~16 W + 13 bytes per run, plus the parameters when asked)
+MAX_RUNS_PER_LAUNCH = 1 << 22
+_SMEM_DEFAULT_LIMIT = 48 * 1024
+
+_NAMES = (TRAIN_KERNEL, MATH_KERNEL)
+_lock = threading.Lock()
+_default: dict = {}
+_cache: dict = {}  # (id(plan), id(device), warps per block, max blocks) -> (plan, device, _Prepared)
+
+
+def _align4(v):
+    return (int(v) + 3) & ~3
+
+
+def rows_capacity(batch_rows):
+    """Rows of the activation buffers: the minibatch, and at least 8 rows per evaluation chunk."""
+    return max(int(batch_rows), 8)
+
+
+def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2):
+    """Floats of shared memory per warp of ``fastpoly_train`` (mirrors ``fp_tr_layout`` of ``kernels/train.cu``).
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Layer widths ``(n_inputs, *hidden, 1)``.
+    bias : bool
+    m : int
+        Train points.
+    batch_rows : int
+        ``min(batch_size, m)``.
+    rows_cap : int
+        Rows of the activation buffers (:func:`rows_capacity`).
+    has_s1, has_s2 : bool
+        Optimiser state: momentum buffer or Adam ``m``; Adam ``v``.
+    """
+    off = 0
+    maxh = 1
+    L = len(widths) - 1
+    for l in range(L):
+        fi, fo = widths[l], widths[l + 1]
+        off += fo * (fi | 1)
+        if bias:
+            off += fo
+        maxh = max(maxh, fo)
+    np_pad = _align4(off)
+    off = np_pad * (1 + int(bool(has_s1)) + int(bool(has_s2)))
+    for l in range(L):
+        off += _align4(widths[l] * rows_cap)
+    off += _align4(rows_cap)
+    off += 2 * _align4(maxh * batch_rows)
+    off += _align4(m)
+    off += 4 * blocks_per_epoch(m)
+    return _align4(off)
+
+
+def _default_device():
+    """The process's :class:`~fastpoly.backends.cuda.backend.CupyDevice` (raises if CuPy or a GPU is missing)."""
+    from fastpoly.backends.cuda.backend import CupyBackend, CupyDevice
+
+    with _lock:
+        dev = _default.get("device")
+        if dev is None:
+            ok, why = CupyBackend().availability()
+            if not ok:
+                raise RuntimeError(f"the CUDA trainer needs the cupy backend: {why}")
+            dev = _default["device"] = CupyDevice()
+        return dev
+
+
+class _Prepared:
+    """Device copies of one plan's arrays and the launch configuration on one device."""
+
+    def __init__(self, tp: TrainPlan, dev, warps_per_block, max_blocks):
+        plan, r = tp.plan, tp.recipe
+        mlp = plan.mlp
+        if mlp.activation not in TRAINABLE_ACTIVATIONS:
+            raise ValueError(f"the CUDA trainer supports {', '.join(TRAINABLE_ACTIVATIONS)}, got {mlp.activation!r}")
+        if mlp.n_layers > src.MAX_LAYERS:
+            raise ValueError(f"the CUDA trainer handles MLPs of at most {src.MAX_LAYERS} layers; {mlp.spec} has "
+                             f"{mlp.n_layers}")
+        if mlp.n_params >= 2**31:
+            raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
+        self.dev = dev
+        self.tp = tp
+        m = tp.m_train
+        B = min(r.batch_size, m)
+        self.rows_cap = rows_capacity(B)
+        fl = r.floats()
+        has_s1 = r.opt_code == OPT_ADAM or fl[1] != 0
+        has_s2 = r.opt_code == OPT_ADAM
+        self.per_warp = train_layout(mlp.widths, mlp.bias, m, B, self.rows_cap, has_s1, has_s2)
+        n_in = mlp.widths[0]
+        self.block_floats = _align4(m * n_in + m)
+        desc, scales = src.net_desc(mlp)
+        lw, lE, lf = tp.leak_arrays()
+        Xtr = np.ascontiguousarray(plan.X[plan.train_rows], np.float32)
+        Xkey = np.ascontiguousarray(plan.X[plan.key_rows], np.float32)
+        self.m, self.nkey, self.W, self.n_params = m, int(plan.key_rows.size), int(plan.n_words), int(mlp.n_params)
+        self.leak_w = int(lw)
+        self.arrays = {
+            "desc": dev.upload(desc),
+            "scales": dev.upload(scales),
+            "rints": dev.upload(np.asarray(r.ints(), np.int64)),
+            "rfloats": dev.upload(np.asarray(fl, np.float32)),
+            "Xtr": dev.upload(Xtr),
+            "ytr": dev.upload(np.ascontiguousarray(plan.train_labels, np.float32)),
+            "Xkey": dev.upload(Xkey if Xkey.size else np.zeros(1, np.float32)),
+            "leak_E": dev.upload(np.ascontiguousarray(lE, np.int64)),
+            "leak_from": dev.upload(np.ascontiguousarray(lf, np.int64)),
+        }
+        self.kern = dev.compile(TRAIN_FILE, list(_NAMES))[TRAIN_KERNEL]
+        props = dev.properties()
+        attrs = dev.attributes(self.kern)
+        static = int(attrs["static_smem"]) + 4 * self.block_floats
+        limit = int(props.get("smem_per_block", _SMEM_DEFAULT_LIMIT))
+        sp = src.shared_memory_plan(4 * self.per_warp, int(warps_per_block), static, limit,
+                                    int(props.get("smem_per_block_optin", limit)))
+        self.wpb = sp.warps
+        self.smem = 4 * self.block_floats + sp.dynamic
+        if sp.opt_in and self.smem > attrs["max_dynamic_smem"]:
+            dev.set_max_dynamic_smem(self.kern, self.smem)
+        regs = max(int(attrs.get("num_regs", 64)), 16)
+        warps_sm = max(1, min(64, 65536 // (((regs + 7) // 8 * 8) * 32)))
+        per_block = self.smem + int(attrs["static_smem"]) + 1024
+        blocks_sm = max(1, min(32, warps_sm // self.wpb, int(props["smem_per_sm"]) // per_block))
+        self.max_grid = int(props["sm_count"]) * blocks_sm
+        if max_blocks:
+            self.max_grid = min(self.max_grid, int(max_blocks))
+
+    def launch(self, lo, hi, params):
+        """Train runs ``lo .. hi-1`` in one launch; host arrays of the outputs."""
+        dev, a, tp = self.dev, self.arrays, self.tp
+        n = hi - lo
+        keys = dev.empty((n, self.W), np.uint64)
+        init_keys = dev.empty((n, self.W), np.uint64)
+        status = dev.empty(n, np.int8)
+        first_fit = dev.empty(n, np.int32)
+        epochs = dev.empty(n, np.int32)
+        losses = dev.empty(n, np.float32)
+        pout = dev.empty((n, self.n_params) if params else 1, np.float32)
+        queue = dev.zeros(1, np.uint64)
+        grid = max(1, min(-(-n // self.wpb), self.max_grid))
+        args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["desc"], a["scales"], a["rints"], a["rfloats"],
+                a["Xtr"], a["ytr"], np.int32(self.m), a["Xkey"], np.int32(self.nkey), np.int32(self.rows_cap),
+                np.int32(self.per_warp), np.int64(self.leak_w), a["leak_E"], a["leak_from"], keys, init_keys, status,
+                first_fit, epochs, losses, pout, np.int32(1 if params else 0), queue]
+        with dev.stream():
+            dev.launch(self.kern, (grid,), (32 * self.wpb,), args, self.smem)
+            out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
+            out.append(dev.download(pout) if params else None)
+            dev.synchronize()
+        return out
+
+
+def _prepared(tp, dev, warps_per_block, max_blocks):
+    """The memoised :class:`_Prepared` of a plan on a device (uploads once per plan, not per batch of runs)."""
+    key = (id(tp), id(dev), warps_per_block, max_blocks)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            return hit[2]
+    prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+    with _lock:
+        _cache[key] = (tp, dev, prep)  # the references keep the ids valid
+        while len(_cache) > 4:
+            _cache.pop(next(iter(_cache)))
+    return prep
+
+
+def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
+                     max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH) -> TrainBatch:
+    """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
+
+    Parameters
+    ----------
+    tp : TrainPlan
+    lo, hi : int
+    params : bool
+        Also return the final parameters (MLP order).
+    device : object or None
+        The device interface (default: the process's ``CupyDevice``); the tests pass the CPU
+        emulation's ``EmuDevice``.
+    warps_per_block : int
+        Runs trained at once per block (fewer when the shared memory of a block cannot hold them).
+    max_blocks : int or None
+        Cap on the grid (default: the blocks the device holds at once).
+    max_runs_per_launch : int
+
+    Raises
+    ------
+    RuntimeError
+        No device given and CuPy or a GPU missing.
+    ValueError
+        A plan the kernel cannot train (activation, depth, shared memory of one warp).
+    """
+    lo, hi = check_range(lo, hi)
+    if int(warps_per_block) < 1:
+        raise ValueError("warps_per_block must be >= 1")
+    W = tp.plan.n_words
+    if hi == lo:
+        z = np.zeros(0, np.int32)
+        return TrainBatch(lo, hi, np.zeros((0, W), np.uint64), np.zeros((0, W), np.uint64), np.zeros(0, np.int8), z,
+                          z.copy(), np.zeros(0, np.float32),
+                          np.zeros((0, tp.plan.mlp.n_params), np.float32) if params else None)
+    dev = device if device is not None else _default_device()
+    prep = _prepared(tp, dev, int(warps_per_block), max_blocks)
+    step = max(1, int(max_runs_per_launch))
+    parts = [prep.launch(a, min(hi, a + step), params) for a in range(lo, hi, step)]
+
+    def cat(i):
+        return np.concatenate([p[i] for p in parts])
+
+    return TrainBatch(lo, hi, cat(0).reshape(-1, W), cat(1).reshape(-1, W), cat(2).astype(np.int8),
+                      cat(3).astype(np.int32), cat(4).astype(np.int32), cat(5).astype(np.float32),
+                      cat(6).reshape(-1, tp.plan.mlp.n_params) if params else None)
+
+
+def loss_math_cuda(x, device=None):
+    """``(exp, sigmoid, softplus, log1p(|x|))`` of float32 ``x`` by the kernels' own functions (``kernels/train.cuh``).
+
+    Returns a float32 array ``(4, len(x))``; bit for bit :mod:`fastpoly.sgd.fmath`.
+    """
+    x = np.ascontiguousarray(np.asarray(x, np.float32).ravel())
+    dev = device if device is not None else _default_device()
+    n = x.size
+    if n == 0:
+        return np.zeros((4, 0), np.float32)
+    kern = dev.compile(TRAIN_FILE, list(_NAMES))[MATH_KERNEL]
+    xd = dev.upload(x)
+    out = dev.empty(4 * n, np.float32)
+    with dev.stream():
+        dev.launch(kern, (max(1, min(-(-n // 256), 1024)),), (256,), [xd, out, np.int64(n)], 0)
+        res = dev.download(out)
+        dev.synchronize()
+    return res.reshape(4, n)

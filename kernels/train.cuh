@@ -1,0 +1,208 @@
+// train.cuh -- per-run math of the P_SGD trainer (host + device), bit for bit fastpoly/sgd/fmath.py
+// and fastpoly/sgd/reference.py.
+//
+// * fp_exp32, fp_log1p32, fp_sigmoid32, fp_softplus32: the trainers' own float32 exp/log1p
+//   (fastpoly.sgd.fmath = fastpoly.backends.numba.vecmath), built only from correctly rounded
+//   operations (fp_fma/fp_mul/fp_add/fp_sub/fp_div, never contracted), exact bit manipulation
+//   and selects, in the reference's order of operations;
+// * the loss derivative on the logit and the per-point train loss;
+// * the Fisher--Yates order of the train points of one epoch (exact integers, Philox words of
+//   counter word 1 = FP_SGD_STREAM);
+// * the optimiser steps (SGD, momentum, Nesterov, Adam) of one parameter.
+// No headers beyond the project's: NVRTC compiles this as it is.
+#ifndef FASTPOLY_TRAIN_CUH
+#define FASTPOLY_TRAIN_CUH
+
+#include "fp_math.cuh"
+#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
+
+// fastpoly.sgd.plan.SGD_STREAM: Philox counter word 1 of the minibatch-order words
+#define FP_SGD_STREAM 1u
+// fastpoly.sgd.recipe codes
+#define FP_OPT_SGD 0
+#define FP_OPT_ADAM 1
+#define FP_LOSS_CE 0
+#define FP_LOSS_MSE 1
+// fastpoly.sgd.reference run status
+#define FP_STATUS_STOPPED 0
+#define FP_STATUS_MAX_EPOCHS 1
+#define FP_STATUS_FAILED 2
+
+// --- exp / log1p / sigmoid / softplus (fastpoly.sgd.fmath) ------------------------------------------
+#define FP_EXP_SHIFT 12582912.0f  // 1.5 * 2^23
+#define FP_EXP_SHIFT_BITS 0x4B400000
+#define FP_EXP_LOG2E 0x1.715476p+0f
+#define FP_EXP_LN2_C1 0x1.62e430p-1f  // float32(ln 2)
+#define FP_EXP_LN2_C2 -0x1.05c610p-29f  // float32(ln 2 - C1)
+#define FP_EXP_HI 89.0f
+#define FP_EXP_LO -104.0f
+#define FP_L1P_LN2_HI 0x1.62e300p-1f
+#define FP_L1P_LN2_LO 0x1.2fefa2p-17f
+#define FP_L1P_LG1 0x1.555554p-1f
+#define FP_L1P_LG2 0x1.999c26p-2f
+#define FP_L1P_LG3 0x1.23d3dcp-2f
+#define FP_L1P_LG4 0x1.f13c4cp-3f
+// Taylor coefficients 1/2!, ..., 1/8! (float32)
+#define FP_EXP_P2 0x1.000000p-1f
+#define FP_EXP_P3 0x1.555556p-3f
+#define FP_EXP_P4 0x1.555556p-5f
+#define FP_EXP_P5 0x1.111112p-7f
+#define FP_EXP_P6 0x1.6c16c2p-10f
+#define FP_EXP_P7 0x1.a01a02p-13f
+#define FP_EXP_P8 0x1.a01a02p-16f
+
+// 2^k as float32 for -126 <= k <= 127 (exact)
+FP_HD float fp_pow2i(int k) { return fp_u32_as_float((fp_u32)(k + 127) << 23); }
+
+FP_HD float fp_exp32(float x) {
+    x = (x > FP_EXP_HI) ? FP_EXP_HI : x;
+    x = (x < FP_EXP_LO) ? FP_EXP_LO : x;
+    const float s = fp_fma(x, FP_EXP_LOG2E, FP_EXP_SHIFT);
+    const float kf = fp_sub(s, FP_EXP_SHIFT);
+    const int k = (int)fp_float_as_u32(s) - FP_EXP_SHIFT_BITS;
+    float r = fp_fma(kf, -FP_EXP_LN2_C1, x);
+    r = fp_fma(kf, -FP_EXP_LN2_C2, r);
+    float q = fp_fma(FP_EXP_P8, r, FP_EXP_P7);
+    q = fp_fma(q, r, FP_EXP_P6);
+    q = fp_fma(q, r, FP_EXP_P5);
+    q = fp_fma(q, r, FP_EXP_P4);
+    q = fp_fma(q, r, FP_EXP_P3);
+    q = fp_fma(q, r, FP_EXP_P2);
+    const float em1 = fp_fma(q, fp_mul(r, r), r);
+    const float p = fp_add(1.0f, em1);
+    const int k1 = k >> 1;  // floor (arithmetic shift)
+    const int k2 = k - k1;
+    return fp_mul(fp_mul(p, fp_pow2i(k1)), fp_pow2i(k2));
+}
+
+// log(1 + x) for x > -1 (musl's log1pf with selects; the bits of fastpoly.sgd.fmath.log1p32)
+FP_HD float fp_log1p32(float x) {
+    const float u = fp_add(1.0f, x);
+    const long long iu = (long long)fp_float_as_u32(u) + (0x3F800000 - 0x3F3504F3);
+    const long long k = (iu >> 23) - 127;
+    float c = (k >= 2) ? fp_sub(1.0f, fp_sub(u, x)) : fp_sub(x, fp_sub(u, 1.0f));
+    c = fp_div(c, u);
+    float f = fp_sub(fp_u32_as_float((fp_u32)((iu & 0x7FFFFF) + 0x3F3504F3)), 1.0f);
+    const bool small = (k == 0);
+    f = small ? x : f;
+    c = (small || k >= 25) ? 0.0f : c;
+    const float s = fp_div(f, fp_add(2.0f, f));
+    const float z = fp_mul(s, s);
+    const float w = fp_mul(z, z);
+    const float t1 = fp_mul(w, fp_add(FP_L1P_LG2, fp_mul(w, FP_L1P_LG4)));
+    const float t2 = fp_mul(z, fp_add(FP_L1P_LG1, fp_mul(w, FP_L1P_LG3)));
+    const float R = fp_add(t2, t1);
+    const float hfsq = fp_mul(fp_mul(0.5f, f), f);
+    const float dk = fp_i2f_exact((int)k);  // |k| < 2^24: exact
+    // s*(hfsq+R) + (dk*LN2_LO + c) - hfsq + f + dk*LN2_HI, left to right
+    float res = fp_add(fp_mul(s, fp_add(hfsq, R)), fp_add(fp_mul(dk, FP_L1P_LN2_LO), c));
+    res = fp_add(fp_add(fp_sub(res, hfsq), f), fp_mul(dk, FP_L1P_LN2_HI));
+    res = !(x <= 0x1.fffffep+127f) ? x : res;
+    if (x == -1.0f) res = fp_u32_as_float(0xFF800000u);  // -inf
+    if (x < -1.0f) res = fp_u32_as_float(0x7FC00000u);   // NaN
+    return res;
+}
+
+FP_HD float fp_absf(float x) { return fp_u32_as_float(fp_float_as_u32(x) & 0x7FFFFFFFu); }
+
+// 1 / (1 + e^-z): e = exp(-|z|), 1/(1+e) (z >= 0) or e/(1+e)
+FP_HD float fp_sigmoid32(float z) {
+    const float e = fp_exp32(-fp_absf(z));
+    const float num = (z >= 0.0f) ? 1.0f : e;
+    return fp_div(num, fp_add(1.0f, e));
+}
+
+// max(z, 0) + log1p(exp(-|z|))
+FP_HD float fp_softplus32(float z) {
+    const float mz = (z > 0.0f) ? z : 0.0f;
+    return fp_add(mz, fp_log1p32(fp_exp32(-fp_absf(z))));
+}
+
+// --- hidden activations the trainers support (fastpoly.sgd.plan.TRAINABLE_ACTIVATIONS) ----------
+FP_HD bool fp_train_act_ok(int code) { return code == FP_ACT_RELU || code == FP_ACT_IDENTITY; }
+// relu (as fp_sampler_act: NaN propagates) or identity
+FP_HD float fp_train_act(int code, float z) { return (code == FP_ACT_RELU && z < 0.0f) ? 0.0f : z; }
+
+// --- losses --------------------------------------------------------------------------------------
+// d loss / d z of one point of a minibatch of nb points (nbf = float(nb)), y in {0, 1}
+FP_HD float fp_loss_grad(int loss, float z, float y, float nbf) {
+    if (loss == FP_LOSS_CE) return fp_div(fp_sub(fp_sigmoid32(z), y), nbf);
+    return fp_div(fp_mul(2.0f, fp_sub(z, y)), nbf);
+}
+
+// train-loss accumulation of one point: s + softplus(y ? -z : z) (ce) or fma(z - y, z - y, s) (mse)
+FP_HD float fp_loss_acc(int loss, float s, float z, float y) {
+    if (loss == FP_LOSS_CE) return fp_add(s, fp_softplus32((y != 0.0f) ? -z : z));
+    const float dz = fp_sub(z, y);
+    return fp_fma(dz, dz, s);
+}
+
+// --- minibatch order ---------------------------------------------------------------------------------
+// Philox blocks per epoch shuffle of m points (fastpoly.sgd.plan.blocks_per_epoch)
+FP_HD int fp_blocks_per_epoch(int m) {
+    const int b = (m - 1 + 3) / 4;
+    return b > 1 ? b : 1;
+}
+
+// The 4 words of shuffle block jb of epoch e (0-based) of run `index`.
+FP_HD fp_u32x4 fp_shuffle_block(fp_u64 seed, fp_u64 index, int epoch, int bpe, int jb) {
+    return fp_stream_block(seed, index, (fp_u32)((fp_u64)epoch * (fp_u64)bpe + (fp_u64)jb), FP_SGD_STREAM);
+}
+
+// Fisher--Yates from the identity with words w[0 .. m-2]: for t = m-1 .. 1, u = (w[m-1-t] * (t+1)) >> 32,
+// swap perm[t] and perm[u] (fastpoly.sgd.reference.epoch_order).
+FP_HD void fp_fisher_yates(const fp_u32* w, int m, int* perm) {
+    for (int t = 0; t < m; ++t) perm[t] = t;
+    for (int t = m - 1; t > 0; --t) {
+        const int u = (int)(((fp_u64)w[m - 1 - t] * (fp_u64)(t + 1)) >> 32);
+        const int tmp = perm[t];
+        perm[t] = perm[u];
+        perm[u] = tmp;
+    }
+}
+
+// --- optimiser ---------------------------------------------------------------------------------------
+struct fp_opt {
+    int kind;      // FP_OPT_*
+    int nesterov;  // sgd with momentum only
+    float nlr;     // -lr
+    float mu, b1, b2, eps, c1, c2;  // c1 = 1 - b1, c2 = 1 - b2 (float32)
+};
+
+// Recipe.floats(): [lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]
+FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
+    fp_opt o;
+    o.kind = kind;
+    o.nesterov = nesterov;
+    o.nlr = -f[0];
+    o.mu = f[1];
+    o.b1 = f[2];
+    o.b2 = f[3];
+    o.eps = f[4];
+    o.c1 = f[6];
+    o.c2 = f[7];
+    return o;
+}
+
+// Does the optimiser keep state s1 (momentum buffer / Adam m) and s2 (Adam v)?
+FP_HD bool fp_opt_has_s1(const fp_opt& o) { return o.kind == FP_OPT_ADAM || o.mu != 0.0f; }
+FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM; }
+
+// New value of parameter p with gradient g; bc1 = 1 - b1^t, bc2 = 1 - b2^t (Adam).
+FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2, float bc1, float bc2) {
+    if (o.kind == FP_OPT_ADAM) {
+        const float mm = fp_fma(o.b1, *s1, fp_mul(o.c1, g));
+        const float vv = fp_fma(o.b2, *s2, fp_mul(fp_mul(o.c2, g), g));
+        *s1 = mm;
+        *s2 = vv;
+        const float stp = fp_div(fp_div(mm, bc1), fp_add(fp_sqrt(fp_div(vv, bc2)), o.eps));
+        return fp_fma(o.nlr, stp, p);
+    }
+    if (o.mu == 0.0f) return fp_fma(o.nlr, g, p);
+    const float bf = fp_fma(o.mu, *s1, g);
+    *s1 = bf;
+    const float stp = o.nesterov ? fp_fma(o.mu, bf, g) : bf;
+    return fp_fma(o.nlr, stp, p);
+}
+
+#endif  // FASTPOLY_TRAIN_CUH

@@ -1,0 +1,103 @@
+"""The CUDA P_SGD trainer on a GPU: bit for bit against the NumPy reference, and the anchor recipe at scale.
+
+Needs a CUDA GPU and CuPy: skipped (with the reason) without them, and FAILS instead when
+``FASTPOLY_REQUIRE_GPU=1`` (``ci/gpu-check.sh`` sets it).  The plans are those of
+``tests/test_sgd_cuda_emu.py`` (which runs the same kernel through the CPU emulation in CI);
+here the real compile path (NVRTC, no flush to zero), the hardware's arithmetic and scheduling
+are checked.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from fastpoly.backends.cuda import source as src
+from fastpoly.sgd import fmath as sf
+from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
+from fastpoly.sgd.plan import make_train_plan
+from fastpoly.sgd.reference import STATUS_FAILED, train_range_reference
+
+pytestmark = pytest.mark.gpu
+REQUIRE = os.environ.get("FASTPOLY_REQUIRE_GPU") == "1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gpu_or_skip():
+    from fastpoly.backends.cuda.backend import CupyBackend
+
+    ok, why = CupyBackend().availability()
+    if not ok:
+        if REQUIRE:
+            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
+        pytest.skip(f"cupy backend unavailable: {why}")
+
+
+@pytest.fixture(scope="module")
+def emu_plans():
+    import test_sgd_cuda_emu as t  # the plans of the emulator tests (tests/ is on sys.path)
+
+    return t
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("name", ["sgd-ce-partial", "momentum", "nesterov-mse", "adam-thr", "adam-mse-min-epochs",
+                                  "randX-W3-chunks-cross-words", "full-batch-40-nobias-identity",
+                                  "deep-uniform-batch1-bigindex", "one-layer", "anchor-7-40-40-1-short"])
+def test_train_bit_for_bit_on_gpu(emu_plans, name):
+    from fastpoly.sgd.cuda import train_range_cuda
+
+    tp, ref = emu_plans._reference(name)
+    emu_plans._same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True))
+    # one warp per block and a single block: the same bits
+    emu_plans._same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, warps_per_block=1, max_blocks=1))
+
+
+def test_leak_on_gpu(emu_plans):
+    from fastpoly.sgd.cuda import train_range_cuda
+
+    tp = emu_plans._plan("sgd-ce-partial")[0].with_leak(3, [12, 3, 7], [0, 1, 2**62])
+    emu_plans._same(train_range_reference(tp, 0, 7, params=True), train_range_cuda(tp, 0, 7, params=True))
+
+
+def test_loss_math_on_gpu():
+    from fastpoly.sgd.cuda import loss_math_cuda
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(200000) * 30, rng.standard_normal(20000) * 1e-4,
+                        [0.0, -0.0, 88.5, 89.5, -103.9, -110.0, 1e-40, -1e-40, 3e38, -3e38, np.inf, -np.inf]])
+    x = x.astype(np.float32)
+    got = loss_math_cuda(x)
+    for i, w in enumerate([sf.exp32(x), sf.sigmoid32(x), sf.softplus32(x), sf.log1p32(np.abs(x))]):
+        assert np.array_equal(_bits(w), _bits(got[i])), i
+
+
+def test_ptx_has_no_ftz():
+    from fastpoly.sgd import cuda as sc
+
+    dev = sc._default_device()
+    dev.compile(sc.TRAIN_FILE, [sc.TRAIN_KERNEL, sc.MATH_KERNEL])
+    ptx = dev.ptx[(sc.TRAIN_FILE, (sc.TRAIN_KERNEL, sc.MATH_KERNEL))]
+    assert not src.ptx_ftz_instructions(ptx)
+
+
+def test_anchor_recipe_full_runs_and_partitions():
+    """Full anchor runs (m = 32, up to 3000 epochs): one bit for bit with the reference, 4096 sane, partition-free."""
+    from fastpoly.sgd.cuda import train_range_cuda
+
+    arch, X, train, _ = anchor_problem(32)
+    tp = make_train_plan(arch, X, train, 0, anchor_recipe(1))
+    big = train_range_cuda(tp, 0, 4096, params=False)
+    ref = train_range_reference(tp, 0, 1)  # ~70 epochs: a few seconds
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
+        assert np.array_equal(getattr(big, f)[:1], getattr(ref, f)), f
+    assert np.array_equal(_bits(big.loss[:1]), _bits(ref.loss))
+    assert np.mean(big.status != STATUS_FAILED) > 0.99
+    assert 20 < big.epochs.mean() < 300
+    part = train_range_cuda(tp, 1000, 1100)
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs", "loss"):
+        assert np.array_equal(getattr(part, f), getattr(big, f)[1000:1100]), f
