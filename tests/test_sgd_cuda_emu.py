@@ -216,3 +216,16 @@ def test_nvrtc_ptx_of_train_cu_has_no_ftz():
     assert not [ln for ln in text.splitlines() if ".ftz" in ln.split("//")[0]]
     assert len(re.findall(r"\bfma\.rn\.f32\b", text)) > 20
     assert set(lowered) == set(names)
+
+
+def test_sample_sgd_on_the_cupy_path_through_the_driver(emu):
+    """``sample_sgd(backend=TrainBackend("cupy", device=...))``: the driver, the counting and the CUDA trainer."""
+    from fastpoly.sgd import sample_sgd
+    from fastpoly.sgd.api import TrainBackend
+
+    kw = dict(arch=MLP(4, (6, 6)), X=boolean_inputs(4), train=(np.array([1, 2, 4, 7, 8, 11]), np.array([0, 1, 1, 0, 1, 0])),
+              n_runs=24, seed=5, optimizer="adam", lr=0.05, max_epochs=40, minibatch=4, progress=False)
+    ref = sample_sgd(backend="numpy", **kw)
+    got = sample_sgd(backend=TrainBackend("cupy", device=emu.EmuDevice()), batch_size=10, **kw)
+    assert got.info["backend"] == "cupy"
+    assert got.to_bytes() == ref.to_bytes()

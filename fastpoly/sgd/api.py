@@ -10,34 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.backends import resolve_backend_name
+from fastpoly.backends import BackendUnavailable, availability, resolve_backend_name
 from fastpoly.backends.base import CountBatch
 from fastpoly.counts import FunctionCounts
 from fastpoly.run.driver import run_job
 from fastpoly.run.job import check_n_samples, make_job
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
+from fastpoly.sgd.cuda import train_range_cuda
 from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
 from fastpoly.sgd.reference import TrainBatch, count_batch, train_range_reference
 
 __all__ = ["TRAIN_BACKENDS", "sample_sgd", "sample_sgd_anchor", "train_runs"]
 
-TRAIN_BACKENDS = ("numpy", "numba")
+TRAIN_BACKENDS = ("numpy", "numba", "cupy")
 
 
-def _train_backend(backend):
-    if backend == "auto":
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            return "numpy"
-        return "numba"
-    if backend == "cupy":
-        raise ValueError("the cupy training backend is not available yet (kernels/train.cu is built and "
-                         "host-tested, not wired to CuPy); use backend='numba' or 'numpy'")
+def _train_backend(backend, device=None):
+    """The trainer for a backend name: the name ``"auto"`` resolves to, checked to be available."""
+    if backend == "cupy" and device is not None:
+        return "cupy"  # an explicit device (e.g. the CPU emulation of CUDA in tests)
     name = resolve_backend_name(backend) if isinstance(backend, str) else None
     if name not in TRAIN_BACKENDS:
         raise ValueError(f"unknown training backend {backend!r}; valid: auto, {', '.join(TRAIN_BACKENDS)}")
+    ok, why = availability(name)
+    if not ok:
+        raise BackendUnavailable(f"backend {name!r} is not available: {why}")
     return name
 
 
@@ -51,8 +49,9 @@ class TrainBackend:
     are kept in :attr:`kept`.
     """
 
-    def __init__(self, backend: Any = "auto", records: bool = False) -> None:
-        self.name = _train_backend(backend)
+    def __init__(self, backend: Any = "auto", records: bool = False, device: Any = None) -> None:
+        self.name = _train_backend(backend, device)
+        self.device = device
         self.records = bool(records)
         self.kept: list[TrainBatch] = []
         self._prepared: Any = None
@@ -60,12 +59,15 @@ class TrainBackend:
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled state stays behind; a worker prepares its own
-        return {"name": self.name, "records": False, "kept": [], "_prepared": None, "_prepared_for": None}
+        return {"name": self.name, "records": False, "kept": [], "device": None, "_prepared": None,
+                "_prepared_for": None}
 
     def train(self, tp: TrainPlan, lo: int, hi: int, params: bool = False) -> TrainBatch:
         """Per-run results of runs ``lo .. hi-1``."""
         if self.name == "numpy":
             return train_range_reference(tp, lo, hi, params=params)
+        if self.name == "cupy":
+            return train_range_cuda(tp, lo, hi, params=params, device=self.device)
         from fastpoly.sgd.numba_kernels import PreparedTrain, train_range_numba  # numba: heavy, optional
 
         if self._prepared_for is not tp:
@@ -86,7 +88,7 @@ class TrainBackend:
 
     def default_batch_size(self, tp: TrainPlan) -> int:
         """Runs per kernel call."""
-        return 64 if self.name == "numpy" else 4096
+        return {"numpy": 64, "numba": 4096}.get(self.name, 1 << 18)
 
     def for_workers(self) -> TrainBackend:
         """Dask workers get this (picklable) object."""
@@ -154,7 +156,7 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
         Runs ``start .. start + n_runs - 1``.
     seed : int
         Stream seed (initialisations and minibatch orders).
-    backend : {"auto", "numba", "numpy"}
+    backend : {"auto", "numba", "numpy", "cupy"} or TrainBackend
         Results are bit-identical on every backend and for any ``batch_size``.
     recipe : Recipe, dict or None
         Training recipe; keyword options (``optimizer=``, ``lr=``, ``batch_size`` is
@@ -193,7 +195,7 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
         Empty or inconsistent train sets, labels not 0/1, bad recipe values.
     """
     tp = _plan(arch, X, train, seed, recipe, recipe_options)
-    trainer = TrainBackend(backend, records=records)
+    trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
     opts = dict(checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
                 memory_budget=memory_budget, client=client, out=out, task_size=task_size)
     return _run(tp, trainer, n_runs, start, batch_size, progress, annotations, opts)
@@ -258,7 +260,7 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
         1 or 64 in the published runs.
     n_runs : int
     seed : int
-    backend : {"auto", "numba", "numpy"}
+    backend : {"auto", "numba", "numpy", "cupy"} or TrainBackend
     callback_leak : bool
         True: emulate the leaked early-stopping callback of the anchor (one callback
         per MPI worker, never reset): run ``i`` belongs to worker ``i % workers``;
@@ -282,7 +284,7 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
     n_runs = check_n_samples(n_runs)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    trainer = TrainBackend(backend, records=records)
+    trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
     if callback_leak:
         E, frm = leak_table(tp, int(workers), n_runs, 0, lambda lo, hi: trainer.train(tp, lo, hi))
         tp = tp.with_leak(int(workers), E, frm)
