@@ -222,9 +222,13 @@ def _write_csv(c, path, interval, order):
 def _train_rows(args, m):
     if args.train_rows:
         try:
-            return np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
-        except ValueError:
+            rows = np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
+        except (ValueError, OverflowError):
             raise ValueError(f"--train-rows must be comma-separated integers, got {args.train_rows!r}") from None
+        bad = rows[(rows < 0) | (rows >= m)]
+        if bad.size:
+            raise ValueError(f"--train-rows must be rows in [0, {m - 1}] of the counts file, got {bad.tolist()[:5]}")
+        return rows
     if not args.train_size:
         raise ValueError("give --train-size (random rows, as fastpoly sample chooses them) or --train-rows")
     if not 0 < args.train_size < m:

@@ -345,7 +345,21 @@ class FunctionCounts:
         return p, lo, hi
 
     def condition(self, train_idx, labels=None, target=None):
-        """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`)."""
+        """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`).
+
+        Raises
+        ------
+        ValueError
+            For train rows outside ``[0, n_rows)`` (and the other errors of the function).
+        """
+        try:
+            rows = np.asarray(train_idx)
+            out_of_range = rows.size and np.issubdtype(rows.dtype, np.number) and (
+                rows.min() < 0 or rows.max() >= self.n_rows)
+        except (TypeError, ValueError):
+            out_of_range = False
+        if out_of_range:
+            raise ValueError(f"train rows must be in [0, {self.n_rows - 1}], got values in [{rows.min()}, {rows.max()}]")
         return conditioning.condition(self, train_idx, labels=labels, target=target)
 
     def posterior(self, target=None, confidence=0.95, method="wilson"):
