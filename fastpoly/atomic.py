@@ -35,7 +35,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    except OSError as e:
+        raise _with_path(e, path) from None
     try:
         os.chmod(tmp, public_mode())
         with os.fdopen(fd, "wb") as fh:
@@ -43,12 +46,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _with_path(e, path) from None
         raise
+
+
+def _with_path(e: OSError, path: str) -> OSError:
+    """``e`` with a message naming ``path`` (not the temporary file)."""
+    try:
+        return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}")
+    except TypeError:  # pragma: no cover - an OSError subclass with another signature
+        return e
 
 
 def check_writable(path: str | os.PathLike[str], what: str = "output file") -> str:

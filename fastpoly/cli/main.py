@@ -18,8 +18,10 @@ import sys
 import threading
 from typing import Any
 
+from fastpoly.atomic import check_writable
 from fastpoly.backends import BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
+from fastpoly.plotting import check_figure_path
 from fastpoly.run.driver import STOP_SIGNALS, Interrupted
 from fastpoly.version import __version__
 
@@ -59,6 +61,9 @@ def _cmd_plot(args):
         func = _resolve(target)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
+    if args.out:
+        check_figure_path(args.out)
+        check_writable(args.out, "figure (--out)")
     if needs_counts:
         if not args.counts_file:
             raise ValueError(f"plot {args.kind} needs a COUNTS_FILE argument")

@@ -359,7 +359,7 @@ class FunctionCounts:
         except (TypeError, ValueError):
             out_of_range = False
         if out_of_range:
-            raise ValueError(f"train rows must be in [0, {self.n_rows - 1}], got values in [{rows.min()}, {rows.max()}]")
+            raise ValueError(f"train indices must be in [0, {self.n_rows}), got values in [{rows.min()}, {rows.max()}]")
         return conditioning.condition(self, train_idx, labels=labels, target=target)
 
     def posterior(self, target=None, confidence=0.95, method="wilson"):
