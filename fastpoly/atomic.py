@@ -172,45 +172,61 @@ class FolderLock:
         os.makedirs(self.dir, exist_ok=True)
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
-        if fcntl is not None:
-            while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)
-                    raise self._busy() from None
-                try:  # the holder before us may have removed the file while we opened it
-                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    break
-                os.close(fd)
-            os.ftruncate(fd, 0)
-            os.write(fd, info)
-        else:  # pragma: no cover - platforms without fcntl
-            while True:
-                try:
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                    break
-                except FileExistsError:
-                    if not self._stale():
-                        raise self._busy() from None
-                    try:
-                        os.unlink(self.path)
-                    except FileNotFoundError:
-                        pass
-            os.write(fd, info)
+        fd = self._acquire_flock() if fcntl is not None else None
+        if fd is None:
+            fd = self._acquire_exclusive()
+        os.ftruncate(fd, 0)
+        os.write(fd, info)
         self._fd = fd
         return self
 
-    def _stale(self) -> bool:  # pragma: no cover - platforms without fcntl
+    def _acquire_flock(self) -> int | None:
+        """Lock with ``flock``; None if the file system does not support it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy() from None
+            except OSError:  # e.g. ENOLCK on some network file systems: use the exclusive create
+                if os.fstat(fd).st_size == 0:
+                    os.unlink(self.path)  # the empty file just opened is nobody's lock
+                os.close(fd)
+                return None
+            try:  # the holder before us may have removed the file while we opened it
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def _acquire_exclusive(self) -> int:
+        """Lock by creating the file exclusively, taking over locks of dead processes on this host."""
+        while True:
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    raise self._busy() from None
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+
+    def _stale(self) -> bool:
+        """True if the lock file's process is gone (same host), or it is unreadable and a minute old."""
         try:
             with open(self.path, encoding="utf-8") as fh:
                 d = json.loads(fh.read() or "{}")
         except (OSError, ValueError):
-            return False
+            d = {}
+        if "pid" not in d:
+            try:
+                return time.time() - os.stat(self.path).st_mtime > 60
+            except OSError:
+                return True
         return d.get("host") == socket.gethostname() and isinstance(d.get("pid"), int) and not _pid_alive(d["pid"])
 
     def release(self) -> None:

@@ -183,6 +183,34 @@ def test_folder_lock_names_the_holder_and_dies_with_it(tmp_path):
     fastpoly.sample(ARCH, n_samples=100, backend="numpy", progress=False, checkpoint=d)
 
 
+@pytest.mark.parametrize("flock", ["none", "unsupported"])
+def test_folder_lock_without_flock_uses_an_exclusive_create(flock, tmp_path, monkeypatch):
+    import json
+
+    import fastpoly.atomic as atomic
+
+    if flock == "none":
+        monkeypatch.setattr(atomic, "fcntl", None)
+    else:
+        class NoFlock:
+            LOCK_EX = LOCK_NB = 0
+
+            @staticmethod
+            def flock(fd, op):
+                raise OSError(errno.ENOLCK, "no locks available")
+
+        monkeypatch.setattr(atomic, "fcntl", NoFlock)
+    d = tmp_path / "f"
+    with FolderLock(d):
+        with pytest.raises(FolderInUse, match=f"pid {os.getpid()}"):
+            FolderLock(d).acquire()
+    assert not (d / LOCK_NAME).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (d / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": __import__("socket").gethostname()}))
+    with FolderLock(d) as lk:  # the holder is gone: taken over
+        assert lk.held
+
+
 _RACE = textwrap.dedent("""
     import os, sys, time
     from fastpoly.cli.main import main
