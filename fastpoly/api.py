@@ -111,6 +111,19 @@ def sample(
     FunctionCounts
         Exact counts; identical for any backend (relu/sign/identity), batch size,
         partition of the index range, checkpointing, spilling or Dask cluster.
+
+    Raises
+    ------
+    ValueError
+        For invalid arguments or a job too large for this machine's memory, before anything is drawn.
+    OSError
+        If ``out`` or the checkpoint folder cannot be written (checked before the first sample);
+        :class:`fastpoly.atomic.FolderInUse` if another run holds the checkpoint folder.
+    fastpoly.run.driver.Interrupted
+        On Ctrl-C, SIGTERM or SIGHUP (a ``KeyboardInterrupt``; with a checkpoint, after saving it).
+    fastpoly.run.rescue.ResultNotSaved
+        If ``out`` cannot be written at the end (e.g. a full disk); the result was kept in the
+        checkpoint or a fallback file (``saved_to``), as the message says.
     """
     job = make_job(
         arch, X, n_samples, seed, backend=backend, train=train, batch_size=batch_size, progress=progress,

@@ -1,14 +1,27 @@
-"""Atomic file output: every file fastpoly writes appears whole or not at all.
+"""Atomic file output and exclusive folders: every file fastpoly writes appears whole or not at all.
 
 A temporary file in the target's folder is written, flushed and fsync'ed, then
 renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+:class:`FolderLock` claims a folder (a checkpoint, a CLI output folder) for one run at a time.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
+import socket
 import tempfile
+import time
+from typing import Any
 
-__all__ = ["public_mode", "atomic_write_bytes"]
+fcntl: Any
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["public_mode", "atomic_write_bytes", "check_writable", "check_writable_folder", "FolderLock", "FolderInUse",
+           "LOCK_NAME"]
 
 
 def public_mode() -> int:
@@ -22,7 +35,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    except OSError as e:
+        raise _with_path(e, path) from None
     try:
         os.chmod(tmp, public_mode())
         with os.fdopen(fd, "wb") as fh:
@@ -30,9 +46,202 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _with_path(e, path) from None
         raise
+
+
+def _with_path(e: OSError, path: str) -> OSError:
+    """``e`` with a message naming ``path`` (not the temporary file)."""
+    try:
+        return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}")
+    except TypeError:  # pragma: no cover - an OSError subclass with another signature
+        return e
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output file") -> str:
+    """Check, before a long run, that a file can be written at ``path`` (creating its folder).
+
+    Creates the folder and a probe file there (removed again).
+
+    Returns
+    -------
+    str
+        ``path`` as a string.
+
+    Raises
+    ------
+    OSError
+        With a one-line message: ``path`` is a folder, the folder cannot be created, or is not writable.
+    """
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise IsADirectoryError(errno.EISDIR, f"the {what} {p} is a folder; give a file name")
+    d = os.path.dirname(os.path.abspath(p))
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=d)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write the {what} {p}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return p
+
+
+def check_writable_folder(directory: str | os.PathLike[str], what: str = "output folder") -> str:
+    """Create ``directory`` if needed and check that files can be written in it (a probe file).
+
+    Raises
+    ------
+    OSError
+        With a one-line message: ``directory`` is a file, cannot be created, or is not writable.
+    """
+    d = os.fspath(directory)
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise NotADirectoryError(errno.ENOTDIR, f"the {what} {d} is an existing file, not a folder")
+    check_writable(os.path.join(d, "probe"), what)
+    return d
+
+
+class FolderInUse(OSError):
+    """Another live process holds the folder's lock (the message names it)."""
+
+
+LOCK_NAME = ".fastpoly-lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive claim on a folder for the lifetime of a run (a checkpoint or an output folder).
+
+    The lock is the file ``.fastpoly-lock`` in the folder, holding the owner's pid, host and start
+    time.  Where :mod:`fcntl` exists it is held with ``flock``, which the kernel releases when the
+    process dies, so a lock left by a killed run is never stale; elsewhere it is created with an
+    atomic exclusive create, and a lock whose process no longer runs on this host is taken over.
+    Use as a context manager, or :meth:`acquire` / :meth:`release`.
+
+    Raises
+    ------
+    FolderInUse
+        From :meth:`acquire`, if another live process holds the folder.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], what: str = "folder") -> None:
+        self.dir = os.fspath(directory)
+        self.path = os.path.join(self.dir, LOCK_NAME)
+        self.what = what
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def _owner(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                d = json.loads(fh.read() or "{}")
+            return f"pid {d.get('pid')} on {d.get('host')} since {d.get('started')}"
+        except (OSError, ValueError):
+            return "another process"
+
+    def _busy(self) -> FolderInUse:
+        return FolderInUse(
+            errno.EBUSY,
+            f"{self.what} {self.dir} is in use by {self._owner()}; wait for that run to end or use another folder",
+        )
+
+    def acquire(self) -> FolderLock:
+        """Claim the folder (creating it); raise :class:`FolderInUse` if a live process holds it."""
+        if self._fd is not None:
+            return self
+        os.makedirs(self.dir, exist_ok=True)
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+        fd = self._acquire_flock() if fcntl is not None else None
+        if fd is None:
+            fd = self._acquire_exclusive()
+        os.ftruncate(fd, 0)
+        os.write(fd, info)
+        self._fd = fd
+        return self
+
+    def _acquire_flock(self) -> int | None:
+        """Lock with ``flock``; None if the file system does not support it."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy() from None
+            except OSError:  # e.g. ENOLCK on some network file systems: use the exclusive create
+                if os.fstat(fd).st_size == 0:
+                    os.unlink(self.path)  # the empty file just opened is nobody's lock
+                os.close(fd)
+                return None
+            try:  # the holder before us may have removed the file while we opened it
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def _acquire_exclusive(self) -> int:
+        """Lock by creating the file exclusively, taking over locks of dead processes on this host."""
+        while True:
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    raise self._busy() from None
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+
+    def _stale(self) -> bool:
+        """True if the lock file's process is gone (same host), or it is unreadable and a minute old."""
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                d = json.loads(fh.read() or "{}")
+        except (OSError, ValueError):
+            d = {}
+        if "pid" not in d:
+            try:
+                return time.time() - os.stat(self.path).st_mtime > 60
+            except OSError:
+                return True
+        return d.get("host") == socket.gethostname() and isinstance(d.get("pid"), int) and not _pid_alive(d["pid"])
+
+    def release(self) -> None:
+        """Give the folder up (removes the lock file); does nothing if not held."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(fd)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

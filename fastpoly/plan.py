@@ -6,6 +6,7 @@ compiled kernels can take them as arguments directly.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,8 @@ from fastpoly.activations import SAMPLER_CODES
 from fastpoly.arch import MLP, boolean_inputs
 from fastpoly.stream.rng import check_seed
 
-__all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest"]
+__all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest", "check_memory",
+           "physical_memory"]
 
 
 def as_mlp(arch):
@@ -29,8 +31,14 @@ def as_mlp(arch):
 def check_inputs(X, n_inputs):
     """Validate an input matrix (finite, shape ``(m, n_inputs)``) and return it as C-contiguous float32."""
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
     except (TypeError, ValueError):
+        raise ValueError("X must be a numeric matrix") from None
+    if np.iscomplexobj(X):
+        raise ValueError("X must be real numbers, got a complex array")
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("X must be a numeric matrix") from None
     if X.ndim != 2 or X.shape[1] != n_inputs:
         raise ValueError(f"X must have shape (m, {n_inputs}), got {X.shape}")
@@ -75,6 +83,50 @@ def check_train(train, m):
     if idx.size == m:
         raise ValueError("the train set covers every row of X; no rows are left for the key")
     return idx, labels.astype(np.uint8)
+
+
+def physical_memory():
+    """Bytes of RAM of this machine, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _fmt_bytes(n):
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1024
+    return f"{n:.3g} PB"  # pragma: no cover
+
+
+def check_memory(mlp, m, limit=None):
+    """Refuse (ValueError) an architecture whose single network cannot fit in memory on ``m`` input rows.
+
+    The estimate is a lower bound for every backend: the random parameters of one network
+    (float32) and the float32 activations of two consecutive layers on all ``m`` rows.
+    Computed with Python integers, so absurd widths (``7-99999999999999999999999-1``) are
+    refused here instead of overflowing or exhausting memory later.
+
+    Parameters
+    ----------
+    mlp : MLP
+    m : int
+        Input rows.
+    limit : int or None
+        Bytes available (default: the machine's RAM; no check if unknown).
+    """
+    w = mlp.widths
+    need = 4 * (mlp.n_params + int(m) * max(a + b for a, b in zip(w[:-1], w[1:])))
+    limit = physical_memory() if limit is None else limit
+    if limit is not None and need > limit:
+        raise ValueError(
+            f"architecture {mlp.spec if len(mlp.spec) < 60 else mlp.spec[:57] + '...'} needs at least "
+            f"{_fmt_bytes(need)} for one network on {m} input rows ({mlp.n_params:,} parameters), more "
+            f"than this machine's {_fmt_bytes(limit)} of memory"
+        )
+    return need
 
 
 def inputs_digest(X):
@@ -157,6 +209,7 @@ def make_plan(arch, X=None, seed=0, train=None):
             raise ValueError("X=None means all Boolean inputs, which needs n_inputs <= 24")
         X = boolean_inputs(mlp.n_inputs)
     X = check_inputs(X, mlp.n_inputs)
+    check_memory(mlp, X.shape[0])
     seed = check_seed(seed)
     rows, labels = check_train(train, X.shape[0])
     mask = np.ones(X.shape[0], bool)

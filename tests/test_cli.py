@@ -56,7 +56,7 @@ def test_sample_conditioned(tmp_path, capsys):
         (["sample", "3-4-1", "--activation", "swish"], "activation"),
         (["sample", "3-4-1", "--weights", "cauchy"], "distribution"),
         (["sample", "3-4-1", "--seed", "-1"], "seed"),
-        (["sample", "3-4-1", "--backend", "tpu"], "valid backends"),
+        (["sample", "3-4-1", "--backend", "tpu"], "choose from"),
         (["sample", "3-4-1", "--train-size", "2", "--target", "0101"], "target"),
         (["sample", "3-4-1", "--train-size", "2"], "both"),
         (["sample", "3-4-1", "--train-size", "9", "--target", "01010101"], "train-size"),

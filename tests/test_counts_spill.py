@@ -188,15 +188,19 @@ def test_truncated_or_tampered_counts_file_raises(tmp_path, mmap):
     (tmp_path / "flip.npz").write_bytes(bytes(bad))
     with pytest.raises(CountsFileError):
         FunctionCounts.load(tmp_path / "flip.npz", mmap=mmap)
-    # a well-formed zip whose counts were edited: caught by the sha256 checksum
-    from fastpoly.counts.fileformat import npz_bytes as _npz_bytes
-
+    # the counts edited in place: the sha256 digest is checked before the zip framing (CRCs)
+    bad = bytearray(data)
+    bad[pos:pos + 8] = np.asarray([c.counts[0] + 1], "<i8").tobytes()
+    (tmp_path / "edit.npz").write_bytes(bytes(bad))
+    with pytest.raises(CountsFileError, match="checksum"):
+        FunctionCounts.load(tmp_path / "edit.npz", mmap=mmap)
+    # a well-formed zip (valid CRCs) whose counts were edited
     with np.load(p) as z:
-        arrays = {k[:-4] if k.endswith(".npy") else k: z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files}
     arrays["counts"] = arrays["counts"].copy()
     arrays["counts"][0] += 1
-    (tmp_path / "tamper.npz").write_bytes(_npz_bytes(arrays))
-    with pytest.raises(CountsFileError, match="checksum"):
+    np.savez(tmp_path / "tamper.npz", **arrays)
+    with pytest.raises(CountsFileError):
         FunctionCounts.load(tmp_path / "tamper.npz", mmap=mmap)
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(CountsFileError):

@@ -11,7 +11,7 @@ import numpy as np
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.figures import upper_bound_fit
 from fastpoly.analysis.stats import interval as binomial_interval
-from fastpoly.atomic import atomic_write_bytes
+from fastpoly.atomic import atomic_write_bytes, check_writable
 from fastpoly.cli.sample import _parse_target
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
 from fastpoly.counts.store import FunctionCounts, merge_files
@@ -148,6 +148,8 @@ def analyze(counts, top=20, interval="wilson", order="rows"):
 def run_analyze(args):
     if args.top < 0:
         raise ValueError("--top must be >= 0")
+    if args.csv:
+        check_writable(args.csv, "CSV file (--csv)")
     c = FunctionCounts.load(args.counts_file, mmap=True)
     a = analyze(c, args.top, args.interval, args.order)
     meta = c.meta
@@ -222,9 +224,13 @@ def _write_csv(c, path, interval, order):
 def _train_rows(args, m):
     if args.train_rows:
         try:
-            return np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
-        except ValueError:
+            rows = np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
+        except (ValueError, OverflowError):
             raise ValueError(f"--train-rows must be comma-separated integers, got {args.train_rows!r}") from None
+        bad = rows[(rows < 0) | (rows >= m)]
+        if bad.size:
+            raise ValueError(f"--train-rows must be rows in [0, {m - 1}] of the counts file, got {bad.tolist()[:5]}")
+        return rows
     if not args.train_size:
         raise ValueError("give --train-size (random rows, as fastpoly sample chooses them) or --train-rows")
     if not 0 < args.train_size < m:
@@ -234,6 +240,7 @@ def _train_rows(args, m):
 
 
 def run_condition(args):
+    check_writable(args.out, "output file (--out)")
     c = FunctionCounts.load(args.counts_file)
 
     tgt = _parse_target(args.target, c.n_rows)
@@ -249,6 +256,7 @@ def run_condition(args):
 
 
 def run_merge(args):
+    check_writable(args.out, "output file (--out)")
     r = merge_files(args.counts_files, args.out, memory_budget=args.memory_budget)
     print(f"merged {len(args.counts_files)} files: {r.n_samples:,} samples, {r.n_distinct:,} distinct functions")
     print(f"wrote {args.out}")
@@ -256,6 +264,7 @@ def run_merge(args):
 
 
 def run_anchors(args):
+    check_writable(args.out, "output file (--out)")
     if args.direction == "import":
         if not args.arch:
             raise ValueError("anchors import needs --arch (e.g. 7-40-40-1)")

@@ -1,20 +1,34 @@
 """The ``fastpoly`` command line: ``sample`` (the main job), ``compile``, ``plot``, ``analyze``, ``backends``.
 
 Subcommands live in small modules that each provide ``register(subparsers)``;
-this module only assembles them.  Any ``ValueError`` raised by the library
-becomes a one-line error message and exit code 2.
+this module only assembles them and keeps the CLI contract: every error a user (or the machine)
+can fix -- a bad option, an unreadable or unwritable file, a full disk, a backend or optional
+package that is missing, a job too large for memory -- is **one line on stderr and exit code 2**,
+never a traceback (set ``FASTPOLY_DEBUG=1`` to see one).  SIGINT, SIGTERM and SIGHUP stop a
+command with exit code 128 + signal (a checkpointed ``sample`` saves its checkpoint first).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import signal
 import sys
+import threading
+from typing import Any
 
-from fastpoly.backends import backends
+from fastpoly.atomic import check_writable
+from fastpoly.backends import BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
+from fastpoly.plotting import check_figure_path
+from fastpoly.run.driver import STOP_SIGNALS, Interrupted
 from fastpoly.version import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "USER_ERRORS", "error_message"]
+
+#: exception classes reported as one line with exit code 2
+USER_ERRORS = (ValueError, OSError, BackendUnavailable, MemoryError, OverflowError, ImportError)
 
 #: subcommand modules, each with ``register(subparsers)``; missing optional ones are skipped
 SUBCOMMAND_MODULES = (
@@ -51,6 +65,9 @@ def _cmd_plot(args):
         func = _resolve(target)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
+    if args.out:
+        check_figure_path(args.out)
+        check_writable(args.out, "figure (--out)")
     if needs_counts == 2:
         if not (args.counts_file and args.counts_file_b):
             raise ValueError(f"plot {args.kind} needs two counts files")
@@ -116,21 +133,54 @@ def build_parser():
     return p
 
 
+def error_message(e: BaseException) -> str:
+    """The one-line message for a user error (see :data:`USER_ERRORS`)."""
+    if isinstance(e, MemoryError):
+        msg = "out of memory" + (f" ({e})" if str(e) else "") + \
+            ": try a smaller --batch-size, a --memory-budget or a smaller job"
+    elif isinstance(e, OSError) and e.strerror:
+        what = e.strerror
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and "disk full" not in what and "No space" not in what:
+            what += " (disk full)"
+        files = [os.fspath(f) for f in (e.filename, e.filename2) if f is not None]
+        msg = f"{' -> '.join(files)}: {what}" if files else what
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+def _stop_handler(signum: int, frame: Any) -> None:
+    raise Interrupted(f"interrupted ({signal.Signals(signum).name})", signum)
+
+
 def main(argv=None):
     """Entry point of the ``fastpoly`` command (returns the exit code)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, message printed)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            if s != signal.SIGINT:
+                old[s] = signal.signal(s, _stop_handler)
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:
-        print(f"fastpoly {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if os.environ.get("FASTPOLY_DEBUG"):
+            raise
+        print(f"fastpoly {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"fastpoly {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,11 @@ from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
 from fastpoly.api import sample
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
-from fastpoly.backends import get_backend
+from fastpoly.atomic import FolderLock, check_writable_folder
+from fastpoly.backends import VALID_NAMES, get_backend
 from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
 from fastpoly.run.checkpoint import job_of
+from fastpoly.run.driver import Interrupted
 from fastpoly.sgd.anchor import parse_train_spec
 
 __all__ = ["register", "run_sample", "parse_count"]
@@ -34,15 +36,17 @@ def _parse_target(text, m):
     t = text.strip()
     if len(t) == m and set(t) <= {"0", "1"}:
         return np.frombuffer(t.encode(), np.uint8) - ord("0")
+    digits = (m + 3) // 4
+    forms = (f"a {m}-character 0/1 string (character i = row i) or a hex key of at most {digits} digits "
+             f"(bit i = row i)")
+    if t and set(t) <= {"0", "1"} and len(t) > digits:
+        raise ValueError(f"--target must be {forms}; got a 0/1 string of {len(t)} characters")
     try:
         key = hex_to_key(t, m)
     except ValueError:
-        raise ValueError(
-            f"--target must be a {m}-character 0/1 string (character i = row i) or a hex key of "
-            f"at most {(m + 3) // 4} digits (bit i = row i), got {text!r}"
-        ) from None
-    if len(t.lower().removeprefix("0x")) > (m + 3) // 4:
-        raise ValueError(f"--target hex key has more than {(m + 3) // 4} digits for {m} rows")
+        raise ValueError(f"--target must be {forms}, got {text!r}") from None
+    if len(t.lower().removeprefix("0x")) > digits:
+        raise ValueError(f"--target must be {forms}; got a hex key of {len(t.lower().removeprefix('0x'))} digits")
     return unpack_bits(key[None, :], m)[0]
 
 
@@ -59,26 +63,29 @@ def register(sub):
         ),
     )
     p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
-    p.add_argument("--samples", default="1e6", help="number of networks to draw (default 1e6)")
-    p.add_argument("--seed", type=int, default=0, help="stream seed in [0, 2**64) (default 0)")
-    p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
-    p.add_argument("--backend", default="auto", help="auto, numpy, numba or cupy (default auto)")
-    p.add_argument("--activation", default="relu", help="relu, tanh, erf, sign or identity (default relu)")
-    p.add_argument("--weights", default="gaussian", help="gaussian or uniform (variance-matched)")
-    p.add_argument("--sigma-w", type=float, default=1.0, help="weight scale: W ~ N(0, sigma_w^2/fan_in)")
-    p.add_argument("--sigma-b", type=float, default=1.0, help="bias scale: b ~ N(0, sigma_b^2)")
-    p.add_argument("--bias-scaling", default="none", help="none (default) or fan_in (b ~ N(0, sigma_b^2/fan_in))")
-    p.add_argument("--no-bias", action="store_true", help="networks without biases")
-    p.add_argument("--centered", action="store_true", help="Boolean inputs in {-1,+1} instead of {0,1}")
-    p.add_argument("--train-size", type=int, default=0, help="condition on this many random rows of the target")
+    # the job's options default to None here (see _DEFAULTS) so that --resume can tell what was given
+    p.add_argument("--samples", help="number of networks to draw (default 1e6)")
+    p.add_argument("--seed", type=int, help="stream seed in [0, 2**64) (default 0)")
+    p.add_argument("--start", type=int, help="first sample index (default 0)")
+    p.add_argument("--backend", default="auto", choices=VALID_NAMES, help="which backend runs the job (default auto)")
+    p.add_argument("--activation", help="relu, tanh, erf, sign or identity (default relu)")
+    p.add_argument("--weights", help="gaussian (default) or uniform (variance-matched)")
+    p.add_argument("--sigma-w", type=float, help="weight scale: W ~ N(0, sigma_w^2/fan_in) (default 1)")
+    p.add_argument("--sigma-b", type=float, help="bias scale: b ~ N(0, sigma_b^2) (default 1)")
+    p.add_argument("--bias-scaling", help="none (default) or fan_in (b ~ N(0, sigma_b^2/fan_in))")
+    p.add_argument("--no-bias", action="store_true", default=None, help="networks without biases")
+    p.add_argument("--centered", action="store_true", default=None, help="Boolean inputs in {-1,+1} instead of {0,1}")
+    p.add_argument("--train-size", type=int, help="condition on this many random rows of the target")
     p.add_argument("--target", help="target function: 0/1 string (char i = row i) or hex key (bit i = row i)")
-    p.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
+    p.add_argument("--train-seed", type=int, help="seed choosing the train rows (default 0)")
     p.add_argument("--train", help="explicit train set: anchor:M (the P_SGD anchor's S and target) or "
                                     "comma-separated rows (with --target)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per backend call (results do not depend on it)")
-    p.add_argument("--out", default="fastpoly-out", help="output folder (default ./fastpoly-out)")
-    p.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
-    p.add_argument("--no-plot", action="store_true", help="do not draw the rank-frequency plot")
+    p.add_argument("--out", help="output folder (default ./fastpoly-out); an earlier result there is kept "
+                                 "unless --force")
+    p.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
+    p.add_argument("--top", type=int, help="how many functions to list (default 10)")
+    p.add_argument("--no-plot", action="store_true", default=None, help="do not draw the rank-frequency plot")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="check the first 64 samples against the NumPy reference")
     p.add_argument("--checkpoint", metavar="DIR",
@@ -98,10 +105,35 @@ def register(sub):
     return p
 
 
-#: options restored from a checkpoint on --resume (the others may be given anew)
+#: options restored from a checkpoint on --resume
 _JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
                 "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed", "out", "top",
                 "no_plot", "memory_budget")
+#: the defaults of the job options (None in the parser, so that --resume sees what was given)
+_DEFAULTS = {"samples": "1e6", "seed": 0, "start": 0, "activation": "relu", "weights": "gaussian", "sigma_w": 1.0,
+             "sigma_b": 1.0, "bias_scaling": "none", "no_bias": False, "centered": False, "train_size": 0,
+             "train_seed": 0, "out": "fastpoly-out", "top": 10, "no_plot": False}
+#: options that decide the result: on --resume they must agree with the checkpoint
+_RESULT_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
+                   "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed")
+
+
+def _norm(k, v):
+    """An option's value in a comparable form (``1e6`` == ``1000000``, ``7-40-1`` == ``7 - 40 - 1``)."""
+    if v is None:
+        return None
+    try:
+        if k == "samples":
+            return parse_count(str(v))
+        if k == "arch":
+            return parse_arch(str(v))
+        if k in ("sigma_w", "sigma_b"):
+            return float(v)
+    except ValueError:
+        return v
+    if k == "target":
+        return str(v).strip().lower().removeprefix("0x")
+    return v
 
 
 def _restore_resume_args(args):
@@ -112,17 +144,66 @@ def _restore_resume_args(args):
             f"{args.resume} was not written by 'fastpoly sample'; resume it from Python with "
             "fastpoly.resume(DIR)"
         )
+    conflicts = []
     for k in _JOB_OPTIONS:
-        if k in stored:
+        given = getattr(args, k, None)
+        if k not in stored:
+            continue
+        if given is None:
             setattr(args, k, stored[k])
+        elif k in _RESULT_OPTIONS and _norm(k, given) != _norm(k, _fill(k, stored[k])):
+            flag = k if k == "arch" else "--" + k.replace("_", "-")
+            conflicts.append(f"{flag} {_fill(k, stored[k])} (given: {given})")
+    if conflicts:
+        raise ValueError(
+            f"--resume {args.resume}: the checkpoint's run used {'; '.join(conflicts)}; drop those options "
+            "(they are read from the checkpoint) or start a new run in another folder"
+        )
     if args.checkpoint and os.path.abspath(args.checkpoint) != os.path.abspath(args.resume):
         raise ValueError("--resume DIR continues the checkpoint in DIR; do not also give --checkpoint")
     args.checkpoint = args.resume
 
 
+def _fill(k, v):
+    return _DEFAULTS.get(k) if v is None else v
+
+
+def _apply_defaults(args):
+    for k, v in _DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
+def _check_options(args):
+    """Options that can be checked before anything is drawn (the rest is checked by make_job)."""
+    if args.top < 0:
+        raise ValueError(f"--top must be >= 0, got {args.top}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if not np.isfinite(args.checkpoint_every) or args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
+
+
+def _claim_out(args, path):
+    """Create --out, check it is writable, lock it for this run; refuse to replace an earlier result."""
+    check_writable_folder(args.out, "output folder (--out)")
+    same = args.checkpoint and os.path.realpath(args.checkpoint) == os.path.realpath(args.out)
+    lock = None if same else FolderLock(args.out, "output folder (--out)").acquire()
+    if os.path.exists(path) and not (args.force or getattr(args, "resume", None)):
+        if lock is not None:
+            lock.release()
+        raise ValueError(
+            f"{args.out} already holds the result of an earlier run ({os.path.basename(path)}); pass --force to "
+            "replace it or choose another --out"
+        )
+    return lock
+
+
 def run_sample(args):
     if getattr(args, "resume", None):
         _restore_resume_args(args)
+    _apply_defaults(args)
+    _check_options(args)
     if not args.arch:
         raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
     n = parse_count(str(args.samples))
@@ -135,7 +216,7 @@ def run_sample(args):
         raise ValueError("the CLI samples on all Boolean inputs; use at most 20 inputs (the API takes any X)")
     X = boolean_inputs(n_inputs, centered=args.centered)
     m = X.shape[0]
-    train = None
+    train = target = None
     if getattr(args, "train", None):
         rows, target = parse_train_spec(args.train, m)
         if target is None:
@@ -157,8 +238,17 @@ def run_sample(args):
         be = None  # each worker resolves args.backend itself
     else:
         be = get_backend(args.backend)
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "counts.npz")
+    lock = _claim_out(args, path)
+    try:
+        return _run_and_report(args, mlp, X, n, train, target, client, be, path)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_and_report(args, mlp, X, n, train, target, client, be, path):
+    m = X.shape[0]
     extra = {"cli": {k: getattr(args, k, None) for k in _JOB_OPTIONS}}
     annotations = None
     if train is not None:
@@ -172,11 +262,11 @@ def run_sample(args):
             checkpoint_every=args.checkpoint_every, memory_budget=args.memory_budget, client=client,
             out=path, checkpoint_extra=extra, annotations=annotations,
         )
-    except KeyboardInterrupt as e:
+    except Interrupted as e:
         if args.checkpoint:
             msg = str(e) or f"interrupted; the last checkpoint in {args.checkpoint} is intact"
-            print(f"\n{msg}", file=sys.stderr)
-            return 130
+            print(f"\nfastpoly sample: {msg}", file=sys.stderr)
+            return 128 + e.signum
         raise
     finally:
         if client is not None and isinstance(args.dask, str) and args.dask.startswith(("tcp://", "tls://")):
@@ -223,7 +313,7 @@ def _dask_client(spec):
         try:
             from dask.distributed import Client
         except ImportError:
-            raise ValueError('--dask needs Dask: pip install "dask[distributed]>=2023.6"') from None
+            raise ImportError('--dask needs dask.distributed, which is not installed: pip install "fastpoly[dask]"') from None
         return Client(spec)
     if spec == "local":
         return "local"

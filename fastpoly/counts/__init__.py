@@ -1,7 +1,7 @@
 """The counts store: exact function counts, their file format, merging and spilling to disk.
 
 * :mod:`~fastpoly.counts.store` -- :class:`FunctionCounts` (top-k, probabilities, merge, save/load);
-* :mod:`~fastpoly.counts.fileformat` -- the one writer and digest of counts files;
+* :mod:`~fastpoly.counts.fileformat` -- the one writer, reader and digest of counts files (format 2);
 * :mod:`~fastpoly.counts.ranges` -- which sample indices a result covers;
 * :mod:`~fastpoly.counts.spill` -- sorted runs on disk and the bounded-memory k-way merge;
 * :mod:`~fastpoly.counts.anchors` -- the anchor pipelines' text formats.

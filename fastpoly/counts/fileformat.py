@@ -1,63 +1,251 @@
-"""The counts file format: one writer, one digest, shared by in-memory saves and streamed results.
+"""The counts file format: one writer, one reader, one digest, for in-memory saves and streamed results.
 
-A counts file is a deterministic, uncompressed ``.npz`` (fixed zip timestamps) with members
-``header`` (JSON: format, version, totals, metadata), ``sha256`` (the digest), ``keys`` (<u8),
-``counts`` (<i8) and ``first_index`` (<u8).  :func:`write_counts_file` streams sorted chunks into
-exactly the bytes :meth:`fastpoly.counts.FunctionCounts.save` writes in memory.
+A counts file (format version 2) is an uncompressed zip64 archive that :func:`numpy.load` reads
+as an ``.npz``.  Its members, in this order, are ``.npy`` files:
+
+``header``
+    0-d unicode string: JSON with ``format``, ``version``, ``n_samples``, ``n_accepted``, ``meta``.
+``keys``, ``counts``, ``first_index``
+    ``<u8`` (K, W), ``<i8`` (K,) and ``<u8`` (K,) arrays; their data starts on a 64-byte
+    boundary of the file, so memory-mapped arrays are aligned.
+``sha256``
+    0-d unicode string: the sha256 over the four members above -- each member's *entire*
+    serialized ``.npy`` bytes (``.npy`` header with dtype and shape, then the data), preceded by
+    its name and length.
+
+Every byte of the file is fixed by this module (own ``.npy`` headers and zip framing, fixed
+timestamps, no compression, no free padding), so the file is a pure function of its content.
+The reader -- the same for the in-memory and the memory-mapped path -- recomputes the digest
+*and* rebuilds the expected zip framing from the content and compares it byte for byte: every
+single-bit change anywhere in a file is refused with :class:`CountsFileError`.
+
+Version-1 files (fastpoly 0.1.0: digest over the JSON header, shapes and raw array bytes; zip
+framing by :mod:`zipfile`) are still read and verified with their own digest; their dtypes must
+be exactly the ones fastpoly writes.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
+import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from fastpoly.atomic import public_mode
 from fastpoly.counts.spill import raise_spill, remove_side_files, write_side_files
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CountsFileError", "digest_stream", "npz_bytes", "write_counts_file"]
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "CountsFileError", "CountsFileContent",
+    "counts_file_bytes", "write_counts_file", "read_counts_file",
+]
 
 FORMAT = "fastpoly.counts"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions :func:`read_counts_file` accepts (version 1: fastpoly 0.1.0)
+READABLE_VERSIONS = (1, 2)
+
+#: array members: name -> dtype as written
+ARRAY_DTYPES = {"keys": "<u8", "counts": "<i8", "first_index": "<u8"}
+#: members in file order; the digest covers all but the last
+MEMBERS = ("header", "keys", "counts", "first_index", "sha256")
+#: array data starts on a multiple of this many bytes in the file
+ALIGN = 64
+_BLOCK = 1 << 22
+
+# zip structures (APPNOTE.TXT 6.3): local header, central header, zip64 end record and locator, end record
+_LFH = struct.Struct("<IHHHHHIIIHH")
+_CDH = struct.Struct("<IHHHHHHIIIHHHHHII")
+_Z64_END = struct.Struct("<IQHHIIQQQQ")
+_Z64_LOC = struct.Struct("<IIQI")
+_END = struct.Struct("<IHHHHIIH")
+_ZIP_VERSION = 45  # zip64
+_MADE_BY = (3 << 8) | _ZIP_VERSION  # unix
+_DOS_DATE = (1 << 5) | 1  # 1980-01-01, time 00:00:00
+_ALIGN_TAG = 0xD935  # the extra field zipalign uses for padding
+_FFFF32 = 0xFFFFFFFF
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
 
 
 class CountsFileError(ValueError):
     """A counts file is truncated, tampered with, or not a fastpoly counts file."""
 
 
-def digest_stream(header_json, arrays):
-    """The checksum of :meth:`FunctionCounts._digest` over ``[(shape, raw little-endian file or array)]``."""
+@dataclass(frozen=True)
+class CountsFileContent:
+    """What :func:`read_counts_file` returns (after every check passed)."""
+
+    header_json: str
+    header: dict[str, Any]
+    keys: np.ndarray
+    counts: np.ndarray
+    first_index: np.ndarray
+
+
+# --- .npy members ------------------------------------------------------------------------
+def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` (version 1.0) header of a C-ordered array, padded to 64 bytes.
+
+    Written here rather than by NumPy so that the bytes of a counts file do not depend on
+    the NumPy version (NumPy's own header padding changed over the years).
+    """
+    shape_repr = repr(tuple(int(s) for s in shape))
+    d = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape_repr}, }}"
+    pad = -(len(_NPY_MAGIC) + 2 + len(d) + 1) % 64
+    text = (d + " " * pad + "\n").encode("latin1")
+    return _NPY_MAGIC + struct.pack("<H", len(text)) + text
+
+
+def _str_member(s: str) -> bytes:
+    """A 0-d unicode ``.npy`` array holding ``s`` (NumPy stores UCS-4)."""
+    return npy_header(f"<U{len(s)}", ()) + s.encode("utf-32-le")
+
+
+def _parse_npy_header(raw: bytes, what: str, strict: bool = True) -> tuple[str, tuple[int, ...], int]:
+    """``(descr, shape, header length)`` of a ``.npy`` member; ``strict``: the header must be our canonical one."""
+    if raw[:8] != _NPY_MAGIC or len(raw) < 10:
+        raise CountsFileError(f"member {what} is not a version-1.0 .npy array")
+    hlen = 10 + struct.unpack("<H", raw[8:10])[0]
+    try:
+        d = ast.literal_eval(raw[10:hlen].decode("latin1"))
+        descr, shape = d["descr"], tuple(int(s) for s in d["shape"])
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
+        raise CountsFileError(f"member {what} has a damaged .npy header") from None
+    if not isinstance(descr, str) or (strict and raw[:hlen] != npy_header(descr, shape)):
+        raise CountsFileError(f"member {what} has a modified .npy header")
+    return descr, shape, hlen
+
+
+def _parse_str_member(raw: bytes, what: str, strict: bool = True) -> str:
+    descr, shape, hlen = _parse_npy_header(raw, what, strict)
+    body = raw[hlen:]
+    if shape != () or not descr.startswith("<U") or len(body) != 4 * int(descr[2:] or -1):
+        raise CountsFileError(f"member {what} is not a string")
+    try:
+        s = body.decode("utf-32-le")
+    except UnicodeDecodeError:
+        raise CountsFileError(f"member {what} is not a valid string") from None
+    if strict and _str_member(s) != raw:
+        raise CountsFileError(f"member {what} is not a canonical string")
+    return s
+
+
+# --- zip framing -------------------------------------------------------------------------
+def _local_header(name: str, offset: int, size: int, crc: int) -> bytes:
+    """The local file header of member ``name`` at ``offset``, padded so that its data starts aligned."""
+    nb = (name + ".npy").encode()
+    fixed = _LFH.size + len(nb) + 20 + 6
+    pad = -(offset + fixed) % ALIGN
+    extra = struct.pack("<HHQQ", 1, 16, size, size) + struct.pack("<HHH", _ALIGN_TAG, 2 + pad, ALIGN) + bytes(pad)
+    return _LFH.pack(0x04034B50, _ZIP_VERSION, 0, 0, 0, _DOS_DATE, crc, _FFFF32, _FFFF32, len(nb), len(extra)) + nb + extra
+
+
+def _tail(entries: list[tuple[str, int, int, int]], cd_offset: int) -> bytes:
+    """Central directory, zip64 end record, its locator and the end record for ``(name, offset, size, crc)``."""
+    cd = b""
+    for name, offset, size, crc in entries:
+        nb = (name + ".npy").encode()
+        extra = struct.pack("<HHQQQ", 1, 24, size, size, offset)
+        cd += _CDH.pack(0x02014B50, _MADE_BY, _ZIP_VERSION, 0, 0, 0, _DOS_DATE, crc, _FFFF32, _FFFF32,
+                        len(nb), len(extra), 0, 0, 0, 0o100644 << 16, _FFFF32) + nb + extra
+    n = len(entries)
+    z64 = _Z64_END.pack(0x06064B50, _Z64_END.size - 12, _MADE_BY, _ZIP_VERSION, 0, 0, n, n, len(cd), cd_offset)
+    loc = _Z64_LOC.pack(0x07064B50, 0, cd_offset + len(cd), 1)
+    end = _END.pack(0x06054B50, 0, 0, n, n, _FFFF32, _FFFF32, 0)
+    return cd + z64 + loc + end
+
+
+def _digest_prefix(name: str, size: int) -> bytes:
+    return name.encode() + b"\0" + struct.pack("<Q", size)
+
+
+# --- writing -----------------------------------------------------------------------------
+#: a member to write: name, .npy header, number of data bytes, data blocks
+_Member = tuple[str, bytes, int, Iterable[Any]]
+
+
+def _write_zip(fh: BinaryIO, members: list[_Member]) -> str:
+    """Write the members and then the ``sha256`` member and the zip tail to a seekable ``fh``; return the digest."""
     h = hashlib.sha256()
-    h.update(header_json.encode())
-    for shape, src in arrays:
-        h.update(repr(tuple(int(v) for v in shape)).encode())
-        if isinstance(src, np.ndarray):
-            for a in range(0, src.shape[0], 1 << 20):
-                h.update(np.ascontiguousarray(src[a:a + (1 << 20)]).tobytes())
-        else:
-            with open(src, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-    return h.hexdigest()
+    entries: list[tuple[str, int, int, int]] = []
+    pos = fh.tell()
+    for name, head, nbytes, blocks in members:
+        size = len(head) + nbytes
+        lh = _local_header(name, pos, size, 0)
+        fh.write(lh)
+        fh.write(head)
+        h.update(_digest_prefix(name, size))
+        h.update(head)
+        crc = zlib.crc32(head)
+        n = 0
+        for b in blocks:
+            mv = memoryview(b).cast("B")
+            fh.write(mv)
+            h.update(mv)
+            crc = zlib.crc32(mv, crc)
+            n += mv.nbytes
+        if n != nbytes:  # pragma: no cover - internal consistency
+            raise RuntimeError(f"member {name}: wrote {n} data bytes, expected {nbytes}")
+        end = pos + len(lh) + size
+        fh.seek(pos + 14)
+        fh.write(struct.pack("<I", crc))
+        fh.seek(end)
+        entries.append((name, pos, size, crc))
+        pos = end
+    digest = h.hexdigest()
+    sm = _str_member(digest)
+    crc = zlib.crc32(sm)
+    lh = _local_header("sha256", pos, len(sm), crc)
+    fh.write(lh + sm)
+    entries.append(("sha256", pos, len(sm), crc))
+    fh.write(_tail(entries, pos + len(lh) + len(sm)))
+    return digest
 
 
-def npz_bytes(arrays):
-    """A deterministic ``.npz`` (fixed zip timestamps), readable by :func:`numpy.load`."""
+def _array_blocks(a: np.ndarray) -> Iterator[memoryview]:
+    flat = a.reshape(-1).view(np.uint8)
+    for i in range(0, flat.shape[0], _BLOCK):
+        yield flat[i:i + _BLOCK].data
+
+
+def _file_blocks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        yield from iter(lambda: fh.read(_BLOCK), b"")
+
+
+def counts_file_bytes(header_json: str, keys: np.ndarray, counts: np.ndarray, first_index: np.ndarray) -> bytes:
+    """The bytes of a counts file (what :meth:`FunctionCounts.to_bytes` returns).
+
+    Parameters
+    ----------
+    header_json : str
+        ``FunctionCounts._payload()`` (metadata and totals).
+    keys, counts, first_index : arrays (K, W), (K,), (K,)
+    """
+    sm = _str_member(header_json)
+    members: list[_Member] = [("header", b"", len(sm), [sm])]
+    for name, a in (("keys", keys), ("counts", counts), ("first_index", first_index)):
+        a = np.ascontiguousarray(a, dtype=ARRAY_DTYPES[name])
+        members.append((name, npy_header(ARRAY_DTYPES[name], a.shape), a.nbytes, _array_blocks(a)))
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+    _write_zip(buf, members)
     return buf.getvalue()
 
 
-def write_counts_file(path, header_json, chunks, n_words):
+def write_counts_file(path: str | os.PathLike[str], header_json: str,
+                      chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_words: int) -> int:
     """Stream sorted chunks into a counts file byte-identical to ``FunctionCounts.save``.
+
+    The chunks go to temporary side files next to ``path`` first (their number is not known in
+    advance); the file is then written to a temporary name, fsync'ed and renamed.
 
     Parameters
     ----------
@@ -71,43 +259,36 @@ def write_counts_file(path, header_json, chunks, n_words):
     -------
     int
         Number of distinct keys written.
+
+    Raises
+    ------
+    fastpoly.counts.spill.SpillError
+        If the disk is full or the file cannot be written (no partial file is left).
     """
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    side = []
+    side: list[Any] = []
     tmp = None
     try:
         n = write_side_files(chunks, d, side)
-        shapes = [(n, n_words), (n,), (n,)]
-        digest = digest_stream(header_json, [(s, p) for s, (_, p) in zip(shapes, side)])
+        shapes = {"keys": (n, n_words), "counts": (n,), "first_index": (n,)}
+        sm = _str_member(header_json)
+        members: list[_Member] = [("header", b"", len(sm), [sm])]
+        for (name, shape), (_, p) in zip(shapes.items(), side):
+            nbytes = 8 * int(np.prod(shape))
+            members.append((name, npy_header(ARRAY_DTYPES[name], shape), nbytes, _file_blocks(p)))
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-        os.close(fd)
         os.chmod(tmp, public_mode())
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, arr in (("header", np.array(header_json)), ("sha256", np.array(digest))):
-                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, arr, allow_pickle=False)
-            for (name, descr), shape, (_, p) in zip(
-                (("keys", "<u8"), ("counts", "<i8"), ("first_index", "<u8")), shapes, side
-            ):
-                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array_header_1_0(
-                        fh, {"descr": descr, "fortran_order": False, "shape": shape}
-                    )
-                    with open(p, "rb") as src:
-                        for block in iter(lambda: src.read(1 << 22), b""):
-                            fh.write(block)
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            _write_zip(fh, members)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
         return n
     except OSError as e:
         raise_spill(e, path)
+        raise  # pragma: no cover - raise_spill always raises
     finally:
         remove_side_files(side)
         if tmp is not None:
@@ -115,3 +296,176 @@ def write_counts_file(path, header_json, chunks, n_words):
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+# --- reading -----------------------------------------------------------------------------
+def read_counts_file(source: str | os.PathLike[str], data: bytes | None = None, mmap: bool = False) -> CountsFileContent:
+    """Read and verify a counts file; the one reader behind every load path.
+
+    Parameters
+    ----------
+    source : path
+        The file (read when ``data`` is None), or a name for messages.
+    data : bytes or None
+        The file's bytes, when already in memory.
+    mmap : bool
+        Memory-map the arrays (``data`` must be None); otherwise they are copied into memory.
+        The same checks run either way: the digest over every member and the zip framing.
+
+    Raises
+    ------
+    CountsFileError
+        If the file is truncated, modified in any bit, or not a fastpoly counts file.
+    OSError
+        If the file cannot be read at all (missing, a folder, no permission).
+    """
+    src = os.fspath(source)
+    if data is None:
+        if not mmap:
+            with open(src, "rb") as fh:
+                data = fh.read()
+        elif os.path.getsize(src) == 0:
+            raise CountsFileError(f"{src}: empty file, not a fastpoly counts file")
+    try:
+        buf = np.frombuffer(data, np.uint8) if data is not None else np.memmap(src, np.uint8, mode="r")
+        return _read(buf, src, data, copy=not mmap)
+    except CountsFileError as e:
+        raise CountsFileError(f"{src}: {e}") from None
+    except (ValueError, IndexError, struct.error, zipfile.BadZipFile, KeyError, EOFError) as e:
+        raise CountsFileError(f"{src}: not a readable fastpoly counts file ({e})") from None
+
+
+def _locate(buf: np.ndarray, pos: int, name: str) -> tuple[int, int]:
+    """``(data offset, size)`` of member ``name`` whose local header is at ``pos``."""
+    lh = bytes(buf[pos:pos + _LFH.size])
+    if len(lh) < _LFH.size or _LFH.unpack(lh)[0] != 0x04034B50:
+        raise CountsFileError(f"no member {name} where expected (truncated or modified file)")
+    nlen, xlen = _LFH.unpack(lh)[9:11]
+    if bytes(buf[pos + _LFH.size:pos + _LFH.size + nlen]) != (name + ".npy").encode():
+        raise CountsFileError(f"no member {name} where expected (modified file)")
+    extra = bytes(buf[pos + _LFH.size + nlen:pos + _LFH.size + nlen + min(xlen, 20)])
+    if len(extra) < 20 or struct.unpack("<HH", extra[:4]) != (1, 16):
+        raise CountsFileError(f"member {name}: damaged zip64 header")
+    size = struct.unpack("<Q", extra[4:12])[0]
+    start = pos + _LFH.size + nlen + xlen
+    if start + size > buf.shape[0]:
+        raise CountsFileError("file truncated")
+    return start, size
+
+
+def _read(buf: np.ndarray, src: str, data: bytes | None, copy: bool) -> CountsFileContent:
+    start, size = _locate(buf, 0, "header")
+    raw_header = bytes(buf[start:start + size])
+    header_json = _parse_str_member(raw_header, "header", strict=False)
+    try:
+        header = json.loads(header_json)
+    except ValueError:
+        raise CountsFileError("corrupted header") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CountsFileError("not a fastpoly counts file")
+    version = header.get("version")
+    if version == 1:
+        return _read_v1(buf, src, data, header_json, header, copy)
+    if version != FORMAT_VERSION:
+        raise CountsFileError(f"unsupported counts format version {version!r} (this fastpoly reads {READABLE_VERSIONS})")
+    _parse_str_member(raw_header, "header")  # canonical
+    # locate every member (cheap), then stream over them once: digest and CRCs
+    spans = {"header": (0, start, size)}
+    pos = start + size
+    for name in MEMBERS[1:]:
+        s, n = _locate(buf, pos, name)
+        spans[name] = (pos, s, n)
+        pos = s + n
+    arrays = {}
+    for name, descr in ARRAY_DTYPES.items():
+        _, s, n = spans[name]
+        d, shape, hlen = _parse_npy_header(bytes(buf[s:s + min(n, 1 << 16)]), name)
+        if d != descr:
+            raise CountsFileError(f"member {name} has dtype {d!r}, expected {descr!r}")
+        if len(shape) != (2 if name == "keys" else 1) or hlen + 8 * int(np.prod(shape)) != n:
+            raise CountsFileError(f"member {name} has a wrong shape or size")
+        arrays[name] = buf[s + hlen:s + n].view(descr).reshape(shape)
+    _, s, n = spans["sha256"]
+    digest = _parse_str_member(bytes(buf[s:s + n]), "sha256")
+    h = hashlib.sha256()
+    crcs = {}
+    for name in MEMBERS:
+        _, s, n = spans[name]
+        crc = 0
+        if name != "sha256":
+            h.update(_digest_prefix(name, n))
+        for a in range(s, s + n, _BLOCK):
+            block = buf[a:min(a + _BLOCK, s + n)].data
+            crc = zlib.crc32(block, crc)
+            if name != "sha256":
+                h.update(block)
+        crcs[name] = crc
+    if h.hexdigest() != digest:
+        raise CountsFileError("checksum mismatch (file truncated or modified)")
+    entries = []
+    for name in MEMBERS:
+        lh_pos, s, n = spans[name]
+        if bytes(buf[lh_pos:s]) != _local_header(name, lh_pos, n, crcs[name]):
+            raise CountsFileError(f"damaged zip header of member {name} (modified file)")
+        entries.append((name, lh_pos, n, crcs[name]))
+    if bytes(buf[pos:]) != _tail(entries, pos):
+        raise CountsFileError("damaged zip directory (truncated or modified file)")
+    return _content(header_json, header, arrays, copy)
+
+
+def _content(header_json: str, header: dict[str, Any], arrays: dict[str, np.ndarray], copy: bool) -> CountsFileContent:
+    k, c, f = arrays["keys"], arrays["counts"], arrays["first_index"]
+    if copy:
+        k, c, f = k.astype(np.uint64), c.astype(np.int64), f.astype(np.uint64)
+    if k.ndim != 2 or c.shape != (k.shape[0],) or f.shape != c.shape:
+        raise CountsFileError("inconsistent array shapes")
+    for field in ("n_samples", "n_accepted", "meta"):
+        if field not in header:
+            raise CountsFileError(f"header lacks {field}")
+    return CountsFileContent(header_json, header, k, c, f)
+
+
+def _digest_v1(header_json: str, arrays: list[np.ndarray]) -> str:
+    """The checksum of format version 1: JSON header, then each array's shape and raw little-endian bytes."""
+    h = hashlib.sha256()
+    h.update(header_json.encode())
+    for a in arrays:
+        h.update(repr(tuple(int(v) for v in a.shape)).encode())
+        flat = a.reshape(-1).view(np.uint8)
+        for i in range(0, flat.shape[0], _BLOCK):
+            h.update(flat[i:i + _BLOCK].data)
+    return h.hexdigest()
+
+
+def _read_v1(buf: np.ndarray, src: str, data: bytes | None, header_json: str, header: dict[str, Any],
+             copy: bool) -> CountsFileContent:
+    """A version-1 file (fastpoly 0.1.0), verified with its own digest and exact dtypes."""
+    with zipfile.ZipFile(io.BytesIO(data) if data is not None else src) as zf:
+        infos = {name: zf.getinfo(name + ".npy") for name in ("header", "sha256", *ARRAY_DTYPES)}
+        with zf.open(infos["sha256"]) as fh:
+            digest = str(np.lib.format.read_array(fh, allow_pickle=False))
+    arrays = {}
+    for name, descr in ARRAY_DTYPES.items():
+        info = infos[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CountsFileError(f"compressed member {name}")
+        lh = bytes(buf[info.header_offset:info.header_offset + _LFH.size])
+        if len(lh) < _LFH.size or lh[:4] != b"PK\x03\x04":
+            raise CountsFileError(f"damaged zip entry {name}")
+        nlen, xlen = _LFH.unpack(lh)[9:11]
+        s = info.header_offset + _LFH.size + nlen + xlen
+        fh = io.BytesIO(bytes(buf[s:s + min(info.file_size, 1 << 16)]))
+        version = np.lib.format.read_magic(fh)
+        rd = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = rd(fh)
+        if dtype.str != descr or fortran:
+            raise CountsFileError(f"member {name} has dtype {dtype.str!r}, expected {descr!r}")
+        off = s + fh.tell()
+        nbytes = 8 * int(np.prod(shape))
+        if fh.tell() + nbytes != info.file_size or off + nbytes > buf.shape[0]:
+            raise CountsFileError(f"truncated member {name}")
+        arrays[name] = buf[off:off + nbytes].view(descr).reshape(shape)
+    got = _digest_v1(header_json, [arrays[n] for n in ARRAY_DTYPES])
+    if got != digest:
+        raise CountsFileError("checksum mismatch (file truncated or modified)")
+    return _content(header_json, header, arrays, copy)

@@ -5,10 +5,8 @@ The file format is in :mod:`fastpoly.counts.fileformat`, bounded-memory merging 
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -20,8 +18,8 @@ from fastpoly.counts.fileformat import (
     FORMAT,
     FORMAT_VERSION,
     CountsFileError,
-    digest_stream,
-    npz_bytes,
+    counts_file_bytes,
+    read_counts_file,
     write_counts_file,
 )
 from fastpoly.counts.merge import merge_sorted_counts
@@ -241,54 +239,27 @@ class FunctionCounts:
         }
         return json.dumps(header, sort_keys=True)
 
-    def _digest(self, header_json):
-        arrays = [np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")) for a in
-                  (self.keys, self.counts, self.first_index)]
-        return digest_stream(header_json, [(a.shape, a) for a in arrays])
-
     def to_bytes(self):
-        """Serialise to the self-describing ``.npz`` counts format (with a sha256 checksum)."""
-        header = self._payload()
-        return npz_bytes(
-            {
-                "header": np.array(header),
-                "sha256": np.array(self._digest(header)),
-                "keys": self.keys.astype("<u8"),
-                "counts": self.counts.astype("<i8"),
-                "first_index": self.first_index.astype("<u8"),
-            }
-        )
+        """Serialise to the counts file format (:mod:`fastpoly.counts.fileformat`, with its sha256 digest)."""
+        return counts_file_bytes(self._payload(), self.keys, self.counts, self.first_index)
 
     def save(self, path):
         """Write to ``path`` atomically (temp file + rename); the checksum is verified on :meth:`load`."""
         atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
-    def from_bytes(cls, data, source="<bytes>"):
-        """Parse the bytes of :meth:`to_bytes`, verifying the checksum (raises :class:`CountsFileError`)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                header = str(z["header"])
-                digest = str(z["sha256"])
-                keys = z["keys"].astype(np.uint64)
-                counts = z["counts"].astype(np.int64)
-                first = z["first_index"].astype(np.uint64)
-        except CountsFileError:
-            raise
-        except Exception as e:  # zip/npz damage of any kind
-            raise CountsFileError(f"{source}: not a readable fastpoly counts file ({e})") from None
-        try:
-            h = json.loads(header)
-        except ValueError:
-            raise CountsFileError(f"{source}: corrupted header") from None
-        if h.get("format") != FORMAT:
-            raise CountsFileError(f"{source}: not a fastpoly counts file")
-        if h.get("version") != FORMAT_VERSION:
-            raise CountsFileError(f"{source}: unsupported counts format version {h.get('version')}")
-        obj = cls(keys, counts, first, h["n_samples"], h["n_accepted"], h["meta"])
-        if obj._digest(header) != digest:
-            raise CountsFileError(f"{source}: checksum mismatch (file truncated or modified)")
+    def _from_content(cls, content):
+        h = content.header
+        obj = cls.__new__(cls)
+        obj.keys, obj.counts, obj.first_index = content.keys, content.counts, content.first_index
+        obj.n_samples, obj.n_accepted = int(h["n_samples"]), int(h["n_accepted"])
+        obj.meta, obj.info = dict(h["meta"]), {}
         return obj
+
+    @classmethod
+    def from_bytes(cls, data, source="<bytes>"):
+        """Parse the bytes of :meth:`to_bytes`, verifying every byte (raises :class:`CountsFileError`)."""
+        return cls._from_content(read_counts_file(source, data=bytes(data)))
 
     @classmethod
     def load(cls, path, mmap=False):
@@ -299,19 +270,17 @@ class FunctionCounts:
         path : path
         mmap : bool
             Memory-map the arrays instead of reading them (for results larger
-            than RAM, e.g. written by ``sample(..., out=PATH)``); the checksum is
-            still verified, streaming over the file.
+            than RAM, e.g. written by ``sample(..., out=PATH)``); the file is
+            verified exactly as in memory, streaming over it.
 
         Raises
         ------
         CountsFileError
-            If the file is truncated, modified or not a fastpoly counts file.
+            If the file is truncated, modified (any bit) or not a fastpoly counts file.
+        OSError
+            If it cannot be read (missing, a folder, no permission).
         """
-        if mmap:
-            return _load_mmap(cls, os.fspath(path))
-        with open(path, "rb") as fh:
-            data = fh.read()
-        return cls.from_bytes(data, source=os.fspath(path))
+        return cls._from_content(read_counts_file(path, mmap=mmap))
 
     # --- research API (see fastpoly.analysis.conditioning, fastpoly.analysis.complexity) ----------------
     @property
@@ -376,7 +345,21 @@ class FunctionCounts:
         return p, lo, hi
 
     def condition(self, train_idx, labels=None, target=None):
-        """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`)."""
+        """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`).
+
+        Raises
+        ------
+        ValueError
+            For train rows outside ``[0, n_rows)`` (and the other errors of the function).
+        """
+        try:
+            rows = np.asarray(train_idx)
+            out_of_range = rows.size and np.issubdtype(rows.dtype, np.number) and (
+                rows.min() < 0 or rows.max() >= self.n_rows)
+        except (TypeError, ValueError):
+            out_of_range = False
+        if out_of_range:
+            raise ValueError(f"train indices must be in [0, {self.n_rows}), got values in [{rows.min()}, {rows.max()}]")
         return conditioning.condition(self, train_idx, labels=labels, target=target)
 
     def posterior(self, target=None, confidence=0.95, method="wilson"):
@@ -434,55 +417,6 @@ class FunctionCounts:
         reversed strings) or ``python`` (the Python anchors' MSB-first strings).
         """
         return keys_to_strings(self.full_keys(), self.n_rows, convention)
-
-
-def _load_mmap(cls, path):
-    """Memory-map a (stored, uncompressed) counts file and verify its checksum by streaming."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            header = str(np.load(zf.open("header.npy"), allow_pickle=False))
-            digest = str(np.load(zf.open("sha256.npy"), allow_pickle=False))
-            arrays = {}
-            with open(path, "rb") as raw:
-                for name in ("keys", "counts", "first_index"):
-                    info = zf.getinfo(name + ".npy")
-                    if info.compress_type != zipfile.ZIP_STORED:
-                        raise CountsFileError(f"{path}: compressed member {name}; cannot memory-map")
-                    raw.seek(info.header_offset)
-                    lh = raw.read(30)
-                    if lh[:4] != b"PK\x03\x04":
-                        raise CountsFileError(f"{path}: damaged zip entry {name}")
-                    nlen, xlen = int.from_bytes(lh[26:28], "little"), int.from_bytes(lh[28:30], "little")
-                    start = info.header_offset + 30 + nlen + xlen
-                    raw.seek(start)
-                    version = np.lib.format.read_magic(raw)
-                    rd = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                        else np.lib.format.read_array_header_2_0
-                    shape, fortran, dtype = rd(raw)
-                    off = raw.tell()
-                    if off - start + int(np.prod(shape)) * dtype.itemsize != info.file_size:
-                        raise CountsFileError(f"{path}: truncated member {name}")
-                    arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=off, shape=shape) \
-                        if int(np.prod(shape)) else np.zeros(shape, dtype)
-    except CountsFileError:
-        raise
-    except Exception as e:
-        raise CountsFileError(f"{path}: not a readable fastpoly counts file ({e})") from None
-    try:
-        h = json.loads(header)
-    except ValueError:
-        raise CountsFileError(f"{path}: corrupted header") from None
-    if h.get("format") != FORMAT or h.get("version") != FORMAT_VERSION:
-        raise CountsFileError(f"{path}: not a fastpoly counts file of version {FORMAT_VERSION}")
-    got = digest_stream(header, [(a.shape, a) for a in (arrays["keys"], arrays["counts"], arrays["first_index"])])
-    if got != digest:
-        raise CountsFileError(f"{path}: checksum mismatch (file truncated or modified)")
-    obj = cls.__new__(cls)
-    obj.keys, obj.counts, obj.first_index = arrays["keys"], arrays["counts"], arrays["first_index"]
-    if obj.keys.ndim != 2 or obj.counts.shape != (obj.keys.shape[0],) or obj.first_index.shape != obj.counts.shape:
-        raise CountsFileError(f"{path}: inconsistent array shapes")
-    obj.n_samples, obj.n_accepted, obj.meta, obj.info = int(h["n_samples"]), int(h["n_accepted"]), h["meta"], {}
-    return obj
 
 
 def merge_files(paths, out, memory_budget="1GB", tmpdir=None):

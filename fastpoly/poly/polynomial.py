@@ -14,13 +14,24 @@ from numbers import Integral, Rational, Real
 
 import numpy as np
 
-__all__ = ["Polynomial", "MAX_EXPONENT", "MAX_TERMS"]
+__all__ = ["Polynomial", "MAX_EXPONENT", "MAX_TERMS", "MAX_VARS"]
 
 #: largest exponent accepted in a parsed ``**`` (guards against huge expansions)
 MAX_EXPONENT = 64
 #: largest number of terms of a parsed / expanded polynomial
 MAX_TERMS = 100_000
 _MAX_STRING = 20_000
+#: most variables (x0 .. x4095): terms are dense exponent tuples, and compiled networks have one input
+#: per variable, so ``x100000000*x0`` is refused up front instead of allocating gigabytes
+MAX_VARS = 4096
+
+
+def _check_n_vars(n, what="the polynomial"):
+    if n > MAX_VARS:
+        raise ValueError(
+            f"{what} uses {n} variables (x0 .. x{n - 1}); at most {MAX_VARS} are supported "
+            f"(x0 .. x{MAX_VARS - 1}): number the variables from x0"
+        )
 
 _VAR_RE = re.compile(r"^x(0|[1-9][0-9]*)$")
 _ALLOWED_CHARS = re.compile(r"^[0-9A-Za-z_+\-*/^().,\s]*$")
@@ -149,6 +160,7 @@ class Polynomial:
             if isinstance(n_vars, bool) or not isinstance(n_vars, (int, np.integer)) or n_vars < 1:
                 raise ValueError(f"n_vars must be a positive integer, got {n_vars!r}")
             n_vars = int(n_vars)
+            _check_n_vars(n_vars, "n_vars")
         if isinstance(spec, Polynomial):
             terms, n = dict(spec.terms), spec.n_vars
         elif isinstance(spec, dict):
@@ -189,6 +201,7 @@ class Polynomial:
                 if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
                     raise ValueError(f"exponents must be non-negative integers, got {e!r}")
             e = tuple(int(x) for x in e)
+            _check_n_vars(len(e), "an exponent tuple")
             lengths.add(len(e))
             f = _to_fraction(c)
             terms[e] = terms.get(e, 0) + f
@@ -212,6 +225,7 @@ class Polynomial:
                         "(or pass variables=[...] to name them)"
                     )
                 out[nm] = int(m.group(1))
+            _check_n_vars(max(out.values(), default=-1) + 1)
             return out
         if isinstance(variables, dict):
             vm = {str(k): int(v) for k, v in variables.items()}
@@ -225,6 +239,7 @@ class Polynomial:
                 raise ValueError(f"unknown symbol {nm!r}; variables are {sorted(vm)}")
         if any(i < 0 for i in vm.values()):
             raise ValueError("variable indices must be non-negative")
+        _check_n_vars(max(vm.values(), default=-1) + 1)
         return vm
 
     @classmethod

@@ -33,7 +33,7 @@ import re
 import numpy as np
 
 from fastpoly.arch import MLP
-from fastpoly.atomic import atomic_write_bytes
+from fastpoly.atomic import FolderLock, atomic_write_bytes, check_writable_folder
 from fastpoly.counts.spill import RunReader, run_sha256, write_run
 from fastpoly.counts.store import FunctionCounts
 from fastpoly.plan import inputs_digest
@@ -71,6 +71,48 @@ class Checkpoint:
         self.dir = os.fspath(directory)
         self.job = None
         self.state = None
+        self.lock = None
+
+    @classmethod
+    def claim(cls, directory, plan, start, stop, resume=False, extra=None):
+        """Lock the folder for this process, then create its checkpoint or reopen it (``resume``).
+
+        The lock (:class:`fastpoly.atomic.FolderLock`) is held until :meth:`release`, so two runs
+        can never share one checkpoint folder.
+
+        Raises
+        ------
+        fastpoly.atomic.FolderInUse
+            If another live process holds the folder.
+        CheckpointError
+            If the folder holds a checkpoint and ``resume`` is False, or holds another job's.
+        OSError
+            If the folder cannot be created or written.
+        """
+        directory = check_writable_folder(directory, "checkpoint folder")
+        lock = FolderLock(directory, "checkpoint folder").acquire()
+        try:
+            if not cls(directory).exists:
+                ck = cls.create(directory, plan, start, stop, extra=extra)
+            elif not resume:
+                raise CheckpointError(
+                    f"{directory} already holds a checkpoint; pass resume=True (CLI: --resume) "
+                    "to continue it, or choose another folder"
+                )
+            else:
+                ck = cls.open(directory)
+                ck.check_job(plan, start, stop)
+        except BaseException:
+            lock.release()
+            raise
+        ck.lock = lock
+        return ck
+
+    def release(self):
+        """Give up the folder's lock (taken by :meth:`claim`)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- paths --------------------------------------------------------------------------
     def path(self, name):

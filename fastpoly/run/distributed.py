@@ -54,13 +54,14 @@ __all__ = ["get_client", "dask_batches", "count_task", "split_ranges"]
 MAX_TASK = 10**7
 
 
-def _require_distributed():
+def require_distributed() -> None:
+    """Raise ImportError (naming the extra to install) unless dask.distributed can be imported."""
     try:
         import distributed  # noqa: F401
     except ImportError:
         raise ImportError(
-            "sample(client=...) needs Dask: pip install \"dask[distributed]>=2023.6\" "
-            "(or the fastpoly[dask] extra)"
+            "running on Dask (sample(client=...), CLI --dask) needs dask.distributed, which is not "
+            "installed: pip install \"fastpoly[dask]\" (or \"dask[distributed]>=2023.6\")"
         ) from None
 
 
@@ -74,7 +75,7 @@ def get_client(client):
         return client, None
     if isinstance(client, bool) or not (client == "local" or isinstance(client, (int, np.integer))):
         raise ValueError(f"client must be a dask.distributed.Client, 'local' or a number of workers, got {client!r}")
-    _require_distributed()
+    require_distributed()
     import os
 
     from dask.distributed import Client, LocalCluster

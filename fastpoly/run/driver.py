@@ -28,13 +28,25 @@ from fastpoly.counts.store import FunctionCounts
 from fastpoly.plan import SamplerPlan
 from fastpoly.run import distributed
 from fastpoly.run.batches import complement, local_batches
-from fastpoly.run.checkpoint import Checkpoint, CheckpointError
+from fastpoly.run.checkpoint import Checkpoint
 from fastpoly.run.job import SampleJob
+from fastpoly.run.rescue import rescue_result
 from fastpoly.version import __version__
 
-__all__ = ["run_job", "result_meta", "check_against_reference"]
+__all__ = ["run_job", "result_meta", "check_against_reference", "Interrupted", "STOP_SIGNALS"]
 
 Batches = Iterator[tuple[int, int, CountBatch]]
+
+#: signals that stop a run like Ctrl-C (with a checkpoint: after saving it)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT, SIGTERM or SIGHUP (``signum``); with a checkpoint, after saving it."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 def result_meta(plan: SamplerPlan, annotations: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -60,20 +72,14 @@ def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts 
     pol = job.checkpoint
     if pol is None:
         return None, None
-    probe = Checkpoint(pol.directory)
-    if not probe.exists:
-        return Checkpoint.create(pol.directory, job.plan, job.start, job.stop, extra=pol.extra), None
-    if not pol.resume:
-        raise CheckpointError(
-            f"{pol.directory} already holds a checkpoint; pass resume=True (CLI: --resume) "
-            "to continue it, or choose another folder"
-        )
-    ck = Checkpoint.open(pol.directory)
-    ck.check_job(job.plan, job.start, job.stop)
+    ck = Checkpoint.claim(pol.directory, job.plan, job.start, job.stop, resume=pol.resume, extra=pol.extra)
     if ck.complete:
-        res = ck.load_result()
-        if job.out is not None:
-            res.save(job.out)
+        try:
+            res = ck.load_result()
+            if job.out is not None:
+                res.save(job.out)
+        finally:
+            ck.release()
         res.info = {"resumed": True, "already_complete": True}
         return ck, res
     return ck, None
@@ -111,10 +117,26 @@ def run_job(job: SampleJob) -> FunctionCounts:
         With ``info``: backend, batch size, ``compile_s`` (kernel compilation/warm-up, first run
         only), ``elapsed_s`` (drawing and counting, without compilation), ``resumed_from`` and
         ``spilled_runs``.
+
+    Raises
+    ------
+    Interrupted
+        On SIGINT, SIGTERM or SIGHUP (with a checkpoint: after saving it).
+    fastpoly.run.rescue.ResultNotSaved
+        If ``out`` cannot be written at the end; the message says where the result was kept.
     """
     ck, done = _open_checkpoint(job)
     if done is not None:
         return done
+    try:
+        return _run(job, ck)
+    finally:
+        if ck is not None:
+            ck.release()
+
+
+def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
+    """:func:`run_job` once the checkpoint folder (if any) is claimed."""
     be = None if job.client is not None else get_backend(job.backend)
     info: dict[str, Any] = {"resumed_from": 0} if ck is not None else {}
     _prepare(be, job, info)
@@ -135,7 +157,12 @@ def run_job(job: SampleJob) -> FunctionCounts:
             batches, own_cluster = _batch_source(job, be, complement(acc.ranges, job.start, job.stop), info)
             _consume(job, batches, acc, ck, stopper, bar)
         meta["ranges"] = [list(r) for r in acc.ranges]
-        result = _finish(acc, meta, job.out)
+        try:
+            result = _finish(acc, meta, job.out)
+        except OSError as e:
+            if job.out is None:
+                raise
+            raise rescue_result(e, acc, meta, job.out, ck) from e
         if ck is not None:
             ck.finish(result, out=job.out)
         info["spilled_runs"] = len(acc.runs)
@@ -165,9 +192,10 @@ def _consume(job: SampleJob, batches: Batches, acc: CountAccumulator, ck: Checkp
                 continue
             if stopper.hit:
                 ck.save(acc)
-                raise KeyboardInterrupt(
-                    f"interrupted: checkpoint saved in {ck.dir} after {acc.n_samples:,} of "
-                    f"{job.n_samples:,} samples; resume with resume=True (CLI: --resume {ck.dir})"
+                raise Interrupted(
+                    f"interrupted ({signal.Signals(stopper.signum).name}): checkpoint saved in {ck.dir} after "
+                    f"{acc.n_samples:,} of {job.n_samples:,} samples; resume with resume=True (CLI: --resume {ck.dir})",
+                    stopper.signum,
                 )
             now = time.monotonic()
             if (now - last_t >= pol.every_s) or (pol.every_n is not None and acc.n_samples - last_n >= pol.every_n):
@@ -194,27 +222,34 @@ def _finish(acc: CountAccumulator, meta: dict[str, Any], out: str | None) -> Fun
 
 
 class _InterruptFlag:
-    """While active (main thread only), Ctrl-C sets ``hit`` instead of raising at once."""
+    """While active (main thread only), SIGINT, SIGTERM and SIGHUP stop the run as :class:`Interrupted`.
+
+    ``enabled`` (a checkpoint can be saved): the first signal only sets ``hit`` (and ``signum``)
+    so that the batch loop saves the checkpoint and stops; a second one stops at once.  Otherwise
+    the signal raises at once, so that temporary files are cleaned up on the way out.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.hit = False
-        self._old: Any = None
+        self.signum = int(signal.SIGINT)
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _InterruptFlag:
-        if self.enabled and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             def handler(signum: int, frame: Any) -> None:
-                if self.hit:  # second Ctrl-C: stop at once (the last checkpoint stays valid)
-                    raise KeyboardInterrupt
-                self.hit = True
+                if not self.enabled or self.hit:  # second signal: stop at once (the last checkpoint stays valid)
+                    raise Interrupted(f"interrupted ({signal.Signals(signum).name})", signum)
+                self.hit, self.signum = True, signum
 
-            self._old = signal.signal(signal.SIGINT, handler)
+            for s in STOP_SIGNALS:
+                self._old[s] = signal.signal(s, handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
 
 def _progress_bar(total: int, progress: bool) -> Any:

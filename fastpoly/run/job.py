@@ -5,6 +5,7 @@ a bad option never costs a long run.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from fastpoly.atomic import check_writable
 from fastpoly.counts.spill import parse_memory
 from fastpoly.plan import SamplerPlan, make_plan
+from fastpoly.run.distributed import require_distributed
 
 __all__ = ["CheckpointPolicy", "SampleJob", "check_n_samples", "check_batch_size", "make_job"]
 
@@ -58,6 +61,16 @@ def _check_start(start: Any) -> int:
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     return int(start)
+
+
+def check_json(d: Any, what: str) -> dict[str, Any]:
+    """A dict that JSON can store (it is saved in a counts file or a checkpoint); raise ValueError otherwise."""
+    d = dict(d or {})
+    try:
+        json.dumps(d, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable (str, numbers, lists, dicts): {e}") from None
+    return d
 
 
 def _check_every(v: Any) -> float:
@@ -144,6 +157,11 @@ def make_job(
 ) -> SampleJob:
     """Validate the arguments of :func:`fastpoly.sample` and bundle them (see there for their meaning).
 
+    Everything checkable is checked here, before the first sample: the arguments, the
+    architecture's memory needs (:func:`fastpoly.plan.make_plan`), that ``annotations`` and
+    ``checkpoint_extra`` can be stored, that ``out`` can be written (its folder is created and a
+    probe file written) and that Dask is installed when a cluster is asked for.
+
     ``plan`` (keyword only in practice): an already validated plan -- a
     :class:`~fastpoly.plan.SamplerPlan` or another plan the driver can run, such as a
     :class:`fastpoly.sgd.plan.TrainPlan` -- used instead of ``arch, X, seed, train``.
@@ -152,6 +170,10 @@ def make_job(
     ------
     ValueError
         For any invalid argument, before anything is drawn or written.
+    OSError
+        If ``out`` cannot be written.
+    ImportError
+        If ``client`` asks for a Dask cluster and Dask is not installed (the message names the extra).
     """
     n = check_n_samples(n_samples)
     start = _check_start(start)
@@ -166,7 +188,7 @@ def make_job(
             resume=bool(resume),
             every_s=_check_every(checkpoint_every),
             every_n=None if checkpoint_samples is None else check_n_samples(checkpoint_samples, "checkpoint_samples"),
-            extra=dict(checkpoint_extra or {}),
+            extra=check_json(checkpoint_extra, "checkpoint_extra"),
         )
     if task_size is not None and (isinstance(task_size, bool) or not isinstance(task_size, (int, np.integer))
                                   or task_size < 1):
@@ -177,20 +199,27 @@ def make_job(
         n_check = int(check)
     else:
         raise ValueError(f"check must be True, False or a number of samples >= 0, got {check!r}")
+    annotations = check_json(annotations, "annotations")
     if plan is None:
         plan = make_plan(arch, X, seed, train)
+    budget = parse_memory(memory_budget)
+    bs = check_batch_size(batch_size)
+    if client is not None and not hasattr(client, "submit"):
+        require_distributed()
+    if out is not None:
+        out = check_writable(out, "output file")
     return SampleJob(
         plan=plan,
         start=start,
         stop=start + n,
         backend=backend,
-        batch_size=check_batch_size(batch_size),
-        memory_budget=parse_memory(memory_budget),
+        batch_size=bs,
+        memory_budget=budget,
         checkpoint=policy,
         client=client,
         task_size=None if task_size is None else int(task_size),
-        out=None if out is None else os.fspath(out),
+        out=out,
         progress=bool(progress),
         check=min(n, n_check),
-        annotations=dict(annotations or {}),
+        annotations=annotations,
     )
