@@ -1,8 +1,9 @@
 """Exact analysis by histograms (streaming) against the materialised analysis it replaced.
 
-The ``_old_*`` functions are verbatim copies of fastpoly 0.1's in-memory analysis (every
-function's K_LZ, entropy, T, CSR and probability as full arrays); the streaming versions must
-print byte-identical tables and return the same values, on files spanning many blocks.
+The ``_old_*`` functions are verbatim copies of fastpoly 0.1's in-memory analysis and figures
+(every function's K_LZ, entropy, T, CSR and probability as full arrays); the streaming versions
+must print byte-identical tables, write byte-identical PNGs and return the same values, on files
+spanning many blocks; past ``max_points`` the figures must look the same.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 import fastpoly
+from fastpoly.analysis import figures
 from fastpoly.analysis.complexity import critical_sample_ratio, klz
-from fastpoly.analysis.figures import upper_bound_fit
+from fastpoly.analysis.figures import _check_counts, _title, upper_bound_fit
 from fastpoly.analysis.histograms import (
     spearman_from_table,
     summarize,
@@ -24,6 +26,7 @@ from fastpoly.cli import analysis as cli_analysis
 from fastpoly.cli.main import main
 from fastpoly.counts import FunctionCounts
 from fastpoly.keys import sort_order
+from fastpoly.plotting import pyplot, save_figure
 
 T128 = "".join("1" if bin(i).count("1") % 2 else "0" for i in range(128))  # parity
 
@@ -208,3 +211,163 @@ def test_klz_and_csr_unchanged_on_regression_keys():
     for j in range(7):
         crit |= bits != bits[:, np.arange(128) ^ (1 << j)]
     assert np.array_equal(critical_sample_ratio(keys, 128), crit.mean(axis=1))
+
+
+# --- figures: fastpoly 0.1's code, verbatim (the oracle) ------------------------------------
+def _old_plot_rank(counts, out="rank.png"):
+    """Rank-frequency plot on log-log axes with Zipf's law ``P = 1/(rank ln 2^m)`` for reference.
+
+    Parameters
+    ----------
+    counts : FunctionCounts
+    out : path (.png or .pdf)
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    p = np.sort(c.counts)[::-1] / max(c.n_accepted, 1)
+    r = np.arange(1, p.size + 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    if p.size:
+        ax.loglog(r, p, ".", ms=3, label="sampled functions")
+        # Zipf's law normalised over all 2^m functions of m key bits (Valle-Perez et al. 2019):
+        # P(r) = 1 / (r ln 2^m)
+        m = max(int(c.n_key_bits), 1)
+        ax.loglog(r, 1.0 / (r * m * np.log(2.0)), "--", lw=1, color="gray",
+                  label=rf"Zipf $1/(\mathrm{{rank}}\,\ln 2^{{{m}}})$")
+    widths = c.meta.get("arch", {}).get("widths")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("P(f)")
+    ax.set_title(f"{'-'.join(map(str, widths)) if widths else ''}  n={c.n_accepted:,}", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
+
+
+def _old_plot_complexity(counts, out="complexity.png", order="rows"):
+    """P(f) against K_LZ (log scale), with the fitted upper-bound line.
+
+    Parameters
+    ----------
+    counts : FunctionCounts
+    out : path (.png or .pdf)
+    order : {"rows", "msb"}
+        String order for K_LZ (see :func:`fastpoly.analysis.complexity.klz`).
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    if c.n_distinct:
+        k = c.complexity(order)["klz"]
+        p = c.counts / c.n_accepted
+        lp = np.log10(p)
+        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="sampled functions")
+        a, b = upper_bound_fit(k, lp, c.counts)
+        if np.isfinite(a):
+            xs = np.linspace(k.min(), k.max(), 50)
+            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1,
+                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$")
+        ax.set_yscale("log")
+        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0)
+    ax.set_xlabel(r"$K_{LZ}(f)$")
+    ax.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax.set_title(_title(c), fontsize=9)
+    if c.n_distinct:
+        ax.legend(fontsize=8)
+    return save_figure(fig, out)
+
+
+def _old_plot_ones(counts, out="ones.png"):
+    """P(T): probability that a function has T ones, T = 0..n (log y axis).
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    plt = pyplot()
+    n = c.n_rows
+    t = c.complexity()["ones"]
+    pt = np.bincount(t, weights=c.counts.astype(np.float64), minlength=n + 1) / max(c.n_accepted, 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    nz = pt > 0
+    ax.bar(np.arange(n + 1)[nz], pt[nz], width=1.0, color="C0")
+    ax.set_yscale("log")
+    ax.set_xlim(-1, n + 1)
+    ax.set_xlabel("T (number of ones)")
+    ax.set_ylabel("P(T)")
+    ax.set_title(_title(c), fontsize=9)
+    return save_figure(fig, out)
+
+
+def _old_plot_error(counts, out="error.png", target=None):
+    """Generalisation error: posterior histogram and P_B(f|S) against error.
+
+    Needs a target function: stored by ``fastpoly sample --target`` /
+    ``fastpoly condition`` / ``counts.condition(..., target=...)``, or passed here.
+    For unconditioned counts with a target the "error" is over all rows.
+
+    Returns
+    -------
+    str
+    """
+    c = _check_counts(counts)
+    if target is None and c.meta.get("target") is None:
+        raise ValueError(
+            "the error plot needs a target function: use a conditioned run made with --target "
+            "(fastpoly sample --train-size K --target T, or fastpoly condition COUNTS --target T --train-size K)"
+        )
+    s = c.posterior(target=target)
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    ev, eh = s["error_values"], s["error_hist"]
+    nz = eh > 0
+    w = (ev[1] - ev[0]) if ev.size > 1 else 0.02
+    ax1.bar(ev[nz], eh[nz], width=w, color="C0")
+    ax1.axvline(s["mean_error"], color="C3", lw=1, label=f"posterior mean {s['mean_error']:.3f}")
+    ax1.set_xlabel("generalisation error (held-out rows)")
+    ax1.set_ylabel("posterior probability" if c.conditioned else "prior probability")
+    ax1.legend(fontsize=8)
+    if c.n_distinct:
+        yerr = np.vstack([s["probability"] - s["lower"], s["upper"] - s["probability"]])
+        ax2.errorbar(s["error"], s["probability"], yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
+        ax2.set_yscale("log")
+    ax2.set_xlabel("generalisation error")
+    ax2.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    extra = ""
+    if c.conditioned:
+        lo, hi = s["p_S_interval"]
+        extra = f"  P(S)={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
+    fig.suptitle(_title(c, extra), fontsize=9)
+    return save_figure(fig, out)
+
+
+CASES = [("rank", "big"), ("rank", "prior"), ("complexity", "big"), ("complexity", "prior"), ("ones", "big"),
+         ("ones", "post"), ("error", "post")]
+
+
+@pytest.mark.parametrize("kind,name", CASES)
+def test_figures_byte_identical_on_small_files(files, kind, name, tmp_path):  # noqa: F811
+    c = FunctionCounts.load(files[name], mmap=True)
+    new = getattr(figures, f"plot_{kind}")(c, tmp_path / "new.png")
+    old = globals()[f"_old_plot_{kind}"](FunctionCounts.load(files[name]), tmp_path / "old.png")
+    assert open(new, "rb").read() == open(old, "rb").read()
+
+
+@pytest.mark.parametrize("kind", ["rank", "complexity"])
+def test_figures_past_max_points_look_the_same(files, kind, tmp_path):  # noqa: F811
+    from matplotlib.image import imread
+
+    c = FunctionCounts.load(files["big"], mmap=True)
+    full = imread(getattr(figures, f"plot_{kind}")(c, tmp_path / "a.png"))
+    few = imread(getattr(figures, f"plot_{kind}")(c, tmp_path / "b.png", max_points=10))
+    assert full.shape == few.shape
+    diff = np.abs(full - few).max(axis=-1)
+    assert np.mean(diff > 0.1) < 0.002  # at most a few hundred pixels differ visibly
