@@ -22,9 +22,11 @@ from fastpoly.analysis.histograms import (
     top_indices,
 )
 from fastpoly.analysis.stats import interval as binomial_interval
+from fastpoly.atomic import atomic_write_bytes
 from fastpoly.cli import analysis as cli_analysis
 from fastpoly.cli.main import main
 from fastpoly.counts import FunctionCounts
+from fastpoly.counts.table import write_table
 from fastpoly.keys import sort_order
 from fastpoly.plotting import pyplot, save_figure
 
@@ -371,3 +373,48 @@ def test_figures_past_max_points_look_the_same(files, kind, tmp_path):  # noqa: 
     assert full.shape == few.shape
     diff = np.abs(full - few).max(axis=-1)
     assert np.mean(diff > 0.1) < 0.002  # at most a few hundred pixels differ visibly
+
+
+# --- the per-function table: fastpoly 0.1's writer, verbatim (the oracle) ------------------------
+def _old_write_csv(c, path, interval, order):
+    cx = c.complexity(order)
+    p, lo, hi = c.probabilities(0.95, interval)
+    err = c.generalization_error() if c.meta.get("target") is not None else None
+    cols = ["key", "count", "probability", "lower", "upper", "klz", "entropy", "ones"]
+    cols += ["csr"] if "csr" in cx else []
+    cols += ["first_index"] + (["error"] if err is not None else [])
+    lines = [",".join(cols)]
+    idx = np.lexsort((np.arange(c.n_distinct), -np.asarray(c.counts)))
+    for i in idx:
+        vals = [c.hex(int(i)), str(int(c.counts[i])), repr(float(p[i])), repr(float(lo[i])), repr(float(hi[i])),
+                repr(float(cx["klz"][i])), repr(float(cx["entropy"][i])), str(int(cx["ones"][i]))]
+        if "csr" in cx:
+            vals.append(repr(float(cx["csr"][i])))
+        vals.append(str(int(c.first_index[i])))
+        if err is not None:
+            vals.append(repr(float(err[i])))
+        lines.append(",".join(vals))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+@pytest.mark.parametrize("name", ["big", "prior", "post"])
+@pytest.mark.parametrize("rows_per_pass", [50, 1 << 20])
+def test_table_byte_identical(files, name, rows_per_pass, tmp_path):
+    c = FunctionCounts.load(files[name], mmap=True)
+    n = write_table(c, tmp_path / "new.csv", "clopper-pearson", "msb", rows_per_pass=rows_per_pass, block=777)
+    _old_write_csv(FunctionCounts.load(files[name]), tmp_path / "old.csv", "clopper-pearson", "msb")
+    assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+    assert n == c.n_distinct
+
+
+def test_table_min_count_and_cli(files, tmp_path, capsys):
+    c = FunctionCounts.load(files["big"])
+    assert main(["analyze", str(files["big"]), "--table", str(tmp_path / "t.csv"), "--min-count", "3"]) == 0
+    assert "seen >= 3 times" in capsys.readouterr().out
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    _old_write_csv(c, tmp_path / "all.csv", "wilson", "rows")
+    full = (tmp_path / "all.csv").read_text().splitlines()
+    want = [ln for ln in full[1:] if int(ln.split(",")[1]) >= 3]
+    assert lines[0] == full[0] and lines[1:] == want and 0 < len(want) < c.n_distinct
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert main(["analyze", str(files["big"]), "--table", str(tmp_path / "x.csv"), "--min-count", "0"]) == 2

@@ -339,6 +339,7 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
         max_first[hs[better]] = hi[better]
         e = None
         if errors:
+            assert tkey is not None
             diff = np.bitwise_xor(np.asarray(keys, np.uint64), tkey[None, :])
             e = _popcount(diff)
             assert epairs is not None and err_w is not None

@@ -13,10 +13,10 @@ from fastpoly.analysis.complexity import complexity_table
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.histograms import full_keys_block, summarize
 from fastpoly.analysis.stats import interval as binomial_interval
-from fastpoly.atomic import atomic_write_bytes
 from fastpoly.cli.sample import _parse_target
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
 from fastpoly.counts.store import FunctionCounts, merge_files
+from fastpoly.counts.table import write_table
 
 __all__ = ["register", "analyze", "run_analyze", "run_condition", "run_merge", "run_anchors"]
 
@@ -39,7 +39,11 @@ def register(sub):
                    help="binomial interval (default wilson)")
     p.add_argument("--order", default="rows", choices=["rows", "msb"],
                    help="string order for K_LZ: rows (fastpoly / C++ anchor, default) or msb (Python anchors)")
-    p.add_argument("--csv", metavar="PATH", help="also write one row per function to PATH (CSV)")
+    p.add_argument("--table", "--csv", dest="csv", metavar="PATH",
+                   help="also write one row per function to PATH (CSV, most frequent first; streamed, "
+                        "written atomically)")
+    p.add_argument("--min-count", type=int, default=1, metavar="K",
+                   help="the --table lists only functions seen at least K times (default 1: all)")
     p.set_defaults(func=run_analyze)
 
     c = sub.add_parser(
@@ -161,6 +165,8 @@ def _top_rows(c, idx, interval, order, with_error):
 def run_analyze(args):
     if args.top < 0:
         raise ValueError("--top must be >= 0")
+    if args.min_count < 1:
+        raise ValueError("--min-count must be >= 1")
     c = FunctionCounts.load(args.counts_file, mmap=True)
     a = analyze(c, args.top, args.interval, args.order)
     meta = c.meta
@@ -206,30 +212,10 @@ def run_analyze(args):
             line += f"  {r['first_index']:>12}"
             print(line)
     if args.csv:
-        _write_csv(c, args.csv, args.interval, args.order)
-        print(f"\ntable          {args.csv}")
+        n = write_table(c, args.csv, args.interval, args.order, min_count=args.min_count)
+        print(f"\ntable          {args.csv}" + (f"  ({n:,} functions seen >= {args.min_count} times)"
+                                                 if args.min_count > 1 else ""))
     return 0
-
-
-def _write_csv(c, path, interval, order):
-    cx = c.complexity(order)
-    p, lo, hi = c.probabilities(0.95, interval)
-    err = c.generalization_error() if c.meta.get("target") is not None else None
-    cols = ["key", "count", "probability", "lower", "upper", "klz", "entropy", "ones"]
-    cols += ["csr"] if "csr" in cx else []
-    cols += ["first_index"] + (["error"] if err is not None else [])
-    lines = [",".join(cols)]
-    idx = np.lexsort((np.arange(c.n_distinct), -np.asarray(c.counts)))
-    for i in idx:
-        vals = [c.hex(int(i)), str(int(c.counts[i])), repr(float(p[i])), repr(float(lo[i])), repr(float(hi[i])),
-                repr(float(cx["klz"][i])), repr(float(cx["entropy"][i])), str(int(cx["ones"][i]))]
-        if "csr" in cx:
-            vals.append(repr(float(cx["csr"][i])))
-        vals.append(str(int(c.first_index[i])))
-        if err is not None:
-            vals.append(repr(float(err[i])))
-        lines.append(",".join(vals))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def _train_rows(args, m):
