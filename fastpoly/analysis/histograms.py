@@ -62,13 +62,14 @@ def top_indices(counts: np.ndarray, k: int, block: int = DEFAULT_BLOCK) -> np.nd
         return best_i
     for a, (c,) in iter_blocks([counts], block):
         c = np.asarray(c, np.int64)
-        if c.size > k:
-            t = np.partition(c, c.size - k)[c.size - k]  # the k-th largest count of the block
-            gt = np.flatnonzero(c > t)
-            eq = np.flatnonzero(c == t)[: k - gt.size]
+        # only rows that can enter the current top k (a cheap filter once k rows are known)
+        sel = np.arange(c.size) if best_c.size < k else np.flatnonzero(c >= best_c[-1])
+        if sel.size > k:
+            cs = c[sel]
+            t = np.sort(cs)[sel.size - k]  # the k-th largest count among them
+            gt = sel[cs > t]
+            eq = sel[cs == t][: k - gt.size]
             sel = np.concatenate([gt, eq])
-        else:
-            sel = np.arange(c.size)
         cand_c = np.concatenate([best_c, c[sel]])
         cand_i = np.concatenate([best_i, sel.astype(np.int64) + a])
         order = np.lexsort((cand_i, -cand_c))[:k]
