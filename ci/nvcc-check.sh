@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile every kernels/*.cu for sm_80 and sm_90 (cubin, ptxas -v) and print
+# Compile every kernels/*.cu (sampler, poly, klz, ...) for sm_80 and sm_90 (cubin, ptxas -v) and print
 # registers / stack / spills per kernel. Fails on any compile error.
 # Usage: ci/nvcc-check.sh [OUTDIR]   (cubins and logs go to OUTDIR, default a temp dir)
 # The templates are instantiated for the check with -DFASTPOLY_NVCC_CHECK (the

@@ -12,7 +12,9 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 fcntl: Any
 try:
@@ -20,8 +22,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["public_mode", "atomic_write_bytes", "check_writable", "check_writable_folder", "FolderLock", "FolderInUse",
-           "LOCK_NAME"]
+__all__ = ["public_mode", "atomic_write_bytes", "atomic_open", "check_writable", "check_writable_folder", "FolderLock",
+           "FolderInUse", "LOCK_NAME"]
 
 
 def public_mode() -> int:
@@ -245,3 +247,30 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Stream a file atomically: yield a temporary file in the target's folder, rename it on success.
+
+    On an exception (disk full, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    ``mode`` is ``"w"`` (text; ``kwargs`` go to :func:`open`, e.g. ``newline=""``) or ``"wb"``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes new files only (mode 'w' or 'wb'), got {mode!r}")
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        os.chmod(tmp, public_mode())
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -28,8 +28,9 @@ import numpy as np
 
 from fastpoly.keys import msb_permutation, pack_bits, unpack_bits
 
-__all__ = ["lz76_phrases", "klz_string", "klz", "entropy", "ones", "critical_sample_ratio",
-           "msb_permutation", "complexity_table"]
+__all__ = ["lz76_phrases", "klz_string", "klz", "phrase_sums", "klz_from_sums", "entropy", "entropy_from_ones",
+           "ones", "critical_sample_ratio", "critical_counts", "msb_permutation", "complexity_table",
+           "complexity_ints"]
 
 
 # --- reference semantics (plain Python, used as the oracle and the fallback) -----------------
@@ -123,38 +124,16 @@ def _phrase_sums_py(bits):
 
 
 def _kernel():
-    """Compile (once) the Numba kernel; None if Numba is not importable."""
+    """The compiled bit-parallel kernels (:mod:`fastpoly.backends.numba.klz`); None without Numba."""
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL or None
     try:
-        from fastpoly.backends.numba.jit import jit, pjit, prange  # Numba is optional here
+        from fastpoly.backends.numba import klz as kmod  # Numba is optional here
     except ImportError:
         _KERNEL = False
         return None
-    phr = jit(_phrases_buf)
-
-    def sums(keys, n):
-        K = keys.shape[0]
-        out = np.empty(K, np.int64)
-        n_chunks = (K + 1023) // 1024
-        for ch in prange(n_chunks):
-            fwd = np.zeros(n + 1, np.uint8)
-            rev = np.zeros(n + 1, np.uint8)
-            for r in range(ch * 1024, min(K, ch * 1024 + 1024)):
-                t = 0
-                for j in range(n):
-                    b = np.uint8((keys[r, j >> 6] >> np.uint64(j & 63)) & np.uint64(1))
-                    fwd[j + 1] = b
-                    rev[n - j] = b
-                    t += b
-                if t == 0 or t == n:
-                    out[r] = -1
-                else:
-                    out[r] = phr(fwd, n) + phr(rev, n)
-        return out
-
-    _KERNEL = pjit(sums)
+    _KERNEL = kmod
     return _KERNEL
 
 
@@ -201,17 +180,35 @@ def klz(keys, n_bits, order="rows", compiled=None):
         raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
     if order == "msb":
         keys = _permute_keys(keys, n, msb_permutation(n))
+    return klz_from_sums(phrase_sums(keys, n, compiled=compiled), n)
+
+
+def phrase_sums(keys, n_bits, compiled=None):
+    """``c(s) + c(reversed s)`` (LZ76 phrase counts) of each key as int64; ``-1`` for constant strings.
+
+    K_LZ is a function of this integer (:func:`klz_from_sums`), which takes few distinct values:
+    histograms over it are exact.  Bit-parallel on the packed words when Numba is available
+    (:mod:`fastpoly.backends.numba.klz`), else the reference loop.
+    """
+    keys, n = _as_keys(keys, n_bits)
+    if n < 2:
+        raise ValueError("K_LZ needs at least 2 bits")
     kern = _kernel() if compiled in (None, True) else None
     if compiled is True and kern is None:
         raise ValueError("compiled=True but Numba is not importable")
     if keys.shape[0] == 0:
-        return np.zeros(0, np.float64)
+        return np.zeros(0, np.int64)
+    keys = _clear_high_bits(keys, n)
     if kern is not None:
-        s = kern(keys, n)
-    else:
-        s = np.concatenate([_phrase_sums_py(unpack_bits(keys[a:a + 4096], n))
-                            for a in range(0, keys.shape[0], 4096)])
-    lg = math.log2(n)
+        return kern.phrase_sums(keys, n)
+    return np.concatenate([_phrase_sums_py(unpack_bits(keys[a:a + 4096], n))
+                           for a in range(0, keys.shape[0], 4096)])
+
+
+def klz_from_sums(sums, n_bits):
+    """K_LZ from :func:`phrase_sums`: ``log2(n) * sums / 2``, or ``log2(n)`` for constants (-1)."""
+    lg = math.log2(int(n_bits))
+    s = np.asarray(sums)
     return np.where(s < 0, lg, lg * s / 2.0)
 
 
@@ -220,17 +217,69 @@ def ones(keys, n_bits):
     keys, n = _as_keys(keys, n_bits)
     if keys.shape[0] == 0:
         return np.zeros(0, np.int64)
-    by = keys.astype("<u8").view(np.uint8).reshape(keys.shape[0], -1)
-    return np.unpackbits(by, axis=1, bitorder="little")[:, :n].sum(axis=1).astype(np.int64)
+    return _popcount_words(_clear_high_bits(keys, n))
 
 
 def entropy(keys, n_bits):
     """Shannon entropy (bits) of the 0/1 frequencies of each key; 0 for constants."""
     keys, n = _as_keys(keys, n_bits)
-    p = ones(keys, n) / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return np.where((p == 0) | (p == 1), 0.0, h)
+    return entropy_from_ones(ones(keys, n), n)
+
+
+def _clear_high_bits(keys, n):
+    """``keys`` with the bits ``>= n`` of the last word cleared (a copy only when some are set)."""
+    r = n % 64
+    if r == 0 or keys.shape[0] == 0:
+        return keys
+    mask = np.uint64((1 << r) - 1)
+    if not np.any(keys[:, -1] & ~mask):
+        return keys
+    keys = keys.copy()
+    keys[:, -1] &= mask
+    return keys
+
+
+_FLIP_MASKS = [np.uint64(v) for v in (0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F,
+                                      0x00FF00FF00FF00FF, 0x0000FFFF0000FFFF, 0x00000000FFFFFFFF)]
+
+
+def _boolean_dim(n):
+    d = n.bit_length() - 1
+    if 2**d != n or d < 1:
+        raise ValueError(f"the critical sample ratio needs keys over all 2**d Boolean inputs, got {n} bits")
+    return d
+
+
+def critical_counts(keys, n_bits):
+    """Number of inputs with a Hamming-1 neighbour of different output, per key (int64).
+
+    Bit-parallel on the packed words: the rows that differ from row ``i`` in input bit ``j`` are
+    ``i ^ 2**j``, a swap of bit blocks inside a word for ``j < 6`` and of whole words otherwise.
+    """
+    keys, n = _as_keys(keys, n_bits)
+    d = _boolean_dim(n)
+    keys = _clear_high_bits(keys, n)
+    out = np.zeros(keys.shape[0], np.int64)
+    W = keys.shape[1]
+    for a in range(0, keys.shape[0], 1 << 16):
+        x = keys[a:a + (1 << 16)]
+        crit = np.zeros_like(x)
+        for j in range(min(d, 6)):
+            m, sh = _FLIP_MASKS[j], np.uint64(1 << j)
+            crit |= x ^ (((x >> sh) & m) | ((x & m) << sh))
+        for j in range(6, d):
+            crit |= x ^ x[:, np.arange(W) ^ (1 << (j - 6))]
+        if d < 6:
+            crit &= np.uint64((1 << n) - 1)
+        out[a:a + x.shape[0]] = _popcount_words(crit)
+    return out
+
+
+def _popcount_words(x):
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+    by = np.ascontiguousarray(x.astype("<u8")).view(np.uint8).reshape(x.shape[0], -1)
+    return np.unpackbits(by, axis=1).sum(axis=1, dtype=np.int64)
 
 
 def critical_sample_ratio(keys, n_bits):
@@ -239,18 +288,44 @@ def critical_sample_ratio(keys, n_bits):
     Defined for keys over all ``2**d`` Boolean inputs (row ``i`` has bits of ``i``).
     """
     keys, n = _as_keys(keys, n_bits)
-    d = n.bit_length() - 1
-    if 2**d != n or d < 1:
-        raise ValueError(f"the critical sample ratio needs keys over all 2**d Boolean inputs, got {n} bits")
-    out = np.empty(keys.shape[0], np.float64)
-    rows = np.arange(n)
-    for a in range(0, keys.shape[0], 8192):
-        bits = unpack_bits(keys[a:a + 8192], n).astype(bool)
-        crit = np.zeros(bits.shape, bool)
-        for j in range(d):
-            crit |= bits != bits[:, rows ^ (1 << j)]
-        out[a:a + 8192] = crit.mean(axis=1)
+    return critical_counts(keys, n) / n
+
+
+def complexity_ints(keys, n_bits, boolean=True, order="rows"):
+    """The integers every complexity measure is a function of, in one pass over the keys.
+
+    Returns
+    -------
+    dict of int64 arrays (K,)
+        ``sums`` (:func:`phrase_sums` in the given string ``order``; K_LZ by
+        :func:`klz_from_sums`), ``ones`` (T; entropy by :func:`entropy_from_ones`) and, if
+        ``boolean``, ``crit`` (critical inputs; CSR = crit / n).
+    """
+    keys, n = _as_keys(keys, n_bits)
+    if order not in ("rows", "msb"):
+        raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
+    keys = _clear_high_bits(keys, n)
+    kern = _kernel()
+    d = _boolean_dim(n) if boolean else 0
+    if kern is not None and order == "rows" and keys.shape[0]:
+        s, t, c = kern.complexity_ints(keys, n, d)
+        out = {"sums": s, "ones": t}
+        if boolean:
+            out["crit"] = c
+        return out
+    src = _permute_keys(keys, n, msb_permutation(n)) if order == "msb" else keys
+    out = {"sums": phrase_sums(src, n), "ones": ones(keys, n)}
+    if boolean:
+        out["crit"] = critical_counts(keys, n)
     return out
+
+
+def entropy_from_ones(t, n_bits):
+    """Shannon entropy (bits) of a string of ``n_bits`` with ``t`` ones (vectorised; 0 for constants)."""
+    p = np.asarray(t) / int(n_bits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.where((p == 0) | (p == 1), 0.0, h)
 
 
 def complexity_table(keys, n_bits, boolean=True, order="rows"):

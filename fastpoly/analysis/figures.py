@@ -1,11 +1,23 @@
-"""Figures of sampling results (matplotlib, Agg backend; PNG or PDF by file suffix)."""
+"""Figures of sampling results (matplotlib, Agg backend; PNG or PDF by file suffix).
+
+Every figure is drawn from exact histograms built in one streaming pass over the (memory-mapped)
+counts (:mod:`fastpoly.analysis.histograms`), so memory does not grow with the number of
+functions.  Up to ``max_points`` functions, the points drawn are exactly one per function, in
+storage order (the figures of fastpoly 0.1); beyond, each distinct point is drawn a bounded
+number of times (the same picture: identical positions, saturated transparency).
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from fastpoly.analysis.histograms import count_histogram, rank_points, summarize, table_points
+from fastpoly.analysis.stats import interval
 from fastpoly.plotting import pyplot, save_figure
 
-__all__ = ["plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit"]
+__all__ = ["plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit", "MAX_POINTS"]
+
+#: up to this many functions, figures draw one point per function (as fastpoly 0.1 did)
+MAX_POINTS = 1_000_000
 
 
 def _check_counts(counts):
@@ -16,13 +28,15 @@ def _check_counts(counts):
     return counts
 
 
-def plot_rank(counts, out="rank.png"):
+def plot_rank(counts, out="rank.png", max_points=MAX_POINTS):
     """Rank-frequency plot on log-log axes with Zipf's law ``P = 1/(rank ln 2^m)`` for reference.
 
     Parameters
     ----------
     counts : FunctionCounts
     out : path (.png or .pdf)
+    max_points : int
+        Beyond this many functions, ranks are drawn log-spaced within runs of equal counts.
 
     Returns
     -------
@@ -31,8 +45,8 @@ def plot_rank(counts, out="rank.png"):
     """
     c = _check_counts(counts)
     plt = pyplot()
-    p = np.sort(c.counts)[::-1] / max(c.n_accepted, 1)
-    r = np.arange(1, p.size + 1)
+    r, cnt = rank_points(*count_histogram(c.counts), max_points=max_points)
+    p = cnt / max(c.n_accepted, 1)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if p.size:
         ax.loglog(r, p, ".", ms=3, label="sampled functions")
@@ -96,7 +110,7 @@ def upper_bound_fit(klz, logp, counts=None, min_count=5, n_bins=20):
     return float(a), float(b)
 
 
-def plot_complexity(counts, out="complexity.png", order="rows"):
+def plot_complexity(counts, out="complexity.png", order="rows", max_points=MAX_POINTS):
     """P(f) against K_LZ (log scale), with the fitted upper-bound line.
 
     Parameters
@@ -105,6 +119,8 @@ def plot_complexity(counts, out="complexity.png", order="rows"):
     out : path (.png or .pdf)
     order : {"rows", "msb"}
         String order for K_LZ (see :func:`fastpoly.analysis.complexity.klz`).
+    max_points : int
+        Beyond this many functions, each distinct (K_LZ, P) point is drawn at most 8 times.
 
     Returns
     -------
@@ -114,11 +130,15 @@ def plot_complexity(counts, out="complexity.png", order="rows"):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if c.n_distinct:
-        k = c.complexity(order)["klz"]
-        p = c.counts / c.n_accepted
-        lp = np.log10(p)
+        sm = summarize(c, order=order, top=0, keep_points=max_points, errors=False)
+        if sm.points is not None:
+            k, cnt = sm.klz_of(sm.points["sums"]), sm.points["count"]
+        else:
+            cc, ss, mm = sm.count_sum_table
+            cnt, k = table_points(cc, sm.klz_of(ss), mm)
+        p = cnt / c.n_accepted
         ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="sampled functions")
-        a, b = upper_bound_fit(k, lp, c.counts)
+        a, b = sm.bound()
         if np.isfinite(a):
             xs = np.linspace(k.min(), k.max(), 50)
             ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1,
@@ -143,8 +163,7 @@ def plot_ones(counts, out="ones.png"):
     c = _check_counts(counts)
     plt = pyplot()
     n = c.n_rows
-    t = c.complexity()["ones"]
-    pt = np.bincount(t, weights=c.counts.astype(np.float64), minlength=n + 1) / max(c.n_accepted, 1)
+    pt = summarize(c, top=0, errors=False).ones_weight / max(c.n_accepted, 1)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     nz = pt > 0
     ax.bar(np.arange(n + 1)[nz], pt[nz], width=1.0, color="C0")
@@ -156,7 +175,7 @@ def plot_ones(counts, out="ones.png"):
     return save_figure(fig, out)
 
 
-def plot_error(counts, out="error.png", target=None):
+def plot_error(counts, out="error.png", target=None, max_points=MAX_POINTS):
     """Generalisation error: posterior histogram and P_B(f|S) against error.
 
     Needs a target function: stored by ``fastpoly sample --target`` /
@@ -173,26 +192,38 @@ def plot_error(counts, out="error.png", target=None):
             "the error plot needs a target function: use a conditioned run made with --target "
             "(fastpoly sample --train-size K --target T, or fastpoly condition COUNTS --target T --train-size K)"
         )
-    s = c.posterior(target=target)
+    sm = summarize(c, top=0, target=target, keep_points=max_points, errors=True)
+    assert sm.error_weight is not None and sm.error_table is not None
+    n_test = sm.n_test
+    ev = np.arange(n_test + 1) / n_test
+    eh = sm.error_weight / c.n_accepted if c.n_accepted else sm.error_weight.astype(np.float64)
+    mean_error = sm.mean_error()
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
-    ev, eh = s["error_values"], s["error_hist"]
     nz = eh > 0
     w = (ev[1] - ev[0]) if ev.size > 1 else 0.02
     ax1.bar(ev[nz], eh[nz], width=w, color="C0")
-    ax1.axvline(s["mean_error"], color="C3", lw=1, label=f"posterior mean {s['mean_error']:.3f}")
+    ax1.axvline(mean_error, color="C3", lw=1, label=f"posterior mean {mean_error:.3f}")
     ax1.set_xlabel("generalisation error (held-out rows)")
     ax1.set_ylabel("posterior probability" if c.conditioned else "prior probability")
     ax1.legend(fontsize=8)
     if c.n_distinct:
-        yerr = np.vstack([s["probability"] - s["lower"], s["upper"] - s["probability"]])
-        ax2.errorbar(s["error"], s["probability"], yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
+        if sm.points is not None:
+            e, cnt = sm.points["errors"], sm.points["count"]
+        else:
+            e, cnt = table_points(*sm.error_table)
+        n = c.n_accepted
+        p = cnt / n if n else np.full(cnt.size, np.nan)
+        lo, hi = interval(cnt, n, 0.95, "wilson")
+        yerr = np.vstack([p - lo, hi - p])
+        ax2.errorbar(e / float(n_test), p, yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
         ax2.set_yscale("log")
     ax2.set_xlabel("generalisation error")
     ax2.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
     extra = ""
     if c.conditioned:
-        lo, hi = s["p_S_interval"]
-        extra = f"  P(S)={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
+        lo, hi = interval(c.n_accepted, c.n_samples, 0.95, "wilson")
+        p_s = c.n_accepted / c.n_samples if c.n_samples else float("nan")
+        extra = f"  P(S)={p_s:.3g} [{float(lo):.2g}, {float(hi):.2g}]"
     fig.suptitle(_title(c, extra), fontsize=9)
     return save_figure(fig, out)

@@ -8,13 +8,16 @@ import os
 
 import numpy as np
 
+from fastpoly.analysis.blocks import DEFAULT_BLOCK
+from fastpoly.analysis.complexity import complexity_table
 from fastpoly.analysis.conditioning import parse_target
-from fastpoly.analysis.figures import upper_bound_fit
+from fastpoly.analysis.histograms import full_keys_block, summarize
 from fastpoly.analysis.stats import interval as binomial_interval
-from fastpoly.atomic import atomic_write_bytes, check_writable
+from fastpoly.atomic import check_writable
 from fastpoly.cli.sample import _parse_target
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
 from fastpoly.counts.store import FunctionCounts, merge_files
+from fastpoly.counts.table import write_table
 
 __all__ = ["register", "analyze", "run_analyze", "run_condition", "run_merge", "run_anchors"]
 
@@ -37,7 +40,11 @@ def register(sub):
                    help="binomial interval (default wilson)")
     p.add_argument("--order", default="rows", choices=["rows", "msb"],
                    help="string order for K_LZ: rows (fastpoly / C++ anchor, default) or msb (Python anchors)")
-    p.add_argument("--csv", metavar="PATH", help="also write one row per function to PATH (CSV)")
+    p.add_argument("--table", "--csv", dest="csv", metavar="PATH",
+                   help="also write one row per function to PATH (CSV, most frequent first; streamed, "
+                        "written atomically)")
+    p.add_argument("--min-count", type=int, default=1, metavar="K",
+                   help="the --table lists only functions seen at least K times (default 1: all)")
     p.set_defaults(func=run_analyze)
 
     c = sub.add_parser(
@@ -96,53 +103,64 @@ def _fmt_arch(meta):
             f"{', no bias' if a.get('bias') is False else ''})")
 
 
-def analyze(counts, top=20, interval="wilson", order="rows"):
-    """The analysis behind ``fastpoly analyze`` as a dict (summary values and the top table)."""
+def analyze(counts, top=20, interval="wilson", order="rows", block=DEFAULT_BLOCK):
+    """The analysis behind ``fastpoly analyze`` as a dict (summary values and the top table).
+
+    One streaming pass over the (memory-mapped) counts builds exact histograms
+    (:func:`fastpoly.analysis.histograms.summarize`); memory is one block of keys, whatever the
+    number of functions.
+    """
     c = counts
     out = {"n_samples": c.n_samples, "n_accepted": c.n_accepted, "n_distinct": c.n_distinct}
     if c.n_samples:
         lo, hi = binomial_interval(c.n_accepted, c.n_samples, 0.95, interval)
         out["p_S"] = (c.n_accepted / c.n_samples, float(lo), float(hi))
-    counts_arr = np.asarray(c.counts)
-    out["singletons"] = int(np.count_nonzero(counts_arr == 1))
     if c.n_distinct == 0:
+        out["singletons"] = 0
         out["top"] = []
         return out
-    cx = c.complexity(order)
-    p, plo, phi = c.probabilities(0.95, interval)
-    w = p
-    out["mean_klz"] = float(np.dot(w, cx["klz"]))
-    out["mean_entropy"] = float(np.dot(w, cx["entropy"]))
-    out["mean_ones"] = float(np.dot(w, cx["ones"]))
-    if "csr" in cx:
-        out["mean_csr"] = float(np.dot(w, cx["csr"]))
-    lp = np.log10(p)
-    if c.n_distinct > 2 and np.ptp(cx["klz"]) > 0 and np.ptp(lp) > 0:
-        from scipy.stats import spearmanr
+    sm = summarize(c, order=order, top=max(0, int(top)), block=block)
+    out["singletons"] = sm.singletons()
+    out.update(sm.means())
+    rho = sm.spearman()
+    if rho is not None:
+        out["spearman_logp_klz"] = rho
+    out["bound"] = sm.bound()
+    if sm.error_weight is not None:
+        out["mean_error"] = sm.mean_error()
+    out["top"] = _top_rows(c, sm.top, interval, order, with_error=sm.error_weight is not None)
+    return out
 
-        out["spearman_logp_klz"] = float(spearmanr(lp, cx["klz"]).statistic)
-    out["bound"] = upper_bound_fit(cx["klz"], lp, counts_arr)
+
+def _top_rows(c, idx, interval, order, with_error):
+    """The rows of the top table for the functions ``idx`` (values as in the full table)."""
+    if idx.size == 0:
+        return []
+    keys = np.asarray(c.keys[idx], np.uint64)
+    cnt = np.asarray(c.counts[idx], np.int64)
+    first = np.asarray(c.first_index[idx], np.uint64)
+    n = c.n_accepted
+    p = cnt / n if n else np.full(idx.size, np.nan)
+    plo, phi = binomial_interval(cnt, n, 0.95, interval)
+    cx = complexity_table(full_keys_block(c, keys), c.n_rows, boolean=c.is_boolean(), order=order)
     err = None
-    if c.meta.get("target") is not None:
-        s = c.posterior(method=interval)
-        err = s["error"]
-        out["mean_error"] = s["mean_error"]
-    order_idx = np.lexsort((np.arange(c.n_distinct), -counts_arr))[:max(0, int(top))]
+    if with_error:
+        sub = FunctionCounts(keys, cnt, first, c.n_samples, c.n_accepted, c.meta)
+        err = sub.generalization_error()
     rows = []
-    for i in order_idx:
+    for j in range(idx.size):
         r = {
-            "key": c.hex(int(i)), "count": int(counts_arr[i]), "probability": float(p[i]),
-            "lower": float(plo[i]), "upper": float(phi[i]), "klz": float(cx["klz"][i]),
-            "entropy": float(cx["entropy"][i]), "ones": int(cx["ones"][i]),
-            "first_index": int(c.first_index[i]),
+            "key": c.hex(int(idx[j])), "count": int(cnt[j]), "probability": float(p[j]),
+            "lower": float(plo[j]), "upper": float(phi[j]), "klz": float(cx["klz"][j]),
+            "entropy": float(cx["entropy"][j]), "ones": int(cx["ones"][j]),
+            "first_index": int(first[j]),
         }
         if "csr" in cx:
-            r["csr"] = float(cx["csr"][i])
+            r["csr"] = float(cx["csr"][j])
         if err is not None:
-            r["error"] = float(err[i])
+            r["error"] = float(err[j])
         rows.append(r)
-    out["top"] = rows
-    return out
+    return rows
 
 
 def run_analyze(args):
@@ -150,6 +168,8 @@ def run_analyze(args):
         raise ValueError("--top must be >= 0")
     if args.csv:
         check_writable(args.csv, "CSV file (--csv)")
+    if args.min_count < 1:
+        raise ValueError("--min-count must be >= 1")
     c = FunctionCounts.load(args.counts_file, mmap=True)
     a = analyze(c, args.top, args.interval, args.order)
     meta = c.meta
@@ -195,30 +215,10 @@ def run_analyze(args):
             line += f"  {r['first_index']:>12}"
             print(line)
     if args.csv:
-        _write_csv(c, args.csv, args.interval, args.order)
-        print(f"\ntable          {args.csv}")
+        n = write_table(c, args.csv, args.interval, args.order, min_count=args.min_count)
+        print(f"\ntable          {args.csv}" + (f"  ({n:,} functions seen >= {args.min_count} times)"
+                                                 if args.min_count > 1 else ""))
     return 0
-
-
-def _write_csv(c, path, interval, order):
-    cx = c.complexity(order)
-    p, lo, hi = c.probabilities(0.95, interval)
-    err = c.generalization_error() if c.meta.get("target") is not None else None
-    cols = ["key", "count", "probability", "lower", "upper", "klz", "entropy", "ones"]
-    cols += ["csr"] if "csr" in cx else []
-    cols += ["first_index"] + (["error"] if err is not None else [])
-    lines = [",".join(cols)]
-    idx = np.lexsort((np.arange(c.n_distinct), -np.asarray(c.counts)))
-    for i in idx:
-        vals = [c.hex(int(i)), str(int(c.counts[i])), repr(float(p[i])), repr(float(lo[i])), repr(float(hi[i])),
-                repr(float(cx["klz"][i])), repr(float(cx["entropy"][i])), str(int(cx["ones"][i]))]
-        if "csr" in cx:
-            vals.append(repr(float(cx["csr"][i])))
-        vals.append(str(int(c.first_index[i])))
-        if err is not None:
-            vals.append(repr(float(err[i])))
-        lines.append(",".join(vals))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def _train_rows(args, m):

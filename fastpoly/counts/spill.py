@@ -120,7 +120,12 @@ def raise_spill(e, path):
 
 def _write_chunks(fh, arrays):
     for a in arrays:
-        fh.write(np.ascontiguousarray(a).tobytes())
+        fh.write(_bytes_view(a))
+
+
+def _bytes_view(a):
+    """The bytes of a contiguous array without copying them (for hashing and writing)."""
+    return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
 def write_run(path, keys, counts, first):
@@ -144,7 +149,7 @@ def write_run(path, keys, counts, first):
     head = RUN_MAGIC + np.array([W, n], "<u8").tobytes()
     h = hashlib.sha256(head)
     for a in (keys, counts, first):
-        h.update(a.tobytes())
+        h.update(_bytes_view(a))
     d = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -354,9 +359,9 @@ def write_side_files(chunks, d, files):
         files.append((os.fdopen(fd, "wb"), p))
     n = 0
     for k, c, f in chunks:
-        files[0][0].write(np.ascontiguousarray(k, "<u8").tobytes())
-        files[1][0].write(np.ascontiguousarray(c, "<i8").tobytes())
-        files[2][0].write(np.ascontiguousarray(f, "<u8").tobytes())
+        files[0][0].write(_bytes_view(np.ascontiguousarray(k, "<u8")))
+        files[1][0].write(_bytes_view(np.ascontiguousarray(c, "<i8")))
+        files[2][0].write(_bytes_view(np.ascontiguousarray(f, "<u8")))
         n += k.shape[0]
     for fh, _ in files:
         fh.close()
@@ -453,32 +458,55 @@ class CountAccumulator:
         if self.pending_n >= max(1 << 16, self.mem[0].shape[0]) or self._over_budget():
             self.flush()
 
+    @property
+    def held_limit(self):
+        """Most distinct keys held in memory (None: no limit).
+
+        Merging the held keys into one sorted triple needs as much again for its output, so
+        the budget pays for twice the held records: in memory, counting never exceeds the budget.
+        """
+        if self.memory_budget is None:
+            return None
+        return max(1, int(self.memory_budget) // (2 * record_bytes(self.n_words)))
+
     def _over_budget(self):
-        return self.memory_budget is not None and self.mem_records * record_bytes(self.n_words) > self.memory_budget
+        lim = self.held_limit
+        return lim is not None and self.mem_records > lim
+
+    def _merge_pending(self):
+        """Merge the pending batches, then the result into ``mem`` (peak: twice the held records)."""
+        if not self.pending:
+            return
+        parts, self.pending, self.pending_n = self.pending, [], 0
+        p = _merge(parts)
+        del parts
+        if p is not None:
+            m = _merge([self.mem, p])
+            del p
+            if m is not None:
+                self.mem = m
 
     def flush(self):
         """Merge pending batches into the in-memory part; spill it if over budget."""
-        if self.pending:
-            m = _merge([self.mem] + self.pending)
-            if m is not None:
-                self.mem = m
-            self.pending, self.pending_n = [], 0
+        self._merge_pending()
         if self._over_budget():
             self.spill()
 
     def spill(self):
         """Write the in-memory part as a sorted run and empty it (SpillError if the disk is full)."""
-        if self.pending:
-            m = _merge([self.mem] + self.pending)
-            self.mem = m if m is not None else self.mem
-            self.pending, self.pending_n = [], 0
+        self._merge_pending()
         if self.mem[0].shape[0] == 0:
             return
         d = self._dir()
         name = self._new_run_name()
         info = write_run(os.path.join(d, name), *self.mem)
         self.runs = self.runs + [info]
-        self.mem = (self.mem[0][:0], self.mem[1][:0], self.mem[2][:0])
+        self.mem = (self.mem[0][:0].copy(), self.mem[1][:0].copy(), self.mem[2][:0].copy())
+
+    def release_memory(self):
+        """Drop the in-memory part once the merged result is safely elsewhere (e.g. in a counts file)."""
+        self.pending, self.pending_n = [], 0
+        self.mem = (self.mem[0][:0].copy(), self.mem[1][:0].copy(), self.mem[2][:0].copy())
 
     def _new_run_name(self):
         while True:
@@ -497,7 +525,9 @@ class CountAccumulator:
         budget = self.memory_budget or (256 << 20)
         srcs = [self.run_path(r["name"]) for r in self.runs]
         if self.mem[0].shape[0]:
+            # the in-memory part is one of the inputs: the merge buffers get what is left of the budget
             srcs.append(self.mem)
+            budget = max(MIN_BUDGET, budget - self.mem[0].shape[0] * record_bytes(self.n_words))
         yield from merge_runs(srcs, budget, self.n_words, tmpdir=self._dir())
 
     def result_arrays(self):

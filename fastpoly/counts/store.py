@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from fastpoly.analysis import complexity, conditioning
+from fastpoly.analysis.histograms import top_indices
 from fastpoly.analysis.stats import interval, wilson_interval
 from fastpoly.arch import boolean_inputs
 from fastpoly.atomic import atomic_write_bytes
@@ -157,7 +158,7 @@ class FunctionCounts:
         """
         if k < 0:
             raise ValueError("k must be >= 0")
-        order = np.lexsort((np.arange(self.n_distinct), -self.counts))[:k]
+        order = top_indices(self.counts, k)  # streaming: memory ~ one block, also for huge mmap'ed files
         lo, hi = wilson_interval(self.counts[order], self.n_accepted, confidence)
         ones = _popcount_rows(self.keys[order])
         return [

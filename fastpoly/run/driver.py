@@ -208,11 +208,16 @@ def _consume(job: SampleJob, batches: Batches, acc: CountAccumulator, ck: Checkp
 
 
 def _finish(acc: CountAccumulator, meta: dict[str, Any], out: str | None) -> FunctionCounts:
-    """Assemble the FunctionCounts (streamed to ``out`` when runs were spilled)."""
-    if out is not None and acc.runs:
+    """Assemble the FunctionCounts.
+
+    With ``out`` and runs on disk or a memory budget, the merged result streams into ``out``
+    (sorted chunks, never all distinct keys in memory at once) and is returned memory-mapped.
+    """
+    if out is not None and (acc.runs or acc.memory_budget is not None):
         tmp = FunctionCounts.empty(acc.n_words, meta)
         tmp.n_samples, tmp.n_accepted = acc.n_samples, acc.n_accepted
         write_counts_file(out, tmp._payload(), acc.chunks(), acc.n_words)
+        acc.release_memory()
         return FunctionCounts.load(out, mmap=True)
     k, c, f = acc.result_arrays()
     result = FunctionCounts(k, c, f, acc.n_samples, acc.n_accepted, meta)
