@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from fastpoly.analysis.blocks import drop_pages
 from fastpoly.atomic import public_mode
 from fastpoly.counts.spill import raise_spill, remove_side_files, write_side_files
 
@@ -399,6 +400,7 @@ def _read(buf: np.ndarray, src: str, data: bytes | None, copy: bool) -> CountsFi
             crc = zlib.crc32(block, crc)
             if name != "sha256":
                 h.update(block)
+            drop_pages(buf, a, min(a + _BLOCK, s + n))  # verified pages need not stay resident (mmap)
         crcs[name] = crc
     if h.hexdigest() != digest:
         raise CountsFileError("checksum mismatch (file truncated or modified)")
