@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.activations import SAMPLER_CODES
 from fastpoly.network import Layer, Network
@@ -16,7 +18,7 @@ WEIGHT_DISTRIBUTIONS = ("gaussian", "uniform")
 BIAS_SCALINGS = ("none", "fan_in")
 
 
-def boolean_inputs(n, centered=False):
+def boolean_inputs(n: int, centered: bool = False) -> np.ndarray:
     """All ``2**n`` Boolean inputs of ``n`` bits, LSB first.
 
     Row ``i`` has ``x_j = (i >> j) & 1``.
@@ -129,33 +131,33 @@ class MLP:
 
     # --- description ----------------------------------------------------------------
     @classmethod
-    def from_string(cls, spec, **kwargs):
+    def from_string(cls, spec: str, **kwargs: Any) -> MLP:
         """Build from ``"7-40-40-1"`` (inputs-hidden...-1)."""
         n_inputs, hidden = parse_arch(spec)
         return cls(n_inputs, hidden, **kwargs)
 
     @property
-    def widths(self):
+    def widths(self) -> tuple[int, ...]:
         """Layer widths ``(n_inputs, *hidden, 1)``."""
         return (self.n_inputs,) + self.hidden + (1,)
 
     @property
-    def spec(self):
+    def spec(self) -> str:
         """The architecture as a string, e.g. ``"7-40-40-1"``."""
         return "-".join(str(w) for w in self.widths)
 
     @property
-    def n_layers(self):
+    def n_layers(self) -> int:
         """Number of weight layers (hidden layers + output)."""
         return len(self.widths) - 1
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Number of random parameters per network."""
         w = self.widths
         return int(sum(w[i] * w[i + 1] + (w[i + 1] if self.bias else 0) for i in range(len(w) - 1)))
 
-    def param_offsets(self):
+    def param_offsets(self) -> list[tuple[int, int | None]]:
         """``[(w_offset, b_offset_or_None), ...]`` per layer, into the parameter vector."""
         out, p, w = [], 0, self.widths
         for i in range(len(w) - 1):
@@ -168,7 +170,7 @@ class MLP:
             out.append((wo, bo))
         return out
 
-    def scales(self):
+    def scales(self) -> list[tuple[np.float32, np.float32]]:
         """Per-layer float32 ``(weight_scale, bias_scale)`` applied to the unit draws.
 
         For gaussian weights the unit draw is N(0, 1); for uniform it is U(-1, 1)
@@ -182,7 +184,7 @@ class MLP:
             out.append((np.float32(ws), np.float32(bs)))
         return out
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (inverse of :meth:`from_dict`)."""
         return {
             "widths": list(self.widths),
@@ -195,7 +197,7 @@ class MLP:
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> MLP:
         """Rebuild an architecture from :meth:`to_dict` output."""
         w = d["widths"]
         return cls(
@@ -218,7 +220,7 @@ class MLP:
         )
 
     # --- sampling ---------------------------------------------------------------------
-    def draw_params(self, seed, indices):
+    def draw_params(self, seed: int, indices: ArrayLike) -> np.ndarray:
         """Parameter vectors (float32, shape ``(len(indices), n_params)``) of samples ``indices``."""
         indices = np.asarray(indices, dtype=np.uint64).reshape(-1)
         if self.weights == "gaussian":
@@ -233,7 +235,7 @@ class MLP:
                 scale[bo : bo + w[i + 1]] = bs
         return (z * scale).astype(np.float32)
 
-    def instantiate(self, seed, index):
+    def instantiate(self, seed: int, index: int) -> Network:
         """The exact :class:`~fastpoly.Network` (float32) that sample ``index`` of stream ``seed`` draws.
 
         ``fastpoly.evaluate(net, X, dtype=np.float32)`` reproduces the sampler's
@@ -253,7 +255,7 @@ class MLP:
         return Network(layers, {"arch": self.to_dict(), "seed": seed, "index": int(index)})
 
 
-def parse_arch(spec):
+def parse_arch(spec: str) -> tuple[int, tuple[int, ...]]:
     """Parse ``"7-40-40-1"`` into ``(n_inputs, hidden)``; the last width must be 1."""
     if not isinstance(spec, str) or not re.fullmatch(r"\s*\d+(\s*-\s*\d+)+\s*", spec):
         raise ValueError(

@@ -6,14 +6,18 @@ The canonical order of keys is as big integers (word ``W-1`` most significant).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["pack_bits", "unpack_bits", "key_to_hex", "hex_to_key", "key_to_bits", "bits_to_key",
            "sort_order", "as_key", "CONVENTIONS", "msb_permutation", "keys_to_strings", "strings_to_keys",
            "convert_string"]
 
 
-def pack_bits(bits):
+def pack_bits(bits: ArrayLike) -> np.ndarray:
     """Pack a boolean array ``(..., n)`` into uint64 words ``(..., ceil(n/64))``, bit i -> word i//64, bit i%64."""
     bits = np.asarray(bits, dtype=bool)
     n = bits.shape[-1]
@@ -25,14 +29,14 @@ def pack_bits(bits):
     return np.ascontiguousarray(by).view("<u8").astype(np.uint64, copy=False).reshape(bits.shape[:-1] + (W,))
 
 
-def unpack_bits(keys, n):
+def unpack_bits(keys: ArrayLike, n: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: ``(..., W)`` uint64 -> ``(..., n)`` uint8 of 0/1."""
     keys = np.ascontiguousarray(np.asarray(keys, dtype=np.uint64)).astype("<u8")
     by = keys.view(np.uint8).reshape(keys.shape[:-1] + (keys.shape[-1] * 8,))
     return np.unpackbits(by, axis=-1, bitorder="little")[..., :n]
 
 
-def key_to_hex(key, n_bits):
+def key_to_hex(key: ArrayLike, n_bits: int) -> str:
     """Big-integer hex string of one key (``ceil(n_bits/4)`` digits, bit 0 = row 0 = least significant)."""
     key = np.asarray(key, dtype=np.uint64).reshape(-1)
     v = 0
@@ -41,7 +45,7 @@ def key_to_hex(key, n_bits):
     return format(v, f"0{max(1, (n_bits + 3) // 4)}x")
 
 
-def hex_to_key(s, n_bits):
+def hex_to_key(s: str, n_bits: int) -> np.ndarray:
     """Parse a hex key (as printed by :func:`key_to_hex`) into uint64 words."""
     s = s.strip().lower()
     if s.startswith("0x"):
@@ -56,19 +60,19 @@ def hex_to_key(s, n_bits):
     return np.array([(v >> (64 * w)) & (2**64 - 1) for w in range(W)], dtype=np.uint64)
 
 
-def key_to_bits(key, n_bits):
+def key_to_bits(key: ArrayLike, n_bits: int) -> str:
     """String form: character ``i`` = output on row ``i`` ('0'/'1')."""
     return "".join("1" if b else "0" for b in unpack_bits(np.asarray(key, np.uint64)[None, :], n_bits)[0])
 
 
-def bits_to_key(s, n_bits):
+def bits_to_key(s: str, n_bits: int) -> np.ndarray:
     """Inverse of :func:`key_to_bits`."""
     if len(s) != n_bits or set(s) - {"0", "1"}:
         raise ValueError(f"a bit string key must have {n_bits} characters of 0/1, got {len(s)}")
     return pack_bits(np.frombuffer(s.encode(), np.uint8) == ord("1"))
 
 
-def as_key(key, n_bits):
+def as_key(key: Any, n_bits: int) -> np.ndarray:
     """Accept words (array), a Python int, a hex string or a 0/1 string of length ``n_bits``."""
     W = (n_bits + 63) // 64
     if isinstance(key, str):
@@ -83,7 +87,7 @@ def as_key(key, n_bits):
     return arr
 
 
-def sort_order(keys):
+def sort_order(keys: np.ndarray) -> np.ndarray:
     """Indices that sort keys ``(K, W)`` as big integers (word W-1 most significant)."""
     keys = np.asarray(keys)
     if keys.shape[1] == 1:
@@ -95,7 +99,7 @@ def sort_order(keys):
 CONVENTIONS = ("rows", "cpp", "python")
 
 
-def msb_permutation(n_bits):
+def msb_permutation(n_bits: int) -> np.ndarray:
     """Row order of the Python anchors' strings: character ``i`` is fastpoly row ``perm[i]``.
 
     The anchors list input ``i`` with bits ``format(i, '0db')`` (MSB first) for
@@ -123,11 +127,11 @@ def _perm(n_bits, convention):
     raise ValueError(f"unknown string convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
 
 
-def keys_to_strings(keys, n_bits, convention="rows"):
+def keys_to_strings(keys: ArrayLike, n_bits: int, convention: str = "rows") -> list[str]:
     """Keys ``(K, W)`` -> list of 0/1 strings in ``convention``."""
     keys = np.atleast_2d(np.asarray(keys, dtype=np.uint64))
     perm = _perm(int(n_bits), convention)
-    out = []
+    out: list[str] = []
     for a in range(0, keys.shape[0], 1 << 15):
         bits = unpack_bits(keys[a:a + (1 << 15)], n_bits)[:, perm] + ord("0")
         raw = np.ascontiguousarray(bits.astype(np.uint8)).tobytes()
@@ -135,7 +139,7 @@ def keys_to_strings(keys, n_bits, convention="rows"):
     return out
 
 
-def strings_to_keys(strings, convention="rows"):
+def strings_to_keys(strings: Iterable[str], convention: str = "rows") -> np.ndarray:
     """List of 0/1 strings in ``convention`` (all of one length) -> keys ``(K, W)`` uint64."""
     strings = list(strings)
     if not strings:
@@ -153,7 +157,7 @@ def strings_to_keys(strings, convention="rows"):
     return pack_bits(bits)
 
 
-def convert_string(s, from_convention, to_convention):
+def convert_string(s: str, from_convention: str, to_convention: str) -> str:
     """Convert one string between conventions (exact)."""
     k = strings_to_keys([s], from_convention)
     return keys_to_strings(k, len(s), to_convention)[0]

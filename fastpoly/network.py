@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.activations import get_activation
 from fastpoly.stream.fmath import fma32
@@ -40,12 +43,12 @@ class Layer:
         get_activation(self.activation)
 
     @property
-    def fan_in(self):
+    def fan_in(self) -> int:
         """Inputs of the layer."""
         return self.W.shape[1]
 
     @property
-    def fan_out(self):
+    def fan_out(self) -> int:
         """Outputs of the layer."""
         return self.W.shape[0]
 
@@ -64,11 +67,11 @@ class LayerChain:
                 )
 
     @property
-    def n_inputs(self):
+    def n_inputs(self) -> int:
         return self.layers[0].fan_in
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         return self.layers[-1].fan_out
 
 
@@ -99,12 +102,12 @@ class Network(LayerChain):
         self._check_chain()
 
     @property
-    def widths(self):
+    def widths(self) -> tuple[int, ...]:
         """Widths ``(n_inputs, ..., n_outputs)``."""
         return (self.n_inputs,) + tuple(layer.fan_out for layer in self.layers)
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Number of weights and biases."""
         return int(sum(layer.W.size + layer.b.size for layer in self.layers))
 
@@ -113,7 +116,7 @@ class Network(LayerChain):
         return forward_reference(self, X, dtype)
 
     # --- serialisation -------------------------------------------------------------
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (weights as nested lists, exact for float32/float64)."""
         return {
             "layers": [
@@ -129,7 +132,7 @@ class Network(LayerChain):
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> Network:
         """Inverse of :meth:`to_dict`."""
         layers = [
             Layer(
@@ -143,7 +146,7 @@ class Network(LayerChain):
         ]
         return cls(layers, dict(d.get("meta", {})))
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the network as a ``.npz`` file (arrays + JSON header)."""
         arrays = {}
         for i, layer in enumerate(self.layers):
@@ -154,7 +157,7 @@ class Network(LayerChain):
             np.savez(fh, header=np.array(json.dumps(header)), **arrays)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Network:
         """Read a network written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
@@ -165,7 +168,7 @@ class Network(LayerChain):
         return cls(layers, header.get("meta", {}))
 
 
-def forward_reference(net, X, dtype=None):
+def forward_reference(net: Any, X: ArrayLike, dtype: Any = None) -> np.ndarray:
     """NumPy reference forward pass with a fixed summation order.
 
     Each pre-activation starts from the bias and adds the inputs in index order:
@@ -201,7 +204,7 @@ def forward_reference(net, X, dtype=None):
     return h
 
 
-def resolve_dtype(net, dtype):
+def resolve_dtype(net: Any, dtype: Any) -> type:
     """The arithmetic type for evaluating ``net``: ``dtype`` (float32/float64) or the network's own."""
     if dtype is None:
         dtype = np.float32 if net.layers[0].W.dtype == np.float32 else np.float64

@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.activations import SAMPLER_CODES
 from fastpoly.arch import MLP, boolean_inputs
@@ -19,7 +21,7 @@ __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", 
            "physical_memory"]
 
 
-def as_mlp(arch):
+def as_mlp(arch: MLP | str) -> MLP:
     """Accept an :class:`MLP` or an architecture string like ``"7-40-40-1"``."""
     if isinstance(arch, MLP):
         return arch
@@ -28,7 +30,7 @@ def as_mlp(arch):
     raise ValueError(f"arch must be an MLP or a string like '7-40-40-1', got {type(arch).__name__}")
 
 
-def check_inputs(X, n_inputs):
+def check_inputs(X: ArrayLike, n_inputs: int) -> np.ndarray:
     """Validate an input matrix (finite, shape ``(m, n_inputs)``) and return it as C-contiguous float32."""
     try:
         X = np.asarray(X)
@@ -52,7 +54,7 @@ def check_inputs(X, n_inputs):
     return np.ascontiguousarray(X32)
 
 
-def check_train(train, m):
+def check_train(train: Any, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``train=(row indices, 0/1 labels)``; return ``(rows int64, labels uint8)``."""
     if train is None:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
@@ -129,7 +131,7 @@ def check_memory(mlp, m, limit=None):
     return need
 
 
-def inputs_digest(X):
+def inputs_digest(X: np.ndarray) -> str:
     """sha256 of the float32 input matrix (shape and bytes)."""
     h = hashlib.sha256()
     h.update(repr(X.shape).encode())
@@ -163,16 +165,16 @@ class SamplerPlan:
     digest: str = field(default="")
 
     @property
-    def m(self):
+    def m(self) -> int:
         """Number of input rows."""
         return self.X.shape[0]
 
     @property
-    def conditioned(self):
+    def conditioned(self) -> bool:
         """True when a train set is given (keys cover the test rows only)."""
         return self.train_rows.size > 0
 
-    def compat_meta(self):
+    def compat_meta(self) -> dict[str, Any]:
         """Metadata that must match for two count results to be merged."""
         return {
             "arch": self.mlp.to_dict(),
@@ -192,7 +194,7 @@ class SamplerPlan:
         return widths, SAMPLER_CODES[mlp.activation], ws, bs
 
 
-def make_plan(arch, X=None, seed=0, train=None):
+def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None) -> SamplerPlan:
     """Validate and bundle a sampling job.
 
     Parameters

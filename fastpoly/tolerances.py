@@ -4,7 +4,10 @@ Integer results (keys, counts) are always compared exactly.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["TOLERANCES", "tolerance", "network_atol", "assert_close_to_reference"]
 
@@ -15,7 +18,7 @@ TOLERANCES = {
 }
 
 
-def tolerance(dtype):
+def tolerance(dtype: Any) -> tuple[float, float]:
     """``(rtol, atol)`` for ``dtype``."""
     try:
         return TOLERANCES[np.dtype(dtype)]
@@ -23,7 +26,7 @@ def tolerance(dtype):
         raise ValueError(f"no tolerance defined for dtype {np.dtype(dtype).name}") from None
 
 
-def network_atol(net):
+def network_atol(net: Any) -> float:
     """Extra absolute tolerance for networks whose outputs amplify last-bit differences.
 
     Compiled polynomial networks are built from second differences, so a 1-ulp
@@ -41,7 +44,8 @@ def network_atol(net):
         return 0.0
 
 
-def assert_close_to_reference(result, reference, dtype, scale=None, extra_atol=0.0):
+def assert_close_to_reference(result: ArrayLike, reference: ArrayLike, dtype: Any, scale: float | None = None,
+                              extra_atol: float = 0.0) -> None:
     """Raise ``AssertionError`` unless ``result`` matches ``reference`` within the dtype's tolerance.
 
     ``scale`` (default: ``max|reference|``, at least 1) multiplies ``atol`` so that

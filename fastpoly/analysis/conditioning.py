@@ -14,7 +14,10 @@ held-out rows (the key rows) against the target function.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.analysis.stats import INTERVALS, interval
 from fastpoly.keys import as_key, key_to_hex, pack_bits, sort_order, unpack_bits
@@ -22,7 +25,7 @@ from fastpoly.plan import check_train
 
 __all__ = ["condition", "generalization_error", "posterior_summary", "parse_target", "INTERVALS"]
 
-def parse_target(target, n_rows):
+def parse_target(target: Any, n_rows: int) -> np.ndarray:
     """A target function over all ``n_rows`` rows as a uint8 0/1 array.
 
     Accepts a 0/1 array of length ``n_rows``, a 0/1 string (character i = row i),
@@ -40,7 +43,7 @@ def parse_target(target, n_rows):
     return arr.astype(np.uint8)
 
 
-def condition(counts, train_idx, labels=None, target=None):
+def condition(counts: Any, train_idx: ArrayLike, labels: ArrayLike | None = None, target: Any = None) -> Any:
     """Condition counted functions on a train set: keep the consistent ones, renormalise.
 
     Parameters
@@ -129,7 +132,7 @@ def _target_of(counts, target):
     return tgt
 
 
-def generalization_error(counts, target=None):
+def generalization_error(counts: Any, target: Any = None) -> np.ndarray:
     """Error rate of each stored function on the held-out rows (the key rows) against the target.
 
     Returns
@@ -146,7 +149,7 @@ def generalization_error(counts, target=None):
     return nerr / float(kr.size)
 
 
-def posterior_summary(counts, target=None, confidence=0.95, method="wilson"):
+def posterior_summary(counts: Any, target: Any = None, confidence: float = 0.95, method: str = "wilson") -> dict[str, Any]:
     """What a researcher reports about a conditioned run.
 
     Returns

@@ -8,6 +8,9 @@ number of times (the same picture: identical positions, saturated transparency).
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 
 from fastpoly.analysis.histograms import count_histogram, rank_points, summarize, table_points
@@ -28,7 +31,7 @@ def _check_counts(counts):
     return counts
 
 
-def plot_rank(counts, out="rank.png", max_points=MAX_POINTS):
+def plot_rank(counts: Any, out: str | os.PathLike[str] = "rank.png", max_points: int = MAX_POINTS) -> str:
     """Rank-frequency plot on log-log axes with Zipf's law ``P = 1/(rank ln 2^m)`` for reference.
 
     Parameters
@@ -110,7 +113,8 @@ def upper_bound_fit(klz, logp, counts=None, min_count=5, n_bins=20):
     return float(a), float(b)
 
 
-def plot_complexity(counts, out="complexity.png", order="rows", max_points=MAX_POINTS):
+def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png", order: str = "rows",
+                    max_points: int = MAX_POINTS) -> str:
     """P(f) against K_LZ (log scale), with the fitted upper-bound line.
 
     Parameters
@@ -153,7 +157,7 @@ def plot_complexity(counts, out="complexity.png", order="rows", max_points=MAX_P
     return save_figure(fig, out)
 
 
-def plot_ones(counts, out="ones.png"):
+def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png") -> str:
     """P(T): probability that a function has T ones, T = 0..n (log y axis).
 
     Returns
@@ -175,7 +179,8 @@ def plot_ones(counts, out="ones.png"):
     return save_figure(fig, out)
 
 
-def plot_error(counts, out="error.png", target=None, max_points=MAX_POINTS):
+def plot_error(counts: Any, out: str | os.PathLike[str] = "error.png", target: Any = None,
+               max_points: int = MAX_POINTS) -> str:
     """Generalisation error: posterior histogram and P_B(f|S) against error.
 
     Needs a target function: stored by ``fastpoly sample --target`` /

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["INTERVALS", "interval", "wilson_interval", "clopper_pearson_interval"]
 
@@ -9,7 +10,7 @@ __all__ = ["INTERVALS", "interval", "wilson_interval", "clopper_pearson_interval
 INTERVALS = ("wilson", "clopper-pearson")
 
 
-def wilson_interval(k, n, confidence=0.95):
+def wilson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval for ``k`` successes in ``n`` trials (vectorised).
 
     Returns
@@ -31,7 +32,7 @@ def wilson_interval(k, n, confidence=0.95):
     return lo, hi
 
 
-def clopper_pearson_interval(k, n, confidence=0.95):
+def clopper_pearson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Exact (Clopper--Pearson) interval for ``k`` successes in ``n`` trials (vectorised)."""
     from scipy.stats import beta
 
@@ -44,7 +45,7 @@ def clopper_pearson_interval(k, n, confidence=0.95):
     return lo, hi
 
 
-def interval(k, n, confidence=0.95, method="wilson"):
+def interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95, method: str = "wilson") -> tuple[np.ndarray, np.ndarray]:
     """Binomial interval of ``k`` in ``n`` by ``method`` (one of :data:`INTERVALS`), vectorised.
 
     Raises

@@ -19,6 +19,7 @@ exactly that, so files round-trip byte for byte.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ __all__ = ["CONVENTIONS", "keys_to_strings", "strings_to_keys", "convert_string"
 UNKNOWN_INDEX = np.uint64(2**64 - 1)
 
 
-def read_count_strings(path, convention="cpp"):
+def read_count_strings(path: str | os.PathLike[str], convention: str = "cpp") -> tuple[np.ndarray, np.ndarray, int]:
     """Read a "count string" file (``sort | uniq -c`` output).
 
     Returns
@@ -59,11 +60,11 @@ def read_count_strings(path, convention="cpp"):
             parts = line.split()
             if len(parts) != 2:
                 raise ValueError(f"{path}:{lineno}: expected 'count string', got {line.rstrip()[:60]!r}")
-            c, s = parts
+            text, s = parts
             try:
-                c = int(c)
+                c = int(text)
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: count {c!r} is not an integer") from None
+                raise ValueError(f"{path}:{lineno}: count {text!r} is not an integer") from None
             if c < 1:
                 raise ValueError(f"{path}:{lineno}: count must be positive, got {c}")
             strings.append(s)
@@ -84,7 +85,7 @@ def read_count_strings(path, convention="cpp"):
     return np.ascontiguousarray(keys[starts]), np.add.reduceat(counts, starts).astype(np.int64), n
 
 
-def write_count_strings(counts, path, convention="cpp", n_bits=None):
+def write_count_strings(counts: Any, path: str | os.PathLike[str], convention: str = "cpp", n_bits: int | None = None) -> str:
     """Write ``"%7d %s"`` lines sorted by string (byte order), as ``sort | uniq -c`` does.
 
     Parameters
@@ -110,7 +111,8 @@ def write_count_strings(counts, path, convention="cpp", n_bits=None):
     return os.fspath(path)
 
 
-def counts_from_anchor_file(path, arch, convention="cpp", centered=False):
+def counts_from_anchor_file(path: str | os.PathLike[str], arch: Any, convention: str = "cpp",
+                            centered: bool = False) -> FunctionCounts:
     """A :class:`FunctionCounts` from an anchor's count-string file (prior over all Boolean inputs).
 
     Sample indices are unknown (``first_index`` = 2**64-1) and the seed is None,

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.analysis import complexity, conditioning
 from fastpoly.analysis.histograms import top_indices
@@ -61,7 +64,8 @@ class FunctionCounts:
 
     _COMPAT = ("arch", "inputs_digest", "n_rows", "train_rows", "train_labels", "n_key_bits", "sgd_recipe")
 
-    def __init__(self, keys, counts, first_index, n_samples, n_accepted, meta):
+    def __init__(self, keys: ArrayLike, counts: ArrayLike, first_index: ArrayLike, n_samples: int, n_accepted: int,
+                 meta: dict[str, Any]) -> None:
         self.keys = np.ascontiguousarray(keys, dtype=np.uint64)
         self.counts = np.ascontiguousarray(counts, dtype=np.int64)
         self.first_index = np.ascontiguousarray(first_index, dtype=np.uint64)
@@ -69,28 +73,28 @@ class FunctionCounts:
         self.n_accepted = int(n_accepted)
         self.meta = dict(meta)
         #: run information that is not part of the result (backend, timing); not saved
-        self.info = {}
+        self.info: dict[str, Any] = {}
         if self.keys.ndim != 2 or self.counts.shape != (self.keys.shape[0],) or self.first_index.shape != self.counts.shape:
             raise ValueError("keys (K, W), counts (K,) and first_index (K,) do not match")
 
     @classmethod
-    def empty(cls, n_words, meta):
+    def empty(cls, n_words: int, meta: dict[str, Any]) -> FunctionCounts:
         """No samples yet."""
         return cls(np.zeros((0, n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64), 0, 0, meta)
 
     # --- basic queries ---------------------------------------------------------------
     @property
-    def n_words(self):
+    def n_words(self) -> int:
         """uint64 words per key."""
         return self.keys.shape[1]
 
     @property
-    def n_key_bits(self):
+    def n_key_bits(self) -> int:
         """Rows the key covers (all rows, or the test rows of a conditioned run)."""
         return int(self.meta.get("n_key_bits", 64 * self.n_words))
 
     @property
-    def n_distinct(self):
+    def n_distinct(self) -> int:
         """Number of distinct functions stored."""
         return int(self.keys.shape[0])
 
@@ -123,12 +127,12 @@ class FunctionCounts:
         hit = np.flatnonzero(np.all(self.keys == key[None, :], axis=1))
         return int(hit[0]) if hit.size else None
 
-    def count(self, key):
+    def count(self, key: Any) -> int:
         """How many accepted samples produced ``key`` (hex string, 0/1 string, int or words)."""
         i = self._find(key)
         return 0 if i is None else int(self.counts[i])
 
-    def probability(self, key, confidence=None):
+    def probability(self, key: Any, confidence: float | None = None) -> Any:
         """Estimated probability of ``key`` among accepted samples.
 
         With ``confidence`` (e.g. 0.95) returns ``(p, lower, upper)`` (Wilson interval).
@@ -141,15 +145,15 @@ class FunctionCounts:
         lo, hi = wilson_interval(k, n, confidence)
         return p, float(lo), float(hi)
 
-    def hex(self, i):
+    def hex(self, i: int) -> str:
         """Hex string of the ``i``-th stored key."""
         return key_to_hex(self.keys[i], self.n_key_bits)
 
-    def ones(self):
+    def ones(self) -> np.ndarray:
         """Number of ones (T) of each key."""
         return _popcount_rows(self.keys)
 
-    def top(self, k=10, confidence=0.95):
+    def top(self, k: int = 10, confidence: float = 0.95) -> list[dict[str, Any]]:
         """The ``k`` most frequent functions, as a list of dicts.
 
         Each dict has ``key`` (hex), ``count``, ``probability``, ``lower``, ``upper``
@@ -175,7 +179,7 @@ class FunctionCounts:
         ]
 
     # --- merging ---------------------------------------------------------------------
-    def compatible_with(self, other):
+    def compatible_with(self, other: FunctionCounts) -> str | None:
         """Return None if the two results can be merged, else the reason (a string)."""
         for k in self._COMPAT:
             if self.meta.get(k) != other.meta.get(k):
@@ -191,7 +195,7 @@ class FunctionCounts:
                 )
         return None
 
-    def merge(self, other):
+    def merge(self, other: FunctionCounts) -> FunctionCounts:
         """Exact union of two results of the same job (returns a new object).
 
         Raises
@@ -216,7 +220,8 @@ class FunctionCounts:
             meta["seed"] = None
             meta["ranges_by_seed"] = merge_seed_ranges(self.meta, other.meta)
             meta["ranges"] = []
-        return FunctionCounts(*m, self.n_samples + other.n_samples, self.n_accepted + other.n_accepted, meta)
+        k, c, f = m
+        return FunctionCounts(k, c, f, self.n_samples + other.n_samples, self.n_accepted + other.n_accepted, meta)
 
     def _add_batch(self, batch, start, stop):
         """Merge a backend's CountBatch for ``[start, stop)`` in place (internal)."""
@@ -240,11 +245,11 @@ class FunctionCounts:
         }
         return json.dumps(header, sort_keys=True)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         """Serialise to the counts file format (:mod:`fastpoly.counts.fileformat`, with its sha256 digest)."""
         return counts_file_bytes(self._payload(), self.keys, self.counts, self.first_index)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write to ``path`` atomically (temp file + rename); the checksum is verified on :meth:`load`."""
         atomic_write_bytes(path, self.to_bytes())
 
@@ -258,12 +263,12 @@ class FunctionCounts:
         return obj
 
     @classmethod
-    def from_bytes(cls, data, source="<bytes>"):
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> FunctionCounts:
         """Parse the bytes of :meth:`to_bytes`, verifying every byte (raises :class:`CountsFileError`)."""
         return cls._from_content(read_counts_file(source, data=bytes(data)))
 
     @classmethod
-    def load(cls, path, mmap=False):
+    def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> FunctionCounts:
         """Read a counts file written by :meth:`save`, verifying its checksum.
 
         Parameters
@@ -285,18 +290,18 @@ class FunctionCounts:
 
     # --- research API (see fastpoly.analysis.conditioning, fastpoly.analysis.complexity) ----------------
     @property
-    def conditioned(self):
+    def conditioned(self) -> bool:
         """True if the keys cover only the test rows (a posterior run)."""
         return bool(self.meta.get("train_rows"))
 
-    def key_rows(self):
+    def key_rows(self) -> np.ndarray:
         """Rows of X that the key's bits stand for (ascending)."""
         kr = self.meta.get("key_rows")
         if kr is None:
             return np.arange(int(self.meta.get("n_rows", self.n_key_bits)), dtype=np.int64)
         return np.asarray(kr, dtype=np.int64)
 
-    def full_keys(self):
+    def full_keys(self) -> np.ndarray:
         """Keys over all rows of X: for conditioned runs the train rows carry the train labels.
 
         Returns
@@ -312,11 +317,11 @@ class FunctionCounts:
         return pack_bits(full)
 
     @property
-    def n_rows(self):
+    def n_rows(self) -> int:
         """Rows of X (train rows included)."""
         return int(self.meta.get("n_rows", self.n_key_bits))
 
-    def is_boolean(self):
+    def is_boolean(self) -> bool:
         """True if X was all ``2**n_inputs`` Boolean inputs in the standard order ({0,1} or {-1,1})."""
         n_in = self.meta.get("arch", {}).get("widths", [0])[0]
         if not n_in or self.n_rows != 2**n_in:
@@ -324,7 +329,7 @@ class FunctionCounts:
         d = self.meta.get("inputs_digest")
         return d in (inputs_digest(boolean_inputs(n_in)), inputs_digest(boolean_inputs(n_in, centered=True)))
 
-    def complexity(self, order="rows"):
+    def complexity(self, order: str = "rows") -> dict[str, np.ndarray]:
         """Complexity of every stored function (over all rows of X; see :mod:`fastpoly.analysis.complexity`).
 
         Returns
@@ -338,14 +343,14 @@ class FunctionCounts:
             cache[order] = complexity.complexity_table(self.full_keys(), self.n_rows, boolean=self.is_boolean(), order=order)
         return cache[order]
 
-    def probabilities(self, confidence=0.95, method="wilson"):
+    def probabilities(self, confidence: float = 0.95, method: str = "wilson") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(p, lower, upper)`` arrays of every stored function (Wilson or Clopper--Pearson)."""
         n = self.n_accepted
         p = self.counts / n if n else np.full(self.n_distinct, np.nan)
         lo, hi = interval(self.counts, n, confidence, method)
         return p, lo, hi
 
-    def condition(self, train_idx, labels=None, target=None):
+    def condition(self, train_idx: ArrayLike, labels: ArrayLike | None = None, target: Any = None) -> FunctionCounts:
         """Condition a prior on a train set offline (see :func:`fastpoly.analysis.conditioning.condition`).
 
         Raises
@@ -363,18 +368,18 @@ class FunctionCounts:
             raise ValueError(f"train indices must be in [0, {self.n_rows}), got values in [{rows.min()}, {rows.max()}]")
         return conditioning.condition(self, train_idx, labels=labels, target=target)
 
-    def posterior(self, target=None, confidence=0.95, method="wilson"):
+    def posterior(self, target: Any = None, confidence: float = 0.95, method: str = "wilson") -> dict[str, Any]:
         """Posterior summary: P(S), P_B(f|S) with intervals, generalisation errors.
 
         See :func:`fastpoly.analysis.conditioning.posterior_summary`.
         """
         return conditioning.posterior_summary(self, target=target, confidence=confidence, method=method)
 
-    def generalization_error(self, target=None):
+    def generalization_error(self, target: Any = None) -> np.ndarray:
         """Error of every stored function on the held-out (key) rows against ``target``."""
         return conditioning.generalization_error(self, target)
 
-    def to_frame(self, confidence=0.95, method="wilson", order="rows"):
+    def to_frame(self, confidence: float = 0.95, method: str = "wilson", order: str = "rows") -> Any:
         """A pandas DataFrame, one row per function, most frequent first.
 
         Columns: ``key`` (hex, bit i = row i, over the key rows), ``count``,
@@ -411,7 +416,7 @@ class FunctionCounts:
             cols["error"] = self.generalization_error()[order_idx]
         return pd.DataFrame(cols)
 
-    def key_strings(self, convention="rows"):
+    def key_strings(self, convention: str = "rows") -> list[str]:
         """The stored keys as 0/1 strings over all rows (see :mod:`fastpoly.counts.anchors`).
 
         ``convention``: ``rows`` (character i = row i), ``cpp`` (the C++ anchor's
@@ -420,7 +425,8 @@ class FunctionCounts:
         return keys_to_strings(self.full_keys(), self.n_rows, convention)
 
 
-def merge_files(paths, out, memory_budget="1GB", tmpdir=None):
+def merge_files(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], memory_budget: int | str = "1GB",
+                tmpdir: str | None = None) -> FunctionCounts:
     """Merge counts files of compatible runs into ``out`` with bounded memory.
 
     Checks compatibility like :meth:`FunctionCounts.merge` (same architecture,

@@ -16,7 +16,11 @@ Stream layout (identical on every backend, so each sample is a pure function of
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastpoly.stream.fmath import box_muller_words, odd24_from_word
 
@@ -34,7 +38,7 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-def philox4x32(ctr, key, rounds=10):
+def philox4x32(ctr: Sequence[ArrayLike], key: Sequence[ArrayLike], rounds: int = 10) -> tuple[np.ndarray, ...]:
     """Philox4x32 block function (Salmon et al. 2011), vectorised.
 
     Parameters
@@ -68,7 +72,7 @@ def philox4x32(ctr, key, rounds=10):
     return c0, c1, c2, c3
 
 
-def check_seed(seed):
+def check_seed(seed: Any) -> int:
     """Validate a seed (an integer in ``[0, 2**64)``) and return it as a Python int."""
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
@@ -83,7 +87,7 @@ def _key(seed):
     return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)
 
 
-def stream_words(seed, indices, n_blocks, stream=0):
+def stream_words(seed: int, indices: ArrayLike, n_blocks: int, stream: int = 0) -> np.ndarray:
     """Words of the stream for samples ``indices``: shape ``(len(indices), 4*n_blocks)``.
 
     Parameters
@@ -110,7 +114,7 @@ def stream_words(seed, indices, n_blocks, stream=0):
     return np.stack(out, axis=-1).reshape(idx.shape[0], 4 * n_blocks)
 
 
-def stream_normals(seed, indices, count, stream=0):
+def stream_normals(seed: int, indices: ArrayLike, count: int, stream: int = 0) -> np.ndarray:
     """The first ``count`` standard normals (float32) of each sample's stream."""
     n_blocks = (count + 3) // 4
     w = stream_words(seed, indices, n_blocks, stream)
@@ -121,7 +125,7 @@ def stream_normals(seed, indices, count, stream=0):
     return np.ascontiguousarray(z[:, :count])
 
 
-def stream_uniform_pm1(seed, indices, count, stream=0):
+def stream_uniform_pm1(seed: int, indices: ArrayLike, count: int, stream: int = 0) -> np.ndarray:
     """The first ``count`` uniforms on (-1, 1) (float32, ``2u - 1``, exact) of each sample."""
     n_blocks = (count + 3) // 4
     w = stream_words(seed, indices, n_blocks, stream)[:, :count]
