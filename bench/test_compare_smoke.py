@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 
+@pytest.mark.slow
 def test_compare_quick(tmp_path):
     here = os.path.dirname(os.path.abspath(__file__))
     out = tmp_path / "c.json"

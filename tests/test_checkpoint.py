@@ -48,6 +48,7 @@ def _reference(tmp_path, n=N):
     return ref.to_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_identical_file(tmp_path):
     expect = _reference(tmp_path)
     ck, out = str(tmp_path / "ck"), str(tmp_path / "counts.npz")
@@ -85,6 +86,7 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_file(tmp_path):
     assert not [f for f in os.listdir(ck) if f.endswith(".run") or f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_cli_resume(tmp_path):
     n = 40000
     out1, out2, ck = tmp_path / "a", tmp_path / "b", tmp_path / "ck"

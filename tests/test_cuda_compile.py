@@ -47,6 +47,7 @@ def nvcc_check(tmp_path_factory):
     return r, out
 
 
+@pytest.mark.slow
 def test_nvcc_sm80_sm90(nvcc_check):
     r, out = nvcc_check
     sys.stdout.write(r.stdout)  # registers and spills per kernel (shown with pytest -s / -rA)

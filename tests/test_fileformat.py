@@ -81,6 +81,7 @@ def test_bit_flips_and_truncations_are_refused_memory_mapped(small, tmp_path):
             FunctionCounts.load(p, mmap=True)
 
 
+@pytest.mark.slow
 def test_every_bit_of_the_npy_headers_is_checked_memory_mapped(small, tmp_path):
     """The 0.1.0 hole: '<' -> '>' in a member's descr (one bit) was accepted by the mmap path."""
     _, data = small

@@ -159,6 +159,7 @@ def test_property_two_dimensional(rho, scale, s0, s1, seed):
 K_RELU = kernel(fastpoly.MLP(7, (40, 40)))
 
 
+@pytest.mark.slow
 def test_relu_kernel_constant_function_tilting_vs_mc_and_ep_low():
     """The issue's case: 7-40-40-1 relu over the 128 Boolean inputs, the constant function."""
     t = orthant(K_RELU, np.ones(128), "tilting", seed=0, n_samples=20000)

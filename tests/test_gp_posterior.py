@@ -135,6 +135,7 @@ def test_gp_posterior_matches_gp_sampling_conditioned():
     assert abs(math.log(c.n_accepted / c.n_samples) - t.log_p_S) < 0.05
 
 
+@pytest.mark.slow
 def test_digits_example_small():
     pytest.importorskip("sklearn")
     from fastpoly.gp.examples import digits_example, load_digits_binary

@@ -88,6 +88,7 @@ def inputs():
     return _inputs()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FUNCS))
 def test_accuracy_against_float64(name, inputs):
     f, ref, max_ulp, floor = FUNCS[name]
