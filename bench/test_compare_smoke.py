@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 @pytest.mark.slow
 def test_compare_quick(tmp_path):
