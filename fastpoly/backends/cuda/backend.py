@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fastpoly.activations import CODES, SAMPLER_CODES
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
@@ -404,8 +405,9 @@ class CupyBackend(Backend):
 
     name = "cupy"
 
-    def __init__(self, threads_per_block=128, max_blocks=None, memory_budget=None, memory_fraction=0.5,
-                 kernel="auto", wchunk=256, max_sub_batch=None, device=None):
+    def __init__(self, threads_per_block: int = 128, max_blocks: int | None = None, memory_budget: int | None = None,
+                 memory_fraction: float = 0.5, kernel: str = "auto", wchunk: int = 256,
+                 max_sub_batch: int | None = None, device: Any = None) -> None:
         if threads_per_block % 32 or not 32 <= threads_per_block <= 1024:
             raise ValueError("threads_per_block must be a multiple of 32 in [32, 1024]")
         if kernel not in ("auto", "fixed", "generic"):
@@ -420,17 +422,17 @@ class CupyBackend(Backend):
         self.wchunk = int(wchunk)
         self.max_sub_batch = int(max_sub_batch) if max_sub_batch else _MAX_SUB_BATCH
         self._lock = threading.RLock()
-        self._modules = {}
-        self._plan_cache = {}
+        self._modules: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._plan_cache: dict[tuple, DevicePlan] = {}
         self._dev = device
         self._device_given = device is not None
-        self._props = None
-        self._shrunk = {}  # kind -> sub-batch cap learnt from OOM
+        self._props: dict[str, Any] | None = None
+        self._shrunk: dict[str, int] = {}  # kind -> sub-batch cap learnt from OOM
         #: wall seconds of count_range: device work (launches, sorts, copies) and the host merge
-        self.timings = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
+        self.timings: dict[str, float] = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
 
     # --- availability and set-up --------------------------------------------------------
-    def availability(self):
+    def availability(self) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, reason)``."""
         if self._device_given:
             return self._dev.availability()
@@ -462,7 +464,13 @@ class CupyBackend(Backend):
                     self._props = self._dev.properties()
         return self._dev
 
-    def memory_budget(self):
+    def _properties(self) -> dict[str, Any]:
+        """The device's properties (``name``, ``sm_count``, ``cc``, shared-memory limits), read once."""
+        self._device()
+        assert self._props is not None
+        return self._props
+
+    def memory_budget(self) -> int:
         """Bytes of device memory one sub-batch may use."""
         if self._budget is not None:
             return self._budget
@@ -480,23 +488,22 @@ class CupyBackend(Backend):
             self._modules[key] = fns
         return fns
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for the CLI (device, threads)."""
         ok, why = self.availability()
         if not ok:
             return f"cupy (unavailable: {why})"
-        self._device()
-        p = self._props
+        p = self._properties()
         return f"cupy on {p['name']} (compute capability {p['cc']}, {p['sm_count']} SMs)"
 
-    def default_batch_size(self, plan):
+    def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
         flops = 2 * plan.m * sum(a * b for a, b in zip(plan.mlp.widths[:-1], plan.mlp.widths[1:]))
         return int(min(1 << 25, max(1 << 14, 2e13 / max(flops, 1))))
 
     # --- per-plan device data -----------------------------------------------------------
     @staticmethod
-    def check_plan(plan):
+    def check_plan(plan: SamplerPlan) -> None:
         """Raise ``ValueError`` if no sampler kernel can run ``plan`` (deeper than ``MAX_LAYERS``)."""
         L = plan.mlp.n_layers
         if L > src.MAX_LAYERS:
@@ -559,7 +566,7 @@ class CupyBackend(Backend):
     def _launch_config(self, k: FixedSampler | GenericSampler, kern: Any, n: int) -> tuple[int, int, int]:
         """(blocks, warps per block, dynamic shared bytes) for n samples; opts the kernel in above 48 KiB."""
         dev = self._device()
-        props = self._props
+        props = self._properties()
         attrs = dev.attributes(kern)
         sp = src.shared_memory_plan(k.smem_per_warp, k.wpb, attrs["static_smem"],
                                     props.get("smem_per_block", _SMEM_DEFAULT_LIMIT),
@@ -638,7 +645,7 @@ class CupyBackend(Backend):
         return out
 
     # --- the Backend API ---------------------------------------------------------------------
-    def sample_keys(self, plan, start, stop, margins=False):
+    def sample_keys(self, plan: SamplerPlan, start: int, stop: int, margins: bool = False) -> SampleBatch:
         """Keys (and acceptance, optional margins) of samples ``start..stop-1`` in index order."""
         start, stop = check_range(start, stop)
         W = plan.n_words
@@ -663,7 +670,7 @@ class CupyBackend(Backend):
         marg = np.concatenate([p[2] for p in parts]) if margins else None
         return SampleBatch(keys, acc, marg)
 
-    def count_range(self, plan, start, stop):
+    def count_range(self, plan: SamplerPlan, start: int, stop: int) -> CountBatch:
         """Draw, reject and count samples ``start..stop-1``; returns a :class:`CountBatch`."""
         start, stop = check_range(start, stop)
         W = plan.n_words
@@ -751,13 +758,13 @@ class CupyBackend(Backend):
         run = (xp.cumsum(new) - 1).astype(xp.int64)
         first = dev.full(int(starts.shape[0]), _U64_MAX, np.uint64)
         kern = self._functions("sampler.cu", d.kernel.kernel_names())[src.SEGMENT_MIN_KERNEL]
-        grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._props["sm_count"] * 8))
+        grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._properties()["sm_count"] * 8))
         dev.launch(kern, (grid,), (_SEGMENT_THREADS,), [np.int64(n), order, run, idx, first], 0)
         counts = xp.diff(xp.concatenate([starts, xp.asarray([n], dtype=starts.dtype)])).astype(xp.int64)
         return dev.download(sk[starts]), dev.download(counts), dev.download(first)
 
     # --- evaluation --------------------------------------------------------------------------
-    def evaluate(self, net, X, dtype):
+    def evaluate(self, net: Network | StructuredNetwork, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         dtype = np.dtype(dtype).type
         if dtype not in (np.float32, np.float64):
