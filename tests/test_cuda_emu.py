@@ -373,6 +373,27 @@ def test_shared_memory_plan():
         src.shared_memory_plan(60 * 1024, 1, 520, 48 * 1024, 48 * 1024)
 
 
+
+def test_kernel_choice_is_a_typed_frozen_record():
+    """The per-plan kernel choice: FixedSampler for N0-H1-H2-1 on <= 128 rows, else GenericSampler."""
+    import dataclasses
+
+    from fastpoly.activations import SAMPLER_CODES
+    from fastpoly.backends.cuda.backend import FixedSampler, GenericSampler
+
+    fixed = CupyBackend()._choose_kernel(make_plan("7-40-40-1", None, 1))
+    assert fixed == FixedSampler(wpb=4, smem_per_warp=4 * src.fixed_layout_floats(7, 40, 40), shape=(7, 40, 40),
+                                 R=4, act=SAMPLER_CODES["relu"])
+    assert fixed.kernel_names()[:2] == [src.fixed_kernel_name(7, 40, 40, 4, SAMPLER_CODES["relu"], md)
+                                        for md in (src.MODE_KEYS, src.MODE_COUNT)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fixed.R = 2  # type: ignore[misc]
+    deep = CupyBackend(threads_per_block=64, wchunk=8)._choose_kernel(make_plan("7-40-40-40-1", None, 1))
+    assert deep == GenericSampler(wpb=2, smem_per_warp=32, maxw=40, stride=2 * 40 * 128 + 4)
+    assert deep.kernel_names()[:2] == [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
+    forced = CupyBackend(kernel="generic")._choose_kernel(make_plan("7-40-40-1", None, 1))
+    assert isinstance(forced, GenericSampler) and forced.wpb == 4
+
 def test_generic_kernel_opts_in_above_48k(emu):
     name = "4-6-6-6-1-relu-randX100-train-accepting"
     be = _backend(emu, kernel="generic", threads_per_block=256, wchunk=2048, max_blocks=1)

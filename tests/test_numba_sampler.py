@@ -137,6 +137,25 @@ def test_boolean_subset_sum_path(subset):
     assert np.array_equal(keys, ref.keys) and np.array_equal(marg, ref.margins)
 
 
+
+def test_kernel_arguments_are_named_and_compile_once():
+    """Plan constants travel as SamplerNet / SamplerRows; every plan shape shares one compiled specialisation."""
+    from fastpoly.backends.numba import sampler as S
+
+    plans = [make_plan("7-40-40-1", None, 1), make_plan(fastpoly.MLP(9, (7, 5), "relu"), None, 11),
+             make_plan("7-40-40-1", None, 1, (np.arange(3), np.array([1, 0, 1], np.uint8))),
+             make_plan(fastpoly.MLP(5, (4,), "tanh", bias=False, weights="uniform"), None, 3)]
+    for plan in plans:
+        pp = S.prepare(plan)
+        assert isinstance(pp.net, S.SamplerNet) and isinstance(pp.rows, S.SamplerRows)
+        assert pp.net.n_layers == plan.mlp.n_layers and pp.rows.n_words == plan.n_words
+        for early_exit, margins in ((True, False), (False, True)):
+            keys, acc, marg = pp.run(3, 40, 2, early_exit, margins)
+            ref = sample_keys_reference(plan, 3, 43, margins=margins)
+            assert np.array_equal(acc, ref.accepted)
+            assert np.array_equal(keys[acc], ref.keys[acc])
+    assert len(S._sample_lanes.signatures) == 1, S._sample_lanes.signatures
+
 def test_any_chunking_same_keys(nb):
     from fastpoly.backends.numba.sampler import prepare
 

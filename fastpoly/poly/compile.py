@@ -25,8 +25,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fastpoly.network import Layer
 from fastpoly.poly.bounds import block_bound, gamma, unit_roundoff
@@ -486,10 +489,17 @@ def _check_dtype(dtype):
     return dt
 
 
-def compile_polynomial(p, activation="softplus", construction="tree", dtype="float64", lam="auto",
-                       bias="auto", domain=(-1, 1), centered=False, depth=None, tol=None,
-                       n_vars=None, _min_levels=0, _teeth=None):
+def compile_polynomial(p: Any, activation: str = "softplus", construction: str = "tree",
+                       dtype: npt.DTypeLike = "float64", lam: str | float = "auto", bias: str | float = "auto",
+                       domain: Any = (-1, 1), centered: bool = False, depth: int | None = None,
+                       tol: float | None = None, n_vars: int | None = None, _min_levels: int = 0,
+                       _teeth: int | None = None) -> PolyNetwork:
     """Compile a polynomial into a feed-forward network of multiplication gates.
+
+    The steps: validate the options (:func:`_validate`), plan the product terms
+    (:func:`_plan_terms`), build the gate tree level by level (:func:`_build_gate_tree`),
+    fold the coefficients into the output layer (:func:`_output_layer`), assemble the
+    sparse and dense layers and the report (:func:`_finalize`).
 
     Parameters
     ----------
@@ -533,11 +543,44 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
         Bad polynomial, unknown activation or construction, degenerate bias,
         non-positive lambda, empty or inverted domain, unsupported combinations.
     """
-    poly = p if isinstance(p, Polynomial) else Polynomial(p, n_vars=n_vars)
-    if not isinstance(activation, str) or activation not in ALL_ACTIVATIONS:
-        raise ValueError(f"unsupported activation {activation!r}; valid: {', '.join(ALL_ACTIVATIONS)}")
-    if construction not in CONSTRUCTIONS:
-        raise ValueError(f"unknown construction {construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
+    opts = _validate(p, activation, construction, dtype, lam, bias, domain, centered, depth, tol, n_vars)
+    terms = _plan_terms(opts.poly, opts.depth, _min_levels)
+    bld = _Builder(opts.poly.n_vars, opts.dtype, opts.centered, opts.activation)
+    tree = _build_gate_tree(bld, opts, terms, _teeth)
+    err = _output_layer(bld, terms, tree.slots)
+    return _finalize(bld, opts, terms.levels, tree, err)
+
+
+# ------------------------------------------------------------------------------ 1. validation
+@dataclass(frozen=True)
+class _Options:
+    """The validated arguments of :func:`compile_polynomial`."""
+
+    poly: Polynomial
+    activation: str
+    construction: str
+    #: None: balanced trees; k: Rolnick-Tegmark depth-k grouping (1 for ``construction="shallow"``)
+    depth: int | None
+    dtype: np.dtype
+    #: (n_vars, 2) input box
+    domain: np.ndarray
+    lam: str | float
+    bias: str | float
+    #: centered neurons (never for ReLU)
+    centered: bool
+    #: ReLU only: target relative error
+    tol: float | None
+    #: the smooth activation (None for ReLU)
+    act: Any
+
+    @property
+    def relu(self) -> bool:
+        """Whether the gates are Yarotsky's ReLU constructions."""
+        return self.activation == "relu"
+
+
+def _check_depth(depth, construction):
+    """The depth of the grouping: None (trees), or a positive int (1 for the shallow construction)."""
     if depth is not None:
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
@@ -546,59 +589,110 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
             raise ValueError("construction='shallow' means depth=1; pass construction='tree' with depth=k")
     elif construction == "shallow":
         depth = 1
-    dt = _check_dtype(dtype)
-    dom = _check_domain(domain, poly.n_vars)
+    return depth
+
+
+def _check_lam(lam, dt):
+    """``"auto"`` or a positive float that does not underflow in ``dt``."""
     if isinstance(lam, str):
         if lam != "auto":
             raise ValueError(f"lam must be 'auto' or a positive number, got {lam!r}")
-    else:
-        try:
-            lamf = float(lam)
-        except (TypeError, ValueError):
-            raise ValueError(f"lam must be 'auto' or a positive number, got {lam!r}") from None
-        if not (math.isfinite(lamf) and lamf > 0) or isinstance(lam, bool):
-            raise ValueError(f"lam must be 'auto' or a positive finite number, got {lam!r}")
-        if float(dt.type(lamf)) == 0:
-            raise ValueError(f"lam={lam!r} underflows in {dt.name}")
-        lam = lamf
+        return lam
+    try:
+        lamf = float(lam)
+    except (TypeError, ValueError):
+        raise ValueError(f"lam must be 'auto' or a positive number, got {lam!r}") from None
+    if not (math.isfinite(lamf) and lamf > 0) or isinstance(lam, bool):
+        raise ValueError(f"lam must be 'auto' or a positive finite number, got {lam!r}")
+    if float(dt.type(lamf)) == 0:
+        raise ValueError(f"lam={lam!r} underflows in {dt.name}")
+    return lamf
+
+
+def _check_bias(bias):
+    """``"auto"``, ``"paper"``, ``"fourth"`` or a finite float."""
     if isinstance(bias, str):
         if bias not in ("auto", "paper", "fourth"):
             raise ValueError(f"bias must be 'auto', 'paper', 'fourth' or a number, got {bias!r}")
-    else:
-        try:
-            bias = float(bias)
-        except (TypeError, ValueError):
-            raise ValueError(f"bias must be 'auto', 'paper', 'fourth' or a number, got {bias!r}") from None
-        if not math.isfinite(bias):
-            raise ValueError("bias must be finite")
+        return bias
+    try:
+        bias = float(bias)
+    except (TypeError, ValueError):
+        raise ValueError(f"bias must be 'auto', 'paper', 'fourth' or a number, got {bias!r}") from None
+    if not math.isfinite(bias):
+        raise ValueError("bias must be finite")
+    return bias
+
+
+def _check_relu_options(depth, lam, bias, centered, tol, dt):
+    """The ReLU construction's ``tol`` (default by dtype); the smooth-only options must be left alone."""
+    if depth is not None:
+        raise ValueError("activation='relu' supports construction='tree' (Yarotsky) only")
+    if lam != "auto" or bias != "auto":
+        raise ValueError("lam and bias do not apply to activation='relu' (leave them 'auto')")
+    if centered:
+        raise ValueError("centered=True does not apply to activation='relu'")
+    if tol is None:
+        tol = 1e-6 if dt == np.float64 else 1e-4
+    tol = float(tol)
+    if not (math.isfinite(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+    return tol
+
+
+def _validate(p, activation, construction, dtype, lam, bias, domain, centered, depth, tol, n_vars):
+    """Check every argument of :func:`compile_polynomial` (in the documented order); an :class:`_Options`."""
+    poly = p if isinstance(p, Polynomial) else Polynomial(p, n_vars=n_vars)
+    if not isinstance(activation, str) or activation not in ALL_ACTIVATIONS:
+        raise ValueError(f"unsupported activation {activation!r}; valid: {', '.join(ALL_ACTIVATIONS)}")
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"unknown construction {construction!r}; valid: {', '.join(CONSTRUCTIONS)}")
+    depth = _check_depth(depth, construction)
+    dt = _check_dtype(dtype)
+    dom = _check_domain(domain, poly.n_vars)
+    lam = _check_lam(lam, dt)
+    bias = _check_bias(bias)
     if not isinstance(centered, (bool, np.bool_)):
         raise ValueError(f"centered must be True or False, got {centered!r}")
     relu = activation == "relu"
     if relu:
-        if depth is not None:
-            raise ValueError("activation='relu' supports construction='tree' (Yarotsky) only")
-        if lam != "auto" or bias != "auto":
-            raise ValueError("lam and bias do not apply to activation='relu' (leave them 'auto')")
-        if centered:
-            raise ValueError("centered=True does not apply to activation='relu'")
-        if tol is None:
-            tol = 1e-6 if dt == np.float64 else 1e-4
-        tol = float(tol)
-        if not (math.isfinite(tol) and 0 < tol < 1):
-            raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+        tol = _check_relu_options(depth, lam, bias, centered, tol, dt)
     elif tol is not None:
         raise ValueError("tol applies to activation='relu' only (smooth gates choose lambda)")
-    act = None if relu else get_smooth(activation)
+    return _Options(poly=poly, activation=activation, construction=construction, depth=depth, dtype=dt,
+                    domain=dom, lam=lam, bias=bias, centered=bool(centered) and not relu, tol=tol,
+                    act=None if relu else get_smooth(activation))
 
+
+# ---------------------------------------------------------------------------- 2. term planning
+@dataclass(frozen=True)
+class _TermPlan:
+    """The monomials of the polynomial and the product nodes that compute them, level by level."""
+
+    #: exponent tuples of the monomials of degree >= 1 (in the polynomial's order)
+    monos: list
+    #: exponents -> coefficient
+    coefs: dict
+    #: the constant term (folded into the output bias)
+    const_term: float
+    #: node key (exponents, level) -> (level, [(child key, power)] or None for an input)
+    nodes: dict
+    #: the node key of every monomial (same order as ``monos``)
+    finals: list
+    #: gate levels (hidden levels of the network)
+    levels: int
+
+    def needed(self):
+        """Level -> the node keys whose values must exist after that level (carried or computed)."""
+        return _needed(self.nodes, self.finals, self.levels) if self.levels else {0: set(self.finals)}
+
+
+def _plan_terms(poly, depth, min_levels):
+    """Product trees (``depth`` None) or depth-k groupings of the monomials, and the number of levels."""
     n = poly.n_vars
     const_term = float(poly.terms.get((0,) * n, 0))
     monos = [e for e in poly.terms if sum(e) >= 1]
     coefs = {e: poly.terms[e] for e in monos}
-    bld = _Builder(n, dt, bool(centered) and not relu, activation)
-    u = bld.u
-    Mx = np.max(np.abs(dom), axis=1)
-    in_err = u * Mx if dt == np.float32 else np.zeros(n)
-
     if monos and (depth is None):
         nodes, finals = _tree_plan(monos, n)
     elif monos:
@@ -609,64 +703,109 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
     if depth is not None and finals:
         L = max(L, depth) if any(sum(k[0]) >= 2 for k in finals) else L
     if finals:
-        L = max(L, _min_levels)
+        L = max(L, min_levels)
+    return _TermPlan(monos, coefs, const_term, nodes, finals, L)
+
+
+# -------------------------------------------------------------------------------- 3. gate tree
+@dataclass(frozen=True)
+class _GateTree:
+    """The hidden layers' outcome: the value of every final node, and what the report needs."""
+
+    #: node key -> :class:`_Val` after the last level
+    slots: dict
+    #: bias points the smooth blocks used (sorted)
+    bias_used: list
+    #: ReLU teeth (0 for smooth gates)
+    teeth: int
+    #: hidden layers per level (1 + teeth for ReLU, else 1)
+    layers_per_level: int
+
+
+def _input_values(bld, dom):
+    """Input ``x_i`` as a :class:`_Val` per input node, and the bound ``max |x_i|`` over the domain."""
+    n = bld.n_inputs
+    Mx = np.max(np.abs(dom), axis=1)
+    in_err = bld.u * Mx if bld.dtype == np.float32 else np.zeros(n)
+    slots = {}
+    for i in range(n):
+        slots[(_unit(n, i), 0)] = _Val({i: 1.0}, 0.0, float(Mx[i]), float(in_err[i]), float(Mx[i]), 1)
+    return slots, Mx
+
+
+def _relu_teeth(monos, tol, teeth):
+    """Sawtooth teeth ``m`` of the ReLU squares for relative error ``tol`` (``teeth`` overrides)."""
+    Dmax = max(sum(e) for e in monos)
+    m = max(0, math.ceil((math.log2(max(Dmax - 1, 1) * 2 / tol) - 2) / 2))
+    if teeth is not None:
+        m = int(teeth)
+    return m
+
+
+def _relu_level(bld, keys, lvl, nodes, slots, m_teeth, A_of):
+    """One level of ReLU gates and carries (``1 + m_teeth`` hidden layers); the new slots."""
+    gens = []
+    for key in keys:
+        nl, ch = nodes[key]
+        if nl == lvl:
+            if len(ch) == 1:
+                gens.append((key, _relu_square(bld, slots[ch[0][0]], m_teeth, A_of(key[0]))))
+            else:
+                gens.append((key, _relu_product(bld, slots[ch[0][0]], slots[ch[1][0]], m_teeth, A_of(key[0]))))
+        else:
+            gens.append((key, _relu_carry(bld, slots[key], m_teeth)))
+    for _ in range(1 + m_teeth):
+        bld.begin()
+        for _, g in gens:
+            next(g)
+        bld.end()
+    return {key: _finish(g) for key, g in gens}
+
+
+def _smooth_level(bld, opts, keys, lvl, last, nodes, slots, A_of, bias_used):
+    """One hidden layer of smooth gate and carry blocks; the new slots (adds the bias points used)."""
+    new = {}
+    bld.begin()
+    for key in keys:
+        nl, ch = nodes[key]
+        if nl == lvl:
+            factors = [(slots[c], pw) for c, pw in ch]
+            v, _, b = _best_block(bld, opts.act, factors, A_of(key[0]), opts.lam, opts.bias, "gate", last)
+            bias_used.add(b)
+        else:
+            v, _, b = _best_block(bld, opts.act, [(slots[key], 1)], A_of(key[0]), opts.lam, opts.bias, "carry",
+                                  last)
+        new[key] = v
+    bld.end()
+    return new
+
+
+def _build_gate_tree(bld, opts, terms, teeth):
+    """Emit the hidden layers level by level: a node is a gate at its own level and carried above it."""
+    slots, Mx = _input_values(bld, opts.domain)
 
     def A_of(exps):
         return float(np.prod(Mx ** np.asarray(exps, dtype=np.float64)))
 
-    slots = {}
-    for i in range(n):
-        key = (_unit(n, i), 0)
-        slots[key] = _Val({i: 1.0}, 0.0, float(Mx[i]), float(in_err[i]), float(Mx[i]), 1)
-    need = _needed(nodes, finals, L) if L else {0: set(finals)}
-    m_teeth = 0
-    if relu and L:
-        Dmax = max(sum(e) for e in monos)
-        m_teeth = max(0, math.ceil((math.log2(max(Dmax - 1, 1) * 2 / tol) - 2) / 2))
-        if _teeth is not None:
-            m_teeth = int(_teeth)
+    L = terms.levels
+    need = terms.needed()
+    m_teeth = _relu_teeth(terms.monos, opts.tol, teeth) if opts.relu and L else 0
     bias_used = set()
-    n_layers_per_level = 1 + m_teeth if relu else 1
     for lvl in range(1, L + 1):
         keys = sorted(need[lvl])
-        new = {}
-        if relu:
-            gens = []
-            for key in keys:
-                nl, ch = nodes[key]
-                if nl == lvl:
-                    if len(ch) == 1:
-                        gens.append((key, _relu_square(bld, slots[ch[0][0]], m_teeth, A_of(key[0]))))
-                    else:
-                        gens.append((key, _relu_product(bld, slots[ch[0][0]], slots[ch[1][0]], m_teeth,
-                                                        A_of(key[0]))))
-                else:
-                    gens.append((key, _relu_carry(bld, slots[key], m_teeth)))
-            for _ in range(n_layers_per_level):
-                bld.begin()
-                for _, g in gens:
-                    next(g)
-                bld.end()
-            for key, g in gens:
-                new[key] = _finish(g)
+        if opts.relu:
+            slots = _relu_level(bld, keys, lvl, terms.nodes, slots, m_teeth, A_of)
         else:
-            bld.begin()
-            for key in keys:
-                nl, ch = nodes[key]
-                if nl == lvl:
-                    factors = [(slots[c], pw) for c, pw in ch]
-                    v, _, b = _best_block(bld, act, factors, A_of(key[0]), lam, bias, "gate", lvl == L)
-                    bias_used.add(b)
-                else:
-                    v, _, b = _best_block(bld, act, [(slots[key], 1)], A_of(key[0]), lam, bias, "carry",
-                                          lvl == L)
-                new[key] = v
-            bld.end()
-        slots = new
-    # ---- output layer
-    row, out_bias, ssum, K, err = {}, const_term, 0.0, 0, 0.0
-    for key, e in zip(finals, monos):
-        c = float(coefs[e])
+            slots = _smooth_level(bld, opts, keys, lvl, lvl == L, terms.nodes, slots, A_of, bias_used)
+    return _GateTree(slots, sorted(bias_used), m_teeth, 1 + m_teeth if opts.relu else 1)
+
+
+# ----------------------------------------------------------------------------- 4. output layer
+def _output_layer(bld, terms, slots):
+    """Fold the coefficients, the sum of the monomials and the constant into one affine output; its bound."""
+    row, out_bias, ssum, K, err = {}, terms.const_term, 0.0, 0, 0.0
+    for key, e in zip(terms.finals, terms.monos):
+        c = float(terms.coefs[e])
         v = slots[key]
         for j, w in v.terms.items():
             row[j] = row.get(j, 0.0) + c * w
@@ -674,20 +813,33 @@ def compile_polynomial(p, activation="softplus", construction="tree", dtype="flo
         ssum += abs(c) * v.S
         K += v.K
         err += abs(c) * v.E
-    err += float(gamma(K + 3, u)) * (abs(out_bias) + ssum)
-    if L == 0:
-        err += float(gamma(K + 3, u)) * 0  # inputs feed the output directly
+    err += float(gamma(K + 3, bld.u)) * (abs(out_bias) + ssum)
+    if terms.levels == 0:
+        err += float(gamma(K + 3, bld.u)) * 0  # inputs feed the output directly
     bld.begin()
     bld.cur["rows"].append(row)
     bld.cur["bias"].append(out_bias)
     bld.cur["shift"].append(None)
     bld.end()
-    return _finalize(bld, poly, dom, act, activation, err, L, n_layers_per_level, m_teeth,
-                     sorted(bias_used), depth, construction, lam, bias)
+    return err
 
 
-def _finalize(bld, poly, dom, act, activation, err, L, per_level, m_teeth, bias_used, depth,
-              construction, lam, bias):
+# ----------------------------------------------------------------- 5. layer assembly and report
+def _finalize(bld, opts, L, tree, err):
+    """The :class:`PolyNetwork`: sparse and dense layers of the built rows, and the report."""
+    sparse, dense = _assemble_layers(bld, opts.act, opts.activation)
+    info = _report(bld, opts, L, tree, err)
+    meta = {"polynomial": str(opts.poly), "activation": opts.activation, "dtype": bld.dtype.name,
+            "construction": info["construction"], "certified_error": float(err)}
+    return PolyNetwork(dense, meta, StructuredNetwork(sparse), opts.activation, bld.dtype, opts.poly, opts.domain,
+                       info)
+
+
+def _assemble_layers(bld, act, activation):
+    """Sparse layers (weights rounded to the dtype) and the equivalent dense layers.
+
+    A centered layer's ``-sigma(shift)`` terms move into the next dense layer's bias.
+    """
     dt = bld.dtype.type
     sparse, dense = [], []
     fan_in = bld.n_inputs
@@ -723,26 +875,27 @@ def _finalize(bld, poly, dom, act, activation, err, L, per_level, m_teeth, bias_
             pending = None
         dense.append(Layer(Wd.astype(dt), bd.astype(dt), act_name))
         fan_in = len(rows)
-    snet = StructuredNetwork(sparse)
-    hidden = [len(l["rows"]) for l in bld.layers[:-1]]
-    info = {
+    return sparse, dense
+
+
+def _report(bld, opts, L, tree, err):
+    """The ``info`` dict of :meth:`PolyNetwork.report`."""
+    depth = opts.depth
+    return {
         "certified_error": float(err),
         "gate_neurons": bld.gate_neurons,
         "carry_neurons": bld.carry_neurons,
         "folded_constant_neurons": bld.folded_constants,
         "levels": L,
-        "layers_per_level": per_level,
-        "teeth": m_teeth if activation == "relu" else None,
+        "layers_per_level": tree.layers_per_level,
+        "teeth": tree.teeth if opts.activation == "relu" else None,
         "lam_min": min(bld.lams) if bld.lams else None,
         "lam_max": max(bld.lams) if bld.lams else None,
         "lams": list(bld.lams),
-        "bias_points": bias_used,
+        "bias_points": tree.bias_used,
         "centered": bld.centered,
-        "construction": construction if depth is None else ("shallow" if depth == 1 else f"depth={depth}"),
-        "lam": lam,
-        "bias": bias,
-        "hidden_widths": hidden,
+        "construction": opts.construction if depth is None else ("shallow" if depth == 1 else f"depth={depth}"),
+        "lam": opts.lam,
+        "bias": opts.bias,
+        "hidden_widths": [len(l["rows"]) for l in bld.layers[:-1]],
     }
-    meta = {"polynomial": str(poly), "activation": activation, "dtype": bld.dtype.name,
-            "construction": info["construction"], "certified_error": float(err)}
-    return PolyNetwork(dense, meta, snet, activation, bld.dtype, poly, dom, info)

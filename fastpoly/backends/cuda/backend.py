@@ -41,8 +41,12 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fastpoly.activations import CODES, SAMPLER_CODES
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
@@ -51,7 +55,13 @@ from fastpoly.backends.cuda import source as src
 from fastpoly.network import Network, forward_reference
 from fastpoly.poly.structured import StructuredNetwork
 
-__all__ = ["CupyBackend", "CupyDevice", "POLY_ACT_CODES", "DENSE_ACT_CODES", "sort_peak_bytes"]
+if TYPE_CHECKING:
+    from fastpoly.plan import SamplerPlan
+
+__all__ = [
+    "CupyBackend", "CupyDevice", "POLY_ACT_CODES", "DENSE_ACT_CODES", "sort_peak_bytes",
+    "FixedSampler", "GenericSampler", "DevicePlan",
+]
 
 #: activation name -> code of kernels/poly.cu (FP_ACT_*, generated from the activation table)
 POLY_ACT_CODES = dict(CODES)
@@ -81,6 +91,100 @@ def sort_peak_bytes(n, n_words):
     out-of-memory error that halves the sub-batch, never a failure inside the sort.
     """
     return int(n) * (81 + 8 * int(n_words)) + (1 << 16)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-plan device data: which sampler kernel, its launch constants, the uploaded inputs
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixedSampler:
+    """The specialised sampler ``fastpoly_sample_fixed<N0, H1, H2, R, ACT, MODE>`` (``N0-H1-H2-1``, <= 128 rows).
+
+    Attributes
+    ----------
+    wpb : int
+        Warps per block asked for (the launch may get fewer, see :func:`fastpoly.backends.cuda.source.shared_memory_plan`).
+    smem_per_warp : int
+        Dynamic shared memory bytes per warp (the network's parameters and activations).
+    shape : tuple of int
+        ``(N0, H1, H2)``: inputs and the two hidden widths.
+    R : int
+        Rows per lane (``ceil(m / 32)``).
+    act : int
+        Sampler code of the hidden activation (:data:`fastpoly.activations.SAMPLER_CODES`).
+    """
+
+    wpb: int
+    smem_per_warp: int
+    shape: tuple[int, int, int]
+    R: int
+    act: int
+
+    def kernel_names(self) -> list[str]:
+        """Name expressions of the keys and count instantiations, then the auxiliary kernels."""
+        n0, h1, h2 = self.shape
+        return [src.fixed_kernel_name(n0, h1, h2, self.R, self.act, md)
+                for md in (src.MODE_KEYS, src.MODE_COUNT)] + list(src.AUX_KERNELS)
+
+
+@dataclass(frozen=True)
+class GenericSampler:
+    """The generic sampler ``fastpoly_sample_generic<MODE>`` (any depth and width; per-warp scratch in global memory).
+
+    Attributes
+    ----------
+    wpb : int
+        Warps per block asked for.
+    smem_per_warp : int
+        Dynamic shared memory bytes per warp (one chunk of ``wchunk`` weights).
+    maxw : int
+        Widest layer after the inputs.
+    stride : int
+        Floats of global scratch per warp (two activation buffers and the key words).
+    """
+
+    wpb: int
+    smem_per_warp: int
+    maxw: int
+    stride: int
+
+    def kernel_names(self) -> list[str]:
+        """Name expressions of the keys and count instantiations, then the auxiliary kernels."""
+        return [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)] + list(src.AUX_KERNELS)
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A sampler plan on the device: the uploaded inputs and the kernel that runs it (cached per plan).
+
+    Attributes
+    ----------
+    desc : device array
+        int64 network descriptor (:func:`fastpoly.backends.cuda.source.net_desc`).
+    scales : device array
+        float32 per-parameter scales.
+    Xt : device array
+        float32 ``(n_inputs, m)``: inputs transposed, rows in kernel order (train rows first).
+    labels : device array
+        uint8 train labels in kernel order (one dummy byte when unconditioned).
+    m : int
+        Rows.
+    nkey : int
+        Key rows.
+    n_words : int
+        64-bit words of a key.
+    kernel : FixedSampler or GenericSampler
+        The chosen sampler kernel and its launch constants.
+    """
+
+    desc: Any
+    scales: Any
+    Xt: Any
+    labels: Any
+    m: int
+    nkey: int
+    n_words: int
+    kernel: FixedSampler | GenericSampler
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,8 +405,9 @@ class CupyBackend(Backend):
 
     name = "cupy"
 
-    def __init__(self, threads_per_block=128, max_blocks=None, memory_budget=None, memory_fraction=0.5,
-                 kernel="auto", wchunk=256, max_sub_batch=None, device=None):
+    def __init__(self, threads_per_block: int = 128, max_blocks: int | None = None, memory_budget: int | None = None,
+                 memory_fraction: float = 0.5, kernel: str = "auto", wchunk: int = 256,
+                 max_sub_batch: int | None = None, device: Any = None) -> None:
         if threads_per_block % 32 or not 32 <= threads_per_block <= 1024:
             raise ValueError("threads_per_block must be a multiple of 32 in [32, 1024]")
         if kernel not in ("auto", "fixed", "generic"):
@@ -317,17 +422,17 @@ class CupyBackend(Backend):
         self.wchunk = int(wchunk)
         self.max_sub_batch = int(max_sub_batch) if max_sub_batch else _MAX_SUB_BATCH
         self._lock = threading.RLock()
-        self._modules = {}
-        self._plan_cache = {}
+        self._modules: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._plan_cache: dict[tuple, DevicePlan] = {}
         self._dev = device
         self._device_given = device is not None
-        self._props = None
-        self._shrunk = {}  # kind -> sub-batch cap learnt from OOM
+        self._props: dict[str, Any] | None = None
+        self._shrunk: dict[str, int] = {}  # kind -> sub-batch cap learnt from OOM
         #: wall seconds of count_range: device work (launches, sorts, copies) and the host merge
-        self.timings = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
+        self.timings: dict[str, float] = {"device_s": 0.0, "merge_s": 0.0, "sub_batches": 0}
 
     # --- availability and set-up --------------------------------------------------------
-    def availability(self):
+    def availability(self) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, reason)``."""
         if self._device_given:
             return self._dev.availability()
@@ -359,7 +464,13 @@ class CupyBackend(Backend):
                     self._props = self._dev.properties()
         return self._dev
 
-    def memory_budget(self):
+    def _properties(self) -> dict[str, Any]:
+        """The device's properties (``name``, ``sm_count``, ``cc``, shared-memory limits), read once."""
+        self._device()
+        assert self._props is not None
+        return self._props
+
+    def memory_budget(self) -> int:
         """Bytes of device memory one sub-batch may use."""
         if self._budget is not None:
             return self._budget
@@ -377,30 +488,30 @@ class CupyBackend(Backend):
             self._modules[key] = fns
         return fns
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for the CLI (device, threads)."""
         ok, why = self.availability()
         if not ok:
             return f"cupy (unavailable: {why})"
-        self._device()
-        p = self._props
+        p = self._properties()
         return f"cupy on {p['name']} (compute capability {p['cc']}, {p['sm_count']} SMs)"
 
-    def default_batch_size(self, plan):
+    def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
         flops = 2 * plan.m * sum(a * b for a, b in zip(plan.mlp.widths[:-1], plan.mlp.widths[1:]))
         return int(min(1 << 25, max(1 << 14, 2e13 / max(flops, 1))))
 
     # --- per-plan device data -----------------------------------------------------------
     @staticmethod
-    def check_plan(plan):
+    def check_plan(plan: SamplerPlan) -> None:
         """Raise ``ValueError`` if no sampler kernel can run ``plan`` (deeper than ``MAX_LAYERS``)."""
         L = plan.mlp.n_layers
         if L > src.MAX_LAYERS:
             raise ValueError(f"the cupy backend samples MLPs of at most {src.MAX_LAYERS} layers "
                              f"(FP_MAX_LAYERS of kernels/network.cuh); {plan.mlp.spec} has {L}")
 
-    def _plan_data(self, plan):
+    def _plan_data(self, plan: SamplerPlan) -> DevicePlan:
+        """The :class:`DevicePlan` of ``plan`` (inputs uploaded once; the last four plans are cached)."""
         self.check_plan(plan)
         key = (plan.digest, plan.seed, plan.train_rows.tobytes(), plan.train_labels.tobytes(), repr(plan.mlp))
         d = self._plan_cache.get(key)
@@ -410,22 +521,23 @@ class CupyBackend(Backend):
         desc, scales = src.net_desc(plan.mlp)
         order, labels = src.row_order(plan)
         Xt = np.ascontiguousarray(plan.X[order].T, dtype=np.float32)
-        d = {
-            "desc": dev.upload(desc),
-            "scales": dev.upload(scales),
-            "Xt": dev.upload(Xt),
-            "labels": dev.upload(labels if labels.size else np.zeros(1, np.uint8)),
-            "m": int(plan.m),
-            "nkey": int(plan.key_rows.size),
-            "W": int(plan.n_words),
-        }
-        d.update(self._choose_kernel(plan))
+        d = DevicePlan(
+            desc=dev.upload(desc),
+            scales=dev.upload(scales),
+            Xt=dev.upload(Xt),
+            labels=dev.upload(labels if labels.size else np.zeros(1, np.uint8)),
+            m=int(plan.m),
+            nkey=int(plan.key_rows.size),
+            n_words=int(plan.n_words),
+            kernel=self._choose_kernel(plan),
+        )
         if len(self._plan_cache) >= 4:
             self._plan_cache.pop(next(iter(self._plan_cache)))
         self._plan_cache[key] = d
         return d
 
-    def _choose_kernel(self, plan):
+    def _choose_kernel(self, plan: SamplerPlan) -> FixedSampler | GenericSampler:
+        """The fixed-size sampler where the architecture fits it (and ``kernel`` allows), else the generic one."""
         w = plan.mlp.widths
         m = plan.m
         R = max(1, -(-m // 32))
@@ -440,23 +552,23 @@ class CupyBackend(Backend):
             maxw = max(w[1:])
             W = plan.n_words
             stride = _round_up(2 * maxw * m + 2 * W, 4)
-            return {"kind": "generic", "wpb": min(self.threads_per_block, 256) // 32, "maxw": maxw,
-                    "stride": stride, "smem_per_warp": 4 * self.wchunk}
+            return GenericSampler(wpb=min(self.threads_per_block, 256) // 32, smem_per_warp=4 * self.wchunk,
+                                  maxw=int(maxw), stride=int(stride))
         total = src.fixed_layout_floats(w[0], w[1], w[2])
-        return {"kind": "fixed", "wpb": min(self.threads_per_block, 128) // 32, "R": R,
-                "shape": (w[0], w[1], w[2]), "act": SAMPLER_CODES[plan.mlp.activation],
-                "smem_per_warp": 4 * total}
+        return FixedSampler(wpb=min(self.threads_per_block, 128) // 32, smem_per_warp=4 * total,
+                            shape=(int(w[0]), int(w[1]), int(w[2])), R=int(R),
+                            act=SAMPLER_CODES[plan.mlp.activation])
 
-    def _kernel(self, d, mode):
-        names = self._sampler_names(d)
+    def _kernel(self, k: FixedSampler | GenericSampler, mode: int) -> Any:
+        names = k.kernel_names()
         return self._functions("sampler.cu", names)[names[mode]]
 
-    def _launch_config(self, d, kern, n):
+    def _launch_config(self, k: FixedSampler | GenericSampler, kern: Any, n: int) -> tuple[int, int, int]:
         """(blocks, warps per block, dynamic shared bytes) for n samples; opts the kernel in above 48 KiB."""
         dev = self._device()
-        props = self._props
+        props = self._properties()
         attrs = dev.attributes(kern)
-        sp = src.shared_memory_plan(d["smem_per_warp"], d["wpb"], attrs["static_smem"],
+        sp = src.shared_memory_plan(k.smem_per_warp, k.wpb, attrs["static_smem"],
                                     props.get("smem_per_block", _SMEM_DEFAULT_LIMIT),
                                     props.get("smem_per_block_optin", _SMEM_DEFAULT_LIMIT))
         if sp.opt_in and sp.dynamic > attrs["max_dynamic_smem"]:
@@ -470,32 +582,37 @@ class CupyBackend(Backend):
         cap = props["sm_count"] * blocks_sm * 2
         if self.max_blocks:
             cap = min(cap, self.max_blocks)
-        if d["kind"] == "generic":  # scratch of every warp within half the memory budget
-            cap = min(cap, max(1, (self.memory_budget() // 2) // (wpb * d["stride"] * 4)))
+        if isinstance(k, GenericSampler):  # scratch of every warp within half the memory budget
+            cap = min(cap, max(1, (self.memory_budget() // 2) // (wpb * k.stride * 4)))
         return max(1, min(need, cap)), wpb, smem
 
     # --- launches ------------------------------------------------------------------------
-    def _launch(self, d, mode, seed, start, n, outs):
+    def _launch(self, d: DevicePlan, mode: int, seed: int, start: int, n: int, outs: list[Any]) -> None:
         dev = self._dev
-        kern = self._kernel(d, mode)
-        grid, wpb, smem = self._launch_config(d, kern, n)
-        args = [np.uint64(seed), np.uint64(start), np.uint64(n), d["desc"], d["scales"], d["Xt"],
-                np.int32(d["m"]), np.int32(d["nkey"]), d["labels"]] + list(outs)
-        if d["kind"] == "generic":
-            scratch = dev.empty(grid * wpb * d["stride"], np.float32)
-            args += [scratch, np.int64(d["stride"]), np.int32(d["maxw"]), np.int32(self.wchunk)]
+        k = d.kernel
+        kern = self._kernel(k, mode)
+        grid, wpb, smem = self._launch_config(k, kern, n)
+        args = [np.uint64(seed), np.uint64(start), np.uint64(n), d.desc, d.scales, d.Xt,
+                np.int32(d.m), np.int32(d.nkey), d.labels] + list(outs)
+        if isinstance(k, GenericSampler):
+            scratch = dev.empty(grid * wpb * k.stride, np.float32)
+            args += [scratch, np.int64(k.stride), np.int32(k.maxw), np.int32(self.wchunk)]
         dev.launch(kern, (grid,), (32 * wpb,), args, smem)
 
-    def _sub_batch(self, d, per_sample, kind):
+    def _sub_batch(self, d: DevicePlan | None, per_sample: int, kind: str) -> int:
         budget = self.memory_budget()
-        if d["kind"] == "generic":
+        if d is not None and isinstance(d.kernel, GenericSampler):
             budget //= 2  # the other half is for the scratch of the warps (see _launch_config)
         sb = max(_MIN_SUB_BATCH, budget // max(per_sample, 1))
         sb = min(sb, self.max_sub_batch, self._shrunk.get(kind, _MAX_SUB_BATCH))
         return int(max(1, sb))
 
-    def _run_chunked(self, kind, d, per_sample, start, stop, work):
+    def _run_chunked(self, kind: str, d: DevicePlan | None, per_sample: int, start: int, stop: int,
+                     work: Callable[[int, int], Any]) -> list[Any]:
         """Call ``work(a, b)`` over [start, stop) in sub-batches; on OOM halve and redo (never lose samples).
+
+        ``d`` is the plan of a sampler (None for evaluation): the generic sampler's scratch takes
+        half of the memory budget.
 
         A sub-batch's results are kept only once ``work`` returned for all of it, so a
         failed sub-batch is redone from its first sample with half the size.
@@ -528,7 +645,7 @@ class CupyBackend(Backend):
         return out
 
     # --- the Backend API ---------------------------------------------------------------------
-    def sample_keys(self, plan, start, stop, margins=False):
+    def sample_keys(self, plan: SamplerPlan, start: int, stop: int, margins: bool = False) -> SampleBatch:
         """Keys (and acceptance, optional margins) of samples ``start..stop-1`` in index order."""
         start, stop = check_range(start, stop)
         W = plan.n_words
@@ -553,7 +670,7 @@ class CupyBackend(Backend):
         marg = np.concatenate([p[2] for p in parts]) if margins else None
         return SampleBatch(keys, acc, marg)
 
-    def count_range(self, plan, start, stop):
+    def count_range(self, plan: SamplerPlan, start: int, stop: int) -> CountBatch:
         """Draw, reject and count samples ``start..stop-1``; returns a :class:`CountBatch`."""
         start, stop = check_range(start, stop)
         W = plan.n_words
@@ -640,24 +757,14 @@ class CupyBackend(Backend):
         starts = xp.flatnonzero(new)
         run = (xp.cumsum(new) - 1).astype(xp.int64)
         first = dev.full(int(starts.shape[0]), _U64_MAX, np.uint64)
-        kern = self._functions("sampler.cu", self._sampler_names(d))[src.SEGMENT_MIN_KERNEL]
-        grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._props["sm_count"] * 8))
+        kern = self._functions("sampler.cu", d.kernel.kernel_names())[src.SEGMENT_MIN_KERNEL]
+        grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._properties()["sm_count"] * 8))
         dev.launch(kern, (grid,), (_SEGMENT_THREADS,), [np.int64(n), order, run, idx, first], 0)
         counts = xp.diff(xp.concatenate([starts, xp.asarray([n], dtype=starts.dtype)])).astype(xp.int64)
         return dev.download(sk[starts]), dev.download(counts), dev.download(first)
 
-    @staticmethod
-    def _sampler_names(d):
-        if d["kind"] == "fixed":
-            n0, h1, h2 = d["shape"]
-            names = [src.fixed_kernel_name(n0, h1, h2, d["R"], d["act"], md)
-                     for md in (src.MODE_KEYS, src.MODE_COUNT)]
-        else:
-            names = [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
-        return names + list(src.AUX_KERNELS)
-
     # --- evaluation --------------------------------------------------------------------------
-    def evaluate(self, net, X, dtype):
+    def evaluate(self, net: Network | StructuredNetwork, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         dtype = np.dtype(dtype).type
         if dtype not in (np.float32, np.float64):
@@ -725,5 +832,5 @@ class CupyBackend(Backend):
             return dev.download(dev.xp.ascontiguousarray(h.T))
 
         per_row = 3 * maxw * itemsize + 16
-        parts = self._run_chunked("eval", {"kind": "eval"}, per_row, 0, N, work)
+        parts = self._run_chunked("eval", None, per_row, 0, N, work)
         return np.concatenate(parts).reshape(N, n_out)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
 from fastpoly.backends.numba.count import count_keys
@@ -22,7 +24,10 @@ from fastpoly.backends.numba.poly import (
     evaluate_structured,
 )
 from fastpoly.backends.numba.sampler import PreparedPlan
-from fastpoly.network import forward_reference
+from fastpoly.network import Network, forward_reference
+
+if TYPE_CHECKING:
+    from fastpoly.plan import SamplerPlan
 
 __all__ = ["NumbaBackend"]
 
@@ -35,15 +40,15 @@ class NumbaBackend(Backend):
 
     name = "numba"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._prepared = weakref.WeakKeyDictionary()
-        self._structured = weakref.WeakKeyDictionary()
+        self._prepared: weakref.WeakKeyDictionary[SamplerPlan, PreparedPlan] = weakref.WeakKeyDictionary()
+        self._structured: weakref.WeakKeyDictionary[Network, dict] = weakref.WeakKeyDictionary()
         self._ready = False
-        self._avail = None
+        self._avail: tuple[bool, str] | None = None
 
     # --- availability and set-up -------------------------------------------------------------
-    def availability(self):
+    def availability(self) -> tuple[bool, str]:
         """``(True, "")`` when Numba imports, else ``(False, reason)``."""
         if self._avail is None:
             try:
@@ -62,19 +67,19 @@ class NumbaBackend(Backend):
             self._ready = True
 
     @property
-    def num_threads(self):
+    def num_threads(self) -> int:
         """Threads the kernels use now (``numba.get_num_threads()``)."""
         import numba
 
         self._setup()
         return numba.get_num_threads()
 
-    def set_num_threads(self, n):
+    def set_num_threads(self, n: int) -> None:
         """Use ``n`` threads from now on (in the calling thread, as :func:`numba.set_num_threads`)."""
         self._setup()
         set_num_threads(n)
 
-    def _prepare(self, plan):
+    def _prepare(self, plan: SamplerPlan) -> PreparedPlan:
         self._setup()
         with self._lock:
             pp = self._prepared.get(plan)
@@ -84,7 +89,7 @@ class NumbaBackend(Backend):
         return pp
 
     # --- sampling ---------------------------------------------------------------------------
-    def sample_keys(self, plan, start, stop, margins=False):
+    def sample_keys(self, plan: SamplerPlan, start: int, stop: int, margins: bool = False) -> SampleBatch:
         """Keys (and acceptance, optional margins) of samples ``start..stop-1`` in index order."""
         start, stop = check_range(start, stop)
         pp = self._prepare(plan)
@@ -92,7 +97,7 @@ class NumbaBackend(Backend):
                                  want_margins=bool(margins))
         return SampleBatch(keys, acc, marg)
 
-    def count_range(self, plan, start, stop):
+    def count_range(self, plan: SamplerPlan, start: int, stop: int) -> CountBatch:
         """Draw, reject (early, after the train rows) and count samples ``start..stop-1``."""
         start, stop = check_range(start, stop)
         n = stop - start
@@ -104,14 +109,14 @@ class NumbaBackend(Backend):
         n_acc = int(np.count_nonzero(acc))
         return CountBatch(k, c, f, n, n_acc)
 
-    def default_batch_size(self, plan):
+    def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
         w = plan.mlp.widths
         flop = 2 * plan.m * sum(a * b for a, b in zip(w[:-1], w[1:])) + 60 * plan.mlp.n_params
         return int(min(1 << 20, max(4096, _BATCH_FLOP // max(flop, 1))))
 
     # --- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, net, X, dtype):
+    def evaluate(self, net: Network, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         self._setup()
         dt = np.dtype(dtype)
@@ -129,7 +134,7 @@ class NumbaBackend(Backend):
             out = forward_reference(net, X, dt.type)
         return out
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for the CLI (device, threads)."""
         import numba
 

@@ -33,6 +33,7 @@ which never changes an output bit).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -49,7 +50,13 @@ from fastpoly.backends.numba.rng import (
 )
 from fastpoly.stream.rng import check_seed
 
-__all__ = ["ROW_BLOCK", "prepare", "sample_range", "dense_rows", "PreparedPlan"]
+if TYPE_CHECKING:
+    from fastpoly.plan import SamplerPlan
+
+__all__ = [
+    "ROW_BLOCK", "SUBSET_MIN_BITS", "prepare", "sample_range", "dense_rows", "PreparedPlan",
+    "SamplerNet", "SamplerRows", "SamplerOut",
+]
 
 #: smallest number of Boolean inputs for which layer 1 uses subset sums by default (below it the
 #: register-blocked dense kernel is faster: 0.49 us vs 0.75 us per 7-input, 40-neuron layer here)
@@ -233,11 +240,104 @@ def _subset_sums(P, woff, boff, nbits, fo, Z, zstride):
                 Z[dst + t] = Z[base + t] + w
 
 
+class SamplerNet(NamedTuple):
+    """The architecture of a plan as the fused kernel reads it (one Numba namedtuple argument).
+
+    Attributes
+    ----------
+    n_layers : int
+        Dense layers ``L`` (hidden layers + the output layer).
+    widths : numpy.ndarray
+        int64 ``(L + 1,)``: inputs, hidden widths, outputs.
+    wofs : numpy.ndarray
+        int64 ``(L,)``: offset of the weights of each layer in the parameter vector.
+    bofs : numpy.ndarray
+        int64 ``(L,)``: offset of the biases of each layer (``-1``: no bias).
+    has_bias : bool
+        Whether the layers have biases.
+    uniform : bool
+        Uniform(-1, 1) instead of Gaussian parameters.
+    pscale : numpy.ndarray
+        float32 ``(n_params,)``: per-parameter scale (``sigma_w / sqrt(fan_in)`` or ``sigma_b``).
+    act : int
+        Code of the hidden activation (:data:`fastpoly.activations.CODES`).
+    """
+
+    n_layers: int
+    widths: np.ndarray
+    wofs: np.ndarray
+    bofs: np.ndarray
+    has_bias: bool
+    uniform: bool
+    pscale: np.ndarray
+    act: int
+
+
+class SamplerRows(NamedTuple):
+    """The input rows of a plan in kernel order (train rows first, then key rows, each padded).
+
+    Attributes
+    ----------
+    Xp : numpy.ndarray
+        float32 ``(n_inputs * m_pad,)``: inputs, transposed, rows permuted and padded with zeros.
+    subset : bool
+        Layer 1 by subset sums on the Boolean lattice (rows in natural order, no train rows).
+    n0 : int
+        Train rows.
+    p0 : int
+        Train rows padded to a multiple of :data:`ROW_BLOCK` (first key row).
+    nk : int
+        Key rows.
+    m_pad : int
+        All padded rows (row stride of ``Xp`` and of the layer buffers).
+    labels : numpy.ndarray
+        uint8 ``(n0,)``: train labels in phase order.
+    n_words : int
+        64-bit words of a key.
+    """
+
+    Xp: np.ndarray
+    subset: bool
+    n0: int
+    p0: int
+    nk: int
+    m_pad: int
+    labels: np.ndarray
+    n_words: int
+
+
+class SamplerOut(NamedTuple):
+    """The output arrays of one kernel call (one entry per sample of the call).
+
+    Attributes
+    ----------
+    keys : numpy.ndarray
+        uint64 ``(n, n_words)``: output-sign bits of the key rows (zero for rejected samples
+        when rejecting early).
+    acc : numpy.ndarray
+        bool ``(n,)``: the sample fits the train set.
+    marg : numpy.ndarray
+        float32 ``(n,)`` (or ``(0,)`` when margins are not wanted): smallest ``|output|``.
+    """
+
+    keys: np.ndarray
+    acc: np.ndarray
+    marg: np.ndarray
+
+
 @jit
-def _sample_lane(rk, first, count, L, widths, wofs, bofs, has_bias, uniform, pscale, act,
-                 Xp, subset, prow, n0, p0, nk, m_pad, labels, n_words, early_exit,
-                 want_margins, keys, acc, marg, out0):
-    """Samples ``first .. first+count-1`` (uint64 indices); results at ``out0 ..`` in the output arrays."""
+def _sample_lane(rk, net, rows, first, count, early_exit, want_margins, out, out0):
+    """Samples ``first .. first+count-1`` (uint64 indices); results at ``out0 ..`` in ``out``.
+
+    ``rk``: Philox round keys; ``net``: :class:`SamplerNet`; ``rows``: :class:`SamplerRows`;
+    ``out``: :class:`SamplerOut`.
+    """
+    L = net.n_layers
+    widths, wofs, bofs, pscale = net.widths, net.wofs, net.bofs, net.pscale
+    has_bias, act = net.has_bias, net.act
+    Xp, subset, m_pad = rows.Xp, rows.subset, rows.m_pad
+    n0, p0, nk, labels, n_words = rows.n0, rows.p0, rows.nk, rows.labels, rows.n_words
+    keys, acc, marg = out.keys, out.acc, out.marg
     n_params = pscale.shape[0]
     n_blocks = (n_params + 3) // 4
     maxw = 1
@@ -255,7 +355,7 @@ def _sample_lane(rk, first, count, L, widths, wofs, bofs, has_bias, uniform, psc
         o = out0 + s
         index = first + np.uint64(s)
         philox_sample_words(rk, index, 0, n_blocks, words)
-        if uniform:
+        if net.uniform:
             uniform_pm1_from_words(words, n_params, unit)
         else:
             normals_from_words(words, 2 * n_blocks, unit)
@@ -315,51 +415,67 @@ def _sample_lane(rk, first, count, L, widths, wofs, bofs, has_bias, uniform, psc
 
 
 @pjit
-def _sample_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, has_bias, uniform, pscale, act,
-                  Xp, subset, prow, n0, p0, nk, m_pad, labels, n_words, early_exit,
-                  want_margins, keys, acc, marg):
+def _sample_lanes(rk, net, rows, start, n, n_lanes, early_exit, want_margins, out):
+    """Samples ``start .. start+n-1`` split into ``n_lanes`` contiguous lanes run in parallel."""
     for lane in prange(n_lanes):
         lo = (n * lane) // n_lanes
         hi = (n * (lane + 1)) // n_lanes
         if hi > lo:
-            _sample_lane(rk, start + np.uint64(lo), hi - lo, L, widths, wofs, bofs, has_bias, uniform,
-                         pscale, act, Xp, subset, prow, n0, p0, nk, m_pad, labels, n_words,
-                         early_exit, want_margins, keys, acc, marg, lo)
+            _sample_lane(rk, net, rows, start + np.uint64(lo), hi - lo, early_exit, want_margins, out, lo)
+
+
+def _param_scales(mlp, ws, bs):
+    """float32 per-parameter scale: ``ws[i]`` on the weights and ``bs[i]`` on the biases of layer ``i``."""
+    offs = mlp.param_offsets()
+    scale = np.empty(mlp.n_params, np.float32)
+    w = mlp.widths
+    for i, (wo, bo) in enumerate(offs):
+        scale[wo : wo + w[i] * w[i + 1]] = ws[i]
+        if bo is not None:
+            scale[bo : bo + w[i + 1]] = bs[i]
+    return scale
 
 
 class PreparedPlan:
     """Kernel-ready arrays of a :class:`fastpoly.plan.SamplerPlan` (built once per plan).
 
+    Parameters
+    ----------
+    plan : fastpoly.plan.SamplerPlan
+        The plan.
+    subset : bool or None
+        Force the Boolean-lattice subset-sum path for layer 1 on or off (None: on for
+        at least :data:`SUBSET_MIN_BITS` Boolean inputs, where the plan allows it).
+
     Attributes
     ----------
-    rk : uint64 (10, 2) Philox round keys
-    L, widths, wofs, bofs, has_bias, uniform, pscale, act : the architecture
-    Xp : float32 (n_inputs * m_pad,) inputs, transposed, rows permuted and padded
-    prow : int64 (m_pad,) original row of each padded position (-1 for padding)
-    n0, p0, nk, m_pad : train rows, padded train rows, key rows, total padded rows
-    labels : uint8 (n0,) train labels in phase order
-    n_words : int
+    rk : numpy.ndarray
+        uint64 ``(10, 2)`` Philox round keys of the plan's seed.
+    net : SamplerNet
+        The architecture.
+    rows : SamplerRows
+        The rows in kernel order.
+    prow : numpy.ndarray
+        int64 ``(m_pad,)``: original row of each padded position (``-1`` for padding).
+    boolean : bool
+        The inputs are the Boolean lattice.
     """
 
-    def __init__(self, plan, subset=None):
+    def __init__(self, plan: SamplerPlan, subset: bool | None = None) -> None:
         mlp = plan.mlp
         widths, act, ws, bs = plan.layer_arrays()
         self.rk = round_keys(check_seed(plan.seed))
-        self.L = int(mlp.n_layers)
-        self.widths = np.ascontiguousarray(widths, dtype=np.int64)
         offs = mlp.param_offsets()
-        self.wofs = np.array([o[0] for o in offs], np.int64)
-        self.bofs = np.array([o[1] if o[1] is not None else -1 for o in offs], np.int64)
-        self.has_bias = bool(mlp.bias)
-        self.uniform = mlp.weights == "uniform"
-        scale = np.empty(mlp.n_params, np.float32)
-        w = mlp.widths
-        for i, (wo, bo) in enumerate(offs):
-            scale[wo : wo + w[i] * w[i + 1]] = ws[i]
-            if bo is not None:
-                scale[bo : bo + w[i + 1]] = bs[i]
-        self.pscale = scale
-        self.act = int(act)
+        self.net = SamplerNet(
+            n_layers=int(mlp.n_layers),
+            widths=np.ascontiguousarray(widths, dtype=np.int64),
+            wofs=np.array([o[0] for o in offs], np.int64),
+            bofs=np.array([o[1] if o[1] is not None else -1 for o in offs], np.int64),
+            has_bias=bool(mlp.bias),
+            uniform=mlp.weights == "uniform",
+            pscale=_param_scales(mlp, ws, bs),
+            act=int(act),
+        )
         n0 = int(plan.train_rows.size)
         nk = int(plan.key_rows.size)
         p0 = -(-n0 // ROW_BLOCK) * ROW_BLOCK
@@ -372,47 +488,71 @@ class PreparedPlan:
         Xp = np.zeros((mlp.n_inputs, m_pad), np.float32)
         real = prow >= 0
         Xp[:, real] = plan.X[prow[real]].T
-        self.Xp = np.ascontiguousarray(Xp).reshape(-1)
         self.boolean = bool(plan.boolean)
         identity = n0 == 0 and m_pad == plan.m
         if subset is None:
             subset = mlp.n_inputs >= SUBSET_MIN_BITS
-        #: use the Boolean-lattice subset-sum path for layer 1
-        self.subset = bool(subset) and self.boolean and identity
-        self.n0, self.p0, self.nk, self.m_pad = n0, p0, nk, m_pad
-        self.labels = np.ascontiguousarray(plan.train_labels, dtype=np.uint8)
-        self.n_words = int(plan.n_words)
+        self.rows = SamplerRows(
+            Xp=np.ascontiguousarray(Xp).reshape(-1),
+            subset=bool(subset) and self.boolean and identity,
+            n0=n0, p0=p0, nk=nk, m_pad=m_pad,
+            labels=np.ascontiguousarray(plan.train_labels, dtype=np.uint8),
+            n_words=int(plan.n_words),
+        )
 
-    def run(self, start, n, n_lanes, early_exit, want_margins):
+    @property
+    def subset(self) -> bool:
+        """Whether layer 1 uses the Boolean-lattice subset-sum path."""
+        return self.rows.subset
+
+    @property
+    def n_words(self) -> int:
+        """64-bit words of a key."""
+        return self.rows.n_words
+
+    def run(self, start: int, n: int, n_lanes: int, early_exit: bool,
+            want_margins: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Run the fused kernel on samples ``start .. start+n-1``.
+
+        Parameters
+        ----------
+        start, n : int
+            First sample index and number of samples.
+        n_lanes : int
+            Contiguous lanes (parallel tasks) the range is split into.
+        early_exit : bool
+            Reject a sample right after the train rows (its key is then zero).
+        want_margins : bool
+            Also return the smallest ``|output|`` over the rows of each sample.
 
         Returns
         -------
-        keys : uint64 (n, n_words) — zero for rejected samples when ``early_exit``
-        accepted : bool (n,)
-        margins : float32 (n,) or None
+        keys : numpy.ndarray
+            uint64 ``(n, n_words)``; zero for rejected samples when ``early_exit``.
+        accepted : numpy.ndarray
+            bool ``(n,)``.
+        margins : numpy.ndarray or None
+            float32 ``(n,)`` when ``want_margins``.
         """
-        keys = np.zeros((n, self.n_words), np.uint64)
-        acc = np.zeros(n, np.bool_)
-        marg = np.empty(n if want_margins else 0, np.float32)
+        out = SamplerOut(
+            keys=np.zeros((n, self.n_words), np.uint64),
+            acc=np.zeros(n, np.bool_),
+            marg=np.empty(n if want_margins else 0, np.float32),
+        )
         if n:
-            _sample_lanes(
-                self.rk, np.uint64(start), np.int64(n), np.int64(max(1, min(n_lanes, n))), np.int64(self.L),
-                self.widths, self.wofs, self.bofs, self.has_bias, self.uniform, self.pscale,
-                np.int64(self.act), self.Xp, self.subset, self.prow, np.int64(self.n0),
-                np.int64(self.p0), np.int64(self.nk), np.int64(self.m_pad), self.labels,
-                np.int64(self.n_words), bool(early_exit), bool(want_margins), keys, acc, marg,
-            )
-        return keys, acc, (marg if want_margins else None)
+            _sample_lanes(self.rk, self.net, self.rows, np.uint64(start), np.int64(n),
+                          np.int64(max(1, min(n_lanes, n))), bool(early_exit), bool(want_margins), out)
+        return out.keys, out.acc, (out.marg if want_margins else None)
 
 
-def prepare(plan, subset=None):
+def prepare(plan: SamplerPlan, subset: bool | None = None) -> PreparedPlan:
     """Build the :class:`PreparedPlan` of ``plan`` (``subset``: force the subset-sum path on/off)."""
     return PreparedPlan(plan, subset)
 
 
-def sample_range(plan, start, stop, n_lanes=None, early_exit=False, margins=False, prepared=None,
-                 subset=None):
+def sample_range(plan: SamplerPlan, start: int, stop: int, n_lanes: int | None = None, early_exit: bool = False,
+                 margins: bool = False, prepared: PreparedPlan | None = None,
+                 subset: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Keys, acceptance and (optionally) margins of samples ``start .. stop-1`` (see :meth:`PreparedPlan.run`)."""
     import numba
 
