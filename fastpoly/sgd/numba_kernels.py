@@ -111,6 +111,7 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
     S1 = np.zeros(nq, np.float32)
     S2 = np.zeros(nq, np.float32)
     zeros = np.zeros(maxwp + ld + VW, np.float32)
+    ones = np.ones(1, np.float32)
     H = np.zeros((L + 1, maxwp * ld), np.float32)
     HT = np.zeros((L, maxwp * ld), np.float32)
     D = np.zeros((L, maxwp * ld), np.float32)
@@ -220,12 +221,8 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
                     # weight gradient: gW[j, k] = sum over r (in order) of d[r, j] * h[r, k]
                     tiles(d, 0, 1, fo_p, ht, 0, fi_p, nb, G, qw[l], fi_p, zeros, 0, fo, fi_p // VW)
                     if bofs[l] >= 0:
-                        gq = qb[l]
-                        for j in range(fo):
-                            G[gq + j] = _ZERO
-                        for r in range(nb):
-                            for j in range(fo):
-                                G[gq + j] = G[gq + j] + d[r * fo_p + j]
+                        # bias gradient gb[j] = ((0 + d[0, j]) + d[1, j]) + ...: fma(1, d, s) == s + d exactly
+                        tiles(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, 1, fo_p // VW)
                     if l > 0:
                         # back-propagated error: e[r, k] = sum over j (in order) of d[r, j] * W[j, k]
                         dp = D[l - 1]
