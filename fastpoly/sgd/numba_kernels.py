@@ -41,7 +41,7 @@ from fastpoly.backends.numba.rng import (
     uniform_pm1_from_words,
 )
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
-from fastpoly.sgd.numba_tiles import VW, tiles
+from fastpoly.sgd.numba_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch
 from fastpoly.sgd.reference import TrainBatch
 from fastpoly.stream.rng import check_seed
@@ -56,36 +56,39 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
+#: rows per block of the fit check, the final loss and the key function
+_RB = 8
+
+
 def _ceil(n):
     """``n`` rounded up to a multiple of :data:`VW`."""
     return (int(n) + VW - 1) // VW * VW
 
 
 @jit(inline="always")
-def _forward(Q, L, widths, qw, qb, fip, relu, X0, x0off, x0ld, H, ld, nv):
-    """Forward pass on ``nv * VW`` rows (feature-major, rows in the SIMD lanes).
+def _forward(Q, L, widths, wp, qw, qb, relu, X0, x0off, H, n, zeros):
+    """Forward pass on ``n`` rows, row-major.
 
-    Layer 0 reads ``X0[k*x0ld + x0off + r]``; layer ``l`` writes ``H[l+1][j*ld + r]``
-    (after relu for hidden layers); the logit of row ``r`` is ``H[L][r]``.
+    Layer 0 reads ``X0[x0off + r*wp[0] + k]``, layer ``l`` writes ``H[l+1][r*wp[l+1] + j]``
+    (relu on hidden layers); the logit of row ``r`` is ``H[L][r*wp[L]]``.
+
+    Tile rows are the rows ``r``, lanes the neurons ``j``: ``z = b[j]`` then
+    ``fma(h[r, k], W[j, k], z)`` for ``k`` ascending (``W`` stored transposed).
     """
     for l in range(L):
-        fo = widths[l + 1]
+        act = ACT_RELU if (relu and l < L - 1) else ACT_NONE
+        fop = wp[l + 1]
         if l == 0:
-            tiles(Q, qw[0], fip[0], 1, X0, x0off, x0ld, widths[0], H[1], 0, ld, Q, qb[0], fo, nv)
+            tiles(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], H[1], 0, fop, Q, qb[0], zeros,
+                  INIT_VEC, act, n, fop // VW)
         else:
-            tiles(Q, qw[l], fip[l], 1, H[l], 0, ld, widths[l], H[l + 1], 0, ld, Q, qb[l], fo, nv)
-        if relu and l < L - 1:
-            h = H[l + 1]
-            for j in range(fo):
-                base = j * ld
-                for r in range(base, base + nv * VW):
-                    v = h[r]
-                    h[r] = _ZERO if v < _ZERO else v
+            tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], H[l + 1], 0, fop, Q, qb[l], zeros,
+                  INIT_VEC, act, n, fop // VW)
 
 
 @jit
-def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, uniform, pscale, relu,
-                Xtr_fm, mtp, Xtr_rm, ytr, Xkey_fm, nkp, nk, ints, floats, leak_w, leak_E, leak_from,
+def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
+                Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from,
                 keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, out0):
     n_params = pscale.shape[0]
     n_blocks = (n_params + 3) // 4
@@ -96,31 +99,31 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
                                         floats[6], floats[7])
     nlr = -lr
     B = min(m, batch_size)
-    ld = ((B + VW - 1) // VW) * VW
+    rows = max(B, _RB)
     maxwp = VW
-    for i in range(L):
-        maxwp = max(maxwp, fip[i], fop[i])
+    for i in range(L + 1):
+        maxwp = max(maxwp, wp[i])
     n_words = keys.shape[1]
     bpe = (m - 1 + 3) // 4
     bpe = max(bpe, 1)
-    fip0 = fip[0]
+    wp0 = wp[0]
+    wpL = wp[L]
     words = np.empty(4 * n_blocks, np.uint32)
     unit = np.empty(4 * n_blocks, np.float32)
     Q = np.zeros(nq, np.float32)
+    WJ = np.zeros(max(nj, 1), np.float32)
     G = np.zeros(nq, np.float32)
     S1 = np.zeros(nq, np.float32)
     S2 = np.zeros(nq, np.float32)
-    zeros = np.zeros(maxwp + ld + VW, np.float32)
+    zeros = np.zeros(VW, np.float32)
     ones = np.ones(1, np.float32)
-    H = np.zeros((L + 1, maxwp * ld), np.float32)
-    HT = np.zeros((L, maxwp * ld), np.float32)
-    D = np.zeros((L, maxwp * ld), np.float32)
+    H = np.zeros((L + 1, maxwp * rows), np.float32)
+    D = np.zeros((L, maxwp * rows), np.float32)
     perm = np.empty(m, np.int64)
     sw = np.empty(4 * bpe, np.uint32)
     nbf = _ONE
-    n_tb = mtp // VW
-    n_kb = nkp // VW
     miss_blk = 0
+    n_tb = (m + _RB - 1) // _RB
     for s in range(count):
         o = out0 + s
         index = first + np.uint64(s)
@@ -129,28 +132,31 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
             uniform_pm1_from_words(words, n_params, unit)
         else:
             normals_from_words(words, 2 * n_blocks, unit)
-        # parameters into the padded layout (rows of W padded to fip, biases apart); pads stay +0
+        # parameters into the kernel layout (W transposed, rows padded; pads stay +0)
         for l in range(L):
             fi = widths[l]
             fo = widths[l + 1]
             for j in range(fo):
                 for k in range(fi):
                     p = wofs[l] + j * fi + k
-                    Q[qw[l] + j * fip[l] + k] = unit[p] * pscale[p]
+                    Q[qw[l] + k * wp[l + 1] + j] = unit[p] * pscale[p]
                 if bofs[l] >= 0:
                     p = bofs[l] + j
                     Q[qb[l] + j] = unit[p] * pscale[p]
+        for l in range(1, L):
+            transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
         for p in range(nq):
             S1[p] = _ZERO
             S2[p] = _ZERO
         # the function of the initialisation on the key rows
         for w in range(n_words):
             init_keys[o, w] = 0
-        for kb in range(n_kb):
-            _forward(Q, L, widths, qw, qb, fip, relu, Xkey_fm, kb * VW, nkp, H, ld, 1)
-            for r in range(kb * VW, min(nk, kb * VW + VW)):
-                if H[L, r - kb * VW] > _ZERO:
-                    init_keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, _RB):
+            n = min(_RB, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                if H[L, r * wpL] > _ZERO:
+                    init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         # the stopping rule of this run (the leaked callback where it applies)
         min_ep = min_ep0
         eaf = eaf0
@@ -187,49 +193,38 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
             for a in range(0, m, B):
                 nb = B if a + B <= m else m - a
                 nbf = _F(nb)
-                # the minibatch: feature-major into H[0], row-major (padded to fip0) into HT[0]
                 h0 = H[0]
-                ht0 = HT[0]
                 for r in range(nb):
                     row = perm[a + r]
-                    for k in range(fip0):
-                        v = Xtr_rm[row, k]
-                        h0[k * ld + r] = v
-                        ht0[r * fip0 + k] = v
-                _forward(Q, L, widths, qw, qb, fip, relu, h0, 0, ld, H, ld, ld // VW)
+                    for k in range(wp0):
+                        h0[r * wp0 + k] = Xtr_rm[row * wp0 + k]
+                _forward(Q, L, widths, wp, qw, qb, relu, h0, 0, H, nb, zeros)
                 dl = D[L - 1]
-                fopl = fop[L - 1]
                 for r in range(nb):
-                    z = H[L, r]
+                    z = H[L, r * wpL]
                     y = ytr[perm[a + r]]
                     if loss_code == 0:
-                        dl[r * fopl] = (sigmoid32(z) - y) / nbf
+                        dl[r * wpL] = (sigmoid32(z) - y) / nbf
                     else:
-                        dl[r * fopl] = (_TWO * (z - y)) / nbf
+                        dl[r * wpL] = (_TWO * (z - y)) / nbf
                 for l in range(L - 1, -1, -1):
                     fi = widths[l]
                     fo = widths[l + 1]
-                    fi_p = fip[l]
-                    fo_p = fop[l]
+                    fi_p = wp[l]
+                    fo_p = wp[l + 1]
                     d = D[l]
-                    ht = HT[l]
-                    if l > 0:
-                        h = H[l]
-                        for r in range(nb):
-                            for k in range(fi):
-                                ht[r * fi_p + k] = h[k * ld + r]
-                    # weight gradient: gW[j, k] = sum over r (in order) of d[r, j] * h[r, k]
-                    tiles(d, 0, 1, fo_p, ht, 0, fi_p, nb, G, qw[l], fi_p, zeros, 0, fo, fi_p // VW)
+                    # weight gradient gW[j, k] = sum over r (in order) of d[r, j] * h[r, k]; rows k, lanes j
+                    tiles(H[l], 0, 1, fi_p, d, 0, fo_p, nb, G, qw[l], fo_p, zeros, 0, zeros,
+                          INIT_ZERO, ACT_NONE, fi, fo_p // VW)
                     if bofs[l] >= 0:
                         # bias gradient gb[j] = ((0 + d[0, j]) + d[1, j]) + ...: fma(1, d, s) == s + d exactly
-                        tiles(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, 1, fo_p // VW)
+                        tiles(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, zeros,
+                              INIT_ZERO, ACT_NONE, 1, fo_p // VW)
                     if l > 0:
-                        # back-propagated error: e[r, k] = sum over j (in order) of d[r, j] * W[j, k]
-                        dp = D[l - 1]
-                        tiles(d, 0, fo_p, 1, Q, qw[l], fi_p, fo, dp, 0, fi_p, zeros, 0, nb, fi_p // VW)
-                        if relu:
-                            for t in range(nb * fi_p):
-                                dp[t] = dp[t] if ht[t] > _ZERO else _ZERO
+                        # back-propagated error e[r, k] = sum over j (in order) of d[r, j] * W[j, k], then the
+                        # relu mask h[r, k] > 0 (exactly z > 0); rows r, lanes k
+                        tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
+                              INIT_ZERO, ACT_MASK if relu else ACT_NONE, nb, fi_p // VW)
                 # update
                 if opt == 1:
                     b1t = b1t * b1
@@ -253,6 +248,8 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
                         S1[p] = bf
                         stp = fma(mu, bf, G[p]) if nesterov else bf
                         Q[p] = fma(nlr, stp, Q[p])
+                for l in range(1, L):
+                    transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
             # fit check on all train points, block by block, starting with the block of the last
             # miss; a miss ends it (the answer, not fitted, is the same)
             fitted = True
@@ -260,10 +257,11 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
                 blk = miss_blk + bi
                 if blk >= n_tb:
                     blk -= n_tb
-                r0 = blk * VW
-                _forward(Q, L, widths, qw, qb, fip, relu, Xtr_fm, r0, mtp, H, ld, 1)
-                for r in range(r0, min(m, r0 + VW)):
-                    if (H[L, r - r0] > thr) != (ytr[r] == _ONE):
+                r0 = blk * _RB
+                n = min(_RB, m - r0)
+                _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+                for r in range(n):
+                    if (H[L, r * wpL] > thr) != (ytr[r0 + r] == _ONE):
                         fitted = False
                         break
                 if not fitted:
@@ -279,25 +277,26 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
             st = 1 if fitted else 2
         # final train loss (in train-point order)
         sl = _ZERO
-        for tb in range(n_tb):
-            r0 = tb * VW
-            _forward(Q, L, widths, qw, qb, fip, relu, Xtr_fm, r0, mtp, H, ld, 1)
-            for r in range(r0, min(m, r0 + VW)):
-                z = H[L, r - r0]
+        for r0 in range(0, m, _RB):
+            n = min(_RB, m - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                z = H[L, r * wpL]
                 if loss_code == 0:
-                    sl = sl + softplus32(-z if ytr[r] == _ONE else z)
+                    sl = sl + softplus32(-z if ytr[r0 + r] == _ONE else z)
                 else:
-                    dz = z - ytr[r]
+                    dz = z - ytr[r0 + r]
                     sl = fma(dz, dz, sl)
         losses[o] = sl / _F(m)
         # the reached function on the key rows
         for w in range(n_words):
             keys[o, w] = 0
-        for kb in range(n_kb):
-            _forward(Q, L, widths, qw, qb, fip, relu, Xkey_fm, kb * VW, nkp, H, ld, 1)
-            for r in range(kb * VW, min(nk, kb * VW + VW)):
-                if H[L, r - kb * VW] > _ZERO:
-                    keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, _RB):
+            n = min(_RB, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                if H[L, r * wpL] > _ZERO:
+                    keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         status[o] = st
         first_fit[o] = ff
         epochs[o] = e
@@ -307,23 +306,23 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, qw, qb, fip, fop, nq, u
                 fo = widths[l + 1]
                 for j in range(fo):
                     for k in range(fi):
-                        params_out[o, wofs[l] + j * fi + k] = Q[qw[l] + j * fip[l] + k]
+                        params_out[o, wofs[l] + j * fi + k] = Q[qw[l] + k * wp[l + 1] + j]
                     if bofs[l] >= 0:
                         params_out[o, bofs[l] + j] = Q[qb[l] + j]
 
 
 @pjit
-def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, qw, qb, fip, fop, nq, uniform, pscale, relu,
-                 Xtr_fm, mtp, Xtr_rm, ytr, Xkey_fm, nkp, nk, ints, floats, leak_w, leak_E, leak_from, keys,
+def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
+                 Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
                  init_keys, status, first_fit, epochs, losses, params_out, want_params):
     per = (n + n_lanes - 1) // n_lanes
     for lane in prange(n_lanes):
         a = lane * per
         b = min(n, a + per)
         if b > a:
-            _train_lane(rk, start + np.uint64(a), b - a, L, widths, wofs, bofs, qw, qb, fip, fop, nq, uniform,
-                        pscale, relu, Xtr_fm, mtp, Xtr_rm, ytr, Xkey_fm, nkp, nk, ints, floats, leak_w, leak_E,
-                        leak_from, keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, a)
+            _train_lane(rk, start + np.uint64(a), b - a, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform,
+                        pscale, relu, Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
+                        init_keys, status, first_fit, epochs, losses, params_out, want_params, a)
 
 
 class PreparedTrain:
@@ -348,33 +347,34 @@ class PreparedTrain:
                 scale[bo: bo + w[i + 1]] = bs
         self.pscale = scale
         self.relu = mlp.activation == "relu"
-        # the kernel's padded parameter layout: per layer, W rows padded to fip = ceil8(fan_in), then the
-        # biases padded to fop = ceil8(fan_out) (zeros for bias-free layers)
-        self.fip = np.array([_ceil(w[i]) for i in range(self.L)], np.int64)
-        self.fop = np.array([_ceil(w[i + 1]) for i in range(self.L)], np.int64)
-        qw, qb, q = [], [], 0
+        # the kernel's parameter layout: per layer W transposed (fan_in rows of wp[l+1] = ceil8(fan_out)
+        # floats), then the biases (wp[l+1] floats, zeros for bias-free layers); plus a scratch copy of W
+        # (fan_out rows of wp[l] floats) for the back-propagation of layers l >= 1
+        self.wp = np.array([_ceil(x) for x in w], np.int64)
+        qw, qb, qj, q, qq = [], [], [], 0, 0
         for i in range(self.L):
             qw.append(q)
-            q += w[i + 1] * int(self.fip[i])
+            q += w[i] * int(self.wp[i + 1])
             qb.append(q)
-            q += int(self.fop[i])
+            q += int(self.wp[i + 1])
+            qj.append(qq)
+            if i > 0:
+                qq += w[i + 1] * int(self.wp[i])
         self.qw = np.array(qw, np.int64)
         self.qb = np.array(qb, np.int64)
+        self.qj = np.array(qj, np.int64)
         self.nq = q
+        self.nj = qq
         Xtr = np.asarray(plan.X[plan.train_rows], np.float32)
         Xkey = np.asarray(plan.X[plan.key_rows], np.float32)
-        m, n_in = Xtr.shape
-        self.mtp = _ceil(m)
-        self.Xtr_fm = np.zeros((n_in, self.mtp), np.float32)
-        self.Xtr_fm[:, :m] = Xtr.T
-        self.Xtr_fm = self.Xtr_fm.reshape(-1)
-        self.Xtr_rm = np.zeros((m, int(self.fip[0])), np.float32)
-        self.Xtr_rm[:, :n_in] = Xtr
+        n_in = Xtr.shape[1]
+        xt = np.zeros((Xtr.shape[0], int(self.wp[0])), np.float32)
+        xt[:, :n_in] = Xtr
+        self.Xtr_rm = xt.reshape(-1)
         self.nk = int(plan.key_rows.size)
-        self.nkp = _ceil(self.nk)
-        self.Xkey_fm = np.zeros((n_in, self.nkp), np.float32)
-        self.Xkey_fm[:, :self.nk] = Xkey.T
-        self.Xkey_fm = self.Xkey_fm.reshape(-1)
+        xk = np.zeros((self.nk, int(self.wp[0])), np.float32)
+        xk[:, :n_in] = Xkey
+        self.Xkey_rm = xk.reshape(-1)
         self.ytr = np.ascontiguousarray(plan.train_labels, np.float32)
         self.ints = tp.recipe.ints()
         self.floats = tp.recipe.floats()
@@ -396,10 +396,10 @@ class PreparedTrain:
         if n:
             lw, lE, lf = self.leak
             _train_lanes(self.rk, np.uint64(lo), n, n_lanes, self.L, self.widths, self.wofs, self.bofs,
-                         self.qw, self.qb, self.fip, self.fop, self.nq, self.uniform, self.pscale, self.relu,
-                         self.Xtr_fm, self.mtp, self.Xtr_rm, self.ytr, self.Xkey_fm, self.nkp, self.nk, self.ints,
-                         self.floats, np.int64(lw), lE, lf, keys, init_keys, status, first_fit, epochs, losses,
-                         pout, bool(params))
+                         self.wp, self.qw, self.qb, self.qj, self.nq, self.nj, self.uniform, self.pscale,
+                         self.relu, self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
+                         np.int64(lw), lE, lf, keys, init_keys, status, first_fit, epochs, losses, pout,
+                         bool(params))
         return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
 
 
