@@ -12,21 +12,24 @@ L1/L2) and then trains its runs one after another:
 3. the function on the key rows (and, first, that of the initialisation).
 
 Every product is a register-blocked tile of :mod:`fastpoly.sgd.numba_tiles`: SIMD
-vectors run *independent* sums side by side while each single sum keeps the
-reference's order (one float32 FMA per step).
+lanes run *independent* sums side by side while each single sum keeps the
+reference's order (one float32 FMA per step), so the bits are the reference's.
 
-* Parameters live in a padded layout ``Q``: per layer the rows of ``W`` padded to
-  ``fip = ceil8(fan_in)``, then the biases padded to ``fop = ceil8(fan_out)``; the
-  pads are +0 and stay +0 (their gradients are exact zeros).
-* Forward: activations feature-major (``H[l][k*ld + r]``, the minibatch rows in the
-  lanes); tile rows are neurons, ``z = b`` then ``fma(W[j, k], h[k], z)``, ``k`` ascending.
-* Weight gradient: a row-major copy ``HT[l][r*fip + k]`` of the layer input; tile rows
-  are neurons ``j``, lanes run over ``k``, the sum over the minibatch rows ``r`` in order.
-* Back-propagated error: row-major ``D[l][r*fop + j]``; tile rows are minibatch rows,
-  lanes run over ``k``, the sum over ``j`` in order; the relu mask reads ``HT`` (``h > 0``
-  exactly when ``z > 0``).
-* Fit check: 8 train points at a time through all layers, starting from the block of
-  the last miss; the first miss ends it (``not fitted`` either way, so results are exact).
+* Parameters ``Q``: per layer ``W`` stored transposed (``fan_in`` rows of
+  ``wp[l+1] = ceil8(fan_out)`` floats), then the biases (``wp[l+1]`` floats); the pads
+  are +0 and stay +0 (their gradients are exact zeros).  Layers ``l >= 1`` keep a
+  scratch copy ``WJ`` of ``W`` (``fan_out`` rows of ``wp[l]``), refreshed after each
+  update by 8x8 in-register transposes, for the back-propagation.
+* Activations and errors are row-major (``H[l][r*wp[l] + k]``, ``D[l][r*wp[l+1] + j]``).
+* Forward: tile rows are minibatch rows, lanes neurons: ``z = b`` then
+  ``fma(h[r, k], W[j, k], z)``, ``k`` ascending; relu fused into the store.
+* Weight gradient: tile rows are inputs ``k``, lanes neurons ``j``, the sum over the
+  minibatch rows ``r`` in order; bias gradient: ``fma(1, d, s) == s + d`` exactly.
+* Back-propagated error: tile rows are minibatch rows, lanes inputs ``k``, the sum
+  over ``j`` in order; the relu mask ``h > 0`` (exactly ``z > 0``) fused into the store.
+* Fit check: :data:`_RB` train points at a time through all layers, starting from the
+  block of the last miss; the first miss ends it (``not fitted`` either way, so the
+  results are exact).
 """
 from __future__ import annotations
 
