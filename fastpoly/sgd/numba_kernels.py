@@ -68,7 +68,7 @@ def _ceil(n):
     return (int(n) + VW - 1) // VW * VW
 
 
-@jit(inline="always")
+@jit
 def _forward(Q, L, widths, wp, qw, qb, relu, X0, x0off, H, n, zeros):
     """Forward pass on ``n`` rows, row-major.
 
