@@ -11,11 +11,25 @@ L1/L2) and then trains its runs one after another:
    per minibatch forward, backward and update, then the fit check on all train points;
 3. the function on the key rows (and, first, that of the initialisation).
 
-Layouts: activations are feature-major (``H[k*ld + r]``, the batch in the SIMD
-lanes) for the forward pass and the back-propagated error; a transposed copy
-(``HT[r*fi + k]``) makes the weight gradient a loop over ``k`` with the
-reduction over the batch sequential, as in the reference.  Every multiply-add
-is :func:`fastpoly.backends.numba.jit.fma`; the summation orders are the reference's.
+Every product is a register-blocked tile of :mod:`fastpoly.sgd.numba_tiles`: SIMD
+lanes run *independent* sums side by side while each single sum keeps the
+reference's order (one float32 FMA per step), so the bits are the reference's.
+
+* Parameters ``Q``: per layer ``W`` stored transposed (``fan_in`` rows of
+  ``wp[l+1] = ceil8(fan_out)`` floats), then the biases (``wp[l+1]`` floats); the pads
+  are +0 and stay +0 (their gradients are exact zeros).  Layers ``l >= 1`` keep a
+  scratch copy ``WJ`` of ``W`` (``fan_out`` rows of ``wp[l]``), refreshed after each
+  update by 8x8 in-register transposes, for the back-propagation.
+* Activations and errors are row-major (``H[l][r*wp[l] + k]``, ``D[l][r*wp[l+1] + j]``).
+* Forward: tile rows are minibatch rows, lanes neurons: ``z = b`` then
+  ``fma(h[r, k], W[j, k], z)``, ``k`` ascending; relu fused into the store.
+* Weight gradient: tile rows are inputs ``k``, lanes neurons ``j``, the sum over the
+  minibatch rows ``r`` in order; bias gradient: ``fma(1, d, s) == s + d`` exactly.
+* Back-propagated error: tile rows are minibatch rows, lanes inputs ``k``, the sum
+  over ``j`` in order; the relu mask ``h > 0`` (exactly ``z > 0``) fused into the store.
+* Fit check: :data:`_RB` train points at a time through all layers, starting from the
+  block of the last miss; the first miss ends it (``not fitted`` either way, so the
+  results are exact).
 """
 from __future__ import annotations
 
@@ -30,6 +44,7 @@ from fastpoly.backends.numba.rng import (
     uniform_pm1_from_words,
 )
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
+from fastpoly.sgd.numba_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch
 from fastpoly.sgd.reference import TrainBatch
 from fastpoly.stream.rng import check_seed
@@ -44,74 +59,74 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@jit(inline="always")
-def _forward(P, L, widths, wofs, bofs, relu, H, Z, n, ld):
-    """Pre-activations ``Z[l]`` and layer inputs ``H[l]`` (feature-major, ``n`` rows, stride ``ld``)."""
-    for l in range(L):
-        fi = widths[l]
-        fo = widths[l + 1]
-        wo = wofs[l]
-        bo = bofs[l]
-        for j in range(fo):
-            bj = P[bo + j] if bo >= 0 else _ZERO
-            zb = j * ld
-            for r in range(n):
-                Z[l, zb + r] = bj
-            for k in range(fi):
-                w = P[wo + j * fi + k]
-                hb = k * ld
-                for r in range(n):
-                    Z[l, zb + r] = fma(w, H[l, hb + r], Z[l, zb + r])
-        if l < L - 1:
-            for t in range(fo * ld):
-                v = Z[l, t]
-                H[l + 1, t] = _ZERO if (relu and v < _ZERO) else v
+#: rows per block of the fit check, the final loss and the key function
+_RB = 8
 
 
-@jit(inline="always")
-def _load_rows(X, rows, n, n_in, H, ld):
-    for r in range(n):
-        for k in range(n_in):
-            H[0, k * ld + r] = X[rows[r], k]
+def _ceil(n):
+    """``n`` rounded up to a multiple of :data:`VW`."""
+    return (int(n) + VW - 1) // VW * VW
 
 
 @jit
-def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, Xtr, ytr, Xkey, nk,
-                ints, floats, leak_w, leak_E, leak_from, keys, init_keys, status, first_fit, epochs,
-                losses, params_out, want_params, out0):
+def _forward(Q, L, widths, wp, qw, qb, relu, X0, x0off, H, n, zeros):
+    """Forward pass on ``n`` rows, row-major.
+
+    Layer 0 reads ``X0[x0off + r*wp[0] + k]``, layer ``l`` writes ``H[l+1][r*wp[l+1] + j]``
+    (relu on hidden layers); the logit of row ``r`` is ``H[L][r*wp[L]]``.
+
+    Tile rows are the rows ``r``, lanes the neurons ``j``: ``z = b[j]`` then
+    ``fma(h[r, k], W[j, k], z)`` for ``k`` ascending (``W`` stored transposed).
+    """
+    for l in range(L):
+        act = ACT_RELU if (relu and l < L - 1) else ACT_NONE
+        fop = wp[l + 1]
+        if l == 0:
+            tiles(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], H[1], 0, fop, Q, qb[0], zeros,
+                  INIT_VEC, act, n, fop // VW)
+        else:
+            tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], H[l + 1], 0, fop, Q, qb[l], zeros,
+                  INIT_VEC, act, n, fop // VW)
+
+
+@jit
+def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
+                Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from,
+                keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, out0):
     n_params = pscale.shape[0]
     n_blocks = (n_params + 3) // 4
-    n_in = widths[0]
-    m = Xtr.shape[0]
+    m = ytr.shape[0]
     opt, loss_code, nesterov, batch_size, max_epochs, eaf0, min_ep0 = (
         ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6])
     lr, mu, b1, b2, eps, thr, c1, c2 = (floats[0], floats[1], floats[2], floats[3], floats[4], floats[5],
                                         floats[6], floats[7])
     nlr = -lr
     B = min(m, batch_size)
-    ld = max(nk, m)
-    maxw = 1
+    rows = max(B, _RB)
+    maxwp = VW
     for i in range(L + 1):
-        maxw = max(maxw, widths[i])
+        maxwp = max(maxwp, wp[i])
     n_words = keys.shape[1]
     bpe = (m - 1 + 3) // 4
     bpe = max(bpe, 1)
+    wp0 = wp[0]
+    wpL = wp[L]
     words = np.empty(4 * n_blocks, np.uint32)
     unit = np.empty(4 * n_blocks, np.float32)
-    P = np.empty(n_params, np.float32)
-    G = np.empty(n_params, np.float32)
-    S1 = np.empty(n_params, np.float32)
-    S2 = np.empty(n_params, np.float32)
-    H = np.zeros((L, maxw * ld), np.float32)
-    Z = np.zeros((L, maxw * ld), np.float32)
-    D = np.zeros(maxw * ld, np.float32)
-    E = np.zeros(maxw * ld, np.float32)
-    HT = np.zeros(maxw * B, np.float32)
+    Q = np.zeros(nq, np.float32)
+    WJ = np.zeros(max(nj, 1), np.float32)
+    G = np.zeros(nq, np.float32)
+    S1 = np.zeros(nq, np.float32)
+    S2 = np.zeros(nq, np.float32)
+    zeros = np.zeros(VW, np.float32)
+    ones = np.ones(1, np.float32)
+    H = np.zeros((L + 1, maxwp * rows), np.float32)
+    D = np.zeros((L, maxwp * rows), np.float32)
     perm = np.empty(m, np.int64)
-    allrows = np.arange(m)
-    keyrows = np.arange(nk)
     sw = np.empty(4 * bpe, np.uint32)
     nbf = _ONE
+    miss_blk = 0
+    n_tb = (m + _RB - 1) // _RB
     for s in range(count):
         o = out0 + s
         index = first + np.uint64(s)
@@ -120,18 +135,31 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, 
             uniform_pm1_from_words(words, n_params, unit)
         else:
             normals_from_words(words, 2 * n_blocks, unit)
-        for p in range(n_params):
-            P[p] = unit[p] * pscale[p]
+        # parameters into the kernel layout (W transposed, rows padded; pads stay +0)
+        for l in range(L):
+            fi = widths[l]
+            fo = widths[l + 1]
+            for j in range(fo):
+                for k in range(fi):
+                    p = wofs[l] + j * fi + k
+                    Q[qw[l] + k * wp[l + 1] + j] = unit[p] * pscale[p]
+                if bofs[l] >= 0:
+                    p = bofs[l] + j
+                    Q[qb[l] + j] = unit[p] * pscale[p]
+        for l in range(1, L):
+            transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
+        for p in range(nq):
             S1[p] = _ZERO
             S2[p] = _ZERO
         # the function of the initialisation on the key rows
-        _load_rows(Xkey, keyrows, nk, n_in, H, ld)
-        _forward(P, L, widths, wofs, bofs, relu, H, Z, nk, ld)
         for w in range(n_words):
             init_keys[o, w] = 0
-        for r in range(nk):
-            if Z[L - 1, r] > _ZERO:
-                init_keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, _RB):
+            n = min(_RB, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                if H[L, r * wpL] > _ZERO:
+                    init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         # the stopping rule of this run (the leaked callback where it applies)
         min_ep = min_ep0
         eaf = eaf0
@@ -168,81 +196,79 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, 
             for a in range(0, m, B):
                 nb = B if a + B <= m else m - a
                 nbf = _F(nb)
+                h0 = H[0]
                 for r in range(nb):
-                    for k in range(n_in):
-                        H[0, k * ld + r] = Xtr[perm[a + r], k]
-                _forward(P, L, widths, wofs, bofs, relu, H, Z, nb, ld)
+                    row = perm[a + r]
+                    for k in range(wp0):
+                        h0[r * wp0 + k] = Xtr_rm[row * wp0 + k]
+                _forward(Q, L, widths, wp, qw, qb, relu, h0, 0, H, nb, zeros)
+                dl = D[L - 1]
                 for r in range(nb):
-                    z = Z[L - 1, r]
+                    z = H[L, r * wpL]
                     y = ytr[perm[a + r]]
                     if loss_code == 0:
-                        D[r] = (sigmoid32(z) - y) / nbf
+                        dl[r * wpL] = (sigmoid32(z) - y) / nbf
                     else:
-                        D[r] = (_TWO * (z - y)) / nbf
+                        dl[r * wpL] = (_TWO * (z - y)) / nbf
                 for l in range(L - 1, -1, -1):
                     fi = widths[l]
                     fo = widths[l + 1]
-                    wo = wofs[l]
-                    bo = bofs[l]
-                    for k in range(fi):
-                        for r in range(nb):
-                            HT[r * fi + k] = H[l, k * ld + r]
-                    for j in range(fo):
-                        gb = _ZERO
-                        for r in range(nb):
-                            gb = gb + D[j * ld + r]
-                        if bo >= 0:
-                            G[bo + j] = gb
-                        gw = wo + j * fi
-                        for k in range(fi):
-                            G[gw + k] = _ZERO
-                        for r in range(nb):
-                            d = D[j * ld + r]
-                            hb = r * fi
-                            for k in range(fi):
-                                G[gw + k] = fma(d, HT[hb + k], G[gw + k])
+                    fi_p = wp[l]
+                    fo_p = wp[l + 1]
+                    d = D[l]
+                    # weight gradient gW[j, k] = sum over r (in order) of d[r, j] * h[r, k]; rows k, lanes j
+                    tiles(H[l], 0, 1, fi_p, d, 0, fo_p, nb, G, qw[l], fo_p, zeros, 0, zeros,
+                          INIT_ZERO, ACT_NONE, fi, fo_p // VW)
+                    if bofs[l] >= 0:
+                        # bias gradient gb[j] = ((0 + d[0, j]) + d[1, j]) + ...: fma(1, d, s) == s + d exactly
+                        tiles(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, zeros,
+                              INIT_ZERO, ACT_NONE, 1, fo_p // VW)
                     if l > 0:
-                        for t in range(fi * ld):
-                            E[t] = _ZERO
-                        for j in range(fo):
-                            for k in range(fi):
-                                w = P[wo + j * fi + k]
-                                for r in range(nb):
-                                    E[k * ld + r] = fma(D[j * ld + r], w, E[k * ld + r])
-                        for k in range(fi):
-                            for r in range(nb):
-                                t = k * ld + r
-                                D[t] = E[t] if (not relu or Z[l - 1, t] > _ZERO) else _ZERO
+                        # back-propagated error e[r, k] = sum over j (in order) of d[r, j] * W[j, k], then the
+                        # relu mask h[r, k] > 0 (exactly z > 0); rows r, lanes k
+                        tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
+                              INIT_ZERO, ACT_MASK if relu else ACT_NONE, nb, fi_p // VW)
                 # update
                 if opt == 1:
                     b1t = b1t * b1
                     b2t = b2t * b2
                     bc1 = _ONE - b1t
                     bc2 = _ONE - b2t
-                    for p in range(n_params):
+                    for p in range(nq):
                         g = G[p]
                         mm = fma(b1, S1[p], c1 * g)
                         vv = fma(b2, S2[p], (c2 * g) * g)
                         S1[p] = mm
                         S2[p] = vv
                         stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
-                        P[p] = fma(nlr, stp, P[p])
+                        Q[p] = fma(nlr, stp, Q[p])
                 elif mu == _ZERO:
-                    for p in range(n_params):
-                        P[p] = fma(nlr, G[p], P[p])
+                    for p in range(nq):
+                        Q[p] = fma(nlr, G[p], Q[p])
                 else:
-                    for p in range(n_params):
+                    for p in range(nq):
                         bf = fma(mu, S1[p], G[p])
                         S1[p] = bf
                         stp = fma(mu, bf, G[p]) if nesterov else bf
-                        P[p] = fma(nlr, stp, P[p])
-            # fit check on all train points
-            _load_rows(Xtr, allrows, m, n_in, H, ld)
-            _forward(P, L, widths, wofs, bofs, relu, H, Z, m, ld)
+                        Q[p] = fma(nlr, stp, Q[p])
+                for l in range(1, L):
+                    transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
+            # fit check on all train points, block by block, starting with the block of the last
+            # miss; a miss ends it (the answer, not fitted, is the same)
             fitted = True
-            for r in range(m):
-                if (Z[L - 1, r] > thr) != (ytr[r] == _ONE):
-                    fitted = False
+            for bi in range(n_tb):
+                blk = miss_blk + bi
+                if blk >= n_tb:
+                    blk -= n_tb
+                r0 = blk * _RB
+                n = min(_RB, m - r0)
+                _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+                for r in range(n):
+                    if (H[L, r * wpL] > thr) != (ytr[r0 + r] == _ONE):
+                        fitted = False
+                        break
+                if not fitted:
+                    miss_blk = blk
                     break
             if fitted:
                 if ff < 0:
@@ -252,46 +278,54 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, uniform, pscale, relu, 
                     break
         if st != 0:
             st = 1 if fitted else 2
-        # final train loss (the last fit check left the train outputs in Z unless it broke early)
-        _load_rows(Xtr, allrows, m, n_in, H, ld)
-        _forward(P, L, widths, wofs, bofs, relu, H, Z, m, ld)
+        # final train loss (in train-point order)
         sl = _ZERO
-        for r in range(m):
-            z = Z[L - 1, r]
-            if loss_code == 0:
-                sl = sl + softplus32(-z if ytr[r] == _ONE else z)
-            else:
-                dz = z - ytr[r]
-                sl = fma(dz, dz, sl)
+        for r0 in range(0, m, _RB):
+            n = min(_RB, m - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                z = H[L, r * wpL]
+                if loss_code == 0:
+                    sl = sl + softplus32(-z if ytr[r0 + r] == _ONE else z)
+                else:
+                    dz = z - ytr[r0 + r]
+                    sl = fma(dz, dz, sl)
         losses[o] = sl / _F(m)
         # the reached function on the key rows
-        _load_rows(Xkey, keyrows, nk, n_in, H, ld)
-        _forward(P, L, widths, wofs, bofs, relu, H, Z, nk, ld)
         for w in range(n_words):
             keys[o, w] = 0
-        for r in range(nk):
-            if Z[L - 1, r] > _ZERO:
-                keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, _RB):
+            n = min(_RB, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            for r in range(n):
+                if H[L, r * wpL] > _ZERO:
+                    keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         status[o] = st
         first_fit[o] = ff
         epochs[o] = e
         if want_params:
-            for p in range(n_params):
-                params_out[o, p] = P[p]
+            for l in range(L):
+                fi = widths[l]
+                fo = widths[l + 1]
+                for j in range(fo):
+                    for k in range(fi):
+                        params_out[o, wofs[l] + j * fi + k] = Q[qw[l] + k * wp[l + 1] + j]
+                    if bofs[l] >= 0:
+                        params_out[o, bofs[l] + j] = Q[qb[l] + j]
 
 
 @pjit
-def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, uniform, pscale, relu, Xtr, ytr, Xkey, nk,
-                 ints, floats, leak_w, leak_E, leak_from, keys, init_keys, status, first_fit, epochs, losses,
-                 params_out, want_params):
+def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
+                 Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
+                 init_keys, status, first_fit, epochs, losses, params_out, want_params):
     per = (n + n_lanes - 1) // n_lanes
     for lane in prange(n_lanes):
         a = lane * per
         b = min(n, a + per)
         if b > a:
-            _train_lane(rk, start + np.uint64(a), b - a, L, widths, wofs, bofs, uniform, pscale, relu, Xtr,
-                        ytr, Xkey, nk, ints, floats, leak_w, leak_E, leak_from, keys, init_keys, status,
-                        first_fit, epochs, losses, params_out, want_params, a)
+            _train_lane(rk, start + np.uint64(a), b - a, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform,
+                        pscale, relu, Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
+                        init_keys, status, first_fit, epochs, losses, params_out, want_params, a)
 
 
 class PreparedTrain:
@@ -316,10 +350,35 @@ class PreparedTrain:
                 scale[bo: bo + w[i + 1]] = bs
         self.pscale = scale
         self.relu = mlp.activation == "relu"
-        self.Xtr = np.ascontiguousarray(plan.X[plan.train_rows], np.float32)
-        self.ytr = np.ascontiguousarray(plan.train_labels, np.float32)
-        self.Xkey = np.ascontiguousarray(plan.X[plan.key_rows], np.float32)
+        # the kernel's parameter layout: per layer W transposed (fan_in rows of wp[l+1] = ceil8(fan_out)
+        # floats), then the biases (wp[l+1] floats, zeros for bias-free layers); plus a scratch copy of W
+        # (fan_out rows of wp[l] floats) for the back-propagation of layers l >= 1
+        self.wp = np.array([_ceil(x) for x in w], np.int64)
+        qw, qb, qj, q, qq = [], [], [], 0, 0
+        for i in range(self.L):
+            qw.append(q)
+            q += w[i] * int(self.wp[i + 1])
+            qb.append(q)
+            q += int(self.wp[i + 1])
+            qj.append(qq)
+            if i > 0:
+                qq += w[i + 1] * int(self.wp[i])
+        self.qw = np.array(qw, np.int64)
+        self.qb = np.array(qb, np.int64)
+        self.qj = np.array(qj, np.int64)
+        self.nq = q
+        self.nj = qq
+        Xtr = np.asarray(plan.X[plan.train_rows], np.float32)
+        Xkey = np.asarray(plan.X[plan.key_rows], np.float32)
+        n_in = Xtr.shape[1]
+        xt = np.zeros((Xtr.shape[0], int(self.wp[0])), np.float32)
+        xt[:, :n_in] = Xtr
+        self.Xtr_rm = xt.reshape(-1)
         self.nk = int(plan.key_rows.size)
+        xk = np.zeros((self.nk, int(self.wp[0])), np.float32)
+        xk[:, :n_in] = Xkey
+        self.Xkey_rm = xk.reshape(-1)
+        self.ytr = np.ascontiguousarray(plan.train_labels, np.float32)
         self.ints = tp.recipe.ints()
         self.floats = tp.recipe.floats()
         self.leak = tp.leak_arrays()
@@ -340,9 +399,10 @@ class PreparedTrain:
         if n:
             lw, lE, lf = self.leak
             _train_lanes(self.rk, np.uint64(lo), n, n_lanes, self.L, self.widths, self.wofs, self.bofs,
-                         self.uniform, self.pscale, self.relu, self.Xtr, self.ytr, self.Xkey, self.nk,
-                         self.ints, self.floats, np.int64(lw), lE, lf, keys, init_keys, status, first_fit,
-                         epochs, losses, pout, bool(params))
+                         self.wp, self.qw, self.qb, self.qj, self.nq, self.nj, self.uniform, self.pscale,
+                         self.relu, self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
+                         np.int64(lw), lE, lf, keys, init_keys, status, first_fit, epochs, losses, pout,
+                         bool(params))
         return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
 
 
