@@ -77,6 +77,29 @@ def test_numba_equals_reference_bit_for_bit(name):
     _same(ref, got)
 
 
+#: wide layers and large minibatches exercise the register-blocked tiles of the Numba trainer
+WIDE = {
+    "5-17-9-1-batch11": (MLP(5, (17, 9)), dict(optimizer="sgd", lr=0.05, batch_size=11, max_epochs=6)),
+    "8-24-1-batch40": (MLP(8, (24,)), dict(optimizer="sgd", momentum=0.9, lr=0.02, batch_size=40, max_epochs=5)),
+    "6-9-33-2-1-adam-mse-batch17": (MLP(6, (9, 33, 2)), dict(optimizer="adam", lr=0.01, loss="mse", batch_size=17,
+                                                            max_epochs=5)),
+    "7-40-40-1-nobias-nesterov": (MLP(7, (40, 40), bias=False), dict(optimizer="sgd", momentum=0.9, nesterov=True,
+                                                                      lr=0.01, batch_size=8, max_epochs=4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIDE))
+def test_numba_equals_reference_on_wide_layers(name):
+    arch, opts = WIDE[name]
+    X = boolean_inputs(arch.n_inputs)
+    rows = np.random.default_rng(7).choice(X.shape[0], min(44, X.shape[0] - 2), replace=False)
+    labels = ((rows * 2654435761) >> 7) & 1
+    tp = make_train_plan(arch, X, (rows, labels), seed=11, recipe=Recipe(**opts))
+    ref = train_range_reference(tp, 2**32 - 1, 2**32 + 2, params=True)
+    for threads in (1, 2):
+        _same(ref, train_range_numba(tp, 2**32 - 1, 2**32 + 2, params=True, n_threads=threads))
+
+
 def test_no_bias_identity_and_one_layer():
     for arch in (MLP(4, (5,), bias=False), MLP(4, (3, 4), activation="identity"), MLP(4, ())):
         tp = make_train_plan(arch, X4, (ROWS, LABELS), seed=7, recipe=Recipe(lr=0.05, batch_size=3, max_epochs=15))
