@@ -137,12 +137,13 @@ def ratios(rows):
         by.setdefault(r["workload"], []).append(r)
     lines = []
     for wl, rs in by.items():
-        key = "samples_per_s" if wl.startswith("sampler") else "points_per_s"
+        key = "samples_per_s" if wl.startswith(("sampler", "sgd")) else "points_per_s"
         ok = [r for r in rs if key in r]
         ref = next((r[key] for r in ok if r.get("kind") == "reference"), None)
         base = max((r[key] for r in ok if r.get("kind") == "baseline"), default=None)
         lines.append(f"\n{wl}")
-        lines.append(f"  {'name':28s} {key:>16s} {'x reference':>12s} {'x best baseline':>16s}")
+        label = "runs_per_s" if wl.startswith("sgd") else key
+        lines.append(f"  {'name':28s} {label:>16s} {'x reference':>12s} {'x best baseline':>16s}")
         for r in ok:
             xr = f"{r[key] / ref:12.1f}" if ref else f"{'':12s}"
             xb = f"{r[key] / base:16.2f}" if base else f"{'':16s}"
