@@ -70,7 +70,10 @@ def condition(counts: Any, train_idx: ArrayLike, labels: ArrayLike | None = None
     if labels is None:
         if tgt is None:
             raise ValueError("condition needs labels or a target")
-        labels = tgt[np.asarray(train_idx, dtype=np.int64)] if np.size(train_idx) else []
+        idx = np.asarray(train_idx)
+        if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n_rows):
+            raise ValueError(f"train rows must be integers in [0, {n_rows}), got {np.asarray(train_idx).tolist()[:8]}")
+        labels = tgt[idx.astype(np.int64)] if idx.size else []
     rows, labs = check_train((train_idx, labels), n_rows)
     if tgt is not None and not np.array_equal(tgt[rows], labs):
         raise ValueError("labels disagree with the target on the train rows")
