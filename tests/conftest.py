@@ -45,3 +45,21 @@ def rng():
 @pytest.fixture(scope="session")
 def X7():
     return fastpoly.boolean_inputs(7)
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The CPU emulation of CUDA (``tests/cuda_emu``; its library is built on first use).
+
+    Skipped without g++, except under CI, where the emulation tests must run.
+    """
+    import shutil
+
+    if shutil.which(os.environ.get("CXX") or "g++") is None:
+        if os.environ.get("CI"):
+            pytest.fail("g++ is required under CI for the CUDA emulation tests")
+        pytest.skip("g++ not found: the CUDA emulation cannot be built")
+    from cuda_emu import device
+
+    device.load_library()
+    return device

@@ -29,7 +29,6 @@ The library is compiled once per set of sources into a cache folder (see
 """
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 import zlib
@@ -47,18 +46,6 @@ from fastpoly.tolerances import assert_close_to_reference, network_atol
 
 pytestmark = pytest.mark.cuda_emu
 
-
-@pytest.fixture(scope="session")
-def emu():
-    """The emulation module (library built on first use)."""
-    if shutil.which(os.environ.get("CXX") or "g++") is None:
-        if os.environ.get("CI"):
-            pytest.fail("g++ is required under CI for the CUDA emulation tests")
-        pytest.skip("g++ not found: the CUDA emulation cannot be built")
-    from cuda_emu import device
-
-    device.load_library()
-    return device
 
 
 def _backend(emu, dev_kw=None, **kw):

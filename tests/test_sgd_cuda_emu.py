@@ -16,9 +16,6 @@ emulator cannot show (FTZ, real scheduling) is for ``tests/test_sgd_cuda.py`` on
 """
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
@@ -35,17 +32,6 @@ X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
 LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
 
-
-@pytest.fixture(scope="module")
-def emu():
-    if shutil.which(os.environ.get("CXX") or "g++") is None:
-        if os.environ.get("CI"):
-            pytest.fail("g++ is required under CI for the CUDA emulation tests")
-        pytest.skip("g++ not found: the CUDA emulation cannot be built")
-    from cuda_emu import device
-
-    device.load_library()
-    return device
 
 
 def _bits(a):

@@ -14,7 +14,7 @@ from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.histograms import full_keys_block, summarize
 from fastpoly.analysis.stats import interval as binomial_interval
 from fastpoly.atomic import check_writable
-from fastpoly.cli.sample import _parse_target
+from fastpoly.cli.sample import parse_target_arg
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
 from fastpoly.counts.store import FunctionCounts, merge_files
 from fastpoly.counts.table import write_table
@@ -243,7 +243,7 @@ def run_condition(args):
     check_writable(args.out, "output file (--out)")
     c = FunctionCounts.load(args.counts_file)
 
-    tgt = _parse_target(args.target, c.n_rows)
+    tgt = parse_target_arg(args.target, c.n_rows)
     rows = _train_rows(args, c.n_rows)
     post = c.condition(rows, target=parse_target(tgt, c.n_rows))
     post.save(args.out)

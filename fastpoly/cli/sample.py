@@ -32,7 +32,7 @@ def parse_count(text):
     return int(v)
 
 
-def _parse_target(text, m):
+def parse_target_arg(text, m):
     t = text.strip()
     if len(t) == m and set(t) <= {"0", "1"}:
         return np.frombuffer(t.encode(), np.uint8) - ord("0")
@@ -199,6 +199,32 @@ def _claim_out(args, path):
     return lock
 
 
+def train_set_from_args(args, m, required=False):
+    """The train rows and the full target of ``--train anchor:M|ROWS`` or ``--train-size N --target T``.
+
+    Returns ``(rows, target)`` (int64 rows, uint8 target over all ``m`` rows), or ``(None, None)``
+    when no train set is given and ``required`` is False.
+    """
+    if getattr(args, "train", None):
+        rows, target = parse_train_spec(args.train, m)
+        if target is None:
+            if not args.target:
+                raise ValueError("--train ROWS needs --target")
+            target = parse_target_arg(args.target, m)
+        return rows, target
+    if not (args.train_size or args.target):
+        if required:
+            raise ValueError("give the train set: --train anchor:M, or --train ROWS / --train-size N with --target")
+        return None, None
+    if not args.target or not args.train_size:
+        raise ValueError("conditioning needs both --train-size and --target")
+    if not 0 < args.train_size < m:
+        raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
+    target = parse_target_arg(args.target, m)
+    rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
+    return rows, target
+
+
 def run_sample(args):
     if getattr(args, "resume", None):
         _restore_resume_args(args)
@@ -216,22 +242,8 @@ def run_sample(args):
         raise ValueError("the CLI samples on all Boolean inputs; use at most 20 inputs (the API takes any X)")
     X = boolean_inputs(n_inputs, centered=args.centered)
     m = X.shape[0]
-    train = target = None
-    if getattr(args, "train", None):
-        rows, target = parse_train_spec(args.train, m)
-        if target is None:
-            if not args.target:
-                raise ValueError("--train ROWS needs --target")
-            target = _parse_target(args.target, m)
-        train = (rows, target[rows])
-    elif args.train_size or args.target:
-        if not args.target or not args.train_size:
-            raise ValueError("conditioning needs both --train-size and --target")
-        if not 0 < args.train_size < m:
-            raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
-        target = _parse_target(args.target, m)
-        rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
-        train = (rows, target[rows])
+    rows, target = train_set_from_args(args, m)
+    train = None if rows is None else (rows, target[rows])
     client = None
     if getattr(args, "dask", None):
         client = _dask_client(args.dask)

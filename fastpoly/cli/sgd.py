@@ -7,9 +7,8 @@ import time
 import numpy as np
 
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
-from fastpoly.cli.sample import _parse_target, parse_count
+from fastpoly.cli.sample import parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
-from fastpoly.sgd.anchor import parse_train_spec
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.compare import compare, plot_compare
 from fastpoly.sgd.recipe import Recipe
@@ -61,23 +60,6 @@ def register(sub):
     return p
 
 
-def _train_set(args, m):
-    if args.train:
-        rows, tgt = parse_train_spec(args.train, m)
-        if tgt is None:
-            if not args.target:
-                raise ValueError("--train ROWS needs --target")
-            tgt = _parse_target(args.target, m)
-        return rows, tgt
-    if not args.train_size or not args.target:
-        raise ValueError("give the train set: --train anchor:M, or --train ROWS / --train-size N with --target")
-    if not 0 < args.train_size < m:
-        raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
-    tgt = _parse_target(args.target, m)
-    rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
-    return rows, tgt
-
-
 def run_train(args):
     n = parse_count(str(args.runs))
     t0 = time.perf_counter()
@@ -92,7 +74,7 @@ def run_train(args):
         if n_in > 20:
             raise ValueError("the CLI trains on all Boolean inputs; use at most 20 inputs")
         X = boolean_inputs(n_in)
-        rows, tgt = _train_set(args, X.shape[0])
+        rows, tgt = train_set_from_args(args, X.shape[0], required=True)
         recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                         beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss, batch_size=args.batch,
                         max_epochs=args.max_epochs, fit_threshold=args.fit_threshold,
