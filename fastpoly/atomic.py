@@ -35,27 +35,8 @@ def public_mode() -> int:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    except OSError as e:
-        raise _with_path(e, path) from None
-    try:
-        os.chmod(tmp, public_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise _with_path(e, path) from None
-        raise
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
 
 def _with_path(e: OSError, path: str) -> OSError:
@@ -253,14 +234,18 @@ class FolderLock:
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Stream a file atomically: yield a temporary file in the target's folder, rename it on success.
 
-    On an exception (disk full, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    On an exception (disk full, Ctrl-C) the temporary file is removed and ``path`` is untouched;
+    an ``OSError`` is re-raised naming ``path`` (not the temporary file).
     ``mode`` is ``"w"`` (text; ``kwargs`` go to :func:`open`, e.g. ``newline=""``) or ``"wb"``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes new files only (mode 'w' or 'wb'), got {mode!r}")
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    except OSError as e:
+        raise _with_path(e, path) from None
     try:
         os.chmod(tmp, public_mode())
         with os.fdopen(fd, mode, **kwargs) as fh:
@@ -268,9 +253,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _with_path(e, path) from None
         raise

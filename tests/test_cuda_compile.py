@@ -7,7 +7,6 @@ The NVRTC check needs ``libnvrtc`` (the CUDA toolkit's, ``$FASTPOLY_NVRTC_LIB``,
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 import shutil
 import subprocess
@@ -95,27 +94,9 @@ def test_train_kernel_does_not_spill(nvcc_check):
 
 # --- NVRTC (what cupy.RawModule does at run time) ------------------------------------------------
 def _find_nvrtc():
-    cands = []
-    if os.environ.get("FASTPOLY_NVRTC_LIB"):
-        cands.append(os.environ["FASTPOLY_NVRTC_LIB"])
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        real = Path(os.path.realpath(nvcc))
-        # /usr/local/bin/nvcc may be a wrapper script: look in the usual toolkit folders too
-        for base in {real.parent.parent, Path("/usr/local/cuda")} | {Path(p) for p in glob.glob("/usr/local/cuda-*")}:
-            cands += sorted(glob.glob(str(base / "lib64" / "libnvrtc.so*")))
-            cands += sorted(glob.glob(str(base / "targets" / "*" / "lib" / "libnvrtc.so*")))
-    for sp in sys.path:
-        cands += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib", "libnvrtc.so*")))
-        cands += sorted(glob.glob(os.path.join(sp, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*")))
-    for c in cands:
-        if "builtins" in c or ".alt." in c:
-            continue
-        try:
-            return ctypes.CDLL(c), c
-        except OSError:
-            continue
-    return None, None
+    """The NVRTC library the backend's own search finds (``src.find_nvrtc_library``), loaded."""
+    path = src.find_nvrtc_library()
+    return (None, None) if path is None else (ctypes.CDLL(path), path)
 
 
 def _nvrtc_compile(lib, filename, names, arch):

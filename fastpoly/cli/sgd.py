@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.atomic import atomic_open
 from fastpoly.cli.sample import parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
@@ -96,7 +97,8 @@ def run_train(args):
         print(f"  {t['key']}  P_SGD {t['probability']:.4f} [{t['lower']:.4f}, {t['upper']:.4f}]")
     if args.records:
         rec = res.info["records"]
-        np.savez(os.path.join(args.out, "records.npz"), **rec)
+        with atomic_open(os.path.join(args.out, "records.npz"), "wb") as fh:
+            np.savez(fh, **rec)
         print(f"mean epochs    {rec['epochs'].mean():.1f}  (first fit {rec['first_fit'][rec['first_fit'] > 0].mean():.1f})")
     print(f"counts file    {path}")
     return 0
