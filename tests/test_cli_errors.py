@@ -184,3 +184,38 @@ def test_options_checked_before_the_run(tmp_path, capsys):
     one_line_error(capsys, main(_sample(tmp_path, "--top", "-1", "--samples", "1e9")), "--top")
     assert not (tmp_path / "counts.npz").exists()
     one_line_error(capsys, main(["analyze", str(tmp_path / "x.npz"), "--top", "-1"]), "--top")
+
+
+# --- result folders: every command that writes one refuses to replace an earlier result -------
+_RESULT_COMMANDS = {
+    "sample": lambda out: _sample(out),
+    "train": lambda out: ["train", "3-4-1", "--train", "0,3,5", "--target", "01101001", "--runs", "8", "--lr", "0.1",
+                          "--max-epochs", "50", "--backend", "numpy", "--no-progress", "--out", str(out)],
+    "gp-sample": lambda out: ["gp", "sample", "3-4-1", "--samples", "300", "--backend", "numpy", "--out", str(out)],
+}
+
+
+@pytest.mark.parametrize("cmd", list(_RESULT_COMMANDS))
+def test_result_folder_needs_force(cmd, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = _RESULT_COMMANDS[cmd](out)
+    assert main(args) == 0
+    capsys.readouterr()
+    before = (out / "counts.npz").read_bytes()
+    one_line_error(capsys, main(args), "already holds", "--force")
+    assert (out / "counts.npz").read_bytes() == before
+    assert main([*args, "--force"]) == 0
+    assert (out / "counts.npz").read_bytes() == before  # same run, same bytes
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "lock or temporary files left behind"
+
+
+def test_result_folder_locked_by_a_running_command(tmp_path, capsys):
+    from fastpoly.atomic import FolderLock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    lock = FolderLock(str(out), "output folder").acquire()
+    try:
+        one_line_error(capsys, main(_RESULT_COMMANDS["gp-sample"](out)), str(out))
+    finally:
+        lock.release()

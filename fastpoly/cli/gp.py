@@ -13,7 +13,8 @@ import numpy as np
 
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
-from fastpoly.cli.sample import parse_count
+from fastpoly.atomic import atomic_open, check_writable
+from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
 from fastpoly.plan import inputs_digest
 
@@ -88,6 +89,7 @@ def add_parser(subparsers):
     sa.add_argument("--backend", default="auto", help="auto, numpy or numba")
     sa.add_argument("--out", default="fastpoly-gp-out", help="output folder (default ./fastpoly-gp-out)")
     sa.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
+    sa.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
     p.set_defaults(func=run)
     p.set_defaults(_gp_parser=p)
     return p
@@ -148,6 +150,8 @@ def _n(args):
 def _cmd_kernel(args):
     from fastpoly.gp.kernels import kernel
 
+    if args.out:
+        check_writable(args.out, "kernel file (--out)")
     mlp = _mlp(args)
     X = _inputs(args, mlp)
     t0 = time.perf_counter()
@@ -167,7 +171,8 @@ def _cmd_kernel(args):
         print(f"correlation    [{off.min():.6f}, {off.max():.6f}] off the diagonal")
     print(f"eigenvalues    [{ev[0]:.4g}, {ev[-1]:.4g}]")
     if args.out:
-        np.save(args.out, K)
+        with atomic_open(args.out, "wb") as fh:
+            np.save(fh, K)
         print(f"kernel file    {args.out}")
     return 0
 
@@ -199,6 +204,8 @@ def _cmd_logp(args):
 def _cmd_posterior(args):
     from fastpoly.gp.bayes import posterior
 
+    if args.out:
+        check_writable(args.out, "table file (--out)")
     counts = FunctionCounts.load(args.counts) if args.counts else None
     mlp = _mlp(args, counts)
     X = _inputs(args, mlp, counts)
@@ -246,12 +253,16 @@ def _cmd_sample(args):
     mlp = _mlp(args)
     X = _inputs(args, mlp)
     n = parse_count(str(args.samples))
-    t0 = time.perf_counter()
-    c = sample(mlp, X, n, seed=args.seed, backend=args.backend, start=args.start)
-    dt = time.perf_counter() - t0
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "counts.npz")
-    c.save(path)
+    lock = claim_out(args.out, path, args.force)
+    try:
+        t0 = time.perf_counter()
+        c = sample(mlp, X, n, seed=args.seed, backend=args.backend, start=args.start)
+        dt = time.perf_counter() - t0
+        c.save(path)
+    finally:
+        if lock is not None:
+            lock.release()
     g = c.meta["gp"]
     print(f"architecture   {mlp.spec} ({mlp.activation}), infinite width (NNGP)")
     print(f"factor         {g['factor']} (rank {g['rank']}, zero-variance rows {len(g['zero_variance_rows'])}"

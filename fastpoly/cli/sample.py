@@ -18,7 +18,7 @@ from fastpoly.run.checkpoint import job_of
 from fastpoly.run.driver import Interrupted
 from fastpoly.sgd.anchor import parse_train_spec
 
-__all__ = ["register", "run_sample", "parse_count"]
+__all__ = ["register", "run_sample", "parse_count", "claim_out", "train_set_from_args"]
 
 
 def parse_count(text):
@@ -184,19 +184,29 @@ def _check_options(args):
         raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
 
 
-def _claim_out(args, path):
-    """Create --out, check it is writable, lock it for this run; refuse to replace an earlier result."""
-    check_writable_folder(args.out, "output folder (--out)")
-    same = args.checkpoint and os.path.realpath(args.checkpoint) == os.path.realpath(args.out)
-    lock = None if same else FolderLock(args.out, "output folder (--out)").acquire()
-    if os.path.exists(path) and not (args.force or getattr(args, "resume", None)):
+def claim_out(out, path, force=False, resume=False, checkpoint=None):
+    """Create the ``--out`` folder, check it is writable and lock it for this run.
+
+    Refuses to replace ``path`` (the result of an earlier run) unless ``force`` or ``resume``;
+    returns the :class:`~fastpoly.atomic.FolderLock` to release when the run ends (None when
+    the folder is the checkpoint folder, whose own lock covers it).  Used by every command that
+    writes a result folder (``sample``, ``train``, ``gp sample``).
+    """
+    check_writable_folder(out, "output folder (--out)")
+    same = checkpoint and os.path.realpath(checkpoint) == os.path.realpath(out)
+    lock = None if same else FolderLock(out, "output folder (--out)").acquire()
+    if os.path.exists(path) and not (force or resume):
         if lock is not None:
             lock.release()
         raise ValueError(
-            f"{args.out} already holds the result of an earlier run ({os.path.basename(path)}); pass --force to "
+            f"{out} already holds the result of an earlier run ({os.path.basename(path)}); pass --force to "
             "replace it or choose another --out"
         )
     return lock
+
+
+def _claim_out(args, path):
+    return claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
 
 
 def train_set_from_args(args, m, required=False):

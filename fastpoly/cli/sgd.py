@@ -8,7 +8,7 @@ import numpy as np
 
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open
-from fastpoly.cli.sample import parse_count, train_set_from_args
+from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.compare import compare, plot_compare
@@ -56,6 +56,7 @@ def register(sub):
     p.add_argument("--workers", type=int, default=400, help="with --callback-leak: MPI workers (default 400)")
     p.add_argument("--records", action="store_true", help="also write per-run records (records.npz)")
     p.add_argument("--out", default="fastpoly-train", help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
     return p
@@ -63,6 +64,16 @@ def register(sub):
 
 def run_train(args):
     n = parse_count(str(args.runs))
+    path = os.path.join(args.out, "counts.npz")
+    lock = claim_out(args.out, path, args.force)
+    try:
+        return _train_and_report(args, n, path)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_report(args, n, path):
     t0 = time.perf_counter()
     if args.anchor:
         res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit or 1, n_runs=n,
@@ -84,8 +95,6 @@ def run_train(args):
                          recipe=recipe, start=args.start, records=args.records, progress=not args.no_progress,
                          annotations={"target": key_to_hex(pack_bits(np.asarray(tgt, bool)), X.shape[0])})
     dt = time.perf_counter() - t0
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "counts.npz")
     res.save(path)
     r = res.meta["sgd_recipe"]
     print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
