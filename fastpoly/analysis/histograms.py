@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_blocks
-from fastpoly.analysis.complexity import complexity_ints, klz_from_sums
+from fastpoly.analysis.complexity import complexity_ints, klz_from_sums, resolve_analysis_backend
 from fastpoly.analysis.conditioning import _target_of
 from fastpoly.keys import pack_bits, unpack_bits
 
@@ -279,7 +279,8 @@ def upper_bound_from_maxima(klz_values: np.ndarray, max_count: np.ndarray, max_f
 
 
 def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFAULT_BLOCK,
-              target: Any = None, keep_points: int = 0, errors: bool | None = None) -> Summary:
+              target: Any = None, keep_points: int = 0, errors: bool | None = None,
+              backend: Any = "auto") -> Summary:
     """One streaming pass over a :class:`~fastpoly.FunctionCounts` (memory-mapped or not).
 
     Parameters
@@ -299,7 +300,20 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
         every function).
     errors : bool or None
         Compute generalisation errors (default: when a target is known).
+    backend : str or device
+        Which backend computes K_LZ, T and critical inputs per block: ``"auto"`` (Numba if
+        importable, else NumPy), ``"numpy"``, ``"numba"``, ``"cupy"`` or a CUDA device interface
+        (:func:`fastpoly.analysis.complexity.resolve_analysis_backend`); the summary is the same on each.
+
+    Raises
+    ------
+    ValueError
+        An unknown backend name (before the pass starts).
+    fastpoly.backends.BackendUnavailable
+        The backend cannot run here (before the pass starts).
     """
+    name, dev = resolve_analysis_backend(backend)
+    kind = dev if dev is not None else name
     n_bits = int(counts.n_rows)
     boolean = bool(counts.is_boolean())
     if errors is None:
@@ -324,7 +338,7 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
     for a, (keys, cnt) in iter_blocks([counts.keys, counts.counts], block):
         cnt = np.asarray(cnt, np.int64)
         full = full_keys_block(counts, np.asarray(keys, np.uint64))
-        ci = complexity_ints(full, n_bits, boolean=boolean, order=order)
+        ci = complexity_ints(full, n_bits, boolean=boolean, order=order, backend=kind)
         s = ci["sums"]
         pairs.add(cnt, s + 1)
         ones_w += np.bincount(ci["ones"], weights=cnt, minlength=n_bits + 1).astype(np.int64)
