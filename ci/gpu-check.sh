@@ -6,7 +6,7 @@
 # 5 minutes on an H100/H200 including compilation (NVRTC, PTX JIT, CuPy's own kernels).
 #   1. environment report (nvidia-smi, backends)                       -> OUTDIR/env.txt
 #   2. GPU tests, FASTPOLY_REQUIRE_GPU=1 (a skip is a failure), and the  -> OUTDIR/gpu-tests.log, .xml
-#      FTZ guard on the PTX of the backend's compile path
+#      FTZ guard on the PTX of the backend's compile path; the K_LZ kernel (tests/test_klz_cuda.py)
 #   3. bench/compare.py --device cuda: the cupy backend vs PyTorch eager -> OUTDIR/compare.json, .log
 #      and torch.compile on the same card; NumPy reference on a small N
 #   4. a timed exact-count run of 7-40-40-1, 1e9 samples: GPU time, host  -> OUTDIR/run-1e9/run.{json,txt},
@@ -66,7 +66,7 @@ cat "$OUT/env.txt" | tee -a "$LOG"
 
 say "GPU tests (FASTPOLY_REQUIRE_GPU=1)"
 timeout "$(slot 75)" "$PY" -m pytest -q -rfEs -p no:cacheprovider \
-    tests/test_cupy_backend.py tests/test_cuda_emu_ptx.py \
+    tests/test_cupy_backend.py tests/test_cuda_emu_ptx.py tests/test_klz_cuda.py \
     --junitxml="$OUT/gpu-tests.xml" 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { say "GPU tests FAILED (rc=$rc; 124 = out of time)"; status=1; }

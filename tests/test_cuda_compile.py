@@ -137,8 +137,9 @@ POLY_NAMES = [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("filename,names", [("sampler.cu", SAMPLER_NAMES), ("poly.cu", POLY_NAMES)],
-                         ids=["sampler", "poly"])
+@pytest.mark.parametrize("filename,names", [("sampler.cu", SAMPLER_NAMES), ("poly.cu", POLY_NAMES),
+                                            ("klz.cu", ["fastpoly_klz_ints"])],
+                         ids=["sampler", "poly", "klz"])
 def test_nvrtc_name_expressions(filename, names, arch):
     lib, path = _find_nvrtc()
     if lib is None:

@@ -33,8 +33,8 @@ from fastpoly.plotting import pyplot, save_figure
 T128 = "".join("1" if bin(i).count("1") % 2 else "0" for i in range(128))  # parity
 
 
-def _old_analyze(counts, top=20, interval="wilson", order="rows"):
-    """fastpoly 0.1's ``analyze`` (materialised arrays), the oracle."""
+def _old_analyze(counts, top=20, interval="wilson", order="rows", backend="auto"):
+    """fastpoly 0.1's ``analyze`` (materialised arrays), the oracle (``backend``: of the new CLI, unused)."""
     c = counts
     out = {"n_samples": c.n_samples, "n_accepted": c.n_accepted, "n_distinct": c.n_distinct}
     if c.n_samples:
@@ -418,3 +418,77 @@ def test_table_min_count_and_cli(files, tmp_path, capsys):
     assert lines[0] == full[0] and lines[1:] == want and 0 < len(want) < c.n_distinct
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     assert main(["analyze", str(files["big"]), "--table", str(tmp_path / "x.csv"), "--min-count", "0"]) == 2
+
+
+# --- the compiled, parallel tally of summarize ---------------------------------------------------
+def _fields(sm):
+    out = {}
+    for k, v in vars(sm).items():
+        if isinstance(v, tuple):
+            out[k] = tuple((u.dtype.str, u.tobytes()) for u in v)
+        elif isinstance(v, np.ndarray):
+            out[k] = (v.dtype.str, v.tobytes())
+        elif isinstance(v, dict):
+            out[k] = {q: (u.dtype.str, u.tobytes()) for q, u in v.items()}
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("name", ["big", "prior", "post"])
+def test_blocked_parallel_tally_equals_one_block(files, name, monkeypatch):
+    """Every field byte for byte: the compiled tally over many blocks, over one block, and the NumPy tally."""
+    from fastpoly.analysis import histograms
+    from fastpoly.backends.numba import tally
+
+    c = FunctionCounts.load(files[name], mmap=True)
+    one = _fields(summarize(c, block=1 << 30, keep_points=100_000))
+    for block in (1, 97, 4096):
+        assert _fields(summarize(c, block=block, keep_points=100_000)) == one, block
+    real = tally.tally_block
+    monkeypatch.setattr(tally, "tally_block", lambda *a, **k: real(*a, **dict(k, parts=7)))  # 7 row ranges per block
+    assert _fields(summarize(c, block=2000, keep_points=100_000)) == one
+    monkeypatch.setattr(histograms, "_tally_module", lambda: None)  # the NumPy tally (no Numba)
+    assert _fields(summarize(c, block=1 << 30, keep_points=100_000)) == one
+    assert _fields(summarize(c, block=333, keep_points=100_000)) == one
+
+
+def test_tally_maxima_ties_go_to_the_earliest_row():
+    from fastpoly.backends.numba.tally import tally_block
+
+    rng = np.random.default_rng(3)
+    K = 50_000
+    cnt = rng.integers(1, 4, K)
+    cnt[[10, 30_000, 49_999]] = 500  # equal maxima of class 2 in different parts
+    cls = rng.integers(0, 5, K)
+    cls[[10, 30_000, 49_999]] = 2
+    ones = rng.integers(0, 9, K)
+    for parts in (1, 2, 7, 64):
+        r = tally_block(cnt, cls, 5, ones, 9, parts=parts)
+        assert r["max_first"][2] == 10 and r["max_count"][2] == 500
+        for k in range(5):
+            sel = np.flatnonzero(cls == k)
+            assert r["max_count"][k] == cnt[sel].max() and r["max_first"][k] == sel[np.argmax(cnt[sel])]
+        assert np.array_equal(r["ones_w"], np.bincount(ones, weights=cnt, minlength=9).astype(np.int64))
+        assert np.array_equal(np.flatnonzero(cnt >= 64), r["big"])
+    with pytest.raises(ValueError, match="out of range"):
+        tally_block(cnt, cls, 2, ones, 9)
+    with pytest.raises(ValueError, match="out of range"):
+        tally_block(cnt, cls, 5, ones - 1, 9)
+
+
+def test_error_table_with_counts_above_the_test_rows(files):
+    """(errors, count) pairs are exact also when counts exceed the number of test rows."""
+    c = FunctionCounts.load(files["post"])
+    cnt = c.counts.copy()
+    cnt[:: 5] += 400  # > n_test = 125
+    c = FunctionCounts(c.keys, cnt, c.first_index, c.n_samples + int(cnt.sum()), int(cnt.sum()), c.meta)
+    from fastpoly.analysis.conditioning import _target_of
+
+    tkey = fastpoly.keys.pack_bits(_target_of(c, None)[c.key_rows()].astype(bool))
+    e = np.bitwise_count(c.keys ^ tkey[None, :]).sum(axis=1).astype(np.int64)
+    codes, mult = np.unique(e * (1 << 32) + cnt, return_counts=True)
+    for block in (50, 1 << 20):
+        ev, ec, em = summarize(c, block=block).error_table
+        assert np.array_equal(ev, codes >> 32) and np.array_equal(ec, codes & 0xFFFFFFFF)
+        assert np.array_equal(em, mult)

@@ -17,12 +17,16 @@ under reversing the string, so this equals K_LZ of the C++ anchor's reversed
 strings; the Python anchors' strings list inputs MSB-first, a different
 permutation of the same bits -- pass ``order="msb"`` to get their values.
 
-K_LZ is compiled with Numba (the package jit policy, parallel over keys) when
-Numba is importable; otherwise a pure Python loop with the same semantics runs.
+The integer data (:func:`phrase_sums`, :func:`complexity_ints`) is computed by one of three
+backends, the same integers on each: ``"numpy"`` (the pure Python/NumPy reference), ``"numba"``
+(:mod:`fastpoly.backends.numba.klz`, bit-parallel, parallel over keys) and ``"cupy"``
+(``kernels/klz.cu`` on a CUDA device, :mod:`fastpoly.backends.cuda.klz`); ``"auto"`` is Numba when it
+is importable, else NumPy (:data:`fastpoly.backends.ANALYSIS_AUTO_ORDER`: the GPU only when asked).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +34,7 @@ from fastpoly.keys import msb_permutation, pack_bits, unpack_bits
 
 __all__ = ["lz76_phrases", "klz_string", "klz", "phrase_sums", "klz_from_sums", "entropy", "entropy_from_ones",
            "ones", "critical_sample_ratio", "critical_counts", "msb_permutation", "complexity_table",
-           "complexity_ints"]
+           "complexity_ints", "resolve_analysis_backend"]
 
 
 # --- reference semantics (plain Python, used as the oracle and the fallback) -----------------
@@ -137,6 +141,63 @@ def _kernel():
     return _KERNEL
 
 
+def _is_device(obj: Any) -> bool:
+    """A CUDA device interface (``CupyDevice`` or the tests' emulation) rather than a backend name."""
+    return not isinstance(obj, str) and callable(getattr(obj, "compile", None)) and \
+        callable(getattr(obj, "launch", None))
+
+
+def resolve_analysis_backend(backend: Any = "auto") -> tuple[str, Any]:
+    """``(name, device)`` of the backend that computes the integer complexity data.
+
+    Parameters
+    ----------
+    backend : str or device
+        ``"auto"`` (Numba if importable, else NumPy; ``$FASTPOLY_BACKEND`` overrides, as for every
+        ``"auto"``), ``"numpy"``, ``"numba"``, ``"cupy"``, or a CUDA device interface
+        (:class:`~fastpoly.backends.cuda.backend.CupyDevice`, the tests' emulation) meaning
+        ``"cupy"`` on that device.
+
+    Returns
+    -------
+    (str, object or None)
+        The resolved name and the device (None: the process's default device, or no device).
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the valid ones).
+    fastpoly.backends.BackendUnavailable
+        ``"numba"`` without Numba, ``"cupy"`` without CuPy or a GPU (the message says why).
+    """
+    from fastpoly.backends import ANALYSIS_AUTO_ORDER, BackendUnavailable, availability, resolve_backend_name
+
+    if _is_device(backend):
+        return "cupy", backend
+    name = resolve_backend_name(backend, auto_order=ANALYSIS_AUTO_ORDER)
+    if name == "numba" and _kernel() is None:
+        raise BackendUnavailable("backend 'numba' is not available: numba is not installed")
+    if name == "cupy":
+        ok, why = availability("cupy")
+        if not ok:
+            raise BackendUnavailable(f"backend 'cupy' is not available: {why}")
+    return name, None
+
+
+def _run_ints(name, dev, keys, n, d):
+    """(sums, ones, crit) of cleared keys on backend ``name`` (crit zeros unless ``d > 0``)."""
+    if name == "cupy":
+        from fastpoly.backends.cuda.klz import complexity_ints_cuda
+
+        return complexity_ints_cuda(keys, n, d, dev)
+    if name == "numba":
+        return _kernel().complexity_ints(keys, n, d)
+    sums = np.concatenate([np.zeros(0, np.int64)] + [_phrase_sums_py(unpack_bits(keys[a:a + 4096], n))
+                                                      for a in range(0, keys.shape[0], 4096)])
+    crit = critical_counts(keys, n) if d > 0 else np.zeros(keys.shape[0], np.int64)
+    return sums, ones(keys, n), crit
+
+
 def _as_keys(keys, n_bits):
     keys = np.ascontiguousarray(np.asarray(keys, dtype=np.uint64))
     if keys.ndim == 1:
@@ -154,7 +215,7 @@ def _permute_keys(keys, n_bits, perm):
     return pack_bits(bits[:, perm].astype(bool))
 
 
-def klz(keys, n_bits, order="rows", compiled=None):
+def klz(keys, n_bits, order="rows", compiled=None, backend="auto"):
     """K_LZ of each key (vectorised; compiled when Numba is available).
 
     Parameters
@@ -168,6 +229,8 @@ def klz(keys, n_bits, order="rows", compiled=None):
         MSB-first input order.
     compiled : bool or None
         Force (True) or forbid (False) the Numba kernel; None = use it if available.
+    backend : str or device
+        Which backend computes the phrase sums (see :func:`phrase_sums`).
 
     Returns
     -------
@@ -180,29 +243,43 @@ def klz(keys, n_bits, order="rows", compiled=None):
         raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
     if order == "msb":
         keys = _permute_keys(keys, n, msb_permutation(n))
-    return klz_from_sums(phrase_sums(keys, n, compiled=compiled), n)
+    return klz_from_sums(phrase_sums(keys, n, compiled=compiled, backend=backend), n)
 
 
-def phrase_sums(keys, n_bits, compiled=None):
+def phrase_sums(keys, n_bits, compiled=None, backend="auto"):
     """``c(s) + c(reversed s)`` (LZ76 phrase counts) of each key as int64; ``-1`` for constant strings.
 
     K_LZ is a function of this integer (:func:`klz_from_sums`), which takes few distinct values:
-    histograms over it are exact.  Bit-parallel on the packed words when Numba is available
-    (:mod:`fastpoly.backends.numba.klz`), else the reference loop.
+    histograms over it are exact.  Bit-parallel on the packed words with Numba
+    (:mod:`fastpoly.backends.numba.klz`) or CUDA (``kernels/klz.cu``), else the reference loop.
+
+    Parameters
+    ----------
+    keys : uint64 array (K, W) or (W,)
+    n_bits : int
+        String length (>= 2).
+    compiled : bool or None
+        Older switch: True = ``backend="numba"`` (ValueError without Numba), False = ``"numpy"``.
+    backend : str or device
+        ``"auto"``, ``"numpy"``, ``"numba"``, ``"cupy"`` or a CUDA device interface
+        (see :func:`resolve_analysis_backend`).
     """
     keys, n = _as_keys(keys, n_bits)
     if n < 2:
         raise ValueError("K_LZ needs at least 2 bits")
-    kern = _kernel() if compiled in (None, True) else None
-    if compiled is True and kern is None:
-        raise ValueError("compiled=True but Numba is not importable")
+    if compiled is not None:
+        if not (isinstance(backend, str) and backend == "auto"):
+            raise ValueError("give either compiled= or backend=, not both")
+        if compiled and _kernel() is None:
+            raise ValueError("compiled=True but Numba is not importable")
+        backend = "numba" if compiled else "numpy"
+    name, dev = resolve_analysis_backend(backend)
     if keys.shape[0] == 0:
         return np.zeros(0, np.int64)
     keys = _clear_high_bits(keys, n)
-    if kern is not None:
-        return kern.phrase_sums(keys, n)
-    return np.concatenate([_phrase_sums_py(unpack_bits(keys[a:a + 4096], n))
-                           for a in range(0, keys.shape[0], 4096)])
+    if name == "numba":
+        return _kernel().phrase_sums(keys, n)
+    return _run_ints(name, dev, keys, n, 0)[0]
 
 
 def klz_from_sums(sums, n_bits):
@@ -291,8 +368,22 @@ def critical_sample_ratio(keys, n_bits):
     return critical_counts(keys, n) / n
 
 
-def complexity_ints(keys, n_bits, boolean=True, order="rows"):
+def complexity_ints(keys, n_bits, boolean=True, order="rows", backend="auto"):
     """The integers every complexity measure is a function of, in one pass over the keys.
+
+    Parameters
+    ----------
+    keys : uint64 array (K, W) or (W,)
+    n_bits : int
+        String length.
+    boolean : bool
+        Keys over all ``2**d`` Boolean inputs: also count critical inputs.
+    order : {"rows", "msb"}
+        String order of the phrase sums (see :func:`klz`).
+    backend : str or device
+        ``"auto"`` (Numba if importable, else NumPy), ``"numpy"`` (the reference), ``"numba"``,
+        ``"cupy"`` (``kernels/klz.cu`` on the GPU), or a CUDA device interface; the same integers
+        on every backend (see :func:`resolve_analysis_backend`).
 
     Returns
     -------
@@ -300,21 +391,35 @@ def complexity_ints(keys, n_bits, boolean=True, order="rows"):
         ``sums`` (:func:`phrase_sums` in the given string ``order``; K_LZ by
         :func:`klz_from_sums`), ``ones`` (T; entropy by :func:`entropy_from_ones`) and, if
         ``boolean``, ``crit`` (critical inputs; CSR = crit / n).
+
+    Raises
+    ------
+    ValueError
+        Bad keys, ``order`` or backend name; ``boolean`` with ``n_bits`` not a power of 2.
+    fastpoly.backends.BackendUnavailable
+        The backend asked for cannot run here.
     """
     keys, n = _as_keys(keys, n_bits)
     if order not in ("rows", "msb"):
         raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
+    name, dev = resolve_analysis_backend(backend)
     keys = _clear_high_bits(keys, n)
-    kern = _kernel()
     d = _boolean_dim(n) if boolean else 0
-    if kern is not None and order == "rows" and keys.shape[0]:
-        s, t, c = kern.complexity_ints(keys, n, d)
+    if keys.shape[0] == 0:
+        out = {"sums": np.zeros(0, np.int64), "ones": np.zeros(0, np.int64)}
+        if boolean:
+            out["crit"] = np.zeros(0, np.int64)
+        return out
+    if order == "rows":
+        s, t, c = _run_ints(name, dev, keys, n, d)
         out = {"sums": s, "ones": t}
         if boolean:
             out["crit"] = c
         return out
-    src = _permute_keys(keys, n, msb_permutation(n)) if order == "msb" else keys
-    out = {"sums": phrase_sums(src, n), "ones": ones(keys, n)}
+    # msb: phrase sums of the permuted strings; T and critical inputs of the stored keys
+    src = _permute_keys(keys, n, msb_permutation(n))
+    out = {"sums": _run_ints(name, dev, src, n, 0)[0] if name != "numba" else _kernel().phrase_sums(src, n),
+           "ones": ones(keys, n)}
     if boolean:
         out["crit"] = critical_counts(keys, n)
     return out

@@ -114,7 +114,7 @@ def upper_bound_fit(klz, logp, counts=None, min_count=5, n_bins=20):
 
 
 def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png", order: str = "rows",
-                    max_points: int = MAX_POINTS) -> str:
+                    max_points: int = MAX_POINTS, backend: Any = "auto") -> str:
     """P(f) against K_LZ (log scale), with the fitted upper-bound line.
 
     Parameters
@@ -125,6 +125,8 @@ def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png",
         String order for K_LZ (see :func:`fastpoly.analysis.complexity.klz`).
     max_points : int
         Beyond this many functions, each distinct (K_LZ, P) point is drawn at most 8 times.
+    backend : str or device
+        Backend of the K_LZ pass (see :func:`fastpoly.analysis.histograms.summarize`).
 
     Returns
     -------
@@ -134,7 +136,7 @@ def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png",
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if c.n_distinct:
-        sm = summarize(c, order=order, top=0, keep_points=max_points, errors=False)
+        sm = summarize(c, order=order, top=0, keep_points=max_points, errors=False, backend=backend)
         if sm.points is not None:
             k, cnt = sm.klz_of(sm.points["sums"]), sm.points["count"]
         else:
@@ -157,8 +159,10 @@ def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png",
     return save_figure(fig, out)
 
 
-def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png") -> str:
+def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png", backend: Any = "auto") -> str:
     """P(T): probability that a function has T ones, T = 0..n (log y axis).
+
+    ``backend``: of the streaming pass (see :func:`fastpoly.analysis.histograms.summarize`).
 
     Returns
     -------
@@ -167,7 +171,7 @@ def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png") -> str:
     c = _check_counts(counts)
     plt = pyplot()
     n = c.n_rows
-    pt = summarize(c, top=0, errors=False).ones_weight / max(c.n_accepted, 1)
+    pt = summarize(c, top=0, errors=False, backend=backend).ones_weight / max(c.n_accepted, 1)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     nz = pt > 0
     ax.bar(np.arange(n + 1)[nz], pt[nz], width=1.0, color="C0")
@@ -180,12 +184,13 @@ def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png") -> str:
 
 
 def plot_error(counts: Any, out: str | os.PathLike[str] = "error.png", target: Any = None,
-               max_points: int = MAX_POINTS) -> str:
+               max_points: int = MAX_POINTS, backend: Any = "auto") -> str:
     """Generalisation error: posterior histogram and P_B(f|S) against error.
 
     Needs a target function: stored by ``fastpoly sample --target`` /
     ``fastpoly condition`` / ``counts.condition(..., target=...)``, or passed here.
-    For unconditioned counts with a target the "error" is over all rows.
+    For unconditioned counts with a target the "error" is over all rows.  ``backend``: of the
+    streaming pass (see :func:`fastpoly.analysis.histograms.summarize`).
 
     Returns
     -------
@@ -197,7 +202,7 @@ def plot_error(counts: Any, out: str | os.PathLike[str] = "error.png", target: A
             "the error plot needs a target function: use a conditioned run made with --target "
             "(fastpoly sample --train-size K --target T, or fastpoly condition COUNTS --target T --train-size K)"
         )
-    sm = summarize(c, top=0, target=target, keep_points=max_points, errors=True)
+    sm = summarize(c, top=0, target=target, keep_points=max_points, errors=True, backend=backend)
     assert sm.error_weight is not None and sm.error_table is not None
     n_test = sm.n_test
     ev = np.arange(n_test + 1) / n_test

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_blocks
-from fastpoly.analysis.complexity import complexity_ints, klz_from_sums
+from fastpoly.analysis.complexity import complexity_ints, klz_from_sums, resolve_analysis_backend
 from fastpoly.analysis.conditioning import _target_of
 from fastpoly.keys import pack_bits, unpack_bits
 
@@ -126,6 +126,116 @@ class _Pairs:
         """``(a, b, multiplicity)``, sorted by (a, b)."""
         self._flush()
         return self.codes // self.base, self.codes % self.base, self.mult
+
+
+#: counts below this are tallied in dense (count, class) tables by the compiled tally
+DENSE_CAP = 64
+_TALLY: list[Any] = []
+
+
+def _tally_module() -> Any:
+    """:mod:`fastpoly.backends.numba.tally`, or None without Numba (memoised)."""
+    if not _TALLY:
+        try:
+            from fastpoly.backends.numba import tally  # Numba is optional here
+        except ImportError:
+            _TALLY.append(None)
+        else:
+            _TALLY.append(tally)
+    return _TALLY[0]
+
+
+class _Tally:
+    """The running tables of :func:`summarize`, fed block by block (exact integers).
+
+    Compiled (:mod:`fastpoly.backends.numba.tally`, parallel within a block): dense
+    ``(count, class)`` and ``(errors, count)`` tables for counts below :data:`DENSE_CAP`, a sparse
+    table (:class:`_Pairs`) for the few larger counts.  Without Numba, NumPy sorts per block.
+    Both give the same tables; per class maxima keep the earliest index among equal counts.
+    """
+
+    def __init__(self, n_bits: int, boolean: bool, n_test: int | None, tkey: np.ndarray | None) -> None:
+        self.n_bits = n_bits
+        self.base = 2 * n_bits + 2  # classes: phrase sum + 1 in [0, 2 n + 1]
+        self.n_err = None if n_test is None else n_test + 1
+        self.tkey = tkey
+        self.kern = _tally_module()
+        self.pairs = _Pairs(self.base)  # (count, class): all rows (NumPy), counts >= DENSE_CAP (compiled)
+        self.epairs = None if self.n_err is None else _Pairs(self.n_err)  # (count, errors), likewise
+        self.dense = np.zeros((DENSE_CAP, self.base), np.int64)
+        self.edense = np.zeros((self.n_err or 1, DENSE_CAP), np.int64)
+        self.ones_w = np.zeros(n_bits + 1, np.int64)
+        self.crit_w = np.zeros(n_bits + 1, np.int64) if boolean else None
+        self.err_w = None if self.n_err is None else np.zeros(self.n_err, np.int64)
+        self.max_count = np.zeros(self.base, np.int64)
+        self.max_first = np.full(self.base, -1, np.int64)
+
+    def _maxima(self, hs: np.ndarray, hc: np.ndarray, hi: np.ndarray) -> None:
+        better = hc > self.max_count[hs]  # strict: earlier blocks win ties
+        self.max_count[hs[better]] = hc[better]
+        self.max_first[hs[better]] = hi[better]
+
+    def add(self, a: int, cnt: np.ndarray, ci: dict[str, np.ndarray], keys: np.ndarray) -> np.ndarray | None:
+        """Tally the block of rows ``a, a + 1, ...``; returns its errors (None without a target)."""
+        s1 = ci["sums"] + 1
+        if self.kern is not None:
+            r = self.kern.tally_block(cnt, s1, self.base, ci["ones"], self.n_bits + 1, ci.get("crit"),
+                                      keys if self.n_err is not None else None, self.tkey, self.n_err or 0,
+                                      DENSE_CAP)
+            self.dense += r["dense"]
+            self.ones_w += r["ones_w"]
+            if self.crit_w is not None:
+                self.crit_w += r["crit_w"]
+            hs = np.flatnonzero(r["max_first"] >= 0)
+            self._maxima(hs, r["max_count"][hs], r["max_first"][hs] + a)
+            big = r["big"]
+            if big.size:
+                self.pairs.add(cnt[big], s1[big])
+            e = r.get("errs")
+            if e is not None:
+                assert self.epairs is not None and self.err_w is not None
+                self.edense += r["edense"]
+                self.err_w += r["err_w"]
+                if big.size:
+                    self.epairs.add(cnt[big], e[big])
+            return e
+        self.pairs.add(cnt, s1)
+        self.ones_w += np.bincount(ci["ones"], weights=cnt, minlength=self.n_bits + 1).astype(np.int64)
+        if self.crit_w is not None:
+            self.crit_w += np.bincount(ci["crit"], weights=cnt, minlength=self.n_bits + 1).astype(np.int64)
+        # per phrase sum: the largest count, first index
+        o = np.lexsort((-cnt, s1))
+        ss, cc = s1[o], cnt[o]
+        head = np.r_[True, ss[1:] != ss[:-1]]
+        self._maxima(ss[head], cc[head], o[head].astype(np.int64) + a)
+        if self.n_err is None:
+            return None
+        assert self.tkey is not None and self.epairs is not None and self.err_w is not None
+        e = _popcount(np.bitwise_xor(keys, self.tkey[None, :]))
+        self.epairs.add(cnt, e)
+        self.err_w += np.bincount(e, weights=cnt, minlength=self.n_err).astype(np.int64)
+        return e
+
+    def count_sum_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(count, phrase sum, functions)`` sorted by count, then phrase sum."""
+        c, s1, m = self.pairs.table()
+        dc, ds = np.nonzero(self.dense)  # counts < DENSE_CAP <= the sparse table's counts
+        c = np.concatenate([dc.astype(np.int64), c])
+        s1 = np.concatenate([ds.astype(np.int64), s1])
+        m = np.concatenate([self.dense[dc, ds], m])
+        return c, s1 - 1, m
+
+    def error_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(errors, count, functions)`` sorted by errors, then count (None without a target)."""
+        if self.epairs is None:
+            return None
+        c, e, m = self.epairs.table()
+        de, dc = np.nonzero(self.edense)
+        e = np.concatenate([de.astype(np.int64), e])
+        c = np.concatenate([dc.astype(np.int64), c])
+        m = np.concatenate([self.edense[de, dc], m])
+        o = np.lexsort((c, e))
+        return e[o], c[o], m[o]
 
 
 @dataclass
@@ -279,7 +389,8 @@ def upper_bound_from_maxima(klz_values: np.ndarray, max_count: np.ndarray, max_f
 
 
 def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFAULT_BLOCK,
-              target: Any = None, keep_points: int = 0, errors: bool | None = None) -> Summary:
+              target: Any = None, keep_points: int = 0, errors: bool | None = None,
+              backend: Any = "auto") -> Summary:
     """One streaming pass over a :class:`~fastpoly.FunctionCounts` (memory-mapped or not).
 
     Parameters
@@ -299,7 +410,20 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
         every function).
     errors : bool or None
         Compute generalisation errors (default: when a target is known).
+    backend : str or device
+        Which backend computes K_LZ, T and critical inputs per block: ``"auto"`` (Numba if
+        importable, else NumPy), ``"numpy"``, ``"numba"``, ``"cupy"`` or a CUDA device interface
+        (:func:`fastpoly.analysis.complexity.resolve_analysis_backend`); the summary is the same on each.
+
+    Raises
+    ------
+    ValueError
+        An unknown backend name (before the pass starts).
+    fastpoly.backends.BackendUnavailable
+        The backend cannot run here (before the pass starts).
     """
+    name, dev = resolve_analysis_backend(backend)
+    kind = dev if dev is not None else name
     n_bits = int(counts.n_rows)
     boolean = bool(counts.is_boolean())
     if errors is None:
@@ -311,59 +435,28 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
         kr = counts.key_rows()
         n_test = int(kr.size)
         tkey = pack_bits(tgt[kr].astype(bool))
-    base = 2 * n_bits + 2
-    pairs = _Pairs(base)
-    epairs = _Pairs(n_test + 1) if errors else None
-    ones_w = np.zeros(n_bits + 1, np.int64)
-    crit_w = np.zeros(n_bits + 1, np.int64) if boolean else None
-    err_w = np.zeros(n_test + 1, np.int64) if errors else None
-    max_count = np.zeros(base, np.int64)
-    max_first = np.full(base, -1, np.int64)
+    tally = _Tally(n_bits, boolean, n_test if errors else None, tkey)
     keep = keep_points and counts.n_distinct <= keep_points
     pts: dict[str, list[np.ndarray]] = {"count": [], "sums": [], "errors": []}
     for a, (keys, cnt) in iter_blocks([counts.keys, counts.counts], block):
         cnt = np.asarray(cnt, np.int64)
-        full = full_keys_block(counts, np.asarray(keys, np.uint64))
-        ci = complexity_ints(full, n_bits, boolean=boolean, order=order)
-        s = ci["sums"]
-        pairs.add(cnt, s + 1)
-        ones_w += np.bincount(ci["ones"], weights=cnt, minlength=n_bits + 1).astype(np.int64)
-        if crit_w is not None:
-            crit_w += np.bincount(ci["crit"], weights=cnt, minlength=n_bits + 1).astype(np.int64)
-        # per phrase sum: the largest count, first index (earlier blocks win ties)
-        o = np.lexsort((-cnt, s))
-        ss, cc = s[o], cnt[o]
-        head = np.r_[True, ss[1:] != ss[:-1]]
-        hs, hc, hi = ss[head] + 1, cc[head], o[head].astype(np.int64) + a
-        better = hc > max_count[hs]
-        max_count[hs[better]] = hc[better]
-        max_first[hs[better]] = hi[better]
-        e = None
-        if errors:
-            assert tkey is not None
-            diff = np.bitwise_xor(np.asarray(keys, np.uint64), tkey[None, :])
-            e = _popcount(diff)
-            assert epairs is not None and err_w is not None
-            epairs.add(e, cnt)
-            err_w += np.bincount(e, weights=cnt, minlength=n_test + 1).astype(np.int64)
+        keys = np.asarray(keys, np.uint64)
+        ci = complexity_ints(full_keys_block(counts, keys), n_bits, boolean=boolean, order=order, backend=kind)
+        e = tally.add(a, cnt, ci, keys)
         if keep:
             pts["count"].append(cnt)
-            pts["sums"].append(s)
+            pts["sums"].append(ci["sums"])
             if e is not None:
                 pts["errors"].append(e)
     points = None
     if keep:
         points = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)) for k, v in pts.items() if v or k != "errors"}
-    err_table = None
-    if epairs is not None:
-        ev, ec, em = epairs.table()
-        err_table = (ev, ec, em)
     return Summary(
         n_samples=int(counts.n_samples), n_accepted=int(counts.n_accepted), n_distinct=int(counts.n_distinct),
-        n_bits=n_bits, order=order, boolean=boolean, count_sum_table=_unshift(pairs.table()),
-        ones_weight=ones_w, crit_weight=crit_w, max_count=max_count, max_first=max_first,
+        n_bits=n_bits, order=order, boolean=boolean, count_sum_table=tally.count_sum_table(),
+        ones_weight=tally.ones_w, crit_weight=tally.crit_w, max_count=tally.max_count, max_first=tally.max_first,
         top=top_indices(counts.counts, top, block) if top else np.zeros(0, np.int64),
-        n_test=n_test, error_table=err_table, error_weight=err_w, points=points,
+        n_test=n_test, error_table=tally.error_table(), error_weight=tally.err_w, points=points,
     )
 
 

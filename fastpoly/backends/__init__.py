@@ -12,7 +12,8 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["BACKENDS", "backends", "get_backend", "resolve_backend_name", "BackendUnavailable"]
+__all__ = ["BACKENDS", "AUTO_ORDER", "ANALYSIS_AUTO_ORDER", "backends", "get_backend", "resolve_backend_name",
+           "BackendUnavailable"]
 
 #: name -> "module:class" of the implementation (one table for the whole package)
 BACKENDS = {
@@ -22,6 +23,10 @@ BACKENDS = {
 }
 #: preference order of ``"auto"``
 AUTO_ORDER = ("cupy", "numba", "numpy")
+#: preference order of ``"auto"`` for the analysis of counts (K_LZ, T, critical inputs of stored keys):
+#: the CPU kernels; the GPU only when asked for (``"cupy"``), since a pass over a counts file is bound by
+#: reading the file and start-up (CuPy, NVRTC) would dominate small analyses
+ANALYSIS_AUTO_ORDER = ("numba", "numpy")
 VALID_NAMES = tuple(BACKENDS) + ("auto",)
 
 _instances: dict[str, Any] = {}
@@ -84,10 +89,17 @@ def backends() -> dict[str, Any]:
     return out
 
 
-def resolve_backend_name(name: str) -> str:
+def resolve_backend_name(name: str, auto_order: tuple[str, ...] = AUTO_ORDER) -> str:
     """Resolve ``"auto"`` (cupy with a GPU, else numba, else numpy); validate other names.
 
     The environment variable ``FASTPOLY_BACKEND`` overrides what ``"auto"`` picks.
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`BACKENDS` or ``"auto"``.
+    auto_order : tuple of str
+        Preference order of ``"auto"``: :data:`AUTO_ORDER` (sampling) or :data:`ANALYSIS_AUTO_ORDER`.
     """
     _check_name(name)
     if name != "auto":
@@ -97,7 +109,7 @@ def resolve_backend_name(name: str) -> str:
         _check_name(forced)
         if forced != "auto":
             return forced
-    for cand in AUTO_ORDER:
+    for cand in auto_order:
         if availability(cand)[0]:
             return cand
     return "numpy"

@@ -9,11 +9,12 @@ import os
 import numpy as np
 
 from fastpoly.analysis.blocks import DEFAULT_BLOCK
-from fastpoly.analysis.complexity import complexity_table
+from fastpoly.analysis.complexity import complexity_table, resolve_analysis_backend
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.histograms import full_keys_block, summarize
 from fastpoly.analysis.stats import interval as binomial_interval
 from fastpoly.atomic import check_writable
+from fastpoly.backends import VALID_NAMES
 from fastpoly.cli.sample import parse_target_arg
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
 from fastpoly.counts.store import FunctionCounts, merge_files
@@ -40,6 +41,9 @@ def register(sub):
                    help="binomial interval (default wilson)")
     p.add_argument("--order", default="rows", choices=["rows", "msb"],
                    help="string order for K_LZ: rows (fastpoly / C++ anchor, default) or msb (Python anchors)")
+    p.add_argument("--backend", default="auto", choices=VALID_NAMES,
+                   help="what computes K_LZ, T and CSR of the stored functions: numba, numpy (reference), cupy "
+                        "(kernels/klz.cu on the GPU); auto = numba if importable, else numpy (default auto)")
     p.add_argument("--table", "--csv", dest="csv", metavar="PATH",
                    help="also write one row per function to PATH (CSV, most frequent first; streamed, "
                         "written atomically)")
@@ -103,12 +107,12 @@ def _fmt_arch(meta):
             f"{', no bias' if a.get('bias') is False else ''})")
 
 
-def analyze(counts, top=20, interval="wilson", order="rows", block=DEFAULT_BLOCK):
+def analyze(counts, top=20, interval="wilson", order="rows", block=DEFAULT_BLOCK, backend="auto"):
     """The analysis behind ``fastpoly analyze`` as a dict (summary values and the top table).
 
     One streaming pass over the (memory-mapped) counts builds exact histograms
-    (:func:`fastpoly.analysis.histograms.summarize`); memory is one block of keys, whatever the
-    number of functions.
+    (:func:`fastpoly.analysis.histograms.summarize`, K_LZ, T and CSR on ``backend``); memory is one
+    block of keys, whatever the number of functions.
     """
     c = counts
     out = {"n_samples": c.n_samples, "n_accepted": c.n_accepted, "n_distinct": c.n_distinct}
@@ -119,7 +123,7 @@ def analyze(counts, top=20, interval="wilson", order="rows", block=DEFAULT_BLOCK
         out["singletons"] = 0
         out["top"] = []
         return out
-    sm = summarize(c, order=order, top=max(0, int(top)), block=block)
+    sm = summarize(c, order=order, top=max(0, int(top)), block=block, backend=backend)
     out["singletons"] = sm.singletons()
     out.update(sm.means())
     rho = sm.spearman()
@@ -170,8 +174,9 @@ def run_analyze(args):
         check_writable(args.csv, "CSV file (--csv)")
     if args.min_count < 1:
         raise ValueError("--min-count must be >= 1")
+    resolve_analysis_backend(args.backend)  # an unavailable backend fails before the file is read
     c = FunctionCounts.load(args.counts_file, mmap=True)
-    a = analyze(c, args.top, args.interval, args.order)
+    a = analyze(c, args.top, args.interval, args.order, backend=args.backend)
     meta = c.meta
     ival = "Wilson" if args.interval == "wilson" else "Clopper-Pearson"
     print(f"counts file    {args.counts_file}  (checksum verified)")

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import inspect
 import os
 import signal
 import sys
 import threading
 from typing import Any
 
+from fastpoly.analysis.complexity import resolve_analysis_backend
 from fastpoly.atomic import check_writable
-from fastpoly.backends import BackendUnavailable, backends
+from fastpoly.backends import VALID_NAMES, BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
 from fastpoly.plotting import check_figure_path
 from fastpoly.run.driver import STOP_SIGNALS, Interrupted
@@ -65,6 +67,8 @@ def _cmd_plot(args):
         func = _resolve(target)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
+    if args.backend != "auto" and not (needs_counts is True and "backend" in inspect.signature(func).parameters):
+        raise ValueError(f"plot {args.kind} takes no --backend (it computes no K_LZ)")
     if args.out:
         check_figure_path(args.out)
         check_writable(args.out, "figure (--out)")
@@ -75,8 +79,12 @@ def _cmd_plot(args):
     elif needs_counts:
         if not args.counts_file:
             raise ValueError(f"plot {args.kind} needs a COUNTS_FILE argument")
+        kw = {}
+        if "backend" in inspect.signature(func).parameters:
+            resolve_analysis_backend(args.backend)  # fail before reading the file
+            kw["backend"] = args.backend
         counts = FunctionCounts.load(args.counts_file, mmap=True)
-        out = func(counts, args.out) if args.out else func(counts)
+        out = func(counts, args.out, **kw) if args.out else func(counts, **kw)
     else:
         if args.counts_file:
             raise ValueError(f"plot {args.kind} takes no counts file")
@@ -126,6 +134,9 @@ def build_parser():
     pp.add_argument("counts_file", nargs="?", help="counts file (for rank, complexity, ones, error)")
     pp.add_argument("counts_file_b", nargs="?", help="second counts file (for compare)")
     pp.add_argument("--out", help="output path (.png or .pdf); default: a name in the current folder")
+    pp.add_argument("--backend", default="auto", choices=VALID_NAMES,
+                    help="complexity, ones, error: what computes K_LZ, T and CSR (numba, numpy, cupy; "
+                         "default auto = numba if importable, else numpy)")
     pp.set_defaults(func=_cmd_plot)
     pb = sub.add_parser("backends", help="list the backends and whether they can run here",
                         description="List the backends and why each is or is not available.")

@@ -189,6 +189,9 @@ inline unsigned __brev(unsigned x) {
     x = ((x >> 8) & 0x00FF00FFu) | ((x & 0x00FF00FFu) << 8);
     return (x >> 16) | (x << 16);
 }
+inline unsigned long long __brevll(unsigned long long x) {
+    return ((unsigned long long)__brev((unsigned)x) << 32) | __brev((unsigned)(x >> 32));
+}
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
 
