@@ -136,9 +136,7 @@ def _top_rows(c, idx, interval, order, with_error):
     """The rows of the top table for the functions ``idx`` (values as in the full table)."""
     if idx.size == 0:
         return []
-    keys = np.asarray(c.keys[idx], np.uint64)
-    cnt = np.asarray(c.counts[idx], np.int64)
-    first = np.asarray(c.first_index[idx], np.uint64)
+    keys, cnt, first = c.rows(idx)
     n = c.n_accepted
     p = cnt / n if n else np.full(idx.size, np.nan)
     plo, phi = binomial_interval(cnt, n, 0.95, interval)

@@ -293,7 +293,8 @@ def merge_runs(sources, memory_budget, n_words, tmpdir=None):
 
     Parameters
     ----------
-    sources : list of run paths and/or in-memory ``(keys, counts, first)`` triples
+    sources : list of run paths, in-memory ``(keys, counts, first)`` triples and/or counts objects
+        (with ``n_distinct``, ``n_words`` and ``iter_blocks``, e.g. a lazily loaded compressed file).
         Each sorted (big-integer key order) and without repeated keys.
     memory_budget : int
         Bytes the merge may hold at once (buffers of all inputs plus one output chunk).
@@ -337,11 +338,46 @@ def merge_runs(sources, memory_budget, n_words, tmpdir=None):
                 pass
 
 
+class _BlockSourceReader:
+    """A counts object (``n_distinct``, ``n_words``, ``iter_blocks``) behaving like a :class:`RunReader`.
+
+    Used for compressed counts files, which are decoded block by block (memory: one decoded
+    group of blocks, whatever ``chunk``).
+    """
+
+    def __init__(self, src, chunk):
+        self.n = int(src.n_distinct)
+        self.n_words = int(src.n_words)
+        self.chunk = max(1, int(chunk))
+        self.pos = 0
+        self._it = src.iter_blocks(("keys", "counts", "first_index"), self.chunk)
+        self._buf = None
+        self._at = 0
+
+    @property
+    def remaining(self):
+        return self.n - self.pos
+
+    def read(self):
+        if self._buf is None or self._at >= self._buf[0].shape[0]:
+            if self.pos >= self.n:
+                return (np.zeros((0, self.n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+            _, arrays = next(self._it)
+            self._buf, self._at = tuple(arrays), 0
+        a = self._at
+        b = min(self._buf[0].shape[0], a + self.chunk)
+        self._at = b
+        self.pos += b - a
+        return tuple(x[a:b] for x in self._buf)
+
+
 def _readers(sources, chunk):
     out = []
     for s in sources:
         if isinstance(s, tuple):
             out.append(_MemReader(s, chunk))
+        elif hasattr(s, "iter_blocks"):
+            out.append(_BlockSourceReader(s, chunk))
         else:
             out.append(RunReader(s, chunk))
     return out
