@@ -74,6 +74,8 @@ def register(sub):
     m.add_argument("counts_files", nargs="+")
     m.add_argument("--out", required=True)
     m.add_argument("--memory-budget", default="1GB", help="memory for the merge (default 1GB)")
+    m.add_argument("--compress", action="store_true",
+                   help="write a compressed counts file (format 3: about half the size, decoded block by block)")
     m.set_defaults(func=run_merge)
 
     a = sub.add_parser(
@@ -255,7 +257,7 @@ def run_condition(args):
 
 def run_merge(args):
     check_writable(args.out, "output file (--out)")
-    r = merge_files(args.counts_files, args.out, memory_budget=args.memory_budget)
+    r = merge_files(args.counts_files, args.out, memory_budget=args.memory_budget, compress=args.compress)
     print(f"merged {len(args.counts_files)} files: {r.n_samples:,} samples, {r.n_distinct:,} distinct functions")
     print(f"wrote {args.out}")
     return 0
