@@ -280,6 +280,10 @@ def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray,
     h = hashlib.sha256()
 
     def put(b: Any) -> None:
+        if isinstance(b, np.ndarray):
+            b = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+        if len(b) == 0:
+            return
         mv = memoryview(b).cast("B")
         fh.write(mv)
         h.update(mv)
