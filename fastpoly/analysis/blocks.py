@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_BLOCK", "iter_blocks", "drop_pages"]
+__all__ = ["DEFAULT_BLOCK", "iter_blocks", "iter_columns", "drop_pages"]
 
 #: rows per block of a streaming pass (about 8 MB of 128-bit keys)
 DEFAULT_BLOCK = 1 << 18
@@ -76,3 +77,17 @@ def iter_blocks(arrays: Sequence[np.ndarray], block: int = DEFAULT_BLOCK,
             else:
                 out.append(arr[a:b])
         yield a, out
+
+
+def iter_columns(source: Any, columns: Sequence[str], block: int = DEFAULT_BLOCK) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Blocks of the named columns of ``source``: a counts object or one array.
+
+    ``source`` is either an object with an ``iter_blocks(columns, block)`` method (a
+    :class:`fastpoly.FunctionCounts`, which also decodes compressed files block by block) or a
+    plain / memory-mapped array, taken as the single column asked for.
+    """
+    if hasattr(source, "iter_blocks"):
+        return source.iter_blocks(tuple(columns), block)
+    if len(columns) != 1:
+        raise ValueError("an array source holds one column")
+    return iter_blocks([source], block)

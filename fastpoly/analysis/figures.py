@@ -48,7 +48,7 @@ def plot_rank(counts: Any, out: str | os.PathLike[str] = "rank.png", max_points:
     """
     c = _check_counts(counts)
     plt = pyplot()
-    r, cnt = rank_points(*count_histogram(c.counts), max_points=max_points)
+    r, cnt = rank_points(*count_histogram(c), max_points=max_points)
     p = cnt / max(c.n_accepted, 1)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if p.size:

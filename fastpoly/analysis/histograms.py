@@ -4,7 +4,7 @@ Counts are integers and every complexity measure is a function of a small intege
 phrase sum for K_LZ, the number of ones T for T and entropy, the number of critical inputs for
 CSR, the number of errors for the generalisation error).  So everything ``fastpoly analyze`` and
 the figures report follows exactly from a few histograms, which :func:`summarize` builds in one
-pass over the stored functions, block by block (:func:`fastpoly.analysis.blocks.iter_blocks`):
+pass over the stored functions, block by block (:func:`fastpoly.analysis.blocks.iter_columns`: arrays or the blocks of a compressed file):
 
 * the histogram of counts (how many functions were seen c times) -> the rank-frequency plot;
 * the 2-D histogram of (count, phrase sum) -> the P-vs-K_LZ figure and Spearman(log P, K_LZ),
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_blocks
+from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_columns
 from fastpoly.analysis.complexity import complexity_ints, klz_from_sums, resolve_analysis_backend
 from fastpoly.analysis.conditioning import _target_of
 from fastpoly.keys import pack_bits, unpack_bits
@@ -47,11 +47,12 @@ def full_keys_block(counts: Any, keys: np.ndarray) -> np.ndarray:
     return pack_bits(full)
 
 
-def top_indices(counts: np.ndarray, k: int, block: int = DEFAULT_BLOCK) -> np.ndarray:
+def top_indices(counts: Any, k: int, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """Indices of the ``k`` largest counts, count descending and index ascending among ties.
 
     The same as ``np.lexsort((np.arange(n), -counts))[:k]``, streaming over ``counts`` in blocks
-    (memory ~ one block + k).
+    (memory ~ one block + k).  ``counts``: the array of counts, or a counts object
+    (:func:`fastpoly.analysis.blocks.iter_columns`).
     """
     k = int(k)
     if k < 0:
@@ -60,7 +61,7 @@ def top_indices(counts: np.ndarray, k: int, block: int = DEFAULT_BLOCK) -> np.nd
     best_i = np.zeros(0, np.int64)
     if k == 0:
         return best_i
-    for a, (c,) in iter_blocks([counts], block):
+    for a, (c,) in iter_columns(counts, ("counts",), block):
         c = np.asarray(c, np.int64)
         # only rows that can enter the current top k (a cheap filter once k rows are known)
         sel = np.arange(c.size) if best_c.size < k else np.flatnonzero(c >= best_c[-1])
@@ -77,11 +78,14 @@ def top_indices(counts: np.ndarray, k: int, block: int = DEFAULT_BLOCK) -> np.nd
     return best_i
 
 
-def count_histogram(counts: np.ndarray, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """``(count values ascending, number of functions with that count)``, streaming over ``counts``."""
+def count_histogram(counts: Any, block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """``(count values ascending, number of functions with that count)``, streaming over ``counts``.
+
+    ``counts``: the array of counts, or a counts object (:func:`fastpoly.analysis.blocks.iter_columns`).
+    """
     vals = np.zeros(0, np.int64)
     mult = np.zeros(0, np.int64)
-    for _, (c,) in iter_blocks([counts], block):
+    for _, (c,) in iter_columns(counts, ("counts",), block):
         v, m = np.unique(np.asarray(c, np.int64), return_counts=True)
         vals, mult = _compact(np.concatenate([vals, v]), np.concatenate([mult, m.astype(np.int64)]))
     return vals, mult
@@ -438,7 +442,7 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
     tally = _Tally(n_bits, boolean, n_test if errors else None, tkey)
     keep = keep_points and counts.n_distinct <= keep_points
     pts: dict[str, list[np.ndarray]] = {"count": [], "sums": [], "errors": []}
-    for a, (keys, cnt) in iter_blocks([counts.keys, counts.counts], block):
+    for a, (keys, cnt) in iter_columns(counts, ("keys", "counts"), block):
         cnt = np.asarray(cnt, np.int64)
         keys = np.asarray(keys, np.uint64)
         ci = complexity_ints(full_keys_block(counts, keys), n_bits, boolean=boolean, order=order, backend=kind)
@@ -455,7 +459,7 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
         n_samples=int(counts.n_samples), n_accepted=int(counts.n_accepted), n_distinct=int(counts.n_distinct),
         n_bits=n_bits, order=order, boolean=boolean, count_sum_table=tally.count_sum_table(),
         ones_weight=tally.ones_w, crit_weight=tally.crit_w, max_count=tally.max_count, max_first=tally.max_first,
-        top=top_indices(counts.counts, top, block) if top else np.zeros(0, np.int64),
+        top=top_indices(counts, top, block) if top else np.zeros(0, np.int64),
         n_test=n_test, error_table=tally.error_table(), error_weight=tally.err_w, points=points,
     )
 

@@ -98,6 +98,9 @@ def register(sub):
     p.add_argument("--memory-budget", metavar="BYTES",
                    help="memory for distinct keys while counting, e.g. 8GB; beyond it sorted runs are "
                         "spilled to disk (the checkpoint folder or a temporary one) and merged exactly")
+    p.add_argument("--compress", action="store_true", default=None,
+                   help="write counts.npz compressed (format 3: about half the size of format 2 for 128-bit "
+                        "keys, one sequential pass, no temporary copies; every fastpoly command reads it)")
     p.add_argument("--dask", metavar="CLUSTER",
                    help="run on Dask: 'local' (one worker process per core), a number of local workers, "
                         "or a scheduler address tcp://host:8786 (needs the dask extra)")
@@ -108,11 +111,12 @@ def register(sub):
 #: options restored from a checkpoint on --resume
 _JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
                 "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed", "out", "top",
-                "no_plot", "memory_budget")
+                "no_plot", "memory_budget", "compress")
 #: the defaults of the job options (None in the parser, so that --resume sees what was given)
 _DEFAULTS = {"samples": "1e6", "seed": 0, "start": 0, "activation": "relu", "weights": "gaussian", "sigma_w": 1.0,
              "sigma_b": 1.0, "bias_scaling": "none", "no_bias": False, "centered": False, "train_size": 0,
-             "train_seed": 0, "out": "fastpoly-out", "top": 10, "no_plot": False}
+             "train_seed": 0, "out": "fastpoly-out", "top": 10, "no_plot": False,
+             "compress": False}
 #: options that decide the result: on --resume they must agree with the checkpoint
 _RESULT_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
                    "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed")
@@ -282,7 +286,7 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
             batch_size=args.batch_size, progress=not args.no_progress, start=args.start, check=args.check,
             checkpoint=args.checkpoint, resume=bool(getattr(args, "resume", None)),
             checkpoint_every=args.checkpoint_every, memory_budget=args.memory_budget, client=client,
-            out=path, checkpoint_extra=extra, annotations=annotations,
+            out=path, checkpoint_extra=extra, annotations=annotations, compress=bool(args.compress),
         )
     except Interrupted as e:
         if args.checkpoint:

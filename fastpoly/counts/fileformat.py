@@ -19,6 +19,23 @@ The reader -- the same for the in-memory and the memory-mapped path -- recompute
 *and* rebuilds the expected zip framing from the content and compares it byte for byte: every
 single-bit change anywhere in a file is refused with :class:`CountsFileError`.
 
+Format version 3 (``compress=True``) is a compressed file written in one sequential pass (no
+side files, no second copy), read block by block::
+
+    MAGIC3 (16 bytes) | block 0 | block 1 | ... | header JSON (utf-8) | block index | footer
+
+Each block holds :data:`BLOCK_RECORDS` records (the last one fewer) in the block codec of
+:mod:`fastpoly.backends.codec` (keys as length-prefixed deltas to the previous key, counts and
+first indices as LEB128 varints).  The header JSON is format 2's with ``"version": 3``.  The
+block index is ``(n_blocks, 4)`` ``<u8``: records, bytes of the keys, counts and first
+sections of each block (block offsets follow by summing).  The footer is ``<5Q``: header
+length, number of blocks, records, key words, records per block; then the raw 32-byte sha256
+over every byte before it; then :data:`END3`.  The reader checks the framing (sizes add up,
+every block but the last full), streams the digest over the file (bounded memory), and the
+decoder checks every length while decoding (corrupt data never reads out of bounds).  Loaded
+with ``mmap=True`` the blocks stay on disk and are decoded on demand
+(:class:`PackedCounts`).  The bytes are a pure function of the content.
+
 Version-1 files (fastpoly 0.1.0: digest over the JSON header, shapes and raw array bytes; zip
 framing by :mod:`zipfile`) are still read and verified with their own digest; their dtypes must
 be exactly the ones fastpoly writes.
@@ -45,14 +62,24 @@ from fastpoly.atomic import public_mode
 from fastpoly.counts.spill import raise_spill, remove_side_files, write_side_files
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "CountsFileError", "CountsFileContent",
-    "counts_file_bytes", "write_counts_file", "read_counts_file",
+    "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "CountsFileError", "CountsFileContent", "PackedCounts",
+    "counts_file_bytes", "write_counts_file", "read_counts_file", "MAGIC3", "COMPRESSED_VERSION",
 ]
 
 FORMAT = "fastpoly.counts"
 FORMAT_VERSION = 2
 #: versions :func:`read_counts_file` accepts (version 1: fastpoly 0.1.0)
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: the version of compressed files (``compress=True``)
+COMPRESSED_VERSION = 3
+#: first bytes of a compressed (version 3) file
+MAGIC3 = b"\x93FASTPOLY-CNT\x03\n"
+#: last bytes of a compressed file
+END3 = b"FPC3-END"
+#: records per block of a compressed file
+BLOCK_RECORDS = 1 << 16
+_FOOTER3 = struct.Struct("<5Q")
+_TAIL3 = _FOOTER3.size + 32 + len(END3)
 
 #: array members: name -> dtype as written
 ARRAY_DTYPES = {"keys": "<u8", "counts": "<i8", "first_index": "<u8"}
@@ -89,6 +116,8 @@ class CountsFileContent:
     keys: np.ndarray
     counts: np.ndarray
     first_index: np.ndarray
+    #: a compressed file read lazily (``mmap=True``): the arrays above are empty, decode from here
+    packed: PackedCounts | None = None
 
 
 # --- .npy members ------------------------------------------------------------------------
@@ -222,7 +251,88 @@ def _file_blocks(path: str) -> Iterator[bytes]:
         yield from iter(lambda: fh.read(_BLOCK), b"")
 
 
-def counts_file_bytes(header_json: str, keys: np.ndarray, counts: np.ndarray, first_index: np.ndarray) -> bytes:
+def _v3_header(header_json: str) -> str:
+    """Format 2's header JSON with ``"version": 3`` (same keys, sorted)."""
+    try:
+        h = json.loads(header_json)
+    except ValueError:
+        raise ValueError("header_json is not JSON") from None
+    h["version"] = COMPRESSED_VERSION
+    return json.dumps(h, sort_keys=True)
+
+
+def _key_le(a: np.ndarray, b: np.ndarray) -> bool:
+    """``a <= b`` for two keys (big-integer order, word ``W-1`` most significant)."""
+    for w in range(a.shape[0] - 1, -1, -1):
+        if a[w] != b[w]:
+            return bool(a[w] < b[w])
+    return True
+
+
+def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+              n_words: int) -> int:
+    """Write a compressed (version 3) file to ``fh`` in one sequential pass; return the number of records."""
+    from fastpoly.backends.numba.codec import encode_blocks
+
+    W = int(n_words)
+    B = int(BLOCK_RECORDS)
+    group = B * max(1, 16)  # blocks encoded together (in parallel)
+    h = hashlib.sha256()
+
+    def put(b: Any) -> None:
+        if isinstance(b, np.ndarray):
+            b = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+        if len(b) == 0:
+            return
+        mv = memoryview(b).cast("B")
+        fh.write(mv)
+        h.update(mv)
+
+    put(MAGIC3)
+    index: list[np.ndarray] = []
+    pend: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pend_n = 0
+    last: np.ndarray | None = None
+    n = 0
+
+    def flush(final: bool) -> None:
+        nonlocal pend, pend_n, last, n
+        if not pend_n:
+            return
+        k, c, f = (np.concatenate([p[j] for p in pend]) if len(pend) > 1 else pend[0][j] for j in range(3))
+        take = pend_n if final else pend_n // B * B
+        if last is not None and _key_le(k[0], last):
+            raise ValueError(f"keys are not strictly increasing at record {n}")
+        buf, idx = encode_blocks(k[:take], c[:take], f[:take], B)
+        put(buf)
+        index.append(idx)
+        last = np.array(k[take - 1])
+        n += take
+        pend = [(k[take:], c[take:], f[take:])] if take < pend_n else []
+        pend_n -= take
+
+    for k, c, f in chunks:
+        k = np.asarray(k, np.uint64)
+        if k.shape[0] == 0:
+            continue
+        if k.ndim != 2 or k.shape[1] != W:
+            raise ValueError(f"chunk keys have shape {k.shape}, expected (K, {W})")
+        pend.append((k, np.asarray(c, np.int64), np.asarray(f, np.uint64)))
+        pend_n += k.shape[0]
+        if pend_n >= group:
+            flush(False)
+    flush(True)
+    idx_all = np.concatenate(index) if index else np.zeros((0, 4), np.int64)
+    hb = _v3_header(header_json).encode()
+    put(hb)
+    put(np.ascontiguousarray(idx_all, "<u8"))
+    put(_FOOTER3.pack(len(hb), idx_all.shape[0], n, W, B))
+    fh.write(h.digest() + END3)
+    return n
+
+
+def counts_file_bytes(header_json: str, keys: np.ndarray, counts: np.ndarray, first_index: np.ndarray,
+                      compress: bool = False) -> bytes:
     """The bytes of a counts file (what :meth:`FunctionCounts.to_bytes` returns).
 
     Parameters
@@ -230,7 +340,13 @@ def counts_file_bytes(header_json: str, keys: np.ndarray, counts: np.ndarray, fi
     header_json : str
         ``FunctionCounts._payload()`` (metadata and totals).
     keys, counts, first_index : arrays (K, W), (K,), (K,)
+    compress : bool
+        Format 3 (compressed) instead of format 2.
     """
+    if compress:
+        out = io.BytesIO()
+        _write_v3(out, header_json, [(keys, counts, first_index)], np.asarray(keys).shape[1])
+        return out.getvalue()
     sm = _str_member(header_json)
     members: list[_Member] = [("header", b"", len(sm), [sm])]
     for name, a in (("keys", keys), ("counts", counts), ("first_index", first_index)):
@@ -242,11 +358,14 @@ def counts_file_bytes(header_json: str, keys: np.ndarray, counts: np.ndarray, fi
 
 
 def write_counts_file(path: str | os.PathLike[str], header_json: str,
-                      chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_words: int) -> int:
+                      chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_words: int,
+                      compress: bool = False) -> int:
     """Stream sorted chunks into a counts file byte-identical to ``FunctionCounts.save``.
 
-    The chunks go to temporary side files next to ``path`` first (their number is not known in
-    advance); the file is then written to a temporary name, fsync'ed and renamed.
+    Format 2 (default): the chunks go to temporary side files next to ``path`` first (their
+    number is not known in advance).  Format 3 (``compress=True``): the chunks are encoded and
+    written in one sequential pass, no side files.  Either way the file is written to a
+    temporary name, fsync'ed and renamed.
 
     Parameters
     ----------
@@ -255,6 +374,8 @@ def write_counts_file(path: str | os.PathLike[str], header_json: str,
         ``FunctionCounts._payload()`` of the result (metadata and totals).
     chunks : iterable of (keys, counts, first)
     n_words : int
+    compress : bool
+        Write format 3 (compressed) instead of format 2.
 
     Returns
     -------
@@ -265,12 +386,24 @@ def write_counts_file(path: str | os.PathLike[str], header_json: str,
     ------
     fastpoly.counts.spill.SpillError
         If the disk is full or the file cannot be written (no partial file is left).
+    ValueError
+        (format 3) If keys are not strictly increasing or a count is below 1.
     """
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     side: list[Any] = []
     tmp = None
     try:
+        if compress:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+            os.chmod(tmp, public_mode())
+            with os.fdopen(fd, "wb") as fh:
+                n = _write_v3(fh, header_json, chunks, n_words)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            return n
         n = write_side_files(chunks, d, side)
         shapes = {"keys": (n, n_words), "counts": (n,), "first_index": (n,)}
         sm = _str_member(header_json)
@@ -329,11 +462,135 @@ def read_counts_file(source: str | os.PathLike[str], data: bytes | None = None, 
             raise CountsFileError(f"{src}: empty file, not a fastpoly counts file")
     try:
         buf = np.frombuffer(data, np.uint8) if data is not None else np.memmap(src, np.uint8, mode="r")
+        if bytes(buf[:len(MAGIC3)]) == MAGIC3:
+            return _read_v3(buf, src, copy=not mmap)
         return _read(buf, src, data, copy=not mmap)
     except CountsFileError as e:
-        raise CountsFileError(f"{src}: {e}") from None
+        raise CountsFileError(str(e) if str(e).startswith(f"{src}: ") else f"{src}: {e}") from None
     except (ValueError, IndexError, struct.error, zipfile.BadZipFile, KeyError, EOFError) as e:
         raise CountsFileError(f"{src}: not a readable fastpoly counts file ({e})") from None
+
+
+class PackedCounts:
+    """The blocks of a compressed (version 3) counts file, decoded on demand.
+
+    Built by :func:`read_counts_file` after every check of the file passed (digest, framing).
+    Decoding a block re-checks every length (a corrupt block raises :class:`CountsFileError`).
+
+    Attributes
+    ----------
+    n_records, n_words, block : int
+        Records, key words, records per block.
+    index : int64 array (n_blocks, 4)
+        Records and section lengths of each block.
+    starts : int64 array (n_blocks + 1,)
+        Index of the first record of each block (and the total).
+    """
+
+    def __init__(self, source: str, buf: np.ndarray, index: np.ndarray, n_words: int, n_records: int,
+                 block: int) -> None:
+        self.source = source
+        self.buf = buf
+        self.index = index
+        self.n_words = int(n_words)
+        self.n_records = int(n_records)
+        self.block = int(block)
+        self.offsets = len(MAGIC3) + np.concatenate([[0], np.cumsum(index[:, 1:].sum(axis=1))]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(index[:, 0])]).astype(np.int64)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks."""
+        return int(self.index.shape[0])
+
+    def decode(self, b0: int = 0, b1: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Records of blocks ``[b0, b1)`` (default: all) as ``(keys, counts, first_index)`` arrays."""
+        from fastpoly.backends.codec import CodecError
+        from fastpoly.backends.numba.codec import decode_blocks
+
+        b1 = self.n_blocks if b1 is None else int(b1)
+        o0, o1 = int(self.offsets[b0]), int(self.offsets[b1])
+        try:
+            out = decode_blocks(np.asarray(self.buf[o0:o1]), self.index[b0:b1], self.n_words)
+        except CodecError as e:
+            raise CountsFileError(f"{self.source}: corrupt compressed data ({e})") from None
+        drop_pages(self.buf, o0, o1)
+        return out
+
+    def iter_blocks(self, columns: Iterable[str], block: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Yield ``(start, [column arrays])`` over all records, about ``block`` records at a time.
+
+        ``columns``: names among ``keys``, ``counts``, ``first_index``.  Memory: one group of
+        decoded blocks (at least one block of :attr:`block` records).
+        """
+        cols = list(columns)
+        g = max(1, int(block) // self.block)
+        for b0 in range(0, self.n_blocks, g):
+            k, c, f = self.decode(b0, min(self.n_blocks, b0 + g))
+            arrays = {"keys": k, "counts": c, "first_index": f}
+            yield int(self.starts[b0]), [arrays[name] for name in cols]
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Records at positions ``idx`` (decodes only the blocks they are in)."""
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_records):
+            raise IndexError(f"record index out of range [0, {self.n_records})")
+        keys = np.zeros((idx.size, self.n_words), np.uint64)
+        counts = np.zeros(idx.size, np.int64)
+        first = np.zeros(idx.size, np.uint64)
+        blk = np.searchsorted(self.starts, idx, side="right") - 1
+        for b in np.unique(blk):
+            k, c, f = self.decode(int(b), int(b) + 1)
+            sel = np.flatnonzero(blk == b)
+            r = idx[sel] - self.starts[b]
+            keys[sel], counts[sel], first[sel] = k[r], c[r], f[r]
+        return keys, counts, first
+
+
+def _read_v3(buf: np.ndarray, src: str, copy: bool) -> CountsFileContent:
+    """A compressed (version 3) file: framing, digest, header; the blocks decoded now (copy) or lazily."""
+    size = int(buf.shape[0])
+    if size < len(MAGIC3) + _TAIL3:
+        raise CountsFileError("file truncated")
+    tail = bytes(buf[size - _TAIL3:])
+    if tail[-len(END3):] != END3:
+        raise CountsFileError("no end marker (truncated or modified file)")
+    hlen, nb, n, W, B = _FOOTER3.unpack(tail[:_FOOTER3.size])
+    if not 1 <= W <= 31 or not 1 <= B <= 1 << 30 or nb > size or hlen > size:
+        raise CountsFileError("damaged footer (modified file)")
+    data_end = size - _TAIL3 - 32 * nb - hlen
+    if data_end < len(MAGIC3):
+        raise CountsFileError("damaged footer (truncated or modified file)")
+    h = hashlib.sha256()
+    stop = size - 32 - len(END3)
+    for a in range(0, stop, _BLOCK):
+        b = min(a + _BLOCK, stop)
+        h.update(buf[a:b].data)
+        drop_pages(buf, a, b)
+    if h.digest() != tail[_FOOTER3.size:_FOOTER3.size + 32]:
+        raise CountsFileError("checksum mismatch (file truncated or modified)")
+    raw_index = np.frombuffer(bytes(buf[data_end + hlen:data_end + hlen + 32 * nb]), "<u8").reshape(nb, 4)
+    if nb and int(raw_index.max()) >= 1 << 62:
+        raise CountsFileError("damaged block index")
+    index = raw_index.astype(np.int64)
+    rec = index[:, 0]
+    if (int(rec.sum()) != n or int(index[:, 1:].sum()) != data_end - len(MAGIC3)
+            or (nb and (np.any(rec[:-1] != B) or not 1 <= int(rec[-1]) <= B)) or (nb == 0) != (n == 0)):
+        raise CountsFileError("block index does not match the data")
+    try:
+        header_json = bytes(buf[data_end:data_end + hlen]).decode("utf-8")
+        header = json.loads(header_json)
+    except ValueError:
+        raise CountsFileError("corrupted header") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != COMPRESSED_VERSION:
+        raise CountsFileError("not a fastpoly compressed counts file")
+    packed = PackedCounts(src, buf, index, W, n, B)
+    if copy:
+        k, c, f = packed.decode()
+        return _content(header_json, header, {"keys": k, "counts": c, "first_index": f}, True)
+    content = _content(header_json, header, {"keys": np.zeros((0, W), np.uint64), "counts": np.zeros(0, np.int64),
+                                             "first_index": np.zeros(0, np.uint64)}, False)
+    return CountsFileContent(content.header_json, header, content.keys, content.counts, content.first_index, packed)
 
 
 def _locate(buf: np.ndarray, pos: int, name: str) -> tuple[int, int]:

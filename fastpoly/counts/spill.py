@@ -8,9 +8,15 @@ number of runs with memory bounded by the budget (several passes when there
 are more runs than fit at once) and yields the exact result in sorted chunks,
 which :func:`write_counts_file` streams into an ordinary counts file.
 
-Run file layout (little-endian)::
+Run file layout (little-endian), written by :func:`write_run` and :func:`_write_stream_run`::
 
-    b"FPRUN001" | n_words (u8) | n_records (u8) | keys (n, W) u8 | counts (n,) i8 | first (n,) u8
+    b"FPRUN002" | n_words (u8) | n_records (u8) | block 0 | block 1 | ...
+
+where every block is a 32-byte header ``(records, keys bytes, counts bytes, first bytes)`` (u8
+each) followed by the block in the codec of :mod:`fastpoly.backends.codec` (at most
+:data:`RUN_BLOCK` records; ~16 B per record for 128-bit keys instead of 32).  Runs are written
+in one sequential pass (no side files) to a temporary name, fsync'ed and renamed.  Version-1
+runs (``b"FPRUN001"``: raw arrays ``keys | counts | first``) are still read.
 """
 from __future__ import annotations
 
@@ -31,8 +37,14 @@ __all__ = [
     "parse_memory", "record_bytes",
 ]
 
-RUN_MAGIC = b"FPRUN001"
+RUN_MAGIC = b"FPRUN002"
+RUN_MAGIC_V1 = b"FPRUN001"
 _HEADER = len(RUN_MAGIC) + 16
+#: records per block of a run file (one decoded block is what a reader holds at least)
+RUN_BLOCK = 1 << 12
+#: blocks encoded together (in parallel) when writing a run
+_RUN_GROUP = 256
+_BLOCK_HEAD = 32
 #: smallest budget accepted (bytes); tests use tiny budgets to force many runs and passes
 MIN_BUDGET = 1024
 
@@ -118,9 +130,10 @@ def raise_spill(e, path):
     raise e
 
 
-def _write_chunks(fh, arrays):
-    for a in arrays:
-        fh.write(_bytes_view(a))
+def _write_chunks(fh, parts):
+    """Write byte strings or arrays (their raw bytes) to ``fh`` (the one write path of runs)."""
+    for a in parts:
+        fh.write(a if isinstance(a, (bytes, bytearray, memoryview)) else _bytes_view(a))
 
 
 def _bytes_view(a):
@@ -128,8 +141,29 @@ def _bytes_view(a):
     return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
+def _encode_run_blocks(keys, counts, first):
+    """The bytes of the blocks (each with its 32-byte header) of a sorted triple."""
+    from fastpoly.backends.numba.codec import encode_blocks
+
+    buf, index = encode_blocks(keys, counts, first, RUN_BLOCK)
+    out = []
+    pos = 0
+    for row in index:
+        size = int(row[1:].sum())
+        out.append(np.asarray(row, "<u8").tobytes())
+        out.append(buf[pos:pos + size].tobytes())
+        pos += size
+    return b"".join(out)
+
+
+def _run_groups(keys, counts, first):
+    step = RUN_BLOCK * _RUN_GROUP
+    for a in range(0, keys.shape[0], step):
+        yield _encode_run_blocks(keys[a:a + step], counts[a:a + step], first[a:a + step])
+
+
 def write_run(path, keys, counts, first):
-    """Write one sorted run atomically (temp file + fsync + rename).
+    """Write one sorted run atomically (temp file + fsync + rename), encoded block by block.
 
     Returns
     -------
@@ -148,15 +182,15 @@ def write_run(path, keys, counts, first):
     n, W = keys.shape
     head = RUN_MAGIC + np.array([W, n], "<u8").tobytes()
     h = hashlib.sha256(head)
-    for a in (keys, counts, first):
-        h.update(_bytes_view(a))
     d = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
         with os.fdopen(fd, "wb") as fh:
             fh.write(head)
-            _write_chunks(fh, (keys, counts, first))
+            for part in _run_groups(keys, counts, first):
+                h.update(part)
+                _write_chunks(fh, (part,))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -182,20 +216,50 @@ def run_sha256(path):
 
 
 class RunReader:
-    """Read a run file sequentially in chunks of at most ``chunk`` records."""
+    """Read a run file sequentially in chunks of at most ``chunk`` records.
+
+    The block headers are checked on opening (records and sizes add up to the file); a
+    corrupt block raises ``ValueError`` when read.  Memory: one decoded block plus the chunk.
+    """
 
     def __init__(self, path, chunk):
         self.path = os.fspath(path)
         with open(self.path, "rb") as fh:
             head = fh.read(_HEADER)
-        if len(head) != _HEADER or head[: len(RUN_MAGIC)] != RUN_MAGIC:
+        if len(head) != _HEADER or head[: len(RUN_MAGIC)] not in (RUN_MAGIC, RUN_MAGIC_V1):
             raise ValueError(f"{self.path}: not a fastpoly run file")
+        self.version = 2 if head[: len(RUN_MAGIC)] == RUN_MAGIC else 1
         self.n_words, self.n = (int(v) for v in np.frombuffer(head[len(RUN_MAGIC):], "<u8"))
-        expect = _HEADER + self.n * record_bytes(self.n_words)
-        if os.path.getsize(self.path) != expect:
-            raise ValueError(f"{self.path}: run file truncated ({os.path.getsize(self.path)} of {expect} bytes)")
+        size = os.path.getsize(self.path)
+        if self.version == 1:
+            expect = _HEADER + self.n * record_bytes(self.n_words)
+            if size != expect:
+                raise ValueError(f"{self.path}: run file truncated ({size} of {expect} bytes)")
+        else:
+            self._scan(size)
         self.chunk = max(1, int(chunk))
         self.pos = 0
+        self._buf = None
+        self._at = 0
+        self._off = _HEADER
+
+    def _scan(self, size):
+        """Check that the block headers add up to the file and to ``n`` records."""
+        pos, n = _HEADER, 0
+        with open(self.path, "rb") as fh:
+            while pos < size:
+                fh.seek(pos)
+                raw = fh.read(_BLOCK_HEAD)
+                if len(raw) != _BLOCK_HEAD:
+                    raise ValueError(f"{self.path}: run file truncated (block header at byte {pos})")
+                rec, lk, lc, lf = (int(v) for v in np.frombuffer(raw, "<u8"))
+                if not 1 <= rec <= self.n or max(lk, lc, lf) > size:
+                    raise ValueError(f"{self.path}: damaged run file (block header at byte {pos})")
+                pos += _BLOCK_HEAD + lk + lc + lf
+                n += rec
+        if pos != size or n != self.n:
+            raise ValueError(f"{self.path}: run file truncated or damaged ({n} of {self.n} records, "
+                             f"{size} bytes)")
 
     @property
     def remaining(self):
@@ -204,6 +268,38 @@ class RunReader:
 
     def read(self):
         """The next chunk ``(keys, counts, first)`` (empty arrays at the end)."""
+        if self.version == 1:
+            return self._read_v1()
+        from fastpoly.backends.codec import CodecError
+        from fastpoly.backends.numba.codec import decode_blocks
+
+        want = min(self.chunk, self.n - self.pos)
+        parts = []
+        got = 0
+        with open(self.path, "rb") as fh:
+            while got < want:
+                if self._buf is None or self._at >= self._buf[0].shape[0]:
+                    fh.seek(self._off)
+                    row = np.frombuffer(fh.read(_BLOCK_HEAD), "<u8").astype(np.int64)
+                    size = int(row[1:].sum())
+                    data = np.frombuffer(fh.read(size), np.uint8)
+                    try:
+                        self._buf = decode_blocks(data, row.reshape(1, 4), self.n_words)
+                    except CodecError as e:
+                        raise ValueError(f"{self.path}: damaged run file ({e})") from None
+                    self._at = 0
+                    self._off += _BLOCK_HEAD + size
+                a = self._at
+                b = min(self._buf[0].shape[0], a + want - got)
+                parts.append(tuple(x[a:b] for x in self._buf))
+                self._at = b
+                got += b - a
+        self.pos += got
+        if not parts:
+            return (np.zeros((0, self.n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        return _concat(parts) if len(parts) > 1 else tuple(np.array(x) for x in parts[0])
+
+    def _read_v1(self):
         k = min(self.chunk, self.n - self.pos)
         W = self.n_words
         o_keys = _HEADER + self.pos * 8 * W
@@ -293,7 +389,8 @@ def merge_runs(sources, memory_budget, n_words, tmpdir=None):
 
     Parameters
     ----------
-    sources : list of run paths and/or in-memory ``(keys, counts, first)`` triples
+    sources : list of run paths, in-memory ``(keys, counts, first)`` triples and/or counts objects
+        (with ``n_distinct``, ``n_words`` and ``iter_blocks``, e.g. a lazily loaded compressed file).
         Each sorted (big-integer key order) and without repeated keys.
     memory_budget : int
         Bytes the merge may hold at once (buffers of all inputs plus one output chunk).
@@ -337,11 +434,46 @@ def merge_runs(sources, memory_budget, n_words, tmpdir=None):
                 pass
 
 
+class _BlockSourceReader:
+    """A counts object (``n_distinct``, ``n_words``, ``iter_blocks``) behaving like a :class:`RunReader`.
+
+    Used for compressed counts files, which are decoded block by block (memory: one decoded
+    group of blocks, whatever ``chunk``).
+    """
+
+    def __init__(self, src, chunk):
+        self.n = int(src.n_distinct)
+        self.n_words = int(src.n_words)
+        self.chunk = max(1, int(chunk))
+        self.pos = 0
+        self._it = src.iter_blocks(("keys", "counts", "first_index"), self.chunk)
+        self._buf = None
+        self._at = 0
+
+    @property
+    def remaining(self):
+        return self.n - self.pos
+
+    def read(self):
+        if self._buf is None or self._at >= self._buf[0].shape[0]:
+            if self.pos >= self.n:
+                return (np.zeros((0, self.n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+            _, arrays = next(self._it)
+            self._buf, self._at = tuple(arrays), 0
+        a = self._at
+        b = min(self._buf[0].shape[0], a + self.chunk)
+        self._at = b
+        self.pos += b - a
+        return tuple(x[a:b] for x in self._buf)
+
+
 def _readers(sources, chunk):
     out = []
     for s in sources:
         if isinstance(s, tuple):
             out.append(_MemReader(s, chunk))
+        elif hasattr(s, "iter_blocks"):
+            out.append(_BlockSourceReader(s, chunk))
         else:
             out.append(RunReader(s, chunk))
     return out
@@ -379,23 +511,45 @@ def remove_side_files(files):
 
 
 def _write_stream_run(path, chunks, n_words):
-    """Write a run from a stream of sorted chunks (keys, counts and first go to side files first)."""
+    """Write a run from a stream of sorted chunks in one pass (no side files; the record count is filled in last)."""
     d = os.path.dirname(os.path.abspath(path))
-    files = []
+    tmp = None
+    step = RUN_BLOCK * _RUN_GROUP
     try:
-        n = write_side_files(chunks, d, files)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
         with os.fdopen(fd, "wb") as out:
-            out.write(RUN_MAGIC + np.array([n_words, n], "<u8").tobytes())
-            for _, p in files:
-                with open(p, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        out.write(block)
+            out.write(RUN_MAGIC + np.array([n_words, 0], "<u8").tobytes())
+            pend, pend_n, n = [], 0, 0
+            for k, c, f in chunks:
+                if k.shape[0] == 0:
+                    continue
+                pend.append((k, c, f))
+                pend_n += k.shape[0]
+                if pend_n >= step:
+                    k, c, f = _concat(pend)
+                    take = pend_n // RUN_BLOCK * RUN_BLOCK
+                    _write_chunks(out, (_encode_run_blocks(k[:take], c[:take], f[:take]),))
+                    n += take
+                    pend = [(k[take:], c[take:], f[take:])] if take < pend_n else []
+                    pend_n -= take
+            if pend_n:
+                k, c, f = _concat(pend)
+                _write_chunks(out, (_encode_run_blocks(k, c, f),))
+                n += pend_n
+            out.seek(len(RUN_MAGIC) + 8)
+            out.write(np.array([n], "<u8").tobytes())
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         raise_spill(e, path)
     finally:
-        remove_side_files(files)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 class CountAccumulator:

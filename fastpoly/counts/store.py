@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fastpoly.analysis import complexity, conditioning
+from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_blocks
 from fastpoly.analysis.histograms import top_indices
 from fastpoly.analysis.stats import interval, wilson_interval
 from fastpoly.arch import boolean_inputs
@@ -60,6 +61,14 @@ class FunctionCounts:
         ``arch``, ``seed``, ``ranges`` (list of ``[start, stop)`` index ranges),
         ``inputs_digest``, ``n_rows``, ``n_key_bits``, ``train_rows``, ``train_labels``,
         ``fastpoly_version``.
+
+    Notes
+    -----
+    A compressed (format 3) file loaded with ``load(path, mmap=True)`` keeps its blocks on disk:
+    ``n_distinct``, ``len()``, ``n_words``, ``meta`` come from the header, :meth:`iter_blocks`,
+    :meth:`rows`, :meth:`top` and the streaming analysis decode block by block, and the first
+    access to ``keys``, ``counts`` or ``first_index`` decodes the whole file into memory (fine
+    for small files; for large ones use the block methods).
     """
 
     _COMPAT = ("arch", "inputs_digest", "n_rows", "train_rows", "train_labels", "n_key_bits", "sgd_recipe")
@@ -83,10 +92,24 @@ class FunctionCounts:
         return cls(np.zeros((0, n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64), 0, 0, meta)
 
     # --- basic queries ---------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes not set: the arrays of a lazily loaded compressed file
+        packed = self.__dict__.get("_packed")
+        if packed is None or name not in ("keys", "counts", "first_index"):
+            raise AttributeError(name)
+        self.keys, self.counts, self.first_index = packed.decode()
+        return self.__dict__[name]
+
+    def _lazy(self) -> Any:
+        """The :class:`~fastpoly.counts.fileformat.PackedCounts` of a not yet decoded compressed file, or None."""
+        d = self.__dict__
+        return d.get("_packed") if "keys" not in d else None
+
     @property
     def n_words(self) -> int:
         """uint64 words per key."""
-        return self.keys.shape[1]
+        p = self._lazy()
+        return p.n_words if p is not None else self.keys.shape[1]
 
     @property
     def n_key_bits(self) -> int:
@@ -96,7 +119,34 @@ class FunctionCounts:
     @property
     def n_distinct(self) -> int:
         """Number of distinct functions stored."""
-        return int(self.keys.shape[0])
+        p = self._lazy()
+        return p.n_records if p is not None else int(self.keys.shape[0])
+
+    def iter_blocks(self, columns: Sequence[str] = ("keys", "counts", "first_index"),
+                    block: int = DEFAULT_BLOCK) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Yield ``(start, [arrays])``: consecutive rows of the named columns, about ``block`` at a time.
+
+        ``columns``: names among ``keys``, ``counts``, ``first_index``.  Memory-mapped arrays are
+        copied block by block (:func:`fastpoly.analysis.blocks.iter_blocks`); a lazily loaded
+        compressed file is decoded block by block.  Memory: about one block.
+        """
+        for name in columns:
+            if name not in ("keys", "counts", "first_index"):
+                raise ValueError(f"unknown column {name!r}")
+        p = self._lazy()
+        if p is not None:
+            yield from p.iter_blocks(columns, block)
+        else:
+            yield from iter_blocks([getattr(self, name) for name in columns], block)
+
+    def rows(self, idx: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(keys, counts, first_index)`` of the rows ``idx`` (in memory; a compressed file decodes only their blocks)."""
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        p = self._lazy()
+        if p is not None:
+            return p.rows(idx)
+        return (np.asarray(self.keys[idx], np.uint64), np.asarray(self.counts[idx], np.int64),
+                np.asarray(self.first_index[idx], np.uint64))
 
     def __len__(self):
         return self.n_distinct
@@ -147,7 +197,7 @@ class FunctionCounts:
 
     def hex(self, i: int) -> str:
         """Hex string of the ``i``-th stored key."""
-        return key_to_hex(self.keys[i], self.n_key_bits)
+        return key_to_hex(self.rows([i])[0][0], self.n_key_bits)
 
     def ones(self) -> np.ndarray:
         """Number of ones (T) of each key."""
@@ -162,20 +212,21 @@ class FunctionCounts:
         """
         if k < 0:
             raise ValueError("k must be >= 0")
-        order = top_indices(self.counts, k)  # streaming: memory ~ one block, also for huge mmap'ed files
-        lo, hi = wilson_interval(self.counts[order], self.n_accepted, confidence)
-        ones = _popcount_rows(self.keys[order])
+        order = top_indices(self, k)  # streaming: memory ~ one block, also for huge mmap'ed or compressed files
+        keys, counts, first = self.rows(order)
+        lo, hi = wilson_interval(counts, self.n_accepted, confidence)
+        ones = _popcount_rows(keys)
         return [
             {
-                "key": self.hex(int(i)),
-                "count": int(self.counts[i]),
-                "probability": float(self.counts[i]) / self.n_accepted if self.n_accepted else float("nan"),
+                "key": key_to_hex(keys[j], self.n_key_bits),
+                "count": int(counts[j]),
+                "probability": float(counts[j]) / self.n_accepted if self.n_accepted else float("nan"),
                 "lower": float(lo[j]),
                 "upper": float(hi[j]),
                 "ones": int(ones[j]),
-                "first_index": int(self.first_index[i]),
+                "first_index": int(first[j]),
             }
-            for j, i in enumerate(order)
+            for j in range(order.size)
         ]
 
     # --- merging ---------------------------------------------------------------------
@@ -245,19 +296,37 @@ class FunctionCounts:
         }
         return json.dumps(header, sort_keys=True)
 
-    def to_bytes(self) -> bytes:
-        """Serialise to the counts file format (:mod:`fastpoly.counts.fileformat`, with its sha256 digest)."""
-        return counts_file_bytes(self._payload(), self.keys, self.counts, self.first_index)
+    def to_bytes(self, compress: bool = False) -> bytes:
+        """Serialise to the counts file format (:mod:`fastpoly.counts.fileformat`, with its sha256 digest).
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to ``path`` atomically (temp file + rename); the checksum is verified on :meth:`load`."""
-        atomic_write_bytes(path, self.to_bytes())
+        ``compress``: format 3 (compressed) instead of format 2.
+        """
+        return counts_file_bytes(self._payload(), self.keys, self.counts, self.first_index, compress=compress)
+
+    def save(self, path: str | os.PathLike[str], compress: bool = False) -> None:
+        """Write to ``path`` atomically (temp file + rename); the checksum is verified on :meth:`load`.
+
+        ``compress``: format 3 (compressed, about half the size of format 2 for 128-bit keys;
+        see :mod:`fastpoly.counts.fileformat`), streamed block by block.
+        """
+        if compress:
+            write_counts_file(path, self._payload(), self.iter_triples(), self.n_words, compress=True)
+        else:
+            atomic_write_bytes(path, self.to_bytes())
+
+    def iter_triples(self, block: int = DEFAULT_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The records as consecutive ``(keys, counts, first_index)`` chunks (see :meth:`iter_blocks`)."""
+        for _, (k, c, f) in self.iter_blocks(("keys", "counts", "first_index"), block):
+            yield k, c, f
 
     @classmethod
     def _from_content(cls, content):
         h = content.header
         obj = cls.__new__(cls)
-        obj.keys, obj.counts, obj.first_index = content.keys, content.counts, content.first_index
+        if content.packed is not None:
+            obj.__dict__["_packed"] = content.packed  # arrays decoded on first access (__getattr__)
+        else:
+            obj.keys, obj.counts, obj.first_index = content.keys, content.counts, content.first_index
         obj.n_samples, obj.n_accepted = int(h["n_samples"]), int(h["n_accepted"])
         obj.meta, obj.info = dict(h["meta"]), {}
         return obj
@@ -277,7 +346,9 @@ class FunctionCounts:
         mmap : bool
             Memory-map the arrays instead of reading them (for results larger
             than RAM, e.g. written by ``sample(..., out=PATH)``); the file is
-            verified exactly as in memory, streaming over it.
+            verified exactly as in memory, streaming over it.  A compressed
+            (format 3) file is verified the same way and its blocks are decoded
+            on demand (see the class notes).  The format is detected from the file.
 
         Raises
         ------
@@ -426,12 +497,13 @@ class FunctionCounts:
 
 
 def merge_files(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], memory_budget: int | str = "1GB",
-                tmpdir: str | None = None) -> FunctionCounts:
+                tmpdir: str | None = None, compress: bool = False) -> FunctionCounts:
     """Merge counts files of compatible runs into ``out`` with bounded memory.
 
     Checks compatibility like :meth:`FunctionCounts.merge` (same architecture,
     inputs and train set; no overlapping index ranges of one seed), then streams
-    a k-way merge of the memory-mapped inputs.
+    a k-way merge of the memory-mapped (or block by block decoded, for compressed
+    files) inputs.  ``compress``: write ``out`` in format 3 (compressed).
 
     Returns
     -------
@@ -449,9 +521,10 @@ def merge_files(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
         other.n_samples, other.n_accepted = p.n_samples, p.n_accepted
         meta_only = meta_only.merge(other)  # checks compatibility and merges metadata only
     budget = parse_memory(memory_budget)
-    srcs = [(np.asarray(p.keys), np.asarray(p.counts), np.asarray(p.first_index)) for p in parts]
+    srcs: list[Any] = [p if p._lazy() is not None else (np.asarray(p.keys), np.asarray(p.counts),
+                                                          np.asarray(p.first_index)) for p in parts]
     chunks = merge_runs(srcs, budget, acc.n_words, tmpdir=tmpdir or os.path.dirname(os.path.abspath(out)))
-    write_counts_file(out, meta_only._payload(), chunks, acc.n_words)
+    write_counts_file(out, meta_only._payload(), chunks, acc.n_words, compress=compress)
     return FunctionCounts.load(out, mmap=True)
 
 

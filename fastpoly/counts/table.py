@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_blocks
+from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_columns
 from fastpoly.analysis.complexity import complexity_table
 from fastpoly.analysis.conditioning import generalization_error
 from fastpoly.analysis.histograms import count_histogram, full_keys_block
@@ -126,23 +126,23 @@ def write_table(counts: Any, path: str | os.PathLike[str], interval: str = "wils
     if int(min_count) < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     rows = _Rows(counts, interval, order)
-    values, mult = count_histogram(counts.counts, block)
+    values, mult = count_histogram(counts, block)
     keep = values >= int(min_count)
     values, mult = values[keep], mult[keep]
     n_written = 0
-    src = [counts.keys, counts.counts, counts.first_index]
+    src = ("keys", "counts", "first_index")
     with atomic_open(path, "w", newline="") as fh:
         fh.write(rows.header() + "\n")
         for lo, hi, streamed in _groups(values, mult, int(rows_per_pass)):
             if streamed:
-                for _, (k, c, f) in iter_blocks(src, block):
+                for _, (k, c, f) in iter_columns(counts, src, block):
                     sel = np.flatnonzero(np.asarray(c) == lo)
                     if sel.size:
                         fh.write("\n".join(rows.lines(k[sel], np.asarray(c)[sel], f[sel])) + "\n")
                         n_written += sel.size
                 continue
             ks, cs, fs, idx = [], [], [], []
-            for a, (k, c, f) in iter_blocks(src, block):
+            for a, (k, c, f) in iter_columns(counts, src, block):
                 c = np.asarray(c)
                 sel = np.flatnonzero((c >= lo) & (c <= hi))
                 if sel.size:

@@ -77,7 +77,7 @@ def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts 
         try:
             res = ck.load_result()
             if job.out is not None:
-                res.save(job.out)
+                res.save(job.out, compress=job.compress)
         finally:
             ck.release()
         res.info = {"resumed": True, "already_complete": True}
@@ -158,11 +158,11 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
             _consume(job, batches, acc, ck, stopper, bar)
         meta["ranges"] = [list(r) for r in acc.ranges]
         try:
-            result = _finish(acc, meta, job.out)
+            result = _finish(acc, meta, job.out, job.compress)
         except OSError as e:
             if job.out is None:
                 raise
-            raise rescue_result(e, acc, meta, job.out, ck) from e
+            raise rescue_result(e, acc, meta, job.out, ck, compress=job.compress) from e
         if ck is not None:
             ck.finish(result, out=job.out)
         info["spilled_runs"] = len(acc.runs)
@@ -207,22 +207,23 @@ def _consume(job: SampleJob, batches: Batches, acc: CountAccumulator, ck: Checkp
             close()
 
 
-def _finish(acc: CountAccumulator, meta: dict[str, Any], out: str | None) -> FunctionCounts:
+def _finish(acc: CountAccumulator, meta: dict[str, Any], out: str | None, compress: bool = False) -> FunctionCounts:
     """Assemble the FunctionCounts.
 
     With ``out`` and runs on disk or a memory budget, the merged result streams into ``out``
-    (sorted chunks, never all distinct keys in memory at once) and is returned memory-mapped.
+    (sorted chunks, never all distinct keys in memory at once) and is returned memory-mapped
+    (a compressed file, ``compress``: decoded block by block).
     """
     if out is not None and (acc.runs or acc.memory_budget is not None):
         tmp = FunctionCounts.empty(acc.n_words, meta)
         tmp.n_samples, tmp.n_accepted = acc.n_samples, acc.n_accepted
-        write_counts_file(out, tmp._payload(), acc.chunks(), acc.n_words)
+        write_counts_file(out, tmp._payload(), acc.chunks(), acc.n_words, compress=compress)
         acc.release_memory()
         return FunctionCounts.load(out, mmap=True)
     k, c, f = acc.result_arrays()
     result = FunctionCounts(k, c, f, acc.n_samples, acc.n_accepted, meta)
     if out is not None:
-        result.save(out)
+        result.save(out, compress=compress)
     return result
 
 

@@ -125,6 +125,7 @@ class SampleJob:
     progress: bool = True
     check: int = 0
     annotations: dict[str, Any] = field(default_factory=dict)
+    compress: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -154,6 +155,7 @@ def make_job(
     task_size: Any = None,
     annotations: dict[str, Any] | None = None,
     plan: Any = None,
+    compress: Any = False,
 ) -> SampleJob:
     """Validate the arguments of :func:`fastpoly.sample` and bundle them (see there for their meaning).
 
@@ -200,6 +202,10 @@ def make_job(
     else:
         raise ValueError(f"check must be True, False or a number of samples >= 0, got {check!r}")
     annotations = check_json(annotations, "annotations")
+    if not isinstance(compress, (bool, np.bool_)):
+        raise ValueError(f"compress must be True or False, got {compress!r}")
+    if compress and out is None:
+        raise ValueError("compress=True needs out=PATH (it is the format of the counts file written there)")
     if plan is None:
         plan = make_plan(arch, X, seed, train)
     budget = parse_memory(memory_budget)
@@ -222,4 +228,5 @@ def make_job(
         progress=bool(progress),
         check=min(n, n_check),
         annotations=annotations,
+        compress=bool(compress),
     )

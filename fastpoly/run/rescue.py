@@ -45,7 +45,7 @@ def fallback_paths(out: str) -> list[str]:
 
 
 def rescue_result(err: OSError, acc: CountAccumulator, meta: dict[str, Any], out: str,
-                  ck: Checkpoint | None) -> ResultNotSaved:
+                  ck: Checkpoint | None, compress: bool = False) -> ResultNotSaved:
     """Keep the result of ``acc`` after writing ``out`` failed with ``err``; return the error to raise.
 
     The message (one line) says what failed and where the result is now.
@@ -71,7 +71,7 @@ def rescue_result(err: OSError, acc: CountAccumulator, meta: dict[str, Any], out
     head.n_samples, head.n_accepted = acc.n_samples, acc.n_accepted
     for path in fallback_paths(out):
         try:
-            write_counts_file(path, head._payload(), acc.chunks(), acc.n_words)
+            write_counts_file(path, head._payload(), acc.chunks(), acc.n_words, compress=compress)
         except OSError:
             continue
         return ResultNotSaved(err.errno, f"could not write {out} ({reason}); the result was saved to {path} instead",

@@ -1,0 +1,170 @@
+"""Counts file format 3 (compressed): byte-exact, streamed, every bit checked, read lazily block by block."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastpoly
+import fastpoly.counts.fileformat as ff
+from fastpoly.cli.main import main
+from fastpoly.counts import CountsFileError, FunctionCounts, merge_files
+from fastpoly.counts.fileformat import MAGIC3, read_counts_file, write_counts_file
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 7 records, so that small files have many blocks."""
+    monkeypatch.setattr(ff, "BLOCK_RECORDS", 7)
+
+
+@pytest.fixture(scope="module")
+def c():
+    return fastpoly.sample("3-4-1", n_samples=2000, seed=11, backend="numpy", progress=False)
+
+
+def _chunks(c, sizes):
+    out, a = [], 0
+    for s in sizes:
+        out.append((c.keys[a:a + s], c.counts[a:a + s], c.first_index[a:a + s]))
+        a += s
+    out.append((c.keys[a:], c.counts[a:], c.first_index[a:]))
+    return out
+
+
+def test_round_trip_all_load_paths(c, tmp_path, small_blocks):
+    data = c.to_bytes(compress=True)
+    assert data.startswith(MAGIC3) and len(data) < len(c.to_bytes()) / 2
+    assert FunctionCounts.from_bytes(data) == c
+    c.save(tmp_path / "c.npz", compress=True)
+    assert (tmp_path / "c.npz").read_bytes() == data
+    assert FunctionCounts.load(tmp_path / "c.npz") == c
+    m = FunctionCounts.load(tmp_path / "c.npz", mmap=True)
+    assert m._lazy() is not None
+    assert (m.n_distinct, len(m), m.n_words, m.meta, m.n_samples) == (c.n_distinct, len(c), c.n_words, c.meta,
+                                                                      c.n_samples)
+    assert m.top(5) == c.top(5) and m.hex(3) == c.hex(3)
+    k, cnt, f = m.rows([0, 50, 8, 7])
+    assert np.array_equal(k, c.keys[[0, 50, 8, 7]]) and np.array_equal(f, c.first_index[[0, 50, 8, 7]])
+    got = list(m.iter_blocks(("counts", "keys"), 20))
+    assert [a for a, _ in got] == list(range(0, c.n_distinct, 14))
+    assert np.array_equal(np.concatenate([x[0] for _, x in got]), c.counts)
+    assert m._lazy() is not None  # nothing above decoded the whole file
+    assert np.array_equal(m.keys, c.keys) and m._lazy() is None  # first access decodes everything
+    assert m == c
+
+
+def test_bytes_are_a_function_of_the_content(c, tmp_path, small_blocks):
+    want = c.to_bytes(compress=True)
+    for i, sizes in enumerate([[], [1, 2, 3], [7, 7], [50, 0, 13], [c.n_distinct - 1]]):
+        p = tmp_path / f"{i}.npz"
+        assert write_counts_file(p, c._payload(), _chunks(c, sizes), c.n_words, compress=True) == c.n_distinct
+        assert p.read_bytes() == want
+    assert sorted(x.name for x in tmp_path.iterdir()) == [f"{i}.npz" for i in range(5)]  # no side files left
+
+
+def test_header_is_format_2_header_with_version_3(c):
+    h2 = read_counts_file("x", data=c.to_bytes()).header
+    h3 = read_counts_file("x", data=c.to_bytes(compress=True)).header
+    assert h3 == dict(h2, version=3)
+
+
+def test_empty_and_wide_keys(tmp_path):
+    e = FunctionCounts.empty(2, {"arch": None})
+    assert FunctionCounts.from_bytes(e.to_bytes(compress=True)) == e
+    e.save(tmp_path / "e.npz", compress=True)
+    m = FunctionCounts.load(tmp_path / "e.npz", mmap=True)
+    assert len(m) == 0 and m.n_words == 2 and m.top(3) == [] and list(m.iter_blocks()) == []
+    w = fastpoly.sample("7-8-1", n_samples=300, seed=3, backend="numpy", progress=False)  # 128-bit keys
+    assert w.n_words == 2 and FunctionCounts.from_bytes(w.to_bytes(compress=True)) == w
+
+
+def test_writer_refuses_unsorted_stream(c, tmp_path):
+    chunks = _chunks(c, [10])
+    chunks = [chunks[1], chunks[0]]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        write_counts_file(tmp_path / "x.npz", c._payload(), chunks, c.n_words, compress=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _flipped(data, i, bit):
+    d = bytearray(data)
+    d[i] ^= 1 << bit
+    return bytes(d)
+
+
+@pytest.mark.slow
+def test_every_single_bit_flip_and_truncation_is_refused(small_blocks):
+    c = fastpoly.sample("2-1", n_samples=50, seed=1, backend="numpy", progress=False)
+    data = c.to_bytes(compress=True)
+    accepted = []
+    for i in range(len(data)):
+        for bit in range(8):
+            try:
+                FunctionCounts.from_bytes(_flipped(data, i, bit))
+            except CountsFileError:
+                continue
+            accepted.append((i, bit))
+    assert accepted == []
+    for n in range(len(data)):
+        with pytest.raises(CountsFileError):
+            FunctionCounts.from_bytes(data[:n])
+    with pytest.raises(CountsFileError):
+        FunctionCounts.from_bytes(data + b"\0")
+
+
+def test_bit_flips_refused_memory_mapped_with_path(c, tmp_path, small_blocks):
+    data = c.to_bytes(compress=True)
+    p = tmp_path / "f.npz"
+    for i in range(0, len(data), 7):
+        p.write_bytes(_flipped(data, i, i % 8))
+        with pytest.raises(CountsFileError, match=str(p)):
+            FunctionCounts.load(p, mmap=True)
+
+
+def test_merge_files_reads_and_writes_compressed(tmp_path, small_blocks):
+    a = fastpoly.sample("3-4-1", n_samples=700, seed=2, backend="numpy", progress=False)
+    b = fastpoly.sample("3-4-1", n_samples=500, start=700, seed=2, backend="numpy", progress=False)
+    a.save(tmp_path / "a.npz", compress=True)
+    b.save(tmp_path / "b.npz")
+    m = merge_files([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "m.npz", memory_budget="2k",
+                    compress=True)
+    want = a.merge(b)
+    assert m == want
+    assert (tmp_path / "m.npz").read_bytes() == want.to_bytes(compress=True)
+    m2 = merge_files([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "m2.npz", memory_budget="2k")
+    assert (tmp_path / "m2.npz").read_bytes() == want.to_bytes()
+    assert m2 == want
+
+
+def test_sample_compress_api_and_validation(tmp_path):
+    with pytest.raises(ValueError, match="needs out"):
+        fastpoly.sample("2-1", n_samples=10, backend="numpy", progress=False, compress=True)
+    with pytest.raises(ValueError, match="True or False"):
+        fastpoly.sample("2-1", n_samples=10, backend="numpy", progress=False, compress="yes", out=tmp_path / "x")
+    ref = fastpoly.sample("3-4-1", n_samples=1500, seed=4, backend="numpy", progress=False)
+    for budget in (None, "2k"):  # in memory, and spilled + streamed into the file
+        out = tmp_path / f"c-{budget}.npz"
+        r = fastpoly.sample("3-4-1", n_samples=1500, seed=4, backend="numpy", progress=False, out=out,
+                            compress=True, memory_budget=budget, batch_size=200)
+        assert r == ref
+        assert out.read_bytes() == ref.to_bytes(compress=True)
+
+
+def test_cli_analyze_and_plots_identical_for_both_formats(tmp_path, capsys):
+    d2, d3 = tmp_path / "f2", tmp_path / "f3"
+    assert main(["sample", "4-5-1", "--samples", "3000", "--backend", "numpy", "--out", str(d2),
+                 "--no-progress", "--no-plot"]) == 0
+    assert main(["sample", "4-5-1", "--samples", "3000", "--backend", "numpy", "--out", str(d3),
+                 "--no-progress", "--no-plot", "--compress", "--memory-budget", "2k"]) == 0
+    assert (d3 / "counts.npz").read_bytes()[:len(MAGIC3)] == MAGIC3
+    assert FunctionCounts.load(d2 / "counts.npz") == FunctionCounts.load(d3 / "counts.npz")
+    outs = {}
+    for d in (d2, d3):
+        capsys.readouterr()
+        assert main(["analyze", str(d / "counts.npz"), "--top", "5", "--csv", str(d / "t.csv")]) == 0
+        outs[d] = capsys.readouterr().out.replace(str(d), "DIR")
+        for kind in ("rank", "complexity"):
+            assert main(["plot", kind, str(d / "counts.npz"), "--out", str(d / f"{kind}.png")]) == 0
+    assert outs[d2] == outs[d3]
+    for name in ("t.csv", "rank.png", "complexity.png"):
+        assert (d2 / name).read_bytes() == (d3 / name).read_bytes(), name
