@@ -158,11 +158,19 @@ def _build_prefix_table(m):
     return out
 
 
-_PREFIX: list = []
+_PREFIX: list[np.ndarray] = []
 
 
-def prefix_table():
-    """The phrase table over the first :data:`PREFIX_BITS` characters (built once, uint16)."""
+def prefix_table() -> np.ndarray:
+    """The phrase table over the first :data:`PREFIX_BITS` characters (uint16, built once).
+
+    Returns
+    -------
+    uint16 array (2**PREFIX_BITS,)
+        Entry ``v``: ``c | l << 8`` -- any string longer than :data:`PREFIX_BITS` whose first
+        characters are the bits of ``v`` has ``c`` phrases before position ``l`` and a phrase
+        starting at ``l``.
+    """
     if not _PREFIX:
         _PREFIX.append(_build_prefix_table(PREFIX_BITS))
     return _PREFIX[0]
@@ -176,6 +184,9 @@ def _init_lane(x0, x1, T, o, wide):
     """
     T[o] = ~x0
     T[o + 2] = x0
+    T[o + _BASE + _ONE] = _ZERO  # high words of the step bases: one-word steps leave them 0
+    T[o + _BASE + _U3] = _ZERO
+    T[o + _BASE + np.uint64(5)] = _ZERO
     if wide:
         T[o + 1] = ~x1
         T[o + 3] = x1
@@ -215,7 +226,10 @@ def _start_lane(x0, x1, n, T, o, ptab):
 
 @jit(inline="always")
 def _resolve(T, o, q, z, hit12):
-    """The first ``k`` with no live copy after ``4 z`` matched characters: base ``T[o + 64 + 2z]``."""
+    """Matched characters of a phrase that ends within its step: ``4 z`` + those of nibble ``q``.
+
+    The copies live after the ``z`` full nibbles are the base at ``T[o + 64 + 2 z]``.
+    """
     k = o + _BASE + (z << _ONE)
     b0 = T[k]
     b1 = T[k + _ONE]
@@ -277,12 +291,9 @@ def _step64(T, o, n, pos, f0):
     hit12 = y0 != _ZERO
     if hit12 and pos + 12 < n:
         return pos + 12, y0 << _U4, _ZERO, False
-    T[o + _BASE] = f0
-    T[o + _BASE + _ONE] = _ZERO
+    T[o + _BASE] = f0  # the high words are still 0 (one-word steps come first in a string)
     T[o + _BASE + _U2] = s0
-    T[o + _BASE + _U3] = _ZERO
     T[o + _BASE + _U4] = g0
-    T[o + _BASE + np.uint64(5)] = _ZERO
     z = np.uint64(t0 != _ZERO) + np.uint64(u0 != _ZERO)
     l = pos + _resolve(T, o, v >> (z << _U2), z, hit12) + 1
     return l, _LOW[np.uint64(l) << _ONE], _LOW[(np.uint64(l) << _ONE) + _ONE], True
@@ -290,6 +301,7 @@ def _step64(T, o, n, pos, f0):
 
 @jit(inline="always")
 def _step(T, o, n, lim, pos, f0, f1):
+    """:func:`_step64` up to phrase position ``lim``, :func:`_step128` beyond."""
     if pos <= lim:
         return _step64(T, o, n, pos, f0)
     return _step128(T, o, n, pos, f0, f1)
@@ -493,7 +505,7 @@ def _lz_kernel(keys, n, d, ptab, sums, ones, crit):
                 crit[r] = _critical_row(keys, r, d)
 
 
-def _check(keys, n):
+def _check(keys: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     keys = np.ascontiguousarray(keys, np.uint64)
     if keys.ndim != 2 or keys.shape[1] < 1:
         raise ValueError(f"keys must be a (K, W) array of uint64 words with W >= 1, got shape {keys.shape}")
@@ -503,7 +515,7 @@ def _check(keys, n):
     return keys, n
 
 
-def phrase_sums(keys, n):
+def phrase_sums(keys: np.ndarray, n: int) -> np.ndarray:
     """``c(s) + c(reversed s)`` of every key (int64), ``-1`` for constant strings.
 
     Parameters
@@ -530,7 +542,7 @@ def phrase_sums(keys, n):
     return out
 
 
-def complexity_ints(keys, n, boolean_d=0):
+def complexity_ints(keys: np.ndarray, n: int, boolean_d: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integer complexity data of every key in one pass: ``(phrase sums, ones, critical count)``.
 
     ``critical count`` (inputs with a Hamming-1 neighbour of different output) is computed only
