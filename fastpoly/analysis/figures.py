@@ -24,7 +24,9 @@ MAX_POINTS = 1_000_000
 
 
 def _check_counts(counts):
-    if not hasattr(counts, "counts") or not hasattr(counts, "n_accepted"):
+    # duck-typed (this room sits below counts/); never touch .counts here: on a lazily loaded
+    # compressed file that would decode the whole file
+    if not hasattr(counts, "iter_blocks") or not hasattr(counts, "n_accepted"):
         raise ValueError(
             f"expected a FunctionCounts (load a file with FunctionCounts.load), got {type(counts).__name__}"
         )
