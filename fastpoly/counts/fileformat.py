@@ -273,10 +273,13 @@ def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray,
               n_words: int) -> int:
     """Write a compressed (version 3) file to ``fh`` in one sequential pass; return the number of records."""
     from fastpoly.backends.numba.codec import encode_blocks
+    from fastpoly.backends.numba.jit import get_num_threads
 
     W = int(n_words)
     B = int(BLOCK_RECORDS)
-    group = B * max(1, 16)  # blocks encoded together (in parallel)
+    # blocks encoded together (in parallel, one per thread): the writer holds about 3 x 32 B x group
+    # records (pending chunks, their concatenation, the encoded bytes) whatever the file size
+    group = B * max(1, min(16, get_num_threads()))
     h = hashlib.sha256()
 
     def put(b: Any) -> None:

@@ -43,7 +43,7 @@ _HEADER = len(RUN_MAGIC) + 16
 #: records per block of a run file (one decoded block is what a reader holds at least)
 RUN_BLOCK = 1 << 12
 #: blocks encoded together (in parallel) when writing a run
-_RUN_GROUP = 256
+_RUN_GROUP = 64
 _BLOCK_HEAD = 32
 #: smallest budget accepted (bytes); tests use tiny budgets to force many runs and passes
 MIN_BUDGET = 1024
