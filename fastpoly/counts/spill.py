@@ -274,7 +274,11 @@ class RunReader:
         from fastpoly.backends.numba.codec import decode_blocks
 
         want = min(self.chunk, self.n - self.pos)
-        parts = []
+        # decoded straight into the chunk (no list of pieces + concatenation: that held the chunk
+        # twice, i.e. the merge's share of the budget twice); memory: the chunk + one block
+        keys = np.empty((want, self.n_words), np.uint64)
+        counts = np.empty(want, np.int64)
+        first = np.empty(want, np.uint64)
         got = 0
         with open(self.path, "rb") as fh:
             while got < want:
@@ -291,13 +295,13 @@ class RunReader:
                     self._off += _BLOCK_HEAD + size
                 a = self._at
                 b = min(self._buf[0].shape[0], a + want - got)
-                parts.append(tuple(x[a:b] for x in self._buf))
+                keys[got:got + b - a] = self._buf[0][a:b]
+                counts[got:got + b - a] = self._buf[1][a:b]
+                first[got:got + b - a] = self._buf[2][a:b]
                 self._at = b
                 got += b - a
         self.pos += got
-        if not parts:
-            return (np.zeros((0, self.n_words), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
-        return _concat(parts) if len(parts) > 1 else tuple(np.array(x) for x in parts[0])
+        return keys, counts, first
 
     def _read_v1(self):
         k = min(self.chunk, self.n - self.pos)
