@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpoly.backends.counting import count_keys
 from fastpoly.counts import spill
@@ -69,3 +71,24 @@ def test_damaged_runs_are_refused(tmp_path, monkeypatch):
     p.write_bytes(bytes(d))
     with pytest.raises(ValueError, match="damaged run file"):
         list(merge_runs([str(p)], 4096, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 40), max_size=12), block=st.integers(1, 9))
+def test_block_aligned_recuts_without_losing_or_reordering(sizes, block):
+    from fastpoly.counts.spill import block_aligned
+
+    n = sum(sizes)
+    keys = np.arange(2 * n, dtype=np.uint64).reshape(n, 2)
+    counts = np.arange(1, n + 1, dtype=np.int64)
+    first = np.arange(n, dtype=np.uint64) * 3
+    chunks, a = [], 0
+    for s in sizes:
+        chunks.append((keys[a:a + s], counts[a:a + s], first[a:a + s]))
+        a += s
+    pieces = list(block_aligned(iter(chunks), block))
+    lens = [p[0].shape[0] for p in pieces]
+    assert all(m > 0 for m in lens)
+    assert all(m % block == 0 for m in lens[:-1]), lens
+    got = [np.concatenate([p[j] for p in pieces]) if pieces else x[:0] for j, x in enumerate((keys, counts, first))]
+    assert np.array_equal(got[0], keys) and np.array_equal(got[1], counts) and np.array_equal(got[2], first)

@@ -59,7 +59,7 @@ import numpy as np
 
 from fastpoly.analysis.blocks import drop_pages
 from fastpoly.atomic import public_mode
-from fastpoly.counts.spill import raise_spill, remove_side_files, write_side_files
+from fastpoly.counts.spill import block_aligned, raise_spill, remove_side_files, write_side_files
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "READABLE_VERSIONS", "CountsFileError", "CountsFileContent", "PackedCounts",
@@ -277,8 +277,8 @@ def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray,
 
     W = int(n_words)
     B = int(BLOCK_RECORDS)
-    # blocks encoded together (in parallel, one per thread): the writer holds about 3 x 32 B x group
-    # records (pending chunks, their concatenation, the encoded bytes) whatever the file size
+    # blocks encoded together (in parallel, one per thread); the writer holds the incoming chunk,
+    # one carried block and one group's encoded bytes, whatever the chunk sizes and the file size
     group = B * max(1, min(16, get_num_threads()))
     h = hashlib.sha256()
 
@@ -291,40 +291,28 @@ def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray,
         fh.write(mv)
         h.update(mv)
 
+    def checked() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for k, c, f in chunks:
+            k = np.asarray(k, np.uint64)
+            if k.ndim != 2 or k.shape[1] != W:
+                raise ValueError(f"chunk keys have shape {k.shape}, expected (K, {W})")
+            yield k, np.asarray(c, np.int64), np.asarray(f, np.uint64)
+
     put(MAGIC3)
     index: list[np.ndarray] = []
-    pend: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pend_n = 0
     last: np.ndarray | None = None
     n = 0
-
-    def flush(final: bool) -> None:
-        nonlocal pend, pend_n, last, n
-        if not pend_n:
-            return
-        k, c, f = (np.concatenate([p[j] for p in pend]) if len(pend) > 1 else pend[0][j] for j in range(3))
-        take = pend_n if final else pend_n // B * B
+    for k, c, f in block_aligned(checked(), B):
         if last is not None and _key_le(k[0], last):
             raise ValueError(f"keys are not strictly increasing at record {n}")
-        buf, idx = encode_blocks(k[:take], c[:take], f[:take], B)
-        put(buf)
-        index.append(idx)
-        last = np.array(k[take - 1])
-        n += take
-        pend = [(k[take:], c[take:], f[take:])] if take < pend_n else []
-        pend_n -= take
-
-    for k, c, f in chunks:
-        k = np.asarray(k, np.uint64)
-        if k.shape[0] == 0:
-            continue
-        if k.ndim != 2 or k.shape[1] != W:
-            raise ValueError(f"chunk keys have shape {k.shape}, expected (K, {W})")
-        pend.append((k, np.asarray(c, np.int64), np.asarray(f, np.uint64)))
-        pend_n += k.shape[0]
-        if pend_n >= group:
-            flush(False)
-    flush(True)
+        for a in range(0, k.shape[0], group):  # the encoded bytes of one group at a time
+            b = min(k.shape[0], a + group)
+            buf, idx = encode_blocks(k[a:b], c[a:b], f[a:b], B)
+            put(buf)
+            index.append(idx)
+            del buf
+        last = np.array(k[-1])
+        n += k.shape[0]
     idx_all = np.concatenate(index) if index else np.zeros((0, 4), np.int64)
     hb = _v3_header(header_json).encode()
     put(hb)

@@ -514,32 +514,49 @@ def remove_side_files(files):
             pass
 
 
+def block_aligned(chunks, block):
+    """Re-cut a stream of sorted ``(keys, counts, first)`` chunks into pieces of whole blocks.
+
+    Yields pieces whose lengths are multiples of ``block`` (the last piece may be shorter), in
+    order, without concatenating large chunks: at most ``block - 1`` records are carried from one
+    chunk to the next (copied), the rest are views of the incoming chunks.  So a writer that
+    encodes block by block holds the incoming chunk plus one block, whatever the chunk sizes.
+    """
+    carry = None
+    for k, c, f in chunks:
+        if k.shape[0] == 0:
+            continue
+        if carry is not None:
+            need = block - carry[0].shape[0]
+            head = _concat([carry, (k[:need], c[:need], f[:need])])
+            k, c, f = k[need:], c[need:], f[need:]
+            if head[0].shape[0] < block:
+                carry = head
+                continue
+            carry = None
+            yield head
+        full = k.shape[0] // block * block
+        if full:
+            yield k[:full], c[:full], f[:full]
+        if full < k.shape[0]:
+            carry = (k[full:].copy(), c[full:].copy(), f[full:].copy())
+    if carry is not None:
+        yield carry
+
+
 def _write_stream_run(path, chunks, n_words):
     """Write a run from a stream of sorted chunks in one pass (no side files; the record count is filled in last)."""
     d = os.path.dirname(os.path.abspath(path))
     tmp = None
-    step = RUN_BLOCK * _RUN_GROUP
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
         with os.fdopen(fd, "wb") as out:
             out.write(RUN_MAGIC + np.array([n_words, 0], "<u8").tobytes())
-            pend, pend_n, n = [], 0, 0
-            for k, c, f in chunks:
-                if k.shape[0] == 0:
-                    continue
-                pend.append((k, c, f))
-                pend_n += k.shape[0]
-                if pend_n >= step:
-                    k, c, f = _concat(pend)
-                    take = pend_n // RUN_BLOCK * RUN_BLOCK
-                    _write_chunks(out, (_encode_run_blocks(k[:take], c[:take], f[:take]),))
-                    n += take
-                    pend = [(k[take:], c[take:], f[take:])] if take < pend_n else []
-                    pend_n -= take
-            if pend_n:
-                k, c, f = _concat(pend)
-                _write_chunks(out, (_encode_run_blocks(k, c, f),))
-                n += pend_n
+            n = 0
+            for k, c, f in block_aligned(chunks, RUN_BLOCK):
+                for part in _run_groups(k, c, f):  # one group's bytes at a time
+                    _write_chunks(out, (part,))
+                n += k.shape[0]
             out.seek(len(RUN_MAGIC) + 8)
             out.write(np.array([n], "<u8").tobytes())
             out.flush()
