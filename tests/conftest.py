@@ -25,6 +25,13 @@ def backend_or_skip(name):
     return name
 
 
+@pytest.fixture(scope="module")
+def require_gpu():
+    """Guard of real-GPU test modules (``pytest.mark.usefixtures("require_gpu")``): skip with the reason,
+    or fail under ``FASTPOLY_REQUIRE_GPU=1``."""
+    backend_or_skip("cupy")
+
+
 @pytest.fixture(params=list(BACKENDS), ids=lambda n: f"backend={n}")
 def backend(request):
     """Every backend in the table (unavailable ones skipped with the reason)."""

@@ -7,8 +7,6 @@ compile path (NVRTC, the PTX cache) and the hardware's popcount / bit reversal a
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -17,19 +15,9 @@ from fastpoly.analysis.histograms import summarize
 from fastpoly.backends.numba import klz as numba_klz
 from fastpoly.keys import pack_bits
 
-pytestmark = pytest.mark.gpu
-REQUIRE = os.environ.get("FASTPOLY_REQUIRE_GPU") == "1"
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("require_gpu")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _gpu_or_skip():
-    from fastpoly.backends.cuda.backend import CupyBackend
-
-    ok, why = CupyBackend().availability()
-    if not ok:
-        if REQUIRE:
-            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
-        pytest.skip(f"cupy backend unavailable: {why}")
 
 
 @pytest.mark.parametrize("n", [2, 3, 8, 31, 63, 64, 65, 100, 127, 128, 129, 200, 256], ids=lambda n: f"n={n}")

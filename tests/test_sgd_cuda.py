@@ -8,8 +8,6 @@ are checked.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -19,19 +17,9 @@ from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
 from fastpoly.sgd.plan import make_train_plan
 from fastpoly.sgd.reference import STATUS_FAILED, train_range_reference
 
-pytestmark = pytest.mark.gpu
-REQUIRE = os.environ.get("FASTPOLY_REQUIRE_GPU") == "1"
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("require_gpu")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _gpu_or_skip():
-    from fastpoly.backends.cuda.backend import CupyBackend
-
-    ok, why = CupyBackend().availability()
-    if not ok:
-        if REQUIRE:
-            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
-        pytest.skip(f"cupy backend unavailable: {why}")
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastpoly.backends.numba.bits import popcount64
 from fastpoly.backends.numba.jit import jit, pjit, prange
 
 __all__ = ["phrase_sums", "complexity_ints"]
@@ -59,7 +60,6 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _M8 = np.uint64(0x00FF00FF00FF00FF)
 _M16 = np.uint64(0x0000FFFF0000FFFF)
 _M32 = np.uint64(0x00000000FFFFFFFF)
-_H01 = np.uint64(0x0101010101010101)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
 _U4 = np.uint64(4)
@@ -109,13 +109,6 @@ def _bitrev64(x):
     x = ((x >> np.uint64(16)) & _M16) | ((x & _M16) << np.uint64(16))
     return (x >> np.uint64(32)) | (x << np.uint64(32))
 
-
-@jit
-def _popcount64(x):
-    x = x - ((x >> np.uint64(1)) & _M1)
-    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
-    x = (x + (x >> np.uint64(4))) & _M4
-    return np.int64((x * _H01) >> np.uint64(56))
 
 
 @jit
@@ -439,9 +432,9 @@ def _ones_row(keys, r, n):
     for w in range(W):
         lo = 64 * w
         if n >= lo + 64:
-            t += _popcount64(keys[r, w])
+            t += popcount64(keys[r, w])
         elif n > lo:
-            t += _popcount64(keys[r, w] & ((_ONE << np.uint64(n - lo)) - _ONE))
+            t += popcount64(keys[r, w] & ((_ONE << np.uint64(n - lo)) - _ONE))
     return t
 
 
@@ -468,7 +461,7 @@ def _critical_row(keys, r, d):
             crit |= x ^ keys[r, w ^ (1 << (j - 6))]
         if d < 6:
             crit &= (_ONE << np.uint64(1 << d)) - _ONE
-        total += _popcount64(crit)
+        total += popcount64(crit)
     return total
 
 

@@ -18,23 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastpoly.backends.numba.jit import get_num_threads, jit, pjit, prange
+from fastpoly.backends.numba.bits import popcount64
+from fastpoly.backends.numba.jit import get_num_threads, pjit, prange
 
 __all__ = ["tally_block"]
-
-_M1 = np.uint64(0x5555555555555555)
-_M2 = np.uint64(0x3333333333333333)
-_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
-_H01 = np.uint64(0x0101010101010101)
-
-
-@jit
-def _popcount64(x):
-    x = x - ((x >> np.uint64(1)) & _M1)
-    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
-    x = (x + (x >> np.uint64(4))) & _M4
-    return np.int64((x * _H01) >> np.uint64(56))
-
 
 @pjit
 def _tally_kernel(cnt, cls, ones, crit, keys, tkey, has_crit, has_err, cap,
@@ -58,7 +45,7 @@ def _tally_kernel(cnt, cls, ones, crit, keys, tkey, has_crit, has_err, cap,
             if has_err:
                 e = 0
                 for w in range(W):
-                    e += _popcount64(keys[r, w] ^ tkey[w])
+                    e += popcount64(keys[r, w] ^ tkey[w])
                 if e >= ne:
                     bad[p] = r + 1
                     continue
