@@ -200,3 +200,30 @@ def test_commands_never_decode_a_whole_compressed_file(tmp_path, monkeypatch, sm
         assert main(cmd) == 0, cmd
         assert touched == [], (cmd, touched)
     assert FunctionCounts.load(f, mmap=True).n_distinct > 100  # many blocks of 7 records
+
+
+def test_condition_streams_a_compressed_prior(tmp_path, monkeypatch, small_blocks):
+    """``fastpoly condition`` on a compressed prior: block by block, and the same posterior as from format 2."""
+    prior = fastpoly.sample("5-8-1", n_samples=20000, seed=5, backend="numba", progress=False)
+    f2, f3 = tmp_path / "p2.npz", tmp_path / "p3.npz"
+    prior.save(f2)
+    prior.save(f3, compress=True)
+    touched = []
+    real = FunctionCounts.__getattr__
+
+    def spy(self, name):
+        if self.__dict__.get("_packed") is not None and name in ("keys", "counts", "first_index"):
+            touched.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(FunctionCounts, "__getattr__", spy)
+    target = "0110100101101001" * 2
+    outs = []
+    for src, extra in ((f2, []), (f3, []), (f3, ["--compress"])):
+        out = tmp_path / f"post-{len(outs)}.npz"
+        assert main(["condition", str(src), "--target", target, "--train-rows", "1,4,9,30", "--out", str(out),
+                     *extra]) == 0
+        outs.append(FunctionCounts.load(out))
+    assert touched == []
+    assert outs[0] == outs[1] == outs[2] == prior.condition([1, 4, 9, 30], target=target)
+    assert outs[0].n_accepted > 0

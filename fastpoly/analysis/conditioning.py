@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fastpoly.analysis.blocks import iter_columns
 from fastpoly.analysis.stats import INTERVALS, interval
 from fastpoly.keys import as_key, key_to_hex, pack_bits, sort_order, unpack_bits
 from fastpoly.plan import check_train
@@ -89,18 +90,25 @@ def condition(counts: Any, train_idx: ArrayLike, labels: ArrayLike | None = None
     old_train = list(counts.meta.get("train_rows") or [])
     old_labels = list(counts.meta.get("train_labels") or [])
     new_key_rows = key_rows[keep_cols]
-    # stream in chunks (memory ~ chunk x rows)
+    # stream block by block (memory-mapped or compressed files: one block at a time); the train-set
+    # test runs on the packed words, only the consistent functions are unpacked to drop the train rows
+    nw = (key_rows.size + 63) // 64
+    mask = np.zeros(nw, np.uint64)
+    want = np.zeros(nw, np.uint64)
+    for p, lab in zip(pos.tolist(), labs.tolist()):
+        mask[p >> 6] |= np.uint64(1 << (p & 63))
+        if lab:
+            want[p >> 6] |= np.uint64(1 << (p & 63))
     ks, cs, fs = [], [], []
     n_acc = 0
-    for a in range(0, counts.n_distinct, 1 << 16):
-        bits = unpack_bits(np.asarray(counts.keys[a:a + (1 << 16)]), counts.n_key_bits)
-        ok = np.all(bits[:, pos] == labs[None, :], axis=1)
+    for _, (k, c, f) in iter_columns(counts, ("keys", "counts", "first_index"), 1 << 16):
+        ok = np.all((np.asarray(k, np.uint64) & mask) == want, axis=1)
         if np.any(ok):
-            ks.append(pack_bits(bits[ok][:, keep_cols].astype(bool)))
-            c = np.asarray(counts.counts[a:a + (1 << 16)])[ok]
-            cs.append(c)
-            fs.append(np.asarray(counts.first_index[a:a + (1 << 16)])[ok])
-            n_acc += int(c.sum())
+            bits = unpack_bits(np.asarray(k, np.uint64)[ok], counts.n_key_bits)
+            ks.append(pack_bits(bits[:, keep_cols].astype(bool)))
+            cs.append(np.asarray(c, np.int64)[ok])
+            fs.append(np.asarray(f, np.uint64)[ok])
+            n_acc += int(cs[-1].sum())
     W = (new_key_rows.size + 63) // 64
     if ks:
         keys = np.concatenate(ks)

@@ -67,6 +67,7 @@ def register(sub):
     c.add_argument("--train-seed", type=int, default=0, help="seed choosing the train rows (default 0)")
     c.add_argument("--train-rows", help="explicit comma-separated train rows instead of --train-size")
     c.add_argument("--out", required=True, help="output counts file")
+    c.add_argument("--compress", action="store_true", help="write the posterior as a compressed counts file (format 3)")
     c.set_defaults(func=run_condition)
 
     m = sub.add_parser(
@@ -246,12 +247,12 @@ def _train_rows(args, m):
 
 def run_condition(args):
     check_writable(args.out, "output file (--out)")
-    c = FunctionCounts.load(args.counts_file)
+    c = FunctionCounts.load(args.counts_file, mmap=True)  # streamed block by block (any size, either format)
 
     tgt = parse_target_arg(args.target, c.n_rows)
     rows = _train_rows(args, c.n_rows)
     post = c.condition(rows, target=parse_target(tgt, c.n_rows))
-    post.save(args.out)
+    post.save(args.out, compress=args.compress)
     lo, hi = post.posterior()["p_S_interval"]
     print(f"train rows     {len(rows)}   accepted {post.n_accepted:,} of {post.n_samples:,}   "
           f"P(S) = {post.n_accepted / post.n_samples:.4g} [{lo:.3g}, {hi:.3g}]")
