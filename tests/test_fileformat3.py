@@ -227,3 +227,24 @@ def test_condition_streams_a_compressed_prior(tmp_path, monkeypatch, small_block
     assert touched == []
     assert outs[0] == outs[1] == outs[2] == prior.condition([1, 4, 9, 30], target=target)
     assert outs[0].n_accepted > 0
+
+
+@pytest.mark.parametrize("n_in", [3, 7, 8], ids=lambda n: f"{2 ** n}-bit keys")
+def test_count_finds_keys_by_binary_search_in_every_format(n_in, tmp_path, monkeypatch, small_blocks):
+    """``count``/``probability`` of present and absent keys: the same from memory, a mapped file and a compressed one,
+    and a compressed file is never decoded whole for it."""
+    c = fastpoly.sample(f"{n_in}-6-1", n_samples=3000, seed=2, backend="numba", progress=False)
+    c.save(tmp_path / "f2.npz")
+    c.save(tmp_path / "f3.npz", compress=True)
+    loaded = [c, FunctionCounts.load(tmp_path / "f2.npz", mmap=True), FunctionCounts.load(tmp_path / "f3.npz", mmap=True)]
+    monkeypatch.setattr(FunctionCounts, "__getattr__", lambda self, name: (_ for _ in ()).throw(AssertionError(name)))
+    rng = np.random.default_rng(0)
+    probes = [c.keys[i] for i in [0, c.n_distinct - 1, *rng.integers(0, c.n_distinct, 30)]]
+    absent = rng.integers(0, 2**63, (30, c.n_words), dtype=np.uint64)
+    if 2 ** n_in < 64:
+        absent &= np.uint64((1 << 2 ** n_in) - 1)
+    for key in probes + list(absent):
+        hit = np.flatnonzero(np.all(c.keys == key[None, :], axis=1))  # the linear scan as the oracle
+        want = int(c.counts[hit[0]]) if hit.size else 0
+        assert [x.count(key) for x in loaded] == [want] * 3, key
+    assert all(c.count(k) > 0 for k in probes)

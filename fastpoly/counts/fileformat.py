@@ -462,6 +462,34 @@ def read_counts_file(source: str | os.PathLike[str], data: bytes | None = None, 
         raise CountsFileError(f"{src}: not a readable fastpoly counts file ({e})") from None
 
 
+def key_int(key: np.ndarray) -> int:
+    """A key (W uint64 words, word 0 least significant) as one Python integer: its sort order."""
+    return sum(int(w) << (64 * i) for i, w in enumerate(np.asarray(key, np.uint64).reshape(-1)))
+
+
+def search_sorted_keys(keys: np.ndarray, key: np.ndarray) -> int | None:
+    """Row of ``key`` in sorted, unique ``keys`` (K, W) or None: a binary search (O(log K) rows read).
+
+    Works on memory-mapped arrays without touching more than ~log2(K) of their pages.
+    """
+    key = np.asarray(key, np.uint64).reshape(-1)
+    K = int(keys.shape[0])
+    if K == 0:
+        return None
+    if keys.shape[1] == 1:
+        i = int(np.searchsorted(keys[:, 0], key[0]))
+        return i if i < K and keys[i, 0] == key[0] else None
+    k = key_int(key)
+    lo, hi = 0, K
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if key_int(keys[mid]) < k:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < K and key_int(keys[lo]) == k else None
+
+
 class PackedCounts:
     """The blocks of a compressed (version 3) counts file, decoded on demand.
 
@@ -520,6 +548,30 @@ class PackedCounts:
             k, c, f = self.decode(b0, min(self.n_blocks, b0 + g))
             arrays = {"keys": k, "counts": c, "first_index": f}
             yield int(self.starts[b0]), [arrays[name] for name in cols]
+
+    def first_key(self, b: int) -> int:
+        """The first key of block ``b`` as a Python integer (read from the block's first record only)."""
+        o = int(self.offsets[b])
+        L = int(self.buf[o])
+        if L > 8 * self.n_words or L > int(self.index[b, 1]) - 1:
+            raise CountsFileError(f"{self.source}: corrupt compressed data (first key of block {b})")
+        return int.from_bytes(bytes(self.buf[o + 1:o + 1 + L]), "little")
+
+    def find(self, key: np.ndarray) -> int | None:
+        """Position of ``key`` (W uint64 words) or None: a binary search over the blocks' first keys, then one block."""
+        if self.n_records == 0:
+            return None
+        k = key_int(key)
+        lo, hi = 0, self.n_blocks  # last block whose first key <= k
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.first_key(mid) <= k:
+                lo = mid
+            else:
+                hi = mid
+        keys = self.decode(lo, lo + 1)[0]
+        i = search_sorted_keys(keys, key)
+        return None if i is None else int(self.starts[lo]) + i
 
     def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Records at positions ``idx`` (decodes only the blocks they are in)."""

@@ -25,6 +25,7 @@ from fastpoly.counts.fileformat import (
     CountsFileError,
     counts_file_bytes,
     read_counts_file,
+    search_sorted_keys,
     write_counts_file,
 )
 from fastpoly.counts.merge import merge_sorted_counts
@@ -174,13 +175,13 @@ class FunctionCounts:
         key = as_key(key, self.n_key_bits)
         if self.n_distinct == 0:
             return None
-        hit = np.flatnonzero(np.all(self.keys == key[None, :], axis=1))
-        return int(hit[0]) if hit.size else None
+        p = self._lazy()  # keys are sorted: a binary search (a compressed file decodes one block)
+        return p.find(key) if p is not None else search_sorted_keys(self.keys, key)
 
     def count(self, key: Any) -> int:
         """How many accepted samples produced ``key`` (hex string, 0/1 string, int or words)."""
         i = self._find(key)
-        return 0 if i is None else int(self.counts[i])
+        return 0 if i is None else int(self.rows([i])[1][0])
 
     def probability(self, key: Any, confidence: float | None = None) -> Any:
         """Estimated probability of ``key`` among accepted samples.
