@@ -48,17 +48,16 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
 from fastpoly.analysis.blocks import drop_pages
-from fastpoly.atomic import public_mode
+from fastpoly.atomic import atomic_open
 from fastpoly.counts.spill import block_aligned, raise_spill, remove_side_files, write_side_files
 
 __all__ = [
@@ -202,7 +201,7 @@ def _digest_prefix(name: str, size: int) -> bytes:
 _Member = tuple[str, bytes, int, Iterable[Any]]
 
 
-def _write_zip(fh: BinaryIO, members: list[_Member]) -> str:
+def _write_zip(fh: IO[bytes], members: list[_Member]) -> str:
     """Write the members and then the ``sha256`` member and the zip tail to a seekable ``fh``; return the digest."""
     h = hashlib.sha256()
     entries: list[tuple[str, int, int, int]] = []
@@ -269,7 +268,7 @@ def _key_le(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-def _write_v3(fh: BinaryIO, header_json: str, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+def _write_v3(fh: IO[bytes], header_json: str, chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
               n_words: int) -> int:
     """Write a compressed (version 3) file to ``fh`` in one sequential pass; return the number of records."""
     from fastpoly.backends.numba.codec import encode_blocks
@@ -383,18 +382,10 @@ def write_counts_file(path: str | os.PathLike[str], header_json: str,
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     side: list[Any] = []
-    tmp = None
     try:
         if compress:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-            os.chmod(tmp, public_mode())
-            with os.fdopen(fd, "wb") as fh:
-                n = _write_v3(fh, header_json, chunks, n_words)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            tmp = None
-            return n
+            with atomic_open(path, "wb") as fh:
+                return _write_v3(fh, header_json, chunks, n_words)
         n = write_side_files(chunks, d, side)
         shapes = {"keys": (n, n_words), "counts": (n,), "first_index": (n,)}
         sm = _str_member(header_json)
@@ -402,25 +393,14 @@ def write_counts_file(path: str | os.PathLike[str], header_json: str,
         for (name, shape), (_, p) in zip(shapes.items(), side):
             nbytes = 8 * int(np.prod(shape))
             members.append((name, npy_header(ARRAY_DTYPES[name], shape), nbytes, _file_blocks(p)))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-        os.chmod(tmp, public_mode())
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             _write_zip(fh, members)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
         return n
     except OSError as e:
         raise_spill(e, path)
         raise  # pragma: no cover - raise_spill always raises
     finally:
         remove_side_files(side)
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # --- reading -----------------------------------------------------------------------------

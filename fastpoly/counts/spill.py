@@ -29,6 +29,7 @@ import tempfile
 
 import numpy as np
 
+from fastpoly.atomic import atomic_open
 from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.counts.ranges import merge_ranges
 
@@ -126,7 +127,9 @@ def raise_spill(e, path):
             f"(earlier checkpoints are left intact)",
         ) from e
     if isinstance(e, OSError):
-        raise SpillError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+        msg = str(e.strerror or e)
+        # atomic_open's errors already name the file
+        raise SpillError(e.errno, msg if msg.startswith("cannot write") else f"cannot write {path}: {msg}") from e
     raise e
 
 
@@ -182,27 +185,14 @@ def write_run(path, keys, counts, first):
     n, W = keys.shape
     head = RUN_MAGIC + np.array([W, n], "<u8").tobytes()
     h = hashlib.sha256(head)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             fh.write(head)
             for part in _run_groups(keys, counts, first):
                 h.update(part)
                 _write_chunks(fh, (part,))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as e:
         raise_spill(e, path)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return {"name": os.path.basename(path), "n": int(n), "n_words": int(W), "sha256": h.hexdigest()}
 
 
@@ -546,11 +536,8 @@ def block_aligned(chunks, block):
 
 def _write_stream_run(path, chunks, n_words):
     """Write a run from a stream of sorted chunks in one pass (no side files; the record count is filled in last)."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".run", dir=d)
-        with os.fdopen(fd, "wb") as out:
+        with atomic_open(path, "wb") as out:
             out.write(RUN_MAGIC + np.array([n_words, 0], "<u8").tobytes())
             n = 0
             for k, c, f in block_aligned(chunks, RUN_BLOCK):
@@ -559,18 +546,8 @@ def _write_stream_run(path, chunks, n_words):
                 n += k.shape[0]
             out.seek(len(RUN_MAGIC) + 8)
             out.write(np.array([n], "<u8").tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as e:
         raise_spill(e, path)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 class CountAccumulator:
