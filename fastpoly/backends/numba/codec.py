@@ -48,6 +48,32 @@ def _leb_len(v):
 
 
 @jit
+def _delta(keys, i, d):
+    """``d = keys[i] - keys[i - 1]`` as a W-word big integer; returns the final borrow (1: keys[i] < keys[i - 1])."""
+    borrow = _ZERO
+    for w in range(keys.shape[1]):
+        a = keys[i, w]
+        c = keys[i - 1, w]
+        d[w] = a - c - borrow
+        borrow = _ONE if (a < c or (a == c and borrow == _ONE)) else _ZERO
+    return borrow
+
+
+@jit
+def _sig_bytes(d, W):
+    """Significant bytes of the W-word big integer ``d`` (0 for zero): the key's length byte ``L``."""
+    for w in range(W - 1, -1, -1):
+        if d[w] != _ZERO:
+            x = d[w]
+            nb = 0
+            while x != _ZERO:
+                x >>= _U8
+                nb += 1
+            return 8 * w + nb
+    return 0
+
+
+@jit
 def _block_sizes(keys, counts, first, lo, hi, d, sizes, b):
     """Section sizes of block ``b`` (records ``[lo, hi)``) into ``sizes[b]``; error code."""
     W = keys.shape[1]
@@ -56,12 +82,7 @@ def _block_sizes(keys, counts, first, lo, hi, d, sizes, b):
     sf = 0
     for i in range(lo, hi):
         if i > 0:  # strictly increasing, also across block boundaries
-            borrow = _ZERO
-            for w in range(W):
-                a = keys[i, w]
-                c = keys[i - 1, w]
-                d[w] = a - c - borrow
-                borrow = _ONE if (a < c or (a == c and borrow == _ONE)) else _ZERO
+            borrow = _delta(keys, i, d)
             nz = False
             for w in range(W):
                 if d[w] != _ZERO:
@@ -72,17 +93,7 @@ def _block_sizes(keys, counts, first, lo, hi, d, sizes, b):
         if i == lo:
             for w in range(W):
                 d[w] = keys[i, w]
-        L = 0
-        for w in range(W - 1, -1, -1):
-            if d[w] != _ZERO:
-                x = d[w]
-                nb = 0
-                while x != _ZERO:
-                    x >>= _U8
-                    nb += 1
-                L = 8 * w + nb
-                break
-        sk += 1 + L
+        sk += 1 + _sig_bytes(d, W)
         c = counts[i]
         if c < 1:
             sizes[b, 0] = i
@@ -130,22 +141,8 @@ def _write_kernel(keys, counts, first, B, offsets, sizes, buf):
                 for w in range(W):
                     d[w] = keys[i, w]
             else:
-                borrow = _ZERO
-                for w in range(W):
-                    a = keys[i, w]
-                    c = keys[i - 1, w]
-                    d[w] = a - c - borrow
-                    borrow = _ONE if (a < c or (a == c and borrow == _ONE)) else _ZERO
-            L = 0
-            for w in range(W - 1, -1, -1):
-                if d[w] != _ZERO:
-                    x = d[w]
-                    nbt = 0
-                    while x != _ZERO:
-                        x >>= _U8
-                        nbt += 1
-                    L = 8 * w + nbt
-                    break
+                _delta(keys, i, d)
+            L = _sig_bytes(d, W)
             buf[p] = np.uint8(L)
             p += 1
             for j in range(L):
