@@ -22,6 +22,21 @@ def c():
     return fastpoly.sample("3-4-1", n_samples=2000, seed=11, backend="numpy", progress=False)
 
 
+@pytest.fixture
+def whole_decodes(monkeypatch):
+    """The names of lazily decoded arrays touched (each touch decodes a whole compressed file)."""
+    touched = []
+    real = FunctionCounts.__getattr__
+
+    def spy(self, name):
+        if self.__dict__.get("_packed") is not None and name in ("keys", "counts", "first_index"):
+            touched.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(FunctionCounts, "__getattr__", spy)
+    return touched
+
+
 def _chunks(c, sizes):
     out, a = [], 0
     for s in sizes:
@@ -170,21 +185,12 @@ def test_cli_analyze_and_plots_identical_for_both_formats(tmp_path, capsys):
         assert (d2 / name).read_bytes() == (d3 / name).read_bytes(), name
 
 
-def test_commands_never_decode_a_whole_compressed_file(tmp_path, monkeypatch, small_blocks):
+def test_commands_never_decode_a_whole_compressed_file(tmp_path, whole_decodes, small_blocks):
     """The streaming paths (sample's report and rank plot, analyze, --table, plots, merge) decode block by block.
 
     Touching ``.keys``/``.counts``/``.first_index`` of a lazily loaded compressed file decodes it all
     (the 1e8 run held 0.5 GB more than its budget that way, through a ``hasattr`` in the figures).
     """
-    touched = []
-    real = FunctionCounts.__getattr__
-
-    def spy(self, name):
-        if self.__dict__.get("_packed") is not None and name in ("keys", "counts", "first_index"):
-            touched.append(name)
-        return real(self, name)
-
-    monkeypatch.setattr(FunctionCounts, "__getattr__", spy)
     out = tmp_path / "o"
     f = str(out / "counts.npz")
     target = "0110100101101001" * 2
@@ -198,25 +204,16 @@ def test_commands_never_decode_a_whole_compressed_file(tmp_path, monkeypatch, sm
     ]
     for cmd in cmds:
         assert main(cmd) == 0, cmd
-        assert touched == [], (cmd, touched)
+        assert whole_decodes == [], (cmd, whole_decodes)
     assert FunctionCounts.load(f, mmap=True).n_distinct > 100  # many blocks of 7 records
 
 
-def test_condition_streams_a_compressed_prior(tmp_path, monkeypatch, small_blocks):
+def test_condition_streams_a_compressed_prior(tmp_path, whole_decodes, small_blocks):
     """``fastpoly condition`` on a compressed prior: block by block, and the same posterior as from format 2."""
     prior = fastpoly.sample("5-8-1", n_samples=20000, seed=5, backend="numba", progress=False)
     f2, f3 = tmp_path / "p2.npz", tmp_path / "p3.npz"
     prior.save(f2)
     prior.save(f3, compress=True)
-    touched = []
-    real = FunctionCounts.__getattr__
-
-    def spy(self, name):
-        if self.__dict__.get("_packed") is not None and name in ("keys", "counts", "first_index"):
-            touched.append(name)
-        return real(self, name)
-
-    monkeypatch.setattr(FunctionCounts, "__getattr__", spy)
     target = "0110100101101001" * 2
     outs = []
     for src, extra in ((f2, []), (f3, []), (f3, ["--compress"])):
@@ -224,7 +221,7 @@ def test_condition_streams_a_compressed_prior(tmp_path, monkeypatch, small_block
         assert main(["condition", str(src), "--target", target, "--train-rows", "1,4,9,30", "--out", str(out),
                      *extra]) == 0
         outs.append(FunctionCounts.load(out))
-    assert touched == []
+    assert whole_decodes == []
     assert outs[0] == outs[1] == outs[2] == prior.condition([1, 4, 9, 30], target=target)
     assert outs[0].n_accepted > 0
 
