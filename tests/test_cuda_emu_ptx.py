@@ -2,8 +2,9 @@
 
 ``cupy.RawModule`` appends ``-ftz=true`` after the caller's options and NVRTC honours the
 last one, so every float32 instruction would flush subnormals.  The cupy backend therefore
-compiles with :func:`fastpoly.backends.cuda.source.build_ptx` (NVRTC, the options of
-:func:`fastpoly.backends.cuda.source.nvrtc_options`, nothing appended) and loads the PTX itself.
+compiles with :func:`fastpoly.backends.cuda.source.build_module` (NVRTC, the options of
+:func:`fastpoly.backends.cuda.source.nvrtc_options`, nothing appended) and loads the CUBIN of
+the device's architecture itself (the PTX beside it is what this guard reads).
 These tests run that very function through ``libnvrtc`` (ctypes), without a GPU or CuPy;
 they are skipped, with the reason, where no ``libnvrtc`` is found (CI installs the
 ``nvidia-cuda-nvrtc`` wheel).  The emulator cannot see FTZ (the host keeps subnormals);
@@ -86,16 +87,17 @@ def test_nvrtc_options_keep_ieee():
     opts = src.nvrtc_options("90")
     assert "--ftz=false" in opts and "--fmad=false" in opts and "--prec-div=true" in opts
     assert not any(o.startswith("-ftz") or o.startswith("--ftz=true") for o in opts)
-    assert opts[-1] == "-arch=compute_90"
+    assert opts[-1] == "-arch=sm_90"  # machine code of the device: no PTX JIT by the driver
+    assert src.nvrtc_options("90", virtual=True)[-1] == "-arch=compute_90"
 
 
-def test_backend_compiles_through_build_ptx(monkeypatch, tmp_path):
-    """CupyDevice.compile hands NVRTC's PTX to the module loader (no RawModule, so no -ftz=true)."""
+def test_backend_compiles_through_build_module(monkeypatch, tmp_path):
+    """CupyDevice.compile hands NVRTC's CUBIN to the module loader (no RawModule, so no -ftz=true)."""
     calls = {}
 
-    def fake_build(filename, names, nvrtc, arch=None):
-        calls["build"] = (filename, tuple(names), arch)
-        return "// ptx", {n: f"_mangled_{i}" for i, n in enumerate(names)}
+    def fake_build(filename, names, nvrtc, arch=None, virtual=False):
+        calls["build"] = (filename, tuple(names), arch, virtual)
+        return src.CompiledModule("// ptx", b"\x7fELF cubin", {n: f"_mangled_{i}" for i, n in enumerate(names)})
 
     class Module:
         def load(self, data):
@@ -111,25 +113,75 @@ def test_backend_compiles_through_build_ptx(monkeypatch, tmp_path):
     class Device:
         id = 0
 
+    class FakeNVRTC:
+        v = (13, 0)
+
+        def version(self):
+            return self.v
+
+    nv = FakeNVRTC()
     FakeCupy.cuda.Device = Device
-    monkeypatch.setattr(src, "build_ptx", fake_build)
+    monkeypatch.setattr(src, "build_module", fake_build)
     monkeypatch.setenv("FASTPOLY_CUDA_CACHE", str(tmp_path))
     monkeypatch.setattr(CupyDevice, "_loaded", {})
     dev = CupyDevice.__new__(CupyDevice)
     dev.cp = FakeCupy
     dev.arch = "90"
     dev.ptx = {}
-    dev._nvrtc = lambda: object()
+    dev._nvrtc = lambda: nv
     out = dev.compile("poly.cu", POLY_NAMES)
-    assert calls["build"] == ("poly.cu", tuple(POLY_NAMES), "90")
-    assert calls["load"] == b"// ptx"
+    assert calls["build"] == ("poly.cu", tuple(POLY_NAMES), "90", False)
+    assert calls["load"] == b"\x7fELF cubin"
     assert out == {n: f"_mangled_{i}" for i, n in enumerate(POLY_NAMES)}
+    assert dev.ptx[("poly.cu", tuple(POLY_NAMES))] == "// ptx"  # kept for the .ftz check
     # a second device reads the on-disk cache (re-checked for .ftz) instead of calling NVRTC
     calls.clear()
     monkeypatch.setattr(CupyDevice, "_loaded", {})
     dev.ptx = {}
     assert dev.compile("poly.cu", POLY_NAMES) == out and "build" not in calls
+    assert calls["load"] == b"\x7fELF cubin"
+    # another NVRTC version (a downgrade): the cached module is not reused
+    calls.clear()
+    monkeypatch.setattr(CupyDevice, "_loaded", {})
+    nv.v = (12, 9)
+    dev.compile("poly.cu", POLY_NAMES)
+    assert calls["build"][0] == "poly.cu"
     assert "RawModule" not in CupyBackend._functions.__code__.co_names
+
+
+def test_cache_key_changes_with_nvrtc_version_and_arch():
+    k = src.module_cache_key("sampler.cu", SAMPLER_NAMES, "90", (13, 5))
+    assert k == src.module_cache_key("sampler.cu", list(SAMPLER_NAMES), "90", (13, 5))
+    assert k != src.module_cache_key("sampler.cu", SAMPLER_NAMES, "90", (13, 0))
+    assert k != src.module_cache_key("sampler.cu", SAMPLER_NAMES, "80", (13, 5))
+    assert k != src.module_cache_key("sampler.cu", SAMPLER_NAMES[:-1], "90", (13, 5))
+    assert k != src.module_cache_key("poly.cu", SAMPLER_NAMES, "90", (13, 5))
+
+
+@pytest.mark.parametrize("arch", ["80", "90"], ids=lambda a: f"sm_{a}")
+def test_compile_path_yields_a_cubin(nvrtc, arch):
+    """``-arch=sm_XX``: an ELF CUBIN of that architecture (what the driver loads without PTX JIT) and the PTX."""
+    mod = src.build_module("poly.cu", POLY_NAMES[:2], nvrtc, arch=arch)
+    assert isinstance(mod.cubin, bytes) and mod.cubin[:4] == b"\x7fELF"
+    # ELF header e_flags of a CUBIN hold the SM version (low byte for sm_XX, also in the PTX .target)
+    assert f".target sm_{arch}" in mod.ptx
+    assert src.ptx_ftz_instructions(mod.ptx) == []
+    assert set(mod.lowered) == set(POLY_NAMES[:2])
+    virt = src.build_module("poly.cu", POLY_NAMES[:1], nvrtc, arch=arch, virtual=True)
+    assert virt.cubin is None and f".target sm_{arch}" in virt.ptx
+
+
+def test_ctypes_wrapper_preloads_the_builtins(nvrtc):
+    """The builtins library beside libnvrtc is loaded RTLD_GLOBAL (the 13.0 wheel has no RPATH to find it)."""
+    if not isinstance(nvrtc, src.CtypesNVRTC):
+        pytest.skip("CuPy's NVRTC bindings load their own library")
+    folder = os.path.dirname(os.path.realpath(nvrtc.path))
+    beside = [f for f in os.listdir(folder) if f.startswith("libnvrtc-builtins.so") and ".alt." not in f]
+    if not beside:
+        pytest.skip(f"no libnvrtc-builtins beside {nvrtc.path}")
+    assert {os.path.basename(p) for p in nvrtc.builtins} >= set(beside)
+    assert isinstance(nvrtc.version(), tuple) and nvrtc.version()[0] >= 11
+    assert src.preload_nvrtc_builtins(None) == []
 
 
 def test_max_layers_matches_the_kernels():

@@ -34,7 +34,7 @@ ever lost or counted twice.
 """
 from __future__ import annotations
 
-import hashlib
+import base64
 import importlib.util
 import json
 import os
@@ -191,12 +191,17 @@ class DevicePlan:
 # The device interface: CuPy implementation (the emulator's lives in tests/cuda_emu/device.py)
 # --------------------------------------------------------------------------------------------------
 class _CupyNVRTC:
-    """:func:`fastpoly.backends.cuda.source.build_ptx`'s NVRTC calls through CuPy's bindings."""
+    """:func:`fastpoly.backends.cuda.source.build_module`'s NVRTC calls through CuPy's bindings."""
 
     def __init__(self):
         from cupy_backends.cuda.libs import nvrtc
 
         self.n = nvrtc
+        if not hasattr(nvrtc, "getCUBIN"):
+            raise AttributeError("CuPy's NVRTC bindings have no getCUBIN")
+
+    def version(self):
+        return tuple(int(v) for v in self.n.getVersion())
 
     def create(self, source, name):
         return self.n.createProgram(source, name, (), ())
@@ -216,6 +221,9 @@ class _CupyNVRTC:
     def ptx(self, prog):
         p = self.n.getPTX(prog)
         return p.decode() if isinstance(p, bytes) else str(p)
+
+    def cubin(self, prog):
+        return bytes(self.n.getCUBIN(prog))
 
     def lowered_name(self, prog, name):
         low = self.n.getLoweredName(prog, name)
@@ -285,47 +293,57 @@ class CupyDevice:
     #: (device id, arch, filename, names) -> (module, PTX, lowered names): shared by every backend
     _loaded: dict = {}
 
-    def _ptx_cache_path(self, filename, names):
+    def _cache_path(self, filename, names, nvrtc_version):
         d = os.environ.get("FASTPOLY_CUDA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastpoly",
                                                                      "cuda")
-        key = hashlib.sha256("\n".join([src.source_digest(), filename, self.arch, *src.nvrtc_options(self.arch),
-                                        *names]).encode()).hexdigest()[:32]
+        key = src.module_cache_key(filename, names, self.arch, nvrtc_version)
         return os.path.join(d, f"{key}.json")
 
     def _build(self, filename, names):
-        """(PTX, lowered names): from the on-disk cache, else NVRTC (:func:`fastpoly.backends.cuda.source.build_ptx`)."""
-        path = self._ptx_cache_path(filename, names)
+        """:class:`~fastpoly.backends.cuda.source.CompiledModule` (PTX, CUBIN of ``sm_<arch>``, lowered names).
+
+        From the on-disk cache (keyed by :func:`fastpoly.backends.cuda.source.module_cache_key`:
+        sources, architecture, options and NVRTC version; the PTX re-checked for ``.ftz``), else
+        NVRTC (:func:`fastpoly.backends.cuda.source.build_module`).
+        """
+        nvrtc = self._nvrtc()
+        try:
+            version = nvrtc.version()
+        except Exception:  # noqa: BLE001 - unknown version: never reuse a cached module
+            version = ("unknown", os.getpid(), time.time())
+        path = self._cache_path(filename, names, version)
         try:
             with open(path, encoding="utf-8") as fh:
                 c = json.load(fh)
             if not src.ptx_ftz_instructions(c["ptx"]) and set(c["lowered"]) == set(names):
-                return c["ptx"], c["lowered"]
+                return src.CompiledModule(c["ptx"], base64.b64decode(c["cubin"]), c["lowered"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         try:
-            ptx, lowered = src.build_ptx(filename, names, self._nvrtc(), arch=self.arch)
+            mod = src.build_module(filename, names, nvrtc, arch=self.arch)
         except (TypeError, AttributeError):  # CuPy's NVRTC bindings changed: use libnvrtc directly
-            ptx, lowered = src.build_ptx(filename, names, src.CtypesNVRTC(), arch=self.arch)
+            mod = src.build_module(filename, names, src.CtypesNVRTC(), arch=self.arch)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"ptx": ptx, "lowered": lowered}, fh)
+                json.dump({"ptx": mod.ptx, "cubin": base64.b64encode(mod.cubin).decode("ascii"),
+                           "lowered": mod.lowered, "nvrtc": list(version)}, fh)
             os.replace(tmp, path)
         except OSError:  # a read-only home: compile again next time
             pass
-        return ptx, lowered
+        return mod
 
     def compile(self, filename, names):
-        """Kernel handles of ``names`` (NVRTC name expressions) of one kernel file."""
+        """Kernel handles of ``names`` (NVRTC name expressions) of one kernel file (the CUBIN of the device)."""
         names = list(names)
         key = (self.cp.cuda.Device().id, self.arch, filename, tuple(names))
         hit = CupyDevice._loaded.get(key)
         if hit is None:
-            ptx, lowered = self._build(filename, names)
+            built = self._build(filename, names)
             mod = self.cp.cuda.function.Module()
-            mod.load(ptx.encode())
-            hit = CupyDevice._loaded[key] = (mod, ptx, lowered)
+            mod.load(built.cubin)  # cuModuleLoadData: machine code of this architecture, no PTX JIT
+            hit = CupyDevice._loaded[key] = (mod, built.ptx, built.lowered)
         mod, ptx, lowered = hit
         self.ptx[(filename, tuple(names))] = ptx
         return {n: mod.get_function(lowered[n]) for n in names}

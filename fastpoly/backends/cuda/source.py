@@ -20,8 +20,8 @@ __all__ = [
     "kernel_dir", "kernel_sources", "read_source", "source_digest", "NVRTC_OPTIONS", "NVCC_FLAGS",
     "fixed_kernel_name", "generic_kernel_name", "poly_kernel_name", "fixed_layout_floats",
     "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
-    "build_ptx", "CtypesNVRTC", "find_nvrtc_library", "ptx_ftz_instructions", "SharedMemoryPlan",
-    "shared_memory_plan",
+    "build_ptx", "build_module", "CompiledModule", "module_cache_key", "CtypesNVRTC", "find_nvrtc_library",
+    "preload_nvrtc_builtins", "ptx_ftz_instructions", "SharedMemoryPlan", "shared_memory_plan",
 ]
 
 #: NVRTC options: C++17, IEEE float32 (no fast math, no contraction of a*b+c, no flush to zero)
@@ -154,42 +154,67 @@ def row_order(plan):
 
 
 # --- compiling: NVRTC options, PTX, and the flush-to-zero guard -----------------------------
-def nvrtc_options(arch=None):
+def nvrtc_options(arch=None, virtual=False):
     """The complete NVRTC option list of the backend's compile path.
 
     ``NVRTC_OPTIONS`` (IEEE float32: ``--ftz=false`` and nothing after it that turns
     flushing back on -- :class:`cupy.RawModule` appends ``-ftz=true``, which is why the
-    backend compiles through :func:`build_ptx` instead), the kernel folder as include path,
-    and ``-arch=compute_XY`` when ``arch`` (e.g. ``"90"``) is given.
+    backend compiles through :func:`build_module` instead), the kernel folder as include path,
+    and, when ``arch`` (e.g. ``"90"``) is given, ``-arch=sm_XY``: NVRTC then emits the
+    device's machine code (CUBIN) besides the PTX, and the driver loads the CUBIN without
+    JIT-compiling PTX -- PTX of a newer NVRTC than the driver (``.version 9.5`` from
+    NVRTC 13.5 on a CUDA 13.0 driver) is refused with ``CUDA_ERROR_UNSUPPORTED_PTX_VERSION``,
+    a CUBIN for the present architecture is not.  ``virtual=True`` asks for
+    ``-arch=compute_XY`` (PTX only).
     """
     opts = list(NVRTC_OPTIONS) + [f"-I{kernel_dir()}"]
     if arch:
         a = str(arch).replace("sm_", "").replace("compute_", "")
-        opts.append(f"-arch=compute_{a}")
+        opts.append(f"-arch={'compute' if virtual else 'sm'}_{a}")
     return tuple(opts)
 
 
-def build_ptx(filename, names, nvrtc, arch=None):
-    """Compile one kernel file to PTX with :func:`nvrtc_options`; instantiate ``names``.
+class CompiledModule(tuple):
+    """``(ptx, cubin, lowered)`` of one NVRTC compilation (see :func:`build_module`).
+
+    ``cubin`` is ``None`` when the compilation targeted a virtual architecture (or none).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, ptx, cubin, lowered):
+        return super().__new__(cls, (ptx, cubin, dict(lowered)))
+
+    ptx = property(lambda self: self[0])
+    cubin = property(lambda self: self[1])
+    lowered = property(lambda self: self[2])
+
+
+def build_module(filename, names, nvrtc, arch=None, virtual=False):
+    """Compile one kernel file with :func:`nvrtc_options`; instantiate ``names``.
 
     Parameters
     ----------
     filename : str
-        ``"sampler.cu"`` or ``"poly.cu"``.
+        ``"sampler.cu"``, ``"poly.cu"``, ``"train.cu"`` or ``"klz.cu"``.
     names : sequence of str
         NVRTC name expressions (template instantiations, plain kernel names).
     nvrtc : object
-        Five calls of the NVRTC API: ``create(source, name) -> prog``,
-        ``add_name_expression(prog, name)``, ``compile(prog, options) -> (ok, log)``,
-        ``ptx(prog) -> str``, ``lowered_name(prog, name) -> str``, ``destroy(prog)``
+        The NVRTC API calls ``create(source, name) -> prog``, ``add_name_expression(prog, name)``,
+        ``compile(prog, options) -> (ok, log)``, ``ptx(prog) -> str``, ``cubin(prog) -> bytes``
+        (used for a real architecture), ``lowered_name(prog, name) -> str``, ``destroy(prog)``
         (:class:`CtypesNVRTC`, or the backend's adapter of CuPy's NVRTC bindings).
     arch : str or None
+        Compute capability without the dot (``"90"``); with it (and ``virtual`` false) the
+        result holds the CUBIN of ``sm_<arch>``.
+    virtual : bool
+        Compile for ``compute_<arch>`` (PTX only).
 
     Returns
     -------
-    ptx : str
-    lowered : dict
-        Name expression -> mangled kernel name in the PTX.
+    CompiledModule
+        ``(ptx, cubin, lowered)``: the PTX text (always; it is what the flush-to-zero guard
+        reads), the CUBIN bytes or ``None``, and name expression -> mangled kernel name.
 
     Raises
     ------
@@ -202,10 +227,11 @@ def build_ptx(filename, names, nvrtc, arch=None):
     try:
         for n in names:
             nvrtc.add_name_expression(prog, n)
-        ok, log = nvrtc.compile(prog, nvrtc_options(arch))
+        ok, log = nvrtc.compile(prog, nvrtc_options(arch, virtual=virtual))
         if not ok:
             raise RuntimeError(f"NVRTC failed to compile {filename}:\n{log}")
         ptx = nvrtc.ptx(prog)
+        cubin = bytes(nvrtc.cubin(prog)) if arch and not virtual else None
         lowered = {n: nvrtc.lowered_name(prog, n) for n in names}
     finally:
         nvrtc.destroy(prog)
@@ -213,7 +239,32 @@ def build_ptx(filename, names, nvrtc, arch=None):
     if ftz:
         raise RuntimeError(f"the PTX of {filename} flushes subnormals ({len(ftz)} .ftz instructions, e.g. "
                            f"{ftz[0]!r}); results would differ from the reference")
-    return ptx, lowered
+    return CompiledModule(ptx, cubin, lowered)
+
+
+def build_ptx(filename, names, nvrtc, arch=None):
+    """``(ptx, lowered)`` of :func:`build_module` for the virtual architecture ``compute_<arch>`` (no CUBIN).
+
+    Raises
+    ------
+    RuntimeError
+        As :func:`build_module`.
+    """
+    mod = build_module(filename, names, nvrtc, arch=arch, virtual=True)
+    return mod.ptx, mod.lowered
+
+
+def module_cache_key(filename, names, arch, nvrtc_version, kind="cubin"):
+    """Key (32 hex digits) of one compiled module in the on-disk cache.
+
+    Everything that changes the compiled code is in it: the kernel sources (:func:`source_digest`),
+    the file, the device architecture, the NVRTC options, the NVRTC version (a module from a
+    newer NVRTC must not survive a downgrade: its PTX/CUBIN may not load on the older driver),
+    what is cached (``kind``) and the instantiated names.
+    """
+    ver = ".".join(str(v) for v in nvrtc_version) if isinstance(nvrtc_version, (tuple, list)) else str(nvrtc_version)
+    parts = [source_digest(), filename, str(arch), f"nvrtc {ver}", kind, *nvrtc_options(arch), *names]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def ptx_ftz_instructions(ptx):
@@ -271,8 +322,39 @@ def find_nvrtc_library():
     return None
 
 
+def preload_nvrtc_builtins(libnvrtc_path):
+    """Load every ``libnvrtc-builtins.so*`` beside ``libnvrtc_path`` with ``RTLD_GLOBAL``; the paths loaded.
+
+    ``libnvrtc`` opens its builtins library by name (``libnvrtc-builtins.so.13.0``) at
+    compile time.  The ``nvidia-cuda-nvrtc`` 13.0 wheel carries no ``RPATH``, so unless the
+    folder is on the loader's path the compilation fails ("failed to open
+    libnvrtc-builtins.so.13.0").  A library already loaded under that name satisfies the
+    lookup, hence the preload from libnvrtc's own folder.  Failures are ignored (the
+    compilation reports them).
+    """
+    import ctypes
+    import glob
+
+    done = []
+    folder = os.path.dirname(os.path.realpath(libnvrtc_path)) if libnvrtc_path else ""
+    dirs = {folder, os.path.dirname(os.path.abspath(libnvrtc_path))} if libnvrtc_path else set()
+    for d in sorted(x for x in dirs if x):
+        for c in sorted(glob.glob(os.path.join(d, "libnvrtc-builtins.so*"))):
+            if ".alt." in c or c in done:
+                continue
+            try:
+                ctypes.CDLL(c, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            done.append(c)
+    return done
+
+
 class CtypesNVRTC:
-    """The NVRTC calls :func:`build_ptx` needs, through ctypes on a ``libnvrtc`` shared library."""
+    """The NVRTC calls :func:`build_module` needs, through ctypes on a ``libnvrtc`` shared library.
+
+    The builtins library beside it is preloaded first (:func:`preload_nvrtc_builtins`).
+    """
 
     def __init__(self, path=None):
         import ctypes
@@ -282,7 +364,15 @@ class CtypesNVRTC:
         if path is None:
             raise FileNotFoundError("libnvrtc not found (set FASTPOLY_NVRTC_LIB or install nvidia-cuda-nvrtc)")
         self.path = path
-        self.lib = ctypes.CDLL(path)
+        self.builtins = preload_nvrtc_builtins(path)
+        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+    def version(self):
+        """``(major, minor)`` of the loaded NVRTC."""
+        ct = self._ct
+        a, b = ct.c_int(), ct.c_int()
+        self._check(self.lib.nvrtcVersion(ct.byref(a), ct.byref(b)), "nvrtcVersion")
+        return a.value, b.value
 
     def _check(self, rc, what):
         if rc != 0:
@@ -314,6 +404,14 @@ class CtypesNVRTC:
         buf = ct.create_string_buffer(size.value)
         self._check(self.lib.nvrtcGetPTX(prog, buf), "nvrtcGetPTX")
         return buf.value.decode()
+
+    def cubin(self, prog):
+        ct = self._ct
+        size = ct.c_size_t()
+        self._check(self.lib.nvrtcGetCUBINSize(prog, ct.byref(size)), "nvrtcGetCUBINSize")
+        buf = ct.create_string_buffer(size.value)
+        self._check(self.lib.nvrtcGetCUBIN(prog, buf), "nvrtcGetCUBIN")
+        return buf.raw[: size.value]
 
     def lowered_name(self, prog, name):
         low = self._ct.c_char_p()
