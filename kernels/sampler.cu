@@ -19,10 +19,13 @@
 // on key row i; 32-bit slot t of a key = rows 32t..32t+31 (little-endian
 // halves of the uint64 words). X is passed transposed: Xt[k * m + row].
 //
-// stats (uint64[6], zeroed by the host except [4], [5] = ~0):
+// stats (uint64[7], zeroed by the host except [4], [5] = ~0; both modes get it):
 //   [0] appended keys  [1] accepted samples  [2] count of the all-zero key
 //   [3] count of the all-one key  [4] first index of the all-zero key
-//   [5] first index of the all-one key
+//   [5] first index of the all-one key  [6] status word: 0, or FP_ERR_* bits of a
+//   guard that failed -- the kernel then returns without drawing (no trap: on a
+//   GPU a trap is a sticky context error that fails every later call of the process);
+//   the host turns a nonzero word into an exception.
 //
 // Kernels:
 //   fastpoly_sample_fixed<N0, H1, H2, R, ACT, MODE>: N0-H1-H2-1 networks on
@@ -36,6 +39,8 @@
 #define FP_MODE_KEYS 0
 #define FP_MODE_COUNT 1
 #define FP_FULL 0xFFFFFFFFu
+#define FP_STATUS_WORD 6
+#define FP_ERR_LAYERS 1ull  // the descriptor's layer count is not one this kernel handles
 
 struct fp_tally {
     fp_u64 acc, c0, c1, f0, f1;
@@ -157,8 +162,12 @@ __global__ void __launch_bounds__(128) fastpoly_sample_fixed(
     const fp_u64 gwarp = ((fp_u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const fp_u64 nwarps = ((fp_u64)gridDim.x * blockDim.x) >> 5;
 
-    // network description (3 layers by construction; anything else is a host bug: stop loudly)
-    if (desc[0] != 3) __trap();
+    // network description (3 layers by construction; anything else is a host bug: report it, draw nothing;
+    // the condition is the same for every thread, so the whole block returns before any barrier)
+    if (desc[0] != 3) {
+        if (threadIdx.x == 0) atomicOr(&stats[FP_STATUS_WORD], FP_ERR_LAYERS);
+        return;
+    }
     const int uniform = (int)desc[2];
     const int has_bias = (int)desc[3];
     const int n_params = (int)desc[4];
@@ -348,7 +357,10 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
     fp_u32* stage = reinterpret_cast<fp_u32*>(bufA + 2LL * maxw * m);
 
     // fp_net_desc holds FP_MAX_LAYERS layers: a deeper network would overwrite shared memory
-    if (desc[0] < 1 || desc[0] > FP_MAX_LAYERS) __trap();
+    if (desc[0] < 1 || desc[0] > FP_MAX_LAYERS) {  // uniform: the whole block returns
+        if (threadIdx.x == 0) atomicOr(&stats[FP_STATUS_WORD], FP_ERR_LAYERS);
+        return;
+    }
     if (threadIdx.x == 0) fp_net_load(desc, scales, &s_net);
     __syncthreads();
     const fp_net_desc& d = s_net;

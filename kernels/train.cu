@@ -33,13 +33,22 @@
 // old W_l (then __syncwarp), then each lane computes the gradient of its weights and updates them
 // with their optimiser state in place -- no gradient array.
 // fastpoly/sgd/cuda.py (train_layout) mirrors the layout; the host passes the floats per warp it
-// allocated and the kernel __trap()s on a mismatch.
+// allocated and the kernel reports a mismatch in its status word (below).
+//
+// Status word: next_run[1] (zeroed by the host with the queue word next_run[0]) receives the
+// FP_TR_ERR_* bits of every guard that failed; the kernel then returns without training (no
+// trap: on a GPU that is a sticky context error that fails every later call of the process)
+// and the host turns a nonzero word into an exception (fastpoly.backends.cuda.source.check_status).
 #include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
 #include "network.cuh"
 #include "train.cuh"
 
 #define FP_TR_FULL 0xFFFFFFFFu
 #define FP_TR_U 4  // independent accumulators per lane (instruction-level parallelism)
+#define FP_TR_ERR_LAYERS 1ull   // layer count outside 1..FP_MAX_LAYERS
+#define FP_TR_ERR_ACT 2ull      // an activation the trainer does not differentiate
+#define FP_TR_ERR_OUTPUT 4ull   // more than one output
+#define FP_TR_ERR_LAYOUT 8ull   // the host's rows_cap / per-warp floats do not fit the layout
 
 struct fp_tr_net {
     int L, act, uniform, has_bias, n_in, n_params, m, B, RC, maxh, bpe, nkey, W;
@@ -307,7 +316,8 @@ __device__ void fp_tr_backward(const fp_tr_net& N, float* sm, const float* ys, c
 // desc/scales: fastpoly.backends.cuda.source.net_desc. Xtr (m x n_in) / ytr (m): the train points in
 // train order; Xkey (nkey x n_in): the key rows. leak_w > 0: the leaked-callback rule per worker.
 // Outputs per run s (index start + s): keys/init_keys[s * W ..], status, first_fit, epochs, loss,
-// params[s * n_params ..] when want_params. next_run: uint64, zero at the launch (the run queue).
+// params[s * n_params ..] when want_params. next_run: uint64[2], zero at the launch ([0] the run queue,
+// [1] the status word).
 __global__ void __launch_bounds__(256, 2) fastpoly_train(
     fp_u64 seed, fp_u64 start, fp_u64 n, const long long* __restrict__ desc, const float* __restrict__ scales,
     const long long* __restrict__ rints, const float* __restrict__ rfloats, const float* __restrict__ Xtr,
@@ -318,16 +328,18 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
     int want_params, fp_u64* __restrict__ next_run) {
     extern __shared__ __align__(16) float fp_smem[];
     __shared__ fp_tr_net s_net;
+    __shared__ fp_u64 s_err;
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
 
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0) s_err = 0;
+    if (threadIdx.x == 0) do {  // guards: a failed one sets s_err and leaves the block (after the barrier)
         fp_tr_net& N = s_net;
         const int L = (int)desc[0];
-        if (L < 1 || L > FP_MAX_LAYERS) __trap();
+        if (L < 1 || L > FP_MAX_LAYERS) { s_err = FP_TR_ERR_LAYERS; break; }
         N.L = L;
         N.act = (int)desc[1];
-        if (!fp_train_act_ok(N.act)) __trap();
+        if (!fp_train_act_ok(N.act)) { s_err = FP_TR_ERR_ACT; break; }
         N.uniform = (int)desc[2];
         N.has_bias = (int)desc[3];
         N.n_params = (int)desc[4];
@@ -338,7 +350,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
             N.ws[l] = scales[l];
             N.bs[l] = scales[L + l];
         }
-        if (N.widths[L] != 1) __trap();
+        if (N.widths[L] != 1) { s_err = FP_TR_ERR_OUTPUT; break; }
         N.n_in = N.widths[0];
         N.opt = (int)rints[0];
         N.loss = (int)rints[1];
@@ -356,7 +368,12 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         N.nkey = nkey;
         N.W = (nkey + 63) >> 6;
         fp_tr_layout(N);
-        if (N.RC < N.B || N.total > per_warp) __trap();
+        if (N.RC < N.B || N.total > per_warp) { s_err = FP_TR_ERR_LAYOUT; break; }
+    } while (0);
+    __syncthreads();
+    if (s_err) {  // read by every thread after the barrier: the whole block returns
+        if (threadIdx.x == 0) atomicOr(&next_run[1], s_err);
+        return;
     }
     // the train set, once per block
     const int xs_floats = fp_tr_align4(m * (int)desc[5] + m);

@@ -316,14 +316,15 @@ def _raw_args(emu_dev, plan, n, mode, desc=None, generic=False, stride=None):
     args = [np.uint64(plan.seed), np.uint64(0), np.uint64(n), desc0 if desc is None else desc, scales, Xt,
             np.int32(plan.m), np.int32(plan.key_rows.size), labels if labels.size else np.zeros(1, np.uint8),
             np.zeros((n, W), np.uint64), np.zeros(n, np.uint8), np.zeros(n, np.float32),
-            np.zeros((n, W), np.uint64), np.zeros(n, np.uint64), np.zeros(6, np.uint64)]
+            np.zeros((n, W), np.uint64), np.zeros(n, np.uint64), np.zeros(src.STATS_WORDS, np.uint64)]
     if generic:
         args += [np.zeros(64 * stride, np.float32), np.int64(stride), np.int32(max(plan.mlp.widths[1:])),
                  np.int32(16)]
     return args
 
 
-def test_kernels_trap_on_a_wrong_layer_count(emu):
+def test_kernels_report_a_wrong_layer_count_in_the_status_word(emu):
+    """A failed guard sets the status word and draws nothing (no __trap(): on a GPU it poisons the context)."""
     dev = emu.EmuDevice()
     plan = _plan("3-5-5-1-identity-uniform-nobias")
     desc, _ = src.net_desc(plan.mlp)
@@ -331,16 +332,48 @@ def test_kernels_trap_on_a_wrong_layer_count(emu):
     bad[0] = src.MAX_LAYERS + 1
     k = dev.compile("sampler.cu", [src.generic_kernel_name(0)])[src.generic_kernel_name(0)]
     stride = 2 * 5 * plan.m + 8
-    dev.launch(k, (1,), (32,), _raw_args(dev, plan, 4, 0, generic=True, stride=stride), 4 * 16)  # fine
-    with pytest.raises(emu.EmuLaunchError, match="__trap"):
-        dev.launch(k, (1,), (32,), _raw_args(dev, plan, 4, 0, desc=bad, generic=True, stride=stride), 4 * 16)
+    good = _raw_args(dev, plan, 4, 0, generic=True, stride=stride)
+    dev.launch(k, (1,), (32,), good, 4 * 16)  # fine
+    assert good[-5][src.STATUS_WORD] == 0 and good[10].any()
+    args = _raw_args(dev, plan, 4, 0, desc=bad, generic=True, stride=stride)
+    dev.launch(k, (1,), (32,), args, 4 * 16)  # returns normally
+    assert args[-5][src.STATUS_WORD] == 1 and not args[10].any()  # status set, nothing accepted/written
     name = src.fixed_kernel_name(3, 5, 5, 1, 4, 0)
     kf = dev.compile("sampler.cu", [name])[name]
     bad = desc.copy()
     bad[0] = 4
     smem = 4 * src.fixed_layout_floats(3, 5, 5)
-    with pytest.raises(emu.EmuLaunchError, match="__trap"):
-        dev.launch(kf, (1,), (32,), _raw_args(dev, plan, 4, 0, desc=bad), smem)
+    args = _raw_args(dev, plan, 4, 0, desc=bad)
+    dev.launch(kf, (2,), (64,), args, 2 * smem)
+    assert args[-1][src.STATUS_WORD] == 1 and not args[10].any()
+    with pytest.raises(src.KernelStatusError, match="layer count"):
+        src.check_status(args[-1][src.STATUS_WORD], "the keys kernel")
+
+
+@pytest.mark.parametrize("mode", ["keys", "count"])
+def test_backend_raises_on_a_kernel_status_word(emu, monkeypatch, mode):
+    """The backend turns the status word into KernelStatusError, and the next call works (nothing sticky)."""
+    plan = _plan("3-5-5-1-identity-uniform-nobias")
+    be = _backend(emu)
+    real = src.net_desc
+
+    def broken(mlp):
+        desc, scales = real(mlp)
+        desc = desc.copy()
+        desc[0] = 7  # not the fixed sampler's 3 layers
+        return desc, scales
+
+    monkeypatch.setattr(src, "net_desc", broken)
+    call = (lambda b: b.sample_keys(plan, 0, 40)) if mode == "keys" else (lambda b: b.count_range(plan, 0, 40))
+    with pytest.raises(src.KernelStatusError, match="kernel guard failed"):
+        call(be)
+    monkeypatch.setattr(src, "net_desc", real)
+    ok = _backend(emu)
+    if mode == "keys":
+        _assert_keys_equal(ok.sample_keys(plan, 0, 40, margins=True), sample_keys_reference(plan, 0, 40, margins=True))
+    else:
+        got, ref = ok.count_range(plan, 0, 40), count_range_reference(plan, 0, 40)
+        assert np.array_equal(got.keys, ref.keys) and np.array_equal(got.counts, ref.counts)
 
 
 # --- defect 4: dynamic shared memory --------------------------------------------------------------

@@ -186,6 +186,21 @@ def test_empty_range_and_errors(emu):
         train_range_cuda(wide, 0, 1, device=emu.EmuDevice())
 
 
+def test_layout_mismatch_is_a_status_word_not_a_trap(emu, monkeypatch):
+    """Host and kernel disagree on the per-warp layout: KernelStatusError, and the next launch works."""
+    import fastpoly.sgd.cuda as sc
+    from fastpoly.backends.cuda.source import KernelStatusError
+
+    tp, ref = _reference("sgd-ce-partial")
+    real = sc.train_layout
+    monkeypatch.setattr(sc, "train_layout", lambda *a, **k: real(*a, **k) - 4)  # 4 floats short
+    dev = emu.EmuDevice()
+    with pytest.raises(KernelStatusError, match="per-warp shared memory"):
+        train_range_cuda(tp, ref.lo, ref.hi, params=True, device=dev)
+    monkeypatch.setattr(sc, "train_layout", real)
+    _same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, device=emu.EmuDevice()))
+
+
 def test_nvrtc_ptx_of_train_cu_has_no_ftz():
     """The backend's compile path (NVRTC, --ftz=false, nothing appended) keeps subnormals in train.cu too."""
     import re

@@ -174,7 +174,7 @@ class _Prepared:
         epochs = dev.empty(n, np.int32)
         losses = dev.empty(n, np.float32)
         pout = dev.empty((n, self.n_params) if params else 1, np.float32)
-        queue = dev.zeros(1, np.uint64)
+        queue = dev.zeros(2, np.uint64)  # [0] the run queue, [1] the kernel's status word
         grid = max(1, min(-(-n // self.wpb), self.max_grid))
         args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["desc"], a["scales"], a["rints"], a["rfloats"],
                 a["Xtr"], a["ytr"], np.int32(self.m), a["Xkey"], np.int32(self.nkey), np.int32(self.rows_cap),
@@ -185,6 +185,7 @@ class _Prepared:
             out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
             out.append(dev.download(pout) if params else None)
             dev.synchronize()
+        src.check_status(int(dev.download(queue)[1]), "the P_SGD kernel (fastpoly_train)")
         return out
 
 

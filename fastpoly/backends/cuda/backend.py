@@ -1,10 +1,14 @@
 """The ``"cupy"`` backend: fused CUDA sampler with exact counting, and structured-network evaluation.
 
 Kernels live in ``kernels/`` (package data ``fastpoly/kernels`` once installed;
-see :mod:`fastpoly.backends.cuda.source`).  They are compiled on first use to PTX with
-NVRTC through :func:`fastpoly.backends.cuda.source.build_ptx` -- not :class:`cupy.RawModule`,
-which appends ``-ftz=true`` and would flush subnormals -- and loaded as a module
-(memoised per process), templates instantiated through name expressions:
+see :mod:`fastpoly.backends.cuda.source`).  They are compiled on first use with NVRTC
+through :func:`fastpoly.backends.cuda.source.build_module` -- not :class:`cupy.RawModule`,
+which appends ``-ftz=true`` and would flush subnormals -- for ``sm_XY`` of the present
+device, and the CUBIN is loaded as a module (memoised per process; cached on disk under a
+key holding the sources, architecture, options and NVRTC version).  The driver never
+JIT-compiles PTX, so PTX newer than the driver (NVRTC 13.5 on a CUDA 13.0 driver) is no
+obstacle; the PTX is kept for the flush-to-zero check.  Templates are instantiated through
+name expressions:
 
 * ``fastpoly_sample_fixed<N0, H1, H2, R, ACT, MODE>`` for ``N0-H1-H2-1``
   networks on at most 128 rows (the anchor ``7-40-40-1`` on 128 Boolean inputs),
@@ -25,7 +29,11 @@ accepted ``(key, index)`` to a buffer, sorts it by key on the GPU (one stable
 radix argsort per 64-bit key word, least significant first), checks that the
 result is sorted, run-length encodes it and takes the first (smallest) index of
 every run with a segmented minimum (``fastpoly_segment_min``); the sorted runs are
-copied to the host and merged with :func:`fastpoly.counts.merge_sorted_counts`.
+copied to the host, bracketed by the two constant keys without sorting, and merged
+across sub-batches linearly in a worker thread while the device draws the next
+sub-batch (:class:`fastpoly.backends.cuda.hostmerge.SortedRunMerger`).  A kernel guard
+that fails sets a status word (never ``__trap()``, a sticky error of the CUDA context)
+that the host raises as :class:`fastpoly.backends.cuda.source.KernelStatusError`.
 Sub-batches are sized from a device-memory budget and the sort's peak memory is
 reserved before it starts; an out-of-memory error (CuPy's ``OutOfMemoryError``
 or the plain ``MemoryError`` that a failed Thrust workspace allocation raises)
@@ -50,8 +58,9 @@ import numpy.typing as npt
 
 from fastpoly.activations import CODES, SAMPLER_CODES
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
-from fastpoly.backends.counting import merge_sorted_counts_reference as merge_sorted_counts
 from fastpoly.backends.cuda import source as src
+from fastpoly.backends.cuda.hostmerge import SortedRunMerger, concat_ordered
+from fastpoly.backends.cuda.source import check_status
 from fastpoly.network import Network, forward_reference
 from fastpoly.poly.structured import StructuredNetwork
 
@@ -626,14 +635,17 @@ class CupyBackend(Backend):
         return int(max(1, sb))
 
     def _run_chunked(self, kind: str, d: DevicePlan | None, per_sample: int, start: int, stop: int,
-                     work: Callable[[int, int], Any]) -> list[Any]:
+                     work: Callable[[int, int], Any], consume: Callable[[Any], None] | None = None) -> list[Any]:
         """Call ``work(a, b)`` over [start, stop) in sub-batches; on OOM halve and redo (never lose samples).
 
         ``d`` is the plan of a sampler (None for evaluation): the generic sampler's scratch takes
         half of the memory budget.
 
         A sub-batch's results are kept only once ``work`` returned for all of it, so a
-        failed sub-batch is redone from its first sample with half the size.
+        failed sub-batch is redone from its first sample with half the size.  They are
+        returned in order, or handed to ``consume`` one by one as they arrive (then the
+        returned list is empty).  The device pool is freed only after the exception is gone:
+        its traceback holds the failed sub-batch's device arrays.
         """
         dev = self._device()
         oom = tuple(dev.oom_errors)
@@ -642,23 +654,31 @@ class CupyBackend(Backend):
         a = start
         while a < stop:
             b = min(stop, a + sb)
+            failed = None
             try:
                 with dev.stream():
                     res = work(a, b)
                     dev.synchronize()
             except oom as exc:
-                dev.free_cached()
                 if b - a <= 1:
                     raise
+                failed = f"{type(exc).__name__}: {exc}"
+                del exc  # (the except clause drops it too; nothing may keep the traceback alive)
+            if failed is not None:
+                dev.free_cached()  # outside the except clause: the failed sub-batch's arrays are released
                 sb = max(1, (b - a) // 2)
                 self._shrunk[kind] = sb
                 warnings.warn(
-                    f"cupy backend: out of device memory with {b - a} samples per launch ({exc}); "
+                    f"cupy backend: out of device memory with {b - a} samples per launch ({failed}); "
                     f"retrying with {sb}",
                     RuntimeWarning, stacklevel=3,
                 )
                 continue
-            out.append(res)
+            if consume is None:
+                out.append(res)
+            else:
+                consume(res)
+            del res
             a = b
         return out
 
@@ -679,7 +699,9 @@ class CupyBackend(Backend):
             acc = dev.empty(n, np.uint8)
             marg = dev.empty(n, np.float32)
             dummy64 = dev.zeros(1, np.uint64)
-            self._launch(d, src.MODE_KEYS, plan.seed, a, n, [keys, acc, marg, dummy64, dummy64, dummy64])
+            stats = dev.zeros(src.STATS_WORDS, np.uint64)  # only the status word is used in this mode
+            self._launch(d, src.MODE_KEYS, plan.seed, a, n, [keys, acc, marg, dummy64, dummy64, stats])
+            check_status(int(dev.download(stats)[src.STATUS_WORD]), "the keys kernel")
             return dev.download(keys), dev.download(acc), dev.download(marg)
 
         parts = self._run_chunked("keys", d, 8 * W + 5 + 16, start, stop, work)
@@ -706,7 +728,7 @@ class CupyBackend(Backend):
 
         def work(a, b):
             n = b - a
-            stats = dev.upload(np.array([0, 0, 0, 0, _U64_MAX, _U64_MAX], np.uint64))
+            stats = dev.upload(np.array([0, 0, 0, 0, _U64_MAX, _U64_MAX, 0], np.uint64))  # src.STATS_WORDS
             bkeys = dev.empty((n, W), np.uint64)
             bidx = dev.empty(n, np.uint64)
             dummy8 = dev.zeros(1, np.uint8)
@@ -714,29 +736,49 @@ class CupyBackend(Backend):
             dummy64 = dev.zeros(1, np.uint64)
             self._launch(d, src.MODE_COUNT, plan.seed, a, n, [dummy64, dummy8, dummyf, bkeys, bidx, stats])
             st = dev.download(stats)
+            check_status(int(st[src.STATUS_WORD]), "the count kernel")
             n_out = int(st[0])
             if n_out > n or int(st[1]) > n:
                 raise RuntimeError(f"cupy backend: the count kernel reported {n_out} appended / {int(st[1])} "
                                    f"accepted samples out of {n}")
             parts = []
+            if st[2]:  # the all-zero key: smaller than every appended key
+                parts.append((zero.copy(), np.array([st[2]], np.int64), np.array([st[4]], np.uint64)))
             if n_out:
                 parts.append(self._sort_rle(d, bkeys[:n_out], bidx[:n_out]))
-            if st[2]:
-                parts.append((zero.copy(), np.array([st[2]], np.int64), np.array([st[4]], np.uint64)))
-            if st[3]:
+            if st[3]:  # the all-one key: larger than every appended key
                 parts.append((ones.copy(), np.array([st[3]], np.int64), np.array([st[5]], np.uint64)))
             return parts, int(st[1])
 
+        merger = SortedRunMerger(threaded=True)
+        n_acc = 0
+        n_sub = 0
+
+        def consume(res):
+            nonlocal n_acc, n_sub
+            parts, acc = res
+            n_acc += acc
+            n_sub += 1
+            joined = concat_ordered(parts)  # O(n): the device sorted the runs, the constants bracket them
+            if joined is None:
+                for p in parts:
+                    merger.add(p)
+            else:
+                merger.add(joined)
+
         per_sample = (8 * W + 8) + sort_peak_bytes(1, W) - sort_peak_bytes(0, W)
         t0 = time.perf_counter()
-        res = self._run_chunked("count", d, per_sample, start, stop, work)
+        try:
+            self._run_chunked("count", d, per_sample, start, stop, work, consume)
+        except BaseException:
+            merger.close()
+            raise
         t1 = time.perf_counter()
-        parts = [p for r in res for p in r[0]]
-        n_acc = sum(r[1] for r in res)
-        merged = merge_sorted_counts(parts)
+        merged = merger.result()  # waits for the merges still running behind the device work
         self.timings["device_s"] += t1 - t0
         self.timings["merge_s"] += time.perf_counter() - t1
-        self.timings["sub_batches"] += len(res)
+        self.timings["sub_batches"] += n_sub
+        self.timings["merge_records"] = self.timings.get("merge_records", 0) + merger.records_written
         if merged is None:
             empty.n_accepted = n_acc
             return empty

@@ -22,6 +22,7 @@ __all__ = [
     "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
     "build_ptx", "build_module", "CompiledModule", "module_cache_key", "CtypesNVRTC", "find_nvrtc_library",
     "preload_nvrtc_builtins", "ptx_ftz_instructions", "SharedMemoryPlan", "shared_memory_plan",
+    "STATS_WORDS", "STATUS_WORD", "STATUS_BITS", "KernelStatusError", "check_status",
 ]
 
 #: NVRTC options: C++17, IEEE float32 (no fast math, no contraction of a*b+c, no flush to zero)
@@ -476,3 +477,38 @@ def shared_memory_plan(per_warp, warps, static, limit, limit_optin):
         warps = min(warps, (top - static) // per_warp)
     dyn = warps * per_warp
     return SharedMemoryPlan(warps, dyn, static + dyn > limit)
+
+
+# --- kernel status words -----------------------------------------------------------------------
+#: uint64 words of the sampler's ``stats`` array (both modes); the last one is the status word
+STATS_WORDS = 7
+#: index of the status word in the sampler's ``stats`` (``FP_STATUS_WORD`` of kernels/sampler.cu)
+STATUS_WORD = 6
+#: bits of the status words of kernels/sampler.cu (``FP_ERR_*``) and kernels/train.cu (``FP_TR_ERR_*``)
+STATUS_BITS = {
+    1: "the network descriptor's layer count is not one the kernel handles",
+    2: "an activation the trainer cannot differentiate",
+    4: "the network has more than one output",
+    8: "the host's row capacity or per-warp shared memory does not fit the kernel's layout",
+}
+
+
+class KernelStatusError(RuntimeError):
+    """A kernel guard failed and the kernel returned without computing (its status word is nonzero).
+
+    The kernels never ``__trap()``: on a GPU a trap is a sticky error of the whole CUDA
+    context, after which every later call of the process fails.  They set bits of a status
+    word instead, which the host checks after the launch (:func:`check_status`).
+    """
+
+    def __init__(self, code, what):
+        self.code = int(code)
+        reasons = [why for bit, why in STATUS_BITS.items() if self.code & bit] or [f"unknown code {self.code}"]
+        super().__init__(f"{what}: kernel guard failed (status {self.code}: {'; '.join(reasons)}); "
+                         "this is a bug of the host code that launched it")
+
+
+def check_status(code, what):
+    """Raise :class:`KernelStatusError` if a kernel's status word ``code`` is nonzero."""
+    if int(code):
+        raise KernelStatusError(code, what)
