@@ -6,11 +6,18 @@ Prints samples/s (best of N rounds after a warm-up) and ratios, and writes JSON 
     python bench/compare.py --json out.json             # full comparison on this machine
     python bench/compare.py --quick                      # seconds; a smoke test
     python bench/compare.py --device cuda --json g.json  # GPU: cupy backend vs PyTorch eager / torch.compile
+    python bench/compare.py --gpu-only --json g.json     # ci/gpu-check.sh: GPU rows, CPU rows only at tiny N
+    python bench/compare.py --gpu-only --emulate --json g.json  # the same on the CPU emulation of CUDA
+
+``--gpu-only`` (implies ``--device cuda``): the cupy backend and PyTorch on CUDA (eager, then
+``torch.compile`` last, since its cold compile is slow); the NumPy reference at <= 256 samples
+and Numba at small N (for the ratios only); no P_SGD rows (bench/gpu_sgd.py has them); the
+polynomial NumPy reference at <= 2,000 points.  The JSON (``"complete": false`` until the end)
+is rewritten after every row, so a run stopped by its time slot keeps every finished row.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,10 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from baselines import numpy_blas_sampler, torch_available, torch_sampler  # noqa: E402
+from gpu_common import PartialJSON, cupy_backend  # noqa: E402
 
 import fastpoly  # noqa: E402
 
 TARGET_S = 1.0  # seconds per timed round (set by --round-seconds)
+REC = PartialJSON(None)  # rows, rewritten to --json after each one (main() sets the path)
 
 
 def best_rate(fn, n, rounds, warmup=True, calibrate=True):
@@ -63,19 +72,44 @@ def sampler_rows(args, arch, X, train):
         try:
             r = best_rate(fn, n, args.rounds)
         except Exception as e:  # a baseline that cannot run here is reported, not fatal
-            rows.append({"workload": f"sampler-{label}", "name": name, "kind": kind, "error": repr(e)})
+            rows.append(REC.add({"workload": f"sampler-{label}", "name": name, "kind": kind, "error": repr(e)}))
             print(f"  {name:28s} failed: {e!r}", flush=True)
             return
-        rows.append({"workload": f"sampler-{label}", "name": name, "kind": kind, "samples_per_s": r, "n": n})
+        rows.append(REC.add({"workload": f"sampler-{label}", "name": name, "kind": kind, "samples_per_s": r,
+                             "n": n}))
         print(f"  {name:28s} {r:14,.0f} samples/s", flush=True)
 
     scale = 0.01 if args.quick else 1.0
+    torch_ok = torch_available() and not args.no_torch
+    if args.gpu_only:
+        be = cupy_backend(args.emulate)
+        ok, why = be.availability()
+        if ok:
+            add("fastpoly cupy", "fastpoly",
+                lambda k: fastpoly.sample(arch, X, k, seed=1, backend=be, train=train, progress=False),
+                2_000 if args.emulate else 2_000_000_000)
+        else:
+            rows.append(REC.add({"workload": f"sampler-{label}", "name": "fastpoly cupy", "kind": "fastpoly",
+                                 "error": why}))
+        if torch_ok and train is None and not args.emulate:
+            add("pytorch bmm (cuda eager)", "baseline",
+                lambda n: torch_sampler(arch, X, n, device="cuda", batch=65536), 2_000_000)
+        # CPU rows at tiny N: only to give the ratios a reference point
+        add("fastpoly numpy (reference)", "reference",
+            lambda n: fastpoly.sample(arch, X, n, seed=1, backend="numpy", train=train, progress=False), 256)
+        if fastpoly.backends()["numba"]["available"] and not args.emulate:
+            add("fastpoly numba", "fastpoly",
+                lambda k: fastpoly.sample(arch, X, k, seed=1, backend="numba", train=train, progress=False), 100_000)
+        if torch_ok and train is None and not args.emulate and not args.no_compile:
+            add("pytorch bmm (cuda compile)", "baseline",
+                lambda n: torch_sampler(arch, X, n, device="cuda", batch=65536, compiled=True), 2_000_000)
+        return rows
     add("fastpoly numpy (reference)", "reference",
         lambda n: fastpoly.sample(arch, X, n, seed=1, backend="numpy", train=train, progress=False),
         max(16, int(4096 * scale)))
     if train is None:
         add("numpy batched BLAS", "baseline", lambda n: numpy_blas_sampler(arch, X, n), max(64, int(200000 * scale)))
-        if torch_available() and not args.no_torch:
+        if torch_ok:
             add("pytorch bmm (cpu)", "baseline", lambda n: torch_sampler(arch, X, n, device="cpu"),
                 max(64, int(200000 * scale)))
             if args.device == "cuda":
@@ -88,8 +122,8 @@ def sampler_rows(args, arch, X, train):
     for name in ("numba", "cupy"):
         if not report[name]["available"]:
             print(f"  fastpoly {name:19s} unavailable: {report[name]['reason']}")
-            rows.append({"workload": f"sampler-{label}", "name": f"fastpoly {name}", "kind": "fastpoly",
-                         "error": report[name]["reason"]})
+            rows.append(REC.add({"workload": f"sampler-{label}", "name": f"fastpoly {name}", "kind": "fastpoly",
+                                 "error": report[name]["reason"]}))
             continue
         n = {"numba": 10_000_000, "cupy": 2_000_000_000}[name]
         add(f"fastpoly {name}", "fastpoly",
@@ -109,24 +143,29 @@ def poly_rows(args):
     p = random_polynomial(16, 4, 50, seed=0)
     X = np.random.default_rng(0).uniform(-1, 1, (n_points, 16))
     report = fastpoly.backends()
+    emu_be = cupy_backend(True) if args.emulate else None
     for dtype in ("float32", "float64"):
         net = compile_polynomial(p, activation="softplus", construction="tree", dtype=dtype)
         for name in ("numpy", "numba", "cupy"):
-            if not report[name]["available"]:
+            if name == "cupy" and emu_be is not None:
+                pass
+            elif not report[name]["available"] or (args.emulate and name == "numba"):
                 continue
             Xd = X.astype(dtype)
             # the reference is slow: fewer rounds; every row evaluates all n_points in each round
             rounds = max(1, args.rounds - 3) if name == "numpy" else args.rounds
             n_eval = min(n_points, args.ref_points) if name == "numpy" else n_points  # the reference: small N
             try:
-                r = best_rate(lambda n: fastpoly.evaluate(net, Xd[:n], backend=name, dtype=dtype), n_eval,
+                bk = emu_be if (name == "cupy" and emu_be is not None) else name
+                r = best_rate(lambda n, bk=bk: fastpoly.evaluate(net, Xd[:n], backend=bk, dtype=dtype), n_eval,
                               rounds, calibrate=False)
             except Exception as e:
-                rows.append({"workload": f"poly-{dtype}", "name": f"fastpoly {name}", "error": repr(e)})
+                rows.append(REC.add({"workload": f"poly-{dtype}", "name": f"fastpoly {name}", "error": repr(e)}))
                 print(f"  {dtype} {name:10s} failed: {e!r}")
                 continue
-            rows.append({"workload": f"poly-{dtype}", "name": f"fastpoly {name}",
-                         "kind": "reference" if name == "numpy" else "fastpoly", "points_per_s": r, "n": n_eval})
+            rows.append(REC.add({"workload": f"poly-{dtype}", "name": f"fastpoly {name}",
+                                 "kind": "reference" if name == "numpy" else "fastpoly", "points_per_s": r,
+                                 "n": n_eval}))
             print(f"  {dtype} {name:10s} {r:14,.0f} points/s", flush=True)
     return rows
 
@@ -163,10 +202,10 @@ def sgd_rows(args):
         try:
             r = best_rate(fn, n, args.rounds)
         except Exception as e:  # a baseline that cannot run here is reported, not fatal
-            rows.append({"workload": "sgd-anchor32", "name": name, "kind": kind, "error": repr(e)})
+            rows.append(REC.add({"workload": "sgd-anchor32", "name": name, "kind": kind, "error": repr(e)}))
             print(f"  {name:28s} failed: {e!r}", flush=True)
             return
-        rows.append({"workload": "sgd-anchor32", "name": name, "kind": kind, "samples_per_s": r, "n": n})
+        rows.append(REC.add({"workload": "sgd-anchor32", "name": name, "kind": kind, "samples_per_s": r, "n": n}))
         print(f"  {name:28s} {r:14,.1f} runs/s", flush=True)
 
     scale = 0.05 if args.quick else 1.0
@@ -197,8 +236,18 @@ def main(argv=None):
                     help="points for the NumPy reference's polynomial evaluation (default 2e4)")
     ap.add_argument("--round-seconds", type=float, default=None,
                     help="target duration of one timed round (default 1, --quick 0.05)")
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="GPU rows (cupy, PyTorch CUDA); CPU rows only at tiny N; no P_SGD rows")
+    ap.add_argument("--emulate", action="store_true", help="with --gpu-only: the cupy rows on the CPU emulation")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     args = ap.parse_args(argv)
-    global TARGET_S
+    if args.emulate and not args.gpu_only:
+        ap.error("--emulate needs --gpu-only")
+    if args.gpu_only:
+        args.device = "cuda"
+        args.no_sgd = True
+        args.ref_points = min(args.ref_points, 2000)
+    global TARGET_S, REC
     TARGET_S = args.round_seconds or (0.05 if args.quick else 1.0)
     if args.threads:
         os.environ["FASTPOLY_NUM_THREADS"] = str(args.threads)
@@ -211,8 +260,9 @@ def main(argv=None):
         "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "numpy": np.__version__, "fastpoly": fastpoly.__version__,
         "backends": fastpoly.backends(), "arch": args.arch, "rounds": args.rounds, "quick": args.quick,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu_only": args.gpu_only, "emulate": args.emulate,
     }
+    REC = PartialJSON(args.json, info)
     print(f"fastpoly {fastpoly.__version__} compare: {args.arch} on {m} inputs, best of {args.rounds} rounds, "
           f"{os.cpu_count()} cpus; auto backend = {info['backends']['auto']}")
     rows = []
@@ -227,9 +277,9 @@ def main(argv=None):
         print("\nP_SGD training, anchor recipe m = 32 (7-40-40-1, SGD lr 0.01, batch 8, ce, until fit + 1 epoch)")
         rows += sgd_rows(args)
     print(ratios(rows))
+    REC.doc["rows"] = rows  # the same rows, now with their ratios
+    REC.finish()
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"info": info, "rows": rows}, fh, indent=2, default=str)
         print(f"\nwrote {args.json}")
     return 0
 
