@@ -6,7 +6,7 @@
 Reads what the check's steps left in ``OUTDIR`` (each may be missing or partial: reported,
 never fatal): ``smoke.json`` (bench/gpu_smoke.py), ``*.xml`` (pytest's JUnit reports),
 ``compare.json`` (bench/compare.py), ``run-*/run.json`` (bench/gpu_run.py), ``sgd.json``
-(bench/gpu_sgd.py), ``steps.json`` (the check's own step log).  Writes ``OUTDIR/summary.json``
+(bench/gpu_sgd.py), ``steps.jsonl`` (the check's own step log: one JSON object per step).  Writes ``OUTDIR/summary.json``
 and ``OUTDIR/throughput.png``, and prints the summary.
 
 Sampler rates are set against the **FP32 FMA roof** of the network on the device:
@@ -34,6 +34,14 @@ def _load(path):
     try:
         with open(path) as fh:
             return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _load_lines(path):
+    try:
+        with open(path) as fh:
+            return [json.loads(ln) for ln in fh if ln.strip()]
     except (OSError, ValueError):
         return None
 
@@ -69,7 +77,7 @@ def main(argv=None):
         print(__doc__)
         return 2
     out = argv[0]
-    summary = {"steps": _load(os.path.join(out, "steps.json")), "smoke": None, "tests": {}, "runs": {},
+    summary = {"steps": _load_lines(os.path.join(out, "steps.jsonl")), "smoke": None, "tests": {}, "runs": {},
                "compare": None, "sgd": None}
     smoke = _load(os.path.join(out, "smoke.json"))
     if smoke:
@@ -83,7 +91,7 @@ def main(argv=None):
             continue
         k = (run.get("kernel_only") or {}).get("samples_per_s")
         e2e = run.get("end_to_end") or {}
-        roof, how = roof_of(run)
+        roof, how = (None, "not on the CPU emulation") if run.get("info", {}).get("emulate") else roof_of(run)
         summary["runs"][os.path.basename(os.path.dirname(p))] = {
             "complete": run.get("complete"), "device": run.get("info", {}).get("device"),
             "samples_done": e2e.get("samples_done"), "kernel_only_samples_per_s": k,
@@ -92,7 +100,7 @@ def main(argv=None):
             "end_to_end_goal_met": bool(run.get("ratio_end_to_end_to_kernel")
                                         and run["ratio_end_to_end_to_kernel"] >= END_TO_END_GOAL),
             "fp32_fma_roof_samples_per_s": roof, "roof_from": how,
-            "kernel_over_roof": (k / roof) if k else None,
+            "kernel_over_roof": (k / roof) if k and roof else None,
             "backend_merge_s": e2e.get("backend_merge_s"), "device_s": e2e.get("device_s"),
             "wall_s": e2e.get("wall_s"), "stopped_early": run.get("stopped_early"),
             "peak_host_memory_bytes": run.get("peak_host_memory_bytes"), "model": run.get("model"),

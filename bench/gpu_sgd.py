@@ -42,11 +42,22 @@ def main(argv=None):
     ap.add_argument("--warmup-runs", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--emulate", action="store_true", help="the CPU emulation of CUDA (tiny sizes; no PyTorch)")
     a = ap.parse_args(argv)
 
-    from fastpoly.sgd.cuda import _default_device, train_range_cuda
+    from fastpoly.sgd.cuda import _default_device
+    from fastpoly.sgd.cuda import train_range_cuda as _train
 
-    dev = _default_device()
+    if a.emulate:
+        from gpu_common import emu_device
+
+        dev = emu_device()
+    else:
+        dev = _default_device()
+
+    def train_range_cuda(tp, lo, hi):
+        return _train(tp, lo, hi, device=dev)
+
     arch, X, train, _ = anchor_problem(32)
     tp = make_train_plan(arch, X, train, a.seed, anchor_recipe(1))
     res = {"recipe": tp.recipe.to_dict(), "arch": arch.spec, "m": 32, "device": dev.properties()}
@@ -66,6 +77,8 @@ def main(argv=None):
         epochs.append(b.epochs)
         fitted += int(np.count_nonzero(b.status != STATUS_FAILED))
         done += n
+        res["progress"] = {"runs": done, "seconds": t_train, "runs_per_s": done / t_train}
+        _write(a.json, res)  # partial: a run stopped by its slot keeps what it measured
     ep = np.concatenate(epochs)
     rate = done / t_train
     res["fastpoly"] = {
@@ -80,6 +93,8 @@ def main(argv=None):
     _write(a.json, res)
     res["torch"] = {}
     try:
+        if a.emulate:
+            raise RuntimeError("--emulate: no PyTorch baselines")
         import torch
         if not torch.cuda.is_available():
             raise RuntimeError("torch has no CUDA device")
@@ -118,8 +133,10 @@ def main(argv=None):
 
 def _write(path, res):
     if path:
-        with open(path, "w") as fh:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
             json.dump(res, fh, indent=2, default=str)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
