@@ -42,6 +42,13 @@ if [ -x ci/nvcc-check.sh ]; then
   ci/nvcc-check.sh
 fi
 
+# The GPU check's dry run on the CPU emulation of CUDA (~1 min): its steps, slots, partial JSON, packing
+# (at most 8 files, what one device call brings back) and exit status, proven before a device is lent.
+echo "+ ci/gpu-check.sh --emulate"
+ci/gpu-check.sh --emulate "$WORK/gpu-check" || { tail -n 60 "$WORK/gpu-check/gpu-check.log" >&2; exit 1; }
+n_files=$(find "$WORK/gpu-check" -type f | wc -l)
+[ "$n_files" -le 8 ] || { echo "ci: gpu-check.sh --emulate wrote $n_files files (a device call returns 8)" >&2; exit 1; }
+
 # The main job on the default backend (the quickstart's run command, shortened).
 cd "$WORK"
 echo "+ fastpoly sample 7-40-40-1 --samples 1e5 --no-progress"

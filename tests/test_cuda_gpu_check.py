@@ -101,3 +101,26 @@ def test_per_test_time_limit_fails_the_test_and_the_session_goes_on(tmp_path):
     assert "exceeded FASTPOLY_TEST_TIMEOUT=1 s" in r.stdout
     assert "1 failed, 1 passed" in r.stdout
     assert xml.is_file() and 'failures="1"' in xml.read_text()
+
+
+def test_gpu_modules_warnings_policy(tmp_path):
+    """In ``gpu`` tests a warning issued by the GPU stack's own modules is shown, not an error; fastpoly's
+    warnings (and everyone's outside ``gpu`` tests) stay errors under ``filterwarnings = error``."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: gpu\nfilterwarnings =\n    error\n")
+    body = (
+        "import warnings\n\nimport pytest\n\n\n"
+        "def _warn(module):\n"
+        "    warnings.warn_explicit('note', DeprecationWarning, 'x.py', 1, module=module)\n\n\n"
+        "@pytest.mark.gpu\n@pytest.mark.parametrize('mod', ['cupy', 'cupy._core.core', 'cupy_backends.cuda', "
+        "'numba.core', 'torch.cuda'])\ndef test_stack(mod):\n    _warn(mod)\n\n\n"
+        "@pytest.mark.gpu\ndef test_own():\n    _warn('fastpoly.backends.cuda.backend')\n\n\n"
+        "def test_not_gpu():\n    _warn('cupy')\n"
+    )
+    (tmp_path / "test_w.py").write_text(body)
+    env = _env(PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+    env.pop("FASTPOLY_TEST_TIMEOUT", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                        "-rf", str(tmp_path / "test_w.py")], capture_output=True, text=True, env=env, timeout=120,
+                       cwd=tmp_path)
+    assert "2 failed, 5 passed" in r.stdout, r.stdout + r.stderr
+    assert "test_own" in r.stdout and "test_not_gpu" in r.stdout
