@@ -293,11 +293,18 @@ class CupyDevice:
     def synchronize(self):
         self._stream.synchronize()
 
+    _builtins_preloaded = False
+
     def _nvrtc(self):
+        """CuPy's NVRTC bindings (libnvrtc-builtins preloaded from the libnvrtc found), else ctypes on libnvrtc."""
         try:
-            return _CupyNVRTC()
+            n = _CupyNVRTC()
         except (ImportError, AttributeError):
             return src.CtypesNVRTC()
+        if not CupyDevice._builtins_preloaded:  # the 13.0 wheel's libnvrtc has no RPATH to find its builtins
+            CupyDevice._builtins_preloaded = True
+            src.preload_nvrtc_builtins(src.find_nvrtc_library())
+        return n
 
     #: (device id, arch, filename, names) -> (module, PTX, lowered names): shared by every backend
     _loaded: dict = {}
@@ -331,6 +338,10 @@ class CupyDevice:
         try:
             mod = src.build_module(filename, names, nvrtc, arch=self.arch)
         except (TypeError, AttributeError):  # CuPy's NVRTC bindings changed: use libnvrtc directly
+            mod = src.build_module(filename, names, src.CtypesNVRTC(), arch=self.arch)
+        except RuntimeError as exc:  # CuPy's libnvrtc without its builtins: ours preloads them
+            if "builtins" not in str(exc) or isinstance(nvrtc, src.CtypesNVRTC):
+                raise
             mod = src.build_module(filename, names, src.CtypesNVRTC(), arch=self.arch)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
