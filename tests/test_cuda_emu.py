@@ -257,6 +257,42 @@ def test_out_of_memory_halves_and_loses_nothing(emu, inject):
     _assert_counts_equal(got, _ref("counts", OOM_PLAN, *OOM_RANGE))
 
 
+def test_out_of_memory_frees_the_pool_after_the_exception_is_gone(emu):
+    """The failed sub-batch's device arrays are referenced by the exception's traceback: the pool is freed
+    only once no exception is being handled (and nothing references the failed buffers)."""
+    import gc
+    import sys
+    import weakref
+
+    seen = []
+    buffers = []
+
+    class Dev(emu.EmuDevice):
+        def empty(self, shape, dtype):
+            a = super().empty(shape, dtype)
+            if a.size > 1:  # the append buffers of a count launch (alive while its frame is)
+                buffers.append(weakref.ref(a))
+            return a
+
+        def free_cached(self):
+            gc.disable()  # only reference counting may free the failed buffers
+            try:
+                seen.append((sys.exc_info()[0], sum(r() is not None for r in buffers)))
+            finally:
+                gc.enable()
+            super().free_cached()
+
+    # the buffers fit, the sort's reservation does not: the failure is raised deep inside the sub-batch
+    be = CupyBackend(device=Dev(alloc_limit=sort_peak_bytes(100, 1)), memory_budget=1 << 40, threads_per_block=64,
+                     max_blocks=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = be.count_range(_plan(OOM_PLAN), *OOM_RANGE)
+    _assert_counts_equal(got, _ref("counts", OOM_PLAN, *OOM_RANGE))
+    assert seen and all(exc is None for exc, _ in seen), seen
+    assert all(alive == 0 for _, alive in seen), seen
+
+
 def test_out_of_memory_on_one_sample_raises(emu):
     be = _backend(emu, dev_kw=dict(alloc_limit=4), memory_budget=1 << 40)
     with warnings.catch_warnings():
