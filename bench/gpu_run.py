@@ -106,8 +106,12 @@ def device_facts(be, emulate):
         try:
             import cupy
 
-            q = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            p["clock_khz"] = int(q.get("clockRate", 0)) or None
+            dev_id = cupy.cuda.Device().id
+            try:  # cudaDevAttrClockRate (kHz); CUDA 13 dropped clockRate from cudaDeviceProp
+                p["clock_khz"] = int(cupy.cuda.runtime.deviceGetAttribute(13, dev_id)) or None
+            except Exception:  # noqa: BLE001
+                q = cupy.cuda.runtime.getDeviceProperties(dev_id)
+                p["clock_khz"] = int(q.get("clockRate", 0)) or None
         except Exception as exc:  # noqa: BLE001 - optional
             p["clock_error"] = repr(exc)
     return p

@@ -115,8 +115,7 @@ if want tests; then
   if [ "$EMU" = 1 ]; then  # the GPU test modules skip here; the emulation's own tests prove the same path
     TESTS=(tests/test_cuda_hostmerge.py tests/test_cuda_emu_ptx.py tests/test_cupy_backend.py)
   else
-    TESTS=(tests/test_cupy_backend.py tests/test_cuda_emu_ptx.py tests/test_klz_cuda.py tests/test_sgd_cuda.py
-           tests/test_cuda_hostmerge.py)
+    TESTS=(tests/test_cupy_backend.py tests/test_cuda_emu_ptx.py tests/test_klz_cuda.py tests/test_sgd_cuda.py)
   fi
   run tests 95 gpu-tests.log "$PY" -m pytest -q -rfEs -p no:cacheprovider "${TESTS[@]}" \
       --junitxml="$W/gpu-tests.xml" || fail "GPU tests"
