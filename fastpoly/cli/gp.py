@@ -16,6 +16,7 @@ from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open, check_writable
 from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
+from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.plan import inputs_digest
 
 __all__ = ["add_parser", "register", "run"]
@@ -119,9 +120,7 @@ def _load_npy(path, what):
 def _inputs(args, mlp, counts=None):
     if args.inputs:
         return _load_npy(args.inputs, "--inputs")
-    if mlp.n_inputs > 16:
-        raise ValueError("more than 16 inputs: pass the rows with --inputs X.npy")
-    X = boolean_inputs(mlp.n_inputs, centered=args.centered)
+    X = all_boolean_inputs(mlp.n_inputs, "gp", centered=args.centered)  # the one input rule (fastpoly.model.inputs)
     if counts is not None and counts.meta.get("inputs_digest") not in (None, inputs_digest(X)):
         Xc = boolean_inputs(mlp.n_inputs, centered=not args.centered)
         if counts.meta.get("inputs_digest") == inputs_digest(Xc):

@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 
-from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.arch import MLP, parse_arch
 from fastpoly.atomic import atomic_open
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
+from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.compare import compare, plot_compare
 from fastpoly.sgd.recipe import Recipe
@@ -83,9 +84,7 @@ def _train_and_report(args, n, path):
         if not args.arch:
             raise ValueError("give an architecture such as 7-40-40-1 (or --anchor 32)")
         n_in, hidden = parse_arch(args.arch)
-        if n_in > 20:
-            raise ValueError("the CLI trains on all Boolean inputs; use at most 20 inputs")
-        X = boolean_inputs(n_in)
+        X = all_boolean_inputs(n_in, "cli")  # the one input rule (fastpoly.model.inputs)
         rows, tgt = train_set_from_args(args, X.shape[0], required=True)
         recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                         beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss, batch_size=args.batch,

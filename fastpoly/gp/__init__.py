@@ -24,7 +24,7 @@ import importlib
 #: public name -> submodule that defines it (imported on first access: ``fastpoly gp --help``
 #: and ``fastpoly.cli.gp`` stay light)
 _EXPORTS = {
-    "kernel": "kernels", "KERNEL_ACTIVATIONS": "kernels",
+    "kernel": "kernels", "kernel_activations": "kernels",
     "orthant": "orthants", "OrthantResult": "orthants", "ORTHANT_METHODS": "orthants",
     "log_marginal": "bayes", "posterior": "bayes", "pac_bayes_bound": "bayes",
     "GPPosterior": "bayes",
