@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike
 from fastpoly.activations import SAMPLER_CODES
 from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs, boolean_inputs, check_input_rows
 from fastpoly.model.mlp import MLP
-from fastpoly.model.parse import as_architecture
+from fastpoly.model.spec import as_architecture
 from fastpoly.stream.rng import check_seed
 
 __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest", "check_memory",

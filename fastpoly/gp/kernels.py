@@ -39,7 +39,7 @@ import numpy as np
 from fastpoly.activations import TABLE, supported
 from fastpoly.model.architecture import Architecture
 from fastpoly.model.inputs import all_boolean_inputs, check_input_rows
-from fastpoly.model.parse import as_architecture
+from fastpoly.model.spec import as_architecture
 
 __all__ = ["as_mlp", "check_inputs", "kernel", "kernel_activations"]
 

@@ -6,7 +6,7 @@ Pure NumPy; imports nothing above the domain model (checked by ``lint-imports``)
   order, reference forward/backward by the FMA rule, NNGP map) and the layer types
   (:class:`Dense`, :class:`Activation`);
 * :mod:`~fastpoly.model.architecture` -- :class:`Architecture`;
-* :mod:`~fastpoly.model.parse` -- the architecture-string parser with its token registry;
+* :mod:`~fastpoly.model.spec` -- the architecture-string parser with its token registry;
 * :mod:`~fastpoly.model.mlp` -- :class:`MLP`, the fully connected constructor;
 * :mod:`~fastpoly.model.inputs` -- the one input rule (all Boolean inputs and their limits);
 * :mod:`~fastpoly.model.optimizers` -- the optimizer table (codes, defaults, the recipe's
@@ -19,7 +19,7 @@ from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs, bool
 from fastpoly.model.layers import Activation, Dense, Init, Layer, NNGPState, ParamBlock
 from fastpoly.model.mlp import MLP, parse_arch
 from fastpoly.model.optimizers import OPTIMIZERS, get_optimizer
-from fastpoly.model.parse import architecture_from_dict, as_architecture, parse, register_token
+from fastpoly.model.spec import architecture_from_dict, as_architecture, parse, register_token
 
 __all__ = [
     "Activation", "Architecture", "BOOLEAN_INPUT_LIMITS", "Dense", "Init", "Layer", "MLP", "NNGPState",

@@ -2,7 +2,7 @@
 
 An architecture is frozen and hashable, serialises with :meth:`Architecture.to_dict` /
 :meth:`Architecture.from_dict`, and is parsed from strings such as ``"7-40-40-1"`` by
-:func:`fastpoly.model.parse.parse`.
+:func:`fastpoly.model.spec.parse`.
 
 Parameters are drawn layer by layer, block by block (:meth:`Architecture.param_blocks`), each
 block row-major, as ``float32(z_p * scale)`` with ``z_p`` the ``p``-th unit draw of
@@ -131,7 +131,7 @@ class Architecture:
     def from_dict(cls, d: dict[str, Any]) -> Architecture:
         """Rebuild from :meth:`to_dict`.
 
-        :func:`fastpoly.model.parse.architecture_from_dict` also reads an :class:`~fastpoly.MLP`'s
+        :func:`fastpoly.model.spec.architecture_from_dict` also reads an :class:`~fastpoly.MLP`'s
         ``{"widths": ...}`` form.
         """
         return cls(tuple(d["input"]), [layer_from_dict(x) for x in d["layers"]])

@@ -17,7 +17,7 @@ row axis) it states
 
 :class:`Dense` and :class:`Activation` are the first two layer types; a new type (a 2-D
 convolution, pooling, flatten) is one more class with these five methods plus a token of the
-architecture parser (:func:`fastpoly.model.parse.register_token`).
+architecture parser (:func:`fastpoly.model.spec.register_token`).
 """
 from __future__ import annotations
 
