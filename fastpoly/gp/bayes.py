@@ -336,6 +336,8 @@ def posterior(
     test = test_rows(m, rows)
     bits = _function_bits(functions, test.size, rows, labels, test)
     kw = dict(orthant_options, n_samples=n_samples) if method != "ep" else dict(orthant_options)
+    K = check_covariance(K)  # once (eigvalsh is O(m^3)): every orthant below is of K or a principal submatrix
+    kw["validated"] = True
     rS = orthant(K[np.ix_(rows, rows)], labels, method, seed=seed, **kw)
     y = np.zeros(m, np.uint8)
     y[rows] = labels
