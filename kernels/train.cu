@@ -12,7 +12,7 @@
 // max_epochs, and writes its per-run outputs: keys, init keys, status, first-fit epoch, epochs,
 // final train loss and (optionally) the final parameters in MLP order.
 //
-// Arithmetic (REFERENCE.md section 3): every multiply-add an explicit fp_fma, every other
+// Arithmetic (docs/design.md#fma-rule): every multiply-add an explicit fp_fma, every other
 // operation a correctly rounded fp_* operation, sums in the reference's order:
 //   forward   z[r,j] = b[j]; z = fma(W[j,k], h[r,k], z) for k ascending
 //   backprop  e[r,k] = 0;    e = fma(d[r,j], W[j,k], e) for j ascending (W before the update)

@@ -11,7 +11,7 @@ the output-bit convention exactly and dispatches to a method:
 * ``"mc"``: plain Monte Carlo on the signs (any PSD ``K``, singular included) --
   for checks where P is not tiny.
 
-Conventions (REFERENCE.md §2): a sign of 1 means ``f_i > 0`` **strictly**; 0 (or
+Conventions (``docs/design.md#gp-posterior``): a sign of 1 means ``f_i > 0`` **strictly**; 0 (or
 -1) means ``f_i <= 0``.  A row of zero variance has ``f_i = 0`` exactly, so its
 output bit is 0: required sign 0 contributes a factor 1 and is dropped; required
 sign 1 makes the probability 0 (``log_p = -inf``).  Rows that are exact copies
