@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from fastpoly.activations import supported
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open, check_writable
@@ -24,7 +25,7 @@ __all__ = ["add_parser", "register", "run"]
 
 def _arch_options(p):
     p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1")
-    p.add_argument("--activation", default="relu", help="relu (default), erf, sign or identity")
+    p.add_argument("--activation", default="relu", help=f"one of {', '.join(supported('nngp'))} (default relu)")
     p.add_argument("--sigma-w", type=float, default=1.0, help="W ~ N(0, sigma_w^2/fan_in) (default 1)")
     p.add_argument("--sigma-b", type=float, default=1.0, help="b ~ N(0, sigma_b^2) (default 1)")
     p.add_argument("--bias-scaling", default="none", help="none (default) or fan_in")
