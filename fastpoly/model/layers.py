@@ -29,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from fastpoly.activations import TABLE, check_supported
+from fastpoly.network import dense_preactivation
 from fastpoly.stream.fmath import fma32
 
 __all__ = ["Activation", "Dense", "Init", "Layer", "NNGPState", "ParamBlock", "layer_from_dict", "LAYER_TYPES"]
@@ -234,17 +235,8 @@ class Dense:
         """Pre-activations ``(N, units)`` of the rows ``h`` (float32: FMA rule; float64: unfused)."""
         h = h.reshape(h.shape[0], -1)
         dtype = h.dtype.type
-        W = params[0].astype(dtype, copy=False)
-        if len(params) > 1:
-            z = np.broadcast_to(params[1].astype(dtype, copy=False), (h.shape[0], W.shape[0])).copy()
-        else:
-            z = np.zeros((h.shape[0], W.shape[0]), dtype)
-        for k in range(W.shape[1]):
-            if dtype == np.float32:
-                z = fma32(h[:, k:k + 1], W[None, :, k], z)
-            else:
-                z = z + h[:, k:k + 1] * W[None, :, k]
-        return z
+        b = params[1].astype(dtype, copy=False) if len(params) > 1 else None
+        return dense_preactivation(params[0].astype(dtype, copy=False), b, h)
 
     def backward(self, params: Sequence[np.ndarray], h: np.ndarray, dout: np.ndarray,
                  input_grad: bool = True) -> tuple[np.ndarray | None, tuple[np.ndarray, ...]]:
