@@ -49,3 +49,39 @@ def test_posterior_checks_the_covariance_once(monkeypatch):
     r = posterior(m, None, train=train, functions=funcs, method="ep")
     assert len(r.log_p) == 4 and np.all(np.isfinite(r.log_p))
     assert calls.count((8, 8)) == 1
+
+
+def _kernel_before_the_model(arch, X):
+    """The NNGP kernel as fastpoly computed it before the network model (its loop, verbatim)."""
+    from fastpoly.activations import TABLE
+
+    def bias_var(fan_in):
+        if not arch.bias:
+            return 0.0
+        return arch.sigma_b**2 / fan_in if arch.bias_scaling == "fan_in" else arch.sigma_b**2
+
+    sw2 = arch.sigma_w**2
+    d = X.shape[1]
+    K = bias_var(d) + sw2 * (X @ X.T) / d
+    diag = bias_var(d) + sw2 * np.einsum("ij,ij->i", X, X) / d
+    K = 0.5 * (K + K.T)
+    np.fill_diagonal(K, diag)
+    for fan_in in arch.hidden:
+        E, dE = TABLE[arch.activation].nngp(K, diag)
+        bv = bias_var(fan_in)
+        K = bv + sw2 * E
+        diag = bv + sw2 * dE
+        K = 0.5 * (K + K.T)
+        np.fill_diagonal(K, diag)
+    return K
+
+
+@pytest.mark.parametrize("act", ["relu", "erf", "sign", "identity"])
+@pytest.mark.parametrize("kw", [dict(), dict(sigma_b=0.0), dict(bias_scaling="fan_in", sigma_w=1.7, sigma_b=0.3),
+                                dict(bias=False)], ids=["default", "sb0", "fan-in", "no-bias"])
+def test_kernel_is_bit_identical_to_before(act, kw):
+    m = MLP(5, (30, 7, 9), activation=act, **kw)
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    np.testing.assert_array_equal(kernel(m, X), _kernel_before_the_model(m, X))
+    Xb = fastpoly.boolean_inputs(5).astype(np.float64)
+    np.testing.assert_array_equal(kernel(m), _kernel_before_the_model(m, Xb))

@@ -137,18 +137,22 @@ class NNGPState(NamedTuple):
     ``K / n`` (float64, (m, m)) is the covariance of one unit (the mean over the ``n`` units of
     the products); ``diag / n`` its exact diagonal.  The input layer has ``K = X X^T`` and
     ``n = d`` (so the first dense map computes ``s_b**2 + sigma_w**2 (X X^T) / d`` in that
-    order), every later state ``n = 1``.
+    order), every later state ``n = 1``.  ``X`` keeps the input rows (float64, shape
+    ``(m, *input_shape)``) for layers whose first map needs more than the Gram matrix (a
+    convolution's patch covariances); dense and activation layers do not read it.
     """
 
     K: np.ndarray
     diag: np.ndarray
     n: int = 1
+    X: np.ndarray | None = None
 
     @classmethod
     def of_inputs(cls, X: np.ndarray) -> NNGPState:
-        """The state of the input rows ``X`` (float64, (m, d))."""
-        X = np.asarray(X, dtype=np.float64).reshape(X.shape[0], -1)
-        return cls(X @ X.T, np.einsum("ij,ij->i", X, X), X.shape[1])
+        """The state of the input rows ``X`` (float64, (m, d) or (m, *input_shape))."""
+        X = np.asarray(X, dtype=np.float64)
+        flat = X.reshape(X.shape[0], -1)
+        return cls(flat @ flat.T, np.einsum("ij,ij->i", flat, flat), flat.shape[1], X)
 
 
 @runtime_checkable
