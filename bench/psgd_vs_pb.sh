@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# P_SGD vs P_B on the anchor Boolean experiment (Mingard et al. 2021; REFERENCE.md §10), end to end.
+# P_SGD vs P_B on the anchor Boolean experiment (Mingard et al. 2021; docs/design.md#psgd-anchor-experiment), end to end.
 # Usage: bench/psgd_vs_pb.sh OUTDIR
 #   PSGD_RUNS   runs per P_SGD result (default 1e5; the corrected rule and the leaked-callback emulation)
 #   PB_SAMPLES  prior samples for P_B by rejection (default 4e7; acceptance ~3e-5 at m = 32)

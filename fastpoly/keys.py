@@ -1,6 +1,6 @@
 """Function keys: packing output bits into uint64 words, and key <-> string conversions.
 
-Convention (REFERENCE.md §2): bit ``i`` of a key is the output on input row ``i``
+Convention (``docs/design.md#keys``): bit ``i`` of a key is the output on input row ``i``
 (of the key's rows); word ``w`` holds rows ``64w .. 64w+63`` at bit ``i mod 64``.
 The canonical order of keys is as big integers (word ``W-1`` most significant).
 """
@@ -95,7 +95,7 @@ def sort_order(keys: np.ndarray) -> np.ndarray:
     return np.lexsort(keys.T)
 
 
-# --- string conventions of the anchor pipelines (REFERENCE.md §2; see fastpoly.counts.anchors) ---
+# --- string conventions of the anchor pipelines (docs/design.md#anchor-conventions; see fastpoly.counts.anchors) ---
 CONVENTIONS = ("rows", "cpp", "python")
 
 

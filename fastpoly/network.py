@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from fastpoly.activations import get_activation
 from fastpoly.stream.fmath import fma32
 
-__all__ = ["Layer", "Network", "forward_reference"]
+__all__ = ["Layer", "Network", "dense_preactivation", "forward_reference"]
 
 
 @dataclass
@@ -193,15 +193,29 @@ def forward_reference(net: Any, X: ArrayLike, dtype: Any = None) -> np.ndarray:
     dtype = resolve_dtype(net, dtype)
     h = np.asarray(X, dtype=dtype)
     for layer in net.layers:
-        W = layer.W.astype(dtype, copy=False)
-        z = np.broadcast_to(layer.b.astype(dtype, copy=False), (h.shape[0], layer.fan_out)).copy()
-        for k in range(layer.fan_in):
-            if dtype == np.float32:
-                z = fma32(h[:, k : k + 1], W[None, :, k], z)
-            else:
-                z = z + h[:, k : k + 1] * W[None, :, k]
+        z = dense_preactivation(layer.W.astype(dtype, copy=False), layer.b.astype(dtype, copy=False), h)
         h = get_activation(layer.activation)(z, dtype)
     return h
+
+
+def dense_preactivation(W: np.ndarray, b: np.ndarray | None, h: np.ndarray) -> np.ndarray:
+    """``z = W h + b`` on the rows ``h`` (``(N, fan_in)``) in the reference order, in ``h``'s dtype.
+
+    ``z = b`` (or +0 without bias), then for ``k = 0, 1, ...``: float32 ``z = fma(h[:, k], W[:, k], z)``
+    (the FMA rule), float64 ``z = z + h[:, k] * W[:, k]``.  The one dense reference of the sampler's
+    networks (:func:`forward_reference`) and of the network model (:class:`fastpoly.model.Dense`).
+    """
+    dtype = h.dtype.type
+    if b is not None:
+        z = np.broadcast_to(b, (h.shape[0], W.shape[0])).astype(dtype, copy=True)
+    else:
+        z = np.zeros((h.shape[0], W.shape[0]), dtype)
+    for k in range(W.shape[1]):
+        if dtype == np.float32:
+            z = fma32(h[:, k : k + 1], W[None, :, k], z)
+        else:
+            z = z + h[:, k : k + 1] * W[None, :, k]
+    return z
 
 
 def resolve_dtype(net: Any, dtype: Any) -> type:

@@ -14,7 +14,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastpoly.activations import SAMPLER_CODES
-from fastpoly.arch import MLP, boolean_inputs
+from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs, boolean_inputs, check_input_rows
+from fastpoly.model.mlp import MLP
+from fastpoly.model.spec import as_architecture
 from fastpoly.stream.rng import check_seed
 
 __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest", "check_memory",
@@ -22,36 +24,16 @@ __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", 
 
 
 def as_mlp(arch: MLP | str) -> MLP:
-    """Accept an :class:`MLP` or an architecture string like ``"7-40-40-1"``."""
-    if isinstance(arch, MLP):
-        return arch
-    if isinstance(arch, str):
-        return MLP.from_string(arch)
-    raise ValueError(f"arch must be an MLP or a string like '7-40-40-1', got {type(arch).__name__}")
+    """Accept an :class:`MLP` or an architecture string like ``"7-40-40-1"`` (the sampler's architectures)."""
+    a = as_architecture(arch)
+    if not isinstance(a, MLP):
+        raise ValueError(f"the sampler handles fully connected architectures (MLP) only, got {a.spec!r}")
+    return a
 
 
 def check_inputs(X: ArrayLike, n_inputs: int) -> np.ndarray:
     """Validate an input matrix (finite, shape ``(m, n_inputs)``) and return it as C-contiguous float32."""
-    try:
-        X = np.asarray(X)
-    except (TypeError, ValueError):
-        raise ValueError("X must be a numeric matrix") from None
-    if np.iscomplexobj(X):
-        raise ValueError("X must be real numbers, got a complex array")
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError("X must be a numeric matrix") from None
-    if X.ndim != 2 or X.shape[1] != n_inputs:
-        raise ValueError(f"X must have shape (m, {n_inputs}), got {X.shape}")
-    if X.shape[0] < 1:
-        raise ValueError("X must have at least one row")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains NaN or infinite values")
-    X32 = X.astype(np.float32)
-    if np.any(np.isinf(X32)):
-        raise ValueError("X has values outside the float32 range")
-    return np.ascontiguousarray(X32)
+    return check_input_rows(X, n_inputs, np.float32)
 
 
 def check_train(train: Any, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,15 +183,14 @@ def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train:
     ----------
     arch : MLP or str
     X : array_like (m, n_inputs) or None
-        Input rows; None means all Boolean inputs of ``n_inputs`` bits.
+        Input rows; None means all Boolean inputs of ``n_inputs`` bits (at most
+        ``BOOLEAN_INPUT_LIMITS["array"]`` = 24, :mod:`fastpoly.model.inputs`).
     seed : int in [0, 2**64)
     train : (indices, labels) or None
     """
     mlp = as_mlp(arch)
     if X is None:
-        if mlp.n_inputs > 24:
-            raise ValueError("X=None means all Boolean inputs, which needs n_inputs <= 24")
-        X = boolean_inputs(mlp.n_inputs)
+        X = all_boolean_inputs(mlp.n_inputs, "array")
     X = check_inputs(X, mlp.n_inputs)
     check_memory(mlp, X.shape[0])
     seed = check_seed(seed)
@@ -219,7 +200,7 @@ def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train:
     key_rows = np.flatnonzero(mask).astype(np.int64)
     n_words = (key_rows.size + 63) // 64
     boolean = (
-        mlp.n_inputs <= 24
+        mlp.n_inputs <= BOOLEAN_INPUT_LIMITS["array"]
         and X.shape[0] == 2**mlp.n_inputs
         and np.array_equal(X, boolean_inputs(mlp.n_inputs))
     )

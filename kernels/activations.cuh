@@ -15,3 +15,9 @@
 #define FP_ACT_SIGMOID 8  // 1 / (1 + exp(-z))
 #define FP_ACT_SILU 9  // z * sigmoid(z)
 #define FP_ACT_GELU 10  // z * Phi(z)
+
+// codes the CUDA kernels implement, per use (bit `code` set): Activation.support[use] has 'cupy'
+#define FP_ACTMASK_SAMPLE 0x1fu  // relu, tanh, erf, sign, identity
+#define FP_ACTMASK_TRAIN 0x11u  // relu, identity
+#define FP_ACTMASK_EVALUATE 0x1fu  // relu, tanh, erf, sign, identity
+#define FP_ACTMASK_NNGP 0x0u  // none

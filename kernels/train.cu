@@ -12,7 +12,7 @@
 // max_epochs, and writes its per-run outputs: keys, init keys, status, first-fit epoch, epochs,
 // final train loss and (optionally) the final parameters in MLP order.
 //
-// Arithmetic (REFERENCE.md section 3): every multiply-add an explicit fp_fma, every other
+// Arithmetic (docs/design.md#fma-rule): every multiply-add an explicit fp_fma, every other
 // operation a correctly rounded fp_* operation, sums in the reference's order:
 //   forward   z[r,j] = b[j]; z = fma(W[j,k], h[r,k], z) for k ascending
 //   backprop  e[r,k] = 0;    e = fma(d[r,j], W[j,k], e) for j ascending (W before the update)
@@ -311,8 +311,8 @@ __device__ void fp_tr_backward(const fp_tr_net& N, float* sm, const float* ys, c
     }
 }
 
-// rints (int64, Recipe.ints()): [opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]
-// rfloats (float32, Recipe.floats()): [lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]
+// rints (int64, Recipe.ints()) and rfloats (float32, Recipe.floats()): laid out by fastpoly.model.optimizers
+// (the FP_RI_* / FP_RF_* offsets of the generated optimizers.cuh)
 // desc/scales: fastpoly.backends.cuda.source.net_desc. Xtr (m x n_in) / ytr (m): the train points in
 // train order; Xkey (nkey x n_in): the key rows. leak_w > 0: the leaked-callback rule per worker.
 // Outputs per run s (index start + s): keys/init_keys[s * W ..], status, first_fit, epochs, loss,
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         if (L < 1 || L > FP_MAX_LAYERS) { s_err = FP_TR_ERR_LAYERS; break; }
         N.L = L;
         N.act = (int)desc[1];
-        if (!fp_train_act_ok(N.act)) { s_err = FP_TR_ERR_ACT; break; }
+        if (N.act < 0 || N.act > 31 || !((FP_ACTMASK_TRAIN >> N.act) & 1u)) { s_err = FP_TR_ERR_ACT; break; }
         N.uniform = (int)desc[2];
         N.has_bias = (int)desc[3];
         N.n_params = (int)desc[4];
@@ -352,14 +352,14 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         }
         if (N.widths[L] != 1) { s_err = FP_TR_ERR_OUTPUT; break; }
         N.n_in = N.widths[0];
-        N.opt = (int)rints[0];
-        N.loss = (int)rints[1];
-        N.nesterov = (int)rints[2];
-        const int bsz = (int)rints[3];
-        N.max_epochs = (int)rints[4];
-        N.eaf = (int)rints[5];
-        N.min_epochs = (int)rints[6];
-        N.thr = rfloats[5];
+        N.opt = (int)rints[FP_RI_OPTIMIZER];
+        N.loss = (int)rints[FP_RI_LOSS];
+        N.nesterov = (int)rints[FP_RI_NESTEROV];
+        const int bsz = (int)rints[FP_RI_BATCH_SIZE];
+        N.max_epochs = (int)rints[FP_RI_MAX_EPOCHS];
+        N.eaf = (int)rints[FP_RI_EPOCHS_AFTER_FIT];
+        N.min_epochs = (int)rints[FP_RI_MIN_EPOCHS];
+        N.thr = rfloats[FP_RF_FIT_THRESHOLD];
         N.o = fp_opt_load(N.opt, N.nesterov, rfloats);
         N.m = m;
         N.B = bsz < m ? bsz : m;

@@ -14,15 +14,11 @@
 #define FASTPOLY_TRAIN_CUH
 
 #include "fp_math.cuh"
-#include "activations.cuh"  // FP_ACT_* codes, generated from fastpoly.activations.TABLE
+#include "activations.cuh"  // FP_ACT_* codes and FP_ACTMASK_* support, generated from fastpoly.activations.TABLE
+#include "optimizers.cuh"  // FP_OPT_*, FP_LOSS_*, FP_RF_*, FP_RI_*, generated from fastpoly.model.optimizers
 
 // fastpoly.sgd.plan.SGD_STREAM: Philox counter word 1 of the minibatch-order words
 #define FP_SGD_STREAM 1u
-// fastpoly.sgd.recipe codes
-#define FP_OPT_SGD 0
-#define FP_OPT_ADAM 1
-#define FP_LOSS_CE 0
-#define FP_LOSS_MSE 1
 // fastpoly.sgd.reference run status
 #define FP_STATUS_STOPPED 0
 #define FP_STATUS_MAX_EPOCHS 1
@@ -118,8 +114,7 @@ FP_HD float fp_softplus32(float z) {
     return fp_add(mz, fp_log1p32(fp_exp32(-fp_absf(z))));
 }
 
-// --- hidden activations the trainers support (fastpoly.sgd.plan.TRAINABLE_ACTIVATIONS) ----------
-FP_HD bool fp_train_act_ok(int code) { return code == FP_ACT_RELU || code == FP_ACT_IDENTITY; }
+// --- hidden activations: the trainers support the codes of FP_ACTMASK_TRAIN (the activation table) ----
 // relu (as fp_sampler_act: NaN propagates) or identity
 FP_HD float fp_train_act(int code, float z) { return (code == FP_ACT_RELU && z < 0.0f) ? 0.0f : z; }
 
@@ -169,18 +164,18 @@ struct fp_opt {
     float mu, b1, b2, eps, c1, c2;  // c1 = 1 - b1, c2 = 1 - b2 (float32)
 };
 
-// Recipe.floats(): [lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]
+// Recipe.floats(), laid out by fastpoly.model.optimizers.RECIPE_FLOATS (FP_RF_* offsets)
 FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
     fp_opt o;
     o.kind = kind;
     o.nesterov = nesterov;
-    o.nlr = -f[0];
-    o.mu = f[1];
-    o.b1 = f[2];
-    o.b2 = f[3];
-    o.eps = f[4];
-    o.c1 = f[6];
-    o.c2 = f[7];
+    o.nlr = -f[FP_RF_LR];
+    o.mu = f[FP_RF_MOMENTUM];
+    o.b1 = f[FP_RF_BETA1];
+    o.b2 = f[FP_RF_BETA2];
+    o.eps = f[FP_RF_EPS];
+    o.c1 = f[FP_RF_ONE_MINUS_BETA1];
+    o.c2 = f[FP_RF_ONE_MINUS_BETA2];
     return o;
 }
 

@@ -1,4 +1,4 @@
-"""K_LZ (exact reference semantics, REFERENCE.md §7), entropy, T and critical sample ratio."""
+"""K_LZ (exact reference semantics, docs/design.md#complexity-measures), entropy, T and critical sample ratio."""
 from __future__ import annotations
 
 import math

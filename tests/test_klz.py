@@ -92,7 +92,7 @@ def test_phrase_sums_on_1e6_random_keys():
     assert np.array_equal(fast, _charwise_kernel()(keys, 128))
     idx = rng.choice(keys.shape[0], 2_000, replace=False)  # and the plain Python reference on a sample
     assert np.array_equal(fast[idx], phrase_sums(keys[idx], 128, compiled=False))
-    assert abs(np.mean(7.0 * fast / 2.0) - 149) < 2  # random strings: K_LZ about 149 (REFERENCE.md 7)
+    assert abs(np.mean(7.0 * fast / 2.0) - 149) < 2  # random strings: K_LZ about 149 (docs/design.md#complexity-measures)
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_lambda_depends_on_dtype_and_domain():
     big = compile_polynomial("x0*x1", bias="paper", domain=(-10, 10))
     assert a32.info["lam_min"] > 10 * a64.info["lam_min"]
     assert big.info["lam_min"] < a64.info["lam_min"] / 5
-    # REFERENCE section 4: measured optima ~2e-4 (float64) and ~3e-2 (float32)
+    # docs/design.md#polynomial-gates: measured optima ~2e-4 (float64) and ~3e-2 (float32)
     assert 1e-4 < a64.info["lam_min"] < 4e-4 and 1.5e-2 < a32.info["lam_min"] < 6e-2
 
 

@@ -1,4 +1,4 @@
-"""Gate oracles (REFERENCE.md sections 4-6): symmetries, exact cases, closed forms, error laws, counts."""
+"""Gate oracles (docs/design.md#polynomial-gates, #network-sizes): symmetries, exact cases, closed forms, error laws, counts."""
 from __future__ import annotations
 
 import itertools

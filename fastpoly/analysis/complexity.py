@@ -1,4 +1,4 @@
-"""Complexity measures of Boolean functions (REFERENCE.md §7).
+"""Complexity measures of Boolean functions (``docs/design.md#complexity-measures``).
 
 * :func:`klz` -- Lempel--Ziv complexity K_LZ with the exact semantics of the
   anchors' reference code (Dingle, Camargo & Louis 2018; the ``KC_LZ`` /
@@ -12,7 +12,7 @@
 
 All functions take keys ``(K, W)`` uint64 (bit ``i`` = output on row ``i``) and
 the number of bits.  The string a key stands for is ``key_to_bits``: character
-``i`` = output on row ``i`` (rows LSB-first, REFERENCE.md §2).  K_LZ is symmetric
+``i`` = output on row ``i`` (rows LSB-first, ``docs/design.md#keys``).  K_LZ is symmetric
 under reversing the string, so this equals K_LZ of the C++ anchor's reversed
 strings; the Python anchors' strings list inputs MSB-first, a different
 permutation of the same bits -- pass ``order="msb"`` to get their values.

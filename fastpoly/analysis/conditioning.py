@@ -7,7 +7,7 @@ does, so keeping the consistent functions and dropping the train rows from
 their keys gives **exactly** the counts file online rejection gives for the
 same stream (same seed and index range).
 
-Estimates (REFERENCE.md §1): P_B(f|S) = count(f) / accepted; the marginal
+Estimates (``docs/design.md#sources-and-estimates``): P_B(f|S) = count(f) / accepted; the marginal
 likelihood P(S) = accepted / samples; both with binomial intervals (Wilson or
 Clopper--Pearson).  The generalisation error of f is its error rate on the
 held-out rows (the key rows) against the target function.

@@ -11,11 +11,13 @@ import time
 
 import numpy as np
 
+from fastpoly.activations import supported
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open, check_writable
 from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
+from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.plan import inputs_digest
 
 __all__ = ["add_parser", "register", "run"]
@@ -23,7 +25,7 @@ __all__ = ["add_parser", "register", "run"]
 
 def _arch_options(p):
     p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1")
-    p.add_argument("--activation", default="relu", help="relu (default), erf, sign or identity")
+    p.add_argument("--activation", default="relu", help=f"one of {', '.join(supported('nngp'))} (default relu)")
     p.add_argument("--sigma-w", type=float, default=1.0, help="W ~ N(0, sigma_w^2/fan_in) (default 1)")
     p.add_argument("--sigma-b", type=float, default=1.0, help="b ~ N(0, sigma_b^2) (default 1)")
     p.add_argument("--bias-scaling", default="none", help="none (default) or fan_in")
@@ -119,9 +121,7 @@ def _load_npy(path, what):
 def _inputs(args, mlp, counts=None):
     if args.inputs:
         return _load_npy(args.inputs, "--inputs")
-    if mlp.n_inputs > 16:
-        raise ValueError("more than 16 inputs: pass the rows with --inputs X.npy")
-    X = boolean_inputs(mlp.n_inputs, centered=args.centered)
+    X = all_boolean_inputs(mlp.n_inputs, "gp", centered=args.centered)  # the one input rule (fastpoly.model.inputs)
     if counts is not None and counts.meta.get("inputs_digest") not in (None, inputs_digest(X)):
         Xc = boolean_inputs(mlp.n_inputs, centered=not args.centered)
         if counts.meta.get("inputs_digest") == inputs_digest(Xc):

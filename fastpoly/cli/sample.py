@@ -10,10 +10,11 @@ import numpy as np
 from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
 from fastpoly.api import sample
-from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.arch import MLP, parse_arch
 from fastpoly.atomic import FolderLock, check_writable_folder
 from fastpoly.backends import VALID_NAMES, get_backend
 from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
+from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.run.checkpoint import job_of
 from fastpoly.run.driver import Interrupted
 from fastpoly.sgd.anchor import parse_train_spec
@@ -252,9 +253,7 @@ def run_sample(args):
         n_inputs, hidden, activation=args.activation, weights=args.weights, sigma_w=args.sigma_w,
         sigma_b=args.sigma_b, bias_scaling=args.bias_scaling, bias=not args.no_bias,
     )
-    if n_inputs > 20:
-        raise ValueError("the CLI samples on all Boolean inputs; use at most 20 inputs (the API takes any X)")
-    X = boolean_inputs(n_inputs, centered=args.centered)
+    X = all_boolean_inputs(n_inputs, "cli", centered=args.centered)  # the one input rule (fastpoly.model.inputs)
     m = X.shape[0]
     rows, target = train_set_from_args(args, m)
     train = None if rows is None else (rows, target[rows])

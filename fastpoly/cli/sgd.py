@@ -6,10 +6,12 @@ import time
 
 import numpy as np
 
-from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.arch import MLP, parse_arch
 from fastpoly.atomic import atomic_open
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
+from fastpoly.model.inputs import all_boolean_inputs
+from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.compare import compare, plot_compare
 from fastpoly.sgd.recipe import Recipe
@@ -38,14 +40,14 @@ def register(sub):
     p.add_argument("--train-size", type=int, default=0, help="random train set of this size (needs --target)")
     p.add_argument("--train-seed", type=int, default=0)
     p.add_argument("--target", help="0/1 string (char i = row i) or hex key (bit i = row i)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))  # the optimizer table
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--beta1", type=float, default=0.9)
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--eps", type=float, default=1e-8)
-    p.add_argument("--loss", default="ce", choices=["ce", "mse"])
+    p.add_argument("--loss", default="ce", choices=list(LOSSES))
     p.add_argument("--batch", type=int, default=8, help="minibatch size (default 8)")
     p.add_argument("--max-epochs", type=int, default=3000)
     p.add_argument("--fit-threshold", type=float, default=0.0, help="logit threshold of the fit check (anchor: 0.5)")
@@ -83,9 +85,7 @@ def _train_and_report(args, n, path):
         if not args.arch:
             raise ValueError("give an architecture such as 7-40-40-1 (or --anchor 32)")
         n_in, hidden = parse_arch(args.arch)
-        if n_in > 20:
-            raise ValueError("the CLI trains on all Boolean inputs; use at most 20 inputs")
-        X = boolean_inputs(n_in)
+        X = all_boolean_inputs(n_in, "cli")  # the one input rule (fastpoly.model.inputs)
         rows, tgt = train_set_from_args(args, X.shape[0], required=True)
         recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                         beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss, batch_size=args.batch,

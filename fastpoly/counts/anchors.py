@@ -1,4 +1,4 @@
-"""Exact conversion to and from the anchor pipelines' formats (REFERENCE.md §2).
+"""Exact conversion to and from the anchor pipelines' formats (``docs/design.md#anchor-conventions``).
 
 Three string conventions for a function on the ``n = 2**d`` Boolean inputs:
 

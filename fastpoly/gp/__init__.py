@@ -2,7 +2,7 @@
 
 Infinite-width networks are Gaussian processes; the function a network computes
 on a set of rows is then the sign pattern of ``g ~ N(0, K)``, and its probability
-is an orthant probability (REFERENCE.md §11).
+is an orthant probability (``docs/design.md#gp-posterior``).
 
 * :func:`kernel` -- the NNGP covariance of an :class:`~fastpoly.MLP` (relu, erf, sign, identity);
 * :func:`orthant` -- ``log P(sign g = s)`` by minimax tilting (default, unbiased with
@@ -24,7 +24,7 @@ import importlib
 #: public name -> submodule that defines it (imported on first access: ``fastpoly gp --help``
 #: and ``fastpoly.cli.gp`` stay light)
 _EXPORTS = {
-    "kernel": "kernels", "KERNEL_ACTIVATIONS": "kernels",
+    "kernel": "kernels", "kernel_activations": "kernels",
     "orthant": "orthants", "OrthantResult": "orthants", "ORTHANT_METHODS": "orthants",
     "log_marginal": "bayes", "posterior": "bayes", "pac_bayes_bound": "bayes",
     "GPPosterior": "bayes",

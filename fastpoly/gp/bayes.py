@@ -1,7 +1,7 @@
 """P_B by the Gaussian process: log P(S), log P_B^GP(f|S) for given functions, the PAC-Bayes bound.
 
 With ``f ~ N(0, K)`` the NNGP of the architecture on all rows of ``X`` and
-``y_S`` the train labels, (REFERENCE.md §11)
+``y_S`` the train labels, (``docs/design.md#gp-posterior``)
 
 * ``log P(S) = log P(sign f_S = y_S)`` -- an orthant probability over the train rows;
 * ``log P_B^GP(g|S) = log P(sign f = y_S u g) - log P(S)`` for a function ``g`` on the
@@ -36,7 +36,7 @@ def pac_bayes_bound(log_p_S: float, m: int, delta: float = 2.0**-10) -> float:
     """The anchors' PAC-Bayes bound on the expected generalisation error.
 
     ``eps <= 1 - exp(-[-ln P(S) + 2 ln m + 1 - ln delta] / m)``
-    (REFERENCE.md §11; Valle-Perez et al. 2019).
+    (``docs/design.md#gp-posterior``; Valle-Perez et al. 2019).
 
     Parameters
     ----------
@@ -336,6 +336,8 @@ def posterior(
     test = test_rows(m, rows)
     bits = _function_bits(functions, test.size, rows, labels, test)
     kw = dict(orthant_options, n_samples=n_samples) if method != "ep" else dict(orthant_options)
+    K = check_covariance(K)  # once (eigvalsh is O(m^3)): every orthant below is of K or a principal submatrix
+    kw["validated"] = True
     rS = orthant(K[np.ix_(rows, rows)], labels, method, seed=seed, **kw)
     y = np.zeros(m, np.uint8)
     y[rows] = labels

@@ -10,7 +10,7 @@ normal moments use the Mills ratio (:mod:`fastpoly.gp.normal`), so sites deep
 in the tails (log P to -1e3 and beyond) stay finite.
 
 EP is fast and accurate in the bulk but biased (usually low) for strongly
-correlated orthants; it reports no error bar (REFERENCE.md §11).
+correlated orthants; it reports no error bar (``docs/design.md#gp-posterior``).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ For ``W ~ N(0, sigma_w**2 / fan_in)`` and ``b ~ N(0, s_b**2)`` (``s_b = sigma_b`
 unscaled, the anchors' default, or ``sigma_b / sqrt(fan_in)`` with
 ``bias_scaling="fan_in"``; ``s_b = 0`` without biases) the pre-activations of
 every layer are, as the hidden widths grow, a Gaussian process with
-(REFERENCE.md §11)::
+(``docs/design.md#nngp-maps``)::
 
     K0(x, x') = s_b**2 + sigma_w**2 * (x . x') / d
     K(l+1)    = s_b**2 + sigma_w**2 * E[phi(u) phi(u')],   (u, u') ~ N(0, K(l) on {x, x'})
@@ -22,6 +22,10 @@ with the closed forms
 ``tanh`` has no closed form and uniform weights make the first layer
 non-Gaussian at any width; both raise ``ValueError``.
 
+The kernel is the composition of the layers' NNGP maps (:meth:`fastpoly.model.Architecture.nngp`:
+:meth:`Dense.nngp <fastpoly.model.Dense.nngp>` the affine map, the activation table's
+``nngp`` the nonlinear one), so a new layer type brings its own map.
+
 Zero variances are exact: with ``sigma_b = 0`` and {0,1} inputs the row
 ``x = 0`` has ``K = 0`` in every layer (the network outputs exactly 0 there,
 so its output bit is 0); nothing is regularised here (see
@@ -30,90 +34,49 @@ are handled).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from fastpoly.arch import MLP, boolean_inputs, parse_arch
+from fastpoly.activations import TABLE, supported
+from fastpoly.model.architecture import Architecture
+from fastpoly.model.inputs import all_boolean_inputs, check_input_rows
+from fastpoly.model.spec import as_architecture
 
-__all__ = ["KERNEL_ACTIVATIONS", "as_mlp", "check_inputs", "kernel"]
-
-#: activations with a closed-form NNGP layer map
-KERNEL_ACTIVATIONS = ("relu", "erf", "sign", "identity")
-
-
-def as_mlp(arch: MLP | str) -> MLP:
-    """Accept an :class:`~fastpoly.MLP` or an architecture string such as ``"7-40-40-1"``."""
-    if isinstance(arch, MLP):
-        return arch
-    if isinstance(arch, str):
-        n, hidden = parse_arch(arch)
-        return MLP(n, hidden)
-    raise ValueError(f"arch must be an MLP or a string such as '7-40-40-1', got {type(arch).__name__}")
+__all__ = ["as_mlp", "check_inputs", "kernel", "kernel_activations"]
 
 
-def check_inputs(arch: MLP, X: np.ndarray | None) -> np.ndarray:
-    """Validate ``X`` for ``arch`` (None: all Boolean inputs) and return it as float64 ``(m, n_inputs)``."""
+def kernel_activations() -> tuple[str, ...]:
+    """The activations with a closed-form NNGP map (the activation table's ``"nngp"`` support)."""
+    return supported("nngp")
+
+
+def as_mlp(arch: Architecture | str) -> Architecture:
+    """Accept an architecture (an :class:`~fastpoly.MLP`) or a string such as ``"7-40-40-1"``."""
+    return as_architecture(arch)
+
+
+def check_inputs(arch: Architecture, X: np.ndarray | None) -> np.ndarray:
+    """Validate ``X`` for ``arch`` (None: all Boolean inputs, at most 16 bits) as float64 ``(m, n_inputs)``."""
     if X is None:
-        if arch.n_inputs > 16:
-            raise ValueError(f"X=None means all 2**{arch.n_inputs} Boolean inputs; pass X explicitly")
-        X = boolean_inputs(arch.n_inputs)
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("X must be a numeric array of shape (m, n_inputs)") from None
-    if X.ndim != 2 or X.shape[1] != arch.n_inputs or X.shape[0] < 1:
-        raise ValueError(f"X must have shape (m, {arch.n_inputs}) with m >= 1, got {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains non-finite values (nan or inf)")
-    return X
-
-
-def _bias_var(arch: MLP, fan_in: int) -> float:
-    if not arch.bias:
-        return 0.0
-    s2 = arch.sigma_b**2
-    return s2 / fan_in if arch.bias_scaling == "fan_in" else s2
+        return all_boolean_inputs(arch.n_inputs, "gp").astype(np.float64)
+    return check_input_rows(X, arch.n_inputs, np.float64)
 
 
 def _layer(K: np.ndarray, diag: np.ndarray, act: str) -> tuple[np.ndarray, np.ndarray]:
-    """``E[phi(u) phi(u')]`` for ``(u, u') ~ N(0, K)`` (matrix and exact diagonal)."""
-    if act == "identity":
-        return K, diag
-    if act == "erf":
-        s = np.sqrt(1.0 + 2.0 * diag)
-        arg = np.clip(2.0 * K / np.outer(s, s), -1.0, 1.0)
-        E = (2.0 / math.pi) * np.arcsin(arg)
-        dE = (2.0 / math.pi) * np.arcsin(2.0 * diag / (1.0 + 2.0 * diag))
-        np.fill_diagonal(E, dE)
-        return E, dE
-    sd = np.sqrt(diag)
-    norm = np.outer(sd, sd)
-    pos = norm > 0
-    rho = np.zeros_like(K)
-    np.divide(K, norm, out=rho, where=pos)
-    np.clip(rho, -1.0, 1.0, out=rho)
-    if act == "relu":
-        t = np.arccos(rho)
-        E = norm * (np.sin(t) + (math.pi - t) * rho) / (2.0 * math.pi)
-        dE = diag / 2.0
-    elif act == "sign":
-        E = np.where(pos, (2.0 / math.pi) * np.arcsin(rho), 0.0)
-        dE = (diag > 0).astype(np.float64)
-    else:  # pragma: no cover - guarded by kernel()
+    """``E[phi(u) phi(u')]`` for ``(u, u') ~ N(0, K)`` (matrix and exact diagonal): the table's map."""
+    f = TABLE[act].nngp
+    if f is None:
         raise ValueError(act)
-    np.fill_diagonal(E, dE)
-    return E, dE
+    return f(K, diag)
 
 
-def kernel(arch: MLP | str, X: np.ndarray | None = None) -> np.ndarray:
+def kernel(arch: Architecture | str, X: np.ndarray | None = None) -> np.ndarray:
     """The NNGP covariance of the output pre-activation of ``arch`` on the rows of ``X``.
 
     Parameters
     ----------
-    arch : MLP or str
-        Architecture (activation relu, erf, sign or identity; gaussian weights;
-        any depth, widths, ``sigma_w``, ``sigma_b`` (0 included), ``bias_scaling``
+    arch : Architecture (MLP) or str
+        Architecture (activations with a closed-form map: relu, erf, sign, identity; gaussian
+        weights; any depth, widths, ``sigma_w``, ``sigma_b`` (0 included), ``bias_scaling``
         ``"none"`` or ``"fan_in"``, with or without biases).  The hidden widths
         do not enter: this is the infinite-width limit.
     X : array_like (m, n_inputs) or None
@@ -130,28 +93,5 @@ def kernel(arch: MLP | str, X: np.ndarray | None = None) -> np.ndarray:
         For an activation without a closed form (tanh), uniform weights, or bad ``X``.
     """
     arch = as_mlp(arch)
-    if arch.activation not in KERNEL_ACTIVATIONS:
-        raise ValueError(
-            f"no closed-form NNGP kernel for activation {arch.activation!r}; "
-            f"supported: {', '.join(KERNEL_ACTIVATIONS)}"
-        )
-    if arch.weights != "gaussian":
-        raise ValueError(
-            "the NNGP kernel needs gaussian weights: with uniform weights the first layer's "
-            "pre-activations are not Gaussian at any width"
-        )
     X = check_inputs(arch, X)
-    sw2 = arch.sigma_w**2
-    d = X.shape[1]
-    K = _bias_var(arch, d) + sw2 * (X @ X.T) / d
-    diag = _bias_var(arch, d) + sw2 * np.einsum("ij,ij->i", X, X) / d
-    K = 0.5 * (K + K.T)
-    np.fill_diagonal(K, diag)
-    for fan_in in arch.hidden:
-        E, dE = _layer(K, diag, arch.activation)
-        bv = _bias_var(arch, fan_in)
-        K = bv + sw2 * E
-        diag = bv + sw2 * dE
-        K = 0.5 * (K + K.T)
-        np.fill_diagonal(K, diag)
-    return np.ascontiguousarray(K)
+    return arch.nngp(X)

@@ -11,7 +11,7 @@ the output-bit convention exactly and dispatches to a method:
 * ``"mc"``: plain Monte Carlo on the signs (any PSD ``K``, singular included) --
   for checks where P is not tiny.
 
-Conventions (REFERENCE.md §2): a sign of 1 means ``f_i > 0`` **strictly**; 0 (or
+Conventions (``docs/design.md#gp-posterior``): a sign of 1 means ``f_i > 0`` **strictly**; 0 (or
 -1) means ``f_i <= 0``.  A row of zero variance has ``f_i = 0`` exactly, so its
 output bit is 0: required sign 0 contributes a factor 1 and is dropped; required
 sign 1 makes the probability 0 (``log_p = -inf``).  Rows that are exact copies
@@ -190,6 +190,7 @@ def orthant(
     n_samples: int | None = None,
     seed: int = 0,
     jitter: float = 0.0,
+    validated: bool = False,
     **options,
 ) -> OrthantResult:
     """``log P(sign f_i = s_i for all i)`` for ``f ~ N(0, K)``.
@@ -210,6 +211,9 @@ def orthant(
     jitter : float
         Added to the diagonal (times the mean variance) of the reduced ``K`` before
         ``tilting``/``ep``; 0 by default (reported in the diagnostics when used).
+    validated : bool
+        ``K`` is the output of :func:`check_covariance` (or a principal submatrix of one): skip
+        the O(m^3) eigenvalue check (callers estimating many orthants of one ``K``).
     **options
         Passed to the method: for ``ep``, ``damping``, ``tol``, ``max_iter``, ``schedule``.
 
@@ -232,7 +236,7 @@ def orthant(
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if options and method != "ep":
         raise ValueError(f"unexpected options for method {method!r}: {sorted(options)}")
-    K = check_covariance(K)
+    K = np.asarray(K, dtype=np.float64) if validated else check_covariance(K)
     pos = check_signs(signs, K.shape[0])
     Kr, pr, info = _reduce(K, pos)
     info.update(n_rows=int(K.shape[0]), jitter=float(jitter))

@@ -14,7 +14,7 @@ multiplies column ``j`` of ``F``.
 * Arithmetic: float64; ``g_r = (((0 + F_r0 z_0) + F_r1 z_1) + ...)`` summed in
   increasing ``j``, every product and sum rounded separately (no FMA, no BLAS),
   so the NumPy and Numba paths give **bit-identical** ``g`` and keys.
-* Keys: bit ``r`` = 1 iff ``g_r > 0`` strictly (REFERENCE.md §2).
+* Keys: bit ``r`` = 1 iff ``g_r > 0`` strictly (``docs/design.md#keys``).
 
 A CuPy path is not provided (no GPU to test it on); ``backend="cupy"`` raises.
 """

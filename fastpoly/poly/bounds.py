@@ -70,7 +70,7 @@ def multiply_gate_truncation_bound(u, v, lam, activation="softplus", bias=0.0):
 
     ``M4 lam^2 (u^4 + 6u^2v^2 + v^4) / (24 |sigma''(b)|)`` with ``M4`` the sup of
     ``|sigma''''|`` over ``|z - b| <= lam (|u| + |v|)``; for softplus at ``b = 0`` this is
-    REFERENCE's ``lam^2 (u^4 + 6 u^2 v^2 + v^4) / 48``.
+    the certified ``lam^2 (u^4 + 6 u^2 v^2 + v^4) / 48`` of ``docs/design.md#polynomial-gates``.
     """
     act = get_smooth(activation)
     u, v = np.abs(np.asarray(u, float)), np.abs(np.asarray(v, float))

@@ -1,6 +1,6 @@
 """Compile a polynomial into a Lin-Tegmark-Rolnick gate network with a certified error bound.
 
-Constructions (REFERENCE.md sections 4-6):
+Constructions (``docs/design.md#polynomial-gates``, ``#network-sizes``):
 
 * ``"tree"``: every monomial is a balanced product tree (split into halves of
   total degree ceil(D/2), floor(D/2); equal halves become a *square* gate, so powers
@@ -47,7 +47,7 @@ _W_GRID = 2.0 ** np.arange(-34.0, 6.01, 0.25)
 #: weight of the worst-case rounding terms in the lambda objective of ``lam="auto"``: the
 #: truncation bound is tight while the rounding bound is about an order of magnitude above
 #: typical rounding (random-walk sums, sub-ulp activation errors), so lambda balances the
-#: truncation bound against 1/8 of the rounding bound.  This reproduces REFERENCE's measured
+#: truncation bound against 1/8 of the rounding bound.  This reproduces the measured
 #: optima for the softplus gate on [-1,1]^2 (float64 2e-4, float32 3e-2); the *certified*
 #: bound is unaffected.
 ROUNDING_TYPICAL = 2.0**-3

@@ -3,7 +3,7 @@
 Every builder returns a small :class:`~fastpoly.poly.network.PolyNetwork` (with
 ``report()`` and a certified bound over its ``domain``):
 
-* :func:`multiply` -- ``u*v`` with 4 neurons (REFERENCE.md section 4);
+* :func:`multiply` -- ``u*v`` with 4 neurons (``docs/design.md#polynomial-gates``);
 * :func:`square` -- ``u^2`` with 2 neurons and an output bias (3 bias-free);
 * :func:`identity` -- the carry gate ``[sigma(b+lam x) - sigma(b-lam x)] / (2 lam sigma'(b))``;
 * :func:`shallow_product` -- ``x1...xn`` with ``2^n`` neurons, one hidden layer;

@@ -11,7 +11,7 @@ For every activation usable in a gate this module provides
   ``|z - b| <= w`` (dense grid plus a Lipschitz correction from a rigorous global
   bound of ``|sigma^(k+1)|``), tabulated in ``w`` and monotone, so it is cheap to
   call from the lambda search;
-* the special bias points of REFERENCE.md section 4 (paper's choice, the shift
+* the special bias points of ``docs/design.md#polynomial-gates`` (paper's choice, the shift
   for sigma''(0) = 0, the fourth-order point sigma''''(b) = 0, the carry point).
 """
 from __future__ import annotations
@@ -419,7 +419,7 @@ def _square_exact(k, b):
     return [b * b, 2 * b, mp.mpf(2)][k] if k <= 2 else mp.mpf(0)
 
 
-# Special points (REFERENCE.md section 4; verified by tests with mpmath).
+# Special points (docs/design.md#polynomial-gates; verified by tests with mpmath).
 _LN_2_SQRT3 = math.log(2 + math.sqrt(3))           # 1.3169578969248166
 _ATANH_1_SQRT3 = math.atanh(1 / math.sqrt(3))      # 0.6584789484624083
 _ATANH_SQRT_2_3 = math.atanh(math.sqrt(2 / 3))     # 1.1462158347805889

@@ -5,7 +5,7 @@ Boolean inputs, target ``0011`` x 32 (f(i) = bit 1 of i), train set
 ``numpy.random.RandomState(42069).choice(128, m, replace=False)`` (m = 32 or 64;
 the first 32 of the 64 draws are the m = 32 set), plain SGD lr 0.01 without
 momentum, batch 8, binary cross-entropy on the logit, fit threshold 0.5,
-1 (or 64) epochs after fit, at most 3000 epochs (REFERENCE.md §10).
+1 (or 64) epochs after fit, at most 3000 epochs (``docs/design.md#psgd-anchor-experiment``).
 
 Input convention: the anchor lists inputs MSB-first (its input ``i`` is
 ``format(i, '07b')`` with x0 the high bit); fastpoly's row ``i`` is LSB-first.

@@ -19,10 +19,11 @@ import threading
 
 import numpy as np
 
+from fastpoly.activations import check_supported
 from fastpoly.backends.base import check_range
 from fastpoly.backends.cuda import source as src
-from fastpoly.sgd.plan import TRAINABLE_ACTIVATIONS, TrainPlan, blocks_per_epoch
-from fastpoly.sgd.recipe import OPT_ADAM
+from fastpoly.model.optimizers import OPTIMIZERS
+from fastpoly.sgd.plan import TrainPlan, blocks_per_epoch
 from fastpoly.sgd.reference import TrainBatch
 
 __all__ = ["MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda", "rows_capacity", "train_layout",
@@ -109,8 +110,7 @@ class _Prepared:
     def __init__(self, tp: TrainPlan, dev, warps_per_block, max_blocks):
         plan, r = tp.plan, tp.recipe
         mlp = plan.mlp
-        if mlp.activation not in TRAINABLE_ACTIVATIONS:
-            raise ValueError(f"the CUDA trainer supports {', '.join(TRAINABLE_ACTIVATIONS)}, got {mlp.activation!r}")
+        check_supported(mlp.activation, "train", "cupy")
         if mlp.n_layers > src.MAX_LAYERS:
             raise ValueError(f"the CUDA trainer handles MLPs of at most {src.MAX_LAYERS} layers; {mlp.spec} has "
                              f"{mlp.n_layers}")
@@ -122,8 +122,8 @@ class _Prepared:
         B = min(r.batch_size, m)
         self.rows_cap = rows_capacity(B)
         fl = r.floats()
-        has_s1 = r.opt_code == OPT_ADAM or fl[1] != 0
-        has_s2 = r.opt_code == OPT_ADAM
+        n_state = len(OPTIMIZERS[r.optimizer].used_state(r.hyper()))  # state vectors s1, s2 (the table's)
+        has_s1, has_s2 = n_state >= 1, n_state >= 2
         self.per_warp = train_layout(mlp.widths, mlp.bias, m, B, self.rows_cap, has_s1, has_s2)
         n_in = mlp.widths[0]
         self.block_floats = _align4(m * n_in + m)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastpoly.activations import check_supported
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import (
     normals_from_words,
@@ -44,6 +45,7 @@ from fastpoly.backends.numba.rng import (
     uniform_pm1_from_words,
 )
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
+from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
 from fastpoly.sgd.numba_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch
 from fastpoly.sgd.reference import TrainBatch
@@ -57,6 +59,12 @@ _ONE = _F(1.0)
 _TWO = _F(2.0)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
+#: optimizer codes and recipe offsets (the optimizer table, fastpoly.model.optimizers)
+_ADAM = OPTIMIZERS["adam"].code
+_RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
+    "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
+    "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
 
 
 #: rows per block of the fit check, the final loss and the key function
@@ -97,9 +105,9 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
     n_blocks = (n_params + 3) // 4
     m = ytr.shape[0]
     opt, loss_code, nesterov, batch_size, max_epochs, eaf0, min_ep0 = (
-        ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6])
-    lr, mu, b1, b2, eps, thr, c1, c2 = (floats[0], floats[1], floats[2], floats[3], floats[4], floats[5],
-                                        floats[6], floats[7])
+        ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
+    lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
+                                        floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
     nlr = -lr
     B = min(m, batch_size)
     rows = max(B, _RB)
@@ -229,7 +237,7 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
                         tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
                               INIT_ZERO, ACT_MASK if relu else ACT_NONE, nb, fi_p // VW)
                 # update
-                if opt == 1:
+                if opt == _ADAM:
                     b1t = b1t * b1
                     b2t = b2t * b2
                     bc1 = _ONE - b1t
@@ -349,7 +357,8 @@ class PreparedTrain:
             if bo is not None:
                 scale[bo: bo + w[i + 1]] = bs
         self.pscale = scale
-        self.relu = mlp.activation == "relu"
+        # the kernel's activation specialisation: the table's "train" row for numba (relu: mask, identity: none)
+        self.relu = check_supported(mlp.activation, "train", "numba").name == "relu"
         # the kernel's parameter layout: per layer W transposed (fan_in rows of wp[l+1] = ceil8(fan_out)
         # floats), then the biases (wp[l+1] floats, zeros for bias-free layers); plus a scratch copy of W
         # (fan_out rows of wp[l] floats) for the back-propagation of layers l >= 1

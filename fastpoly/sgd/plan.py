@@ -3,7 +3,7 @@
 The sampling plan (architecture, inputs, seed, train set), the recipe and the
 optional emulation of the anchors' leaked early-stopping callback.
 
-Random streams (REFERENCE.md §3): run ``i`` of seed ``s`` starts from the
+Random streams (``docs/design.md#stream-layout``): run ``i`` of seed ``s`` starts from the
 parameters of sample ``i`` of the prior stream (counter word 1 = 0), so its
 initialisation is bit for bit ``arch.instantiate(s, i)``.  Its minibatch order
 uses counter word 1 = :data:`SGD_STREAM` (= 1): epoch ``e`` (0-based) uses
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastpoly.activations import check_supported
 from fastpoly.plan import SamplerPlan, make_plan
 from fastpoly.sgd.recipe import Recipe
 
 __all__ = [
     "SGD_STREAM",
-    "TRAINABLE_ACTIVATIONS",
     "TrainPlan",
     "blocks_per_epoch",
     "make_train_plan",
@@ -30,9 +30,6 @@ __all__ = [
 
 #: Philox counter word 1 of the minibatch-order words (0 is the parameter stream)
 SGD_STREAM = 1
-
-#: hidden activations the trainers support (exact in float32 on every backend)
-TRAINABLE_ACTIVATIONS = ("relu", "identity")
 
 
 def blocks_per_epoch(m):
@@ -159,11 +156,7 @@ def make_train_plan(arch, X=None, train=None, seed=0, recipe=None) -> TrainPlan:
     elif not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a Recipe or a dict, got {type(recipe).__name__}")
     plan = make_plan(arch, X, seed, train)
-    if plan.mlp.activation not in TRAINABLE_ACTIVATIONS:
-        raise ValueError(
-            f"training supports the activations {', '.join(TRAINABLE_ACTIVATIONS)} (exact on every backend), "
-            f"got {plan.mlp.activation!r}"
-        )
+    check_supported(plan.mlp.activation, "train")  # the activation table says which ones train
     m = plan.train_rows.size
     if recipe.max_epochs * blocks_per_epoch(m) >= 2**32:
         raise ValueError("max_epochs x shuffle blocks per epoch exceeds the 2**32 Philox block counter")

@@ -11,15 +11,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["LOSSES", "LOSS_CE", "LOSS_MSE", "OPTIMIZERS", "OPT_ADAM", "OPT_SGD", "Recipe"]
+from fastpoly.model.optimizers import LOSSES as _LOSS_CODES
+from fastpoly.model.optimizers import OPTIMIZERS as _TABLE
+from fastpoly.model.optimizers import RECIPE_FLOATS, RECIPE_INTS, get_optimizer
 
-OPTIMIZERS = ("sgd", "adam")
-LOSSES = ("ce", "mse")
-OPT_SGD, OPT_ADAM = 0, 1
-LOSS_CE, LOSS_MSE = 0, 1
+__all__ = ["LOSSES", "LOSS_CE", "LOSS_MSE", "OPTIMIZERS", "Recipe"]
 
-#: default learning rate per optimiser (PyTorch / Keras defaults)
-_DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+#: optimizer names (the rows of :data:`fastpoly.model.optimizers.OPTIMIZERS`)
+OPTIMIZERS = tuple(_TABLE)
+#: loss names
+LOSSES = tuple(_LOSS_CODES)
+LOSS_CE, LOSS_MSE = _LOSS_CODES["ce"], _LOSS_CODES["mse"]
 
 
 def _num(v, what, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -108,11 +110,10 @@ class Recipe:
     min_epochs: int = 0
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        opt = get_optimizer(self.optimizer)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        lr = _DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        lr = opt.default_lr if self.lr is None else self.lr
         lr = _num(lr, "lr", lo=0.0, lo_open=True)
         if np.float32(lr) == 0:
             raise ValueError(f"lr={lr!r} rounds to 0 in float32")
@@ -121,10 +122,10 @@ class Recipe:
         if not isinstance(self.nesterov, (bool, np.bool_)):
             raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")  # noqa: TRY004
         object.__setattr__(self, "nesterov", bool(self.nesterov))
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+        if self.nesterov and ("nesterov" not in opt.options or self.momentum == 0):
             raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
-        if self.optimizer != "sgd" and self.momentum != 0:
-            raise ValueError("momentum is an option of optimizer='sgd' (adam uses beta1)")
+        if "momentum" not in opt.options and self.momentum != 0:
+            raise ValueError(f"momentum is an option of optimizer='sgd' ({self.optimizer} has no momentum buffer)")
         object.__setattr__(self, "beta1", _num(self.beta1, "beta1", 0.0, 1.0, hi_open=True))
         object.__setattr__(self, "beta2", _num(self.beta2, "beta2", 0.0, 1.0, hi_open=True))
         eps = _num(self.eps, "eps", 0.0, lo_open=True)
@@ -142,29 +143,43 @@ class Recipe:
     # --- kernel view -----------------------------------------------------------------------
     @property
     def opt_code(self):
-        """Optimiser code of the kernels."""
-        return OPT_SGD if self.optimizer == "sgd" else OPT_ADAM
+        """Optimiser code of the kernels (the optimizer table's)."""
+        return _TABLE[self.optimizer].code
 
     @property
     def loss_code(self):
         """Loss code of the kernels."""
-        return LOSS_CE if self.loss == "ce" else LOSS_MSE
+        return _LOSS_CODES[self.loss]
 
-    def floats(self):
-        """float32 array ``[lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]``.
+    def hyper(self):
+        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry (and ``nesterov``) to its float32 value.
 
-        ``1 - beta`` is computed in float32 from the float32 beta (exact for the
+        ``one_minus_beta1/2`` are computed in float32 from the float32 betas (exact for the
         usual values), the same on every backend.
         """
         f = np.float32
         b1, b2 = f(self.beta1), f(self.beta2)
-        return np.array([f(self.lr), f(self.momentum), b1, b2, f(self.eps), f(self.fit_threshold),
-                         f(1) - b1, f(1) - b2], dtype=np.float32)
+        v = {"lr": f(self.lr), "momentum": f(self.momentum), "beta1": b1, "beta2": b2, "eps": f(self.eps),
+             "fit_threshold": f(self.fit_threshold), "one_minus_beta1": f(1) - b1, "one_minus_beta2": f(1) - b2}
+        return {**{k: v[k] for k in RECIPE_FLOATS}, "nesterov": bool(self.nesterov)}
+
+    def floats(self):
+        """The float32 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_FLOATS`.
+
+        ``[lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]``.
+        """
+        h = self.hyper()
+        return np.array([h[k] for k in RECIPE_FLOATS], dtype=np.float32)
 
     def ints(self):
-        """int64 array ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]``."""
-        return np.array([self.opt_code, self.loss_code, int(self.nesterov), self.batch_size, self.max_epochs,
-                         self.epochs_after_fit, self.min_epochs], dtype=np.int64)
+        """The int64 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_INTS`.
+
+        ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]``.
+        """
+        v = {"optimizer": self.opt_code, "loss": self.loss_code, "nesterov": int(self.nesterov),
+             "batch_size": self.batch_size, "max_epochs": self.max_epochs,
+             "epochs_after_fit": self.epochs_after_fit, "min_epochs": self.min_epochs}
+        return np.array([v[k] for k in RECIPE_INTS], dtype=np.int64)
 
     def to_dict(self):
         """JSON-serialisable description (recorded in the counts' metadata)."""

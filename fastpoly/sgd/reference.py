@@ -2,6 +2,11 @@
 
 Arithmetic (float32 throughout; the FMA rule of :mod:`fastpoly.stream.fmath`)
 ------------------------------------------------------------------------
+The forward and backward passes are the network model's layer references
+(:meth:`fastpoly.model.Architecture.forward` / ``.backward``: :class:`~fastpoly.model.Dense`,
+:class:`~fastpoly.model.Activation` with the activation table's float32 trainer operations), and
+the update is the optimizer table's NumPy step (:mod:`fastpoly.model.optimizers`); spelled out:
+
 For a minibatch of ``nb`` train points (rows ``r = 0 .. nb-1`` in shuffle order):
 
 * forward, layer ``l``: ``z[r, j] = b[j]``, then ``z = fma(W[j, k], h[r, k], z)``
@@ -33,6 +38,7 @@ import numpy as np
 from fastpoly.backends.base import CountBatch, check_range
 from fastpoly.backends.counting import count_keys
 from fastpoly.keys import pack_bits
+from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.sgd.fmath import sigmoid32, softplus32
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch, run_rule
 from fastpoly.sgd.recipe import LOSS_CE
@@ -114,102 +120,32 @@ def epoch_order(seed, index, epoch, m):
     return perm
 
 
-def _layers(mlp, p):
-    """Views ``[(W (fo, fi), b (fo,) or None), ...]`` into the flat parameter vector ``p``."""
-    w = mlp.widths
-    out = []
-    for i, (wo, bo) in enumerate(mlp.param_offsets()):
-        W = p[wo: wo + w[i] * w[i + 1]].reshape(w[i + 1], w[i])
-        b = None if bo is None else p[bo: bo + w[i + 1]]
-        out.append((W, b))
-    return out
-
-
-def _forward(mlp, p, X):
-    """``(inputs of each layer, pre-activations of each layer)`` for the rows of ``X`` (float32)."""
-    hs, zs = [], []
-    h = X
-    layers = _layers(mlp, p)
-    for i, (W, b) in enumerate(layers):
-        fo, fi = W.shape
-        z = np.zeros((h.shape[0], fo), F) if b is None else np.repeat(b[None, :], h.shape[0], 0).astype(F)
-        for k in range(fi):
-            z = fma32(W[None, :, k], h[:, k:k + 1], z)
-        hs.append(h)
-        zs.append(z)
-        h = np.where(z < 0, F(0), z).astype(F) if (i < len(layers) - 1 and mlp.activation == "relu") else z
-    return hs, zs
-
-
-def _gradient(mlp, p, X, y, loss_code):
-    """Flat gradient (MLP parameter order) of the minibatch mean loss at ``p``."""
-    hs, zs = _forward(mlp, p, X)
+def _gradient(arch, p, X, y, loss_code):
+    """Flat gradient (parameter order) of the minibatch mean loss at ``p``: the layers' references."""
+    hs, z = arch.forward(p, X)
     nb = F(X.shape[0])
-    z = zs[-1]
     yy = y.astype(F)[:, None]
     if loss_code == LOSS_CE:
         d = ((sigmoid32(z) - yy).astype(F) / nb).astype(F)
     else:
         d = ((F(2) * (z - yy).astype(F)).astype(F) / nb).astype(F)
-    g = np.zeros_like(p)
-    layers = _layers(mlp, p)
-    offs = mlp.param_offsets()
-    for i in range(len(layers) - 1, -1, -1):
-        W, _ = layers[i]
-        fo, fi = W.shape
-        h = hs[i]
-        gW = np.zeros((fo, fi), F)
-        gb = np.zeros(fo, F)
-        for r in range(X.shape[0]):
-            gW = fma32(d[r][:, None], h[r][None, :], gW)
-            gb = (gb + d[r]).astype(F)
-        wo, bo = offs[i]
-        g[wo: wo + fo * fi] = gW.reshape(-1)
-        if bo is not None:
-            g[bo: bo + fo] = gb
-        if i > 0:
-            e = np.zeros((X.shape[0], fi), F)
-            for j in range(fo):
-                e = fma32(d[:, j:j + 1], W[None, j, :], e)
-            if mlp.activation == "relu":
-                e = np.where(zs[i - 1] > 0, e, F(0)).astype(F)
-            d = e
-    return g
+    return arch.backward(p, hs, d)
 
 
 class _Optimizer:
-    """Fresh optimiser state for one run."""
+    """Fresh optimiser state for one run; the update is the optimizer table's NumPy step."""
 
     def __init__(self, recipe, n):
-        fl = recipe.floats()
-        self.lr, self.mu, self.b1, self.b2, self.eps, _, self.c1, self.c2 = (F(v) for v in fl)
-        self.adam = recipe.optimizer == "adam"
-        self.nesterov = recipe.nesterov
-        self.buf = np.zeros(n, F)
-        self.m = np.zeros(n, F)
-        self.v = np.zeros(n, F)
-        self.b1t = F(1)
-        self.b2t = F(1)
+        self.opt = OPTIMIZERS[recipe.optimizer]
+        self.hp = recipe.hyper()
+        self.state = self.opt.init(n, self.hp)
 
     def step(self, p, g):
-        if self.adam:
-            self.m = fma32(self.b1, self.m, (self.c1 * g).astype(F))
-            self.v = fma32(self.b2, self.v, ((self.c2 * g).astype(F) * g).astype(F))
-            self.b1t = F(self.b1t * self.b1)
-            self.b2t = F(self.b2t * self.b2)
-            mhat = (self.m / F(F(1) - self.b1t)).astype(F)
-            vhat = (self.v / F(F(1) - self.b2t)).astype(F)
-            s = (mhat / (np.sqrt(vhat).astype(F) + self.eps).astype(F)).astype(F)
-        elif self.mu == 0:
-            s = g
-        else:
-            self.buf = fma32(self.mu, self.buf, g)
-            s = fma32(self.mu, self.buf, g) if self.nesterov else self.buf
-        return fma32(-self.lr, s, p)
+        return self.opt.step(self.hp, self.state, p, g)
 
 
-def _outputs(mlp, p, X):
-    return _forward(mlp, p, X)[1][-1][:, 0]
+def _outputs(arch, p, X):
+    return arch.forward(p, X)[1][:, 0]
 
 
 def _train_loss(z, y, loss_code):

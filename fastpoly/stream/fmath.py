@@ -21,8 +21,8 @@ result because 53 >= 2*24 + 2.
 
 The uniform
 -----------
-``u = ((x >> 9) + 0.5) * 2**-23 = (2*(x >> 9) + 1) * 2**-24``.  REFERENCE.md
-writes ``((x >> 8) + 0.5) * 2**-24``, which is *not* exact in float32 for
+``u = ((x >> 9) + 0.5) * 2**-23 = (2*(x >> 9) + 1) * 2**-24``.  The older form
+``((x >> 8) + 0.5) * 2**-24`` (``docs/design.md#stream-layout``) is *not* exact in float32 for
 ``x >= 2**31`` (``(2**24 - 0.5) * 2**-24`` rounds to 1.0); our form is exact,
 lies in ``[2**-24, 1 - 2**-24]`` and is never 0 or 1.
 """

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from fastpoly.activations import CODES, SAMPLER_CODES
+from fastpoly.activations import CODES, SAMPLER_CODES, codes_for
 from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
 from fastpoly.backends.cuda import source as src
 from fastpoly.backends.cuda.hostmerge import SortedRunMerger, concat_ordered
@@ -68,14 +68,14 @@ if TYPE_CHECKING:
     from fastpoly.plan import SamplerPlan
 
 __all__ = [
-    "CupyBackend", "CupyDevice", "POLY_ACT_CODES", "DENSE_ACT_CODES", "sort_peak_bytes",
+    "CupyBackend", "CupyDevice", "POLY_ACT_CODES", "sort_peak_bytes",
     "FixedSampler", "GenericSampler", "DevicePlan",
 ]
 
 #: activation name -> code of kernels/poly.cu (FP_ACT_*, generated from the activation table)
 POLY_ACT_CODES = dict(CODES)
 #: dense-network activations the evaluation kernel supports (fastpoly.activations names)
-DENSE_ACT_CODES = {k: POLY_ACT_CODES[k] for k in ("identity", "relu", "tanh", "sign", "erf")}
+_DENSE_ACT_CODES = codes_for("evaluate", "cupy")  # the activation table's support column
 
 _MAX_SUB_BATCH = 1 << 26
 _MIN_SUB_BATCH = 1 << 10
@@ -846,7 +846,7 @@ class CupyBackend(Backend):
                       for L in snet.layers]
             fused = False
         elif isinstance(net, Network):
-            if any(layer.activation not in DENSE_ACT_CODES for layer in net.layers):
+            if any(layer.activation not in _DENSE_ACT_CODES for layer in net.layers):
                 warnings.warn("cupy backend: an activation has no CUDA kernel; evaluating with NumPy",
                               RuntimeWarning, stacklevel=2)
                 return forward_reference(net, X, dtype)
@@ -856,7 +856,7 @@ class CupyBackend(Backend):
                 indptr = np.arange(fo + 1, dtype=np.int64) * fi
                 indices = np.tile(np.arange(fi, dtype=np.int64), fo)
                 layers.append(self._csr_layer(indptr, indices, np.asarray(layer.W, np.float64).ravel(),
-                                              layer.b, layer.activation, None, DENSE_ACT_CODES))
+                                              layer.b, layer.activation, None, _DENSE_ACT_CODES))
             fused = dtype == np.float32  # the FMA rule of dense float32 networks
         else:
             raise ValueError(f"cannot evaluate a {type(net).__name__} on the cupy backend")

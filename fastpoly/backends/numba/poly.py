@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from fastpoly.activations import CODES
+from fastpoly.activations import codes_for
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.vecmath import (
     vexp,
@@ -53,7 +53,7 @@ A_SILU = _C["silu"]
 A_GELU = _C["gelu"]
 
 #: activations of dense layers the compiled dense path supports (others fall back to the reference)
-DENSE_CODES = {n: CODES[n] for n in ("relu", "tanh", "erf", "sign", "identity")}
+DENSE_CODES = codes_for("evaluate", "numba")  # the activation table's support column
 
 _SQRT2 = math.sqrt(2.0)
 
