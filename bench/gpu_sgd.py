@@ -3,7 +3,7 @@
 
     python bench/gpu_sgd.py --runs 1e6 --time-limit 40 --json OUT/sgd.json     # ci/gpu-check.sh
 
-fastpoly: ``fastpoly.sgd.cuda.train_range_cuda`` on the anchor plan (7-40-40-1 relu, 128 Boolean
+fastpoly: ``fastpoly.backends.cuda.train.train_range_cuda`` on the anchor plan (7-40-40-1 relu, 128 Boolean
 inputs, m = 32, plain SGD lr 0.01, batch 8, ce, fit threshold 0.5, 1 epoch after fit, at most 3000
 epochs), in launches of about 5 s (at most ``--chunk`` runs) until ``--runs`` are trained or ``--time-limit`` seconds
 have passed (the rate is then measured on what ran).  Goal: >= 1e6 runs in < 30 s on an H100/H200.
@@ -44,9 +44,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
-    from fastpoly.sgd.cuda import _default_device, train_range_cuda
+    from fastpoly.backends.cuda.train import default_device, train_range_cuda
 
-    dev = _default_device()
+    dev = default_device()
     arch, X, train, _ = anchor_problem(32)
     tp = make_train_plan(arch, X, train, a.seed, anchor_recipe(1))
     res = {"recipe": tp.recipe.to_dict(), "arch": arch.spec, "m": 32, "device": dev.properties()}

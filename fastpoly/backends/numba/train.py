@@ -11,7 +11,7 @@ L1/L2) and then trains its runs one after another:
    per minibatch forward, backward and update, then the fit check on all train points;
 3. the function on the key rows (and, first, that of the initialisation).
 
-Every product is a register-blocked tile of :mod:`fastpoly.sgd.numba_tiles`: SIMD
+Every product is a register-blocked tile of :mod:`fastpoly.backends.numba.train_tiles`: SIMD
 lanes run *independent* sums side by side while each single sum keeps the
 reference's order (one float32 FMA per step), so the bits are the reference's.
 
@@ -33,8 +33,11 @@ reference's order (one float32 FMA per step), so the bits are the reference's.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from fastpoly.backends.base import TrainBatch
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import (
     normals_from_words,
@@ -43,11 +46,9 @@ from fastpoly.backends.numba.rng import (
     round_keys,
     uniform_pm1_from_words,
 )
+from fastpoly.backends.numba.train_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
-from fastpoly.sgd.numba_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
-from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch
-from fastpoly.sgd.reference import TrainBatch
-from fastpoly.stream.rng import check_seed
+from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 
 __all__ = ["PreparedTrain", "train_range_numba"]
 
@@ -331,7 +332,7 @@ def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, wp, qw, qb, qj, n
 class PreparedTrain:
     """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` (built once per plan)."""
 
-    def __init__(self, tp: TrainPlan):
+    def __init__(self, tp: Any):
         plan = tp.plan
         mlp = plan.mlp
         self.tp = tp
@@ -406,7 +407,7 @@ class PreparedTrain:
         return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
 
 
-def train_range_numba(tp: TrainPlan, lo: int, hi: int, params: bool = False, n_threads: int | None = None,
+def train_range_numba(tp: Any, lo: int, hi: int, params: bool = False, n_threads: int | None = None,
                       prepared: PreparedTrain | None = None) -> TrainBatch:
     """Train runs ``lo .. hi-1`` with the Numba kernel (bit-identical to the reference)."""
     import numba
