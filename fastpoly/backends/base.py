@@ -8,7 +8,7 @@ import numpy as np
 from fastpoly.backends.counting import count_keys
 
 __all__ = ["Backend", "CAPABILITIES", "SampleBatch", "CountBatch", "TrainBatch", "STATUS_STOPPED", "STATUS_MAX_EPOCHS", "STATUS_FAILED",
-           "count_batch", "check_range", "CodecError", "MAX_COUNT"]
+           "count_batch", "check_range", "structured_of", "CodecError", "MAX_COUNT"]
 
 #: what a backend may offer -> the methods that offer it (each backend says what it lacks and why)
 CAPABILITIES = {
@@ -109,6 +109,20 @@ def check_range(start, stop):
     if not 0 <= start <= stop <= 2**64:
         raise ValueError(f"need 0 <= start <= stop <= 2**64, got start={start}, stop={stop}")
     return start, stop
+
+
+def structured_of(net):
+    """The structured (sparse CSR) network to evaluate for ``net``, or None for a dense one.
+
+    ``net`` itself when its layers are CSR layers (a :class:`fastpoly.poly.structured.StructuredNetwork`),
+    else its ``structured`` attribute if it has one (a compiled polynomial network), else None.
+    The backends read only the layers' ``indptr``, ``indices``, ``data``, ``bias``, ``activation``,
+    ``shift``, ``fan_in`` and ``fan_out``, so they need not import the polynomial room.
+    """
+    layers = getattr(net, "layers", None)
+    if layers and all(hasattr(L, "indptr") for L in layers):
+        return net
+    return getattr(net, "structured", None)
 
 
 def check_capability(what: object) -> str:

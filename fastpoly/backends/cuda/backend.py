@@ -48,12 +48,11 @@ import numpy as np
 import numpy.typing as npt
 
 from fastpoly.activations import CODES, SAMPLER_CODES
-from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range
+from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range, structured_of
 from fastpoly.backends.counting import merge_sorted_counts_reference as merge_sorted_counts
 from fastpoly.backends.cuda import device as _device_memo
 from fastpoly.backends.cuda import source as src
 from fastpoly.network import Network, forward_reference
-from fastpoly.poly.structured import StructuredNetwork
 
 if TYPE_CHECKING:
     from fastpoly.plan import SamplerPlan
@@ -770,12 +769,12 @@ class CupyBackend(Backend):
         return dev.download(sk[starts]), dev.download(counts), dev.download(first)
 
     # --- evaluation --------------------------------------------------------------------------
-    def evaluate(self, net: Network | StructuredNetwork, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
+    def evaluate(self, net: Any, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         dtype = np.dtype(dtype).type
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")
-        snet = net if isinstance(net, StructuredNetwork) else getattr(net, "structured", None)
+        snet = structured_of(net)
         if snet is not None:
             layers = [self._csr_layer(L.indptr, L.indices, L.data, L.bias, L.activation, L.shift, POLY_ACT_CODES)
                       for L in snet.layers]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range
+from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range, structured_of
 from fastpoly.backends.numba.count import count_keys
 from fastpoly.backends.numba.jit import configure_threads, set_num_threads
 from fastpoly.backends.numba.poly import (
@@ -187,7 +187,7 @@ class NumbaBackend(Backend):
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         self._setup()
         dt = np.dtype(dtype)
-        snet = getattr(net, "structured", None)
+        snet = structured_of(net)
         if snet is not None:
             with self._lock:
                 per = self._structured.setdefault(net, {})
