@@ -143,8 +143,8 @@ def resolve_analysis_backend(backend: Any = "auto") -> tuple[str, Any]:
 
     Returns
     -------
-    (str, Backend)
-        The resolved name and the backend object (pass it on as ``backend=``).
+    (str, object or None)
+        The resolved name and the device interface when one was given (None: the backend's own).
 
     Raises
     ------
@@ -154,7 +154,7 @@ def resolve_analysis_backend(backend: Any = "auto") -> tuple[str, Any]:
         ``"numba"`` without Numba, ``"cupy"`` without CuPy or a GPU (the message says why).
     """
     be = backend_for("klz", backend)
-    return be.name, be
+    return be.name, (backend if be.name == "cupy" and not isinstance(backend, str) else None)
 
 
 def _run_ints(be, keys, n, d):
@@ -246,7 +246,7 @@ def phrase_sums(keys, n_bits, compiled=None, backend="auto"):
         if compiled and not availability("numba")[0]:
             raise ValueError("compiled=True but Numba is not importable")
         backend = "numba" if compiled else "numpy"
-    _, be = resolve_analysis_backend(backend)
+    be = backend_for("klz", backend)
     if keys.shape[0] == 0:
         return np.zeros(0, np.int64)
     keys = _clear_high_bits(keys, n)
@@ -373,7 +373,7 @@ def complexity_ints(keys, n_bits, boolean=True, order="rows", backend="auto"):
     keys, n = _as_keys(keys, n_bits)
     if order not in ("rows", "msb"):
         raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
-    _, be = resolve_analysis_backend(backend)
+    be = backend_for("klz", backend)
     keys = _clear_high_bits(keys, n)
     d = _boolean_dim(n) if boolean else 0
     if keys.shape[0] == 0:

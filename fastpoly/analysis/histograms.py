@@ -423,7 +423,8 @@ def summarize(counts: Any, order: str = "rows", top: int = 20, block: int = DEFA
     fastpoly.backends.BackendUnavailable
         The backend cannot run here (before the pass starts).
     """
-    _, kind = resolve_analysis_backend(backend)
+    name, dev = resolve_analysis_backend(backend)
+    kind = dev if dev is not None else name
     n_bits = int(counts.n_rows)
     boolean = bool(counts.is_boolean())
     if errors is None:

@@ -121,15 +121,25 @@ def resolve_backend_name(name: str, auto_order: tuple[str, ...] = AUTO_ORDER) ->
     _check_name(name)
     if name != "auto":
         return name
+    return _auto_name(auto_order) or "numpy"
+
+
+def _auto_name(order: tuple[str, ...], use: str | None = None) -> str | None:
+    """The one ``"auto"`` rule (None if no backend qualifies).
+
+    ``$FASTPOLY_BACKEND`` if set (and that backend offers ``use``), else the first backend of
+    ``order`` that is available (and supports ``use``).
+    """
     forced = os.environ.get("FASTPOLY_BACKEND")
     if forced:
         _check_name(forced)
-        if forced != "auto":
-            return forced
-    for cand in auto_order:
-        if availability(cand)[0]:
+    if forced and forced != "auto" and (use is None or use not in getattr(_load(forced), "lacks", {})):
+        return forced
+    for cand in order:
+        inst = _load(cand)
+        if inst is not None and (inst.availability()[0] if use is None else inst.supports(use) is None):
             return cand
-    return "numpy"
+    return None
 
 
 def _is_device(obj: Any) -> bool:
@@ -175,16 +185,8 @@ def backend_for(use: str, name: Any = "auto") -> Any:
     else:
         _check_name(name)
         if name == "auto":
-            forced = os.environ.get("FASTPOLY_BACKEND")
-            if forced:
-                _check_name(forced)
-            if forced and forced != "auto" and use not in getattr(_load(forced), "lacks", {}):
-                name = forced
-            else:
-                for cand in AUTO_ORDERS[use]:
-                    inst = _load(cand)
-                    if inst is not None and inst.supports(use) is None:
-                        return inst
+            name = _auto_name(AUTO_ORDERS[use], use)
+            if name is None:
                 raise BackendUnavailable(f"no backend can do {CAPABILITIES[use]} here")
         ok, why = availability(name)
         if not ok:

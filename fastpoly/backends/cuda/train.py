@@ -1,7 +1,7 @@
 """The CUDA P_SGD trainer: ``kernels/train.cu`` through the cupy backend's device interface.
 
 :func:`train_range_cuda` trains runs ``lo .. hi-1`` on the GPU and returns the same
-:class:`~fastpoly.sgd.reference.TrainBatch` as :func:`~fastpoly.sgd.reference.train_range_reference`,
+:class:`~fastpoly.backends.base.TrainBatch` as :func:`~fastpoly.sgd.reference.train_range_reference`,
 bit for bit (relu/identity networks, every optimiser and loss, the leaked-callback rule).
 
 One warp trains one run at a time (``fastpoly_train``, see the kernel's header): parameters,
