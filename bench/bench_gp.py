@@ -84,8 +84,8 @@ def test_tilting_d128_relu_constant(benchmark, request, relu_kernel, relu_consta
 
 
 def _digits_kernel_and_logp(n_train, method):
+    from fastpoly.experiments.gp_digits import load_digits_binary
     from fastpoly.gp.bayes import log_marginal
-    from fastpoly.gp.examples import load_digits_binary
 
     X, y, _, _ = load_digits_binary(n_train, 0, seed=0)
     arch = fastpoly.MLP(64, (40, 40))

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("numba")
 
+from fastpoly.backends.numba.train import PreparedTrain  # noqa: E402
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe  # noqa: E402
-from fastpoly.sgd.numba_kernels import PreparedTrain  # noqa: E402
 from fastpoly.sgd.plan import make_train_plan  # noqa: E402
 from fastpoly.sgd.reference import train_range_reference  # noqa: E402
 

@@ -3,7 +3,7 @@
 
     python bench/gpu_sgd.py --runs 1e6 --time-limit 40 --json OUT/sgd.json     # ci/gpu-check.sh
 
-fastpoly: ``fastpoly.sgd.cuda.train_range_cuda`` on the anchor plan (7-40-40-1 relu, 128 Boolean
+fastpoly: ``fastpoly.backends.cuda.train.train_range_cuda`` on the anchor plan (7-40-40-1 relu, 128 Boolean
 inputs, m = 32, plain SGD lr 0.01, batch 8, ce, fit threshold 0.5, 1 epoch after fit, at most 3000
 epochs), in launches of about 5 s (at most ``--chunk`` runs) until ``--runs`` are trained or ``--time-limit`` seconds
 have passed (the rate is then measured on what ran).  Goal: >= 1e6 runs in < 30 s on an H100/H200.
@@ -45,15 +45,15 @@ def main(argv=None):
     ap.add_argument("--emulate", action="store_true", help="the CPU emulation of CUDA (tiny sizes; no PyTorch)")
     a = ap.parse_args(argv)
 
-    from fastpoly.sgd.cuda import _default_device
-    from fastpoly.sgd.cuda import train_range_cuda as _train
+    from fastpoly.backends.cuda.train import default_device
+    from fastpoly.backends.cuda.train import train_range_cuda as _train
 
     if a.emulate:
         from gpu_common import emu_device
 
         dev = emu_device()
     else:
-        dev = _default_device()
+        dev = default_device()
 
     def train_range_cuda(tp, lo, hi):
         return _train(tp, lo, hi, device=dev)

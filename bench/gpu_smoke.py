@@ -87,7 +87,7 @@ def checks(emulate):
 
     def train():
         from fastpoly.sgd import Recipe, make_train_plan
-        from fastpoly.sgd.cuda import train_range_cuda
+        from fastpoly.backends.cuda.train import train_range_cuda
         from fastpoly.sgd.reference import train_range_reference
 
         X4 = fastpoly.boolean_inputs(4)
@@ -103,7 +103,7 @@ def checks(emulate):
 
     def train_math():
         from fastpoly.sgd import fmath as sf
-        from fastpoly.sgd.cuda import loss_math_cuda
+        from fastpoly.backends.cuda.train import loss_math_cuda
 
         x = np.random.default_rng(7).standard_normal(500).astype(np.float32) * 20
         got = loss_math_cuda(x, device=emu_device() if emulate else None)

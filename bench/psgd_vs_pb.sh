@@ -24,7 +24,7 @@ python - "$out" <<'PY'
 import json, os, sys
 import numpy as np
 import fastpoly
-from fastpoly.sgd.compare import compare, plot_compare
+from fastpoly.sgd.api import compare, plot_compare
 
 out = sys.argv[1]
 sgd = fastpoly.FunctionCounts.load(os.path.join(out, "psgd", "counts.npz"))

@@ -17,11 +17,11 @@ from fastpoly.counts.store import FunctionCounts
 from fastpoly.network import Network, resolve_dtype
 from fastpoly.plan import make_plan
 from fastpoly.run.checkpoint import job_of
-from fastpoly.run.driver import run_job
+from fastpoly.run.driver import STOP_SIGNALS, Interrupted, run_job  # the CLI reaches the driver through here
 from fastpoly.run.job import make_job
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
-__all__ = ["sample", "sample_keys", "evaluate", "resume"]
+__all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "STOP_SIGNALS", "job_of"]
 
 
 def sample(

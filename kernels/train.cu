@@ -32,7 +32,7 @@
 // The weight update is fused into the backward pass: layer l's error is back-propagated with the
 // old W_l (then __syncwarp), then each lane computes the gradient of its weights and updates them
 // with their optimiser state in place -- no gradient array.
-// fastpoly/sgd/cuda.py (train_layout) mirrors the layout; the host passes the floats per warp it
+// fastpoly/backends/cuda/train.py (train_layout) mirrors the layout; the host passes the floats per warp it
 // allocated and the kernel reports a mismatch in its status word (below).
 //
 // Status word: next_run[1] (zeroed by the host with the queue word next_run[0]) receives the
@@ -64,7 +64,7 @@ struct fp_tr_net {
 
 FP_HD int fp_tr_align4(int v) { return (v + 3) & ~3; }
 
-// The per-warp layout (mirrored by fastpoly.sgd.cuda.train_layout).
+// The per-warp layout (mirrored by fastpoly.backends.cuda.train.train_layout).
 FP_HD void fp_tr_layout(fp_tr_net& N) {
     int off = 0;
     N.maxh = 1;
@@ -491,7 +491,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
     }
 }
 
-// The trainers' float32 math on n values (tests: bit for bit fastpoly.sgd.fmath on every backend):
+// The trainers' float32 math on n values (tests: bit for bit fastpoly.stream.fmath_train on every backend):
 // out[0..n) = exp, [n..2n) = sigmoid, [2n..3n) = softplus, [3n..4n) = log1p(|x|).
 __global__ void __launch_bounds__(256) fastpoly_train_math(const float* __restrict__ x, float* __restrict__ out,
                                                            long long n) {

@@ -1,8 +1,8 @@
-// train.cuh -- per-run math of the P_SGD trainer (host + device), bit for bit fastpoly/sgd/fmath.py
+// train.cuh -- per-run math of the P_SGD trainer (host + device), bit for bit fastpoly/stream/fmath_train.py
 // and fastpoly/sgd/reference.py.
 //
 // * fp_exp32, fp_log1p32, fp_sigmoid32, fp_softplus32: the trainers' own float32 exp/log1p
-//   (fastpoly.sgd.fmath = fastpoly.backends.numba.vecmath), built only from correctly rounded
+//   (fastpoly.stream.fmath_train = fastpoly.backends.numba.vecmath), built only from correctly rounded
 //   operations (fp_fma/fp_mul/fp_add/fp_sub/fp_div, never contracted), exact bit manipulation
 //   and selects, in the reference's order of operations;
 // * the loss derivative on the logit and the per-point train loss;
@@ -24,7 +24,7 @@
 #define FP_STATUS_MAX_EPOCHS 1
 #define FP_STATUS_FAILED 2
 
-// --- exp / log1p / sigmoid / softplus (fastpoly.sgd.fmath) ------------------------------------------
+// --- exp / log1p / sigmoid / softplus (fastpoly.stream.fmath_train) ------------------------------------------
 #define FP_EXP_SHIFT 12582912.0f  // 1.5 * 2^23
 #define FP_EXP_SHIFT_BITS 0x4B400000
 #define FP_EXP_LOG2E 0x1.715476p+0f
@@ -71,7 +71,7 @@ FP_HD float fp_exp32(float x) {
     return fp_mul(fp_mul(p, fp_pow2i(k1)), fp_pow2i(k2));
 }
 
-// log(1 + x) for x > -1 (musl's log1pf with selects; the bits of fastpoly.sgd.fmath.log1p32)
+// log(1 + x) for x > -1 (musl's log1pf with selects; the bits of fastpoly.stream.fmath_train.log1p32)
 FP_HD float fp_log1p32(float x) {
     const float u = fp_add(1.0f, x);
     const long long iu = (long long)fp_float_as_u32(u) + (0x3F800000 - 0x3F3504F3);

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastpoly.backends.codec import CodecError, block_bound, decode_block_reference, encode_block_reference
 from fastpoly.backends.numba.codec import decode_blocks, encode_blocks
+from fastpoly.counts.codec import CodecError, block_bound, decode_block_reference, encode_block_reference
 
 MAXU = 2**64 - 1
 

@@ -138,7 +138,7 @@ def test_gp_posterior_matches_gp_sampling_conditioned():
 @pytest.mark.slow
 def test_digits_example_small():
     pytest.importorskip("sklearn")
-    from fastpoly.gp.examples import digits_example, load_digits_binary
+    from fastpoly.experiments.gp_digits import digits_example, load_digits_binary
 
     Xtr, _ytr, Xte, _yte = load_digits_binary(150, 20, seed=1)
     assert Xtr.shape == (150, 64) and Xte.shape == (20, 64) and 0 <= Xtr.min() and Xtr.max() <= 1
@@ -152,7 +152,7 @@ def test_digits_example_small():
 def test_digits_sgd_functions_get_a_gp_posterior():
     pytest.importorskip("sklearn")
     pytest.importorskip("numba")
-    from fastpoly.gp.examples import digits_sgd_vs_gp
+    from fastpoly.experiments.gp_digits import digits_sgd_vs_gp
 
     d = digits_sgd_vs_gp(n_train=100, n_test=20, n_runs=12, hidden=(16,), top=3, max_epochs=200, lr=1e-2)
     assert d["n_fitted"] > 0 and d["rows"]

@@ -71,7 +71,7 @@ def test_meta_marks_the_infinite_width_limit():
 
 
 @pytest.mark.parametrize("kw,msg", [
-    ({"backend": "cupy"}, "no CuPy"),
+    ({"backend": "cupy"}, "cannot use backend .cupy.: no CUDA kernel"),
     ({"backend": "torch"}, "unknown backend"),
     ({"n_samples": 0}, "positive"),
     ({"seed": -1}, "seed"),

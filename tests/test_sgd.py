@@ -8,7 +8,6 @@ import fastpoly
 from fastpoly import MLP, boolean_inputs
 from fastpoly.keys import pack_bits
 from fastpoly.sgd import Recipe, compare, make_train_plan, sample_sgd
-from fastpoly.sgd import fmath as sf
 from fastpoly.sgd.plan import run_rule
 from fastpoly.sgd.reference import (
     STATUS_FAILED,
@@ -17,9 +16,10 @@ from fastpoly.sgd.reference import (
     train_range_reference,
     train_run,
 )
+from fastpoly.stream import fmath_train as sf
 
 numba = pytest.importorskip("numba")
-from fastpoly.sgd.numba_kernels import train_range_numba  # noqa: E402
+from fastpoly.backends.numba.train import train_range_numba  # noqa: E402
 
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])

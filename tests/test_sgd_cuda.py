@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from fastpoly.backends.cuda import source as src
-from fastpoly.sgd import fmath as sf
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
 from fastpoly.sgd.plan import make_train_plan
 from fastpoly.sgd.reference import STATUS_FAILED, train_range_reference
+from fastpoly.stream import fmath_train as sf
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("require_gpu")]
 
@@ -37,7 +37,7 @@ def _bits(a):
                                   "randX-W3-chunks-cross-words", "full-batch-40-nobias-identity",
                                   "deep-uniform-batch1-bigindex", "one-layer", "anchor-7-40-40-1-short"])
 def test_train_bit_for_bit_on_gpu(emu_plans, name):
-    from fastpoly.sgd.cuda import train_range_cuda
+    from fastpoly.backends.cuda.train import train_range_cuda
 
     tp, ref = emu_plans._reference(name)
     emu_plans._same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True))
@@ -46,14 +46,14 @@ def test_train_bit_for_bit_on_gpu(emu_plans, name):
 
 
 def test_leak_on_gpu(emu_plans):
-    from fastpoly.sgd.cuda import train_range_cuda
+    from fastpoly.backends.cuda.train import train_range_cuda
 
     tp = emu_plans._plan("sgd-ce-partial")[0].with_leak(3, [12, 3, 7], [0, 1, 2**62])
     emu_plans._same(train_range_reference(tp, 0, 7, params=True), train_range_cuda(tp, 0, 7, params=True))
 
 
 def test_loss_math_on_gpu():
-    from fastpoly.sgd.cuda import loss_math_cuda
+    from fastpoly.backends.cuda.train import loss_math_cuda
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.standard_normal(200000) * 30, rng.standard_normal(20000) * 1e-4,
@@ -65,9 +65,9 @@ def test_loss_math_on_gpu():
 
 
 def test_ptx_has_no_ftz():
-    from fastpoly.sgd import cuda as sc
+    from fastpoly.backends.cuda import train as sc
 
-    dev = sc._default_device()
+    dev = sc.default_device()
     dev.compile(sc.TRAIN_FILE, [sc.TRAIN_KERNEL, sc.MATH_KERNEL])
     ptx = dev.ptx[(sc.TRAIN_FILE, (sc.TRAIN_KERNEL, sc.MATH_KERNEL))]
     assert not src.ptx_ftz_instructions(ptx)
@@ -75,7 +75,7 @@ def test_ptx_has_no_ftz():
 
 def test_anchor_recipe_full_runs_and_partitions():
     """Full anchor runs (m = 32, up to 3000 epochs): one bit for bit with the reference, 4096 sane, partition-free."""
-    from fastpoly.sgd.cuda import train_range_cuda
+    from fastpoly.backends.cuda.train import train_range_cuda
 
     arch, X, train, _ = anchor_problem(32)
     tp = make_train_plan(arch, X, train, 0, anchor_recipe(1))

@@ -1,6 +1,6 @@
 """The CUDA P_SGD trainer (``kernels/train.cu``) run by the CPU emulation, bit for bit against the NumPy reference.
 
-``fastpoly.sgd.cuda.train_range_cuda(..., device=EmuDevice())`` runs the real kernel source
+``fastpoly.backends.cuda.train.train_range_cuda(..., device=EmuDevice())`` runs the real kernel source
 (compiled with g++ and the shim of ``tests/cuda_emu``: one fiber per CUDA thread, warp
 collectives, poisoned dynamic shared memory) through the same host code as on a GPU: layout,
 uploads, shared-memory plan, launch configuration, argument types (checked against the
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from fastpoly import MLP, boolean_inputs
+from fastpoly.backends.cuda.train import loss_math_cuda, train_range_cuda
 from fastpoly.sgd import Recipe, make_train_plan
-from fastpoly.sgd import fmath as sf
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
-from fastpoly.sgd.cuda import loss_math_cuda, train_range_cuda
 from fastpoly.sgd.reference import STATUS_FAILED, STATUS_MAX_EPOCHS, STATUS_STOPPED, train_range_reference
+from fastpoly.stream import fmath_train as sf
 
 pytestmark = pytest.mark.cuda_emu
 
@@ -188,7 +188,7 @@ def test_empty_range_and_errors(emu):
 
 def test_layout_mismatch_is_a_status_word_not_a_trap(emu, monkeypatch):
     """Host and kernel disagree on the per-warp layout: KernelStatusError, and the next launch works."""
-    import fastpoly.sgd.cuda as sc
+    import fastpoly.backends.cuda.train as sc
     from fastpoly.backends.cuda.source import KernelStatusError
 
     tp, ref = _reference("sgd-ce-partial")
@@ -206,7 +206,7 @@ def test_nvrtc_ptx_of_train_cu_has_no_ftz():
     import re
 
     from fastpoly.backends.cuda import source as src
-    from fastpoly.sgd import cuda as sc
+    from fastpoly.backends.cuda import train as sc
 
     path = src.find_nvrtc_library()
     if path is None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fastpoly.backends import availability, backend_for
 from fastpoly.keys import msb_permutation, pack_bits, unpack_bits
 
 __all__ = ["lz76_phrases", "klz_string", "klz", "phrase_sums", "klz_from_sums", "entropy", "entropy_from_ones",
@@ -81,7 +82,6 @@ def klz_string(s):
 
 
 # --- compiled kernel -------------------------------------------------------------------------
-_KERNEL = None
 
 
 def _phrases_buf(s, n):
@@ -127,41 +127,24 @@ def _phrase_sums_py(bits):
     return out
 
 
-def _kernel():
-    """The compiled bit-parallel kernels (:mod:`fastpoly.backends.numba.klz`); None without Numba."""
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL or None
-    try:
-        from fastpoly.backends.numba import klz as kmod  # Numba is optional here
-    except ImportError:
-        _KERNEL = False
-        return None
-    _KERNEL = kmod
-    return _KERNEL
-
-
-def _is_device(obj: Any) -> bool:
-    """A CUDA device interface (``CupyDevice`` or the tests' emulation) rather than a backend name."""
-    return not isinstance(obj, str) and callable(getattr(obj, "compile", None)) and \
-        callable(getattr(obj, "launch", None))
-
-
 def resolve_analysis_backend(backend: Any = "auto") -> tuple[str, Any]:
-    """``(name, device)`` of the backend that computes the integer complexity data.
+    """``(name, backend object)`` of the backend that computes the integer complexity data.
+
+    The one rule of :func:`fastpoly.backends.backend_for` for the capability ``"klz"``.
 
     Parameters
     ----------
-    backend : str or device
-        ``"auto"`` (Numba if importable, else NumPy; ``$FASTPOLY_BACKEND`` overrides, as for every
-        ``"auto"``), ``"numpy"``, ``"numba"``, ``"cupy"``, or a CUDA device interface
+    backend : str, backend or device
+        ``"auto"`` (Numba if importable, else NumPy: :data:`fastpoly.backends.ANALYSIS_AUTO_ORDER`;
+        ``$FASTPOLY_BACKEND`` overrides, as for every ``"auto"``), ``"numpy"``, ``"numba"``,
+        ``"cupy"``, a backend object, or a CUDA device interface
         (:class:`~fastpoly.backends.cuda.backend.CupyDevice`, the tests' emulation) meaning
         ``"cupy"`` on that device.
 
     Returns
     -------
     (str, object or None)
-        The resolved name and the device (None: the process's default device, or no device).
+        The resolved name and the device interface when one was given (None: the backend's own).
 
     Raises
     ------
@@ -170,32 +153,22 @@ def resolve_analysis_backend(backend: Any = "auto") -> tuple[str, Any]:
     fastpoly.backends.BackendUnavailable
         ``"numba"`` without Numba, ``"cupy"`` without CuPy or a GPU (the message says why).
     """
-    from fastpoly.backends import ANALYSIS_AUTO_ORDER, BackendUnavailable, availability, resolve_backend_name
-
-    if _is_device(backend):
-        return "cupy", backend
-    name = resolve_backend_name(backend, auto_order=ANALYSIS_AUTO_ORDER)
-    if name == "numba" and _kernel() is None:
-        raise BackendUnavailable("backend 'numba' is not available: numba is not installed")
-    if name == "cupy":
-        ok, why = availability("cupy")
-        if not ok:
-            raise BackendUnavailable(f"backend 'cupy' is not available: {why}")
-    return name, None
+    be = backend_for("klz", backend)
+    return be.name, (backend if be.name == "cupy" and not isinstance(backend, str) else None)
 
 
-def _run_ints(name, dev, keys, n, d):
-    """(sums, ones, crit) of cleared keys on backend ``name`` (crit zeros unless ``d > 0``)."""
-    if name == "cupy":
-        from fastpoly.backends.cuda.klz import complexity_ints_cuda
-
-        return complexity_ints_cuda(keys, n, d, dev)
-    if name == "numba":
-        return _kernel().complexity_ints(keys, n, d)
+def _run_ints(be, keys, n, d):
+    """(sums, ones, crit) of cleared keys on backend ``be`` (crit zeros unless ``d > 0``); the reference here."""
+    if not be.reference:
+        return be.complexity_ints(keys, n, d)
     sums = np.concatenate([np.zeros(0, np.int64)] + [_phrase_sums_py(unpack_bits(keys[a:a + 4096], n))
                                                       for a in range(0, keys.shape[0], 4096)])
     crit = critical_counts(keys, n) if d > 0 else np.zeros(keys.shape[0], np.int64)
     return sums, ones(keys, n), crit
+
+
+def _phrase_sums(be, keys, n):
+    return _run_ints(be, keys, n, 0)[0] if be.reference else be.phrase_sums(keys, n)
 
 
 def _as_keys(keys, n_bits):
@@ -270,16 +243,14 @@ def phrase_sums(keys, n_bits, compiled=None, backend="auto"):
     if compiled is not None:
         if not (isinstance(backend, str) and backend == "auto"):
             raise ValueError("give either compiled= or backend=, not both")
-        if compiled and _kernel() is None:
+        if compiled and not availability("numba")[0]:
             raise ValueError("compiled=True but Numba is not importable")
         backend = "numba" if compiled else "numpy"
-    name, dev = resolve_analysis_backend(backend)
+    be = backend_for("klz", backend)
     if keys.shape[0] == 0:
         return np.zeros(0, np.int64)
     keys = _clear_high_bits(keys, n)
-    if name == "numba":
-        return _kernel().phrase_sums(keys, n)
-    return _run_ints(name, dev, keys, n, 0)[0]
+    return _phrase_sums(be, keys, n)
 
 
 def klz_from_sums(sums, n_bits):
@@ -402,7 +373,7 @@ def complexity_ints(keys, n_bits, boolean=True, order="rows", backend="auto"):
     keys, n = _as_keys(keys, n_bits)
     if order not in ("rows", "msb"):
         raise ValueError(f"order must be 'rows' or 'msb', got {order!r}")
-    name, dev = resolve_analysis_backend(backend)
+    be = backend_for("klz", backend)
     keys = _clear_high_bits(keys, n)
     d = _boolean_dim(n) if boolean else 0
     if keys.shape[0] == 0:
@@ -411,14 +382,14 @@ def complexity_ints(keys, n_bits, boolean=True, order="rows", backend="auto"):
             out["crit"] = np.zeros(0, np.int64)
         return out
     if order == "rows":
-        s, t, c = _run_ints(name, dev, keys, n, d)
+        s, t, c = _run_ints(be, keys, n, d)
         out = {"sums": s, "ones": t}
         if boolean:
             out["crit"] = c
         return out
     # msb: phrase sums of the permuted strings; T and critical inputs of the stored keys
     src = _permute_keys(keys, n, msb_permutation(n))
-    out = {"sums": _run_ints(name, dev, src, n, 0)[0] if name != "numba" else _kernel().phrase_sums(src, n),
+    out = {"sums": _phrase_sums(be, src, n),
            "ones": ones(keys, n)}
     if boolean:
         out["crit"] = critical_counts(keys, n)

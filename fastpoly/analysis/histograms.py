@@ -28,6 +28,7 @@ import numpy as np
 from fastpoly.analysis.blocks import DEFAULT_BLOCK, iter_columns
 from fastpoly.analysis.complexity import complexity_ints, klz_from_sums, resolve_analysis_backend
 from fastpoly.analysis.conditioning import _target_of
+from fastpoly.backends import backend_for
 from fastpoly.keys import pack_bits, unpack_bits
 
 __all__ = ["Summary", "summarize", "top_indices", "count_histogram", "full_keys_block", "spearman_from_table",
@@ -138,14 +139,10 @@ _TALLY: list[Any] = []
 
 
 def _tally_module() -> Any:
-    """:mod:`fastpoly.backends.numba.tally`, or None without Numba (memoised)."""
+    """The compiled per-block tables of the ``"tally"`` capability, or None on the reference (memoised)."""
     if not _TALLY:
-        try:
-            from fastpoly.backends.numba import tally  # Numba is optional here
-        except ImportError:
-            _TALLY.append(None)
-        else:
-            _TALLY.append(tally)
+        be = backend_for("tally")
+        _TALLY.append(None if be.reference else be.tally_engine())
     return _TALLY[0]
 
 

@@ -19,8 +19,9 @@ from fastpoly.backends.base import (
 from fastpoly.keys import pack_bits
 from fastpoly.network import forward_reference
 from fastpoly.stream.fmath import _fma32_from_f64 as fma32_f64
+from fastpoly.stream.rng import stream_normals
 
-__all__ = ["forward_samples", "sample_keys_reference", "count_range_reference", "NumpyBackend"]
+__all__ = ["forward_samples", "sample_keys_reference", "count_range_reference", "gp_values_reference", "NumpyBackend"]
 
 
 def forward_samples(plan, params):
@@ -75,10 +76,46 @@ def count_range_reference(plan, start, stop):
     return CountBatch(k, c, f, stop - start, int(b.accepted.sum()))
 
 
+def gp_values_reference(F: np.ndarray, seed: int, idx: np.ndarray, stream: int, lower: bool) -> np.ndarray:
+    """GP values ``g = z F^T`` (float64, ``(n, rows)``) of samples ``idx``: the definition.
+
+    ``z`` are the Philox normals of ``stream`` (:func:`fastpoly.stream.rng.stream_normals`); ``g``
+    is summed over the columns ``j`` of ``F`` in increasing order, every product and sum
+    rounded separately (no FMA, no BLAS), skipping the zeros above the diagonal of a
+    lower-triangular ``F`` (``lower``) -- exactly as the compiled engines sum.
+    """
+    idx = np.asarray(idx, np.uint64).reshape(-1)
+    Z = stream_normals(seed, idx, F.shape[1], stream=stream).astype(np.float64)
+    n, r = Z.shape
+    G = np.zeros((n, F.shape[0]))
+    for j in range(r):
+        if lower:
+            G[:, j:] += Z[:, j:j + 1] * F[j:, j]
+        else:
+            G += Z[:, j:j + 1] * F[:, j]
+    return G
+
+
 class NumpyBackend(Backend):
-    """Pure NumPy: the oracle for every other backend (slow, exact, readable)."""
+    """Pure NumPy: the oracle for every other backend (slow, exact, readable).
+
+    It offers sampling, evaluation and GP draws here; training, K_LZ, the histogram tables
+    and the merge by the definitions of the rooms that own them (see :class:`~fastpoly.backends.base.Backend`: :attr:`reference` is True).
+    """
 
     name = "numpy"
+    reference = True
+    lacks: dict[str, str] = {
+        "codec": "the block codec's Python reference (fastpoly.counts.codec) is a test oracle; files use numba's",
+    }
+
+    def _lacking(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"the numpy backend is the reference: {what} is computed by its definition in "
+                                   "the room that owns it (e.g. fastpoly.sgd.reference, fastpoly.analysis.complexity)")
+
+    def gp_values(self, F, seed, idx, stream, lower):
+        """GP values of samples ``idx`` (:func:`gp_values_reference`)."""
+        return gp_values_reference(F, seed, idx, stream, lower)
 
     def availability(self):
         """Always available."""

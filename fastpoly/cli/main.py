@@ -20,11 +20,11 @@ import threading
 from typing import Any
 
 from fastpoly.analysis.complexity import resolve_analysis_backend
+from fastpoly.api import STOP_SIGNALS, Interrupted
 from fastpoly.atomic import check_writable
 from fastpoly.backends import VALID_NAMES, BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
 from fastpoly.plotting import check_figure_path
-from fastpoly.run.driver import STOP_SIGNALS, Interrupted
 from fastpoly.version import __version__
 
 __all__ = ["main", "build_parser", "USER_ERRORS", "error_message"]

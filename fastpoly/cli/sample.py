@@ -9,14 +9,12 @@ import numpy as np
 
 from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
-from fastpoly.api import sample
+from fastpoly.api import Interrupted, job_of, sample
 from fastpoly.arch import MLP, parse_arch
 from fastpoly.atomic import FolderLock, check_writable_folder
 from fastpoly.backends import VALID_NAMES, get_backend
 from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
 from fastpoly.model.inputs import all_boolean_inputs
-from fastpoly.run.checkpoint import job_of
-from fastpoly.run.driver import Interrupted
 from fastpoly.sgd.anchor import parse_train_spec
 
 __all__ = ["register", "run_sample", "parse_count", "claim_out", "train_set_from_args"]

@@ -12,8 +12,7 @@ from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
-from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
-from fastpoly.sgd.compare import compare, plot_compare
+from fastpoly.sgd.api import compare, plot_compare, sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.recipe import Recipe
 
 __all__ = ["plot_compare_files", "register", "run_train"]

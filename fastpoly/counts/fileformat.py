@@ -25,7 +25,7 @@ side files, no second copy), read block by block::
     MAGIC3 (16 bytes) | block 0 | block 1 | ... | header JSON (utf-8) | block index | footer
 
 Each block holds :data:`BLOCK_RECORDS` records (the last one fewer) in the block codec of
-:mod:`fastpoly.backends.codec` (keys as length-prefixed deltas to the previous key, counts and
+:mod:`fastpoly.counts.codec` (keys as length-prefixed deltas to the previous key, counts and
 first indices as LEB128 varints).  The header JSON is format 2's with ``"version": 3``.  The
 block index is ``(n_blocks, 4)`` ``<u8``: records, bytes of the keys, counts and first
 sections of each block (block offsets follow by summing).  The footer is ``<5Q``: header
@@ -504,8 +504,8 @@ class PackedCounts:
 
     def decode(self, b0: int = 0, b1: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Records of blocks ``[b0, b1)`` (default: all) as ``(keys, counts, first_index)`` arrays."""
-        from fastpoly.backends.codec import CodecError
         from fastpoly.backends.numba.codec import decode_blocks
+        from fastpoly.counts.codec import CodecError
 
         b1 = self.n_blocks if b1 is None else int(b1)
         o0, o1 = int(self.offsets[b0]), int(self.offsets[b1])

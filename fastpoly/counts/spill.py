@@ -13,7 +13,7 @@ Run file layout (little-endian), written by :func:`write_run` and :func:`_write_
     b"FPRUN002" | n_words (u8) | n_records (u8) | block 0 | block 1 | ...
 
 where every block is a 32-byte header ``(records, keys bytes, counts bytes, first bytes)`` (u8
-each) followed by the block in the codec of :mod:`fastpoly.backends.codec` (at most
+each) followed by the block in the codec of :mod:`fastpoly.counts.codec` (at most
 :data:`RUN_BLOCK` records; ~16 B per record for 128-bit keys instead of 32).  Runs are written
 in one sequential pass (no side files) to a temporary name, fsync'ed and renamed.  Version-1
 runs (``b"FPRUN001"``: raw arrays ``keys | counts | first``) are still read.
@@ -260,8 +260,8 @@ class RunReader:
         """The next chunk ``(keys, counts, first)`` (empty arrays at the end)."""
         if self.version == 1:
             return self._read_v1()
-        from fastpoly.backends.codec import CodecError
         from fastpoly.backends.numba.codec import decode_blocks
+        from fastpoly.counts.codec import CodecError
 
         want = min(self.chunk, self.n - self.pos)
         # decoded straight into the chunk (no list of pieces + concatenation: that held the chunk

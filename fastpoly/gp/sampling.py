@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastpoly.backends import VALID_NAMES, backend_for, lacks
 from fastpoly.backends.counting import count_keys
 from fastpoly.counts import FunctionCounts
 from fastpoly.counts.merge import merge_sorted_counts
@@ -29,7 +30,7 @@ from fastpoly.gp.kernels import as_mlp, check_inputs, kernel
 from fastpoly.gp.orthants import check_covariance
 from fastpoly.keys import pack_bits
 from fastpoly.plan import inputs_digest
-from fastpoly.stream.rng import check_seed, stream_normals
+from fastpoly.stream.rng import check_seed
 from fastpoly.version import __version__
 
 __all__ = ["GP_STREAM", "SAMPLE_BACKENDS", "gp_factor", "gp_values", "sample"]
@@ -68,41 +69,22 @@ def gp_factor(K: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.ascontiguousarray(F), rows, info
 
 
-def _values_numpy(F: np.ndarray, Z: np.ndarray, lower: bool) -> np.ndarray:
-    """``g = Z F^T`` summed sequentially over the columns of F (fixed order, no FMA)."""
-    n, r = Z.shape
-    G = np.zeros((n, F.shape[0]))
-    for j in range(r):
-        if lower:
-            G[:, j:] += Z[:, j:j + 1] * F[j:, j]
-        else:
-            G += Z[:, j:j + 1] * F[:, j]
-    return G
-
-
 def gp_values(F: np.ndarray, seed: int, indices, backend: str = "numpy", lower: bool | None = None) -> np.ndarray:
     """The GP values ``g`` (float64, ``(n, rows)``) of samples ``indices`` (for tests and diagnostics)."""
     idx = np.asarray(indices, np.uint64).reshape(-1)
     if lower is None:
         lower = F.shape[0] == F.shape[1] and not np.any(np.triu(F, 1))
-    if backend == "numba":
-        from fastpoly.backends.numba.gaussian import gp_values_numba
-
-        return gp_values_numba(F, seed, idx, GP_STREAM, bool(lower))
-    Z = stream_normals(seed, idx, F.shape[1], stream=GP_STREAM).astype(np.float64)
-    return _values_numpy(F, Z, bool(lower))
+    return backend_for("gp_values", backend).gp_values(F, seed, idx, GP_STREAM, bool(lower))
 
 
 def _resolve_backend(backend: str) -> str:
-    if backend not in SAMPLE_BACKENDS:
-        if backend == "cupy":
-            raise ValueError("gp.sample has no CuPy path yet; use backend='numba' or 'numpy'")
+    """The backend that draws: :func:`fastpoly.backends.backend_for` ``("gp_values", backend)``."""
+    if not isinstance(backend, str) or backend not in VALID_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid for gp.sample: {', '.join(SAMPLE_BACKENDS)}")
-    if backend == "auto":
-        import importlib.util
-
-        return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
-    return backend
+    why = lacks(backend, "gp_values")
+    if why:
+        raise ValueError(f"gp.sample cannot use backend {backend!r}: {why}")
+    return backend_for("gp_values", backend).name
 
 
 def sample(

@@ -7,8 +7,7 @@ Also the P_SGD vs P_B comparison (Mingard et al., "Is SGD a Bayesian sampler?", 
 from __future__ import annotations
 
 from fastpoly.sgd.anchor import anchor_recipe, anchor_target, anchor_train_set
-from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor, train_runs
-from fastpoly.sgd.compare import compare, plot_compare
+from fastpoly.sgd.api import compare, plot_compare, sample_sgd, sample_sgd_anchor, train_runs
 from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
 

@@ -10,38 +10,29 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.backends import BackendUnavailable, availability, resolve_backend_name
-from fastpoly.backends.base import CountBatch
+from fastpoly.analysis import compare as _cmp
+from fastpoly.backends import backend_for
+from fastpoly.backends.base import CountBatch, TrainBatch, count_batch
 from fastpoly.counts import FunctionCounts
 from fastpoly.run.driver import run_job
 from fastpoly.run.job import check_n_samples, make_job
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
-from fastpoly.sgd.cuda import train_range_cuda
 from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
-from fastpoly.sgd.reference import TrainBatch, count_batch, train_range_reference
+from fastpoly.sgd.reference import train_range_reference
 
-__all__ = ["TRAIN_BACKENDS", "sample_sgd", "sample_sgd_anchor", "train_runs"]
+__all__ = ["TRAIN_BACKENDS", "compare", "plot_compare", "sample_sgd", "sample_sgd_anchor", "train_runs"]
 
 TRAIN_BACKENDS = ("numpy", "numba", "cupy")
 
 
-def _train_backend(backend, device=None):
-    """The trainer for a backend name: the name ``"auto"`` resolves to, checked to be available."""
-    if backend == "cupy" and device is not None:
-        return "cupy"  # an explicit device (e.g. the CPU emulation of CUDA in tests)
-    name = resolve_backend_name(backend) if isinstance(backend, str) else None
-    if name not in TRAIN_BACKENDS:
-        raise ValueError(f"unknown training backend {backend!r}; valid: auto, {', '.join(TRAIN_BACKENDS)}")
-    ok, why = availability(name)
-    if not ok:
-        raise BackendUnavailable(f"backend {name!r} is not available: {why}")
-    return name
-
-
 class TrainBackend:
-    """A trainer in the shape of a sampling backend, so the one run driver runs P_SGD jobs.
+    """A plan-bound adapter that lets the one run driver run P_SGD jobs on a backend.
 
+    It is not a second backend table: the backend object is the one of
+    :func:`fastpoly.backends.backend_for` ``("train", backend)``, and :meth:`train` is its
+    :meth:`~fastpoly.backends.base.Backend.train_range` (for the NumPy reference backend: the
+    reference trainer, :func:`~fastpoly.sgd.reference.train_range_reference`, the definition).
     ``count_range(tp, lo, hi)`` trains runs ``lo .. hi-1`` and counts the functions of
     the fitted ones (a :class:`~fastpoly.backends.base.CountBatch`, like a sampler's);
     so checkpoint/resume, spilling, progress and Dask work for runs exactly as for
@@ -50,29 +41,30 @@ class TrainBackend:
     """
 
     def __init__(self, backend: Any = "auto", records: bool = False, device: Any = None) -> None:
-        self.name = _train_backend(backend, device)
+        named = isinstance(backend, str) and backend in ("auto",) + TRAIN_BACKENDS
+        if not named and not callable(getattr(backend, "train_range", None)):
+            raise ValueError(f"unknown training backend {backend!r}; valid: auto, {', '.join(TRAIN_BACKENDS)}")
+        if device is not None and backend not in ("cupy", "auto"):
+            raise ValueError(f"a device is for the cupy backend, not {backend!r}")
+        self.backend = backend_for("train", device if device is not None else backend)
+        self.name = self.backend.name
         self.device = device
         self.records = bool(records)
         self.kept: list[TrainBatch] = []
-        self._prepared: Any = None
-        self._prepared_for: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # compiled state stays behind; a worker prepares its own
-        return {"name": self.name, "records": False, "kept": [], "device": None, "_prepared": None,
-                "_prepared_for": None}
+        # compiled state stays behind; a worker gets the backend of the same name (memoised there)
+        return {"name": self.name, "records": False, "kept": [], "device": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.backend = backend_for("train", self.name)
 
     def train(self, tp: TrainPlan, lo: int, hi: int, params: bool = False) -> TrainBatch:
         """Per-run results of runs ``lo .. hi-1``."""
-        if self.name == "numpy":
+        if self.backend.reference:
             return train_range_reference(tp, lo, hi, params=params)
-        if self.name == "cupy":
-            return train_range_cuda(tp, lo, hi, params=params, device=self.device)
-        from fastpoly.sgd.numba_kernels import PreparedTrain, train_range_numba  # numba: heavy, optional
-
-        if self._prepared_for is not tp:
-            self._prepared, self._prepared_for = PreparedTrain(tp), tp
-        return train_range_numba(tp, lo, hi, params=params, prepared=self._prepared)
+        return self.backend.train_range(tp, lo, hi, params=params)
 
     def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
         """Train runs ``lo .. hi-1`` and count the functions the fitted ones reach."""
@@ -83,7 +75,7 @@ class TrainBackend:
 
     def prepare(self, tp: TrainPlan) -> None:
         """Compile the trainer for this plan (one run, result discarded)."""
-        if self.name != "numpy":
+        if not self.backend.reference:
             self.train(tp, 0, 1)
 
     def default_batch_size(self, tp: TrainPlan) -> int:
@@ -292,3 +284,22 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
                                             "workers": int(workers) if callback_leak else None}}
     return _run(tp, trainer, n_runs, 0, batch_size, progress, ann, run_options)
 
+
+def _counts(x: Any) -> Any:
+    """A counts object as it is, or the counts file at a path loaded."""
+    return x if isinstance(x, FunctionCounts) else FunctionCounts.load(x)
+
+
+def compare(a: Any, b: Any, k: int = 2, target: Any = None, top: int = 10, names: tuple[str, str] = ("a", "b"),
+            confidence: float = 0.95) -> _cmp.Comparison:
+    """Compare two counts over the same test rows (e.g. P_SGD and P_B): :func:`fastpoly.analysis.compare.compare`.
+
+    ``a`` and ``b`` are :class:`~fastpoly.FunctionCounts` or counts file paths (loaded here).
+    """
+    return _cmp.compare(_counts(a), _counts(b), k=k, target=target, top=top, names=names, confidence=confidence)
+
+
+def plot_compare(a: Any, b: Any, out: Any = "compare.png", k: int = 1, target: Any = None,
+                 names: tuple[str, str] = ("P_SGD", "P_B"), title: str | None = None) -> str:
+    """The paper's log-log figure of two counts (:func:`fastpoly.analysis.compare.plot_compare`); paths are loaded."""
+    return _cmp.plot_compare(_counts(a), _counts(b), out=out, k=k, target=target, names=names, title=title)

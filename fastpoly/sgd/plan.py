@@ -19,6 +19,7 @@ import numpy as np
 from fastpoly.activations import check_supported
 from fastpoly.plan import SamplerPlan, make_plan
 from fastpoly.sgd.recipe import Recipe
+from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch
 
 __all__ = [
     "SGD_STREAM",
@@ -28,13 +29,6 @@ __all__ = [
     "run_rule",
 ]
 
-#: Philox counter word 1 of the minibatch-order words (0 is the parameter stream)
-SGD_STREAM = 1
-
-
-def blocks_per_epoch(m):
-    """Philox blocks (4 words each) per epoch shuffle of ``m`` train points (``m - 1`` words)."""
-    return max(1, (m - 1 + 3) // 4)
 
 
 @dataclass(frozen=True, eq=False)

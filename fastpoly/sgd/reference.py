@@ -13,7 +13,7 @@ For a minibatch of ``nb`` train points (rows ``r = 0 .. nb-1`` in shuffle order)
   for ``k = 0, 1, ...`` (the sampler's order); hidden ``h = relu(z)``
   (``0 if z < 0 else z``); the output ``z`` is the logit.
 * output error: ``ce``: ``d = (sigmoid(z) - y) / nb``; ``mse``:
-  ``d = (2 * (z - y)) / nb`` (``sigmoid`` from the own ``exp`` of :mod:`fastpoly.sgd.fmath`).
+  ``d = (2 * (z - y)) / nb`` (``sigmoid`` from the own ``exp`` of :mod:`fastpoly.stream.fmath_train`).
 * gradients, layer ``l`` (input ``h``): ``gW[j, k] = 0`` then
   ``gW = fma(d[r, j], h[r, k], gW)`` for ``r = 0, 1, ...``; ``gb[j] = 0`` then
   ``gb = gb + d[r, j]`` for ``r = 0, 1, ...``;
@@ -31,18 +31,15 @@ For a minibatch of ``nb`` train points (rows ``r = 0 .. nb-1`` in shuffle order)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from fastpoly.backends.base import CountBatch, check_range
-from fastpoly.backends.counting import count_keys
+from fastpoly.backends.base import STATUS_FAILED, STATUS_MAX_EPOCHS, STATUS_STOPPED, TrainBatch, check_range, count_batch
 from fastpoly.keys import pack_bits
 from fastpoly.model.optimizers import OPTIMIZERS
-from fastpoly.sgd.fmath import sigmoid32, softplus32
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch, run_rule
 from fastpoly.sgd.recipe import LOSS_CE
 from fastpoly.stream.fmath import fma32
+from fastpoly.stream.fmath_train import sigmoid32, softplus32
 from fastpoly.stream.rng import philox4x32
 
 __all__ = [
@@ -57,49 +54,6 @@ __all__ = [
 ]
 
 F = np.float32
-#: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed)
-STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED = 0, 1, 2
-
-
-@dataclass
-class TrainBatch:
-    """Per-run results of runs ``lo .. hi-1`` in index order.
-
-    Attributes
-    ----------
-    keys : uint64 (n, W) -- the reached function on the key (test) rows (output > 0)
-    init_keys : uint64 (n, W) -- the function of the initialisation on the key rows
-    status : int8 (n,) -- :data:`STATUS_STOPPED`, :data:`STATUS_MAX_EPOCHS` or :data:`STATUS_FAILED`
-    first_fit : int32 (n,) -- first fitted epoch end (1-based), -1 if never
-    epochs : int32 (n,) -- epochs trained
-    loss : float32 (n,) -- final train loss
-    params : float32 (n, n_params) or None -- final parameters (MLP order)
-    """
-
-    lo: int
-    hi: int
-    keys: np.ndarray
-    init_keys: np.ndarray
-    status: np.ndarray
-    first_fit: np.ndarray
-    epochs: np.ndarray
-    loss: np.ndarray
-    params: np.ndarray | None = None
-
-    @property
-    def fitted(self):
-        """Per run: True if it fitted the train set."""
-        return self.status != STATUS_FAILED
-
-
-def count_batch(b: TrainBatch) -> CountBatch:
-    """Count the functions of the fitted runs: ``CountBatch(keys, counts, first_index, n_runs, n_fitted)``."""
-    ok = b.fitted
-    idx = np.arange(b.lo, b.hi, dtype=np.uint64)[ok]
-    k, c, f = count_keys(b.keys[ok], idx)
-    return CountBatch(k, c, f, b.hi - b.lo, int(np.count_nonzero(ok)))
-
-
 def epoch_order(seed, index, epoch, m):
     """Order of the ``m`` train points in epoch ``epoch`` (0-based) of run ``index``: exact Fisher--Yates.
 

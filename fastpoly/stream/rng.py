@@ -27,7 +27,7 @@ from fastpoly.stream.fmath import box_muller_words, odd24_from_word
 __all__ = [
     "PHILOX_M0", "PHILOX_M1", "PHILOX_W0", "PHILOX_W1",
     "philox4x32", "stream_words", "stream_normals", "stream_uniform_pm1",
-    "check_seed",
+    "check_seed", "SGD_STREAM", "blocks_per_epoch",
 ]
 
 PHILOX_M0 = np.uint64(0xD2511F53)
@@ -131,3 +131,12 @@ def stream_uniform_pm1(seed: int, indices: ArrayLike, count: int, stream: int = 
     w = stream_words(seed, indices, n_blocks, stream)[:, :count]
     n = odd24_from_word(w) - (1 << 23)  # (2u - 1) * 2**23, odd integer, |.| < 2**23
     return np.ldexp(n.astype(np.float32), -23).astype(np.float32)
+
+
+#: Philox counter word 1 of P_SGD's minibatch-order words (0 is the parameter stream)
+SGD_STREAM = 1
+
+
+def blocks_per_epoch(m: int) -> int:
+    """Philox blocks (4 words each) per epoch shuffle of ``m`` train points (``m - 1`` words)."""
+    return max(1, (m - 1 + 3) // 4)

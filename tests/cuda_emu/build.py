@@ -49,7 +49,7 @@ def instances():
     return names
 
 
-#: kernels of kernels/train.cu (the P_SGD trainer, fastpoly/sgd/cuda.py)
+#: kernels of kernels/train.cu (the P_SGD trainer, fastpoly/backends/cuda/train.py)
 TRAIN_KERNELS = ("fastpoly_train", "fastpoly_train_math")
 #: kernels of kernels/klz.cu (K_LZ, T and critical inputs, fastpoly/backends/cuda/klz.py)
 KLZ_KERNELS = ("fastpoly_klz_ints",)

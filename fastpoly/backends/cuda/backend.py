@@ -43,7 +43,6 @@ ever lost or counted twice.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import threading
@@ -57,18 +56,18 @@ import numpy as np
 import numpy.typing as npt
 
 from fastpoly.activations import CODES, SAMPLER_CODES, codes_for
-from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
+from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range, structured_of
+from fastpoly.backends.cuda import device as _device_memo
 from fastpoly.backends.cuda import source as src
 from fastpoly.backends.cuda.hostmerge import SortedRunMerger, concat_ordered
 from fastpoly.backends.cuda.source import check_status
 from fastpoly.network import Network, forward_reference
-from fastpoly.poly.structured import StructuredNetwork
 
 if TYPE_CHECKING:
     from fastpoly.plan import SamplerPlan
 
 __all__ = [
-    "CupyBackend", "CupyDevice", "POLY_ACT_CODES", "sort_peak_bytes",
+    "CupyBackend", "CupyDevice", "default_device", "POLY_ACT_CODES", "sort_peak_bytes",
     "FixedSampler", "GenericSampler", "DevicePlan",
 ]
 
@@ -442,6 +441,12 @@ class CupyBackend(Backend):
     """
 
     name = "cupy"
+    lacks: dict[str, str] = {
+        "gp_values": "no CUDA kernel for GP draws yet (use numba or numpy)",
+        "tally": "the histogram tables run on the CPU (numba or numpy)",
+        "codec": "the block codec runs on the CPU (numba)",
+        "merge": "merging counted runs runs on the CPU (numba or numpy)",
+    }
 
     def __init__(self, threads_per_block: int = 128, max_blocks: int | None = None, memory_budget: int | None = None,
                  memory_fraction: float = 0.5, kernel: str = "auto", wchunk: int = 256,
@@ -474,33 +479,20 @@ class CupyBackend(Backend):
         """``(True, "")`` or ``(False, reason)``."""
         if self._device_given:
             return self._dev.availability()
-        if importlib.util.find_spec("cupy") is None:
-            return False, "cupy is not installed"
-        try:
-            import cupy  # noqa: F401  (import errors are the reason to report)
-            from cupy.cuda import runtime
-        except Exception as exc:  # broken installs raise many kinds of errors
-            return False, f"cupy cannot be imported: {exc}"
-        try:
-            n = runtime.getDeviceCount()
-        except Exception as exc:
-            return False, f"no CUDA device ({exc})"
-        if n < 1:
-            return False, "no CUDA device"
-        try:
-            src.kernel_dir()
-        except FileNotFoundError as exc:
-            return False, str(exc)
-        return True, ""
+        return _device_memo.availability()
 
     def _device(self):
         if self._props is None:
             with self._lock:
                 if self._dev is None:
-                    self._dev = CupyDevice()
+                    self._dev = default_device()  # the process's one device
                 if self._props is None:
                     self._props = self._dev.properties()
         return self._dev
+
+    def device(self) -> Any:
+        """The device interface this backend runs on (the process's one CUDA device unless one was given)."""
+        return self._device()
 
     def _properties(self) -> dict[str, Any]:
         """The device's properties (``name``, ``sm_count``, ``cc``, shared-memory limits), read once."""
@@ -533,6 +525,19 @@ class CupyBackend(Backend):
             return f"cupy (unavailable: {why})"
         p = self._properties()
         return f"cupy on {p['name']} (compute capability {p['cc']}, {p['sm_count']} SMs)"
+
+    # --- training and K_LZ on the same device ------------------------------------------
+    def train_range(self, tp: Any, lo: int, hi: int, params: bool = False) -> TrainBatch:
+        """P_SGD runs ``lo .. hi-1`` with the CUDA trainer (:mod:`fastpoly.backends.cuda.train`) on this device."""
+        from fastpoly.backends.cuda.train import train_range_cuda
+
+        return train_range_cuda(tp, lo, hi, params=params, device=self._device())
+
+    def complexity_ints(self, keys: np.ndarray, n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(phrase sums, ones, critical counts)`` on this device (:mod:`fastpoly.backends.cuda.klz`)."""
+        from fastpoly.backends.cuda.klz import complexity_ints_cuda
+
+        return complexity_ints_cuda(keys, n, d, self._device())
 
     def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
@@ -835,12 +840,12 @@ class CupyBackend(Backend):
         return dev.download(sk[starts]), dev.download(counts), dev.download(first)
 
     # --- evaluation --------------------------------------------------------------------------
-    def evaluate(self, net: Network | StructuredNetwork, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
+    def evaluate(self, net: Any, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         dtype = np.dtype(dtype).type
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")
-        snet = net if isinstance(net, StructuredNetwork) else getattr(net, "structured", None)
+        snet = structured_of(net)
         if snet is not None:
             layers = [self._csr_layer(L.indptr, L.indices, L.data, L.bias, L.activation, L.shift, POLY_ACT_CODES)
                       for L in snet.layers]
@@ -905,3 +910,14 @@ class CupyBackend(Backend):
         per_row = 3 * maxw * itemsize + 16
         parts = self._run_chunked("eval", None, per_row, 0, N, work)
         return np.concatenate(parts).reshape(N, n_out)
+
+
+def default_device() -> CupyDevice:
+    """The process's one :class:`CupyDevice` (memoised in :mod:`fastpoly.backends.cuda.device`).
+
+    Raises
+    ------
+    fastpoly.backends.BackendUnavailable
+        CuPy or a CUDA device is missing (the message says which).
+    """
+    return _device_memo.default_device(CupyDevice)

@@ -9,12 +9,11 @@ outputs downloaded per chunk, so device memory stays bounded (``(8 W + 16)`` byt
 chunk) whatever the number of keys.  The tests pass the CPU emulation's device
 (``tests/cuda_emu``), which runs the same kernel source.
 
-Importing this module imports neither CuPy nor anything compiled; the default device is created
-on first use and memoised.
+Importing this module imports neither CuPy nor anything compiled; the default device is the
+process's one (:func:`default_device`: the cupy backend's, memoised in :mod:`fastpoly.backends.cuda.device`).
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -33,31 +32,6 @@ THREADS = 256
 MAX_KEYS_PER_LAUNCH = 1 << 22
 #: blocks per multiprocessor of the default grid (the kernel loops over the keys with a grid stride)
 _BLOCKS_PER_SM = 8
-
-_lock = threading.Lock()
-_default: dict[str, Any] = {}
-
-
-def default_device() -> Any:
-    """The process's :class:`~fastpoly.backends.cuda.backend.CupyDevice`, created on first use.
-
-    Raises
-    ------
-    fastpoly.backends.BackendUnavailable
-        CuPy or a CUDA device is missing (the message says which).
-    """
-    from fastpoly.backends import BackendUnavailable, availability
-
-    with _lock:
-        dev = _default.get("device")
-        if dev is None:
-            ok, why = availability("cupy")
-            if not ok:
-                raise BackendUnavailable(f"backend 'cupy' is not available: {why}")
-            from fastpoly.backends.cuda.backend import CupyDevice
-
-            dev = _default["device"] = CupyDevice()
-        return dev
 
 
 def _kernel(dev: Any) -> Any:
@@ -149,3 +123,17 @@ def complexity_ints_cuda(keys: np.ndarray, n: int, boolean_d: int = 0, device: A
         ones[a:b] = t
         crit[a:b] = c
     return sums, ones, crit
+
+
+
+def default_device() -> Any:
+    """The process's one CUDA device: the one cupy backend object's (memoised in :mod:`fastpoly.backends.cuda.device`).
+
+    Raises
+    ------
+    fastpoly.backends.BackendUnavailable
+        CuPy or a CUDA device is missing (the message says which).
+    """
+    from fastpoly.backends import backend_for
+
+    return backend_for("klz", "cupy").device()

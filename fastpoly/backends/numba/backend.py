@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fastpoly.backends.base import Backend, CountBatch, SampleBatch, check_range
+from fastpoly.backends.base import Backend, CountBatch, SampleBatch, TrainBatch, check_range, structured_of
 from fastpoly.backends.numba.count import count_keys
 from fastpoly.backends.numba.jit import configure_threads, set_num_threads
 from fastpoly.backends.numba.poly import (
@@ -36,14 +36,22 @@ _BATCH_FLOP = 2e11
 
 
 class NumbaBackend(Backend):
-    """Compiled CPU backend (Numba): fused sampler, hash-table counting, network evaluation."""
+    """Compiled CPU backend (Numba): fused sampler, hash-table counting, network evaluation.
+
+    Offers every capability: the P_SGD trainer (:mod:`fastpoly.backends.numba.train`), GP draws
+    (:mod:`~fastpoly.backends.numba.gaussian`), K_LZ (:mod:`~fastpoly.backends.numba.klz`), the
+    histogram tables (:mod:`~fastpoly.backends.numba.tally`), the block codec
+    (:mod:`~fastpoly.backends.numba.codec`) and the sorted merge (:mod:`~fastpoly.backends.numba.merge`).
+    """
 
     name = "numba"
+    lacks: dict[str, str] = {}
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._prepared: weakref.WeakKeyDictionary[SamplerPlan, PreparedPlan] = weakref.WeakKeyDictionary()
         self._structured: weakref.WeakKeyDictionary[Network, dict] = weakref.WeakKeyDictionary()
+        self._trainers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._ready = False
         self._avail: tuple[bool, str] | None = None
 
@@ -115,12 +123,71 @@ class NumbaBackend(Backend):
         flop = 2 * plan.m * sum(a * b for a, b in zip(w[:-1], w[1:])) + 60 * plan.mlp.n_params
         return int(min(1 << 20, max(4096, _BATCH_FLOP // max(flop, 1))))
 
+    # --- training, GP draws, K_LZ, codec, merge ---------------------------------------------
+    def train_range(self, tp: Any, lo: int, hi: int, params: bool = False) -> TrainBatch:
+        """P_SGD runs ``lo .. hi-1`` with the fused trainer (kernel-ready arrays built once per plan)."""
+        from fastpoly.backends.numba.train import PreparedTrain
+
+        lo, hi = check_range(lo, hi)
+        self._setup()
+        with self._lock:
+            pt = self._trainers.get(tp)
+            if pt is None:
+                pt = self._trainers[tp] = PreparedTrain(tp)
+        return pt.run(lo, hi, self.num_threads, params)
+
+    def gp_values(self, F: np.ndarray, seed: int, idx: np.ndarray, stream: int, lower: bool) -> np.ndarray:
+        """GP values of samples ``idx`` (:func:`fastpoly.backends.numba.gaussian.gp_values_numba`)."""
+        from fastpoly.backends.numba.gaussian import gp_values_numba
+
+        self._setup()
+        return gp_values_numba(F, seed, np.asarray(idx, np.uint64).reshape(-1), stream, bool(lower))
+
+    def complexity_ints(self, keys: np.ndarray, n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(phrase sums, ones, critical counts)`` (:func:`fastpoly.backends.numba.klz.complexity_ints`)."""
+        from fastpoly.backends.numba import klz
+
+        self._setup()
+        return klz.complexity_ints(keys, n, d)
+
+    def phrase_sums(self, keys: np.ndarray, n: int) -> np.ndarray:
+        """Lempel--Ziv phrase counts of each key (:func:`fastpoly.backends.numba.klz.phrase_sums`)."""
+        from fastpoly.backends.numba import klz
+
+        self._setup()
+        return klz.phrase_sums(keys, n)
+
+    def encode_blocks(self, keys: np.ndarray, counts: np.ndarray, first: np.ndarray, block: int) -> Any:
+        """The block codec's bytes and block index (:func:`fastpoly.backends.numba.codec.encode_blocks`)."""
+        from fastpoly.backends.numba.codec import encode_blocks
+
+        return encode_blocks(keys, counts, first, block)
+
+    def decode_blocks(self, buf: np.ndarray, index: np.ndarray, n_words: int) -> Any:
+        """Records of encoded blocks (:func:`fastpoly.backends.numba.codec.decode_blocks`)."""
+        from fastpoly.backends.numba.codec import decode_blocks
+
+        return decode_blocks(buf, index, n_words)
+
+    def tally_engine(self) -> Any:
+        """The compiled per-block tables of the streaming histograms (:mod:`fastpoly.backends.numba.tally`)."""
+        from fastpoly.backends.numba import tally
+
+        self._setup()
+        return tally
+
+    def merge_sorted(self, a: Any, b: Any) -> Any:
+        """Merge two sorted unique ``(keys, counts, first)`` triples (:func:`fastpoly.backends.numba.merge.merge2`)."""
+        from fastpoly.backends.numba.merge import merge2
+
+        return merge2(a, b)
+
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self, net: Network, X: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
         """Outputs ``(N, n_outputs)`` of ``net`` on every row of ``X`` in ``dtype``."""
         self._setup()
         dt = np.dtype(dtype)
-        snet = getattr(net, "structured", None)
+        snet = structured_of(net)
         if snet is not None:
             with self._lock:
                 per = self._structured.setdefault(net, {})

@@ -1,7 +1,7 @@
 """Compiled block codec (Numba, parallel over blocks) for sorted unique count records.
 
 The byte format and the plain-Python reference (the test oracle) are in
-:mod:`fastpoly.backends.codec`.  :func:`encode_blocks` and :func:`decode_blocks` produce and
+:mod:`fastpoly.counts.codec`.  :func:`encode_blocks` and :func:`decode_blocks` produce and
 consume exactly those bytes, block after block; every block is independent, so both run in
 parallel over blocks (``prange``).
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastpoly.backends.codec import MAX_COUNT, CodecError
+from fastpoly.backends.base import MAX_COUNT, CodecError
 from fastpoly.backends.numba.jit import jit, pjit, prange
 
 __all__ = ["encode_blocks", "decode_blocks"]

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from fastpoly.activations import codes_for
+from fastpoly.activations import TABLE, codes_for
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.vecmath import (
     vexp,
@@ -34,9 +34,12 @@ from fastpoly.backends.numba.vecmath import (
     vsoftplus,
     vtanh,
 )
-from fastpoly.poly.structured import STRUCT_CODES
 
 __all__ = ["POINT_BLOCK", "evaluate_structured", "evaluate_dense", "DENSE_CODES"]
+
+#: activation name -> kernel code of the structured layers: every activation of the table with an
+#: elementwise form (the names :data:`fastpoly.poly.structured.ACT` accepts; the same codes)
+STRUCT_CODES = {name: a.code for name, a in TABLE.items() if a.elementwise is not None}
 
 #: points per block (per scratch buffer row)
 POINT_BLOCK = 256

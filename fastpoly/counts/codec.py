@@ -29,16 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# the error and the largest count are shared with the compiled engine (backends may not import counts)
+from fastpoly.backends.base import MAX_COUNT, CodecError
+
 __all__ = ["CodecError", "MAX_COUNT", "block_bound", "encode_block_reference", "decode_block_reference",
            "leb128_len"]
-
-#: largest count the codec stores (int64)
-MAX_COUNT = 2**63 - 1
-
-
-class CodecError(ValueError):
-    """Encoded blocks are corrupt (a length or varint runs past its section, is not minimal, or out of range)."""
-
 
 def leb128_len(values: np.ndarray) -> np.ndarray:
     """Bytes of the LEB128 varint of each uint64 value (1..10)."""

@@ -6,28 +6,34 @@ functions seen at least ``k`` times in both, and the anchors' variant where a
 function missing from one side gets count 1), the top-k overlap and the
 probability mass by number of test errors.  :func:`plot_compare` draws the
 log-log scatter of the paper, coloured by test errors, with the diagonal.
+
+Both take counts objects (:class:`~fastpoly.FunctionCounts`); :func:`fastpoly.sgd.compare`
+and :func:`fastpoly.sgd.plot_compare` also take counts file paths (they load them).  Files
+are written only through :mod:`fastpoly.atomic` and :mod:`fastpoly.plotting`.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.stats import wilson_interval
-from fastpoly.counts import FunctionCounts
+from fastpoly.atomic import atomic_open
 from fastpoly.keys import key_to_hex, pack_bits, sort_order
+from fastpoly.plotting import pyplot, save_figure
 
-__all__ = ["Comparison", "compare", "load_counts", "plot_compare"]
+__all__ = ["Comparison", "compare", "plot_compare"]
 
 
-def load_counts(x):
-    """A :class:`FunctionCounts` from an object or a counts file path."""
-    if isinstance(x, FunctionCounts):
-        return x
-    return FunctionCounts.load(x)
+def _check_counts(x):
+    if not all(hasattr(x, a) for a in ("keys", "counts", "n_accepted", "meta")):
+        raise ValueError(f"expected counts (a FunctionCounts), got {type(x).__name__}; "  # noqa: TRY004
+                         "fastpoly.sgd.compare also takes counts file paths")
+    return x
 
 
 def _check_same_rows(a, b):
@@ -167,7 +173,7 @@ class Comparison:
 
     def save_table(self, path):
         """All functions as CSV (key, errors, counts, probabilities, intervals)."""
-        with open(path, "w") as fh:
+        with atomic_open(path, "w") as fh:
             fh.write("key,errors,count_a,p_a,lo_a,hi_a,count_b,p_b,lo_b,hi_b\n")
             for i in self.order():
                 e = "" if self.errors is None else int(self.errors[i])
@@ -181,7 +187,7 @@ class Comparison:
         d = self.summary()
         d["top_functions"] = self.rows(50)
         d["one_error_neighbours"] = self.neighbours(1)[:50]
-        with open(path, "w") as fh:
+        with atomic_open(path, "w") as fh:
             json.dump(d, fh, indent=1)
         return path
 
@@ -191,7 +197,7 @@ def compare(a, b, k=2, target=None, top=10, names=("a", "b"), confidence=0.95) -
 
     Parameters
     ----------
-    a, b : FunctionCounts or path
+    a, b : FunctionCounts
         Results keyed on the same test rows (same inputs and train set); refused otherwise.
     k : int
         Correlations use functions seen at least ``k`` times in both (and, for the
@@ -211,7 +217,7 @@ def compare(a, b, k=2, target=None, top=10, names=("a", "b"), confidence=0.95) -
     ValueError
         Different inputs, test rows or train labels; no fitted samples on a side.
     """
-    a, b = load_counts(a), load_counts(b)
+    a, b = _check_counts(a), _check_counts(b)
     _check_same_rows(a, b)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -282,11 +288,7 @@ def plot_compare(a, b, out="compare.png", k=1, target=None, names=("P_SGD", "P_B
     Functions seen at least ``k`` times in either are drawn; one missing from a side
     is drawn at count 1 (open marker).  Returns the output path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     c = compare(a, b, k=1, target=target, names=names)
     sel = (c.count_a >= k) | (c.count_b >= k)
     na, nb = c.n_a, c.n_b
@@ -311,9 +313,6 @@ def plot_compare(a, b, out="compare.png", k=1, target=None, names=("P_SGD", "P_B
     if c.errors is not None:
         fig.colorbar(sc, ax=ax, label="test errors")
     ax.set_title(title or f"Pearson log P = {c.pearson:.3f} over {c.n_common} functions seen in both", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, os.fspath(out), dpi=130)
 
 

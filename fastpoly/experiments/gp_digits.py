@@ -1,6 +1,6 @@
 """Real data: the NNGP marginal likelihood and PAC-Bayes bound on scikit-learn's bundled 8x8 digits.
 
-``python -m fastpoly.gp.examples [--train 1000] [--method ep|tilting|both]`` (needs
+``python -m fastpoly.experiments.gp_digits [--train 1000] [--method ep|tilting|both]`` (needs
 scikit-learn: ``pip install "fastpoly[examples]"``; the data ship with it, no download).
 
 Data: ``sklearn.datasets.load_digits`` (1797 images, 64 pixels in 0..16), pixels

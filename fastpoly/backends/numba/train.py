@@ -11,7 +11,7 @@ L1/L2) and then trains its runs one after another:
    per minibatch forward, backward and update, then the fit check on all train points;
 3. the function on the key rows (and, first, that of the initialisation).
 
-Every product is a register-blocked tile of :mod:`fastpoly.sgd.numba_tiles`: SIMD
+Every product is a register-blocked tile of :mod:`fastpoly.backends.numba.train_tiles`: SIMD
 lanes run *independent* sums side by side while each single sum keeps the
 reference's order (one float32 FMA per step), so the bits are the reference's.
 
@@ -33,9 +33,12 @@ reference's order (one float32 FMA per step), so the bits are the reference's.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from fastpoly.activations import check_supported
+from fastpoly.backends.base import TrainBatch
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import (
     normals_from_words,
@@ -44,14 +47,12 @@ from fastpoly.backends.numba.rng import (
     round_keys,
     uniform_pm1_from_words,
 )
+from fastpoly.backends.numba.train_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
 from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
-from fastpoly.sgd.numba_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
-from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch
-from fastpoly.sgd.reference import TrainBatch
-from fastpoly.stream.rng import check_seed
+from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 
-__all__ = ["PreparedTrain", "train_range_numba"]
+__all__ = ["PreparedTrain", "TrainData", "TrainNet", "TrainOut", "train_range_numba"]
 
 _F = np.float32
 _ZERO = _F(0.0)
@@ -97,10 +98,120 @@ def _forward(Q, L, widths, wp, qw, qb, relu, X0, x0off, H, n, zeros):
                   INIT_VEC, act, n, fop // VW)
 
 
+class TrainNet(NamedTuple):
+    """The architecture and the kernel's parameter layout of a plan (one Numba namedtuple argument).
+
+    Attributes
+    ----------
+    n_layers : int
+        Dense layers ``L``.
+    widths : numpy.ndarray
+        int64 ``(L + 1,)``: inputs, hidden widths, outputs.
+    wofs, bofs : numpy.ndarray
+        int64 ``(L,)``: offsets of each layer's weights / biases (``-1``: none) in the MLP parameter order.
+    wp : numpy.ndarray
+        int64 ``(L + 1,)``: widths rounded up to a multiple of :data:`VW` (row strides).
+    qw, qb, qj : numpy.ndarray
+        int64 ``(L,)``: offsets of each layer's transposed weights and biases in the kernel's
+        parameter vector, and of its scratch copy of ``W`` (back-propagation).
+    nq, nj : int
+        Lengths of the kernel's parameter vector and of the scratch copy.
+    uniform : bool
+        Uniform(-1, 1) instead of Gaussian initial parameters.
+    pscale : numpy.ndarray
+        float32 ``(n_params,)``: per-parameter scale of the initialisation.
+    relu : bool
+        Hidden activation relu (else identity).
+    """
+
+    n_layers: int
+    widths: np.ndarray
+    wofs: np.ndarray
+    bofs: np.ndarray
+    wp: np.ndarray
+    qw: np.ndarray
+    qb: np.ndarray
+    qj: np.ndarray
+    nq: int
+    nj: int
+    uniform: bool
+    pscale: np.ndarray
+    relu: bool
+
+
+class TrainData(NamedTuple):
+    """The train and key rows, the recipe and the leak emulation of a plan (one namedtuple argument).
+
+    Attributes
+    ----------
+    Xtr_rm, Xkey_rm : numpy.ndarray
+        float32: train / key rows, row-major, each padded to ``wp[0]`` floats.
+    ytr : numpy.ndarray
+        float32 ``(m,)``: train labels.
+    nk : int
+        Key rows.
+    ints, floats : numpy.ndarray
+        The recipe's integer and float fields (:meth:`fastpoly.sgd.recipe.Recipe.ints` / ``floats``).
+    leak_w : int
+        Workers of the leaked-callback emulation (0: none).
+    leak_E, leak_from : numpy.ndarray
+        int64 ``(max(leak_w, 1),)``: per worker the first-fit epoch and the run that set it.
+    """
+
+    Xtr_rm: np.ndarray
+    Xkey_rm: np.ndarray
+    ytr: np.ndarray
+    nk: int
+    ints: np.ndarray
+    floats: np.ndarray
+    leak_w: int
+    leak_E: np.ndarray
+    leak_from: np.ndarray
+
+
+class TrainOut(NamedTuple):
+    """The per-run output arrays of one kernel call (one row per run of the call).
+
+    Attributes
+    ----------
+    keys, init_keys : numpy.ndarray
+        uint64 ``(n, n_words)``: the reached function and the initialisation's on the key rows.
+    status : numpy.ndarray
+        int8 ``(n,)``.
+    first_fit, epochs : numpy.ndarray
+        int32 ``(n,)``.
+    losses : numpy.ndarray
+        float32 ``(n,)``: final train loss.
+    params_out : numpy.ndarray
+        float32 ``(n, n_params)`` (``(1, n_params)`` when parameters are not wanted).
+    want_params : bool
+        Write the final parameters.
+    """
+
+    keys: np.ndarray
+    init_keys: np.ndarray
+    status: np.ndarray
+    first_fit: np.ndarray
+    epochs: np.ndarray
+    losses: np.ndarray
+    params_out: np.ndarray
+    want_params: bool
+
+
 @jit
-def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
-                Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from,
-                keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, out0):
+def _train_lane(rk, net, data, out, first, count, out0):
+    """Train runs ``first .. first+count-1`` (uint64 indices); results at rows ``out0 ..`` of ``out``.
+
+    ``rk``: Philox round keys; ``net``: :class:`TrainNet`; ``data``: :class:`TrainData`;
+    ``out``: :class:`TrainOut`.
+    """
+    L, widths, wofs, bofs, wp = net.n_layers, net.widths, net.wofs, net.bofs, net.wp
+    qw, qb, qj, nq, nj = net.qw, net.qb, net.qj, net.nq, net.nj
+    uniform, pscale, relu = net.uniform, net.pscale, net.relu
+    Xtr_rm, Xkey_rm, ytr, nk, ints, floats = data.Xtr_rm, data.Xkey_rm, data.ytr, data.nk, data.ints, data.floats
+    leak_w, leak_E, leak_from = data.leak_w, data.leak_E, data.leak_from
+    keys, init_keys, status, first_fit = out.keys, out.init_keys, out.status, out.first_fit
+    epochs, losses, params_out, want_params = out.epochs, out.losses, out.params_out, out.want_params
     n_params = pscale.shape[0]
     n_blocks = (n_params + 3) // 4
     m = ytr.shape[0]
@@ -323,23 +434,20 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
 
 
 @pjit
-def _train_lanes(rk, start, n, n_lanes, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform, pscale, relu,
-                 Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
-                 init_keys, status, first_fit, epochs, losses, params_out, want_params):
+def _train_lanes(rk, net, data, out, start, n, n_lanes):
+    """Runs ``start .. start+n-1`` split into ``n_lanes`` contiguous lanes, trained in parallel."""
     per = (n + n_lanes - 1) // n_lanes
     for lane in prange(n_lanes):
         a = lane * per
         b = min(n, a + per)
         if b > a:
-            _train_lane(rk, start + np.uint64(a), b - a, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj, uniform,
-                        pscale, relu, Xtr_rm, Xkey_rm, ytr, nk, ints, floats, leak_w, leak_E, leak_from, keys,
-                        init_keys, status, first_fit, epochs, losses, params_out, want_params, a)
+            _train_lane(rk, net, data, out, start + np.uint64(a), b - a, a)
 
 
 class PreparedTrain:
-    """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` (built once per plan)."""
+    """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` (built once per plan): :class:`TrainNet`, :class:`TrainData`."""
 
-    def __init__(self, tp: TrainPlan):
+    def __init__(self, tp: Any):
         plan = tp.plan
         mlp = plan.mlp
         self.tp = tp
@@ -392,6 +500,11 @@ class PreparedTrain:
         self.floats = tp.recipe.floats()
         self.leak = tp.leak_arrays()
         assert SGD_STREAM == 1 and blocks_per_epoch(2) == 1
+        self.net = TrainNet(self.L, self.widths, self.wofs, self.bofs, self.wp, self.qw, self.qb, self.qj,
+                            int(self.nq), int(self.nj), bool(self.uniform), self.pscale, bool(self.relu))
+        lw, lE, lf = self.leak
+        self.data = TrainData(self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
+                              int(lw), lE, lf)
 
     def run(self, lo, hi, n_threads, params=False):
         """Train runs ``lo .. hi-1`` on ``n_threads`` threads; a :class:`TrainBatch` (with parameters if asked)."""
@@ -406,16 +519,12 @@ class PreparedTrain:
         pout = np.zeros((n if params else 1, self.pscale.size), np.float32)
         n_lanes = max(1, min(n, 4 * n_threads))
         if n:
-            lw, lE, lf = self.leak
-            _train_lanes(self.rk, np.uint64(lo), n, n_lanes, self.L, self.widths, self.wofs, self.bofs,
-                         self.wp, self.qw, self.qb, self.qj, self.nq, self.nj, self.uniform, self.pscale,
-                         self.relu, self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
-                         np.int64(lw), lE, lf, keys, init_keys, status, first_fit, epochs, losses, pout,
-                         bool(params))
+            out = TrainOut(keys, init_keys, status, first_fit, epochs, losses, pout, bool(params))
+            _train_lanes(self.rk, self.net, self.data, out, np.uint64(lo), n, n_lanes)
         return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
 
 
-def train_range_numba(tp: TrainPlan, lo: int, hi: int, params: bool = False, n_threads: int | None = None,
+def train_range_numba(tp: Any, lo: int, hi: int, params: bool = False, n_threads: int | None = None,
                       prepared: PreparedTrain | None = None) -> TrainBatch:
     """Train runs ``lo .. hi-1`` with the Numba kernel (bit-identical to the reference)."""
     import numba

@@ -1,7 +1,7 @@
 """The CUDA P_SGD trainer: ``kernels/train.cu`` through the cupy backend's device interface.
 
 :func:`train_range_cuda` trains runs ``lo .. hi-1`` on the GPU and returns the same
-:class:`~fastpoly.sgd.reference.TrainBatch` as :func:`~fastpoly.sgd.reference.train_range_reference`,
+:class:`~fastpoly.backends.base.TrainBatch` as :func:`~fastpoly.sgd.reference.train_range_reference`,
 bit for bit (relu/identity networks, every optimiser and loss, the leaked-callback rule).
 
 One warp trains one run at a time (``fastpoly_train``, see the kernel's header): parameters,
@@ -16,15 +16,15 @@ pass the CPU emulation's device (``tests/cuda_emu``), which runs the same kernel
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
 from fastpoly.activations import check_supported
-from fastpoly.backends.base import check_range
+from fastpoly.backends.base import TrainBatch, check_range
 from fastpoly.backends.cuda import source as src
 from fastpoly.model.optimizers import OPTIMIZERS
-from fastpoly.sgd.plan import TrainPlan, blocks_per_epoch
-from fastpoly.sgd.reference import TrainBatch
+from fastpoly.stream.rng import blocks_per_epoch
 
 __all__ = ["MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda", "rows_capacity", "train_layout",
            "train_range_cuda"]
@@ -32,15 +32,16 @@ __all__ = ["MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda", "rows_
 #: the kernel file and its kernel
 TRAIN_FILE = "train.cu"
 TRAIN_KERNEL = "fastpoly_train"
-#: the loss math on an array (tests: bit for bit fastpoly.sgd.fmath)
+#: the loss math on an array (tests: bit for bit fastpoly.stream.fmath_train)
 MATH_KERNEL = "fastpoly_train_math"
 #: runs per launch at most (outputs: ~16 W + 13 bytes per run, plus the parameters when asked)
 MAX_RUNS_PER_LAUNCH = 1 << 22
+#: hidden activations this trainer implements (kernels/train.cuh)
+TRAINABLE_ACTIVATIONS = ("relu", "identity")
 _SMEM_DEFAULT_LIMIT = 48 * 1024
 
 _NAMES = (TRAIN_KERNEL, MATH_KERNEL)
 _lock = threading.Lock()
-_default: dict = {}
 _cache: dict = {}  # (id(plan), id(device), warps per block, max blocks) -> (plan, device, _Prepared)
 
 
@@ -90,24 +91,10 @@ def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2):
     return _align4(off)
 
 
-def _default_device():
-    """The process's :class:`~fastpoly.backends.cuda.backend.CupyDevice` (raises if CuPy or a GPU is missing)."""
-    from fastpoly.backends.cuda.backend import CupyBackend, CupyDevice
-
-    with _lock:
-        dev = _default.get("device")
-        if dev is None:
-            ok, why = CupyBackend().availability()
-            if not ok:
-                raise RuntimeError(f"the CUDA trainer needs the cupy backend: {why}")
-            dev = _default["device"] = CupyDevice()
-        return dev
-
-
 class _Prepared:
     """Device copies of one plan's arrays and the launch configuration on one device."""
 
-    def __init__(self, tp: TrainPlan, dev, warps_per_block, max_blocks):
+    def __init__(self, tp: Any, dev, warps_per_block, max_blocks):
         plan, r = tp.plan, tp.recipe
         mlp = plan.mlp
         check_supported(mlp.activation, "train", "cupy")
@@ -204,7 +191,7 @@ def _prepared(tp, dev, warps_per_block, max_blocks):
     return prep
 
 
-def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
+def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
                      max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH) -> TrainBatch:
     """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
 
@@ -239,7 +226,7 @@ def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, devi
         return TrainBatch(lo, hi, np.zeros((0, W), np.uint64), np.zeros((0, W), np.uint64), np.zeros(0, np.int8), z,
                           z.copy(), np.zeros(0, np.float32),
                           np.zeros((0, tp.plan.mlp.n_params), np.float32) if params else None)
-    dev = device if device is not None else _default_device()
+    dev = device if device is not None else default_device()
     prep = _prepared(tp, dev, int(warps_per_block), max_blocks)
     step = max(1, int(max_runs_per_launch))
     parts = [prep.launch(a, min(hi, a + step), params) for a in range(lo, hi, step)]
@@ -255,10 +242,10 @@ def train_range_cuda(tp: TrainPlan, lo: int, hi: int, params: bool = False, devi
 def loss_math_cuda(x, device=None):
     """``(exp, sigmoid, softplus, log1p(|x|))`` of float32 ``x`` by the kernels' own functions (``kernels/train.cuh``).
 
-    Returns a float32 array ``(4, len(x))``; bit for bit :mod:`fastpoly.sgd.fmath`.
+    Returns a float32 array ``(4, len(x))``; bit for bit :mod:`fastpoly.stream.fmath_train`.
     """
     x = np.ascontiguousarray(np.asarray(x, np.float32).ravel())
-    dev = device if device is not None else _default_device()
+    dev = device if device is not None else default_device()
     n = x.size
     if n == 0:
         return np.zeros((4, 0), np.float32)
@@ -270,3 +257,17 @@ def loss_math_cuda(x, device=None):
         res = dev.download(out)
         dev.synchronize()
     return res.reshape(4, n)
+
+
+
+def default_device() -> Any:
+    """The process's one CUDA device: the one cupy backend object's (memoised in :mod:`fastpoly.backends.cuda.device`).
+
+    Raises
+    ------
+    fastpoly.backends.BackendUnavailable
+        CuPy or a CUDA device is missing (the message says which).
+    """
+    from fastpoly.backends import backend_for
+
+    return backend_for("train", "cupy").device()
