@@ -303,9 +303,9 @@ def _cmd_sample(args):
     path = os.path.join(args.out, "counts.npz")
     client = dask_client(args.dask) if getattr(args, "dask", None) else None
     try:
-        opts = run_options(args, SAMPLE_SPEC, n, path, client)
         lock = claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
         try:
+            opts = run_options(args, SAMPLE_SPEC, n, path, client)
             t0 = time.perf_counter()
             try:
                 c = sample(mlp, X, seed=args.seed, backend=args.backend, options=opts)

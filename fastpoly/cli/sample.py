@@ -189,9 +189,9 @@ def run_sample(args):
         be = get_backend(args.backend)
     path = os.path.join(args.out, "counts.npz")
     try:
-        opts = run_options(args, SPEC, n, path, client, extra=extra_args)
         lock = _claim_out(args, path)
         try:
+            opts = run_options(args, SPEC, n, path, client, extra=extra_args)
             return _run_and_report(args, mlp, X, n, train, target, be, path, opts)
         finally:
             if lock is not None:

@@ -117,9 +117,9 @@ def run_train(args):
     extra = SPEC.extra(args)
     client = dask_client(args.dask) if getattr(args, "dask", None) else None
     try:
-        opts = run_options(args, SPEC, n, path, client, extra=extra)
         lock = claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
         try:
+            opts = run_options(args, SPEC, n, path, client, extra=extra)
             return _train_and_report(args, n, path, opts)
         finally:
             if lock is not None:
