@@ -294,3 +294,21 @@ def test_train_takes_given_inputs_and_labels(tmp_path, capsys):
                  "--target", "01", "--train", "0,1", "--runs", "4", "--backend", "numpy", "--out",
                  str(tmp_path / "o2")]) == 2
     assert "either as --target or as --labels" in capsys.readouterr().err
+
+
+def test_gp_posterior_table_is_a_counts_store_file(tmp_path):
+    from fastpoly.gp import posterior
+    from fastpoly.gp.bayes import GPPosterior
+
+    t = posterior("3-4-1", X3, TRAIN3, ["0110", "1001", "1111", "0000"], "ep")
+    t.save(tmp_path / "t.npz")
+    c = FunctionCounts.load(tmp_path / "t.npz")
+    assert c.meta["estimator"] == "gp_posterior" and ResultMeta.from_meta(c.meta).train_rows == (0, 1, 2, 3)
+    back = GPPosterior.load(tmp_path / "t.npz")
+    order = {t.hex(i): i for i in range(len(t))}
+    for j in range(len(back)):
+        i = order[back.hex(j)]
+        assert back.log_p[j] == t.log_p[i] and np.isnan(back.stderr[j]) == np.isnan(t.stderr[i])
+    assert back.log_p_S == t.log_p_S and back.method == "ep" and back.meta["gp"] == t.meta["gp"]
+    with pytest.raises(ValueError, match="not a GP posterior table"):
+        GPPosterior.from_counts(fastpoly.sample("3-4-1", n_samples=10, backend="numpy", progress=False))
