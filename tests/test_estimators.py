@@ -312,3 +312,20 @@ def test_gp_posterior_table_is_a_counts_store_file(tmp_path):
     assert back.log_p_S == t.log_p_S and back.method == "ep" and back.meta["gp"] == t.meta["gp"]
     with pytest.raises(ValueError, match="not a GP posterior table"):
         GPPosterior.from_counts(fastpoly.sample("3-4-1", n_samples=10, backend="numpy", progress=False))
+
+
+def test_gp_draws_and_training_run_on_dask():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0")
+    client = distributed.Client(cluster)
+    try:
+        ref = gp_sample("3-5-1", X3, 2000, seed=6, backend="numpy")
+        got = gp_sample("3-5-1", X3, 2000, seed=6, backend="numpy", client=client, task_size=300)
+        assert got.to_bytes() == ref.to_bytes()
+        kw = dict(seed=2, backend="numpy", max_epochs=4, progress=False)
+        ref = sample_sgd("3-4-1", X3, TRAIN3, n_runs=12, **kw)
+        got = sample_sgd("3-4-1", X3, TRAIN3, n_runs=12, client=client, task_size=5, **kw)
+        assert got.to_bytes() == ref.to_bytes()
+    finally:
+        client.close()
+        cluster.close()
