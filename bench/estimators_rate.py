@@ -54,12 +54,15 @@ def main(argv=None):
     ap.add_argument("--gp", type=int, default=200_000, help="GP draws per round")
     ap.add_argument("--train", type=int, default=4000, help="training runs per round")
     ap.add_argument("--samples", type=int, default=1_000_000, help="network samples per round")
+    ap.add_argument("--only", nargs="+", choices=["gp_draws", "psgd_train", "sample"], help="measure only these")
     a = ap.parse_args(argv)
     trees = {"new": "fastpoly"}
     if a.old:
         sys.path.insert(0, a.old)
         trees["old"] = "fastpoly_old"
     table = {t: jobs(pkg, a.gp, a.train, a.samples) for t, pkg in trees.items()}
+    if a.only:
+        table = {t: {j: v for j, v in jobs_.items() if j in a.only} for t, jobs_ in table.items()}
     best = {(t, j): 0.0 for t in trees for j in table[t]}
     for t in trees:  # warm-up: compile
         for fn, _ in table[t].values():

@@ -5,24 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from support import REQUIRE_GPU, backend_or_skip  # noqa: F401  (one definition: tests/support.py)
 
 import fastpoly
-from fastpoly.backends import BACKENDS, availability
-
-REQUIRE_GPU = os.environ.get("FASTPOLY_REQUIRE_GPU", "") not in ("", "0")
-
-
-def backend_or_skip(name):
-    """Return the backend name if it can run here; skip with the reason otherwise.
-
-    With ``FASTPOLY_REQUIRE_GPU=1`` an unavailable ``cupy`` backend fails instead.
-    """
-    ok, why = availability(name)
-    if not ok:
-        if name == "cupy" and REQUIRE_GPU:
-            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
-        pytest.skip(f"backend {name} unavailable: {why}")
-    return name
+from fastpoly.backends import BACKENDS
 
 
 @pytest.fixture(scope="module")
