@@ -329,3 +329,18 @@ def test_gp_draws_and_training_run_on_dask():
     finally:
         client.close()
         cluster.close()
+
+
+def test_sample_takes_given_inputs_with_the_shared_option(tmp_path, capsys):
+    X = np.random.default_rng(1).normal(size=(10, 3)).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    assert main(["sample", "3-4-1", "--inputs", str(tmp_path / "X.npy"), "--samples", "500", "--backend", "numpy",
+                 "--no-progress", "--no-plot", "--out", str(tmp_path / "o")]) == 0
+    got = FunctionCounts.load(tmp_path / "o" / "counts.npz")
+    assert got.to_bytes() == fastpoly.sample("3-4-1", X, 500, backend="numpy", progress=False).to_bytes()
+    capsys.readouterr()
+    assert main(["sample", "3-4-1", "--inputs", str(tmp_path / "X.npy"), "--centered", "--out",
+                 str(tmp_path / "o2")]) == 2
+    assert "--centered is for the Boolean inputs" in capsys.readouterr().err
+    assert main(["gp", "sample", "21-4-1", "--out", str(tmp_path / "o3")]) == 2
+    assert "pass the rows with --inputs X.npy" in capsys.readouterr().err

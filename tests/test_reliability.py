@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -265,10 +264,7 @@ def _run_until_checkpointed(tmp_path, sig, extra=()):
                           "--backend", "numpy", "--batch-size", "64", "--no-progress", "--no-plot",
                           "--checkpoint", str(ck), "--checkpoint-every", "0", "--out", str(out), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 120
-    while not (ck / "state.json").exists():
-        assert p.poll() is None and time.time() < deadline, p.communicate()
-        time.sleep(0.05)
+    wait_for(lambda: (ck / "state.json").exists(), "the first checkpoint", proc=p)
     p.send_signal(sig)
     out_s, err = p.communicate(timeout=120)
     return p.returncode, err, ck, out
