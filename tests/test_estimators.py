@@ -200,7 +200,7 @@ def test_every_estimator_says_what_it_is(tmp_path):
         ["prior", "posterior", "gp_draws", "psgd"]
     assert "estimator" not in prior.meta and "estimator" not in post.meta
     assert gp.meta["inputs"] == psgd.meta["inputs"] == {"made": "boolean", "centered": False}
-    rm = ResultMeta.from_meta(psgd.meta)
+    rm = psgd.result_meta
     assert rm.recipe == psgd.meta["sgd_recipe"] and rm.train_rows == (0, 1, 2, 3) and rm.version == 1
     # a saved and reloaded file says the same
     psgd.save(tmp_path / "p.npz")
