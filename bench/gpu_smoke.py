@@ -86,8 +86,8 @@ def checks(emulate):
         return bool(np.array_equal(got.view(np.uint32), ref.view(np.uint32))), ""
 
     def train():
-        from fastpoly.sgd import Recipe, make_train_plan
         from fastpoly.backends.cuda.train import train_range_cuda
+        from fastpoly.sgd import Recipe, make_train_plan
         from fastpoly.sgd.reference import train_range_reference
 
         X4 = fastpoly.boolean_inputs(4)
@@ -102,8 +102,8 @@ def checks(emulate):
         return bool(ok), f"epochs {got.epochs.tolist()}"
 
     def train_math():
-        from fastpoly.sgd import fmath as sf
         from fastpoly.backends.cuda.train import loss_math_cuda
+        from fastpoly.sgd import fmath as sf
 
         x = np.random.default_rng(7).standard_normal(500).astype(np.float32) * 20
         got = loss_math_cuda(x, device=emu_device() if emulate else None)

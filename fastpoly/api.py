@@ -1,8 +1,11 @@
 """The public entry points: :func:`sample`, :func:`sample_keys`, :func:`evaluate`, :func:`resume`.
 
-Each validates its arguments and hands the work on: :func:`sample` builds a frozen
-:class:`~fastpoly.run.job.SampleJob` and runs it with the one driver
-(:func:`fastpoly.run.driver.run_job`); the others call a backend directly.
+Each validates its arguments and hands the work on: :func:`sample` validates its run options once
+into a frozen :class:`~fastpoly.run.options.RunOptions`, its plan into a
+:class:`~fastpoly.plan.SamplerPlan`, and runs them with the one driver
+(:func:`fastpoly.run.driver.run_job`), like :func:`fastpoly.sample_sgd` and :func:`fastpoly.gp.sample`
+do for the other two estimators; :func:`resume` continues any of them; the others call a backend
+directly.
 """
 from __future__ import annotations
 
@@ -11,17 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from fastpoly.arch import MLP
 from fastpoly.backends import get_backend
 from fastpoly.backends.base import check_range
 from fastpoly.counts.store import FunctionCounts
 from fastpoly.network import Network, resolve_dtype
 from fastpoly.plan import make_plan
-from fastpoly.run.checkpoint import job_of
+from fastpoly.run.checkpoint import Checkpoint, CheckpointError, job_of
 from fastpoly.run.driver import STOP_SIGNALS, Interrupted, run_job  # the CLI reaches the driver through here
-from fastpoly.run.job import make_job
+from fastpoly.run.job import job_for
+from fastpoly.run.options import RunOptions
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
-__all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "STOP_SIGNALS", "job_of"]
+__all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "RunOptions", "STOP_SIGNALS", "job_of"]
 
 
 def sample(
@@ -46,6 +51,7 @@ def sample(
     task_size: int | None = None,
     annotations: dict[str, Any] | None = None,
     compress: bool = False,
+    options: RunOptions | None = None,
 ) -> FunctionCounts:
     """Draw random networks, evaluate them on ``X`` and count the functions exactly.
 
@@ -96,8 +102,9 @@ def sample(
     checkpoint_samples : int or None
         Also checkpoint after this many samples since the last save.
     out : path or None
-        Write the final counts file here.  With spilled runs the result is
-        streamed to the file (never held in memory) and returned memory-mapped.
+        Write the final counts file here: a file path, or a folder (an existing one, or a path
+        ending in ``/``), which then gets ``counts.npz`` as the CLI's ``--out`` does.  With spilled
+        runs the result is streamed to the file (never held in memory) and returned memory-mapped.
     checkpoint_extra : dict or None
         JSON-serialisable data stored with the checkpoint's job (the CLI keeps its options there).
     task_size : int or None
@@ -109,6 +116,11 @@ def sample(
     compress : bool
         Write ``out`` as a compressed counts file (format 3, about half the size of format 2
         for 128-bit keys; read by :meth:`FunctionCounts.load` like any counts file).  Needs ``out``.
+    options : RunOptions or None
+        All run options at once (:meth:`fastpoly.run.options.RunOptions.build`, validated once):
+        then ``n_samples``, ``start``, ``batch_size``, ``progress``, ``check``, ``checkpoint*``,
+        ``resume``, ``client``, ``memory_budget``, ``out``, ``task_size`` and ``compress`` are taken
+        from it and must be left at their defaults.
 
     Returns
     -------
@@ -129,13 +141,30 @@ def sample(
         If ``out`` cannot be written at the end (e.g. a full disk); the result was kept in the
         checkpoint or a fallback file (``saved_to``), as the message says.
     """
-    job = make_job(
-        arch, X, n_samples, seed, backend=backend, train=train, batch_size=batch_size, progress=progress,
-        start=start, check=check, checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
-        client=client, memory_budget=memory_budget, checkpoint_samples=checkpoint_samples, out=out,
-        checkpoint_extra=checkpoint_extra, task_size=task_size, annotations=annotations, compress=compress,
-    )
-    return run_job(job)
+    run_args = dict(batch_size=batch_size, progress=progress, check=check, checkpoint=checkpoint, resume=resume,
+                    checkpoint_every=checkpoint_every, checkpoint_samples=checkpoint_samples,
+                    checkpoint_extra=checkpoint_extra, memory_budget=memory_budget, client=client,
+                    task_size=task_size, out=out, compress=compress)
+    plan = make_plan(arch, X, seed, train)
+    if options is None:
+        options = RunOptions.build(n_samples, start, **run_args)
+    else:
+        _refuse_both(options, dict(run_args, n_samples=n_samples, start=start), _SAMPLE_DEFAULTS)
+    return run_job(job_for(plan, options, backend, annotations))
+
+
+#: the defaults of sample()'s run arguments (what ``options=`` requires to be left alone)
+_SAMPLE_DEFAULTS = dict(n_samples=1, start=0, batch_size=None, progress=True, check=False, checkpoint=None,
+                        resume=False, checkpoint_every=60.0, checkpoint_samples=None, checkpoint_extra=None,
+                        memory_budget=None, client=None, task_size=None, out=None, compress=False)
+
+
+def _refuse_both(options: Any, given: dict[str, Any], defaults: dict[str, Any]) -> None:
+    if not isinstance(options, RunOptions):
+        raise ValueError(f"options must be a RunOptions (RunOptions.build(...)), got {type(options).__name__}")
+    both = sorted(k for k, v in given.items() if v is not defaults[k] and v != defaults[k])
+    if both:
+        raise ValueError(f"give the run options either as options= or one by one, not both ({', '.join(both)})")
 
 
 def sample_keys(
@@ -226,23 +255,63 @@ def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, che
     return out
 
 
-def resume(directory: str | os.PathLike[str], backend: str = "auto", **kwargs: Any) -> FunctionCounts:
-    """Continue the run saved in ``directory`` (the job is read from the checkpoint).
+#: run options :func:`resume` accepts (the job itself is read from the checkpoint)
+RESUME_OPTIONS = ("batch_size", "progress", "checkpoint_every", "checkpoint_samples", "memory_budget", "client",
+                  "out", "compress", "task_size")
+
+
+def resume(directory: str | os.PathLike[str], backend: Any = "auto", **kwargs: Any) -> FunctionCounts:
+    """Continue the run saved in ``directory``, whatever its estimator (the job is read from the checkpoint).
+
+    Rejection sampling (``sample(..., checkpoint=DIR)``, ``fastpoly sample --checkpoint``), P_SGD
+    training (``sample_sgd(..., checkpoint=DIR)``, ``fastpoly train --checkpoint``) and GP draws
+    (``gp.sample(..., checkpoint=DIR)``, ``fastpoly gp sample --checkpoint``): the plan -- the
+    architecture, inputs, seed, train set, recipe, kernel -- and the result's annotations are
+    rebuilt from the checkpoint, so the result is the one of an uninterrupted run, byte for byte.
 
     Parameters
     ----------
     directory : path
-        A checkpoint folder written by ``sample(..., checkpoint=DIR)`` or ``fastpoly sample --checkpoint``.
+        A checkpoint folder.
     backend : str
-        Backend name (see :func:`fastpoly.backends`).
+        Backend name (sampling: see :func:`fastpoly.backends`; training: auto, numpy, numba, cupy;
+        GP draws: auto, numpy, numba).
     **kwargs
-        ``batch_size``, ``progress``, ``checkpoint_every``, ``memory_budget``, ``client``, ``out``:
-        passed to :func:`sample`.
+        Run options (:data:`RESUME_OPTIONS`): ``batch_size``, ``progress``, ``checkpoint_every``,
+        ``checkpoint_samples``, ``memory_budget``, ``client``, ``out``, ``compress``, ``task_size``.
 
     Returns
     -------
     FunctionCounts
         Identical to the result of an uninterrupted run.
+
+    Raises
+    ------
+    fastpoly.run.checkpoint.CheckpointError
+        If the folder holds no checkpoint, a damaged one, or one of an unknown estimator.
     """
-    args, _ = job_of(directory)
-    return sample(**args, backend=backend, checkpoint=directory, resume=True, **kwargs)
+    unknown = sorted(set(kwargs) - set(RESUME_OPTIONS))
+    if unknown:
+        raise ValueError(f"resume() takes the run options {', '.join(RESUME_OPTIONS)}; got {', '.join(unknown)} "
+                         "(the job itself is read from the checkpoint)")
+    ck = Checkpoint.open(directory)
+    job, est = ck.job, ck.estimator
+    start, stop = int(job["start"]), int(job["stop"])
+    options = RunOptions.build(stop - start, start, checkpoint=directory, resume=True, **kwargs)
+    annotations = job.get("annotations")
+    if est in ("prior", "posterior"):
+        plan: Any = make_plan(MLP.from_dict(job["compat"]["arch"]), ck.X, job["seed"], ck.train_set())
+    elif est == "psgd":
+        from fastpoly.sgd.api import TrainBackend  # light until needed: training pulls in its trainers
+        from fastpoly.sgd.plan import TrainPlan
+
+        plan = TrainPlan.from_job(job["plan"], job["compat"], ck.X, job["seed"])
+        if isinstance(backend, str):
+            backend = TrainBackend(backend)
+    elif est == "gp_draws":
+        from fastpoly.gp.sampling import GPDrawPlan  # imports SciPy
+
+        plan = GPDrawPlan.from_job(job["plan"], ck.arrays, ck.X, job["seed"])
+    else:
+        raise CheckpointError(f"{directory}: a checkpoint of an unknown estimator {est!r} (newer fastpoly?)")
+    return run_job(job_for(plan, options, backend, annotations))

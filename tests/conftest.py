@@ -6,11 +6,10 @@ import signal
 
 import numpy as np
 import pytest
+from support import REQUIRE_GPU, backend_or_skip  # noqa: F401  (one definition: tests/support.py)
 
 import fastpoly
-from fastpoly.backends import BACKENDS, availability
-
-REQUIRE_GPU = os.environ.get("FASTPOLY_REQUIRE_GPU", "") not in ("", "0")
+from fastpoly.backends import BACKENDS
 
 # --- warnings policy of the GPU test modules (marker ``gpu``) ----------------------------------------------
 # pyproject's ``filterwarnings = error`` stays in force for fastpoly's own warnings.  Warnings that the GPU
@@ -75,19 +74,6 @@ def pytest_runtest_call(item):
         yield
     finally:
         _time_limit_end(old)
-
-
-def backend_or_skip(name):
-    """Return the backend name if it can run here; skip with the reason otherwise.
-
-    With ``FASTPOLY_REQUIRE_GPU=1`` an unavailable ``cupy`` backend fails instead.
-    """
-    ok, why = availability(name)
-    if not ok:
-        if name == "cupy" and REQUIRE_GPU:
-            pytest.fail(f"FASTPOLY_REQUIRE_GPU=1 but the cupy backend is unavailable: {why}")
-        pytest.skip(f"backend {name} unavailable: {why}")
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from support import checkpoint_generation, subprocess_env, wait_for, wait_for_generation
 
 import fastpoly
 from fastpoly import MLP
@@ -29,20 +29,6 @@ fastpoly.sample(fastpoly.MLP(4, (5,)), n_samples={n}, seed=11, backend="numpy", 
 """
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _generation(ck):
-    try:
-        with open(os.path.join(ck, "state.json")) as fh:
-            return json.load(fh)["generation"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def _reference(tmp_path, n=N):
     ref = fastpoly.sample(ARCH, n_samples=n, seed=11, backend="numpy", progress=False)
     return ref.to_bytes()
@@ -56,15 +42,14 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_file(tmp_path):
     kills = 0
     progress = []
     for attempt in range(40):
-        p = subprocess.Popen([sys.executable, "-c", WORKER.format(n=N), ck, out], env=_env(),
+        p = subprocess.Popen([sys.executable, "-c", WORKER.format(n=N), ck, out], env=subprocess_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills < 5:
-            # wait until this worker has saved a new checkpoint, then kill at a random moment
-            gen0 = _generation(ck)
-            t_end = time.monotonic() + 30
-            while _generation(ck) <= gen0 and p.poll() is None and time.monotonic() < t_end:
-                time.sleep(0.005)
-            time.sleep(float(rng.uniform(0.0, 0.15)))
+            # wait until this worker has saved a random number (1..4) of new checkpoint generations, then kill
+            # it: no guessed sleeps, and the kill lands anywhere in the save/draw cycle of the next batch
+            want = checkpoint_generation(ck) + int(rng.integers(1, 5))
+            wait_for(lambda: checkpoint_generation(ck) >= want or p.poll() is not None,
+                     f"checkpoint generation {want}", timeout=60)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
@@ -92,14 +77,11 @@ def test_ctrl_c_saves_and_cli_resume(tmp_path):
     out1, out2, ck = tmp_path / "a", tmp_path / "b", tmp_path / "ck"
     base = [sys.executable, "-m", "fastpoly", "sample", "4-5-1", "--samples", str(n), "--seed", "3",
             "--backend", "numpy", "--batch-size", "40", "--no-plot", "--no-progress"]
-    r = subprocess.run(base + ["--out", str(out1)], env=_env(), capture_output=True, timeout=120)
+    r = subprocess.run(base + ["--out", str(out1)], env=subprocess_env(), capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
-    p = subprocess.Popen(base + ["--out", str(out2), "--checkpoint", str(ck), "--checkpoint-every", "0.05"],
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    t_end = time.monotonic() + 30
-    while not os.path.exists(ck / "state.json") and time.monotonic() < t_end:
-        time.sleep(0.01)
-    time.sleep(0.2)
+    p = subprocess.Popen(base + ["--out", str(out2), "--checkpoint", str(ck), "--checkpoint-every", "0"],
+                         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_generation(ck, 3, proc=p)  # a few batches saved: interrupt in the middle of the run
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err.decode()
@@ -107,7 +89,7 @@ def test_ctrl_c_saves_and_cli_resume(tmp_path):
     st = Checkpoint.open(ck).state
     assert 0 < st["n_samples"] < n and not st["complete"]
     r = subprocess.run([sys.executable, "-m", "fastpoly", "sample", "--resume", str(ck), "--no-progress"],
-                       env=_env(), capture_output=True, timeout=120)
+                       env=subprocess_env(), capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     assert b"resumed" in r.stdout
     assert (out2 / "counts.npz").read_bytes() == (out1 / "counts.npz").read_bytes()

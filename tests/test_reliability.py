@@ -9,11 +9,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import subprocess_env, wait_for
 
 import fastpoly
 from fastpoly.atomic import LOCK_NAME, FolderInUse, FolderLock
@@ -25,10 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCH = "3-4-1"
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+_env = subprocess_env
 
 
 def _fail_writes_in(monkeypatch, folder, err=errno.ENOSPC):
@@ -61,8 +58,9 @@ def test_preflight_out_not_writable(tmp_path, monkeypatch):
     f.write_text("x")
     with pytest.raises(OSError):
         fastpoly.sample(ARCH, n_samples=10**9, backend="numpy", progress=False, out=f / "c.npz")
-    with pytest.raises(IsADirectoryError):
-        fastpoly.sample(ARCH, n_samples=10**9, backend="numpy", progress=False, out=tmp_path)
+    (tmp_path / "dir" / "counts.npz").mkdir(parents=True)  # a folder gets counts.npz (as the CLI's --out)...
+    with pytest.raises(IsADirectoryError):  # ...which must then be a file
+        fastpoly.sample(ARCH, n_samples=10**9, backend="numpy", progress=False, out=tmp_path / "dir")
     real = tempfile.mkstemp
     monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied"))
                         if k.get("dir") == str(tmp_path / "ro") else real(*a, **k))
@@ -214,10 +212,11 @@ def test_folder_lock_without_flock_uses_an_exclusive_create(flock, tmp_path, mon
 _RACE = textwrap.dedent("""
     import os, sys, time
     from fastpoly.cli.main import main
-    go = sys.argv[1]
+    ready, go = sys.argv[1], sys.argv[2]
+    open(ready, "w").close()  # imported: now both start on the same signal
     while not os.path.exists(go):
         time.sleep(0.001)
-    sys.exit(main(sys.argv[2:]))
+    sys.exit(main(sys.argv[3:]))
 """)
 
 
@@ -225,13 +224,14 @@ _RACE = textwrap.dedent("""
 def test_two_processes_race_for_one_checkpoint(tmp_path):
     ck, go = tmp_path / "ck", tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RACE, str(go), "sample", "5-8-8-1", "--samples", "3000",
+        subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path / f"ready{i}"), str(go), "sample", "5-8-8-1",
+                          "--samples", "3000",
                           "--backend", "numpy", "--batch-size", "100", "--no-progress", "--no-plot",
                           "--checkpoint", str(ck), "--checkpoint-every", "0", "--out", str(tmp_path / f"o{i}")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
         for i in range(2)
     ]
-    time.sleep(1.5)  # both imported and waiting
+    wait_for(lambda: all((tmp_path / f"ready{i}").exists() for i in range(2)), "both racers imported")
     go.write_text("go")
     res = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     for p in procs:
@@ -264,10 +264,7 @@ def _run_until_checkpointed(tmp_path, sig, extra=()):
                           "--backend", "numpy", "--batch-size", "64", "--no-progress", "--no-plot",
                           "--checkpoint", str(ck), "--checkpoint-every", "0", "--out", str(out), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 120
-    while not (ck / "state.json").exists():
-        assert p.poll() is None and time.time() < deadline, p.communicate()
-        time.sleep(0.05)
+    wait_for(lambda: (ck / "state.json").exists(), "the first checkpoint", proc=p)
     p.send_signal(sig)
     out_s, err = p.communicate(timeout=120)
     return p.returncode, err, ck, out

@@ -241,7 +241,7 @@ def test_recipe_that_cannot_fit_counts_failed():
     (dict(fit_threshold=float("nan")), "fit_threshold"),
     (dict(arch="4-3-1", activation="tanh"), None),
     (dict(bogus=1), "unknown recipe"),
-    (dict(n_runs=0), "n_samples"),
+    (dict(n_runs=0), "n_runs"),
 ])
 def test_bad_inputs(kw, match):
     kw = dict(kw)

@@ -188,7 +188,9 @@ def test_empty_range_and_errors(emu):
 
 def test_layout_mismatch_is_a_status_word_not_a_trap(emu, monkeypatch):
     """Host and kernel disagree on the per-warp layout: KernelStatusError, and the next launch works."""
-    import fastpoly.backends.cuda.train as sc
+    import importlib
+
+    sc = importlib.import_module("fastpoly.backends.cuda.train")  # (fastpoly.backends is also a function)
     from fastpoly.backends.cuda.source import KernelStatusError
 
     tp, ref = _reference("sgd-ce-partial")

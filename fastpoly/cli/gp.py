@@ -13,14 +13,34 @@ import numpy as np
 
 from fastpoly.activations import supported
 from fastpoly.analysis.conditioning import parse_target
+from fastpoly.api import Interrupted
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open, check_writable
+from fastpoly.cli.options import (
+    ARCH_OPTIONS,
+    RUN_OPTIONS,
+    SHARED_DEFAULTS,
+    SHARED_JOB_OPTIONS,
+    SHARED_RESULT_OPTIONS,
+    CommandSpec,
+    apply_defaults,
+    close_client,
+    dask_client,
+    inputs_from_args,
+    mlp_from_args,
+    report_interrupt,
+    restore_resume_args,
+    run_options,
+)
 from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
 from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.plan import inputs_digest
 
 __all__ = ["add_parser", "register", "run"]
+
+#: train-set options: not part of a GP draw (the prior)
+_TRAIN_SET = ("train_size", "train", "target", "labels", "train_seed")
 
 
 def _arch_options(p):
@@ -81,17 +101,13 @@ def add_parser(subparsers):
     po.add_argument("--top", type=int, default=10, help="how many of its most frequent functions (default 10)")
     po.add_argument("--functions", nargs="+", help="functions on the test rows: 0/1 strings or hex keys")
     po.add_argument("--out", help="write the table (tab-separated) to this file")
-    sa = sub.add_parser("sample", help="draw GP functions and count them (the infinite-width prior P(f))",
+    sa = sub.add_parser("sample", parents=[ARCH_OPTIONS, RUN_OPTIONS],
+                        help="draw GP functions and count them (the infinite-width prior P(f))",
                         description="Draw g ~ N(0, K) with the project's Philox normals (stream 3) and count "
-                                    "the sign keys; writes OUT/counts.npz.")
-    _arch_options(sa)
-    sa.add_argument("--samples", default="1e5", help="number of GP draws (default 1e5)")
-    sa.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
-    sa.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
-    sa.add_argument("--backend", default="auto", help="auto, numpy or numba")
-    sa.add_argument("--out", default="fastpoly-gp-out", help="output folder (default ./fastpoly-gp-out)")
-    sa.add_argument("--top", type=int, default=10, help="how many functions to list (default 10)")
-    sa.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
+                                    "the sign keys; writes OUT/counts.npz. The run options are those of "
+                                    "'fastpoly sample' (checkpoint, resume, memory budget, Dask...).")
+    sa.add_argument("--samples", help="number of GP draws (default 1e5)")
+    sa.add_argument("--top", type=int, help="how many functions to list (default 10)")
     p.set_defaults(func=run)
     p.set_defaults(_gp_parser=p)
     return p
@@ -121,7 +137,13 @@ def _load_npy(path, what):
 def _inputs(args, mlp, counts=None):
     if args.inputs:
         return _load_npy(args.inputs, "--inputs")
-    X = all_boolean_inputs(mlp.n_inputs, "gp", centered=args.centered)  # the one input rule (fastpoly.model.inputs)
+    made = (counts.meta.get("inputs") or {}) if counts is not None else {}
+    if made.get("made") == "boolean" and "centered" in made:  # recorded by the counts file
+        X = all_boolean_inputs(mlp.n_inputs, "gp", centered=bool(made["centered"]))  # the one input rule
+        if inputs_digest(X) == counts.meta.get("inputs_digest"):
+            return X
+    X = all_boolean_inputs(mlp.n_inputs, "gp", centered=args.centered)
+    # files written before the inputs were recorded: try the other Boolean encoding
     if counts is not None and counts.meta.get("inputs_digest") not in (None, inputs_digest(X)):
         Xc = boolean_inputs(mlp.n_inputs, centered=not args.centered)
         if counts.meta.get("inputs_digest") == inputs_digest(Xc):
@@ -247,26 +269,60 @@ def _cmd_posterior(args):
     return 0
 
 
+def _norm(k, v):
+    if k == "samples":
+        return parse_count(str(v))
+    if k == "arch":
+        return parse_arch(str(v))
+    if k in ("sigma_w", "sigma_b"):
+        return float(v)
+    return v
+
+
+#: ``fastpoly gp sample``: its job options (restored from a checkpoint on --resume) and their defaults
+SAMPLE_SPEC = CommandSpec(
+    name="gp sample", count="samples",
+    defaults=dict(SHARED_DEFAULTS, samples="1e5", out="fastpoly-gp-out", top=10),
+    job_options=tuple(k for k in SHARED_JOB_OPTIONS if k not in _TRAIN_SET) + ("samples", "top"),
+    result_options=tuple(k for k in SHARED_RESULT_OPTIONS if k not in _TRAIN_SET) + ("samples",),
+    normalize=_norm,
+)
+
+
 def _cmd_sample(args):
     from fastpoly.gp.sampling import sample
 
-    mlp = _mlp(args)
-    X = _inputs(args, mlp)
+    if getattr(args, "resume", None):
+        restore_resume_args(args, SAMPLE_SPEC)
+    apply_defaults(args, SAMPLE_SPEC)
+    if args.top < 0:
+        raise ValueError(f"--top must be >= 0, got {args.top}")
+    mlp = mlp_from_args(args)
+    X = inputs_from_args(args, mlp.n_inputs)
     n = parse_count(str(args.samples))
     path = os.path.join(args.out, "counts.npz")
-    lock = claim_out(args.out, path, args.force)
+    client = dask_client(args.dask) if getattr(args, "dask", None) else None
     try:
-        t0 = time.perf_counter()
-        c = sample(mlp, X, n, seed=args.seed, backend=args.backend, start=args.start)
-        dt = time.perf_counter() - t0
-        c.save(path)
+        lock = claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
+        try:
+            opts = run_options(args, SAMPLE_SPEC, n, path, client)
+            t0 = time.perf_counter()
+            try:
+                c = sample(mlp, X, seed=args.seed, backend=args.backend, options=opts)
+            except Interrupted as e:
+                return report_interrupt(args, SAMPLE_SPEC, e)
+            dt = time.perf_counter() - t0
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        if lock is not None:
-            lock.release()
+        close_client(args, client)
     g = c.meta["gp"]
     print(f"architecture   {mlp.spec} ({mlp.activation}), infinite width (NNGP)")
     print(f"factor         {g['factor']} (rank {g['rank']}, zero-variance rows {len(g['zero_variance_rows'])}"
           f"{', clipped eigenvalues ' + str(g['clipped_eigenvalues']) if 'clipped_eigenvalues' in g else ''})")
+    if c.info.get("resumed_from"):
+        print(f"resumed        from draw {c.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     print(f"samples        {n:,} (seed {args.seed}, stream {g['stream']}) in {dt:.2f} s on {c.info['backend']}")
     print(f"distinct       {c.n_distinct:,} functions")
     for r, t in enumerate(c.top(args.top), 1):

@@ -5,7 +5,8 @@ this module only assembles them and keeps the CLI contract: every error a user (
 can fix -- a bad option, an unreadable or unwritable file, a full disk, a backend or optional
 package that is missing, a job too large for memory -- is **one line on stderr and exit code 2**,
 never a traceback (set ``FASTPOLY_DEBUG=1`` to see one).  SIGINT, SIGTERM and SIGHUP stop a
-command with exit code 128 + signal (a checkpointed ``sample`` saves its checkpoint first).
+command with exit code 128 + signal (a checkpointed ``sample``, ``train`` or ``gp sample`` saves its
+checkpoint first).
 """
 from __future__ import annotations
 

@@ -2,19 +2,35 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
 
 from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
-from fastpoly.api import Interrupted, job_of, sample
-from fastpoly.arch import MLP, parse_arch
+from fastpoly.api import Interrupted, sample
+from fastpoly.arch import parse_arch
 from fastpoly.atomic import FolderLock, check_writable_folder
-from fastpoly.backends import VALID_NAMES, get_backend
+from fastpoly.backends import get_backend
+from fastpoly.cli.options import (
+    ARCH_OPTIONS,
+    RUN_OPTIONS,
+    SHARED_DEFAULTS,
+    SHARED_JOB_OPTIONS,
+    SHARED_RESULT_OPTIONS,
+    TRAIN_OPTIONS,
+    CommandSpec,
+    apply_defaults,
+    close_client,
+    dask_client,
+    inputs_from_args,
+    labels_as_target,
+    mlp_from_args,
+    report_interrupt,
+    restore_resume_args,
+    run_options,
+)
 from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
-from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.sgd.anchor import parse_train_spec
 
 __all__ = ["register", "run_sample", "parse_count", "claim_out", "train_set_from_args"]
@@ -52,6 +68,7 @@ def parse_target_arg(text, m):
 def register(sub):
     p = sub.add_parser(
         "sample",
+        parents=[ARCH_OPTIONS, TRAIN_OPTIONS, RUN_OPTIONS],
         help="sample random networks and count the Boolean functions they compute (the main job)",
         description=(
             "Draw random networks of architecture ARCH (e.g. 7-40-40-1: 7 inputs, two hidden layers "
@@ -61,130 +78,42 @@ def register(sub):
             "samples/s, distinct functions and the top 10; writes counts.npz and rank.png to --out."
         ),
     )
-    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
-    # the job's options default to None here (see _DEFAULTS) so that --resume can tell what was given
+    # the job's options default to None (see SPEC.defaults) so that --resume can tell what was given
     p.add_argument("--samples", help="number of networks to draw (default 1e6)")
-    p.add_argument("--seed", type=int, help="stream seed in [0, 2**64) (default 0)")
-    p.add_argument("--start", type=int, help="first sample index (default 0)")
-    p.add_argument("--backend", default="auto", choices=VALID_NAMES, help="which backend runs the job (default auto)")
-    p.add_argument("--activation", help="relu, tanh, erf, sign or identity (default relu)")
-    p.add_argument("--weights", help="gaussian (default) or uniform (variance-matched)")
-    p.add_argument("--sigma-w", type=float, help="weight scale: W ~ N(0, sigma_w^2/fan_in) (default 1)")
-    p.add_argument("--sigma-b", type=float, help="bias scale: b ~ N(0, sigma_b^2) (default 1)")
-    p.add_argument("--bias-scaling", help="none (default) or fan_in (b ~ N(0, sigma_b^2/fan_in))")
-    p.add_argument("--no-bias", action="store_true", default=None, help="networks without biases")
-    p.add_argument("--centered", action="store_true", default=None, help="Boolean inputs in {-1,+1} instead of {0,1}")
-    p.add_argument("--train-size", type=int, help="condition on this many random rows of the target")
-    p.add_argument("--target", help="target function: 0/1 string (char i = row i) or hex key (bit i = row i)")
-    p.add_argument("--train-seed", type=int, help="seed choosing the train rows (default 0)")
-    p.add_argument("--train", help="explicit train set: anchor:M (the P_SGD anchor's S and target) or "
-                                    "comma-separated rows (with --target)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per backend call (results do not depend on it)")
-    p.add_argument("--out", help="output folder (default ./fastpoly-out); an earlier result there is kept "
-                                 "unless --force")
-    p.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
     p.add_argument("--top", type=int, help="how many functions to list (default 10)")
     p.add_argument("--no-plot", action="store_true", default=None, help="do not draw the rank-frequency plot")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="check the first 64 samples against the NumPy reference")
-    p.add_argument("--checkpoint", metavar="DIR",
-                   help="save progress in DIR (atomically, every --checkpoint-every seconds and on Ctrl-C)")
-    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds between checkpoints (default 60)")
-    p.add_argument("--resume", metavar="DIR",
-                   help="continue the run checkpointed in DIR (its options are read from DIR); the final "
-                        "counts are identical to an uninterrupted run")
-    p.add_argument("--memory-budget", metavar="BYTES",
-                   help="memory for distinct keys while counting, e.g. 8GB; beyond it sorted runs are "
-                        "spilled to disk (the checkpoint folder or a temporary one) and merged exactly")
-    p.add_argument("--compress", action="store_true", default=None,
-                   help="write counts.npz compressed (format 3: about half the size of format 2 for 128-bit "
-                        "keys, one sequential pass, no temporary copies; every fastpoly command reads it)")
-    p.add_argument("--dask", metavar="CLUSTER",
-                   help="run on Dask: 'local' (one worker process per core), a number of local workers, "
-                        "or a scheduler address tcp://host:8786 (needs the dask extra)")
     p.set_defaults(func=run_sample)
     return p
 
 
-#: options restored from a checkpoint on --resume
-_JOB_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
-                "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed", "out", "top",
-                "no_plot", "memory_budget", "compress")
-#: the defaults of the job options (None in the parser, so that --resume sees what was given)
-_DEFAULTS = {"samples": "1e6", "seed": 0, "start": 0, "activation": "relu", "weights": "gaussian", "sigma_w": 1.0,
-             "sigma_b": 1.0, "bias_scaling": "none", "no_bias": False, "centered": False, "train_size": 0,
-             "train_seed": 0, "out": "fastpoly-out", "top": 10, "no_plot": False,
-             "compress": False}
-#: options that decide the result: on --resume they must agree with the checkpoint
-_RESULT_OPTIONS = ("arch", "samples", "seed", "start", "activation", "weights", "sigma_w", "sigma_b",
-                   "bias_scaling", "no_bias", "centered", "train_size", "train", "target", "train_seed")
-
-
 def _norm(k, v):
     """An option's value in a comparable form (``1e6`` == ``1000000``, ``7-40-1`` == ``7 - 40 - 1``)."""
-    if v is None:
-        return None
-    try:
-        if k == "samples":
-            return parse_count(str(v))
-        if k == "arch":
-            return parse_arch(str(v))
-        if k in ("sigma_w", "sigma_b"):
-            return float(v)
-    except ValueError:
-        return v
+    if k == "samples":
+        return parse_count(str(v))
+    if k == "arch":
+        return parse_arch(str(v))
+    if k in ("sigma_w", "sigma_b"):
+        return float(v)
     if k == "target":
         return str(v).strip().lower().removeprefix("0x")
     return v
 
 
-def _restore_resume_args(args):
-    _, extra = job_of(args.resume)
-    stored = extra.get("cli")
-    if not stored:
-        raise ValueError(
-            f"{args.resume} was not written by 'fastpoly sample'; resume it from Python with "
-            "fastpoly.resume(DIR)"
-        )
-    conflicts = []
-    for k in _JOB_OPTIONS:
-        given = getattr(args, k, None)
-        if k not in stored:
-            continue
-        if given is None:
-            setattr(args, k, stored[k])
-        elif k in _RESULT_OPTIONS and _norm(k, given) != _norm(k, _fill(k, stored[k])):
-            flag = k if k == "arch" else "--" + k.replace("_", "-")
-            conflicts.append(f"{flag} {_fill(k, stored[k])} (given: {given})")
-    if conflicts:
-        raise ValueError(
-            f"--resume {args.resume}: the checkpoint's run used {'; '.join(conflicts)}; drop those options "
-            "(they are read from the checkpoint) or start a new run in another folder"
-        )
-    if args.checkpoint and os.path.abspath(args.checkpoint) != os.path.abspath(args.resume):
-        raise ValueError("--resume DIR continues the checkpoint in DIR; do not also give --checkpoint")
-    args.checkpoint = args.resume
-
-
-def _fill(k, v):
-    return _DEFAULTS.get(k) if v is None else v
-
-
-def _apply_defaults(args):
-    for k, v in _DEFAULTS.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+#: ``fastpoly sample``: its job options (restored from a checkpoint on --resume) and their defaults
+SPEC = CommandSpec(
+    name="sample", count="samples",
+    defaults=dict(SHARED_DEFAULTS, samples="1e6", out="fastpoly-out", top=10, no_plot=False),
+    job_options=SHARED_JOB_OPTIONS + ("samples", "top", "no_plot"),
+    result_options=SHARED_RESULT_OPTIONS + ("samples",),
+    normalize=_norm,
+)
 
 
 def _check_options(args):
-    """Options that can be checked before anything is drawn (the rest is checked by make_job)."""
+    """Options that only the command knows (the run options are validated by RunOptions)."""
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if not np.isfinite(args.checkpoint_every) or args.checkpoint_every < 0:
-        raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
 
 
 def claim_out(out, path, force=False, resume=False, checkpoint=None):
@@ -240,60 +169,47 @@ def train_set_from_args(args, m, required=False):
 
 def run_sample(args):
     if getattr(args, "resume", None):
-        _restore_resume_args(args)
-    _apply_defaults(args)
+        restore_resume_args(args, SPEC)
+    apply_defaults(args, SPEC)
     _check_options(args)
-    if not args.arch:
-        raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
     n = parse_count(str(args.samples))
-    n_inputs, hidden = parse_arch(args.arch)
-    mlp = MLP(
-        n_inputs, hidden, activation=args.activation, weights=args.weights, sigma_w=args.sigma_w,
-        sigma_b=args.sigma_b, bias_scaling=args.bias_scaling, bias=not args.no_bias,
-    )
-    X = all_boolean_inputs(n_inputs, "cli", centered=args.centered)  # the one input rule (fastpoly.model.inputs)
+    mlp = mlp_from_args(args)
+    X = inputs_from_args(args, mlp.n_inputs)
     m = X.shape[0]
+    extra_args = SPEC.extra(args)
+    labels_as_target(args, m)
     rows, target = train_set_from_args(args, m)
     train = None if rows is None else (rows, target[rows])
     client = None
     if getattr(args, "dask", None):
-        client = _dask_client(args.dask)
+        client = dask_client(args.dask)
         be = None  # each worker resolves args.backend itself
     else:
         be = get_backend(args.backend)
     path = os.path.join(args.out, "counts.npz")
-    lock = _claim_out(args, path)
     try:
-        return _run_and_report(args, mlp, X, n, train, target, client, be, path)
+        lock = _claim_out(args, path)
+        try:
+            opts = run_options(args, SPEC, n, path, client, extra=extra_args)
+            return _run_and_report(args, mlp, X, n, train, target, be, path, opts)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        if lock is not None:
-            lock.release()
+        close_client(args, client)
 
 
-def _run_and_report(args, mlp, X, n, train, target, client, be, path):
+def _run_and_report(args, mlp, X, n, train, target, be, path, opts):
     m = X.shape[0]
-    extra = {"cli": {k: getattr(args, k, None) for k in _JOB_OPTIONS}}
     annotations = None
     if train is not None:
         annotations = {"target": key_to_hex(pack_bits(target.astype(bool)), m)}
     t0 = time.perf_counter()
     try:
-        counts = sample(
-            mlp, X, n, seed=args.seed, backend=be if be is not None else args.backend, train=train,
-            batch_size=args.batch_size, progress=not args.no_progress, start=args.start, check=args.check,
-            checkpoint=args.checkpoint, resume=bool(getattr(args, "resume", None)),
-            checkpoint_every=args.checkpoint_every, memory_budget=args.memory_budget, client=client,
-            out=path, checkpoint_extra=extra, annotations=annotations, compress=bool(args.compress),
-        )
+        counts = sample(mlp, X, seed=args.seed, backend=be if be is not None else args.backend, train=train,
+                        annotations=annotations, options=opts)
     except Interrupted as e:
-        if args.checkpoint:
-            msg = str(e) or f"interrupted; the last checkpoint in {args.checkpoint} is intact"
-            print(f"\nfastpoly sample: {msg}", file=sys.stderr)
-            return 128 + e.signum
-        raise
-    finally:
-        if client is not None and isinstance(args.dask, str) and args.dask.startswith(("tcp://", "tls://")):
-            client.close()
+        return report_interrupt(args, SPEC, e)
     dt = time.perf_counter() - t0
     compile_s = float(counts.info.get("compile_s", 0.0) or 0.0)
     run_s = float(counts.info.get("elapsed_s", dt))
@@ -328,25 +244,6 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
     if not args.no_plot:
         print(f"rank plot      {plot_rank(counts, os.path.join(args.out, 'rank.png'))}")
     return 0
-
-
-def _dask_client(spec):
-    spec = str(spec)
-    if spec.startswith(("tcp://", "tls://")) or ":" in spec:
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            raise ImportError('--dask needs dask.distributed, which is not installed: pip install "fastpoly[dask]"') from None
-        return Client(spec)
-    if spec == "local":
-        return "local"
-    try:
-        n = int(spec)
-    except ValueError:
-        raise ValueError(f"--dask must be 'local', a number of workers or tcp://host:port, got {spec!r}") from None
-    if n < 1:
-        raise ValueError(f"--dask workers must be >= 1, got {n}")
-    return n
 
 
 def _wilson(k, n):

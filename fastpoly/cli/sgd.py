@@ -6,11 +6,29 @@ import time
 
 import numpy as np
 
-from fastpoly.arch import MLP, parse_arch
+from fastpoly.api import Interrupted
+from fastpoly.arch import parse_arch
 from fastpoly.atomic import atomic_open
+from fastpoly.cli.options import (
+    ARCH_OPTIONS,
+    RUN_OPTIONS,
+    SHARED_DEFAULTS,
+    SHARED_JOB_OPTIONS,
+    SHARED_RESULT_OPTIONS,
+    TRAIN_OPTIONS,
+    CommandSpec,
+    apply_defaults,
+    close_client,
+    dask_client,
+    inputs_from_args,
+    labels_as_target,
+    mlp_from_args,
+    report_interrupt,
+    restore_resume_args,
+    run_options,
+)
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
-from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
 from fastpoly.sgd.api import compare, plot_compare, sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.recipe import Recipe
@@ -19,89 +37,130 @@ __all__ = ["plot_compare_files", "register", "run_train"]
 
 
 def register(sub):
-    """Add the ``train`` subcommand."""
+    """Add the ``train`` subcommand (the run, architecture and train-set options are those of ``sample``)."""
     p = sub.add_parser(
         "train",
+        parents=[ARCH_OPTIONS, TRAIN_OPTIONS, RUN_OPTIONS],
         help="train many networks from the prior stream with SGD/Adam and count the functions they reach (P_SGD)",
         description=(
             "Train N networks of architecture ARCH (run i starts from sample i of the prior stream, bit for bit) "
-            "on a train set S of the Boolean inputs and count the functions they reach on the remaining rows: "
+            "on a train set S of the inputs and count the functions they reach on the remaining rows: "
             "P_SGD(f|S), keyed like 'fastpoly sample --train' (P_B(f|S)). Writes counts.npz (and records.npz "
-            "with --records) to --out. '--anchor 32' runs the published nn-pacbayes recipe."
+            "with --records) to --out. '--anchor 32' runs the published nn-pacbayes recipe. With --checkpoint, "
+            "Ctrl-C keeps the progress and --resume DIR (or fastpoly.resume(DIR)) continues it."
         ),
     )
-    p.add_argument("arch", nargs="?", default=None, help="architecture, e.g. 7-40-40-1 (default with --anchor)")
-    p.add_argument("--runs", default="1000", help="number of runs (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start", type=int, default=0, help="first run index")
-    p.add_argument("--backend", default="auto", help="auto, numba or numpy")
-    p.add_argument("--train", help="anchor:M (the anchor's S and target) or comma-separated rows (needs --target)")
-    p.add_argument("--train-size", type=int, default=0, help="random train set of this size (needs --target)")
-    p.add_argument("--train-seed", type=int, default=0)
-    p.add_argument("--target", help="0/1 string (char i = row i) or hex key (bit i = row i)")
-    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))  # the optimizer table
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eps", type=float, default=1e-8)
-    p.add_argument("--loss", default="ce", choices=list(LOSSES))
-    p.add_argument("--batch", type=int, default=8, help="minibatch size (default 8)")
-    p.add_argument("--max-epochs", type=int, default=3000)
-    p.add_argument("--fit-threshold", type=float, default=0.0, help="logit threshold of the fit check (anchor: 0.5)")
-    p.add_argument("--epochs-after-fit", type=int, default=0)
-    p.add_argument("--min-epochs", type=int, default=0)
-    p.add_argument("--anchor", type=int, metavar="M", help="the anchor recipe and S (M = 32 or 64) on 7-40-40-1")
-    p.add_argument("--callback-leak", action="store_true", help="with --anchor: emulate the leaked callback")
-    p.add_argument("--workers", type=int, default=400, help="with --callback-leak: MPI workers (default 400)")
+    # job options default to None (see SPEC.defaults) so that --resume can tell what was given
+    p.add_argument("--runs", help="number of runs (default 1000)")
+    r = p.add_argument_group("training recipe")
+    r.add_argument("--optimizer", choices=list(OPTIMIZERS), help="the optimizer table: " + ", ".join(OPTIMIZERS) + " (default sgd)")
+    r.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
+    r.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    r.add_argument("--nesterov", action="store_true", default=None)
+    r.add_argument("--beta1", type=float, help="Adam beta1 (default 0.9)")
+    r.add_argument("--beta2", type=float, help="Adam beta2 (default 0.999)")
+    r.add_argument("--eps", type=float, help="Adam epsilon (default 1e-8)")
+    r.add_argument("--loss", choices=list(LOSSES), help=", ".join(LOSSES) + " (default ce)")
+    r.add_argument("--batch", type=int, help="minibatch size (default 8)")
+    r.add_argument("--max-epochs", type=int, help="default 3000")
+    r.add_argument("--fit-threshold", type=float, help="logit threshold of the fit check (default 0; anchor: 0.5)")
+    r.add_argument("--epochs-after-fit", type=int, help="default 0 (anchor: 1)")
+    r.add_argument("--min-epochs", type=int, help="default 0")
+    r.add_argument("--anchor", type=int, metavar="M", help="the anchor recipe and S (M = 32 or 64) on 7-40-40-1")
+    r.add_argument("--callback-leak", action="store_true", default=None,
+                   help="with --anchor: emulate the leaked callback")
+    r.add_argument("--workers", type=int, help="with --callback-leak: MPI workers (default 400)")
     p.add_argument("--records", action="store_true", help="also write per-run records (records.npz)")
-    p.add_argument("--out", default="fastpoly-train", help="output folder")
-    p.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--top", type=int, help="how many functions to list (default 5)")
     p.set_defaults(func=run_train)
     return p
 
 
+#: recipe options: name -> default
+_RECIPE = {"optimizer": "sgd", "lr": None, "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
+           "eps": 1e-8, "loss": "ce", "batch": 8, "max_epochs": 3000, "fit_threshold": 0.0,
+           "epochs_after_fit": None, "min_epochs": 0}
+_OWN = ("runs", "anchor", "callback_leak", "workers") + tuple(_RECIPE)
+
+
+def _norm(k, v):
+    if k == "runs":
+        return parse_count(str(v))
+    if k == "arch":
+        return parse_arch(str(v))
+    if k in ("sigma_w", "sigma_b", "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold"):
+        return float(v)
+    if k == "target":
+        return str(v).strip().lower().removeprefix("0x")
+    return v
+
+
+#: ``fastpoly train``: its job options (restored from a checkpoint on --resume) and their defaults
+SPEC = CommandSpec(
+    name="train", count="runs",
+    defaults=dict(SHARED_DEFAULTS, runs="1000", out="fastpoly-train", top=5, anchor=0, callback_leak=False,
+                  workers=400, **{k: v for k, v in _RECIPE.items() if v is not None}),
+    job_options=SHARED_JOB_OPTIONS + _OWN + ("top",),
+    result_options=SHARED_RESULT_OPTIONS + _OWN,
+    normalize=_norm,
+)
+
+
 def run_train(args):
+    if getattr(args, "resume", None):
+        restore_resume_args(args, SPEC)
+    apply_defaults(args, SPEC)
+    if args.top < 0:
+        raise ValueError(f"--top must be >= 0, got {args.top}")
     n = parse_count(str(args.runs))
     path = os.path.join(args.out, "counts.npz")
-    lock = claim_out(args.out, path, args.force)
+    extra = SPEC.extra(args)
+    client = dask_client(args.dask) if getattr(args, "dask", None) else None
     try:
-        return _train_and_report(args, n, path)
+        lock = claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
+        try:
+            opts = run_options(args, SPEC, n, path, client, extra=extra)
+            return _train_and_report(args, n, path, opts)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        if lock is not None:
-            lock.release()
+        close_client(args, client)
 
 
-def _train_and_report(args, n, path):
+def _train_and_report(args, n, path, opts):
     t0 = time.perf_counter()
-    if args.anchor:
-        res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit or 1, n_runs=n,
-                                seed=args.seed, backend=args.backend, callback_leak=args.callback_leak,
-                                workers=args.workers, records=args.records, progress=not args.no_progress)
-    else:
-        if not args.arch:
-            raise ValueError("give an architecture such as 7-40-40-1 (or --anchor 32)")
-        n_in, hidden = parse_arch(args.arch)
-        X = all_boolean_inputs(n_in, "cli")  # the one input rule (fastpoly.model.inputs)
-        rows, tgt = train_set_from_args(args, X.shape[0], required=True)
-        recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                        beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss, batch_size=args.batch,
-                        max_epochs=args.max_epochs, fit_threshold=args.fit_threshold,
-                        epochs_after_fit=args.epochs_after_fit, min_epochs=args.min_epochs)
-        res = sample_sgd(MLP(n_in, hidden), X, (rows, tgt[rows]), n_runs=n, seed=args.seed, backend=args.backend,
-                         recipe=recipe, start=args.start, records=args.records, progress=not args.no_progress,
-                         annotations={"target": key_to_hex(pack_bits(np.asarray(tgt, bool)), X.shape[0])})
+    try:
+        if args.anchor:
+            res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit or 1, seed=args.seed,
+                                    backend=args.backend, callback_leak=args.callback_leak, workers=args.workers,
+                                    records=args.records, options=opts)
+        else:
+            mlp = mlp_from_args(args)
+            X = inputs_from_args(args, mlp.n_inputs)
+            labels_as_target(args, X.shape[0])
+            rows, tgt = train_set_from_args(args, X.shape[0], required=True)
+            recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+                            beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss,
+                            batch_size=args.batch, max_epochs=args.max_epochs, fit_threshold=args.fit_threshold,
+                            epochs_after_fit=args.epochs_after_fit or 0, min_epochs=args.min_epochs)
+            res = sample_sgd(mlp, X, (rows, tgt[rows]), seed=args.seed, backend=args.backend, recipe=recipe,
+                             records=args.records, options=opts,
+                             annotations={"target": key_to_hex(pack_bits(np.asarray(tgt, bool)), X.shape[0])})
+    except Interrupted as e:
+        return report_interrupt(args, SPEC, e)
     dt = time.perf_counter() - t0
-    res.save(path)
     r = res.meta["sgd_recipe"]
+    run_s = float(res.info.get("elapsed_s", dt))
+    done_now = res.n_samples - int(res.info.get("resumed_from", 0) or 0)
     print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
+    if res.info.get("resumed_from"):
+        print(f"resumed        from run {res.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     print(f"runs           {res.n_samples:,} (seed {res.meta['seed']}), fitted {res.n_accepted:,}, "
           f"failed {res.n_samples - res.n_accepted:,}  [{res.info.get('backend')}]")
-    print(f"runs/s         {res.n_samples / dt:,.0f}  ({dt:.2f} s)")
+    print(f"runs/s         {done_now / max(run_s, 1e-9):,.0f}  ({run_s:.2f} s training; {dt:.2f} s in all)")
     print(f"distinct       {res.n_distinct:,} functions on {res.n_key_bits} test rows")
-    for t in res.top(5):
+    for t in res.top(args.top):
         print(f"  {t['key']}  P_SGD {t['probability']:.4f} [{t['lower']:.4f}, {t['upper']:.4f}]")
     if args.records:
         rec = res.info["records"]

@@ -25,6 +25,7 @@ import numpy as np
 
 from fastpoly.arch import boolean_inputs
 from fastpoly.atomic import atomic_write_bytes
+from fastpoly.counts.meta import ResultMeta, build_meta
 from fastpoly.counts.store import FunctionCounts
 from fastpoly.keys import (
     CONVENTIONS,
@@ -34,7 +35,6 @@ from fastpoly.keys import (
     strings_to_keys,
 )
 from fastpoly.plan import as_mlp, make_plan
-from fastpoly.version import __version__
 
 __all__ = ["CONVENTIONS", "keys_to_strings", "strings_to_keys", "convert_string",
            "read_count_strings", "write_count_strings", "counts_from_anchor_file"]
@@ -123,9 +123,9 @@ def counts_from_anchor_file(path: str | os.PathLike[str], arch: Any, convention:
     plan = make_plan(arch, boolean_inputs(_as_n_inputs(arch), centered=centered), 0, None)
     if n != plan.m:
         raise ValueError(f"{path}: strings of {n} characters, but the architecture has {plan.m} Boolean inputs")
-    meta = plan.compat_meta()
-    meta.update(seed=None, ranges=[], n_key_bits=n, key_rows=None, fastpoly_version=__version__,
-                source=f"anchor count-string file ({convention} convention)")
+    c = plan.compat_meta()
+    rm = ResultMeta(estimator="prior", arch=c["arch"], inputs_digest=c["inputs_digest"], n_rows=c["n_rows"], seed=None)
+    meta = build_meta(rm, n_key_bits=n, annotations={"source": f"anchor count-string file ({convention} convention)"})
     total = int(counts.sum())
     return FunctionCounts(keys, counts, np.full(counts.shape, UNKNOWN_INDEX, np.uint64), total, total, meta)
 

@@ -29,6 +29,7 @@ from fastpoly.counts.fileformat import (
     write_counts_file,
 )
 from fastpoly.counts.merge import merge_sorted_counts
+from fastpoly.counts.meta import ResultMeta
 from fastpoly.counts.ranges import first_overlap, merge_ranges, merge_seed_ranges
 from fastpoly.counts.spill import merge_runs, parse_memory
 from fastpoly.keys import (
@@ -61,7 +62,8 @@ class FunctionCounts:
     meta : dict
         ``arch``, ``seed``, ``ranges`` (list of ``[start, stop)`` index ranges),
         ``inputs_digest``, ``n_rows``, ``n_key_bits``, ``train_rows``, ``train_labels``,
-        ``fastpoly_version``.
+        ``fastpoly_version``; P_SGD, GP draw and GP posterior files also ``estimator``,
+        ``meta_version`` and ``inputs`` (see :mod:`fastpoly.counts.meta` and :attr:`result_meta`).
 
     Notes
     -----
@@ -111,6 +113,15 @@ class FunctionCounts:
         """uint64 words per key."""
         p = self._lazy()
         return p.n_words if p is not None else self.keys.shape[1]
+
+    @property
+    def result_meta(self) -> ResultMeta:
+        """What this result estimates (:class:`~fastpoly.counts.meta.ResultMeta`; old files are read too).
+
+        ``result_meta.estimator`` is one of ``"prior"``, ``"posterior"`` (P_B by rejection), ``"psgd"``,
+        ``"gp_draws"``, ``"gp_posterior"``.
+        """
+        return ResultMeta.from_meta(self.meta)
 
     @property
     def n_key_bits(self) -> int:

@@ -23,11 +23,11 @@ import numpy as np
 
 from fastpoly.atomic import atomic_write_bytes
 from fastpoly.counts import FunctionCounts
+from fastpoly.counts.meta import ResultMeta, build_meta, describe_inputs, estimator_of
 from fastpoly.gp.kernels import as_mlp, check_inputs, kernel
 from fastpoly.gp.orthants import OrthantResult, check_covariance, orthant
 from fastpoly.keys import as_key, key_to_hex, pack_bits, sort_order, unpack_bits
 from fastpoly.plan import check_train, inputs_digest
-from fastpoly.version import __version__
 
 __all__ = ["GPPosterior", "log_marginal", "pac_bayes_bound", "posterior", "test_rows"]
 
@@ -244,8 +244,34 @@ class GPPosterior:
             raise ValueError("duplicate functions in the table")
         counts = np.rint(np.exp(self.log_p[order]) * scale).astype(np.int64)
         meta = dict(self.meta)
-        meta["gp"] = dict(meta.get("gp", {}), pseudo_counts_scale=int(scale))
+        table = {"log_p": _finite_or_none(self.log_p[order]), "stderr": _finite_or_none(self.stderr[order]),
+                 "log_p_S": self.log_p_S, "stderr_S": self.stderr_S, "method": self.method}
+        meta["gp"] = dict(meta.get("gp", {}), pseudo_counts_scale=int(scale), table=table)
         return FunctionCounts(keys, counts, np.zeros(keys.shape[0], np.uint64), int(scale), int(scale), meta)
+
+    @classmethod
+    def from_counts(cls, counts: FunctionCounts) -> GPPosterior:
+        """The table stored in a counts file by :meth:`to_counts` / :meth:`save` (exact ``log_p``, not the pseudo-counts).
+
+        Raises
+        ------
+        ValueError
+            If ``counts`` is not a GP posterior table.
+        """
+        table = (counts.meta.get("gp") or {}).get("table")
+        if estimator_of(counts.meta) != "gp_posterior" or not isinstance(table, dict):
+            raise ValueError("not a GP posterior table (write one with GPPosterior.save(PATH.npz))")
+        nan = float("nan")
+        log_p = [nan if v is None else v for v in table["log_p"]]
+        se = [nan if v is None else v for v in table["stderr"]]
+        meta = dict(counts.meta)
+        meta["gp"] = {k: v for k, v in meta["gp"].items() if k not in ("table", "pseudo_counts_scale")}
+        return cls(np.asarray(counts.keys), log_p, se, table["log_p_S"], table["stderr_S"], table["method"], meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GPPosterior:
+        """Read a table saved as a counts file (``save(PATH.npz)``)."""
+        return cls.from_counts(FunctionCounts.load(path))
 
     def to_text(self) -> str:
         """Tab-separated table: key (hex), log_p, stderr, probability; header lines start with '#'."""
@@ -258,25 +284,30 @@ class GPPosterior:
             lines.append(f"{self.hex(i)}\t{self.log_p[i]:.10g}\t{self.stderr[i]:.4g}\t{math.exp(self.log_p[i]):.6g}")
         return "\n".join(lines) + "\n"
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_text` atomically."""
-        atomic_write_bytes(path, self.to_text().encode())
+    def save(self, path: str | os.PathLike, scale: int = 2**40) -> None:
+        """Write the table atomically: a counts-store file for ``.npz`` paths, else the text of :meth:`to_text`.
+
+        The counts file (:meth:`to_counts`, ``meta["estimator"] == "gp_posterior"``) is read by every
+        fastpoly command as counts and by :meth:`load` back into this table, exact ``log_p`` included.
+        """
+        if os.fspath(path).endswith(".npz"):
+            self.to_counts(scale).save(path)
+        else:
+            atomic_write_bytes(path, self.to_text().encode())
 
 
 def _gp_meta(arch, X, rows, labels, test, method):
-    return {
-        "arch": dict(arch.to_dict(), limit="nngp"),
-        "inputs_digest": inputs_digest(np.asarray(X, np.float32)),
-        "n_rows": int(X.shape[0]),
-        "train_rows": rows.tolist(),
-        "train_labels": labels.astype(int).tolist(),
-        "key_rows": test.tolist(),
-        "n_key_bits": int(test.size),
-        "seed": None,
-        "ranges": [],
-        "fastpoly_version": __version__,
-        "gp": {"method": method},
-    }
+    rm = ResultMeta(
+        estimator="gp_posterior", arch=dict(arch.to_dict(), limit="nngp"),
+        inputs_digest=inputs_digest(np.asarray(X, np.float32)), n_rows=int(X.shape[0]),
+        inputs=describe_inputs(X, arch.n_inputs), seed=None,
+        train_rows=tuple(int(r) for r in rows), train_labels=tuple(int(v) for v in labels),
+    )
+    return build_meta(rm, n_key_bits=int(test.size), key_rows=test, annotations={"gp": {"method": method}})
+
+
+def _finite_or_none(a):
+    return [None if not math.isfinite(v) else float(v) for v in np.asarray(a, np.float64)]
 
 
 def _sub_seed(seed: int, i: int) -> int:

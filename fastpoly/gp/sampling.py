@@ -17,23 +17,37 @@ multiplies column ``j`` of ``F``.
 * Keys: bit ``r`` = 1 iff ``g_r > 0`` strictly (``docs/design.md#keys``).
 
 A CuPy path is not provided (no GPU to test it on); ``backend="cupy"`` raises.
+
+GP draws are an estimator plan (:class:`GPDrawPlan`, see :mod:`fastpoly.run.plans`) run by the
+one driver like rejection sampling and SGD training: checkpoint/resume (also
+:func:`fastpoly.resume`), memory budget, Dask and progress work the same way, and the counts are
+identical for any batch size, partition or interruption.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
+from fastpoly.arch import MLP
 from fastpoly.backends import VALID_NAMES, backend_for, lacks
+from fastpoly.backends.base import CountBatch
 from fastpoly.backends.counting import count_keys
 from fastpoly.counts import FunctionCounts
-from fastpoly.counts.merge import merge_sorted_counts
+from fastpoly.counts.meta import ResultMeta, describe_inputs
 from fastpoly.gp.kernels import as_mlp, check_inputs, kernel
 from fastpoly.gp.orthants import check_covariance
 from fastpoly.keys import pack_bits
 from fastpoly.plan import inputs_digest
+from fastpoly.run.driver import run_job
+from fastpoly.run.job import job_for
+from fastpoly.run.options import RunOptions
 from fastpoly.stream.rng import check_seed
-from fastpoly.version import __version__
 
-__all__ = ["GP_STREAM", "SAMPLE_BACKENDS", "gp_factor", "gp_values", "sample"]
+__all__ = ["GP_STREAM", "SAMPLE_BACKENDS", "GPDrawPlan", "GPDrawer", "gp_factor", "gp_values", "make_gp_plan",
+           "sample"]
 
 #: the Philox stream id (counter word 1) of GP normals; networks' parameters use stream 0
 GP_STREAM = 3
@@ -87,6 +101,141 @@ def _resolve_backend(backend: str) -> str:
     return backend_for("gp_values", backend).name
 
 
+@dataclass(frozen=True, eq=False)
+class GPDrawPlan:
+    """GP draws ``g ~ N(0, K)`` of the NNGP of ``arch`` on ``X``, keyed by sign (validated, frozen).
+
+    Build it with :func:`make_gp_plan`.  Implements the estimator plan protocol of
+    :mod:`fastpoly.run.plans` (estimator ``"gp_draws"``).
+
+    Attributes
+    ----------
+    arch : MLP
+    X : float64 array (m, n_inputs)
+    seed : int
+    K : float64 array (m, m)
+        The kernel (computed from ``arch`` and ``X``, or given).
+    F, rows, info
+        The factor of :func:`gp_factor`.
+    """
+
+    arch: MLP
+    X: np.ndarray
+    seed: int
+    K: np.ndarray
+    F: np.ndarray
+    rows: np.ndarray
+    info: dict[str, Any]
+
+    estimator = "gp_draws"
+    conditioned = False
+
+    @property
+    def m(self) -> int:
+        """Number of input rows (key bits)."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_words(self) -> int:
+        """uint64 words per key."""
+        return (self.m + 63) // 64
+
+    @property
+    def key_rows(self) -> np.ndarray:
+        """All rows."""
+        return np.arange(self.m, dtype=np.int64)
+
+    @property
+    def lower(self) -> bool:
+        """Whether ``F`` is the (lower-triangular) Cholesky factor."""
+        return self.info["factor"] == "cholesky"
+
+    @property
+    def digest(self) -> str:
+        """Digest of the inputs (as float32, like every counts file)."""
+        return inputs_digest(np.asarray(self.X, np.float32))
+
+    def compat_meta(self) -> dict[str, Any]:
+        """What must match for two GP results to merge (the ``nngp`` limit keeps them apart from networks)."""
+        return {"arch": dict(self.arch.to_dict(), limit="nngp"), "inputs_digest": self.digest,
+                "n_rows": self.m, "train_rows": [], "train_labels": []}
+
+    def result_meta(self) -> ResultMeta:
+        """What the result estimates: the infinite-width prior, by GP draws."""
+        c = self.compat_meta()
+        return ResultMeta(estimator="gp_draws", arch=c["arch"], inputs_digest=c["inputs_digest"], n_rows=c["n_rows"],
+                          inputs=describe_inputs(self.X, self.arch.n_inputs), seed=self.seed)
+
+    def meta_extra(self) -> dict[str, Any]:
+        """The factor's report (``meta['gp']``)."""
+        return {"gp": dict(self.info, stream=GP_STREAM)}
+
+    def engine(self, backend: Any = "auto") -> GPDrawer:
+        """The GP drawer of a backend name (``auto``, ``numpy`` or ``numba``)."""
+        return GPDrawer(backend)
+
+    def job_spec(self) -> dict[str, Any]:
+        """What a checkpoint stores to rebuild this plan (the kernel goes to ``job_arrays``)."""
+        return {"estimator": "gp_draws", "arch": self.arch.to_dict()}
+
+    def job_arrays(self) -> dict[str, np.ndarray]:
+        """The kernel (it may have been given rather than computed)."""
+        return {"kernel": self.K}
+
+    @classmethod
+    def from_job(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray], X: np.ndarray, seed: int) -> GPDrawPlan:
+        """Rebuild the plan a checkpoint stored."""
+        return make_gp_plan(MLP.from_dict(spec["arch"]), X, seed, K=arrays["kernel"])
+
+
+def make_gp_plan(arch: Any, X: Any = None, seed: Any = 0, K: Any = None) -> GPDrawPlan:
+    """Validate a GP draw job and factor its kernel (see :func:`sample`)."""
+    arch = as_mlp(arch)
+    X = check_inputs(arch, X)
+    seed = check_seed(seed)
+    m = X.shape[0]
+    if K is None:
+        K = kernel(arch, X)
+    elif np.shape(K) != (m, m):
+        raise ValueError(f"K must have shape ({m}, {m}) for these inputs, got {np.shape(K)}")
+    K = np.ascontiguousarray(K, np.float64)
+    F, rows, info = gp_factor(K)
+    return GPDrawPlan(arch, X, seed, K, F, rows, info)
+
+
+class GPDrawer:
+    """The GP-draw capability of a backend (numpy or numba): draws and counts one index range."""
+
+    def __init__(self, backend: Any = "auto") -> None:
+        self.name = _resolve_backend(backend)
+
+    def count_range(self, plan: GPDrawPlan, lo: int, hi: int) -> CountBatch:
+        """Draw samples ``lo .. hi-1`` and count their sign keys."""
+        idx = np.arange(lo, hi, dtype=np.uint64)
+        bits = np.zeros((hi - lo, plan.m), bool)
+        if plan.rows.size:
+            bits[:, plan.rows] = gp_values(plan.F, plan.seed, idx, self.name, plan.lower) > 0
+        k, c, f = count_keys(pack_bits(bits), idx)
+        return CountBatch(k, c, f, hi - lo, hi - lo)
+
+    def prepare(self, plan: GPDrawPlan) -> None:
+        """Compile the Numba path (one draw, discarded)."""
+        if self.name == "numba" and plan.rows.size:
+            gp_values(plan.F, plan.seed, np.zeros(1, np.uint64), "numba", plan.lower)
+
+    def default_batch_size(self, plan: GPDrawPlan) -> int:
+        """Draws per call (about 2 million values)."""
+        return max(256, (1 << 21) // max(plan.m, 1))
+
+    def for_workers(self) -> GPDrawer:
+        """Dask workers get this (picklable) object."""
+        return self
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return f"{self.name} (GP draws)"
+
+
 def sample(
     arch,
     X=None,
@@ -97,7 +246,20 @@ def sample(
     start: int = 0,
     batch_size: int | None = None,
     K: np.ndarray | None = None,
-):
+    progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    checkpoint_every: float = 60.0,
+    checkpoint_samples: int | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    memory_budget: int | str | None = None,
+    client: Any = None,
+    task_size: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    compress: bool = False,
+    annotations: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> FunctionCounts:
     """Draw ``g ~ N(0, K)`` (the NNGP of ``arch`` on ``X``) and count the sign keys exactly.
 
     Parameters
@@ -117,55 +279,33 @@ def sample(
         Samples per batch (the result does not depend on it).
     K : array or None
         A precomputed kernel over the rows of X.
+    progress, checkpoint, resume, checkpoint_every, checkpoint_samples, checkpoint_extra, memory_budget, client,
+    task_size, out, compress, annotations
+        As in :func:`fastpoly.sample`: GP draws run through the same driver, so a checkpointed,
+        interrupted and resumed run (also with :func:`fastpoly.resume`) gives the bytes of an
+        uninterrupted one.
+    options : RunOptions or None
+        All run options at once (:class:`fastpoly.run.options.RunOptions`); then ``n_samples``,
+        ``start``, ``batch_size`` and the options above must be left at their defaults.
 
     Returns
     -------
     FunctionCounts
-        Keys over all rows of X; ``meta['arch']`` carries ``"limit": "nngp"`` (so GP
-        counts never merge with finite-width counts) and ``meta['gp']`` the factor
-        (``cholesky`` or ``eigh``), rank, clipped eigenvalues and zero-variance rows.
+        Keys over all rows of X; ``meta['estimator'] == "gp_draws"``, ``meta['arch']`` carries
+        ``"limit": "nngp"`` (so GP counts never merge with finite-width counts) and ``meta['gp']``
+        the factor (``cholesky`` or ``eigh``), rank, clipped eigenvalues and zero-variance rows.
     """
-    arch = as_mlp(arch)
-    X = check_inputs(arch, X)
-    seed = check_seed(seed)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < 2**63:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    be = _resolve_backend(backend)
-    m = X.shape[0]
-    if K is None:
-        K = kernel(arch, X)
-    elif np.shape(K) != (m, m):
-        raise ValueError(f"K must have shape ({m}, {m}) for these inputs, got {np.shape(K)}")
-    F, rows, info = gp_factor(K)
-    lower = info["factor"] == "cholesky"
-    bs = int(batch_size) if batch_size else max(256, (1 << 21) // max(m, 1))
-    if bs < 1:
-        raise ValueError("batch_size must be positive")
-    parts = []
-    for a in range(start, start + n_samples, bs):
-        b = min(a + bs, start + n_samples)
-        idx = np.arange(a, b, dtype=np.uint64)
-        bits = np.zeros((b - a, m), bool)
-        if rows.size:
-            bits[:, rows] = gp_values(F, seed, idx, be, lower) > 0
-        keys = pack_bits(bits)
-        parts.append(count_keys(keys, idx))
-    k, c, f = merge_sorted_counts(parts)
-    meta = {
-        "arch": dict(arch.to_dict(), limit="nngp"),
-        "inputs_digest": inputs_digest(np.asarray(X, np.float32)),
-        "n_rows": int(m),
-        "train_rows": [],
-        "train_labels": [],
-        "seed": seed,
-        "ranges": [[int(start), int(start + n_samples)]],
-        "n_key_bits": int(m),
-        "key_rows": None,
-        "fastpoly_version": __version__,
-        "gp": dict(info, stream=GP_STREAM),
-    }
-    out = FunctionCounts(k, c, f, n_samples, n_samples, meta)
-    out.info = {"backend": be, "batch_size": bs}
-    return out
+    plan = make_gp_plan(arch, X, seed, K)
+    drawer = GPDrawer(backend)
+    if options is None:
+        options = RunOptions.build(
+            n_samples, start, batch_size=batch_size, progress=progress, checkpoint=checkpoint, resume=resume,
+            checkpoint_every=checkpoint_every, checkpoint_samples=checkpoint_samples,
+            checkpoint_extra=checkpoint_extra, memory_budget=memory_budget, client=client, task_size=task_size,
+            out=out, compress=compress,
+        )
+    elif (n_samples, start, batch_size, progress, checkpoint, resume, checkpoint_every, checkpoint_samples,
+          checkpoint_extra, memory_budget, client, task_size, out, compress) != \
+            (1, 0, None, False, None, False, 60.0, None, None, None, None, None, None, False):
+        raise ValueError("give the run options either as options= or one by one, not both")
+    return run_job(job_for(plan, options, drawer, annotations))

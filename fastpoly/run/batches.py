@@ -1,13 +1,17 @@
-"""The one batch loop: an index range cut into backend calls, in order (used by every run path)."""
+"""The one batch loop: an index range cut into engine calls, in order (used by every run path and estimator).
+
+The engine is a sampling backend, an SGD trainer or a GP drawer (:class:`fastpoly.run.plans.Engine`);
+the plan is whatever that engine's ``count_range`` takes.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from fastpoly.backends.base import Backend, CountBatch
 from fastpoly.counts.merge import merge_sorted_counts
-from fastpoly.plan import SamplerPlan
 
 __all__ = ["complement", "local_batches", "count_ranges"]
 
@@ -26,7 +30,7 @@ def complement(ranges: Sequence[Sequence[int]], start: int, stop: int) -> list[t
     return todo
 
 
-def local_batches(backend: Backend, plan: SamplerPlan, todo: Sequence[tuple[int, int]],
+def local_batches(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
                   batch_size: int) -> Iterator[tuple[int, int, CountBatch]]:
     """Yield ``(lo, hi, CountBatch)`` for the ranges ``todo``, ``batch_size`` samples per backend call."""
     for lo0, hi0 in todo:
@@ -37,7 +41,7 @@ def local_batches(backend: Backend, plan: SamplerPlan, todo: Sequence[tuple[int,
             pos = hi
 
 
-def count_ranges(backend: Backend, plan: SamplerPlan, todo: Sequence[tuple[int, int]],
+def count_ranges(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
                  batch_size: int) -> CountBatch:
     """Count the ranges ``todo`` into one :class:`CountBatch` (in memory; e.g. one Dask task)."""
     acc = None

@@ -3,8 +3,11 @@
 A checkpoint folder holds
 
 ``job.json`` and ``inputs.npy``
-    The job (architecture, inputs, seed, train set, index range, optional
-    caller data such as the CLI options), written once when the run starts.
+    The job (architecture, inputs, seed, train set, index range, the estimator's
+    plan -- e.g. a training recipe -- and the result's annotations, optional caller data
+    such as the CLI options), written once when the run starts.  Plans that need more
+    arrays (a GP draw plan's kernel) store them beside it as ``<name>.npy``, with their
+    sha256 in ``job.json``.  :func:`fastpoly.resume` rebuilds any estimator's plan from it.
 ``state.json``
     Progress: the index ranges already counted, totals, and the files that
     hold the counts so far (sorted runs ``run-*.run`` spilled past the memory
@@ -37,6 +40,7 @@ from fastpoly.atomic import FolderLock, atomic_write_bytes, check_writable_folde
 from fastpoly.counts.spill import RunReader, run_sha256, write_run
 from fastpoly.counts.store import FunctionCounts
 from fastpoly.plan import inputs_digest
+from fastpoly.run.plans import job_arrays_of, job_spec_of
 
 __all__ = ["CheckpointError", "Checkpoint", "job_of"]
 
@@ -53,8 +57,8 @@ def _sha_json(d):
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def _job_dict(plan, start, stop):
-    return {
+def _job_dict(plan, start, stop, annotations=None):
+    job = {
         "format": FORMAT,
         "version": VERSION,
         "compat": plan.compat_meta(),
@@ -62,6 +66,16 @@ def _job_dict(plan, start, stop):
         "start": int(start),
         "stop": int(stop),
     }
+    # absent for sampling plans without annotations: checkpoints written before these keys stay valid
+    spec = job_spec_of(plan)
+    if spec is not None:
+        job["plan"] = spec
+    arrays = job_arrays_of(plan)
+    if arrays:
+        job["arrays"] = {k: hashlib.sha256(_npy_bytes(v)).hexdigest() for k, v in sorted(arrays.items())}
+    if annotations:
+        job["annotations"] = dict(annotations)
+    return job
 
 
 class Checkpoint:
@@ -69,12 +83,13 @@ class Checkpoint:
 
     def __init__(self, directory):
         self.dir = os.fspath(directory)
+        self.arrays = {}
         self.job = None
         self.state = None
         self.lock = None
 
     @classmethod
-    def claim(cls, directory, plan, start, stop, resume=False, extra=None):
+    def claim(cls, directory, plan, start, stop, resume=False, extra=None, annotations=None):
         """Lock the folder for this process, then create its checkpoint or reopen it (``resume``).
 
         The lock (:class:`fastpoly.atomic.FolderLock`) is held until :meth:`release`, so two runs
@@ -93,7 +108,7 @@ class Checkpoint:
         lock = FolderLock(directory, "checkpoint folder").acquire()
         try:
             if not cls(directory).exists:
-                ck = cls.create(directory, plan, start, stop, extra=extra)
+                ck = cls.create(directory, plan, start, stop, extra=extra, annotations=annotations)
             elif not resume:
                 raise CheckpointError(
                     f"{directory} already holds a checkpoint; pass resume=True (CLI: --resume) "
@@ -101,7 +116,7 @@ class Checkpoint:
                 )
             else:
                 ck = cls.open(directory)
-                ck.check_job(plan, start, stop)
+                ck.check_job(plan, start, stop, annotations)
         except BaseException:
             lock.release()
             raise
@@ -126,7 +141,7 @@ class Checkpoint:
 
     # -- creation / opening ---------------------------------------------------------------
     @classmethod
-    def create(cls, directory, plan, start, stop, extra=None):
+    def create(cls, directory, plan, start, stop, extra=None, annotations=None):
         """Start a new checkpoint for a job (the folder must not hold one)."""
         ck = cls(directory)
         os.makedirs(ck.dir, exist_ok=True)
@@ -134,11 +149,13 @@ class Checkpoint:
             raise CheckpointError(
                 f"{ck.dir} already holds a checkpoint; resume it (resume=True / --resume) or use another folder"
             )
-        job = _job_dict(plan, start, stop)
+        job = _job_dict(plan, start, stop, annotations)
         job["extra"] = extra or {}
         job["sha256"] = _sha_json({k: v for k, v in job.items() if k != "sha256"})
         buf = _npy_bytes(plan.X)
         atomic_write_bytes(ck.path("inputs.npy"), buf)
+        for name, a in job_arrays_of(plan).items():
+            atomic_write_bytes(ck.path(f"{name}.npy"), _npy_bytes(a))
         atomic_write_bytes(ck.path("job.json"), json.dumps(job, sort_keys=True, indent=1).encode())
         ck.job = job
         ck.state = None
@@ -161,16 +178,29 @@ class Checkpoint:
         if inputs_digest(np.asarray(X, np.float32)) != ck.job["compat"]["inputs_digest"]:
             raise CheckpointError(f"{ck.dir}: inputs.npy does not match the job (modified file)")
         ck.X = np.asarray(X, np.float32)
+        ck.arrays = {}
+        for name, sha in (ck.job.get("arrays") or {}).items():
+            p = ck.path(f"{name}.npy")
+            try:
+                with open(p, "rb") as fh:
+                    raw = fh.read()
+            except OSError as e:
+                raise CheckpointError(f"{ck.dir}: unreadable {name}.npy ({e})") from None
+            if hashlib.sha256(raw).hexdigest() != sha:
+                raise CheckpointError(f"{ck.dir}: {name}.npy does not match the job (modified file)")
+            ck.arrays[name] = np.load(p, allow_pickle=False)
         if os.path.exists(ck.path("state.json")):
             ck.state = _read_checked_json(ck.path("state.json"), "state")
             if ck.state.get("job_sha256") != ck.job["sha256"]:
                 raise CheckpointError(f"{ck.dir}: state.json belongs to another job")
         return ck
 
-    def check_job(self, plan, start, stop):
+    def check_job(self, plan, start, stop, annotations=None):
         """Raise :class:`CheckpointError` unless this checkpoint is for the same job."""
         mine = {k: v for k, v in self.job.items() if k not in ("extra", "sha256")}
-        theirs = _job_dict(plan, start, stop)
+        theirs = _job_dict(plan, start, stop, annotations)
+        if "annotations" not in mine:  # written before checkpoints kept the annotations
+            theirs.pop("annotations", None)
         if mine != theirs:
             diffs = [k for k in theirs if mine.get(k) != theirs[k]]
             if "compat" in diffs:
@@ -283,6 +313,21 @@ class Checkpoint:
                     pass
 
     # -- the job --------------------------------------------------------------------------
+    @property
+    def estimator(self):
+        """The estimator of the stored job (``"prior"``/``"posterior"`` for sampling checkpoints)."""
+        spec = self.job.get("plan")
+        if spec:
+            return spec["estimator"]
+        return "posterior" if self.job["compat"].get("train_rows") else "prior"
+
+    def train_set(self):
+        """``(rows, labels)`` of the stored job, or None."""
+        c = self.job["compat"]
+        if not c["train_rows"]:
+            return None
+        return np.asarray(c["train_rows"], np.int64), np.asarray(c["train_labels"], np.uint8)
+
     def job_arguments(self):
         """``dict(arch=MLP, X=..., seed=..., train=..., start=..., n_samples=...)`` to rerun the job."""
         c = self.job["compat"]
@@ -316,6 +361,11 @@ def _npy_bytes(a):
 
 
 def job_of(directory):
-    """The job stored in a checkpoint folder: ``(arguments dict for sample, extra dict)``."""
+    """The job stored in a checkpoint folder: ``(arguments dict for sample, extra dict)``.
+
+    For checkpoints of other estimators (training, GP draws) the arguments are those of the
+    sampling job underneath (architecture, inputs, seed, train set, range); use
+    :func:`fastpoly.resume` to resume any of them.
+    """
     ck = Checkpoint.open(directory)
     return ck.job_arguments(), dict(ck.job.get("extra") or {})

@@ -44,9 +44,9 @@ import math
 
 import numpy as np
 
-from fastpoly.backends import get_backend
 from fastpoly.backends.base import CountBatch
 from fastpoly.run.batches import count_ranges
+from fastpoly.run.plans import engine_of
 
 __all__ = ["get_client", "dask_batches", "count_task", "split_ranges"]
 
@@ -104,13 +104,14 @@ def count_task(plan, lo, hi, backend="auto", batch_size=None):
     """Draw and count samples ``[lo, hi)`` of a plan (runs on a worker; pure).
 
     ``plan`` is the job's plan object itself (scattered once to every worker) and
-    ``backend`` a backend name or a picklable backend object (e.g. an SGD trainer).
+    ``backend`` a backend name or a picklable engine (e.g. an SGD trainer): the worker resolves
+    it with :func:`fastpoly.run.plans.engine_of`.
 
     Returns
     -------
     (keys, counts, first_index, n_samples, n_accepted)
     """
-    be = get_backend(backend)
+    be = engine_of(plan, backend)
     b = count_ranges(be, plan, [(lo, hi)], batch_size or be.default_batch_size(plan))
     return b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted
 

@@ -1,6 +1,8 @@
 """The one driver: a validated :class:`~fastpoly.run.job.SampleJob` -> exact :class:`FunctionCounts`.
 
-Plain, checkpointed and Dask runs all go through :func:`run_job`:
+Every estimator -- rejection sampling, SGD training, GP draws -- is a plan of
+:mod:`fastpoly.run.plans` run here; plain, checkpointed, spilled and Dask runs all go through
+:func:`run_job`:
 
 1. open (or create) the checkpoint and restore its progress;
 2. choose the batch source -- the local batch loop or Dask tasks -- for the ranges still to draw;
@@ -19,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from fastpoly.activations import EXACT_SAMPLER_ACTIVATIONS
-from fastpoly.backends import get_backend
 from fastpoly.backends.base import Backend, CountBatch
 from fastpoly.backends.reference import sample_keys_reference
 from fastpoly.counts.fileformat import write_counts_file
@@ -30,8 +31,8 @@ from fastpoly.run import distributed
 from fastpoly.run.batches import complement, local_batches
 from fastpoly.run.checkpoint import Checkpoint
 from fastpoly.run.job import SampleJob
+from fastpoly.run.plans import engine_of, meta_dict
 from fastpoly.run.rescue import rescue_result
-from fastpoly.version import __version__
 
 __all__ = ["run_job", "result_meta", "check_against_reference", "Interrupted", "STOP_SIGNALS"]
 
@@ -49,22 +50,9 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
-def result_meta(plan: SamplerPlan, annotations: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The metadata of a result of ``plan`` (compatibility fields, seed, key rows, version, annotations)."""
-    meta = plan.compat_meta()
-    meta.update(
-        seed=plan.seed,
-        ranges=[],
-        n_key_bits=int(plan.key_rows.size),
-        key_rows=plan.key_rows.tolist() if plan.conditioned else None,
-        fastpoly_version=__version__,
-    )
-    if annotations:
-        clash = set(annotations) & set(meta)
-        if clash:
-            raise ValueError(f"annotations may not replace the metadata {sorted(clash)}")
-        meta.update(annotations)
-    return meta
+def result_meta(plan: Any, annotations: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata of a result of ``plan`` (its ResultMeta, key rows, version, annotations; no ranges yet)."""
+    return meta_dict(plan, annotations)
 
 
 def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts | None]:
@@ -72,7 +60,8 @@ def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts 
     pol = job.checkpoint
     if pol is None:
         return None, None
-    ck = Checkpoint.claim(pol.directory, job.plan, job.start, job.stop, resume=pol.resume, extra=pol.extra)
+    ck = Checkpoint.claim(pol.directory, job.plan, job.start, job.stop, resume=pol.resume, extra=pol.extra,
+                          annotations=job.annotations)
     if ck.complete:
         try:
             res = ck.load_result()
@@ -137,10 +126,10 @@ def run_job(job: SampleJob) -> FunctionCounts:
 
 def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
     """:func:`run_job` once the checkpoint folder (if any) is claimed."""
-    be = None if job.client is not None else get_backend(job.backend)
+    be = None if job.client is not None else engine_of(job.plan, job.backend)
     info: dict[str, Any] = {"resumed_from": 0} if ck is not None else {}
     _prepare(be, job, info)
-    if job.check and be is not None:
+    if job.check and be is not None and isinstance(job.plan, SamplerPlan):
         check_against_reference(be, job.plan, job.start, job.check)
     acc = CountAccumulator(job.plan.n_words, job.memory_budget, spill_dir=None if ck is None else ck.dir)
     if ck is not None:

@@ -15,7 +15,8 @@ from fastpoly.backends import backend_for
 from fastpoly.backends.base import CountBatch, TrainBatch, count_batch
 from fastpoly.counts import FunctionCounts
 from fastpoly.run.driver import run_job
-from fastpoly.run.job import check_n_samples, make_job
+from fastpoly.run.job import job_for
+from fastpoly.run.options import RunOptions
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
 from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
@@ -105,15 +106,34 @@ def _records(batches):
     return cat
 
 
-def _run(tp: TrainPlan, trainer: TrainBackend, n_runs: Any, start: Any, batch_size: Any, progress: bool,
-         annotations: dict[str, Any] | None, run_options: dict[str, Any]) -> FunctionCounts:
+def _options(n_runs: Any, start: Any, batch_size: Any, progress: bool, run_options: dict[str, Any],
+             options: RunOptions | None) -> RunOptions:
+    """The run's options: ``options`` as given, or built (validated once) from the individual arguments."""
+    if options is not None:
+        if not isinstance(options, RunOptions):
+            raise ValueError(f"options must be a RunOptions, got {type(options).__name__}")
+        given = {k: v for k, v in run_options.items() if v not in (None, False)}
+        if given:
+            raise ValueError(f"give the run options either as options= or one by one, not both ({sorted(given)})")
+        return options
+    ro = dict(run_options)
+    unknown = set(ro) - {"checkpoint", "resume", "checkpoint_every", "checkpoint_samples", "checkpoint_extra",
+                         "memory_budget", "client", "out", "task_size", "compress"}
+    if unknown:
+        raise ValueError(f"unknown run options {sorted(unknown)}")
+    return RunOptions.build(n_runs, start, batch_size=batch_size, progress=progress,
+                            names={"n_samples": "n_runs"}, **ro)
+
+
+def _run(tp: TrainPlan, trainer: TrainBackend, annotations: dict[str, Any] | None,
+         options: RunOptions) -> FunctionCounts:
     """Run a P_SGD job through the one driver (checkpoint, spill, Dask as for ``sample``)."""
-    if trainer.records and run_options.get("client") is not None:
+    if trainer.records and options.client is not None:
         raise ValueError("records=True keeps per-run records in this process; it cannot be combined with client=")
-    ann = {"kind": "P_SGD"}
-    ann.update(annotations or {})
-    job = make_job(None, n_samples=n_runs, backend=trainer, batch_size=batch_size, progress=progress,
-                   start=start, annotations=ann, plan=tp, **run_options)
+    if trainer.records and options.checkpoint is not None:
+        raise ValueError("records=True keeps per-run records of this process only; it cannot be combined with "
+                         "checkpoint= (a resumed run would lack the records of the runs before the interruption)")
+    job = job_for(tp, options, trainer, annotations)
     res = run_job(job)
     res.info["n_failed"] = res.n_samples - res.n_accepted
     if trainer.records:
@@ -127,6 +147,8 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
                annotations: dict[str, Any] | None = None, checkpoint: str | os.PathLike[str] | None = None,
                resume: bool = False, checkpoint_every: float = 60.0, memory_budget: int | str | None = None,
                client: Any = None, out: str | os.PathLike[str] | None = None, task_size: int | None = None,
+               compress: bool = False, checkpoint_samples: int | None = None,
+               checkpoint_extra: dict[str, Any] | None = None, options: RunOptions | None = None,
                **recipe_options: Any) -> FunctionCounts:
     """Train ``n_runs`` networks from independent initialisations and count the functions they reach.
 
@@ -168,18 +190,23 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
         Progress bar (tqdm).
     annotations : dict or None
         Extra metadata (e.g. ``{"target": hex}``).
-    checkpoint, resume, checkpoint_every, memory_budget, client, out, task_size
+    checkpoint, resume, checkpoint_every, checkpoint_samples, checkpoint_extra, memory_budget, client, out,
+    task_size, compress
         As in :func:`fastpoly.sample`: P_SGD jobs run through the same driver, so
-        checkpoints, resuming, spilling past a memory budget and Dask clusters give
-        byte-identical results (``records`` are kept only for the runs trained in
-        this process, and not with ``client``).
+        checkpoints, resuming (also with :func:`fastpoly.resume`), spilling past a memory budget
+        and Dask clusters give byte-identical results (``records`` are kept only for the runs
+        trained in this process: not with ``client`` or ``checkpoint``).
+    options : RunOptions or None
+        All run options at once (:class:`fastpoly.run.options.RunOptions`, with ``start`` and the
+        number of runs); then ``n_runs``, ``start``, ``batch_size``, ``progress`` and the options
+        above are taken from it and must not be given.
 
     Returns
     -------
     FunctionCounts
         ``n_samples`` = runs, ``n_accepted`` = runs that fit S (so ``n_samples -
         n_accepted`` failed; also ``info["n_failed"]``), ``meta["sgd_recipe"]`` =
-        the whole recipe, ``meta["kind"] = "P_SGD"``.
+        the whole recipe, ``meta["estimator"] = "psgd"`` (and the legacy ``meta["kind"] = "P_SGD"``).
 
     Raises
     ------
@@ -189,8 +216,13 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
     tp = _plan(arch, X, train, seed, recipe, recipe_options)
     trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
     opts = dict(checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every,
-                memory_budget=memory_budget, client=client, out=out, task_size=task_size)
-    return _run(tp, trainer, n_runs, start, batch_size, progress, annotations, opts)
+                checkpoint_samples=checkpoint_samples, checkpoint_extra=checkpoint_extra,
+                memory_budget=memory_budget, client=client, out=out, task_size=task_size, compress=compress)
+    if options is not None:
+        if (n_runs, start, batch_size, progress) != (1, 0, None, False) or checkpoint_every != 60.0:
+            raise ValueError("with options=, give n_runs, start, batch_size, progress and checkpoint_every there")
+        opts = {k: v for k, v in opts.items() if k != "checkpoint_every"}
+    return _run(tp, trainer, annotations, _options(n_runs, start, batch_size, progress, opts, options))
 
 
 def _plan(arch, X, train, seed, recipe, opts):
@@ -241,7 +273,7 @@ def leak_table(tp: TrainPlan, workers: int, n_runs: int, start: int, trainer) ->
 def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | float = 1000, seed: int = 0,
                       backend: Any = "auto", callback_leak: bool = True, workers: int = 400,
                       batch_size: int | None = None, records: bool = False, progress: bool = False,
-                      **run_options: Any) -> FunctionCounts:
+                      options: RunOptions | None = None, **run_options: Any) -> FunctionCounts:
     """The anchor Boolean experiment (nn-pacbayes, Mingard et al. 2021) in one call.
 
     Parameters
@@ -262,8 +294,11 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
         its own first fitted epoch end ``e >= e_first + epochs_after_fit``).
     workers : int
         MPI workers of the anchor (400).
+    options : RunOptions or None
+        All run options at once (then ``n_runs``, ``batch_size``, ``progress`` come from it).
     **run_options
-        ``checkpoint``, ``resume``, ``memory_budget``, ``client``, ``out``... as in :func:`sample_sgd`.
+        ``checkpoint``, ``resume``, ``memory_budget``, ``client``, ``out``, ``compress``... as in
+        :func:`sample_sgd`.
 
     Returns
     -------
@@ -273,7 +308,12 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
     """
     arch, X, train, target_hex = anchor_problem(m)
     tp = make_train_plan(arch, X, train, seed, anchor_recipe(epochs_after_fit))
-    n_runs = check_n_samples(n_runs)
+    if options is not None and ((n_runs, batch_size, progress) != (1000, None, False) or run_options):
+        raise ValueError("with options=, give n_runs, batch_size, progress and the run options there")
+    opts = _options(n_runs, 0, batch_size, progress, run_options, options)
+    if opts.start != 0:
+        raise ValueError("the anchor experiment runs from index 0 (its leaked callback depends on the first runs)")
+    n_runs = opts.n_samples
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
@@ -282,7 +322,7 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
         tp = tp.with_leak(int(workers), E, frm)
     ann = {"target": target_hex, "anchor": {"m": int(m), "callback_leak": bool(callback_leak),
                                             "workers": int(workers) if callback_leak else None}}
-    return _run(tp, trainer, n_runs, 0, batch_size, progress, ann, run_options)
+    return _run(tp, trainer, ann, opts)
 
 
 def _counts(x: Any) -> Any:

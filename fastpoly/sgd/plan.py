@@ -13,10 +13,13 @@ for a Fisher--Yates shuffle of the ``m`` train points (see :func:`epoch_order`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fastpoly.activations import check_supported
+from fastpoly.arch import MLP
+from fastpoly.counts.meta import ResultMeta, describe_inputs
 from fastpoly.plan import SamplerPlan, make_plan
 from fastpoly.sgd.recipe import Recipe
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch
@@ -99,6 +102,44 @@ class TrainPlan:
         if self.leak_workers:
             meta["sgd_recipe"]["callback_leak_workers"] = int(self.leak_workers)
         return meta
+
+    # --- the estimator plan protocol (fastpoly.run.plans) ---
+    estimator = "psgd"
+
+    def result_meta(self) -> ResultMeta:
+        """What the result estimates: P_SGD(f|S) of this recipe."""
+        c = self.compat_meta()
+        return ResultMeta(
+            estimator="psgd", arch=c["arch"], inputs_digest=c["inputs_digest"], n_rows=c["n_rows"],
+            inputs=describe_inputs(self.plan.X, self.plan.mlp.n_inputs), seed=self.seed,
+            train_rows=tuple(c["train_rows"]), train_labels=tuple(c["train_labels"]), recipe=c["sgd_recipe"],
+        )
+
+    def meta_extra(self) -> dict[str, Any]:
+        """Legacy fields of P_SGD results kept for older readers (``kind``)."""
+        return {"kind": "P_SGD"}
+
+    def job_spec(self) -> dict[str, Any]:
+        """What a checkpoint stores to rebuild this plan: the recipe and the leak emulation."""
+        leak = None
+        if self.leak_workers:
+            leak = {"workers": int(self.leak_workers), "E": np.asarray(self.leak_E).tolist(),
+                    "from": np.asarray(self.leak_from).tolist()}
+        return {"estimator": "psgd", "recipe": self.recipe.to_dict(), "leak": leak}
+
+    def job_arrays(self) -> dict[str, np.ndarray]:
+        """No arrays beyond the inputs."""
+        return {}
+
+    @classmethod
+    def from_job(cls, spec: dict[str, Any], compat: dict[str, Any], X: np.ndarray, seed: int) -> TrainPlan:
+        """Rebuild the plan a checkpoint stored (:meth:`job_spec`, its compatibility fields and inputs)."""
+        train = (np.asarray(compat["train_rows"], np.int64), np.asarray(compat["train_labels"], np.uint8))
+        tp = make_train_plan(MLP.from_dict(compat["arch"]), X, train, seed, Recipe.from_dict(spec["recipe"]))
+        leak = spec.get("leak")
+        if leak:
+            tp = tp.with_leak(leak["workers"], leak["E"], leak["from"])
+        return tp
 
     def with_leak(self, workers, E, frm):
         """A copy of the plan with the leaked-callback emulation (per-worker first-fit epochs)."""
