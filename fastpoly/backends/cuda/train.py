@@ -36,7 +36,6 @@ TRAIN_KERNEL = "fastpoly_train"
 MATH_KERNEL = "fastpoly_train_math"
 #: runs per launch at most (outputs: ~16 W + 13 bytes per run, plus the parameters when asked)
 MAX_RUNS_PER_LAUNCH = 1 << 22
-#: hidden activations this trainer implements (kernels/train.cuh)
 _SMEM_DEFAULT_LIMIT = 48 * 1024
 
 _NAMES = (TRAIN_KERNEL, MATH_KERNEL)
