@@ -103,7 +103,7 @@ def checks(emulate):
 
     def train_math():
         from fastpoly.backends.cuda.train import loss_math_cuda
-        from fastpoly.sgd import fmath as sf
+        from fastpoly.stream import fmath_train as sf
 
         x = np.random.default_rng(7).standard_normal(500).astype(np.float32) * 20
         got = loss_math_cuda(x, device=emu_device() if emulate else None)

@@ -81,7 +81,7 @@ fail() { say "FAILED: $*"; status=1; }
 E=""; [ "$EMU" = 1 ] && E="--emulate"
 say "gpu-check $([ "$EMU" = 1 ] && echo '--emulate (CPU emulation of CUDA) ')in $ROOT, budget $BUDGET s"
 
-run env 10 env.txt "$PY" - "$EMU" <<'PYEOF'
+run env 30 env.txt "$PY" - "$EMU" <<'PYEOF'
 import platform, subprocess, sys
 emu = sys.argv[1] == "1"
 try:
@@ -113,9 +113,9 @@ fi
 
 if want tests; then
   if [ "$EMU" = 1 ]; then  # the GPU test modules skip here; the emulation's own tests prove the same path
-    TESTS=(tests/test_cuda_hostmerge.py tests/test_cuda_emu_ptx.py tests/test_cupy_backend.py)
+    TESTS=(tests/cuda/test_cuda_hostmerge.py tests/cuda/test_cuda_emu_ptx.py tests/cuda/test_cupy_backend.py)
   else
-    TESTS=(tests/test_cupy_backend.py tests/test_cuda_emu_ptx.py tests/test_klz_cuda.py tests/test_sgd_cuda.py)
+    TESTS=(tests/cuda/test_cupy_backend.py tests/cuda/test_cuda_emu_ptx.py tests/analysis/test_klz_cuda.py tests/cuda/test_sgd_cuda.py)
   fi
   run tests 95 gpu-tests.log "$PY" -m pytest -q -rfEs -p no:cacheprovider "${TESTS[@]}" \
       --junitxml="$W/gpu-tests.xml" || fail "GPU tests"

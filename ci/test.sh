@@ -15,7 +15,7 @@ python3 -m venv "$WORK/venv"
 # shellcheck disable=SC1091
 . "$WORK/venv/bin/activate"
 
-# CI-only: NVRTC (what cupy.RawModule compiles with at run time) so that tests/test_cuda_compile.py
+# CI-only: NVRTC (what cupy.RawModule compiles with at run time) so that tests/cuda/test_cuda_compile.py
 # checks the kernels through NVRTC too, not only nvcc. Optional: the test skips without it.
 python -m pip install -q nvidia-cuda-nvrtc || echo "ci: nvidia-cuda-nvrtc not installed; NVRTC checks will skip"
 

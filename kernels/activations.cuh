@@ -1,6 +1,6 @@
 // GENERATED from the activation table in fastpoly/activations.py (cuda_preamble()). Do not edit;
 // regenerate: python -c 'import fastpoly.activations as a; print(a.cuda_preamble(), end="")' > kernels/activations.cuh
-// tests/test_activations.py fails when this file is stale, and when a kernel defines or uses
+// tests/model/test_activations.py fails when this file is stale, and when a kernel defines or uses
 // an activation code that is not generated here.
 #pragma once
 

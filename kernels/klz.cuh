@@ -1,7 +1,7 @@
 // klz.cuh -- per-key complexity math on packed keys: LZ76 phrase counts (K_LZ), T, critical inputs.
 //
 // Host + device (nvcc, NVRTC and plain g++ with -x c++). No headers. The same bit-parallel
-// algorithm as fastpoly/backends/numba/klz.py, value for value (tests/test_klz.py builds
+// algorithm as fastpoly/backends/numba/klz.py, value for value (tests/analysis/test_klz.py builds
 // tests/cuda_host/klz_driver.cpp with g++ and nvcc and compares with the reference).
 //
 // LZ76 (Kaspar-Schuster, the anchors' KC_LZ) on the packed string x (bit j = character j):

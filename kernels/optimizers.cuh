@@ -1,6 +1,6 @@
 // GENERATED from the optimizer table in fastpoly/model/optimizers.py (cuda_preamble()). Do not edit;
 // regenerate: python -c 'import fastpoly.model.optimizers as o; print(o.cuda_preamble(), end="")' > kernels/optimizers.cuh
-// tests/test_model_optimizers.py fails when this file is stale, and when a kernel defines one of
+// tests/model/test_model_optimizers.py fails when this file is stale, and when a kernel defines one of
 // these constants by hand.
 #pragma once
 

@@ -3,7 +3,7 @@
 Every optimizer of the P_SGD trainers is an :class:`Optimizer` in :data:`OPTIMIZERS`.  The
 compiled trainers read their codes and the offsets of the recipe's arrays from here: the Numba
 trainer reads :data:`RF` / :data:`RI`, and the CUDA trainer includes ``kernels/optimizers.cuh``,
-*generated* by :func:`cuda_preamble` (``tests/test_model_optimizers.py`` fails when it is stale or
+*generated* by :func:`cuda_preamble` (``tests/model/test_model_optimizers.py`` fails when it is stale or
 when a kernel defines an ``FP_OPT_`` / ``FP_LOSS_`` / ``FP_RF_`` / ``FP_RI_`` constant by hand).
 
 The recipe reaches the kernels as two arrays (:meth:`fastpoly.sgd.recipe.Recipe.floats` and
@@ -154,7 +154,7 @@ def cuda_preamble() -> str:
         "// GENERATED from the optimizer table in fastpoly/model/optimizers.py (cuda_preamble()). Do not edit;",
         "// regenerate: python -c 'import fastpoly.model.optimizers as o; print(o.cuda_preamble(), end=\"\")'"
         " > kernels/optimizers.cuh",
-        "// tests/test_model_optimizers.py fails when this file is stale, and when a kernel defines one of",
+        "// tests/model/test_model_optimizers.py fails when this file is stale, and when a kernel defines one of",
         "// these constants by hand.",
         "#pragma once",
         "",

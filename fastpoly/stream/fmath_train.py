@@ -6,7 +6,7 @@ Only correctly rounded float32 operations (``+ - * /``), exact fused
 multiply-adds (:func:`fastpoly.stream.fmath.fma32`), exact bit manipulation and
 selects are used, in the same order as the Numba functions, so the NumPy
 reference trainer and the Numba (and CUDA) kernels compute the same bits.
-``tests/test_sgd.py`` checks the equality on random and special values.
+``tests/sgd/test_sgd.py`` checks the equality on random and special values.
 """
 from __future__ import annotations
 

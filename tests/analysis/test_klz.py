@@ -32,7 +32,7 @@ from fastpoly.backends.cuda.source import kernel_dir
 from fastpoly.backends.numba import klz as kmod
 from fastpoly.keys import bits_to_key, pack_bits, unpack_bits
 
-DRIVER = Path(__file__).parent / "cuda_host" / "klz_driver.cpp"
+DRIVER = Path(__file__).resolve().parents[1] / "cuda_host" / "klz_driver.cpp"
 LENGTHS = [2, 3, 5, 8, 31, 63, 64, 65, 100, 127, 128, 129, 200, 256]
 
 

@@ -2,7 +2,7 @@
 
 Needs a CUDA GPU and CuPy: skipped (with the reason) without them, and FAILS instead when
 ``FASTPOLY_REQUIRE_GPU=1`` (``ci/gpu-check.sh`` sets it).  The emulator tests
-(``tests/test_klz_cuda_emu.py``) run the same kernel and host code on the CPU in CI; here the real
+(``tests/analysis/test_klz_cuda_emu.py``) run the same kernel and host code on the CPU in CI; here the real
 compile path (NVRTC, the PTX cache) and the hardware's popcount / bit reversal are checked.
 """
 from __future__ import annotations

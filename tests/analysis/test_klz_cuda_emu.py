@@ -8,7 +8,7 @@ random strings of 2..256 characters (up to 4 words), d = 0 and Boolean d = 3..8,
 forced tiny chunks and grids; then the ``backend`` option of the analysis (``complexity_ints``,
 ``phrase_sums``, ``summarize``, ``fastpoly analyze``): the same numbers on every backend, and the
 errors for bad names and a missing GPU.  What the emulator cannot show (NVRTC, the hardware) is for
-``tests/test_klz_cuda.py`` on a GPU.
+``tests/analysis/test_klz_cuda.py`` on a GPU.
 """
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def test_backend_names_and_errors(monkeypatch):
 def test_cupy_without_gpu_says_why():
     ok, why = availability("cupy")
     if ok:
-        pytest.skip("a GPU is available here (tests/test_klz_cuda.py runs the cupy backend)")
+        pytest.skip("a GPU is available here (tests/analysis/test_klz_cuda.py runs the cupy backend)")
     keys = np.zeros((3, 2), np.uint64)
     with pytest.raises(BackendUnavailable, match=f"backend 'cupy' is not available: {why}"):
         complexity_ints(keys, 128, backend="cupy")

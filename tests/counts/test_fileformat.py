@@ -13,7 +13,7 @@ from fastpoly.cli.main import main
 from fastpoly.counts import CountsFileError, FunctionCounts
 from fastpoly.counts.fileformat import ALIGN, FORMAT_VERSION
 
-V1_FILE = Path(__file__).parent / "data" / "counts-v1-3-4-1-seed11-n300.npz"
+V1_FILE = Path(__file__).resolve().parents[1] / "data" / "counts-v1-3-4-1-seed11-n300.npz"
 
 
 @pytest.fixture(scope="module")

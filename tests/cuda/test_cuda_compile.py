@@ -17,7 +17,7 @@ import pytest
 
 from fastpoly.backends.cuda import source as src
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "ci" / "nvcc-check.sh"
 
 

@@ -20,7 +20,7 @@ What this can and cannot catch
   the argument lists (types and sizes checked against the kernels' parameters).
 * Host IEEE arithmetic cannot show flush-to-zero or differences of CUDA's intrinsics
   and libm (``tanh``, ``erf``, ``expf`` ...): FTZ is guarded by the PTX test
-  (``tests/test_cuda_emu_ptx.py``), smooth activations use the margin rule on a GPU.
+  (``tests/cuda/test_cuda_emu_ptx.py``), smooth activations use the margin rule on a GPU.
 * Barriers act as full memory fences and blocks do not run concurrently, so weak memory
   ordering and inter-block races are out of reach.
 

@@ -20,7 +20,7 @@ import pytest
 
 pytestmark = pytest.mark.cuda_emu
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "ci" / "gpu-check.sh"
 MAX_FILES = 8  # what one device call brings back from $OUT
 

@@ -26,7 +26,7 @@ from fastpoly.stream.rng import (
     stream_words,
 )
 
-DRIVER = Path(__file__).parent / "cuda_host" / "host_driver.cpp"
+DRIVER = Path(__file__).resolve().parents[1] / "cuda_host" / "host_driver.cpp"
 
 
 def _nvcc():

@@ -2,7 +2,7 @@
 
 Needs a CUDA GPU and CuPy: skipped (with the reason) without them, and FAILS instead when
 ``FASTPOLY_REQUIRE_GPU=1`` (``ci/gpu-check.sh`` sets it).  The plans are those of
-``tests/test_sgd_cuda_emu.py`` (which runs the same kernel through the CPU emulation in CI);
+``tests/cuda/test_sgd_cuda_emu.py`` (which runs the same kernel through the CPU emulation in CI);
 here the real compile path (NVRTC, no flush to zero), the hardware's arithmetic and scheduling
 are checked.
 """

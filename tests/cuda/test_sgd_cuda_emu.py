@@ -12,7 +12,7 @@ full-batch training, runs that fail; the leaked-callback rule; no biases, identi
 layer, three hidden layers, uniform weights; keys over several 64-bit words (chunks that
 cross a word); run indices across 2**32 and a 64-bit seed; warps per block, grids, launch
 splits and the emulator's reversed lane order; the loss math on special values.  What the
-emulator cannot show (FTZ, real scheduling) is for ``tests/test_sgd_cuda.py`` on a GPU.
+emulator cannot show (FTZ, real scheduling) is for ``tests/cuda/test_sgd_cuda.py`` on a GPU.
 """
 from __future__ import annotations
 

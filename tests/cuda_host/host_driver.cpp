@@ -1,5 +1,5 @@
 // Host test driver for kernels/*.cuh: prints (in binary, to stdout) what the
-// __host__ __device__ helpers compute, so tests/test_cuda_host.py can compare
+// __host__ __device__ helpers compute, so tests/cuda/test_cuda_host.py can compare
 // it bit for bit with the NumPy reference. Built with g++ (-x c++) or nvcc.
 //
 //   host_driver words  SEED START COUNT NBLOCKS         -> uint32 [COUNT][4*NBLOCKS]

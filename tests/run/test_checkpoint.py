@@ -16,7 +16,7 @@ from fastpoly import MLP
 from fastpoly.api import resume
 from fastpoly.run.checkpoint import Checkpoint, CheckpointError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARCH = MLP(4, (5,))
 N = 12000
 

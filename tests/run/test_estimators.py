@@ -31,7 +31,7 @@ TRAIN3 = (np.array([0, 1, 2, 3]), np.array([0, 1, 1, 0]))
 #: a short training job (numba: compiled once, then cached)
 TRAIN_ARGS = ["3-4-1", "--train", "0,1,2,3", "--target", "01101001", "--max-epochs", "100", "--lr", "0.5",
               "--backend", "numba", "--no-progress", "--batch-size", "64"]
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 
 
 def _interrupt_after(monkeypatch, n_batches):

@@ -21,7 +21,7 @@ from fastpoly.cli.main import main
 from fastpoly.run.checkpoint import CheckpointError
 from fastpoly.run.rescue import ResultNotSaved
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARCH = "3-4-1"
 
 

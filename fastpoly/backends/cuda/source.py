@@ -4,7 +4,7 @@ Installed, the sources are package data ``fastpoly/kernels``; in a source
 checkout they are the top-level folder ``kernels/``.  :func:`kernel_dir` finds
 either.  The same NVRTC options and template names are used by the CuPy
 backend and by the offline compile checks (``ci/nvcc-check.sh``,
-``tests/test_cuda_compile.py``).
+``tests/cuda/test_cuda_compile.py``).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ each chunk of rows runs two strings interleaved in one loop: lane A walks the fo
 strings, lane B the reversed ones, each moving on to its next row when its string ends.  The
 first phrases of a string come from a table over its first :data:`PREFIX_BITS` characters
 (the phrases decided inside them and where the first undecided one starts).  The phrase
-counts equal the reference's on every string (``tests/test_klz.py``).  Strings longer than
+counts equal the reference's on every string (``tests/analysis/test_klz.py``).  Strings longer than
 128 bits (``W > 2``) take the one-character mask loop over any number of words
 (``_phrases_words``); ``kernels/klz.cu`` computes the same counts on the GPU with the
 one-character scheme.  Bits ``>= n`` of a key are ignored.

@@ -6,7 +6,7 @@ libm calls that stop LLVM from vectorising the per-point loops of
 :func:`fastpoly.backends.numba.jit.fma`, exact bit casts and selects, so a loop over points
 that calls them (inlined) vectorises.
 
-Accuracy (float32, checked against float64 NumPy in ``tests/test_numba_vecmath.py``):
+Accuracy (float32, checked against float64 NumPy in ``tests/backends/test_numba_vecmath.py``):
 ``exp32``, ``expm1_32``, ``log1p32`` within 2 ulp over their whole domain,
 including overflow to ``inf``, gradual underflow to 0, ``+-inf`` and NaN;
 the activations built from them within 4 ulp (where not cancelling).
