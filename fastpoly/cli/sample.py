@@ -9,11 +9,12 @@ import numpy as np
 
 from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
+from fastpoly.analysis.wording import wording
 from fastpoly.api import sample
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import FolderLock, check_writable_folder
 from fastpoly.backends import VALID_NAMES, get_backend
-from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
+from fastpoly.keys import key_to_hex, pack_bits, parse_key_text, unpack_bits
 from fastpoly.run.checkpoint import job_of
 from fastpoly.run.driver import Interrupted
 from fastpoly.sgd.anchor import parse_train_spec
@@ -21,33 +22,20 @@ from fastpoly.sgd.anchor import parse_train_spec
 __all__ = ["register", "run_sample", "parse_count", "claim_out", "train_set_from_args"]
 
 
-def parse_count(text):
-    """Parse a sample count such as ``1e6``, ``250000`` or ``1_000_000`` (positive integer)."""
+def parse_count(text, what="--samples"):
+    """Parse a count such as ``1e6``, ``250000`` or ``1_000_000`` (positive integer); errors name ``what``."""
     try:
         v = float(text.replace("_", ""))
     except ValueError:
-        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}") from None
+        raise ValueError(f"{what} must be a positive integer (e.g. 1e6), got {text!r}") from None
     if not np.isfinite(v) or v != int(v) or v < 1:
-        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}")
+        raise ValueError(f"{what} must be a positive integer (e.g. 1e6), got {text!r}")
     return int(v)
 
 
-def parse_target_arg(text, m):
-    t = text.strip()
-    if len(t) == m and set(t) <= {"0", "1"}:
-        return np.frombuffer(t.encode(), np.uint8) - ord("0")
-    digits = (m + 3) // 4
-    forms = (f"a {m}-character 0/1 string (character i = row i) or a hex key of at most {digits} digits "
-             f"(bit i = row i)")
-    if t and set(t) <= {"0", "1"} and len(t) > digits:
-        raise ValueError(f"--target must be {forms}; got a 0/1 string of {len(t)} characters")
-    try:
-        key = hex_to_key(t, m)
-    except ValueError:
-        raise ValueError(f"--target must be {forms}, got {text!r}") from None
-    if len(t.lower().removeprefix("0x")) > digits:
-        raise ValueError(f"--target must be {forms}; got a hex key of {len(t.lower().removeprefix('0x'))} digits")
-    return unpack_bits(key[None, :], m)[0]
+def parse_target_arg(text, m, what="--target"):
+    """A target over ``m`` rows from the command line (forms of :func:`fastpoly.keys.parse_key_text`)."""
+    return unpack_bits(parse_key_text(text, m, what)[None, :], m)[0]
 
 
 def register(sub):
@@ -196,9 +184,11 @@ def claim_out(out, path, force=False, resume=False, checkpoint=None):
     the folder is the checkpoint folder, whose own lock covers it).  Used by every command that
     writes a result folder (``sample``, ``train``, ``gp sample``).
     """
+    existed = os.path.isdir(out)
     check_writable_folder(out, "output folder (--out)")
     same = checkpoint and os.path.realpath(checkpoint) == os.path.realpath(out)
-    lock = None if same else FolderLock(out, "output folder (--out)").acquire()
+    # a folder this command created is removed again if the command fails before writing into it
+    lock = None if same else FolderLock(out, "output folder (--out)", remove_empty=not existed).acquire()
     if os.path.exists(path) and not (force or resume):
         if lock is not None:
             lock.release()
@@ -221,10 +211,21 @@ def train_set_from_args(args, m, required=False):
     """
     if getattr(args, "train", None):
         rows, target = parse_train_spec(args.train, m)
+        bad = rows[(rows < 0) | (rows >= m)]
+        if bad.size:
+            raise ValueError(f"--train rows must be in [0, {m - 1}] (the {m} Boolean inputs), got {bad.tolist()[:5]}")
+        if np.unique(rows).size != rows.size:
+            raise ValueError("--train lists a row more than once")
+        if rows.size >= m:
+            raise ValueError(f"--train must leave at least one test row (it lists {rows.size} of {m} rows)")
+        if getattr(args, "train_size", None):
+            raise ValueError("give the train set once: --train or --train-size, not both")
         if target is None:
             if not args.target:
                 raise ValueError("--train ROWS needs --target")
             target = parse_target_arg(args.target, m)
+        elif args.target:
+            raise ValueError(f"--train {args.train} brings its own target; drop --target")
         return rows, target
     if not (args.train_size or args.target):
         if required:
@@ -323,7 +324,7 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
     top = counts.top(args.top)
     if top:
         w = max(len(t["key"]) for t in top)
-        print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {'P(f)':>10}  {'95% interval':>23}  {'ones':>4}")
+        print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wording(counts.meta).quantity:>10}  {'95% interval':>23}  {'ones':>4}")
         for r, t in enumerate(top, 1):
             print(f"{r:>4}  {t['key']:<{w}}  {t['probability']:>10.5f}  "
                   f"[{t['lower']:.5f}, {t['upper']:.5f}]  {t['ones']:>4}")

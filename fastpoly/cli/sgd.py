@@ -7,11 +7,12 @@ import time
 import numpy as np
 
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
-from fastpoly.atomic import atomic_open
+from fastpoly.atomic import atomic_open, check_output_file
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
+from fastpoly.plotting import check_figure_path
 from fastpoly.sgd.api import sample_sgd, sample_sgd_anchor
-from fastpoly.sgd.compare import compare, plot_compare
+from fastpoly.sgd.compare import compare, load_counts, plot_compare, side_names
 from fastpoly.sgd.recipe import Recipe
 
 __all__ = ["plot_compare_files", "register", "run_train"]
@@ -32,28 +33,29 @@ def register(sub):
     p.add_argument("arch", nargs="?", default=None, help="architecture, e.g. 7-40-40-1 (default with --anchor)")
     p.add_argument("--runs", default="1000", help="number of runs (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start", type=int, default=0, help="first run index")
+    p.add_argument("--start", type=int, default=None, help="first run index (default 0)")
     p.add_argument("--backend", default="auto", help="auto, numba or numpy")
     p.add_argument("--train", help="anchor:M (the anchor's S and target) or comma-separated rows (needs --target)")
-    p.add_argument("--train-size", type=int, default=0, help="random train set of this size (needs --target)")
-    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--train-size", type=int, default=None, help="random train set of this size (needs --target)")
+    p.add_argument("--train-seed", type=int, default=None, help="seed choosing the train rows (default 0)")
     p.add_argument("--target", help="0/1 string (char i = row i) or hex key (bit i = row i)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--optimizer", default=None, choices=["sgd", "adam"], help="default sgd")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eps", type=float, default=1e-8)
-    p.add_argument("--loss", default="ce", choices=["ce", "mse"])
-    p.add_argument("--batch", type=int, default=8, help="minibatch size (default 8)")
-    p.add_argument("--max-epochs", type=int, default=3000)
-    p.add_argument("--fit-threshold", type=float, default=0.0, help="logit threshold of the fit check (anchor: 0.5)")
-    p.add_argument("--epochs-after-fit", type=int, default=0)
-    p.add_argument("--min-epochs", type=int, default=0)
+    p.add_argument("--momentum", type=float, default=None, help="default 0")
+    p.add_argument("--nesterov", action="store_true", default=None)
+    p.add_argument("--beta1", type=float, default=None, help="default 0.9")
+    p.add_argument("--beta2", type=float, default=None, help="default 0.999")
+    p.add_argument("--eps", type=float, default=None, help="default 1e-8")
+    p.add_argument("--loss", default=None, choices=["ce", "mse"], help="default ce")
+    p.add_argument("--batch", type=int, default=None, help="minibatch size (default 8)")
+    p.add_argument("--max-epochs", type=int, default=None, help="default 3000")
+    p.add_argument("--fit-threshold", type=float, default=None,
+                   help="logit threshold of the fit check (default 0; anchor: 0.5)")
+    p.add_argument("--epochs-after-fit", type=int, default=None, help="default 0 (with --anchor: 1)")
+    p.add_argument("--min-epochs", type=int, default=None, help="default 0")
     p.add_argument("--anchor", type=int, metavar="M", help="the anchor recipe and S (M = 32 or 64) on 7-40-40-1")
     p.add_argument("--callback-leak", action="store_true", help="with --anchor: emulate the leaked callback")
-    p.add_argument("--workers", type=int, default=400, help="with --callback-leak: MPI workers (default 400)")
+    p.add_argument("--workers", type=int, default=None, help="with --callback-leak: MPI workers (default 400)")
     p.add_argument("--records", action="store_true", help="also write per-run records (records.npz)")
     p.add_argument("--out", default="fastpoly-train", help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite the result of an earlier run in --out")
@@ -62,8 +64,52 @@ def register(sub):
     return p
 
 
+#: options of a free recipe: with --anchor (which sets them) they are refused, never dropped
+_RECIPE_OPTIONS = ("optimizer", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "loss", "batch", "max_epochs",
+                   "fit_threshold", "min_epochs", "start", "train", "train_size", "train_seed", "target")
+#: defaults of the options above (None in the parser, so that a given option can be told apart)
+_TRAIN_DEFAULTS = {"start": 0, "train_size": 0, "train_seed": 0, "optimizer": "sgd", "momentum": 0.0,
+                   "nesterov": False, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "loss": "ce", "batch": 8,
+                   "max_epochs": 3000, "fit_threshold": 0.0, "min_epochs": 0, "epochs_after_fit": 0}
+
+
+def _flag(k):
+    return "--" + k.replace("_", "-")
+
+
+def check_train_options(args):
+    """Every option takes effect or is refused: ``--anchor`` (a preset) refuses the options it sets.
+
+    Fills the defaults of the options not given.  Raises ``ValueError`` naming the options.
+    """
+    if args.anchor is not None:
+        given = [_flag(k) for k in _RECIPE_OPTIONS if getattr(args, k, None) is not None]
+        if args.arch is not None and args.arch.replace(" ", "") != "7-40-40-1":
+            given.insert(0, f"architecture {args.arch}")
+        if given:
+            raise ValueError(
+                f"--anchor {args.anchor} sets the architecture (7-40-40-1), train set, target and recipe of the "
+                f"published experiment; it does not take {', '.join(given)} (drop them, or give the recipe "
+                "without --anchor)"
+            )
+        if args.epochs_after_fit is None:
+            args.epochs_after_fit = 1
+        if args.workers is not None and not args.callback_leak:
+            raise ValueError("--workers applies only with --callback-leak")
+        if args.workers is None:
+            args.workers = 400
+    else:
+        if args.callback_leak or args.workers is not None:
+            raise ValueError(f"{'--callback-leak' if args.callback_leak else '--workers'} applies only to the "
+                             "anchor experiment (--anchor M)")
+    for k, v in _TRAIN_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+
+
 def run_train(args):
-    n = parse_count(str(args.runs))
+    check_train_options(args)
+    n = parse_count(str(args.runs), "--runs")
     path = os.path.join(args.out, "counts.npz")
     lock = claim_out(args.out, path, args.force)
     try:
@@ -76,7 +122,7 @@ def run_train(args):
 def _train_and_report(args, n, path):
     t0 = time.perf_counter()
     if args.anchor:
-        res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit or 1, n_runs=n,
+        res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit, n_runs=n,
                                 seed=args.seed, backend=args.backend, callback_leak=args.callback_leak,
                                 workers=args.workers, records=args.records, progress=not args.no_progress)
     else:
@@ -113,12 +159,23 @@ def _train_and_report(args, n, path):
     return 0
 
 
-def plot_compare_files(a, b, out=None):
-    """``fastpoly plot compare A.npz B.npz --out fig.png``: the figure, and the table next to it."""
+def plot_compare_files(a, b, out=None, force=False):
+    """``fastpoly plot compare A.npz B.npz --out fig.png``: the figure, and the table next to it.
+
+    Figure and table use the same ``k`` (2: functions seen at least twice in both), so the title
+    and the table agree; the sides are named from the files' metadata (P_SGD, P_B, ...).  An
+    existing table is replaced only with ``force``; either input as an output is refused.
+    """
     out = out or "compare.png"
-    plot_compare(a, b, out, names=("P_a", "P_b"))
-    c = compare(a, b, k=2, names=("a", "b"))
-    base = os.path.splitext(out)[0]
-    with open(base + ".txt", "w") as fh:
+    check_figure_path(out)
+    txt = os.path.splitext(out)[0] + ".txt"
+    for p in (out, txt):
+        check_output_file(p, [a, b], force, "plot compare output")
+    ca, cb = load_counts(a), load_counts(b)
+    names = side_names(ca, cb, (os.path.basename(os.fspath(a)), os.path.basename(os.fspath(b))))
+    k = 2
+    c = compare(ca, cb, k=k, names=names)
+    plot_compare(ca, cb, out, k=k, names=names)
+    with atomic_open(txt, "w") as fh:
         fh.write(c.to_text(30) + "\n")
-    return [out, base + ".txt"]
+    return [out, txt]

@@ -141,17 +141,23 @@ def kernel(arch: MLP | str, X: np.ndarray | None = None) -> np.ndarray:
             "pre-activations are not Gaussian at any width"
         )
     X = check_inputs(arch, X)
-    sw2 = arch.sigma_w**2
-    d = X.shape[1]
-    K = _bias_var(arch, d) + sw2 * (X @ X.T) / d
-    diag = _bias_var(arch, d) + sw2 * np.einsum("ij,ij->i", X, X) / d
-    K = 0.5 * (K + K.T)
-    np.fill_diagonal(K, diag)
-    for fan_in in arch.hidden:
-        E, dE = _layer(K, diag, arch.activation)
-        bv = _bias_var(arch, fan_in)
-        K = bv + sw2 * E
-        diag = bv + sw2 * dE
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, not warned
+        sw2 = arch.sigma_w**2
+        d = X.shape[1]
+        K = _bias_var(arch, d) + sw2 * (X @ X.T) / d
+        diag = _bias_var(arch, d) + sw2 * np.einsum("ij,ij->i", X, X) / d
         K = 0.5 * (K + K.T)
         np.fill_diagonal(K, diag)
+        for fan_in in arch.hidden:
+            E, dE = _layer(K, diag, arch.activation)
+            bv = _bias_var(arch, fan_in)
+            K = bv + sw2 * E
+            diag = bv + sw2 * dE
+            K = 0.5 * (K + K.T)
+            np.fill_diagonal(K, diag)
+    if not np.all(np.isfinite(K)):
+        raise ValueError(
+            f"the NNGP kernel overflows float64 on these inputs (largest |x| = {float(np.max(np.abs(X))):.3g}, "
+            f"sigma_w = {arch.sigma_w}); rescale X"
+        )
     return np.ascontiguousarray(K)

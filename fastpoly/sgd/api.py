@@ -246,6 +246,10 @@ def leak_table(tp: TrainPlan, workers: int, n_runs: int, start: int, trainer) ->
     return E, frm
 
 
+#: the run options :func:`sample_sgd_anchor` passes on (as in :func:`sample_sgd`)
+_ANCHOR_RUN_OPTIONS = ("checkpoint", "resume", "checkpoint_every", "memory_budget", "client", "out", "task_size")
+
+
 def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | float = 1000, seed: int = 0,
                       backend: Any = "auto", callback_leak: bool = True, workers: int = 400,
                       batch_size: int | None = None, records: bool = False, progress: bool = False,
@@ -279,6 +283,10 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
         As :func:`sample_sgd`; ``meta["target"]`` holds the target and
         ``meta["sgd_recipe"]["callback_leak_workers"]`` the emulated workers.
     """
+    bad = sorted(set(run_options) - set(_ANCHOR_RUN_OPTIONS))
+    if bad:
+        raise ValueError(f"sample_sgd_anchor got unexpected options {bad} (the anchor experiment runs from run 0 "
+                         f"with its own recipe); valid extra options: {', '.join(_ANCHOR_RUN_OPTIONS)}")
     arch, X, train, target_hex = anchor_problem(m)
     tp = make_train_plan(arch, X, train, seed, anchor_recipe(epochs_after_fit))
     n_runs = check_n_samples(n_runs)
