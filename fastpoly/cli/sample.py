@@ -172,6 +172,8 @@ def _check_options(args):
         raise ValueError(f"--top must be >= 0, got {args.top}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.check and getattr(args, "dask", None):
+        raise ValueError("--check runs in this process; it cannot be combined with --dask")
     if not np.isfinite(args.checkpoint_every) or args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every}")
 
@@ -312,8 +314,12 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
     if counts.info.get("spilled_runs"):
         print(f"spilled        {counts.info['spilled_runs']} sorted runs merged")
     print(f"samples        {counts.n_samples:,} (seed {args.seed}, indices {args.start}..{args.start + n - 1})")
+    if args.check:
+        k = min(64, n)
+        print("check          " + ("the numpy backend is the reference itself (nothing to compare)" if be.name == "numpy"
+                                   else f"samples {args.start}..{args.start + k - 1} agree with the NumPy reference"))
     done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
-    if compile_s >= 0.5:
+    if counts.info.get("compiled", compile_s >= 0.5):  # only when kernels were compiled, not loaded
         print(f"compiling      {compile_s:.1f} s (kernels for this architecture; first run only, then cached)")
     print(f"samples/s      {done_now / run_s:,.0f}  ({run_s:.2f} s drawing and counting; {dt:.2f} s in all)")
     if train is not None:

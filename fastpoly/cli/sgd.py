@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from fastpoly.analysis.stats import wilson_interval
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
 from fastpoly.atomic import atomic_open, check_output_file
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
@@ -144,17 +145,36 @@ def _train_and_report(args, n, path):
     res.save(path)
     r = res.meta["sgd_recipe"]
     print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
+    n_div = res.info.get("n_diverged")
+    failed = res.n_samples - res.n_accepted
+    div = "" if n_div is None else f" (diverged {n_div:,}, did not fit {failed - n_div:,})"
     print(f"runs           {res.n_samples:,} (seed {res.meta['seed']}), fitted {res.n_accepted:,}, "
-          f"failed {res.n_samples - res.n_accepted:,}  [{res.info.get('backend')}]")
-    print(f"runs/s         {res.n_samples / dt:,.0f}  ({dt:.2f} s)")
+          f"failed {failed:,}{div}  [{res.info.get('backend')}]")
+    if n_div:
+        print(f"diverged       {n_div:,} runs stopped at a non-finite parameter (inf or NaN loss): "
+              "lower the learning rate")
+    compile_s = float(res.info.get("compile_s", 0.0) or 0.0)
+    run_s = float(res.info.get("elapsed_s", dt))
+    if res.info.get("compiled", compile_s >= 0.5):
+        print(f"compiling      {compile_s:.1f} s (trainer kernels for this architecture; cached for the next run)")
+    if res.info.get("leak_table_s"):
+        print(f"leak table     {res.info['leak_table_s']:.2f} s (first-fit epochs of the emulated workers)")
+    done_now = res.n_samples - int(res.info.get("resumed_from", 0) or 0)
+    print(f"runs/s         {done_now / run_s:,.0f}  ({run_s:.2f} s training and counting; {dt:.2f} s in all)")
     print(f"distinct       {res.n_distinct:,} functions on {res.n_key_bits} test rows")
+    if res.n_accepted == 0:
+        hi = float(wilson_interval(0, res.n_samples)[1])
+        print(f"no function    no run fitted the train set: fit rate <= {hi:.3g} (95% Wilson upper bound); "
+              "the counts file is empty")
     for t in res.top(5):
         print(f"  {t['key']}  P_SGD {t['probability']:.4f} [{t['lower']:.4f}, {t['upper']:.4f}]")
     if args.records:
         rec = res.info["records"]
         with atomic_open(os.path.join(args.out, "records.npz"), "wb") as fh:
             np.savez(fh, **rec)
-        print(f"mean epochs    {rec['epochs'].mean():.1f}  (first fit {rec['first_fit'][rec['first_fit'] > 0].mean():.1f})")
+        ff = rec["first_fit"][rec["first_fit"] > 0]
+        print(f"mean epochs    {rec['epochs'].mean():.1f}  "
+              + (f"(first fit {ff.mean():.1f})" if ff.size else "(no run ever fitted the train set)"))
     print(f"counts file    {path}")
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,9 +104,17 @@ def _prepare(be: Backend | None, job: SampleJob, info: dict[str, Any]) -> None:
     """Compile the backend's kernels for this plan before the clock of the run starts."""
     if be is None:
         return
+    n0 = _compilations()
     t = time.perf_counter()
     be.prepare(job.plan)
     info["compile_s"] = time.perf_counter() - t
+    info["compiled"] = _compilations() > n0  # False: the kernels came from the disk cache
+
+
+def _compilations() -> int:
+    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded)."""
+    m = sys.modules.get("fastpoly.backends.numba.jit")
+    return int(m.compilations()) if m is not None else 0
 
 
 def run_job(job: SampleJob) -> FunctionCounts:
@@ -147,7 +156,7 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
         ck.restore(acc)
         info["resumed_from"] = acc.n_samples
     meta = result_meta(job.plan, job.annotations)
-    bar = _progress_bar(job.n_samples, job.progress)
+    bar = _progress_bar(job.n_samples, job.progress, "runs" if job.annotations.get("kind") == "P_SGD" else "samples")
     if bar is not None and acc.n_samples:
         bar.update(acc.n_samples)
     t0 = time.perf_counter()
@@ -258,12 +267,12 @@ class _InterruptFlag:
         self._old = {}
 
 
-def _progress_bar(total: int, progress: bool) -> Any:
+def _progress_bar(total: int, progress: bool, unit: str = "samples") -> Any:
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="samples", unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
+    return tqdm(total=total, unit=unit, unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
 
 
 def check_against_reference(be: Backend, plan: SamplerPlan, start: int, n: int) -> None:

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -54,13 +56,15 @@ class TrainBackend:
         self.device = device
         self.records = bool(records)
         self.kept: list[TrainBatch] = []
+        #: runs of this process that diverged (a parameter became inf or NaN)
+        self.n_diverged = 0
         self._prepared: Any = None
         self._prepared_for: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled state stays behind; a worker prepares its own
         return {"name": self.name, "records": False, "kept": [], "device": None, "_prepared": None,
-                "_prepared_for": None}
+                "_prepared_for": None, "n_diverged": 0}
 
     def train(self, tp: TrainPlan, lo: int, hi: int, params: bool = False) -> TrainBatch:
         """Per-run results of runs ``lo .. hi-1``."""
@@ -77,6 +81,7 @@ class TrainBackend:
     def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
         """Train runs ``lo .. hi-1`` and count the functions the fitted ones reach."""
         b = self.train(tp, lo, hi)
+        self.n_diverged += b.n_diverged
         if self.records:
             self.kept.append(b)
         return count_batch(b)
@@ -113,6 +118,12 @@ def _records(batches):
     return cat
 
 
+def _compilations() -> int:
+    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded)."""
+    m = sys.modules.get("fastpoly.backends.numba.jit")
+    return int(m.compilations()) if m is not None else 0
+
+
 def _run(tp: TrainPlan, trainer: TrainBackend, n_runs: Any, start: Any, batch_size: Any, progress: bool,
          annotations: dict[str, Any] | None, run_options: dict[str, Any]) -> FunctionCounts:
     """Run a P_SGD job through the one driver (checkpoint, spill, Dask as for ``sample``)."""
@@ -122,8 +133,12 @@ def _run(tp: TrainPlan, trainer: TrainBackend, n_runs: Any, start: Any, batch_si
     ann.update(annotations or {})
     job = make_job(None, n_samples=n_runs, backend=trainer, batch_size=batch_size, progress=progress,
                    start=start, annotations=ann, plan=tp, **run_options)
+    n_div0 = trainer.n_diverged
     res = run_job(job)
     res.info["n_failed"] = res.n_samples - res.n_accepted
+    if run_options.get("client") is None and not res.info.get("resumed_from"):
+        # diverged runs are among the failed ones, counted apart (runs of this process)
+        res.info["n_diverged"] = trainer.n_diverged - n_div0
     if trainer.records:
         res.info["records"] = _records(trainer.kept)
     return res
@@ -293,10 +308,23 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
+    timing: dict[str, Any] = {}
     if callback_leak:
+        # compile before the leak table trains, so that compilation is reported apart
+        n0 = _compilations()
+        t = time.perf_counter()
+        trainer.prepare(tp)
+        timing = {"compile_s": time.perf_counter() - t, "compiled": _compilations() > n0}
+        t = time.perf_counter()
         E, frm = leak_table(tp, int(workers), n_runs, 0, lambda lo, hi: trainer.train(tp, lo, hi))
+        timing["leak_table_s"] = time.perf_counter() - t
         tp = tp.with_leak(int(workers), E, frm)
     ann = {"target": target_hex, "anchor": {"m": int(m), "callback_leak": bool(callback_leak),
                                             "workers": int(workers) if callback_leak else None}}
-    return _run(tp, trainer, n_runs, 0, batch_size, progress, ann, run_options)
+    res = _run(tp, trainer, n_runs, 0, batch_size, progress, ann, run_options)
+    if timing:
+        res.info["compile_s"] = timing["compile_s"] + float(res.info.get("compile_s", 0.0) or 0.0)
+        res.info["compiled"] = timing["compiled"] or bool(res.info.get("compiled"))
+        res.info["leak_table_s"] = timing["leak_table_s"]
+    return res
 

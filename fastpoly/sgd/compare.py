@@ -325,7 +325,7 @@ def plot_compare(a, b, out="compare.png", k=1, target=None, names=None, title=No
     vmax = max(1, int(err[sel].max()) if np.any(sel) else 1)
     sc = ax.scatter(x[full], y[full], c=err[full], cmap="viridis", vmin=0, vmax=vmax, s=14, zorder=3)
     lo = min(x[sel].min(), y[sel].min()) if np.any(sel) else 1e-6
-    ax.plot([lo / 2, 1], [lo / 2, 1], "k--", lw=0.8, zorder=1, label="P_a = P_b")
+    ax.plot([lo / 2, 1], [lo / 2, 1], "k--", lw=0.8, zorder=1, label="diagonal (equal probabilities)")
     if np.any(miss):
         ax.scatter(x[miss], y[miss], facecolors="none", edgecolors=plt.cm.viridis(err[miss] / vmax), s=14,
                    linewidths=0.7, zorder=2, label="missing on one side (count 1)")

@@ -8,7 +8,9 @@ L1/L2) and then trains its runs one after another:
 1. Philox words -> normals -> parameters (the sampler's bits: run ``i`` starts
    from ``instantiate(seed, i)``);
 2. per epoch: the Fisher--Yates order of the train points (:func:`fastpoly.sgd.reference.epoch_order`),
-   per minibatch forward, backward and update, then the fit check on all train points;
+   per minibatch forward, backward and update, then the divergence check (a parameter that is not
+   finite ends the run, status 3; so does a final train loss that is not finite) and the fit check
+   on all train points;
 3. the function on the key rows (and, first, that of the initialisation).
 
 Every product is a register-blocked tile of :mod:`fastpoly.sgd.numba_tiles`: SIMD
@@ -253,6 +255,15 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
                         Q[p] = fma(nlr, stp, Q[p])
                 for l in range(1, L):
                     transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
+            # divergence: a parameter that is not finite ends the run (status 3: diverged, not fitted)
+            diverged = False
+            for p in range(nq):
+                if not np.isfinite(Q[p]):
+                    diverged = True
+                    break
+            if diverged:
+                st = 3
+                break
             # fit check on all train points, block by block, starting with the block of the last
             # miss; a miss ends it (the answer, not fitted, is the same)
             fitted = True
@@ -276,7 +287,7 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
                 if e - ff >= eaf and e >= min_ep:
                     st = 0
                     break
-        if st != 0:
+        if st != 0 and st != 3:
             st = 1 if fitted else 2
         # final train loss (in train-point order)
         sl = _ZERO
@@ -291,6 +302,8 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
                     dz = z - ytr[r0 + r]
                     sl = fma(dz, dz, sl)
         losses[o] = sl / _F(m)
+        if not np.isfinite(losses[o]):
+            st = 3  # diverged: the final train loss is not finite (logits overflow float32)
         # the reached function on the key rows
         for w in range(n_words):
             keys[o, w] = 0

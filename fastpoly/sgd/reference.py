@@ -20,6 +20,10 @@ For a minibatch of ``nb`` train points (rows ``r = 0 .. nb-1`` in shuffle order)
   Adam (step ``t``): ``m = fma(b1, m, (1-b1)*g)``, ``v = fma(b2, v, ((1-b2)*g)*g)``,
   ``b1t = b1t*b1``, ``b2t = b2t*b2`` (float32 powers, ``b1t = b2t = 1`` at start),
   ``p = fma(-lr, (m/(1-b1t)) / (sqrt(v/(1-b2t)) + eps), p)``.
+* divergence check at each epoch end, before the fit check: a parameter that is not finite
+  (inf or NaN: the loss is then not finite either) ends the run with status
+  :data:`STATUS_DIVERGED` (not fitted, counted apart); a run whose final train loss is not
+  finite (logits that overflow float32) gets that status too.
 * fit check at each epoch end: all train points have ``(z > fit_threshold) == y``.
 * final train loss: ``s = 0``; ``s = s + softplus(-z if y else z)`` (ce) or
   ``s = fma(z - y, z - y, s)`` (mse) over the train points in order; ``s / m``.
@@ -40,6 +44,7 @@ from fastpoly.stream.fmath import fma32
 from fastpoly.stream.rng import philox4x32
 
 __all__ = [
+    "STATUS_DIVERGED",
     "STATUS_FAILED",
     "STATUS_MAX_EPOCHS",
     "STATUS_STOPPED",
@@ -51,8 +56,10 @@ __all__ = [
 ]
 
 F = np.float32
-#: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed)
-STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED = 0, 1, 2
+#: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed) /
+#: diverged (a parameter became inf or NaN, which ends the run, or the final loss is not finite; not fitted,
+#: counted apart)
+STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED, STATUS_DIVERGED = 0, 1, 2, 3
 
 
 @dataclass
@@ -63,7 +70,8 @@ class TrainBatch:
     ----------
     keys : uint64 (n, W) -- the reached function on the key (test) rows (output > 0)
     init_keys : uint64 (n, W) -- the function of the initialisation on the key rows
-    status : int8 (n,) -- :data:`STATUS_STOPPED`, :data:`STATUS_MAX_EPOCHS` or :data:`STATUS_FAILED`
+    status : int8 (n,) -- :data:`STATUS_STOPPED`, :data:`STATUS_MAX_EPOCHS`, :data:`STATUS_FAILED` or
+        :data:`STATUS_DIVERGED`
     first_fit : int32 (n,) -- first fitted epoch end (1-based), -1 if never
     epochs : int32 (n,) -- epochs trained
     loss : float32 (n,) -- final train loss
@@ -82,8 +90,13 @@ class TrainBatch:
 
     @property
     def fitted(self):
-        """Per run: True if it fitted the train set."""
-        return self.status != STATUS_FAILED
+        """Per run: True if it fitted the train set (neither failed nor diverged)."""
+        return self.status <= STATUS_MAX_EPOCHS
+
+    @property
+    def n_diverged(self) -> int:
+        """Runs that diverged (status :data:`STATUS_DIVERGED`)."""
+        return int(np.count_nonzero(self.status == STATUS_DIVERGED))
 
 
 def count_batch(b: TrainBatch) -> CountBatch:
@@ -243,12 +256,17 @@ def train_run(tp: TrainPlan, index: int):
     opt = _Optimizer(r, p.size)
     first_fit, status, e = -1, STATUS_FAILED, 0
     fitted = False
+    diverged = False
     for e in range(1, r.max_epochs + 1):
         order = epoch_order(plan.seed, index, e - 1, m)
-        for a in range(0, m, B):
-            bt = order[a: a + B]
-            p = opt.step(p, _gradient(mlp, p, Xtr[bt], ytr[bt], r.loss_code))
-        z = _outputs(mlp, p, Xtr)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is divergence, checked below
+            for a in range(0, m, B):
+                bt = order[a: a + B]
+                p = opt.step(p, _gradient(mlp, p, Xtr[bt], ytr[bt], r.loss_code))
+            if not np.all(np.isfinite(p)):
+                diverged = True
+                break
+            z = _outputs(mlp, p, Xtr)
         fitted = bool(np.all((z > thr) == (ytr == 1)))
         if fitted:
             if first_fit < 0:
@@ -258,15 +276,20 @@ def train_run(tp: TrainPlan, index: int):
                 break
     else:
         status = STATUS_MAX_EPOCHS if fitted else STATUS_FAILED
-    z = _outputs(mlp, p, Xtr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = _outputs(mlp, p, Xtr)
+        loss = _train_loss(z, ytr, r.loss_code)
+        key = pack_bits(_outputs(mlp, p, Xkey) > 0)
+    if diverged or not np.isfinite(loss):
+        status = STATUS_DIVERGED
     return {
         "params": p,
-        "key": pack_bits(_outputs(mlp, p, Xkey) > 0),
+        "key": key,
         "init_key": init_key,
         "status": status,
         "first_fit": first_fit,
         "epochs": e,
-        "loss": _train_loss(z, ytr, r.loss_code),
+        "loss": loss,
     }
 
 
