@@ -321,7 +321,12 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
     done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
     if counts.info.get("compiled", compile_s >= 0.5):  # only when kernels were compiled, not loaded
         print(f"compiling      {compile_s:.1f} s (kernels for this architecture; first run only, then cached)")
-    print(f"samples/s      {done_now / run_s:,.0f}  ({run_s:.2f} s drawing and counting; {dt:.2f} s in all)")
+    count_s = float(counts.info.get("counting_s", run_s))
+    print(f"samples/s      {done_now / max(count_s, 1e-9):,.0f}  ({count_s:.2f} s drawing and counting"
+          + (f" {done_now:,} samples this run" if counts.info.get("resumed_from") else "")
+          + f"; {dt:.2f} s in all)")
+    if counts.info.get("finish_s", 0.0) >= 0.1:
+        print(f"merging        {counts.info['finish_s']:.2f} s (final merge of the counts and the write)")
     if train is not None:
         lo, hi = _wilson(counts.n_accepted, counts.n_samples)
         print(f"accepted       {counts.n_accepted:,}  P(S) = {counts.n_accepted / counts.n_samples:.4g} "

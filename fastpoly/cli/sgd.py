@@ -160,7 +160,9 @@ def _train_and_report(args, n, path):
     if res.info.get("leak_table_s"):
         print(f"leak table     {res.info['leak_table_s']:.2f} s (first-fit epochs of the emulated workers)")
     done_now = res.n_samples - int(res.info.get("resumed_from", 0) or 0)
-    print(f"runs/s         {done_now / run_s:,.0f}  ({run_s:.2f} s training and counting; {dt:.2f} s in all)")
+    count_s = float(res.info.get("counting_s", run_s))
+    print(f"runs/s         {done_now / max(count_s, 1e-9):,.0f}  ({count_s:.2f} s training and counting; "
+          f"{dt:.2f} s in all)")
     print(f"distinct       {res.n_distinct:,} functions on {res.n_key_bits} test rows")
     if res.n_accepted == 0:
         hi = float(wilson_interval(0, res.n_samples)[1])
@@ -192,7 +194,10 @@ def plot_compare_files(a, b, out=None, force=False):
     for p in (out, txt):
         check_output_file(p, [a, b], force, "plot compare output")
     ca, cb = load_counts(a), load_counts(b)
-    names = side_names(ca, cb, (os.path.basename(os.fspath(a)), os.path.basename(os.fspath(b))))
+    labels = (os.path.basename(os.fspath(a)), os.path.basename(os.fspath(b)))
+    if labels[0] == labels[1]:  # e.g. two folders' counts.npz: the paths as given tell them apart
+        labels = (os.fspath(a), os.fspath(b))
+    names = side_names(ca, cb, labels)
     k = 2
     c = compare(ca, cb, k=k, names=names)
     plot_compare(ca, cb, out, k=k, names=names)

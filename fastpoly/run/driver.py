@@ -11,8 +11,8 @@ Plain, checkpointed and Dask runs all go through :func:`run_job`:
 from __future__ import annotations
 
 import signal
-import threading
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -124,8 +124,8 @@ def run_job(job: SampleJob) -> FunctionCounts:
     -------
     FunctionCounts
         With ``info``: backend, batch size, ``compile_s`` (kernel compilation/warm-up, first run
-        only), ``elapsed_s`` (drawing and counting, without compilation), ``resumed_from`` and
-        ``spilled_runs``.
+        only), ``elapsed_s`` (drawing, counting and the final merge and write, without compilation),
+        ``counting_s`` and ``finish_s`` (its two parts), ``resumed_from`` and ``spilled_runs``.
 
     Raises
     ------
@@ -165,6 +165,8 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
         with _InterruptFlag(enabled=ck is not None) as stopper:
             batches, own_cluster = _batch_source(job, be, complement(acc.ranges, job.start, job.stop), info)
             _consume(job, batches, acc, ck, stopper, bar)
+        t1 = time.perf_counter()
+        info["counting_s"] = t1 - t0  # drawing and counting only: rates exclude the final merge
         meta["ranges"] = [list(r) for r in acc.ranges]
         try:
             result = _finish(acc, meta, job.out, job.compress)
@@ -174,6 +176,7 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
             raise rescue_result(e, acc, meta, job.out, ck, compress=job.compress) from e
         if ck is not None:
             ck.finish(result, out=job.out)
+        info["finish_s"] = time.perf_counter() - t1  # the final merge and the write
         info["spilled_runs"] = len(acc.runs)
     finally:
         if bar is not None:
