@@ -16,13 +16,13 @@ import fastpoly
 from fastpoly.analysis import figures
 from fastpoly.analysis.complexity import critical_sample_ratio, klz
 from fastpoly.analysis.figures import _check_counts, _legend_outside, _title, upper_bound_fit
-from fastpoly.analysis.wording import wording
 from fastpoly.analysis.histograms import (
     spearman_from_table,
     summarize,
     top_indices,
 )
 from fastpoly.analysis.stats import interval as binomial_interval
+from fastpoly.analysis.wording import wording
 from fastpoly.atomic import atomic_write_bytes
 from fastpoly.cli import analysis as cli_analysis
 from fastpoly.cli.main import main
