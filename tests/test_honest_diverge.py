@@ -13,7 +13,9 @@ import pytest
 from fastpoly import boolean_inputs
 from fastpoly.cli.main import main
 from fastpoly.sgd import Recipe, make_train_plan
-from fastpoly.sgd.reference import STATUS_DIVERGED, STATUS_FAILED, train_range_reference
+from fastpoly.sgd.reference import STATUS_FAILED, train_range_reference
+
+STATUS_DIVERGED = 3  # fastpoly.sgd.reference.STATUS_DIVERGED (checked below)
 
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
@@ -46,6 +48,9 @@ def _reference(name):
 
 
 def test_reference_detects_divergence_without_warnings():
+    from fastpoly.sgd import reference
+
+    assert reference.STATUS_DIVERGED == STATUS_DIVERGED
     b = _reference("sgd-huge-lr")
     div = b.status == STATUS_DIVERGED
     assert div.sum() >= 6 and b.n_diverged == div.sum() and not np.any(b.fitted)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import fastpoly
-from fastpoly.atomic import TEMP_PATTERN, remove_stale_temporaries, temp_prefix
 from fastpoly.cli.main import main
 
 T = "0011" * 32
@@ -85,6 +84,8 @@ def test_orthant_zero_hits_result():
 # --- defect 6: temporary files of killed commands ---------------------------------------------
 def _killed_writer(folder):
     """A process killed with SIGKILL while writing through atomic_open (its temporary file stays)."""
+    from fastpoly.atomic import TEMP_PATTERN
+
     code = ("import os, signal; from fastpoly.atomic import atomic_open; "
             f"cm = atomic_open({str(folder / 'out.npz')!r}, 'wb'); fh = cm.__enter__(); fh.write(b'x' * 1000); fh.flush(); "
             "os.kill(os.getpid(), signal.SIGKILL)")
@@ -96,6 +97,8 @@ def _killed_writer(folder):
 
 
 def test_temporary_names_carry_the_pid():
+    from fastpoly.atomic import TEMP_PATTERN, temp_prefix
+
     pid = os.getpid()
     for kind in ("", "probe", "k", "c", "f"):
         m = TEMP_PATTERN.match(temp_prefix(kind) + "abc_123")
@@ -106,6 +109,8 @@ def test_temporary_names_carry_the_pid():
 
 
 def test_next_command_removes_a_killed_writers_files(prior_file, tmp_path, capsys):
+    from fastpoly.atomic import TEMP_PATTERN, temp_prefix
+
     d = tmp_path / "out"
     d.mkdir()
     stale = _killed_writer(d)
@@ -121,6 +126,8 @@ def test_next_command_removes_a_killed_writers_files(prior_file, tmp_path, capsy
 
 
 def test_clean_command(tmp_path, capsys):
+    from fastpoly.atomic import remove_stale_temporaries
+
     stale = _killed_writer(tmp_path)
     (tmp_path / "other.txt").write_text("x")
     capsys.readouterr()

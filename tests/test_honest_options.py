@@ -15,7 +15,7 @@ import pytest
 
 import fastpoly
 from fastpoly.cli.main import build_parser, main
-from fastpoly.keys import key_to_hex, pack_bits, parse_key_text
+from fastpoly.keys import key_to_hex, pack_bits
 
 T = "0011" * 32  # the anchor target of the issue (128 rows)
 
@@ -101,6 +101,8 @@ def test_api_compare_short_target_refused(prior_file):
 
 
 def test_unambiguous_target_forms():
+    from fastpoly.keys import parse_key_text
+
     bits = np.array([int(c) for c in T], bool)
     ref = pack_bits(bits)
     hexkey = key_to_hex(ref, 128)
