@@ -279,3 +279,14 @@ def test_train_options_not_given_keep_their_defaults():
     check_train_options(a)
     assert isinstance(a, argparse.Namespace)
     assert (a.optimizer, a.batch, a.start, a.epochs_after_fit, a.max_epochs, a.loss) == ("sgd", 8, 0, 0, 3000, "ce")
+
+
+def test_condition_refuses_results_that_are_not_sampled_networks(tmp_path, capsys):
+    from fastpoly.sgd import Recipe, sample_sgd
+
+    X = fastpoly.boolean_inputs(3)
+    res = sample_sgd("3-4-1", X, (np.array([0, 3]), np.array([0, 1])), n_runs=4, backend="numpy",
+                     recipe=Recipe(lr=0.1, max_epochs=20))
+    res.save(tmp_path / "psgd.npz")
+    one_line_error(capsys, main(["condition", str(tmp_path / "psgd.npz"), "--target", "01101001", "--train-rows", "5",
+                                 "--out", str(tmp_path / "c.npz")]), "condition rejects samples of a prior", "P_SGD")
