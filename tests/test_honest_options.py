@@ -261,14 +261,14 @@ def test_check_with_dask_refused(tmp_path, capsys):
 
 
 def test_failed_command_leaves_no_empty_out_folder_but_keeps_an_existing_one(tmp_path, capsys):
+    # train checks its train set after claiming --out: the folder it created goes again
+    argv = ["train", "3-4-1", "--runs", "2", "--train-size", "3", "--target", "0101", "--backend", "numpy"]
     new = tmp_path / "new"
-    one_line_error(capsys, main(["sample", "3-4-1", "--samples", "10", "--train-size", "3", "--target", "0101",
-                                 "--out", str(new)]))
+    one_line_error(capsys, main(argv + ["--out", str(new)]), "--target")
     assert not new.exists()
     old = tmp_path / "old"
     old.mkdir()
-    one_line_error(capsys, main(["sample", "3-4-1", "--samples", "10", "--train-size", "3", "--target", "0101",
-                                 "--out", str(old)]))
+    one_line_error(capsys, main(argv + ["--out", str(old)]), "--target")
     assert old.is_dir() and os.listdir(old) == []
 
 
