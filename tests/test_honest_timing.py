@@ -137,3 +137,19 @@ def test_rank_plot_of_a_posterior_is_labelled_p_b(monkeypatch):
                            train=(np.array([0, 3, 5]), np.array([0, 0, 1])))
     figures.plot_rank(post, "r.png")
     assert seen["y"] == r"$P_B(f\,|\,S)$" and "P_B(f|S)" in seen["t"] and "accepted samples" in seen["t"]
+
+
+def test_gp_sample_reports_compiling_apart_and_only_when_it_compiled(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("numba")
+    import fastpoly.cli.gp as cli_gp
+
+    args = ["gp", "sample", "3-16-1", "--samples", "2000", "--backend", "numba", "--top", "0"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0  # loaded in this process: nothing compiled
+    assert "\ncompiling " not in capsys.readouterr().out
+    calls = iter([0, 3])  # pretend the warm-up draw compiled three kernels
+    monkeypatch.setattr(cli_gp, "numba_compilations", lambda: next(calls))
+    assert main(args + ["--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\ncompiling +[\d.]+ s \(GP sampling kernels", out), out

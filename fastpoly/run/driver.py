@@ -104,15 +104,19 @@ def _prepare(be: Backend | None, job: SampleJob, info: dict[str, Any]) -> None:
     """Compile the backend's kernels for this plan before the clock of the run starts."""
     if be is None:
         return
-    n0 = _compilations()
+    n0 = numba_compilations()
     t = time.perf_counter()
     be.prepare(job.plan)
     info["compile_s"] = time.perf_counter() - t
-    info["compiled"] = _compilations() > n0  # False: the kernels came from the disk cache
+    info["compiled"] = numba_compilations() > n0  # False: the kernels came from the disk cache
 
 
-def _compilations() -> int:
-    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded)."""
+def numba_compilations() -> int:
+    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded).
+
+    The difference before and after a step tells whether it compiled (rather than loaded from the
+    disk cache), so that compilation time is reported only when it happened.
+    """
     m = sys.modules.get("fastpoly.backends.numba.jit")
     return int(m.compilations()) if m is not None else 0
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 from fastpoly.backends import BackendUnavailable, availability, resolve_backend_name
 from fastpoly.backends.base import CountBatch
 from fastpoly.counts import FunctionCounts
-from fastpoly.run.driver import run_job
+from fastpoly.run.driver import numba_compilations, run_job
 from fastpoly.run.job import check_n_samples, make_job
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
 from fastpoly.sgd.cuda import train_range_cuda
@@ -116,12 +115,6 @@ def _records(batches):
            ("keys", "init_keys", "status", "first_fit", "epochs", "loss")}
     cat["index"] = np.concatenate([np.arange(b.lo, b.hi, dtype=np.uint64) for b in batches])
     return cat
-
-
-def _compilations() -> int:
-    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded)."""
-    m = sys.modules.get("fastpoly.backends.numba.jit")
-    return int(m.compilations()) if m is not None else 0
 
 
 def _run(tp: TrainPlan, trainer: TrainBackend, n_runs: Any, start: Any, batch_size: Any, progress: bool,
@@ -311,10 +304,10 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
     timing: dict[str, Any] = {}
     if callback_leak:
         # compile before the leak table trains, so that compilation is reported apart
-        n0 = _compilations()
+        n0 = numba_compilations()
         t = time.perf_counter()
         trainer.prepare(tp)
-        timing = {"compile_s": time.perf_counter() - t, "compiled": _compilations() > n0}
+        timing = {"compile_s": time.perf_counter() - t, "compiled": numba_compilations() > n0}
         t = time.perf_counter()
         E, frm = leak_table(tp, int(workers), n_runs, 0, lambda lo, hi: trainer.train(tp, lo, hi))
         timing["leak_table_s"] = time.perf_counter() - t
