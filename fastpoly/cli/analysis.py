@@ -221,15 +221,16 @@ def run_analyze(args):
         if "mean_error" in a:
             print(f"{wd.mean_error}  {a['mean_error']:.4f}   (target {meta['target']})")
     if a["top"]:
-        w = max(len(r["key"]) for r in a["top"])
+        w = max([len("key (hex, bit i = row i)")] + [len(r["key"]) for r in a["top"]])  # columns under their header
         has_csr = "csr" in a["top"][0]
         has_err = "error" in a["top"][0]
-        head = (f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wd.quantity:>10}  {'95% interval':>23}  "
+        qw = max(10, len(wd.quantity))
+        head = (f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wd.quantity:>{qw}}  {'95% interval':>23}  "
                 f"{'K_LZ':>6}  {'H':>5}  {'T':>4}" + ("  {:>6}".format("CSR") if has_csr else "")
                 + ("  {:>6}".format("error") if has_err else "") + f"  {'first index':>12}")
         print(head)
         for k, r in enumerate(a["top"], 1):
-            line = (f"{k:>4}  {r['key']:<{w}}  {r['probability']:>10.6f}  [{r['lower']:.6f}, {r['upper']:.6f}]"
+            line = (f"{k:>4}  {r['key']:<{w}}  {r['probability']:>{qw}.6f}  [{r['lower']:.6f}, {r['upper']:.6f}]"
                     f"  {r['klz']:>6.1f}  {r['entropy']:>5.3f}  {r['ones']:>4}")
             if has_csr:
                 line += f"  {r['csr']:>6.4f}"

@@ -334,7 +334,7 @@ def _run_and_report(args, mlp, X, n, train, target, client, be, path):
     print(f"distinct       {counts.n_distinct:,} functions")
     top = counts.top(args.top)
     if top:
-        w = max(len(t["key"]) for t in top)
+        w = max([len("key (hex, bit i = row i)")] + [len(t["key"]) for t in top])  # columns under their header
         print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wording(counts.meta).quantity:>10}  {'95% interval':>23}  {'ones':>4}")
         for r, t in enumerate(top, 1):
             print(f"{r:>4}  {t['key']:<{w}}  {t['probability']:>10.5f}  "
