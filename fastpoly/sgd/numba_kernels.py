@@ -54,6 +54,7 @@ from fastpoly.stream.rng import check_seed
 __all__ = ["PreparedTrain", "train_range_numba"]
 
 _F = np.float32
+_FMAX = np.float32(np.finfo(np.float32).max)
 _ZERO = _F(0.0)
 _ONE = _F(1.0)
 _TWO = _F(2.0)
@@ -256,12 +257,11 @@ def _train_lane(rk, first, count, L, widths, wofs, bofs, wp, qw, qb, qj, nq, nj,
                 for l in range(1, L):
                     transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
             # divergence: a parameter that is not finite ends the run (status 3: diverged, not fitted)
-            diverged = False
+            # (a branch-free OR over all of Q vectorises; NaN fails the comparison too)
+            finite = True
             for p in range(nq):
-                if not np.isfinite(Q[p]):
-                    diverged = True
-                    break
-            if diverged:
+                finite &= np.abs(Q[p]) <= _FMAX
+            if not finite:
                 st = 3
                 break
             # fit check on all train points, block by block, starting with the block of the last
