@@ -21,12 +21,13 @@ from fastpoly.counts.store import FunctionCounts
 from fastpoly.network import Network, resolve_dtype
 from fastpoly.plan import make_plan
 from fastpoly.run.checkpoint import Checkpoint, CheckpointError, job_of
-from fastpoly.run.driver import STOP_SIGNALS, Interrupted, run_job  # the CLI reaches the driver through here
+from fastpoly.run.driver import STOP_SIGNALS, Interrupted, numba_compilations, run_job  # the CLI reaches the driver here
 from fastpoly.run.job import job_for
 from fastpoly.run.options import RunOptions
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
-__all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "RunOptions", "STOP_SIGNALS", "job_of"]
+__all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "RunOptions", "STOP_SIGNALS", "job_of",
+           "numba_compilations"]
 
 
 def sample(

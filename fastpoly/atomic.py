@@ -1,7 +1,9 @@
 """Atomic file output and exclusive folders: every file fastpoly writes appears whole or not at all.
 
 A temporary file in the target's folder is written, flushed and fsync'ed, then
-renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+renamed over the target (``os.replace`` is atomic on POSIX and Windows).  Temporary files carry
+their writer's pid (:func:`temp_prefix`); those of a killed process are removed by the next
+command that checks the folder (:func:`remove_stale_temporaries`, ``fastpoly clean DIR``).
 :class:`FolderLock` claims a folder (a checkpoint, a CLI output folder) for one run at a time.
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -23,7 +26,56 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["public_mode", "atomic_write_bytes", "atomic_open", "check_writable", "check_writable_folder", "FolderLock",
-           "FolderInUse", "LOCK_NAME"]
+           "FolderInUse", "LOCK_NAME", "check_output_file", "temp_prefix", "remove_stale_temporaries", "TEMP_PATTERN"]
+
+#: names of fastpoly's temporary files, each carrying its writer's pid: ``.tmp-PID-*``,
+#: ``.tmp-KIND-PID-*`` (probes, side files of the compressed writer) and ``merge-PID-GEN.run``
+TEMP_PATTERN = re.compile(r"^(?:\.tmp-(?:[a-z]+-)?(\d+)-[^/]*|merge-(\d+)-\d+\.run)$")
+
+
+def temp_prefix(kind: str = "") -> str:
+    """The prefix of a temporary file of this process: ``.tmp-PID-`` or ``.tmp-KIND-PID-``.
+
+    Files with it are removed by :func:`remove_stale_temporaries` once this process is gone.
+    """
+    return f".tmp-{kind + '-' if kind else ''}{os.getpid()}-"
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """Remove the temporary files of dead fastpoly processes in ``directory`` (not recursive).
+
+    A temporary file (:data:`TEMP_PATTERN`) names its writer's pid; it is removed when no process
+    with that pid runs on this machine (a command killed with ``kill -9`` cannot clean up after
+    itself; the next command writing in the folder, or ``fastpoly clean DIR``, does).  Files of
+    live processes, and any other file, are kept.  Errors are ignored (best effort).
+
+    Returns
+    -------
+    list of (path, size in bytes)
+        The files removed.
+    """
+    removed: list[tuple[str, int]] = []
+    me = os.getpid()
+    try:
+        entries = list(os.scandir(os.fspath(directory)))
+    except OSError:
+        return removed
+    for e in entries:
+        m = TEMP_PATTERN.match(e.name)
+        if m is None:
+            continue
+        pid = int(m.group(1) or m.group(2))
+        if pid == me or _pid_alive(pid):
+            continue
+        try:
+            if not e.is_file(follow_symlinks=False):
+                continue
+            size = e.stat(follow_symlinks=False).st_size
+            os.unlink(e.path)
+        except OSError:
+            continue
+        removed.append((e.path, size))
+    return removed
 
 
 def public_mode() -> int:
@@ -68,12 +120,38 @@ def check_writable(path: str | os.PathLike[str], what: str = "output file") -> s
     d = os.path.dirname(os.path.abspath(p))
     try:
         os.makedirs(d, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=d)
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix("probe"), dir=d)
     except OSError as e:
         raise type(e)(e.errno, f"cannot write the {what} {p}: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(probe)
+    remove_stale_temporaries(d)  # what killed commands left in this folder
     return p
+
+
+def check_output_file(path: str | os.PathLike[str], inputs: Any = (), force: bool = False,
+                      what: str = "output file (--out)") -> str:
+    """The one overwrite policy of the commands that write a file: check ``path`` before any work.
+
+    Refuses ``path`` when it is one of ``inputs`` (the same file, whatever the spelling; even
+    with ``force``), and when it exists and ``force`` is False; then checks it can be written
+    (:func:`check_writable`).
+
+    Raises
+    ------
+    ValueError
+        The output is an input, or exists without ``force``.
+    OSError
+        It cannot be written.
+    """
+    p = os.fspath(path)
+    real = os.path.realpath(p)
+    for x in inputs or ():
+        if x is not None and os.path.realpath(os.fspath(x)) == real:
+            raise ValueError(f"the {what} {p} is also an input; write the result to another file")
+    if os.path.exists(p) and not os.path.isdir(p) and not force:
+        raise ValueError(f"the {what} {p} exists; pass --force to replace it or choose another name")
+    return check_writable(p, what)
 
 
 def check_writable_folder(directory: str | os.PathLike[str], what: str = "output folder") -> str:
@@ -123,10 +201,12 @@ class FolderLock:
         From :meth:`acquire`, if another live process holds the folder.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], what: str = "folder") -> None:
+    def __init__(self, directory: str | os.PathLike[str], what: str = "folder", remove_empty: bool = False) -> None:
         self.dir = os.fspath(directory)
         self.path = os.path.join(self.dir, LOCK_NAME)
         self.what = what
+        #: remove the folder on release when nothing else is in it (a command that failed before writing)
+        self.remove_empty = bool(remove_empty)
         self._fd: int | None = None
 
     @property
@@ -222,6 +302,11 @@ class FolderLock:
         except OSError:
             pass
         os.close(fd)
+        if self.remove_empty:
+            try:
+                os.rmdir(self.dir)  # fails, as it should, when the folder holds anything
+            except OSError:
+                pass
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
@@ -243,7 +328,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=d)
     except OSError as e:
         raise _with_path(e, path) from None
     try:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["pack_bits", "unpack_bits", "key_to_hex", "hex_to_key", "key_to_bits", "bits_to_key",
+__all__ = ["pack_bits", "unpack_bits", "key_to_hex", "hex_to_key", "key_to_bits", "bits_to_key", "parse_key_text",
+           "key_forms",
            "sort_order", "as_key", "CONVENTIONS", "msb_permutation", "keys_to_strings", "strings_to_keys",
            "convert_string"]
 
@@ -72,13 +73,60 @@ def bits_to_key(s: str, n_bits: int) -> np.ndarray:
     return pack_bits(np.frombuffer(s.encode(), np.uint8) == ord("1"))
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def key_forms(n_bits: int) -> str:
+    """The accepted text forms of a function on ``n_bits`` rows, for error messages."""
+    digits = max(1, (int(n_bits) + 3) // 4)
+    return (f"a 0/1 string of exactly {n_bits} characters (character i = row i), a hex key of exactly "
+            f"{digits} digits, or 0x followed by at most {digits} hex digits (bit i = row i)")
+
+
+def parse_key_text(text: str, n_bits: int, what: str = "a key") -> np.ndarray:
+    """Parse a function given as text, without ambiguity, into uint64 key words.
+
+    Accepted: a 0/1 string of exactly ``n_bits`` characters (character i = row i); a hex key
+    of exactly ``ceil(n_bits/4)`` digits, as :func:`key_to_hex` prints it; or ``0x`` followed by
+    hex digits (bit i = row i).  Anything else -- a shorter 0/1 string, a short hex key without
+    ``0x`` -- is refused, so that a short 0/1 string is never read as a different function.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, the accepted forms and their lengths.
+    """
+    t = str(text).strip()
+    low = t.lower()
+    digits = max(1, (int(n_bits) + 3) // 4)
+    if low.startswith("0x"):
+        if not low[2:] or set(low[2:]) - _HEX:
+            raise ValueError(f"{what} must be {key_forms(n_bits)}; got {text!r}, which is not hexadecimal")
+        try:
+            return hex_to_key(low, n_bits)
+        except ValueError:
+            raise ValueError(f"{what} {text!r} has bits beyond the {n_bits} rows") from None
+    if len(t) == n_bits and set(t) <= {"0", "1"}:
+        return bits_to_key(t, n_bits)
+    if len(low) == digits and low and not set(low) - _HEX:
+        try:
+            return hex_to_key(low, n_bits)
+        except ValueError:
+            raise ValueError(f"{what} {text!r} has bits beyond the {n_bits} rows") from None
+    if t and set(t) <= {"0", "1"}:
+        got = f"a 0/1 string of {len(t)} characters"
+    elif low and not set(low) - _HEX:
+        got = f"a hex string of {len(low)} digits without 0x"
+    else:
+        got = repr(text)
+    raise ValueError(f"{what} must be {key_forms(n_bits)}; got {got}")
+
+
 def as_key(key: Any, n_bits: int) -> np.ndarray:
-    """Accept words (array), a Python int, a hex string or a 0/1 string of length ``n_bits``."""
+    """Accept words (array), a Python int, or text in the forms of :func:`parse_key_text`."""
     W = (n_bits + 63) // 64
     if isinstance(key, str):
-        if len(key) == n_bits and set(key) <= {"0", "1"} and n_bits > 1:
-            return bits_to_key(key, n_bits)
-        return hex_to_key(key, n_bits)
+        return parse_key_text(key, n_bits)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return hex_to_key(format(int(key), "x"), n_bits)
     arr = np.asarray(key, dtype=np.uint64).reshape(-1)

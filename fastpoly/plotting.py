@@ -55,7 +55,9 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120, tight: b
         if tight:
             fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format=FIGURE_FORMATS[os.path.splitext(p)[1].lower()], dpi=dpi)
+        # bbox "tight": legends placed outside the axes are kept in the picture
+        fig.savefig(buf, format=FIGURE_FORMATS[os.path.splitext(p)[1].lower()], dpi=dpi,
+                    bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)
     d = os.path.dirname(os.path.abspath(p))

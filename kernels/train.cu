@@ -7,7 +7,9 @@
 // the sampler's bits, i.e. MLP.instantiate(seed, i)), records the function of the initialisation
 // on the key rows, then per epoch e (0-based) shuffles the train points (exact Fisher--Yates from
 // Philox counter word 1, train.cuh), trains on minibatches of B = min(batch_size, m) points (the
-// last one may be smaller) and checks the fit of all train points at the epoch end; it stops by
+// last one may be smaller) and at the epoch end checks that every parameter is finite (else the
+// run ends as diverged, status 3; so does a final train loss that is not finite) and the fit of
+// all train points; it stops by
 // the recipe's rule (or the leaked-callback rule, see fastpoly.sgd.plan.run_rule) or after
 // max_epochs, and writes its per-run outputs: keys, init keys, status, first-fit epoch, epochs,
 // final train loss and (optionally) the final parameters in MLP order.
@@ -192,6 +194,21 @@ __device__ void fp_tr_key(const fp_tr_net& N, float* sm, const float* Xkey, fp_u
         }
         __syncwarp();
     }
+}
+
+// Is a parameter not finite (inf or NaN: the run diverged)? Warp-uniform.
+__device__ bool fp_tr_diverged(const fp_tr_net& N, const float* sm, int lane) {
+    bool bad = false;
+    for (int l = 0; l < N.L; ++l) {
+        const int fi = N.widths[l], fo = N.widths[l + 1];
+        for (int t = lane; t < fo * fi; t += 32) {
+            const int j = t / fi;
+            bad |= (__float_as_uint(sm[N.pw[l] + j * N.ld[l] + (t - j * fi)]) & 0x7f800000u) == 0x7f800000u;
+        }
+        if (N.has_bias)
+            for (int t = lane; t < fo; t += 32) bad |= (__float_as_uint(sm[N.pb[l] + t]) & 0x7f800000u) == 0x7f800000u;
+    }
+    return __any_sync(FP_TR_FULL, bad);
 }
 
 // Does the network fit all train points ((logit > thr) == label)? Warp-uniform.
@@ -430,7 +447,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         // ---- training ----
         float b1t = 1.0f, b2t = 1.0f, bc1 = 1.0f, bc2 = 1.0f;
         int ff = -1, st = FP_STATUS_FAILED, e = 0;
-        bool fitted = false, stopped = false;
+        bool fitted = false, stopped = false, diverged = false;
         while (e < N.max_epochs) {
             for (int jb = lane; jb < N.bpe; jb += 32) {
                 const fp_u32x4 w4 = fp_shuffle_block(seed, idx, e, N.bpe, jb);
@@ -460,6 +477,11 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
                 }
                 fp_tr_backward(N, sm, ys, perm, a, nb, bc1, bc2, lane);
             }
+            // divergence: a parameter that is not finite ends the run (diverged, not fitted)
+            if (fp_tr_diverged(N, sm, lane)) {
+                diverged = true;
+                break;
+            }
             fitted = fp_tr_fits(N, sm, Xs, ys, lane);
             if (fitted) {
                 if (ff < 0) ff = e;
@@ -470,10 +492,12 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
                 }
             }
         }
-        if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        if (diverged) st = FP_STATUS_DIVERGED;
+        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
 
         // ---- per-run outputs ----
         const float loss = fp_tr_train_loss(N, sm, Xs, ys, lane);
+        if ((__float_as_uint(loss) & 0x7f800000u) == 0x7f800000u) st = FP_STATUS_DIVERGED;  // final loss not finite
         fp_tr_key(N, sm, Xkey, keys + s * (fp_u64)N.W, lane);
         if (lane == 0) {
             status[s] = (signed char)st;

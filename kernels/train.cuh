@@ -23,6 +23,7 @@
 #define FP_STATUS_STOPPED 0
 #define FP_STATUS_MAX_EPOCHS 1
 #define FP_STATUS_FAILED 2
+#define FP_STATUS_DIVERGED 3  // a parameter became inf or NaN: the run ended (not fitted)
 
 // --- exp / log1p / sigmoid / softplus (fastpoly.stream.fmath_train) ------------------------------------------
 #define FP_EXP_SHIFT 12582912.0f  // 1.5 * 2^23

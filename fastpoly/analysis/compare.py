@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastpoly.analysis.conditioning import parse_target
-from fastpoly.analysis.stats import wilson_interval
+from fastpoly.analysis.stats import check_confidence, wilson_interval
+from fastpoly.analysis.wording import few_points_caveat, wording
 from fastpoly.atomic import atomic_open
 from fastpoly.keys import key_to_hex, pack_bits, sort_order
-from fastpoly.plotting import pyplot, save_figure
+from fastpoly.plotting import check_figure_path, pyplot, save_figure
 
-__all__ = ["Comparison", "compare", "plot_compare"]
+__all__ = ["Comparison", "compare", "plot_compare", "side_names"]
 
 
 def _check_counts(x):
@@ -142,14 +143,15 @@ class Comparison:
         """The comparison as a plain-text report (summary and the top ``n`` functions)."""
         a, b = self.names
         s = self.summary()
-        pa = a if a.startswith("P") else "P_" + a
-        pb = b if b.startswith("P") else "P_" + b
+        pa = a.split("(")[0] if a.startswith("P") else "P_" + a
+        pb = b.split("(")[0] if b.startswith("P") else "P_" + b
         lines = [(f"{a}: {self.n_a:,} fitted runs/samples   {b}: {self.n_b:,}   distinct functions (union): "
                   f"{s['distinct_union']:,}"),
                  (f"log P correlation over {self.n_common} functions seen >= {self.k} times in both: "
-                  f"Pearson {self.pearson:.4f}, Spearman {self.spearman:.4f}"),
+                  f"Pearson {self.pearson:.4f}, Spearman {self.spearman:.4f}{few_points_caveat(self.n_common)}"),
                  (f"anchors' variant (missing -> count 1) over {self.n_union} functions seen >= {self.k} times in "
-                  f"either: Pearson {self.pearson_anchor:.4f}, Spearman {self.spearman_anchor:.4f}"),
+                  f"either: Pearson {self.pearson_anchor:.4f}, Spearman {self.spearman_anchor:.4f}"
+                  f"{few_points_caveat(self.n_union)}"),
                  f"top-{self.top} overlap: {self.top_overlap:.3f}"]
         if self.mass_by_errors:
             lines.append("probability mass by number of test errors (" + a + " / " + b + "):")
@@ -217,10 +219,15 @@ def compare(a, b, k=2, target=None, top=10, names=("a", "b"), confidence=0.95) -
     ValueError
         Different inputs, test rows or train labels; no fitted samples on a side.
     """
-    a, b = _check_counts(a), _check_counts(b)
-    _check_same_rows(a, b)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    confidence = check_confidence(confidence)
+    if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(x, str) for x in names)):
+        raise ValueError(f"names must be two strings, got {names!r}")
+    a, b = _check_counts(a), _check_counts(b)
+    _check_same_rows(a, b)
     if a.n_accepted == 0 or b.n_accepted == 0:
         raise ValueError("both counts need at least one accepted sample / fitted run")
     keys = np.concatenate([np.asarray(a.keys), np.asarray(b.keys)])
@@ -282,37 +289,57 @@ def _lookup(uk, c):
     return out
 
 
-def plot_compare(a, b, out="compare.png", k=1, target=None, names=("P_SGD", "P_B"), title=None):
+def side_names(a, b, labels=None):
+    """Names of two results for tables and axes, from their metadata (e.g. ``P_SGD(f|S)``, ``P_B(f|S)``).
+
+    Two results of the same estimator are told apart by ``labels`` (e.g. their file names).
+    """
+    a, b = _check_counts(a), _check_counts(b)
+    qa, qb = wording(a.meta).quantity, wording(b.meta).quantity
+    if qa == qb:
+        la, lb = labels if labels is not None else ("a", "b")
+        return f"{qa} [{la}]", f"{qb} [{lb}]"
+    return qa, qb
+
+
+def plot_compare(a, b, out="compare.png", k=1, target=None, names=None, title=None):
     """Log-log scatter of ``P_a`` vs ``P_b`` coloured by test errors, with the diagonal (the paper's figure).
 
     Functions seen at least ``k`` times in either are drawn; one missing from a side
-    is drawn at count 1 (open marker).  Returns the output path.
+    is drawn at count 1 (open marker).  The title gives the Pearson correlation of log P over
+    the functions seen at least ``k`` times in both (as :func:`compare` with the same ``k``),
+    with a caveat under 10 functions.  ``names`` label the axes; default from the files'
+    metadata (:func:`side_names`).  Returns the output path.
     """
+    check_figure_path(out)
+    a, b = _check_counts(a), _check_counts(b)
+    if names is None:
+        names = side_names(a, b)
     plt = pyplot()
-    c = compare(a, b, k=1, target=target, names=names)
+    c = compare(a, b, k=k, target=target, names=names)
     sel = (c.count_a >= k) | (c.count_b >= k)
     na, nb = c.n_a, c.n_b
     x = np.maximum(c.count_a, 1) / na
     y = np.maximum(c.count_b, 1) / nb
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.3))
     full = sel & (c.count_a > 0) & (c.count_b > 0)
     miss = sel & ~full
     err = c.errors if c.errors is not None else np.zeros(x.size, int)
     vmax = max(1, int(err[sel].max()) if np.any(sel) else 1)
     sc = ax.scatter(x[full], y[full], c=err[full], cmap="viridis", vmin=0, vmax=vmax, s=14, zorder=3)
+    lo = min(x[sel].min(), y[sel].min()) if np.any(sel) else 1e-6
+    ax.plot([lo / 2, 1], [lo / 2, 1], "k--", lw=0.8, zorder=1, label="diagonal (equal probabilities)")
     if np.any(miss):
         ax.scatter(x[miss], y[miss], facecolors="none", edgecolors=plt.cm.viridis(err[miss] / vmax), s=14,
                    linewidths=0.7, zorder=2, label="missing on one side (count 1)")
-        ax.legend(loc="lower right", fontsize=7)
-    lo = min(x[sel].min(), y[sel].min()) if np.any(sel) else 1e-6
-    ax.plot([lo / 2, 1], [lo / 2, 1], "k--", lw=0.8, zorder=1)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(f"{names[0]}(f|S)  (n = {na:,})")
-    ax.set_ylabel(f"{names[1]}(f|S)  (n = {nb:,})")
+    wa, wb = wording(a.meta), wording(b.meta)
+    ax.set_xlabel(f"{names[0]}  (n = {na:,} {wa.accepted})")
+    ax.set_ylabel(f"{names[1]}  (n = {nb:,} {wb.accepted})")
     if c.errors is not None:
         fig.colorbar(sc, ax=ax, label="test errors")
-    ax.set_title(title or f"Pearson log P = {c.pearson:.3f} over {c.n_common} functions seen in both", fontsize=9)
+    ax.set_title(title or (f"Pearson log P = {c.pearson:.3f} over {c.n_common} functions seen >= {k} times in "
+                           f"both{few_points_caveat(c.n_common)}"), fontsize=9)
     return save_figure(fig, os.fspath(out), dpi=130)
-
-

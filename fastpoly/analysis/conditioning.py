@@ -155,7 +155,8 @@ def generalization_error(counts: Any, target: Any = None) -> np.ndarray:
     kr = counts.key_rows()
     tkey = pack_bits(tgt[kr].astype(bool))
     diff = np.bitwise_xor(np.asarray(counts.keys), tkey[None, :])
-    by = np.ascontiguousarray(diff.astype("<u8")).view(np.uint8).reshape(diff.shape[0], -1)
+    # explicit width: reshape(0, -1) is ambiguous for an empty result (no consistent function)
+    by = np.ascontiguousarray(diff.astype("<u8")).view(np.uint8).reshape(diff.shape[0], 8 * diff.shape[1])
     nerr = np.unpackbits(by, axis=1).sum(axis=1)
     return nerr / float(kr.size)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from fastpoly.analysis.histograms import count_histogram, rank_points, summarize, table_points
 from fastpoly.analysis.stats import interval
+from fastpoly.analysis.wording import title, wording
 from fastpoly.plotting import pyplot, save_figure
 
 __all__ = ["plot_rank", "plot_complexity", "plot_ones", "plot_error", "upper_bound_fit", "MAX_POINTS"]
@@ -60,19 +61,21 @@ def plot_rank(counts: Any, out: str | os.PathLike[str] = "rank.png", max_points:
         m = max(int(c.n_key_bits), 1)
         ax.loglog(r, 1.0 / (r * m * np.log(2.0)), "--", lw=1, color="gray",
                   label=rf"Zipf $1/(\mathrm{{rank}}\,\ln 2^{{{m}}})$")
-    widths = c.meta.get("arch", {}).get("widths")
     ax.set_xlabel("rank")
-    ax.set_ylabel("P(f)")
-    ax.set_title(f"{'-'.join(map(str, widths)) if widths else ''}  n={c.n_accepted:,}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(wording(c.meta).quantity_tex)
+    ax.set_title(_title(c), fontsize=9)
+    if p.size:
+        _legend_outside(ax)
     return save_figure(fig, out)
 
 
 def _title(c, extra=""):
-    widths = c.meta.get("arch", {}).get("widths")
-    arch = "-".join(map(str, widths)) if widths else ""
-    kind = "P_B(f|S)" if c.conditioned else "P(f)"
-    return f"{arch}  {kind}  n={c.n_accepted:,}{extra}"
+    return title(c.meta, c.n_accepted, extra)
+
+
+def _legend_outside(ax, ncol=1):
+    """The legend below the axes, outside the data."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=ncol, frameon=False)
 
 
 def upper_bound_fit(klz, logp, counts=None, min_count=5, n_bins=20):
@@ -135,8 +138,9 @@ def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png",
     str
     """
     c = _check_counts(counts)
+    wd = wording(c.meta)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.6))
     if c.n_distinct:
         sm = summarize(c, order=order, top=0, keep_points=max_points, errors=False, backend=backend)
         if sm.points is not None:
@@ -145,19 +149,22 @@ def plot_complexity(counts: Any, out: str | os.PathLike[str] = "complexity.png",
             cc, ss, mm = sm.count_sum_table
             cnt, k = table_points(cc, sm.klz_of(ss), mm)
         p = cnt / c.n_accepted
-        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="sampled functions")
+        # the functions are drawn above the bound line, so the constant functions stay visible
+        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="counted functions", zorder=3)
         a, b = sm.bound()
+        basis, k0, k1 = sm.bound_support()
         if np.isfinite(a):
-            xs = np.linspace(k.min(), k.max(), 50)
-            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1,
-                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$")
+            # the line only over the K_LZ range it was fitted on (no extrapolation)
+            xs = np.linspace(k0, k1, 50)
+            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1, zorder=2,
+                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$ ({basis})")
         ax.set_yscale("log")
-        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0)
+        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0, label=f"1/n (one {wd.accepted[:-1]})")
     ax.set_xlabel(r"$K_{LZ}(f)$")
-    ax.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax.set_ylabel(wd.quantity_tex)
     ax.set_title(_title(c), fontsize=9)
     if c.n_distinct:
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
     return save_figure(fig, out)
 
 
@@ -180,7 +187,7 @@ def plot_ones(counts: Any, out: str | os.PathLike[str] = "ones.png", backend: An
     ax.set_yscale("log")
     ax.set_xlim(-1, n + 1)
     ax.set_xlabel("T (number of ones)")
-    ax.set_ylabel("P(T)")
+    ax.set_ylabel(f"P(T) under {wording(c.meta).quantity}")
     ax.set_title(_title(c), fontsize=9)
     return save_figure(fig, out)
 
@@ -215,10 +222,11 @@ def plot_error(counts: Any, out: str | os.PathLike[str] = "error.png", target: A
     nz = eh > 0
     w = (ev[1] - ev[0]) if ev.size > 1 else 0.02
     ax1.bar(ev[nz], eh[nz], width=w, color="C0")
-    ax1.axvline(mean_error, color="C3", lw=1, label=f"posterior mean {mean_error:.3f}")
+    wd = wording(c.meta)
+    ax1.axvline(mean_error, color="C3", lw=1, label=f"mean {mean_error:.3f}")
     ax1.set_xlabel("generalisation error (held-out rows)")
-    ax1.set_ylabel("posterior probability" if c.conditioned else "prior probability")
-    ax1.legend(fontsize=8)
+    ax1.set_ylabel(f"probability under {wd.quantity_tex}")
+    _legend_outside(ax1)
     if c.n_distinct:
         if sm.points is not None:
             e, cnt = sm.points["errors"], sm.points["count"]
@@ -231,11 +239,11 @@ def plot_error(counts: Any, out: str | os.PathLike[str] = "error.png", target: A
         ax2.errorbar(e / float(n_test), p, yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
         ax2.set_yscale("log")
     ax2.set_xlabel("generalisation error")
-    ax2.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax2.set_ylabel(wd.quantity_tex)
     extra = ""
-    if c.conditioned:
+    if wd.rate_name and c.n_samples:
         lo, hi = interval(c.n_accepted, c.n_samples, 0.95, "wilson")
-        p_s = c.n_accepted / c.n_samples if c.n_samples else float("nan")
-        extra = f"  P(S)={p_s:.3g} [{float(lo):.2g}, {float(hi):.2g}]"
+        p_s = c.n_accepted / c.n_samples
+        extra = f"  {wd.rate_name}={p_s:.3g} [{float(lo):.2g}, {float(hi):.2g}]"
     fig.suptitle(_title(c, extra), fontsize=9)
     return save_figure(fig, out)

@@ -315,6 +315,24 @@ class Summary:
         return upper_bound_from_maxima(self.klz_of(sums), self.max_count, self.max_first, self.n_accepted,
                                        min_count=min_count, n_bins=n_bins)
 
+    def bound_support(self, min_count: int = 5) -> tuple[str, float, float]:
+        """What :meth:`bound` was fitted to: a phrase for it and the K_LZ range of the points used.
+
+        The bound uses the functions seen at least ``min_count`` times when they span two K_LZ
+        values or more, else every function; the range is where the line was fitted (figures
+        draw it only there).  ``("", nan, nan)`` when there is no bound.
+        """
+        sums = np.arange(-1, self.max_count.size - 1)
+        kv = np.asarray(self.klz_of(sums), np.float64)
+        present = np.asarray(self.max_count) > 0
+        well = present & (np.asarray(self.max_count) >= min_count)
+        if np.unique(kv[well]).size >= 2:
+            return f"envelope of functions seen >= {min_count} times", float(kv[well].min()), float(kv[well].max())
+        if np.unique(kv[present]).size >= 2:
+            return (f"envelope of all functions: fewer than two K_LZ values among functions seen >= {min_count} "
+                    "times", float(kv[present].min()), float(kv[present].max()))
+        return "", float("nan"), float("nan")
+
     def mean_error(self) -> float:
         """Mean generalisation error under P(f) (needs a target)."""
         assert self.error_weight is not None

@@ -4,10 +4,20 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["INTERVALS", "interval", "wilson_interval", "clopper_pearson_interval"]
+__all__ = ["INTERVALS", "interval", "wilson_interval", "clopper_pearson_interval", "check_confidence"]
 
 #: interval methods accepted by :func:`interval`
 INTERVALS = ("wilson", "clopper-pearson")
+
+
+def check_confidence(confidence: float, name: str = "confidence") -> float:
+    """``confidence`` as a float in (0, 1) (any real NumPy scalar accepted), else a ``ValueError``."""
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in (0, 1), got {confidence!r}")
+    c = float(confidence)
+    if not 0 < c < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {confidence!r}")
+    return c
 
 
 def wilson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -19,6 +29,7 @@ def wilson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> tup
     """
     from scipy.stats import norm
 
+    confidence = check_confidence(confidence)
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     z = norm.ppf(0.5 + confidence / 2)
@@ -27,8 +38,9 @@ def wilson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> tup
         den = 1 + z * z / n
         centre = (p + z * z / (2 * n)) / den
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-        lo = np.where(n > 0, np.clip(centre - half, 0, 1), 0.0)
-        hi = np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
+        # exactly 0 / 1 at k = 0 / k = n (the formula leaves rounding residues such as 2e-19)
+        lo = np.where((n > 0) & (k > 0), np.clip(centre - half, 0, 1), 0.0)
+        hi = np.where((n > 0) & (k < n), np.clip(centre + half, 0, 1), 1.0)
     return lo, hi
 
 
@@ -36,6 +48,7 @@ def clopper_pearson_interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.9
     """Exact (Clopper--Pearson) interval for ``k`` successes in ``n`` trials (vectorised)."""
     from scipy.stats import beta
 
+    confidence = check_confidence(confidence)
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     a = 1 - confidence
@@ -53,8 +66,7 @@ def interval(k: ArrayLike, n: ArrayLike, confidence: float = 0.95, method: str =
     ValueError
         For a confidence outside (0, 1) or an unknown method.
     """
-    if not isinstance(confidence, (float, int)) or isinstance(confidence, bool) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    confidence = check_confidence(confidence)
     if method == "wilson":
         return wilson_interval(k, n, confidence)
     if method in ("clopper-pearson", "clopper_pearson", "cp", "exact"):

@@ -7,8 +7,8 @@ import numpy as np
 
 from fastpoly.backends.counting import count_keys
 
-__all__ = ["Backend", "CAPABILITIES", "SampleBatch", "CountBatch", "TrainBatch", "STATUS_STOPPED", "STATUS_MAX_EPOCHS", "STATUS_FAILED",
-           "count_batch", "check_range", "structured_of", "CodecError", "MAX_COUNT"]
+__all__ = ["Backend", "CAPABILITIES", "SampleBatch", "CountBatch", "TrainBatch", "STATUS_STOPPED", "STATUS_MAX_EPOCHS",
+           "STATUS_FAILED", "STATUS_DIVERGED", "count_batch", "check_range", "structured_of", "CodecError", "MAX_COUNT"]
 
 #: what a backend may offer -> the methods that offer it (each backend says what it lacks and why)
 CAPABILITIES = {
@@ -57,8 +57,10 @@ class CountBatch:
     n_accepted: int
 
 
-#: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed)
-STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED = 0, 1, 2
+#: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed) /
+#: diverged (a parameter became inf or NaN, which ends the run, or the final loss is not finite; not fitted,
+#: counted apart)
+STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED, STATUS_DIVERGED = 0, 1, 2, 3
 
 
 @dataclass
@@ -69,7 +71,8 @@ class TrainBatch:
     ----------
     keys : uint64 (n, W) -- the reached function on the key (test) rows (output > 0)
     init_keys : uint64 (n, W) -- the function of the initialisation on the key rows
-    status : int8 (n,) -- :data:`STATUS_STOPPED`, :data:`STATUS_MAX_EPOCHS` or :data:`STATUS_FAILED`
+    status : int8 (n,) -- :data:`STATUS_STOPPED`, :data:`STATUS_MAX_EPOCHS`, :data:`STATUS_FAILED` or
+        :data:`STATUS_DIVERGED`
     first_fit : int32 (n,) -- first fitted epoch end (1-based), -1 if never
     epochs : int32 (n,) -- epochs trained
     loss : float32 (n,) -- final train loss
@@ -88,8 +91,13 @@ class TrainBatch:
 
     @property
     def fitted(self):
-        """Per run: True if it fitted the train set."""
-        return self.status != STATUS_FAILED
+        """Per run: True if it fitted the train set (neither failed nor diverged)."""
+        return self.status <= STATUS_MAX_EPOCHS
+
+    @property
+    def n_diverged(self) -> int:
+        """Runs that diverged (status :data:`STATUS_DIVERGED`)."""
+        return int(np.count_nonzero(self.status == STATUS_DIVERGED))
 
 
 def count_batch(b: TrainBatch) -> CountBatch:

@@ -13,7 +13,8 @@ from fastpoly.analysis.complexity import complexity_table, resolve_analysis_back
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.histograms import full_keys_block, summarize
 from fastpoly.analysis.stats import interval as binomial_interval
-from fastpoly.atomic import check_writable
+from fastpoly.analysis.wording import few_points_caveat, wording
+from fastpoly.atomic import check_output_file, check_writable
 from fastpoly.backends import VALID_NAMES
 from fastpoly.cli.sample import parse_target_arg
 from fastpoly.counts.anchors import counts_from_anchor_file, write_count_strings
@@ -68,6 +69,7 @@ def register(sub):
     c.add_argument("--train-rows", help="explicit comma-separated train rows instead of --train-size")
     c.add_argument("--out", required=True, help="output counts file")
     c.add_argument("--compress", action="store_true", help="write the posterior as a compressed counts file (format 3)")
+    c.add_argument("--force", action="store_true", help="replace an existing --out file")
     c.set_defaults(func=run_condition)
 
     m = sub.add_parser(
@@ -81,6 +83,7 @@ def register(sub):
     m.add_argument("--memory-budget", default="1GB", help="memory for the merge (default 1GB)")
     m.add_argument("--compress", action="store_true",
                    help="write a compressed counts file (format 3: about half the size, decoded block by block)")
+    m.add_argument("--force", action="store_true", help="replace an existing --out file (never an input)")
     m.set_defaults(func=run_merge)
 
     a = sub.add_parser(
@@ -97,6 +100,7 @@ def register(sub):
     a.add_argument("--arch", help="architecture of the anchor run (import), e.g. 7-40-40-1")
     a.add_argument("--convention", default="cpp", choices=["cpp", "python", "rows"])
     a.add_argument("--out", required=True, help="output path")
+    a.add_argument("--force", action="store_true", help="replace an existing --out file")
     a.set_defaults(func=run_anchors)
     return p
 
@@ -133,6 +137,7 @@ def analyze(counts, top=20, interval="wilson", order="rows", block=DEFAULT_BLOCK
     if rho is not None:
         out["spearman_logp_klz"] = rho
     out["bound"] = sm.bound()
+    out["bound_basis"] = sm.bound_support()[0]
     if sm.error_weight is not None:
         out["mean_error"] = sm.mean_error()
     out["top"] = _top_rows(c, sm.top, interval, order, with_error=sm.error_weight is not None)
@@ -186,33 +191,46 @@ def run_analyze(args):
     print(f"seed           {meta.get('seed')}   index ranges {rng}")
     print(f"inputs         {c.n_rows} rows{' (all Boolean inputs)' if c.is_boolean() else ''}"
           f"{'; key covers ' + str(c.n_key_bits) + ' test rows' if c.conditioned else ''}")
-    print(f"samples        {c.n_samples:,}")
-    if c.conditioned:
+    wd = wording(meta)
+    print(f"estimator      {wd.description}")
+    print(f"{wd.samples:<14} {c.n_samples:,}")
+    if c.conditioned or wd.estimator == "psgd":
         ps, lo, hi = a["p_S"]
-        print(f"accepted       {c.n_accepted:,}   P(S) = {ps:.4g}  95% {ival} [{lo:.4g}, {hi:.4g}]"
-              f"   (train set: {len(meta['train_rows'])} rows)")
+        if wd.p_s_applies:
+            print(f"accepted       {c.n_accepted:,}   P(S) = {ps:.4g}  95% {ival} [{lo:.4g}, {hi:.4g}]"
+                  f"   (train set: {len(meta['train_rows'])} rows)")
+            if c.n_accepted == 0:
+                print(f"               no sample fits the train set: P(S) <= {hi:.3g} (95% {ival} upper bound)")
+        elif wd.estimator == "psgd":
+            print(f"{wd.accepted:<14} {c.n_accepted:,}   {wd.rate_name} = {ps:.4g}  95% {ival} [{lo:.4g}, {hi:.4g}]"
+                  f"   (train set: {len(meta.get('train_rows') or [])} rows; {wd.p_s_note})")
+        else:
+            print(f"{wd.accepted:<14} {c.n_accepted:,}   ({wd.p_s_note})")
     print(f"distinct       {c.n_distinct:,} functions ({a['singletons']:,} seen once)")
     if c.n_distinct:
-        print(f"means under {'P_B(f|S)' if c.conditioned else 'P(f)'}:  K_LZ {a['mean_klz']:.2f}   "
+        print(f"{wd.means_under}:  K_LZ {a['mean_klz']:.2f}   "
               f"entropy {a['mean_entropy']:.3f}   T {a['mean_ones']:.2f}"
               + (f"   CSR {a['mean_csr']:.4f}" if "mean_csr" in a else ""))
         if "spearman_logp_klz" in a:
-            print(f"Spearman(log P, K_LZ) = {a['spearman_logp_klz']:.3f}")
+            print(f"Spearman(log {wd.quantity}, K_LZ) = {a['spearman_logp_klz']:.3f}"
+                  f"{few_points_caveat(c.n_distinct)}")
         aa, bb = a["bound"]
         if np.isfinite(aa):
-            print(f"upper bound    log10 P <= {aa:.3f} {bb:+.4f} K_LZ   (envelope of functions seen >= 5 times; K_LZ order {args.order})")
+            print(f"upper bound    log10 {wd.quantity} <= {aa:.3f} {bb:+.4f} K_LZ   ({a['bound_basis']}; "
+                  f"K_LZ order {args.order})")
         if "mean_error" in a:
-            print(f"posterior mean generalisation error  {a['mean_error']:.4f}   (target {meta['target']})")
+            print(f"{wd.mean_error}  {a['mean_error']:.4f}   (target {meta['target']})")
     if a["top"]:
-        w = max(len(r["key"]) for r in a["top"])
+        w = max([len("key (hex, bit i = row i)")] + [len(r["key"]) for r in a["top"]])  # columns under their header
         has_csr = "csr" in a["top"][0]
         has_err = "error" in a["top"][0]
-        head = (f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {'P':>10}  {'95% interval':>23}  "
+        qw = max(10, len(wd.quantity))
+        head = (f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wd.quantity:>{qw}}  {'95% interval':>23}  "
                 f"{'K_LZ':>6}  {'H':>5}  {'T':>4}" + ("  {:>6}".format("CSR") if has_csr else "")
                 + ("  {:>6}".format("error") if has_err else "") + f"  {'first index':>12}")
         print(head)
         for k, r in enumerate(a["top"], 1):
-            line = (f"{k:>4}  {r['key']:<{w}}  {r['probability']:>10.6f}  [{r['lower']:.6f}, {r['upper']:.6f}]"
+            line = (f"{k:>4}  {r['key']:<{w}}  {r['probability']:>{qw}.6f}  [{r['lower']:.6f}, {r['upper']:.6f}]"
                     f"  {r['klz']:>6.1f}  {r['entropy']:>5.3f}  {r['ones']:>4}")
             if has_csr:
                 line += f"  {r['csr']:>6.4f}"
@@ -228,6 +246,8 @@ def run_analyze(args):
 
 
 def _train_rows(args, m):
+    if args.train_rows and args.train_size:
+        raise ValueError("give the train set once: --train-rows or --train-size, not both")
     if args.train_rows:
         try:
             rows = np.asarray([int(v) for v in args.train_rows.split(",") if v.strip()], np.int64)
@@ -246,23 +266,29 @@ def _train_rows(args, m):
 
 
 def run_condition(args):
-    check_writable(args.out, "output file (--out)")
+    check_output_file(args.out, [args.counts_file], args.force)
     c = FunctionCounts.load(args.counts_file, mmap=True)  # streamed block by block (any size, either format)
-
+    wd = wording(c.meta)
+    if wd.estimator not in ("prior", "posterior"):
+        raise ValueError(f"condition rejects samples of a prior; {args.counts_file} holds {wd.description}")
     tgt = parse_target_arg(args.target, c.n_rows)
     rows = _train_rows(args, c.n_rows)
     post = c.condition(rows, target=parse_target(tgt, c.n_rows))
-    post.save(args.out, compress=args.compress)
     lo, hi = post.posterior()["p_S_interval"]
+    post.save(args.out, compress=args.compress)
     print(f"train rows     {len(rows)}   accepted {post.n_accepted:,} of {post.n_samples:,}   "
           f"P(S) = {post.n_accepted / post.n_samples:.4g} [{lo:.3g}, {hi:.3g}]")
-    print(f"distinct       {post.n_distinct:,} functions consistent with the train set")
+    if post.n_accepted == 0:
+        print(f"no function    none of the {post.n_samples:,} samples fits the train set: P(S) <= {hi:.3g} "
+              "(95% Wilson upper bound); the posterior file is empty")
+    else:
+        print(f"distinct       {post.n_distinct:,} functions consistent with the train set")
     print(f"wrote {args.out}")
     return 0
 
 
 def run_merge(args):
-    check_writable(args.out, "output file (--out)")
+    check_output_file(args.out, args.counts_files, args.force)
     r = merge_files(args.counts_files, args.out, memory_budget=args.memory_budget, compress=args.compress)
     print(f"merged {len(args.counts_files)} files: {r.n_samples:,} samples, {r.n_distinct:,} distinct functions")
     print(f"wrote {args.out}")
@@ -270,7 +296,7 @@ def run_merge(args):
 
 
 def run_anchors(args):
-    check_writable(args.out, "output file (--out)")
+    check_output_file(args.out, [args.path], args.force)
     if args.direction == "import":
         if not args.arch:
             raise ValueError("anchors import needs --arch (e.g. 7-40-40-1)")

@@ -13,9 +13,10 @@ import numpy as np
 
 from fastpoly.activations import supported
 from fastpoly.analysis.conditioning import parse_target
-from fastpoly.api import Interrupted
+from fastpoly.analysis.wording import wording
+from fastpoly.api import Interrupted, numba_compilations
 from fastpoly.arch import MLP, boolean_inputs, parse_arch
-from fastpoly.atomic import atomic_open, check_writable
+from fastpoly.atomic import atomic_open, check_output_file
 from fastpoly.cli.options import (
     ARCH_OPTIONS,
     RUN_OPTIONS,
@@ -34,6 +35,7 @@ from fastpoly.cli.options import (
 )
 from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
+from fastpoly.keys import parse_key_text, unpack_bits
 from fastpoly.model.inputs import all_boolean_inputs
 from fastpoly.plan import inputs_digest
 
@@ -83,6 +85,7 @@ def add_parser(subparsers):
                        description="Compute the NNGP kernel of ARCH on the inputs; print a summary.")
     _arch_options(k)
     k.add_argument("--out", help="write the kernel to this .npy file")
+    k.add_argument("--force", action="store_true", help="replace an existing --out file")
     lp = sub.add_parser("logp", help="log P(S) of a train set and the PAC-Bayes bound",
                         description="log P(S) = log P(sign f_S = y_S) under the NNGP, and the anchors' "
                                     "PAC-Bayes bound (delta = 2^-10).")
@@ -101,6 +104,7 @@ def add_parser(subparsers):
     po.add_argument("--top", type=int, default=10, help="how many of its most frequent functions (default 10)")
     po.add_argument("--functions", nargs="+", help="functions on the test rows: 0/1 strings or hex keys")
     po.add_argument("--out", help="write the table (tab-separated) to this file")
+    po.add_argument("--force", action="store_true", help="replace an existing --out file")
     sa = sub.add_parser("sample", parents=[ARCH_OPTIONS, RUN_OPTIONS],
                         help="draw GP functions and count them (the infinite-width prior P(f))",
                         description="Draw g ~ N(0, K) with the project's Philox normals (stream 3) and count "
@@ -160,7 +164,10 @@ def _train(args, m):
     if not 0 < args.train_size < m:
         raise ValueError(f"--train-size must be in [1, {m - 1}], got {args.train_size}")
     t = args.target
-    target = parse_target(_load_npy(t, "--target") if t.endswith(".npy") else t.strip(), m)
+    if t.endswith(".npy"):
+        target = parse_target(_load_npy(t, "--target"), m)
+    else:
+        target = unpack_bits(parse_key_text(t, m, "--target")[None, :], m)[0]
     rows = np.sort(np.random.default_rng(args.train_seed).choice(m, args.train_size, replace=False))
     return rows, target[rows]
 
@@ -169,11 +176,24 @@ def _n(args):
     return None if args.samples is None else parse_count(str(args.samples))
 
 
+#: orthant methods of --method
+METHODS = ("tilting", "ep", "mc")
+
+
+def _check_orthant(args):
+    """Refuse bad or ignored estimator options before any work: --method, --samples with ep."""
+    if args.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
+    if args.method == "ep" and args.samples is not None:
+        raise ValueError("--samples does not apply to --method ep (a deterministic approximation); drop it")
+    _n(args)
+
+
 def _cmd_kernel(args):
     from fastpoly.gp.kernels import kernel
 
     if args.out:
-        check_writable(args.out, "kernel file (--out)")
+        check_output_file(args.out, [args.inputs], args.force, "kernel file (--out)")
     mlp = _mlp(args)
     X = _inputs(args, mlp)
     t0 = time.perf_counter()
@@ -202,6 +222,9 @@ def _cmd_kernel(args):
 def _cmd_logp(args):
     from fastpoly.gp.bayes import log_marginal, pac_bayes_bound
 
+    _check_orthant(args)
+    if not (isinstance(args.delta, float) and 0 < args.delta < 1):
+        raise ValueError(f"--delta must be in (0, 1), got {args.delta}")
     mlp = _mlp(args)
     X = _inputs(args, mlp)
     train = _train(args, X.shape[0])
@@ -214,10 +237,17 @@ def _cmd_logp(args):
     m = len(train[0])
     se = "" if r.stderr is None else f" +- {r.stderr:.3g}"
     print(f"architecture   {mlp.spec} ({mlp.activation}); train rows {m} of {X.shape[0]}")
-    print(f"log P(S)       {r.log_p:.6f}{se}  (natural log; log10 = {r.log_p / math.log(10):.4f}; "
-          f"method {r.method}, {dt:.2f} s)")
-    print(f"PAC-Bayes      generalisation error <= {pac_bayes_bound(r.log_p, m, args.delta):.4f} "
-          f"(delta = {args.delta:.4g})")
+    ub = r.diagnostics.get("upper_bound")
+    if ub is not None:  # Monte Carlo without a hit: a bound, not an estimate
+        conf = r.diagnostics.get("upper_bound_confidence", 0.95)
+        print(f"log P(S)       < {math.log(ub):.4f}  (P(S) < {ub:.3g}, {conf:.0%} upper bound: 0 hits in "
+              f"{r.diagnostics['n_samples']:,} Monte Carlo samples; method {r.method}, {dt:.2f} s)")
+        print("PAC-Bayes      not available: it needs an estimate of P(S) (use --method tilting)")
+    else:
+        print(f"log P(S)       {r.log_p:.6f}{se}  (natural log; log10 = {r.log_p / math.log(10):.4f}; "
+              f"method {r.method}, {dt:.2f} s)")
+        print(f"PAC-Bayes      generalisation error <= {pac_bayes_bound(r.log_p, m, args.delta):.4f} "
+              f"(delta = {args.delta:.4g})")
     if r.diagnostics.get("warning"):
         print(f"warning        {r.diagnostics['warning']}")
     return 0
@@ -226,8 +256,11 @@ def _cmd_logp(args):
 def _cmd_posterior(args):
     from fastpoly.gp.bayes import posterior
 
+    _check_orthant(args)
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.out:
-        check_writable(args.out, "table file (--out)")
+        check_output_file(args.out, [args.inputs, args.counts], args.force, "table file (--out)")
     counts = FunctionCounts.load(args.counts) if args.counts else None
     mlp = _mlp(args, counts)
     X = _inputs(args, mlp, counts)
@@ -235,8 +268,14 @@ def _cmd_posterior(args):
     if counts is not None:
         if not counts.conditioned:
             raise ValueError("--counts must be a conditioned counts file (sampled with --train-size/--target)")
+        if wording(counts.meta).estimator == "gp_posterior":
+            raise ValueError("--counts holds GP posterior pseudo-counts already; give a sampled (P_B) or trained "
+                             "(P_SGD) counts file")
         if args.functions or args.target or args.train_size:
             raise ValueError("--counts brings its own train set and functions; do not add --functions/--target")
+        if counts.n_distinct == 0:
+            raise ValueError(f"{args.counts} holds no function ({counts.n_accepted} of {counts.n_samples:,} "
+                             f"{wording(counts.meta).samples} counted): nothing to compare with the GP posterior")
         top = counts.top(args.top)
         funcs = [t["key"] for t in top]
         train = (np.asarray(counts.meta["train_rows"]), np.asarray(counts.meta["train_labels"]))
@@ -245,23 +284,31 @@ def _cmd_posterior(args):
         train = _train(args, X.shape[0])
         if train is None or not args.functions:
             raise ValueError("give --counts FILE, or --functions with --target and --train-size")
+        for f in args.functions:  # functions on the test rows, unambiguous (see parse_key_text)
+            parse_key_text(f, X.shape[0] - len(train[0]), "--functions (on the test rows)")
         table = posterior(mlp, X, train, args.functions, args.method, seed=args.seed, **kw)
     print(f"architecture   {mlp.spec} ({mlp.activation}); train rows {len(table.meta['train_rows'])}, "
           f"test rows {table.n_key_bits}")
     se = "" if table.stderr_S is None else f" +- {table.stderr_S:.3g}"
     print(f"log P(S)       {table.log_p_S:.6f}{se}  (GP, method {table.method})")
-    if counts is not None:
-        print(f"P(S) exact     {counts.n_accepted / counts.n_samples:.4g}  "
-              f"(log {math.log(max(counts.n_accepted, 1) / counts.n_samples):.4f}; "
-              f"{counts.n_accepted:,} of {counts.n_samples:,} samples)")
+    wd = wording(counts.meta) if counts is not None else None
+    if counts is not None and wd is not None:
+        n, k = counts.n_samples, counts.n_accepted
+        if wd.p_s_applies:
+            print(f"P(S) exact     {k / n:.4g}  (log {math.log(max(k, 1) / n):.4f}; {k:,} of {n:,} samples"
+                  f"{'; no sample fits S: log P(S) <= this value' if k == 0 else ''})")
+        else:
+            print(f"counts file    {wd.description}; {k:,} {wd.accepted} of {n:,} {wd.samples}"
+                  f" ({wd.p_s_note})")
     w = max(len(table.hex(i)) for i in range(len(table)))
     head = f"\n{'key (hex, bit i = i-th test row)':<{w}}  {'log P_B^GP':>11}  {'stderr':>8}"
-    print(head + (f"  {'log P_B exact':>13}  {'count':>7}" if counts is not None else ""))
+    col = (wd.log_quantity + (" exact" if wd.p_s_applies else " (file)")) if wd is not None else ""
+    print(head + (f"  {col:>17}  {'count':>7}" if counts is not None else ""))
     for i in range(len(table)):
         line = f"{table.hex(i):<{w}}  {table.log_p[i]:>11.4f}  {table.stderr[i]:>8.3g}"
         if counts is not None:
             c = counts.count(table.hex(i))
-            line += f"  {math.log(c / counts.n_accepted):>13.4f}  {c:>7}"
+            line += f"  {math.log(c / counts.n_accepted):>17.4f}  {c:>7}"
         print(line)
     if args.out:
         table.save(args.out)
@@ -306,6 +353,11 @@ def _cmd_sample(args):
         lock = claim_out(args.out, path, args.force, bool(getattr(args, "resume", None)), args.checkpoint)
         try:
             opts = run_options(args, SAMPLE_SPEC, n, path, client)
+            # one draw first: compiles (or loads) the kernels, so that the rate below is of sampling only
+            n0 = numba_compilations()
+            t0 = time.perf_counter()
+            sample(mlp, X, 1, seed=args.seed, backend=args.backend)
+            compile_s, compiled = time.perf_counter() - t0, numba_compilations() > n0
             t0 = time.perf_counter()
             try:
                 c = sample(mlp, X, seed=args.seed, backend=args.backend, options=opts)
@@ -321,6 +373,8 @@ def _cmd_sample(args):
     print(f"architecture   {mlp.spec} ({mlp.activation}), infinite width (NNGP)")
     print(f"factor         {g['factor']} (rank {g['rank']}, zero-variance rows {len(g['zero_variance_rows'])}"
           f"{', clipped eigenvalues ' + str(g['clipped_eigenvalues']) if 'clipped_eigenvalues' in g else ''})")
+    if compiled:
+        print(f"compiling      {compile_s:.1f} s (GP sampling kernels; first run only, then cached)")
     if c.info.get("resumed_from"):
         print(f"resumed        from draw {c.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     print(f"samples        {n:,} (seed {args.seed}, stream {g['stream']}) in {dt:.2f} s on {c.info['backend']}")

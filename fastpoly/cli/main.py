@@ -1,4 +1,4 @@
-"""The ``fastpoly`` command line: ``sample`` (the main job), ``compile``, ``plot``, ``analyze``, ``backends``.
+"""The ``fastpoly`` command line: ``sample`` (the main job), ``compile``, ``plot``, ``analyze``, ``backends``, ``clean``.
 
 Subcommands live in small modules that each provide ``register(subparsers)``;
 this module only assembles them and keeps the CLI contract: every error a user (or the machine)
@@ -22,7 +22,7 @@ from typing import Any
 
 from fastpoly.analysis.complexity import resolve_analysis_backend
 from fastpoly.api import STOP_SIGNALS, Interrupted
-from fastpoly.atomic import check_writable
+from fastpoly.atomic import check_writable, remove_stale_temporaries
 from fastpoly.backends import VALID_NAMES, BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
 from fastpoly.plotting import check_figure_path
@@ -70,13 +70,15 @@ def _cmd_plot(args):
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
     if args.backend != "auto" and not (needs_counts is True and "backend" in inspect.signature(func).parameters):
         raise ValueError(f"plot {args.kind} takes no --backend (it computes no K_LZ)")
+    if args.force and needs_counts != 2:
+        raise ValueError(f"plot {args.kind} takes no --force (figures are replaced; --force is for plot compare's table)")
     if args.out:
         check_figure_path(args.out)
         check_writable(args.out, "figure (--out)")
     if needs_counts == 2:
         if not (args.counts_file and args.counts_file_b):
             raise ValueError(f"plot {args.kind} needs two counts files")
-        out = func(args.counts_file, args.counts_file_b, args.out)
+        out = func(args.counts_file, args.counts_file_b, args.out, force=args.force)
     elif needs_counts:
         if not args.counts_file:
             raise ValueError(f"plot {args.kind} needs a COUNTS_FILE argument")
@@ -138,11 +140,31 @@ def build_parser():
     pp.add_argument("--backend", default="auto", choices=VALID_NAMES,
                     help="complexity, ones, error: what computes K_LZ, T and CSR (numba, numpy, cupy; "
                          "default auto = numba if importable, else numpy)")
+    pp.add_argument("--force", action="store_true",
+                    help="compare: replace an existing figure and table (never an input)")
     pp.set_defaults(func=_cmd_plot)
     pb = sub.add_parser("backends", help="list the backends and whether they can run here",
                         description="List the backends and why each is or is not available.")
     pb.set_defaults(func=_cmd_backends)
+    pc = sub.add_parser("clean", help="remove the temporary files that killed fastpoly commands left in a folder",
+                        description="Remove the temporary files (.tmp-PID-*, merge-PID-*.run) whose writing "
+                                    "process no longer runs; files of live processes are kept.  Every writing "
+                                    "command does this in its output folder by itself.")
+    pc.add_argument("folder", help="the folder to clean (not recursive)")
+    pc.set_defaults(func=_cmd_clean)
     return p
+
+
+def _cmd_clean(args):
+    if not os.path.isdir(args.folder):
+        raise ValueError(f"{args.folder} is not a folder")
+    removed = remove_stale_temporaries(args.folder)
+    size = sum(n for _, n in removed)
+    for p, n in removed:
+        print(f"removed {p}  ({n:,} bytes)")
+    print(f"{len(removed)} stale temporary file{'s' if len(removed) != 1 else ''} removed ({size:,} bytes) "
+          f"from {args.folder}")
+    return 0
 
 
 def error_message(e: BaseException) -> str:

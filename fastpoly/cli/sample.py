@@ -8,6 +8,7 @@ import numpy as np
 
 from fastpoly.analysis.figures import plot_rank
 from fastpoly.analysis.stats import wilson_interval
+from fastpoly.analysis.wording import wording
 from fastpoly.api import Interrupted, sample
 from fastpoly.arch import parse_arch
 from fastpoly.atomic import FolderLock, check_writable_folder
@@ -30,39 +31,26 @@ from fastpoly.cli.options import (
     restore_resume_args,
     run_options,
 )
-from fastpoly.keys import hex_to_key, key_to_hex, pack_bits, unpack_bits
+from fastpoly.keys import key_to_hex, pack_bits, parse_key_text, unpack_bits
 from fastpoly.sgd.anchor import parse_train_spec
 
 __all__ = ["register", "run_sample", "parse_count", "claim_out", "train_set_from_args"]
 
 
-def parse_count(text):
-    """Parse a sample count such as ``1e6``, ``250000`` or ``1_000_000`` (positive integer)."""
+def parse_count(text, what="--samples"):
+    """Parse a count such as ``1e6``, ``250000`` or ``1_000_000`` (positive integer); errors name ``what``."""
     try:
         v = float(text.replace("_", ""))
     except ValueError:
-        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}") from None
+        raise ValueError(f"{what} must be a positive integer (e.g. 1e6), got {text!r}") from None
     if not np.isfinite(v) or v != int(v) or v < 1:
-        raise ValueError(f"--samples must be a positive integer (e.g. 1e6), got {text!r}")
+        raise ValueError(f"{what} must be a positive integer (e.g. 1e6), got {text!r}")
     return int(v)
 
 
-def parse_target_arg(text, m):
-    t = text.strip()
-    if len(t) == m and set(t) <= {"0", "1"}:
-        return np.frombuffer(t.encode(), np.uint8) - ord("0")
-    digits = (m + 3) // 4
-    forms = (f"a {m}-character 0/1 string (character i = row i) or a hex key of at most {digits} digits "
-             f"(bit i = row i)")
-    if t and set(t) <= {"0", "1"} and len(t) > digits:
-        raise ValueError(f"--target must be {forms}; got a 0/1 string of {len(t)} characters")
-    try:
-        key = hex_to_key(t, m)
-    except ValueError:
-        raise ValueError(f"--target must be {forms}, got {text!r}") from None
-    if len(t.lower().removeprefix("0x")) > digits:
-        raise ValueError(f"--target must be {forms}; got a hex key of {len(t.lower().removeprefix('0x'))} digits")
-    return unpack_bits(key[None, :], m)[0]
+def parse_target_arg(text, m, what="--target"):
+    """A target over ``m`` rows from the command line (forms of :func:`fastpoly.keys.parse_key_text`)."""
+    return unpack_bits(parse_key_text(text, m, what)[None, :], m)[0]
 
 
 def register(sub):
@@ -114,6 +102,8 @@ def _check_options(args):
     """Options that only the command knows (the run options are validated by RunOptions)."""
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
+    if args.check and getattr(args, "dask", None):
+        raise ValueError("--check runs in this process; it cannot be combined with --dask")
 
 
 def claim_out(out, path, force=False, resume=False, checkpoint=None):
@@ -124,9 +114,11 @@ def claim_out(out, path, force=False, resume=False, checkpoint=None):
     the folder is the checkpoint folder, whose own lock covers it).  Used by every command that
     writes a result folder (``sample``, ``train``, ``gp sample``).
     """
+    existed = os.path.isdir(out)
     check_writable_folder(out, "output folder (--out)")
     same = checkpoint and os.path.realpath(checkpoint) == os.path.realpath(out)
-    lock = None if same else FolderLock(out, "output folder (--out)").acquire()
+    # a folder this command created is removed again if the command fails before writing into it
+    lock = None if same else FolderLock(out, "output folder (--out)", remove_empty=not existed).acquire()
     if os.path.exists(path) and not (force or resume):
         if lock is not None:
             lock.release()
@@ -149,10 +141,21 @@ def train_set_from_args(args, m, required=False):
     """
     if getattr(args, "train", None):
         rows, target = parse_train_spec(args.train, m)
+        bad = rows[(rows < 0) | (rows >= m)]
+        if bad.size:
+            raise ValueError(f"--train rows must be in [0, {m - 1}] (the {m} Boolean inputs), got {bad.tolist()[:5]}")
+        if np.unique(rows).size != rows.size:
+            raise ValueError("--train lists a row more than once")
+        if rows.size >= m:
+            raise ValueError(f"--train must leave at least one test row (it lists {rows.size} of {m} rows)")
+        if getattr(args, "train_size", None):
+            raise ValueError("give the train set once: --train or --train-size, not both")
         if target is None:
             if not args.target:
                 raise ValueError("--train ROWS needs --target")
             target = parse_target_arg(args.target, m)
+        elif args.target:
+            raise ValueError(f"--train {args.train} brings its own target; drop --target")
         return rows, target
     if not (args.train_size or args.target):
         if required:
@@ -224,10 +227,19 @@ def _run_and_report(args, mlp, X, n, train, target, be, path, opts):
     if counts.info.get("spilled_runs"):
         print(f"spilled        {counts.info['spilled_runs']} sorted runs merged")
     print(f"samples        {counts.n_samples:,} (seed {args.seed}, indices {args.start}..{args.start + n - 1})")
+    if args.check:
+        k = min(64, n)
+        print("check          " + ("the numpy backend is the reference itself (nothing to compare)" if be.name == "numpy"
+                                   else f"samples {args.start}..{args.start + k - 1} agree with the NumPy reference"))
     done_now = counts.n_samples - int(counts.info.get("resumed_from", 0) or 0)
-    if compile_s >= 0.5:
+    if counts.info.get("compiled", compile_s >= 0.5):  # only when kernels were compiled, not loaded
         print(f"compiling      {compile_s:.1f} s (kernels for this architecture; first run only, then cached)")
-    print(f"samples/s      {done_now / run_s:,.0f}  ({run_s:.2f} s drawing and counting; {dt:.2f} s in all)")
+    count_s = float(counts.info.get("counting_s", run_s))
+    print(f"samples/s      {done_now / max(count_s, 1e-9):,.0f}  ({count_s:.2f} s drawing and counting"
+          + (f" {done_now:,} samples this run" if counts.info.get("resumed_from") else "")
+          + f"; {dt:.2f} s in all)")
+    if counts.info.get("finish_s", 0.0) >= 0.1:
+        print(f"merging        {counts.info['finish_s']:.2f} s (final merge of the counts and the write)")
     if train is not None:
         lo, hi = _wilson(counts.n_accepted, counts.n_samples)
         print(f"accepted       {counts.n_accepted:,}  P(S) = {counts.n_accepted / counts.n_samples:.4g} "
@@ -235,8 +247,8 @@ def _run_and_report(args, mlp, X, n, train, target, be, path, opts):
     print(f"distinct       {counts.n_distinct:,} functions")
     top = counts.top(args.top)
     if top:
-        w = max(len(t["key"]) for t in top)
-        print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {'P(f)':>10}  {'95% interval':>23}  {'ones':>4}")
+        w = max([len("key (hex, bit i = row i)")] + [len(t["key"]) for t in top])  # columns under their header
+        print(f"\n{'rank':>4}  {'key (hex, bit i = row i)':<{w}}  {wording(counts.meta).quantity:>10}  {'95% interval':>23}  {'ones':>4}")
         for r, t in enumerate(top, 1):
             print(f"{r:>4}  {t['key']:<{w}}  {t['probability']:>10.5f}  "
                   f"[{t['lower']:.5f}, {t['upper']:.5f}]  {t['ones']:>4}")

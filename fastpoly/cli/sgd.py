@@ -6,9 +6,11 @@ import time
 
 import numpy as np
 
+from fastpoly.analysis.compare import side_names
+from fastpoly.analysis.stats import wilson_interval
 from fastpoly.api import Interrupted
 from fastpoly.arch import parse_arch
-from fastpoly.atomic import atomic_open
+from fastpoly.atomic import atomic_open, check_output_file
 from fastpoly.cli.options import (
     ARCH_OPTIONS,
     RUN_OPTIONS,
@@ -30,7 +32,8 @@ from fastpoly.cli.options import (
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
-from fastpoly.sgd.api import compare, plot_compare, sample_sgd, sample_sgd_anchor
+from fastpoly.plotting import check_figure_path
+from fastpoly.sgd.api import compare, load_counts, plot_compare, sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.recipe import Recipe
 
 __all__ = ["plot_compare_files", "register", "run_train"]
@@ -53,7 +56,8 @@ def register(sub):
     # job options default to None (see SPEC.defaults) so that --resume can tell what was given
     p.add_argument("--runs", help="number of runs (default 1000)")
     r = p.add_argument_group("training recipe")
-    r.add_argument("--optimizer", choices=list(OPTIMIZERS), help="the optimizer table: " + ", ".join(OPTIMIZERS) + " (default sgd)")
+    r.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help="the optimizer table: " + ", ".join(OPTIMIZERS) + " (default sgd)")
     r.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     r.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     r.add_argument("--nesterov", action="store_true", default=None)
@@ -74,6 +78,39 @@ def register(sub):
     p.add_argument("--top", type=int, help="how many functions to list (default 5)")
     p.set_defaults(func=run_train)
     return p
+
+
+#: options of a free recipe: with --anchor (which sets them) they are refused, never dropped
+_RECIPE_OPTIONS = ("optimizer", "lr", "momentum", "nesterov", "beta1", "beta2", "eps", "loss", "batch", "max_epochs",
+                   "fit_threshold", "min_epochs", "start", "train", "train_size", "train_seed", "target")
+def _flag(k):
+    return "--" + k.replace("_", "-")
+
+
+def check_train_options(args):
+    """Every option takes effect or is refused: ``--anchor`` (a preset) refuses the options it sets.
+
+    Runs before the defaults are filled (``apply_defaults``), so ``None`` means "not given".  Raises
+    ``ValueError`` naming the options.
+    """
+    if args.anchor is not None:
+        given = [_flag(k) for k in _RECIPE_OPTIONS if getattr(args, k, None) is not None]
+        if args.arch is not None and args.arch.replace(" ", "") != "7-40-40-1":
+            given.insert(0, f"architecture {args.arch}")
+        if given:
+            raise ValueError(
+                f"--anchor {args.anchor} sets the architecture (7-40-40-1), train set, target and recipe of the "
+                f"published experiment; it does not take {', '.join(given)} (drop them, or give the recipe "
+                "without --anchor)"
+            )
+        if args.epochs_after_fit is None:
+            args.epochs_after_fit = 1  # the preset's; an explicit 0 stays 0
+        if args.workers is not None and not args.callback_leak:
+            raise ValueError("--workers applies only with --callback-leak")
+    else:
+        if args.callback_leak or args.workers is not None:
+            raise ValueError(f"{'--callback-leak' if args.callback_leak else '--workers'} applies only to the "
+                             "anchor experiment (--anchor M)")
 
 
 #: recipe options: name -> default
@@ -109,6 +146,8 @@ SPEC = CommandSpec(
 def run_train(args):
     if getattr(args, "resume", None):
         restore_resume_args(args, SPEC)
+    else:
+        check_train_options(args)
     apply_defaults(args, SPEC)
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
@@ -132,7 +171,8 @@ def _train_and_report(args, n, path, opts):
     t0 = time.perf_counter()
     try:
         if args.anchor:
-            res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=args.epochs_after_fit or 1, seed=args.seed,
+            eaf = 1 if args.epochs_after_fit is None else args.epochs_after_fit  # the preset's 1; an explicit 0 stays
+            res = sample_sgd_anchor(m=args.anchor, epochs_after_fit=eaf, seed=args.seed,
                                     backend=args.backend, callback_leak=args.callback_leak, workers=args.workers,
                                     records=args.records, options=opts)
         else:
@@ -156,27 +196,60 @@ def _train_and_report(args, n, path, opts):
     print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
     if res.info.get("resumed_from"):
         print(f"resumed        from run {res.info['resumed_from']:,} (checkpoint {args.checkpoint})")
+    n_div = res.info.get("n_diverged")
+    failed = res.n_samples - res.n_accepted
+    div = "" if n_div is None else f" (diverged {n_div:,}, did not fit {failed - n_div:,})"
     print(f"runs           {res.n_samples:,} (seed {res.meta['seed']}), fitted {res.n_accepted:,}, "
-          f"failed {res.n_samples - res.n_accepted:,}  [{res.info.get('backend')}]")
-    print(f"runs/s         {done_now / max(run_s, 1e-9):,.0f}  ({run_s:.2f} s training; {dt:.2f} s in all)")
+          f"failed {failed:,}{div}  [{res.info.get('backend')}]")
+    if n_div:
+        print(f"diverged       {n_div:,} runs stopped at a non-finite parameter (inf or NaN loss): "
+              "lower the learning rate")
+    compile_s = float(res.info.get("compile_s", 0.0) or 0.0)
+    if res.info.get("compiled", compile_s >= 0.5):
+        print(f"compiling      {compile_s:.1f} s (trainer kernels for this architecture; cached for the next run)")
+    if res.info.get("leak_table_s"):
+        print(f"leak table     {res.info['leak_table_s']:.2f} s (first-fit epochs of the emulated workers)")
+    count_s = float(res.info.get("counting_s", run_s))
+    print(f"runs/s         {done_now / max(count_s, 1e-9):,.0f}  ({count_s:.2f} s training and counting; "
+          f"{dt:.2f} s in all)")
     print(f"distinct       {res.n_distinct:,} functions on {res.n_key_bits} test rows")
+    if res.n_accepted == 0:
+        hi = float(wilson_interval(0, res.n_samples)[1])
+        print(f"no function    no run fitted the train set: fit rate <= {hi:.3g} (95% Wilson upper bound); "
+              "the counts file is empty")
     for t in res.top(args.top):
         print(f"  {t['key']}  P_SGD {t['probability']:.4f} [{t['lower']:.4f}, {t['upper']:.4f}]")
     if args.records:
         rec = res.info["records"]
         with atomic_open(os.path.join(args.out, "records.npz"), "wb") as fh:
             np.savez(fh, **rec)
-        print(f"mean epochs    {rec['epochs'].mean():.1f}  (first fit {rec['first_fit'][rec['first_fit'] > 0].mean():.1f})")
+        ff = rec["first_fit"][rec["first_fit"] > 0]
+        print(f"mean epochs    {rec['epochs'].mean():.1f}  "
+              + (f"(first fit {ff.mean():.1f})" if ff.size else "(no run ever fitted the train set)"))
     print(f"counts file    {path}")
     return 0
 
 
-def plot_compare_files(a, b, out=None):
-    """``fastpoly plot compare A.npz B.npz --out fig.png``: the figure, and the table next to it."""
+def plot_compare_files(a, b, out=None, force=False):
+    """``fastpoly plot compare A.npz B.npz --out fig.png``: the figure, and the table next to it.
+
+    Figure and table use the same ``k`` (2: functions seen at least twice in both), so the title
+    and the table agree; the sides are named from the files' metadata (P_SGD, P_B, ...).  An
+    existing table is replaced only with ``force``; either input as an output is refused.
+    """
     out = out or "compare.png"
-    plot_compare(a, b, out, names=("P_a", "P_b"))
-    c = compare(a, b, k=2, names=("a", "b"))
-    base = os.path.splitext(out)[0]
-    with open(base + ".txt", "w") as fh:
+    check_figure_path(out)
+    txt = os.path.splitext(out)[0] + ".txt"
+    for p in (out, txt):
+        check_output_file(p, [a, b], force, "plot compare output")
+    ca, cb = load_counts(a), load_counts(b)
+    labels = (os.path.basename(os.fspath(a)), os.path.basename(os.fspath(b)))
+    if labels[0] == labels[1]:  # e.g. two folders' counts.npz: the paths as given tell them apart
+        labels = (os.fspath(a), os.fspath(b))
+    names = side_names(ca, cb, labels)
+    k = 2
+    c = compare(ca, cb, k=k, names=names)
+    plot_compare(ca, cb, out, k=k, names=names)
+    with atomic_open(txt, "w") as fh:
         fh.write(c.to_text(30) + "\n")
-    return [out, base + ".txt"]
+    return [out, txt]

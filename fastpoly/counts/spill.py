@@ -29,7 +29,7 @@ import tempfile
 
 import numpy as np
 
-from fastpoly.atomic import atomic_open
+from fastpoly.atomic import atomic_open, temp_prefix
 from fastpoly.counts.merge import merge_sorted_counts
 from fastpoly.counts.ranges import merge_ranges
 
@@ -481,7 +481,7 @@ def write_side_files(chunks, d, files):
     Returns the number of records written.
     """
     for name in ("k", "c", "f"):
-        fd, p = tempfile.mkstemp(prefix=f".tmp-{name}-", dir=d)
+        fd, p = tempfile.mkstemp(prefix=temp_prefix(name), dir=d)
         files.append((os.fdopen(fd, "wb"), p))
     n = 0
     for k, c, f in chunks:

@@ -17,6 +17,7 @@ counts the functions they reach on the test images, and computes the GP posterio
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -52,8 +53,11 @@ def load_digits_binary(n_train: int = 1000, n_test: int = 100, seed: int = 0):
 
 
 def digits_example(n_train: int = 1000, methods=("ep",), hidden=(40, 40), seed: int = 0,
-                   n_samples: int = 20_000) -> dict:
+                   n_samples: int = 20_000, log=None) -> dict:
     """Kernel, log P(S) and the PAC-Bayes bound on ``n_train`` digits, with timings.
+
+    ``log``: a callable given one line before each step (the orthant steps take up to a minute
+    for 1000 digits), e.g. ``print``; None: silent.
 
     Returns
     -------
@@ -61,6 +65,8 @@ def digits_example(n_train: int = 1000, methods=("ep",), hidden=(40, 40), seed: 
         ``arch``, ``n_train``, ``kernel_seconds``, and per method ``log_p_S``, ``stderr``,
         ``seconds`` (orthant only), ``bound`` (PAC-Bayes, delta = 2**-10) and ``diagnostics``.
     """
+    say = log or (lambda msg: None)
+    say(f"loading {n_train} digits and computing the {n_train} x {n_train} NNGP kernel ...")
     Xtr, ytr, _, _ = load_digits_binary(n_train, 0, seed)
     arch = MLP(64, tuple(hidden))
     t0 = time.perf_counter()
@@ -70,9 +76,13 @@ def digits_example(n_train: int = 1000, methods=("ep",), hidden=(40, 40), seed: 
     rows = np.arange(n_train)
     for method in methods:
         kw = {} if method == "ep" else {"n_samples": n_samples, "seed": seed}
+        say(f"log P(S) by {method} over {n_train} train digits"
+            + (" (EP sweeps until the sites converge; the longest step) ..." if method == "ep"
+               else f" ({n_samples:,} tilting samples) ..."))
         t0 = time.perf_counter()
         r = log_marginal(arch, Xtr, (rows, ytr), method, K=K, **kw)
         dt = time.perf_counter() - t0
+        say(f"  {method} done in {dt:.1f} s")
         out[method] = {"log_p_S": r.log_p, "stderr": r.stderr, "seconds": dt,
                        "bound": pac_bayes_bound(r.log_p, n_train),
                        "diagnostics": {k: v for k, v in r.diagnostics.items() if k != "change_history"}}
@@ -134,7 +144,8 @@ def main(argv=None) -> int:
                    help="also train this many networks with SGD (Adam) and give P_B^GP of the functions they find")
     a = p.parse_args(argv)
     methods = ("ep", "tilting") if a.method == "both" else (a.method,)
-    r = digits_example(a.train, methods, seed=a.seed, n_samples=a.samples)
+    r = digits_example(a.train, methods, seed=a.seed, n_samples=a.samples,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"digits (label = digit < 5, {r['fraction_label_1']:.3f} ones), {r['arch']} relu, "
           f"m = {r['n_train']}: kernel {r['kernel_seconds']:.3f} s")
     for m in methods:
@@ -143,6 +154,8 @@ def main(argv=None) -> int:
         print(f"  {m:8s} log P(S) = {x['log_p_S']:.3f}{se}  ({x['seconds']:.2f} s)  "
               f"PAC-Bayes bound {x['bound']:.4f}")
     if a.sgd_runs:
+        print(f"training {a.sgd_runs} networks with Adam, then the GP posterior of the functions they find ...",
+              file=sys.stderr, flush=True)
         d = digits_sgd_vs_gp(a.train, 100, a.sgd_runs, seed=a.seed)
         print(f"SGD (Adam lr 3e-3, minibatch 32, ce): {d['n_fitted']:,} of {d['n_runs']:,} runs fitted the "
               f"{d['n_train']} train images ({d['sgd_seconds']:.1f} s); {d['distinct']:,} distinct functions on "

@@ -53,7 +53,7 @@ def pac_bayes_bound(log_p_S: float, m: int, delta: float = 2.0**-10) -> float:
     """
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"m must be a positive integer, got {m!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+    if isinstance(delta, (bool, np.bool_)) or not (isinstance(delta, (int, float, np.integer, np.floating)) and 0 < delta < 1):
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
     log_p_S = float(log_p_S)
     if math.isnan(log_p_S) or log_p_S > 1e-12:
@@ -370,6 +370,8 @@ def posterior(
     K = check_covariance(K)  # once (eigvalsh is O(m^3)): every orthant below is of K or a principal submatrix
     kw["validated"] = True
     rS = orthant(K[np.ix_(rows, rows)], labels, method, seed=seed, **kw)
+    if "upper_bound" in rS.diagnostics:
+        raise ValueError(f"P(S): {rS.diagnostics['warning']}; P_B^GP(f|S) needs an estimate of P(S)")
     y = np.zeros(m, np.uint8)
     y[rows] = labels
     log_p, se, diags = [], [], []

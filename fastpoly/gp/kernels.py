@@ -94,4 +94,11 @@ def kernel(arch: Architecture | str, X: np.ndarray | None = None) -> np.ndarray:
     """
     arch = as_mlp(arch)
     X = check_inputs(arch, X)
-    return arch.nngp(X)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, not warned
+        K = arch.nngp(X)
+    if not np.all(np.isfinite(K)):
+        raise ValueError(
+            f"the NNGP kernel overflows float64 on these inputs (largest |x| = {float(np.max(np.abs(X))):.3g}, "
+            f"sigma_w = {getattr(arch, 'sigma_w', '?')}); rescale X"
+        )
+    return K

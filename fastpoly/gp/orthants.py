@@ -30,9 +30,47 @@ import numpy as np
 from fastpoly.gp.ep import ep_log_prob
 from fastpoly.gp.tilting import tilting_log_prob
 
-__all__ = ["ORTHANT_METHODS", "OrthantResult", "check_covariance", "check_signs", "orthant"]
+__all__ = ["ORTHANT_METHODS", "EP_OPTIONS", "OrthantResult", "check_covariance", "check_signs", "orthant",
+           "zero_hit_upper_bound"]
 
 ORTHANT_METHODS = ("tilting", "ep", "mc")
+
+#: options of ``method="ep"`` (see :func:`fastpoly.gp.ep.ep_log_prob`)
+EP_OPTIONS = ("damping", "tol", "max_iter", "schedule")
+
+#: confidence of the upper bound reported when Monte Carlo has no hit
+ZERO_HIT_CONFIDENCE = 0.95
+
+
+def _real(x) -> bool:
+    """True for a real number of any Python or NumPy type (not a bool)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def zero_hit_upper_bound(n_samples: int, confidence: float = ZERO_HIT_CONFIDENCE) -> float:
+    """Upper bound on a probability after zero hits in ``n_samples`` draws (one-sided Clopper-Pearson).
+
+    ``1 - (1 - confidence)**(1/n)``, about ``3/n`` at 95% (the "rule of three").
+    """
+    return float(-math.expm1(math.log1p(-confidence) / int(n_samples)))
+
+
+def _check_ep_options(options: dict) -> None:
+    bad = sorted(set(options) - set(EP_OPTIONS))
+    if bad:
+        raise ValueError(f"unexpected options for method 'ep': {bad}; valid: {', '.join(EP_OPTIONS)}")
+    mi = options.get("max_iter")
+    if mi is not None and (isinstance(mi, (bool, np.bool_)) or not isinstance(mi, (int, np.integer)) or mi < 1):
+        raise ValueError(f"max_iter must be an integer >= 1, got {mi!r}")
+    tol = options.get("tol")
+    if tol is not None and not (_real(tol) and math.isfinite(float(tol)) and float(tol) > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    d = options.get("damping")
+    if d is not None and not (_real(d) and 0 < float(d) <= 1):
+        raise ValueError(f"damping must be in (0, 1], got {d!r}")
+    sc = options.get("schedule")
+    if sc is not None and sc not in ("auto", "sequential", "parallel"):
+        raise ValueError(f"unknown EP schedule {sc!r}; valid: auto, sequential, parallel")
 
 
 @dataclass
@@ -165,7 +203,7 @@ def _factor(K: np.ndarray):
         return V * np.sqrt(np.clip(w, 0.0, None)), "eigh (negative eigenvalues clipped to 0)"
 
 
-def _mc(K: np.ndarray, pos: np.ndarray, n_samples: int, seed) -> tuple[float, float, dict]:
+def _mc(K: np.ndarray, pos: np.ndarray, n_samples: int, seed) -> tuple[float, float | None, dict]:
     rng = np.random.default_rng(seed)
     F, how = _factor(K)
     hits = 0
@@ -178,7 +216,13 @@ def _mc(K: np.ndarray, pos: np.ndarray, n_samples: int, seed) -> tuple[float, fl
     p = hits / n_samples
     info = {"hits": hits, "n_samples": n_samples, "factor": how}
     if hits == 0:
-        return -math.inf, math.inf, info
+        ub = zero_hit_upper_bound(n_samples)
+        info["upper_bound"] = ub
+        info["upper_bound_confidence"] = ZERO_HIT_CONFIDENCE
+        info["warning"] = (f"no Monte Carlo sample of {n_samples:,} fell in the orthant: only an upper bound "
+                           f"P < {ub:.3g} ({ZERO_HIT_CONFIDENCE:.0%} one-sided Clopper-Pearson, about 3/n); "
+                           "use method 'tilting' for an estimate")
+        return -math.inf, None, info
     return math.log(p), math.sqrt((1 - p) / hits), info
 
 
@@ -229,13 +273,16 @@ def orthant(
     """
     if method not in ORTHANT_METHODS:
         raise ValueError(f"unknown orthant method {method!r}; valid: {', '.join(ORTHANT_METHODS)}")
-    if not (isinstance(jitter, (int, float)) and math.isfinite(jitter) and jitter >= 0):
+    if not (_real(jitter) and math.isfinite(float(jitter)) and float(jitter) >= 0):
         raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
+    jitter = float(jitter)
     if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
                                   or n_samples < 2):
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if options and method != "ep":
         raise ValueError(f"unexpected options for method {method!r}: {sorted(options)}")
+    if method == "ep":
+        _check_ep_options(options)
     K = np.asarray(K, dtype=np.float64) if validated else check_covariance(K)
     pos = check_signs(signs, K.shape[0])
     Kr, pr, info = _reduce(K, pos)

@@ -50,8 +50,9 @@ def plot_gate_error(path="gate_error.png"):
         auto = multiply(lam="auto", bias="paper", dtype=dt)
         la = auto.info["lam_min"]
         ax.axvline(la, color=col, ls=":", alpha=0.8)
-        ax.annotate(f"auto lambda = {la:.2g}", (la, np.nanmin(err[err > 0]) if np.any(err > 0) else 1e-16),
-                    color=col, fontsize=8, rotation=90, va="bottom", ha="right")
+        # the label sits inside the axes (x in data, y in axes coordinates), so it is never clipped
+        ax.text(la, 0.03, f"auto lambda = {la:.2g} ({dt})",
+                transform=ax.get_xaxis_transform(), color=col, fontsize=7, rotation=90, va="bottom", ha="right")
         eps = 2.0**-53 if dt == "float64" else 2.0**-24
         ax.loglog(lams, 4 * np.log(2) * eps / lams**2, ":", color=col, lw=1,
                   label=f"{dt}: rounding slope 1/lambda^2")
@@ -60,7 +61,8 @@ def plot_gate_error(path="gate_error.png"):
     ax.set_xlabel("lambda")
     ax.set_ylabel("max |m(u,v) - uv| on [-1,1]^2")
     ax.set_title("softplus multiplication gate (b = 0)")
-    ax.legend(fontsize=7, loc="upper center")
+    # the legend below the axes: inside, it covered the curves
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     return save_figure(fig, path, dpi=100)
 
 

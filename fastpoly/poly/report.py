@@ -69,9 +69,10 @@ class PolyReport:
             f"activation          : {self.activation}{' (centered)' if self.centered else ''}",
             f"construction        : {self.construction}",
             f"dtype               : {self.dtype}",
-            f"hidden neurons      : {self.hidden_neurons} with output bias, "
-            f"{self.hidden_neurons_bias_free} bias-free "
-            f"({self.gate_neurons} gate + {self.carry_neurons} carry)",
+            f"hidden neurons      : {self.hidden_neurons} with output bias "
+            f"({self.gate_neurons} gate + {self.carry_neurons} carry), {self.hidden_neurons_bias_free} bias-free"
+            + (f" (+{self.hidden_neurons_bias_free - self.hidden_neurons} constant)"
+               if self.hidden_neurons_bias_free > self.hidden_neurons else ""),
             f"hidden layers       : {self.hidden_layers}",
             f"widths              : {'-'.join(str(w) for w in self.widths)}",
             f"nonzero weights     : {self.nonzero_weights}",

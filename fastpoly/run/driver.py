@@ -13,6 +13,7 @@ Every estimator -- rejection sampling, SGD training, GP draws -- is a plan of
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -92,9 +93,21 @@ def _prepare(be: Backend | None, job: SampleJob, info: dict[str, Any]) -> None:
     """Compile the backend's kernels for this plan before the clock of the run starts."""
     if be is None:
         return
+    n0 = numba_compilations()
     t = time.perf_counter()
     be.prepare(job.plan)
     info["compile_s"] = time.perf_counter() - t
+    info["compiled"] = numba_compilations() > n0  # False: the kernels came from the disk cache
+
+
+def numba_compilations() -> int:
+    """Kernel signatures compiled so far by Numba in this process (0 when Numba was never loaded).
+
+    The difference before and after a step tells whether it compiled (rather than loaded from the
+    disk cache), so that compilation time is reported only when it happened.
+    """
+    m = sys.modules.get("fastpoly.backends.numba.jit")
+    return int(m.compilations()) if m is not None else 0
 
 
 def run_job(job: SampleJob) -> FunctionCounts:
@@ -104,8 +117,8 @@ def run_job(job: SampleJob) -> FunctionCounts:
     -------
     FunctionCounts
         With ``info``: backend, batch size, ``compile_s`` (kernel compilation/warm-up, first run
-        only), ``elapsed_s`` (drawing and counting, without compilation), ``resumed_from`` and
-        ``spilled_runs``.
+        only), ``elapsed_s`` (drawing, counting and the final merge and write, without compilation),
+        ``counting_s`` and ``finish_s`` (its two parts), ``resumed_from`` and ``spilled_runs``.
 
     Raises
     ------
@@ -136,7 +149,7 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
         ck.restore(acc)
         info["resumed_from"] = acc.n_samples
     meta = result_meta(job.plan, job.annotations)
-    bar = _progress_bar(job.n_samples, job.progress)
+    bar = _progress_bar(job.n_samples, job.progress, "runs" if job.annotations.get("kind") == "P_SGD" else "samples")
     if bar is not None and acc.n_samples:
         bar.update(acc.n_samples)
     t0 = time.perf_counter()
@@ -145,6 +158,8 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
         with _InterruptFlag(enabled=ck is not None) as stopper:
             batches, own_cluster = _batch_source(job, be, complement(acc.ranges, job.start, job.stop), info)
             _consume(job, batches, acc, ck, stopper, bar)
+        t1 = time.perf_counter()
+        info["counting_s"] = t1 - t0  # drawing and counting only: rates exclude the final merge
         meta["ranges"] = [list(r) for r in acc.ranges]
         try:
             result = _finish(acc, meta, job.out, job.compress)
@@ -154,6 +169,7 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
             raise rescue_result(e, acc, meta, job.out, ck, compress=job.compress) from e
         if ck is not None:
             ck.finish(result, out=job.out)
+        info["finish_s"] = time.perf_counter() - t1  # the final merge and the write
         info["spilled_runs"] = len(acc.runs)
     finally:
         if bar is not None:
@@ -247,12 +263,12 @@ class _InterruptFlag:
         self._old = {}
 
 
-def _progress_bar(total: int, progress: bool) -> Any:
+def _progress_bar(total: int, progress: bool, unit: str = "samples") -> Any:
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="samples", unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
+    return tqdm(total=total, unit=unit, unit_scale=True, mininterval=0.5, leave=False, smoothing=0.1)
 
 
 def check_against_reference(be: Backend, plan: SamplerPlan, start: int, n: int) -> None:

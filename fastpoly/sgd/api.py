@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from fastpoly.analysis import compare as _cmp
 from fastpoly.backends import backend_for
 from fastpoly.backends.base import CountBatch, TrainBatch, count_batch
 from fastpoly.counts import FunctionCounts
-from fastpoly.run.driver import run_job
+from fastpoly.run.driver import numba_compilations, run_job
 from fastpoly.run.job import job_for
 from fastpoly.run.options import RunOptions
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
@@ -22,7 +23,7 @@ from fastpoly.sgd.plan import TrainPlan, make_train_plan
 from fastpoly.sgd.recipe import Recipe
 from fastpoly.sgd.reference import train_range_reference
 
-__all__ = ["TRAIN_BACKENDS", "compare", "plot_compare", "sample_sgd", "sample_sgd_anchor", "train_runs"]
+__all__ = ["TRAIN_BACKENDS", "compare", "load_counts", "plot_compare", "sample_sgd", "sample_sgd_anchor", "train_runs"]
 
 TRAIN_BACKENDS = ("numpy", "numba", "cupy")
 
@@ -52,10 +53,12 @@ class TrainBackend:
         self.device = device
         self.records = bool(records)
         self.kept: list[TrainBatch] = []
+        #: runs of this process that diverged (a parameter became inf or NaN)
+        self.n_diverged = 0
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled state stays behind; a worker gets the backend of the same name (memoised there)
-        return {"name": self.name, "records": False, "kept": [], "device": None}
+        return {"name": self.name, "records": False, "kept": [], "device": None, "n_diverged": 0}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -70,6 +73,7 @@ class TrainBackend:
     def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
         """Train runs ``lo .. hi-1`` and count the functions the fitted ones reach."""
         b = self.train(tp, lo, hi)
+        self.n_diverged += b.n_diverged
         if self.records:
             self.kept.append(b)
         return count_batch(b)
@@ -134,8 +138,12 @@ def _run(tp: TrainPlan, trainer: TrainBackend, annotations: dict[str, Any] | Non
         raise ValueError("records=True keeps per-run records of this process only; it cannot be combined with "
                          "checkpoint= (a resumed run would lack the records of the runs before the interruption)")
     job = job_for(tp, options, trainer, annotations)
+    n_div0 = trainer.n_diverged
     res = run_job(job)
     res.info["n_failed"] = res.n_samples - res.n_accepted
+    if options.client is None and not res.info.get("resumed_from"):
+        # diverged runs are among the failed ones, counted apart (runs of this process)
+        res.info["n_diverged"] = trainer.n_diverged - n_div0
     if trainer.records:
         res.info["records"] = _records(trainer.kept)
     return res
@@ -270,6 +278,10 @@ def leak_table(tp: TrainPlan, workers: int, n_runs: int, start: int, trainer) ->
     return E, frm
 
 
+#: the run options :func:`sample_sgd_anchor` passes on (as in :func:`sample_sgd`)
+_ANCHOR_RUN_OPTIONS = ("checkpoint", "resume", "checkpoint_every", "memory_budget", "client", "out", "task_size")
+
+
 def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | float = 1000, seed: int = 0,
                       backend: Any = "auto", callback_leak: bool = True, workers: int = 400,
                       batch_size: int | None = None, records: bool = False, progress: bool = False,
@@ -306,6 +318,10 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
         As :func:`sample_sgd`; ``meta["target"]`` holds the target and
         ``meta["sgd_recipe"]["callback_leak_workers"]`` the emulated workers.
     """
+    bad = sorted(set(run_options) - set(_ANCHOR_RUN_OPTIONS))
+    if bad:
+        raise ValueError(f"sample_sgd_anchor got unexpected options {bad} (the anchor experiment runs from run 0 "
+                         f"with its own recipe); valid extra options: {', '.join(_ANCHOR_RUN_OPTIONS)}")
     arch, X, train, target_hex = anchor_problem(m)
     tp = make_train_plan(arch, X, train, seed, anchor_recipe(epochs_after_fit))
     if options is not None and ((n_runs, batch_size, progress) != (1000, None, False) or run_options):
@@ -317,15 +333,28 @@ def sample_sgd_anchor(m: int = 32, epochs_after_fit: int = 1, n_runs: int | floa
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     trainer = backend if isinstance(backend, TrainBackend) else TrainBackend(backend, records=records)
+    timing: dict[str, Any] = {}
     if callback_leak:
+        # compile before the leak table trains, so that compilation is reported apart
+        n0 = numba_compilations()
+        t = time.perf_counter()
+        trainer.prepare(tp)
+        timing = {"compile_s": time.perf_counter() - t, "compiled": numba_compilations() > n0}
+        t = time.perf_counter()
         E, frm = leak_table(tp, int(workers), n_runs, 0, lambda lo, hi: trainer.train(tp, lo, hi))
+        timing["leak_table_s"] = time.perf_counter() - t
         tp = tp.with_leak(int(workers), E, frm)
     ann = {"target": target_hex, "anchor": {"m": int(m), "callback_leak": bool(callback_leak),
                                             "workers": int(workers) if callback_leak else None}}
-    return _run(tp, trainer, ann, opts)
+    res = _run(tp, trainer, ann, opts)
+    if timing:
+        res.info["compile_s"] = timing["compile_s"] + float(res.info.get("compile_s", 0.0) or 0.0)
+        res.info["compiled"] = timing["compiled"] or bool(res.info.get("compiled"))
+        res.info["leak_table_s"] = timing["leak_table_s"]
+    return res
 
 
-def _counts(x: Any) -> Any:
+def load_counts(x: Any) -> Any:
     """A counts object as it is, or the counts file at a path loaded."""
     return x if isinstance(x, FunctionCounts) else FunctionCounts.load(x)
 
@@ -336,10 +365,10 @@ def compare(a: Any, b: Any, k: int = 2, target: Any = None, top: int = 10, names
 
     ``a`` and ``b`` are :class:`~fastpoly.FunctionCounts` or counts file paths (loaded here).
     """
-    return _cmp.compare(_counts(a), _counts(b), k=k, target=target, top=top, names=names, confidence=confidence)
+    return _cmp.compare(load_counts(a), load_counts(b), k=k, target=target, top=top, names=names, confidence=confidence)
 
 
 def plot_compare(a: Any, b: Any, out: Any = "compare.png", k: int = 1, target: Any = None,
                  names: tuple[str, str] = ("P_SGD", "P_B"), title: str | None = None) -> str:
     """The paper's log-log figure of two counts (:func:`fastpoly.analysis.compare.plot_compare`); paths are loaded."""
-    return _cmp.plot_compare(_counts(a), _counts(b), out=out, k=k, target=target, names=names, title=title)
+    return _cmp.plot_compare(load_counts(a), load_counts(b), out=out, k=k, target=target, names=names, title=title)

@@ -25,6 +25,10 @@ For a minibatch of ``nb`` train points (rows ``r = 0 .. nb-1`` in shuffle order)
   Adam (step ``t``): ``m = fma(b1, m, (1-b1)*g)``, ``v = fma(b2, v, ((1-b2)*g)*g)``,
   ``b1t = b1t*b1``, ``b2t = b2t*b2`` (float32 powers, ``b1t = b2t = 1`` at start),
   ``p = fma(-lr, (m/(1-b1t)) / (sqrt(v/(1-b2t)) + eps), p)``.
+* divergence check at each epoch end, before the fit check: a parameter that is not finite
+  (inf or NaN: the loss is then not finite either) ends the run with status
+  :data:`STATUS_DIVERGED` (not fitted, counted apart); a run whose final train loss is not
+  finite (logits that overflow float32) gets that status too.
 * fit check at each epoch end: all train points have ``(z > fit_threshold) == y``.
 * final train loss: ``s = 0``; ``s = s + softplus(-z if y else z)`` (ce) or
   ``s = fma(z - y, z - y, s)`` (mse) over the train points in order; ``s / m``.
@@ -33,7 +37,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastpoly.backends.base import STATUS_FAILED, STATUS_MAX_EPOCHS, STATUS_STOPPED, TrainBatch, check_range, count_batch
+from fastpoly.backends.base import (
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_MAX_EPOCHS,
+    STATUS_STOPPED,
+    TrainBatch,
+    check_range,
+    count_batch,
+)
 from fastpoly.keys import pack_bits
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.sgd.plan import SGD_STREAM, TrainPlan, blocks_per_epoch, run_rule
@@ -43,6 +55,7 @@ from fastpoly.stream.fmath_train import sigmoid32, softplus32
 from fastpoly.stream.rng import philox4x32
 
 __all__ = [
+    "STATUS_DIVERGED",
     "STATUS_FAILED",
     "STATUS_MAX_EPOCHS",
     "STATUS_STOPPED",
@@ -133,12 +146,17 @@ def train_run(tp: TrainPlan, index: int):
     opt = _Optimizer(r, p.size)
     first_fit, status, e = -1, STATUS_FAILED, 0
     fitted = False
+    diverged = False
     for e in range(1, r.max_epochs + 1):
         order = epoch_order(plan.seed, index, e - 1, m)
-        for a in range(0, m, B):
-            bt = order[a: a + B]
-            p = opt.step(p, _gradient(mlp, p, Xtr[bt], ytr[bt], r.loss_code))
-        z = _outputs(mlp, p, Xtr)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is divergence, checked below
+            for a in range(0, m, B):
+                bt = order[a: a + B]
+                p = opt.step(p, _gradient(mlp, p, Xtr[bt], ytr[bt], r.loss_code))
+            if not np.all(np.isfinite(p)):
+                diverged = True
+                break
+            z = _outputs(mlp, p, Xtr)
         fitted = bool(np.all((z > thr) == (ytr == 1)))
         if fitted:
             if first_fit < 0:
@@ -148,15 +166,20 @@ def train_run(tp: TrainPlan, index: int):
                 break
     else:
         status = STATUS_MAX_EPOCHS if fitted else STATUS_FAILED
-    z = _outputs(mlp, p, Xtr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = _outputs(mlp, p, Xtr)
+        loss = _train_loss(z, ytr, r.loss_code)
+        key = pack_bits(_outputs(mlp, p, Xkey) > 0)
+    if diverged or not np.isfinite(loss):
+        status = STATUS_DIVERGED
     return {
         "params": p,
-        "key": pack_bits(_outputs(mlp, p, Xkey) > 0),
+        "key": key,
         "init_key": init_key,
         "status": status,
         "first_fit": first_fit,
         "epochs": e,
-        "loss": _train_loss(z, ytr, r.loss_code),
+        "loss": loss,
     }
 
 

@@ -15,13 +15,14 @@ import pytest
 import fastpoly
 from fastpoly.analysis import figures
 from fastpoly.analysis.complexity import critical_sample_ratio, klz
-from fastpoly.analysis.figures import _check_counts, _title, upper_bound_fit
+from fastpoly.analysis.figures import _check_counts, _legend_outside, _title, upper_bound_fit
 from fastpoly.analysis.histograms import (
     spearman_from_table,
     summarize,
     top_indices,
 )
 from fastpoly.analysis.stats import interval as binomial_interval
+from fastpoly.analysis.wording import wording
 from fastpoly.atomic import atomic_write_bytes
 from fastpoly.cli import analysis as cli_analysis
 from fastpoly.cli.main import main
@@ -59,6 +60,7 @@ def _old_analyze(counts, top=20, interval="wilson", order="rows", backend="auto"
 
         out["spearman_logp_klz"] = float(spearmanr(lp, cx["klz"]).statistic)
     out["bound"] = upper_bound_fit(cx["klz"], lp, counts_arr)
+    out["bound_basis"] = _old_bound_support(cx["klz"], counts_arr)[0]
     err = None
     if c.meta.get("target") is not None:
         s = c.posterior(method=interval)
@@ -80,6 +82,15 @@ def _old_analyze(counts, top=20, interval="wilson", order="rows", backend="auto"
         rows.append(r)
     out["top"] = rows
     return out
+
+
+def _old_bound_support(k, counts, min_count=5):
+    """What upper_bound_fit fits (the functions seen >= min_count times, else all) and their K_LZ range."""
+    well = np.asarray(counts) >= min_count
+    if np.unique(k[well]).size >= 2:
+        return f"envelope of functions seen >= {min_count} times", k[well].min(), k[well].max()
+    return (f"envelope of all functions: fewer than two K_LZ values among functions seen >= {min_count} times",
+            k.min(), k.max())
 
 
 def _synthetic(template, n, rng, heavy=True):
@@ -241,11 +252,12 @@ def _old_plot_rank(counts, out="rank.png"):
         m = max(int(c.n_key_bits), 1)
         ax.loglog(r, 1.0 / (r * m * np.log(2.0)), "--", lw=1, color="gray",
                   label=rf"Zipf $1/(\mathrm{{rank}}\,\ln 2^{{{m}}})$")
-    widths = c.meta.get("arch", {}).get("widths")
+    # presentation of the current figures (worded from the estimator, legend outside the data)
     ax.set_xlabel("rank")
-    ax.set_ylabel("P(f)")
-    ax.set_title(f"{'-'.join(map(str, widths)) if widths else ''}  n={c.n_accepted:,}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(wording(c.meta).quantity_tex)
+    ax.set_title(_title(c), fontsize=9)
+    if p.size:
+        _legend_outside(ax)
     return save_figure(fig, out)
 
 
@@ -264,25 +276,27 @@ def _old_plot_complexity(counts, out="complexity.png", order="rows"):
     str
     """
     c = _check_counts(counts)
+    wd = wording(c.meta)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.6))
     if c.n_distinct:
         k = c.complexity(order)["klz"]
         p = c.counts / c.n_accepted
         lp = np.log10(p)
-        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="sampled functions")
+        ax.scatter(k, p, s=4, alpha=0.5, lw=0, label="counted functions", zorder=3)
         a, b = upper_bound_fit(k, lp, c.counts)
         if np.isfinite(a):
-            xs = np.linspace(k.min(), k.max(), 50)
-            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1,
-                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$")
+            basis, k0, k1 = _old_bound_support(k, c.counts)
+            xs = np.linspace(k0, k1, 50)
+            ax.plot(xs, 10 ** (a + b * xs), "--", color="gray", lw=1, zorder=2,
+                    label=rf"bound $\log_{{10}}P = {a:.2f} {b:+.3f}\,K$ ({basis})")
         ax.set_yscale("log")
-        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0)
+        ax.axhline(1 / c.n_accepted, color="lightgray", lw=0.8, zorder=0, label=f"1/n (one {wd.accepted[:-1]})")
     ax.set_xlabel(r"$K_{LZ}(f)$")
-    ax.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax.set_ylabel(wd.quantity_tex)
     ax.set_title(_title(c), fontsize=9)
     if c.n_distinct:
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
     return save_figure(fig, out)
 
 
@@ -304,7 +318,7 @@ def _old_plot_ones(counts, out="ones.png"):
     ax.set_yscale("log")
     ax.set_xlim(-1, n + 1)
     ax.set_xlabel("T (number of ones)")
-    ax.set_ylabel("P(T)")
+    ax.set_ylabel(f"P(T) under {wording(c.meta).quantity}")
     ax.set_title(_title(c), fontsize=9)
     return save_figure(fig, out)
 
@@ -333,20 +347,21 @@ def _old_plot_error(counts, out="error.png", target=None):
     nz = eh > 0
     w = (ev[1] - ev[0]) if ev.size > 1 else 0.02
     ax1.bar(ev[nz], eh[nz], width=w, color="C0")
-    ax1.axvline(s["mean_error"], color="C3", lw=1, label=f"posterior mean {s['mean_error']:.3f}")
+    wd = wording(c.meta)
+    ax1.axvline(s["mean_error"], color="C3", lw=1, label=f"mean {s['mean_error']:.3f}")
     ax1.set_xlabel("generalisation error (held-out rows)")
-    ax1.set_ylabel("posterior probability" if c.conditioned else "prior probability")
-    ax1.legend(fontsize=8)
+    ax1.set_ylabel(f"probability under {wd.quantity_tex}")
+    _legend_outside(ax1)
     if c.n_distinct:
         yerr = np.vstack([s["probability"] - s["lower"], s["upper"] - s["probability"]])
         ax2.errorbar(s["error"], s["probability"], yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
         ax2.set_yscale("log")
     ax2.set_xlabel("generalisation error")
-    ax2.set_ylabel("P_B(f|S)" if c.conditioned else "P(f)")
+    ax2.set_ylabel(wd.quantity_tex)
     extra = ""
-    if c.conditioned:
+    if wd.rate_name and c.n_samples:
         lo, hi = s["p_S_interval"]
-        extra = f"  P(S)={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
+        extra = f"  {wd.rate_name}={s['p_S']:.3g} [{lo:.2g}, {hi:.2g}]"
     fig.suptitle(_title(c, extra), fontsize=9)
     return save_figure(fig, out)
 

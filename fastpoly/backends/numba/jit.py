@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "JIT_OPTIONS", "jit", "pjit", "fma", "prefetch", "f32_to_bits", "bits_to_f32",
-    "configure_threads", "get_num_threads", "set_num_threads", "prange",
+    "configure_threads", "get_num_threads", "set_num_threads", "prange", "compilations",
 ]
 
 #: the keyword arguments every fastpoly kernel is compiled with
@@ -40,12 +40,26 @@ JIT_OPTIONS = dict(cache=True, nogil=True, error_model="numpy", fastmath=False, 
 prange = numba.prange
 
 
+#: every kernel decorated by :func:`jit` / :func:`pjit` (for :func:`compilations`)
+_DISPATCHERS: list = []
+
+
 def jit(func=None, **overrides):
     """Decorate a serial kernel with the fastpoly jit policy (:data:`JIT_OPTIONS`)."""
-    opts = dict(JIT_OPTIONS, **overrides)
     if func is None:
-        return lambda f: numba.njit(**opts)(f)
-    return numba.njit(**opts)(func)
+        return lambda f: jit(f, **overrides)
+    d = numba.njit(**dict(JIT_OPTIONS, **overrides))(func)
+    _DISPATCHERS.append(d)
+    return d
+
+
+def compilations() -> int:
+    """How many kernel signatures this process compiled (not loaded from the disk cache) so far.
+
+    The difference before and after a step tells whether it compiled anything, so the CLI
+    reports compilation time only when compilation happened.
+    """
+    return sum(sum(d.stats.cache_misses.values()) for d in _DISPATCHERS)
 
 
 def pjit(func=None, **overrides):

@@ -8,7 +8,9 @@ L1/L2) and then trains its runs one after another:
 1. Philox words -> normals -> parameters (the sampler's bits: run ``i`` starts
    from ``instantiate(seed, i)``);
 2. per epoch: the Fisher--Yates order of the train points (:func:`fastpoly.sgd.reference.epoch_order`),
-   per minibatch forward, backward and update, then the fit check on all train points;
+   per minibatch forward, backward and update, then the divergence check (a parameter that is not
+   finite ends the run, status 3; so does a final train loss that is not finite) and the fit check
+   on all train points;
 3. the function on the key rows (and, first, that of the initialisation).
 
 Every product is a register-blocked tile of :mod:`fastpoly.backends.numba.train_tiles`: SIMD
@@ -55,6 +57,7 @@ from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 __all__ = ["PreparedTrain", "TrainData", "TrainNet", "TrainOut", "train_range_numba"]
 
 _F = np.float32
+_FMAX = np.float32(np.finfo(np.float32).max)
 _ZERO = _F(0.0)
 _ONE = _F(1.0)
 _TWO = _F(2.0)
@@ -372,6 +375,14 @@ def _train_lane(rk, net, data, out, first, count, out0):
                         Q[p] = fma(nlr, stp, Q[p])
                 for l in range(1, L):
                     transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
+            # divergence: a parameter that is not finite ends the run (status 3: diverged, not fitted)
+            # (a branch-free OR over all of Q vectorises; NaN fails the comparison too)
+            finite = True
+            for p in range(nq):
+                finite &= np.abs(Q[p]) <= _FMAX
+            if not finite:
+                st = 3
+                break
             # fit check on all train points, block by block, starting with the block of the last
             # miss; a miss ends it (the answer, not fitted, is the same)
             fitted = True
@@ -395,7 +406,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                 if e - ff >= eaf and e >= min_ep:
                     st = 0
                     break
-        if st != 0:
+        if st != 0 and st != 3:
             st = 1 if fitted else 2
         # final train loss (in train-point order)
         sl = _ZERO
@@ -410,6 +421,8 @@ def _train_lane(rk, net, data, out, first, count, out0):
                     dz = z - ytr[r0 + r]
                     sl = fma(dz, dz, sl)
         losses[o] = sl / _F(m)
+        if not np.isfinite(losses[o]):
+            st = 3  # diverged: the final train loss is not finite (logits overflow float32)
         # the reached function on the key rows
         for w in range(n_words):
             keys[o, w] = 0
