@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastpoly import plotting
 from fastpoly.analysis.conditioning import parse_target
 from fastpoly.analysis.stats import check_confidence, wilson_interval
 from fastpoly.analysis.wording import few_points_caveat, wording
 from fastpoly.atomic import atomic_open
 from fastpoly.keys import key_to_hex, pack_bits, sort_order
-from fastpoly.plotting import check_figure_path, pyplot, save_figure
 
 __all__ = ["Comparison", "compare", "plot_compare", "side_names"]
 
@@ -311,11 +311,11 @@ def plot_compare(a, b, out="compare.png", k=1, target=None, names=None, title=No
     with a caveat under 10 functions.  ``names`` label the axes; default from the files'
     metadata (:func:`side_names`).  Returns the output path.
     """
-    check_figure_path(out)
+    plotting.check_figure_path(out)
     a, b = _check_counts(a), _check_counts(b)
     if names is None:
         names = side_names(a, b)
-    plt = pyplot()
+    plt = plotting.pyplot()
     c = compare(a, b, k=k, target=target, names=names)
     sel = (c.count_a >= k) | (c.count_b >= k)
     na, nb = c.n_a, c.n_b
@@ -342,4 +342,4 @@ def plot_compare(a, b, out="compare.png", k=1, target=None, names=None, title=No
         fig.colorbar(sc, ax=ax, label="test errors")
     ax.set_title(title or (f"Pearson log P = {c.pearson:.3f} over {c.n_common} functions seen >= {k} times in "
                            f"both{few_points_caveat(c.n_common)}"), fontsize=9)
-    return save_figure(fig, os.fspath(out), dpi=130)
+    return plotting.save_figure(fig, os.fspath(out), dpi=130)

@@ -107,6 +107,8 @@ def check_train_options(args):
             args.epochs_after_fit = 1  # the preset's; an explicit 0 stays 0
         if args.workers is not None and not args.callback_leak:
             raise ValueError("--workers applies only with --callback-leak")
+        if args.workers is None:
+            args.workers = 400
     else:
         if args.callback_leak or args.workers is not None:
             raise ValueError(f"{'--callback-leak' if args.callback_leak else '--workers'} applies only to the "
@@ -116,13 +118,13 @@ def check_train_options(args):
 #: recipe options: name -> default
 _RECIPE = {"optimizer": "sgd", "lr": None, "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
            "eps": 1e-8, "loss": "ce", "batch": 8, "max_epochs": 3000, "fit_threshold": 0.0,
-           "epochs_after_fit": None, "min_epochs": 0}
+           "epochs_after_fit": 0, "min_epochs": 0}  # epochs_after_fit: 1 with --anchor (check_train_options)
 _OWN = ("runs", "anchor", "callback_leak", "workers") + tuple(_RECIPE)
 
 
 def _norm(k, v):
     if k == "runs":
-        return parse_count(str(v))
+        return parse_count(str(v), "--runs")
     if k == "arch":
         return parse_arch(str(v))
     if k in ("sigma_w", "sigma_b", "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold"):
@@ -151,7 +153,7 @@ def run_train(args):
     apply_defaults(args, SPEC)
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
-    n = parse_count(str(args.runs))
+    n = parse_count(str(args.runs), "--runs")
     path = os.path.join(args.out, "counts.npz")
     extra = SPEC.extra(args)
     client = dask_client(args.dask) if getattr(args, "dask", None) else None

@@ -369,6 +369,9 @@ def compare(a: Any, b: Any, k: int = 2, target: Any = None, top: int = 10, names
 
 
 def plot_compare(a: Any, b: Any, out: Any = "compare.png", k: int = 1, target: Any = None,
-                 names: tuple[str, str] = ("P_SGD", "P_B"), title: str | None = None) -> str:
-    """The paper's log-log figure of two counts (:func:`fastpoly.analysis.compare.plot_compare`); paths are loaded."""
+                 names: tuple[str, str] | None = None, title: str | None = None) -> str:
+    """The paper's log-log figure of two counts (:func:`fastpoly.analysis.compare.plot_compare`); paths are loaded.
+
+    ``names`` default to what the files' metadata says they estimate (e.g. ``P_SGD(f|S)``, ``P_B(f|S)``).
+    """
     return _cmp.plot_compare(load_counts(a), load_counts(b), out=out, k=k, target=target, names=names, title=title)

@@ -273,10 +273,12 @@ def test_failed_command_leaves_no_empty_out_folder_but_keeps_an_existing_one(tmp
 
 
 def test_train_options_not_given_keep_their_defaults():
-    from fastpoly.cli.sgd import check_train_options
+    from fastpoly.cli.options import apply_defaults
+    from fastpoly.cli.sgd import SPEC, check_train_options
 
     a = build_parser().parse_args(["train", "7-40-1", "--train-size", "8", "--target", T])
     check_train_options(a)
+    apply_defaults(a, SPEC)
     assert isinstance(a, argparse.Namespace)
     assert (a.optimizer, a.batch, a.start, a.epochs_after_fit, a.max_epochs, a.loss) == ("sgd", 8, 0, 0, 3000, "ce")
 
