@@ -4,6 +4,10 @@ Public API (imported lazily; SymPy and Matplotlib load only when used):
 
 * :class:`Polynomial` -- parse / build / evaluate polynomials exactly;
 * :func:`compile_polynomial` -- polynomial -> :class:`PolyNetwork` with a certified bound;
+* :func:`compile_polynomials` -- a vector of polynomials -> one multi-output network, shared gates;
+* :func:`classifier` -- class Hamiltonians -> :class:`PolyClassifier` (logits, softmax head, certified
+  logit and probability bounds); :func:`from_sklearn`, :func:`from_gaussians`, :func:`from_bernoulli`
+  -- fitted generative models -> ``(hamiltonians, log_prior)``;
 * gate builders :func:`multiply`, :func:`square`, :func:`identity`, :func:`shallow_product`,
   :func:`shallow_monomial`, :func:`relu_square`, :func:`relu_product`, :func:`bit_gate`,
   and the pairwise reference :func:`multiply_value`;
@@ -20,6 +24,12 @@ import importlib
 _EXPORTS = {
     "Polynomial": ".polynomial",
     "compile_polynomial": ".compile",
+    "compile_polynomials": ".compile",
+    "classifier": ".classifier",
+    "PolyClassifier": ".classifier",
+    "from_sklearn": ".bridge",
+    "from_gaussians": ".bridge",
+    "from_bernoulli": ".bridge",
     "PolyNetwork": ".network",
     "PolyReport": ".report",
     "multiply": ".gates",

@@ -80,6 +80,8 @@ class _Builder:
         self.gate_neurons = 0
         self.carry_neurons = 0
         self.lams = []
+        #: block inputs' bounds -> (bias point, lambda) chosen for them (see _best_block)
+        self.choices = {}
 
     def begin(self):
         self.cur = {"rows": [], "bias": [], "shift": []}
@@ -258,6 +260,19 @@ def _best_block(bld, act, factors, A_out, lam, bias, role, final=True):
                          f"(limit {MAX_BLOCK_NEURONS}); use construction='tree' or depth=k")
     cands = _bias_candidates(act, bias, N, role)
     odd = role == "carry" and act.odd_identity
+    # blocks whose inputs have the same bounds choose the same bias point and lambda (the choice
+    # depends on nothing else): remember it, and build such blocks with one evaluation
+    key = (tuple((v.A, v.E, v.S, v.const, v.K, p) for v, p in factors), A_out, lam, bias, role, final)
+    hit = bld.choices.get(key)
+    if hit is not None:
+        return _smooth_block(bld, act, hit[0], factors, A_out, hit[1], role, odd, final)
+    out = _choose_block(bld, act, factors, A_out, lam, cands, role, odd, final)
+    bld.choices[key] = (out[2], out[1])
+    return out
+
+
+def _choose_block(bld, act, factors, A_out, lam, cands, role, odd, final):
+    """Emit the block with the best of the candidate bias points (lambda chosen per candidate)."""
     if len(cands) == 1:
         return _smooth_block(bld, act, cands[0], factors, A_out, lam, role, odd, final)
     # dry runs on a scratch builder to pick the bias with the smallest bound
