@@ -88,7 +88,7 @@ class PolyClassifier(PolyNetwork):
         """Certified bound of every logit over the domain (in the network's dtype)."""
         return np.asarray(self.info["certified_errors"], dtype=np.float64)
 
-    def proba_error(self, dtype: npt.DTypeLike = None) -> np.ndarray:
+    def proba_error(self, dtype: npt.DTypeLike | None = None) -> np.ndarray:
         """Certified ``max |p'_y(x) - p(y|x)|`` over the domain per class, softmax rounding included.
 
         ``dtype`` is the output type of the probabilities (default: the network's).
@@ -132,19 +132,20 @@ class PolyClassifier(PolyNetwork):
         slack = (KAPPA + 4) * unit_roundoff(np.float64)
         return np.clip(lo * (1 - slack), 0, 1), np.clip(hi * (1 + slack), 0, 1)
 
-    def predict_proba(self, X: Any, backend: str = "auto", dtype: npt.DTypeLike = None) -> np.ndarray:
-        """``(N, C)`` class probabilities (``fastpoly.evaluate(self, X, output="proba")``)."""
-        from fastpoly.backends import get_backend
+    def predict_proba(self, X: Any, dtype: npt.DTypeLike | None = None) -> np.ndarray:
+        """``(N, C)`` class probabilities by the NumPy reference.
 
+        ``fastpoly.evaluate(net, X, backend=..., output="proba")`` gives the same on a compiled backend.
+        """
         dt = self.dtype if dtype is None else np.dtype(dtype)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise ValueError(f"X must have shape (N, {self.n_inputs}), got {X.shape}")
-        return self.apply_output(np.asarray(get_backend(backend).evaluate(self, X, dt)), "proba")
+        return self.apply_output(self.evaluate_reference(X, dt), "proba")
 
-    def predict(self, X: Any, backend: str = "auto", dtype: npt.DTypeLike = None) -> np.ndarray:
-        """The most probable class label of every row."""
-        return self.classes[np.argmax(self.predict_proba(X, backend, dtype), axis=1)]
+    def predict(self, X: Any, dtype: npt.DTypeLike | None = None) -> np.ndarray:
+        """The most probable class label of every row (NumPy reference)."""
+        return self.classes[np.argmax(self.predict_proba(X, dtype), axis=1)]
 
     def report(self):
         """:class:`fastpoly.poly.report.PolyReport` with the certified logit and probability bounds."""

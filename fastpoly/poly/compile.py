@@ -871,8 +871,7 @@ def _build_gate_tree(bld, opts, terms, teeth):
 
 # ----------------------------------------------------------------------------- 4. output layer
 def _output_layer(bld, terms, slots):
-    """Fold the coefficients, the sums of the monomials and the constants into one affine output per
-    polynomial; the certified bound of every output."""
+    """One affine output per polynomial (coefficients, sums of monomials, constants folded); their bounds."""
     bld.begin()
     errs = []
     for coefs, const_term in zip(terms.coefs, terms.const_terms):
