@@ -301,3 +301,39 @@ def test_classifier_errors():
     with pytest.raises(ValueError, match="classifier networks"):
         fastpoly.evaluate(compile_polynomial("x0*x1"), [[0.5, 0.5]], output="proba")
     assert net.predict([[0.5], [-0.5]]).tolist() == [1, 0]
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+def _cli(argv, capsys):
+    import argparse
+
+    from fastpoly.cli import poly as pcli
+
+    p = argparse.ArgumentParser()
+    pcli.register(p.add_subparsers(dest="command"))
+    args = p.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except ValueError as e:
+        return 2, str(e)
+    return rc, capsys.readouterr().out
+
+
+def test_cli_compile_classifier(tmp_path, capsys):
+    mu, S, pri = _mixture()
+    f = tmp_path / "model.npz"
+    np.savez(f, means=mu, covariances=S, priors=pri)
+    rc, out = _cli(["compile", "--classifier", str(f), "--domain", "-2", "2", "--points", "300"], capsys)
+    assert rc == 0 and "certified proba" in out and "measured proba error" in out
+    g = tmp_path / "h.npz"
+    np.savez(g, hamiltonians=np.array(["x0**2 + x1**2", "(x0 - 1)**2 + x1**2"]), log_prior=np.log([0.5, 0.5]))
+    rc, out = _cli(["compile", "--classifier", str(g), "--dtype", "float32", "--points", "100"], capsys)
+    assert rc == 0
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, foo=np.zeros(2))
+    for argv, msg in [(["compile", "--classifier", str(bad)], "expected means"),
+                      (["compile", "--classifier", str(tmp_path / "missing.npz")], "cannot read"),
+                      (["compile", "x0", "--classifier", str(f)], "not both"),
+                      (["compile"], "give a polynomial")]:
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and msg in err

@@ -46,6 +46,7 @@ _EXPORTS = {
     "make_bench_polynomial": ".random",
     "plot_gate_error": ".plots",
     "plot_shallow_vs_deep": ".plots",
+    "plot_classifier": ".plots",
     "neuron_counts": ".gates",
 }
 

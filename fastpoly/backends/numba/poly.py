@@ -12,7 +12,9 @@ the same formulas (including the centered forms) and agree within
 per-point loops (one branch-free loop per activation, per-neuron terms of the
 centered forms computed once), and float32 ``exp``/``expm1``/``log1p``/``tanh``
 come from :mod:`fastpoly.backends.numba.vecmath` (vectorisable, within a few ulp), so
-LLVM vectorises those loops; float64 keeps libm.
+LLVM vectorises those loops; float64 ``exp``/``expm1``/``log1p`` too (``tanh`` keeps libm).
+Networks ending in an identity layer evaluate their last hidden layer fused into the
+output layer (:func:`_fused_block`): same arithmetic, the hidden layer is never stored.
 
 Dense networks follow :func:`fastpoly.network.forward_reference`: in float32
 every step is the exact FMA ``z = fma(W[j, k], x[k], z)`` (bit-identical to the
@@ -140,8 +142,13 @@ def _centered(code, t, b):
 
 
 @jit(inline="always")
-def _act_loop(code, z, nb):
-    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop."""
+def _act_loop(code, z, nb, tmp):
+    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop.
+
+    Softplus runs as two loops, ``tmp = exp(-|z|)``, ``z = max(z, 0)`` then ``z += log1p(tmp)``:
+    the arithmetic of :func:`fastpoly.backends.numba.vecmath.vsoftplus`, but each loop body is
+    small enough for LLVM to inline and vectorise (the float64 composition in one loop is not).
+    """
     if code == A_IDENTITY:
         return
     if code == A_RELU:
@@ -150,7 +157,11 @@ def _act_loop(code, z, nb):
             z[t] = v if v > 0 else v * 0
     elif code == A_SOFTPLUS:
         for t in range(nb):
-            z[t] = vsoftplus(z[t])
+            v = z[t]
+            tmp[t] = vexp(-abs(v))
+            z[t] = v if v > 0 else v * 0
+        for t in range(nb):
+            z[t] = z[t] + vlog1p(tmp[t])
     elif code == A_EXP:
         for t in range(nb):
             z[t] = vexp(z[t])
@@ -179,7 +190,9 @@ def _centered_loop(code, z, nb, b):
     if code == A_SOFTPLUS:
         sb = vsigmoid(b)
         for t in range(nb):
-            z[t] = vlog1p(sb * vexpm1(z[t]))
+            z[t] = sb * vexpm1(z[t])
+        for t in range(nb):
+            z[t] = vlog1p(z[t])
     elif code == A_EXP:
         eb = vexp(b)
         for t in range(nb):
@@ -214,7 +227,7 @@ def _centered_loop(code, z, nb, b):
 
 @jit(inline="always")
 def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                      codes, bufs, out):
+                      codes, bufs, tmp, out):
     """Evaluate rows ``r0 .. r0+nb-1`` of ``X`` through every layer; write the outputs."""
     n_in = X.shape[1]
     h = bufs[0]
@@ -242,7 +255,7 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
             if centered:
                 _centered_loop(code, z, nb, shift[nb_off + j])
             else:
-                _act_loop(code, z, nb)
+                _act_loop(code, z, nb, tmp)
         cur = 1 - cur
     h = bufs[cur]
     for j in range(out.shape[1]):
@@ -258,16 +271,17 @@ def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, ha
     n_lanes = min(n_blocks, 4 * 64)
     for lane in prange(n_lanes):
         bufs = np.empty((2, maxw, block), X.dtype)
+        tmp = np.empty(block, X.dtype)
         for bi in range(lane, n_blocks, n_lanes):
             r0 = bi * block
             nb = min(block, N - r0)
             _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift,
-                              fan_out, codes, bufs, out)
+                              fan_out, codes, bufs, tmp, out)
 
 
 @jit(inline="always")
 def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                 bufs, zrow, acc, colptr, rowidx, cvals, out):
+                 bufs, zrow, tmp, acc, colptr, rowidx, cvals, out):
     """Like :func:`_structured_block`, with the last hidden layer fused into the (identity) output layer.
 
     The last hidden layer is never stored: each of its neurons is computed into ``zrow`` and
@@ -302,7 +316,7 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
             if centered:
                 _centered_loop(code, z, nb, shift[nb_off + j])
             else:
-                _act_loop(code, z, nb)
+                _act_loop(code, z, nb, tmp)
         cur = 1 - cur
     hin = bufs[cur]
     lo = n_layers - 1
@@ -330,7 +344,7 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
         if centered:
             _centered_loop(code, z, nb, shift[nb_off + j])
         else:
-            _act_loop(code, z, nb)
+            _act_loop(code, z, nb, tmp)
         for q in range(colptr[j], colptr[j + 1]):
             w = cvals[q]
             a = acc[rowidx[q]]
@@ -352,12 +366,13 @@ def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shi
     for lane in prange(n_lanes):
         bufs = np.empty((2, maxw, block), X.dtype)
         zrow = np.empty(block, X.dtype)
+        tmp = np.empty(block, X.dtype)
         acc = np.empty((n_out, block), X.dtype)
         for bi in range(lane, n_blocks, n_lanes):
             r0 = bi * block
             nb = min(block, N - r0)
             _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                         codes, bufs, zrow, acc, colptr, rowidx, cvals, out)
+                         codes, bufs, zrow, tmp, acc, colptr, rowidx, cvals, out)
 
 
 class _StructuredArrays:
