@@ -337,3 +337,42 @@ def test_cli_compile_classifier(tmp_path, capsys):
                       (["compile"], "give a polynomial")]:
         rc, err = _cli(argv, capsys)
         assert rc == 2 and msg in err
+
+
+# --- hierarchy ---------------------------------------------------------------------------------------
+INNER = ["x0*x1 + x2", "x1*x2 - x0*x3", "x0**2 + x3 - 0.5"]
+OUTER = ["x0*x1*x2", "x0**2 - x1 + 2"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["softplus", "tanh", "relu", "square"])
+def test_composition_bounds_and_neurons(activation, dtype):
+    from fastpoly.poly import compose_polynomials, flatten_composition
+
+    net = compose_polynomials(OUTER, INNER, activation=activation, dtype=dtype)
+    X = np.random.default_rng(8).uniform(-1, 1, (2000, 4))
+    flat = flatten_composition(OUTER, INNER)
+    g = np.stack([Polynomial(q, n_vars=4)(X) for q in INNER], 1)
+    exact = np.stack([g[:, 0] * g[:, 1] * g[:, 2], g[:, 0] ** 2 - g[:, 1] + 2], 1)
+    np.testing.assert_allclose(np.stack([q(X) for q in flat], 1), exact, rtol=1e-12, atol=1e-12)
+    y = net.evaluate_reference(X)
+    assert np.all(np.abs(y - exact) <= np.asarray(net.info["certified_errors"])[None, :])
+    got = fastpoly.evaluate(net, X, backend="numba")
+    if activation in ("relu",):
+        assert np.array_equal(got, y)
+    else:
+        assert_close_to_reference(got, y, np.dtype(dtype), extra_atol=network_atol(net))
+    # the paper's point: the composition is much smaller than the flattened degree-6 polynomial
+    assert net.report().hidden_neurons < net.info["flattened_hidden_neurons"]
+    assert "hierarchy" in net.report().extra
+
+
+def test_composition_errors():
+    from fastpoly.poly import compose_polynomials
+
+    with pytest.raises(ValueError, match="3 variables but the inner map has 2 outputs"):
+        compose_polynomials(["x0*x1*x2"], ["x0", "x1"])
+    with pytest.raises(ValueError, match="non-empty"):
+        compose_polynomials([], ["x0"])
+    with pytest.raises(ValueError, match="identically zero"):
+        compose_polynomials(["x0 - x1"], ["x0", "x0"])

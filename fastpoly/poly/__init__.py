@@ -8,6 +8,8 @@ Public API (imported lazily; SymPy and Matplotlib load only when used):
 * :func:`classifier` -- class Hamiltonians -> :class:`PolyClassifier` (logits, softmax head, certified
   logit and probability bounds); :func:`from_sklearn`, :func:`from_gaussians`, :func:`from_bernoulli`
   -- fitted generative models -> ``(hamiltonians, log_prior)``;
+* :func:`compose_polynomials` -- ``f(g(x))`` as one deeper network, bounds propagated, neurons vs the
+  flattened polynomial;
 * gate builders :func:`multiply`, :func:`square`, :func:`identity`, :func:`shallow_product`,
   :func:`shallow_monomial`, :func:`relu_square`, :func:`relu_product`, :func:`bit_gate`,
   and the pairwise reference :func:`multiply_value`;
@@ -28,6 +30,8 @@ _EXPORTS = {
     "classifier": ".classifier",
     "PolyClassifier": ".classifier",
     "from_sklearn": ".bridge",
+    "compose_polynomials": ".hierarchy",
+    "flatten_composition": ".hierarchy",
     "from_gaussians": ".bridge",
     "from_bernoulli": ".bridge",
     "PolyNetwork": ".network",

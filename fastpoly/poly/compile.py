@@ -849,9 +849,13 @@ def _smooth_level(bld, opts, keys, lvl, last, nodes, slots, A_of, bias_used):
     return new
 
 
-def _build_gate_tree(bld, opts, terms, teeth):
-    """Emit the hidden layers level by level: a node is a gate at its own level and carried above it."""
-    slots, Mx = _input_values(bld, opts.domain)
+def _build_gate_tree(bld, opts, terms, teeth, start=None):
+    """Emit the hidden layers level by level: a node is a gate at its own level and carried above it.
+
+    ``start``: ``(slots, Mx)`` of the level-0 values (default: the inputs over ``opts.domain``;
+    :func:`fastpoly.poly.hierarchy.compose_polynomials` passes the values of an inner map).
+    """
+    slots, Mx = _input_values(bld, opts.domain) if start is None else start
 
     def A_of(exps):
         return float(np.prod(Mx ** np.asarray(exps, dtype=np.float64)))

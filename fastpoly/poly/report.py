@@ -124,6 +124,10 @@ def make_report(net):
             shared = int(sum(L.fan_out for L in sn.layers[:-1]))
             extra["sharing"] = (f"{shared} hidden neurons shared vs {sum(sep)} compiled separately "
                                 f"(saved {sum(sep) - shared}, {1 - shared / max(sum(sep), 1):.1%})")
+    if info.get("flattened_hidden_neurons") is not None:
+        extra["hierarchy"] = (f"{sum(L.fan_out for L in sn.layers[:-1])} hidden neurons composed "
+                              f"({info.get('inner_levels')} + {info['levels'] - info.get('inner_levels', 0)} levels) "
+                              f"vs {info['flattened_hidden_neurons']} for the flattened polynomial")
     if info.get("bias_points"):
         extra["bias points"] = ", ".join(f"{b:.6g}" for b in info["bias_points"])
     extra["max |bias|"] = f"{maxb:.6g}"
