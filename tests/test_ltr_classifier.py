@@ -300,7 +300,7 @@ def test_classifier_errors():
         fastpoly.evaluate(net, [[0.5]], output="probabilities")
     with pytest.raises(ValueError, match="classifier networks"):
         fastpoly.evaluate(compile_polynomial("x0*x1"), [[0.5, 0.5]], output="proba")
-    assert net.predict([[0.5], [-0.5]]).tolist() == [1, 0]
+    assert net.predict([[0.5], [-0.5]]).tolist() == [0, 1]  # logits (-x0**2, -x0)
 
 
 # --- CLI ---------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fastpoly.poly.compile import (
-    _Builder,
     _build_gate_tree,
+    _Builder,
     _finalize,
     _output_layer,
     _plan_terms,
@@ -113,7 +113,8 @@ def compose_polynomials(outer: Any, inner: Any, activation: str = "softplus", co
     m = len(inner)
     start_slots, Mg = {}, np.zeros(m)
     for i, (coefs, c0, q) in enumerate(zip(terms_in.coefs, terms_in.const_terms, inner)):
-        terms, const, E, S, K = {}, c0, 0.0, abs(c0), 0
+        terms: dict = {}
+        const, E, S, K = c0, 0.0, abs(c0), 0
         for key, e in zip(terms_in.finals, terms_in.monos):
             if e not in coefs:
                 continue
