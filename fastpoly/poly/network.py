@@ -59,7 +59,7 @@ class PolyNetwork(Network):
 
     def __repr__(self):
         r = self.report()
-        return (f"PolyNetwork(activation={self.activation!r}, dtype={self.dtype.name}, "
+        return (f"{type(self).__name__}(activation={self.activation!r}, dtype={self.dtype.name}, "
                 f"widths={self.widths}, hidden_neurons={r.hidden_neurons}, "
                 f"certified_error={r.certified_error:.3g})")
 
