@@ -376,3 +376,15 @@ def test_composition_errors():
         compose_polynomials([], ["x0"])
     with pytest.raises(ValueError, match="identically zero"):
         compose_polynomials(["x0 - x1"], ["x0", "x0"])
+
+
+def test_evaluate_output_on_every_backend(backend):
+    mu, S, pri = _mixture(seed=9, C=4, d=2)
+    net = classifier(*from_gaussians(mu, S, pri), dtype="float32", domain=(-2, 2), centered=True)
+    X = np.random.default_rng(10).uniform(-2, 2, (300, 2))
+    p = fastpoly.evaluate(net, X, backend=backend, output="proba")
+    z = fastpoly.evaluate(net, X, backend=backend, output="logits", check=True)
+    assert p.shape == z.shape == (300, 4) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+    assert np.array_equal(p, net.apply_output(z, "proba"))
+    assert np.all(np.abs(p - _exact_posterior(mu, S, pri, X)) <= net.proba_error()[None, :])
