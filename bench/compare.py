@@ -273,6 +273,11 @@ def main(argv=None):
     if not args.no_poly:
         print("\npolynomial network evaluation (16 vars, degree 4, 50 terms, tree, softplus)")
         rows += poly_rows(args)
+    if not args.no_poly and not args.quick:  # issue 22: LTR classifier (digits QDA) vs the same net in torch
+        from bench_ltr import ltr_rows
+
+        print("\nLTR classifier: digits QDA (64 inputs, 10 classes, softplus), probabilities")
+        rows += ltr_rows(args.poly_points or 1_000_000, args.rounds, use_torch=not args.no_torch)
     if not args.no_sgd:
         print("\nP_SGD training, anchor recipe m = 32 (7-40-40-1, SGD lr 0.01, batch 8, ce, until fit + 1 epoch)")
         rows += sgd_rows(args)

@@ -210,7 +210,8 @@ def sample_keys(
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, check: bool = False) -> np.ndarray:
+def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, check: bool = False,
+             output: str | None = None) -> np.ndarray:
     """Outputs of a network on every row of ``X``.
 
     Parameters
@@ -225,12 +226,20 @@ def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, che
         Also compute the NumPy reference and raise ``AssertionError`` if the
         result is outside the per-dtype tolerance (:mod:`fastpoly.tolerances`;
         compiled polynomial networks: also within 5% of their certified error).
+    output : {None, "logits", "proba"}
+        Classifier networks (:func:`fastpoly.poly.classifier`) only: the logits, or their
+        softmax (class probabilities, ``(N, n_classes)``).
 
     Returns
     -------
     numpy.ndarray
         ``(N,)`` for single-output networks, else ``(N, n_outputs)``.
     """
+    head = getattr(net, "apply_output", None) if output is not None else None
+    if output is not None and head is None:
+        raise ValueError(f"output={output!r} applies to classifier networks (fastpoly.poly.classifier) only")
+    if output is not None and output not in ("logits", "proba"):
+        raise ValueError(f"output must be 'logits' or 'proba', got {output!r}")
     if not isinstance(getattr(net, "n_inputs", None), int) or not hasattr(net, "layers"):
         raise ValueError(
             f"net must be a fastpoly Network (e.g. MLP.instantiate(...) or compile_polynomial(...)), "
@@ -251,6 +260,8 @@ def evaluate(net: Network, X: Any, backend: Any = "auto", dtype: Any = None, che
     if check and be.name != "numpy":
         ref = np.asarray(get_backend("numpy").evaluate(net, X, dt))
         assert_close_to_reference(out.reshape(ref.shape), ref, dt, extra_atol=network_atol(net))
+    if head is not None:
+        return head(out, output)
     if out.ndim == 2 and out.shape[1] == 1:
         out = out[:, 0]
     return out

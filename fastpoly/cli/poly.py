@@ -1,11 +1,11 @@
-"""``fastpoly compile``: compile a polynomial, print the report and the measured error."""
+"""``fastpoly compile``: compile a polynomial (or a classifier), print the report and the measured error."""
 from __future__ import annotations
 
 import numpy as np
 
 from fastpoly.poly.compile import compile_polynomial
 
-__all__ = ["register", "run_compile", "measure_error"]
+__all__ = ["register", "run_compile", "run_classifier", "load_classifier_model", "measure_error"]
 
 
 def register(subparsers):
@@ -19,7 +19,13 @@ def register(subparsers):
             "max error on random points of the domain (seeded)."
         ),
     )
-    p.add_argument("polynomial", help='polynomial in x0, x1, ..., e.g. "x0*x1*x2 + x3**2"')
+    p.add_argument("polynomial", nargs="?", default=None,
+                   help='polynomial in x0, x1, ..., e.g. "x0*x1*x2 + x3**2" (omit with --classifier)')
+    p.add_argument("--classifier", metavar="MODEL.npz", default=None,
+                   help="compile a Lin-Tegmark-Rolnick classifier instead: an .npz with means, covariances "
+                        "(C,d,d or d,d) and priors (Gaussian classes), or probs and priors (Bernoulli), or "
+                        "hamiltonians (strings) and log_prior; reports the certified logit and probability "
+                        "bounds and the measured error against the exact posterior")
     p.add_argument("--activation", default="softplus",
                    help="softplus (default), exp, silu, gelu, tanh, sigmoid, square, relu")
     p.add_argument("--construction", default="tree", choices=["tree", "shallow"])
@@ -64,8 +70,58 @@ def measure_error(net, n_points=10000, seed=0):
     return float(np.max(np.abs(y - pv))), float(np.max(np.abs(pv)))
 
 
+def load_classifier_model(path):
+    """``(hamiltonians, log_prior)`` from a model ``.npz`` (see ``fastpoly compile --help``)."""
+    from fastpoly.poly.bridge import from_bernoulli, from_gaussians
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read classifier model {path!r}: {e}") from None
+    if {"means", "covariances", "priors"} <= d.keys():
+        return from_gaussians(d["means"], d["covariances"], d["priors"])
+    if {"probs", "priors"} <= d.keys():
+        return from_bernoulli(d["probs"], d["priors"])
+    if {"hamiltonians", "log_prior"} <= d.keys():
+        return [str(h) for h in d["hamiltonians"]], d["log_prior"]
+    raise ValueError(f"classifier model {path!r} has arrays {sorted(d)}; expected means, covariances, priors "
+                     "or probs, priors or hamiltonians, log_prior")
+
+
+def run_classifier(args):
+    """``fastpoly compile --classifier MODEL.npz``: report and measured error vs the exact posterior."""
+    from fastpoly.poly.classifier import classifier, softmax
+
+    if args.polynomial is not None:
+        raise ValueError("give either a polynomial or --classifier MODEL.npz, not both")
+    if args.points < 1:
+        raise ValueError("--points must be positive")
+    hs, lp = load_classifier_model(args.classifier)
+    net = classifier(hs, lp, activation=args.activation, construction=args.construction, dtype=args.dtype,
+                     lam=_num_or_str(args.lam, ("auto",)), bias=_num_or_str(args.bias, ("auto", "paper", "fourth")),
+                     domain=tuple(args.domain), centered=args.centered, depth=args.depth, tol=args.tol)
+    print(net.report())
+    dom = net.domain
+    X = np.random.default_rng(args.seed).uniform(dom[:, 0], dom[:, 1], (args.points, dom.shape[0]))
+    exact = softmax(np.stack([-h(X) for h in net.hamiltonians], 1) + net.log_prior)
+    p = net.apply_output(net.evaluate_reference(X), "proba")
+    err = np.max(np.abs(p - exact), axis=0)
+    bound = net.proba_error()
+    print(f"measured proba error: {', '.join(f'{e:.3g}' for e in err)} on {args.points} random points "
+          f"(seed {args.seed})")
+    if np.any(err > bound):  # pragma: no cover - would be a bug
+        print("WARNING: measured error exceeds the certified bound")
+        return 1
+    return 0
+
+
 def run_compile(args):
     """Implementation of ``fastpoly compile`` (returns the exit code)."""
+    if args.classifier is not None:
+        return run_classifier(args)
+    if args.polynomial is None:
+        raise ValueError("give a polynomial (e.g. \"x0*x1 + x2**2\") or --classifier MODEL.npz")
     net = compile_polynomial(
         args.polynomial, activation=args.activation, construction=args.construction,
         dtype=args.dtype, lam=_num_or_str(args.lam, ("auto",)),

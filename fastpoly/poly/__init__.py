@@ -4,6 +4,12 @@ Public API (imported lazily; SymPy and Matplotlib load only when used):
 
 * :class:`Polynomial` -- parse / build / evaluate polynomials exactly;
 * :func:`compile_polynomial` -- polynomial -> :class:`PolyNetwork` with a certified bound;
+* :func:`compile_polynomials` -- a vector of polynomials -> one multi-output network, shared gates;
+* :func:`classifier` -- class Hamiltonians -> :class:`PolyClassifier` (logits, softmax head, certified
+  logit and probability bounds); :func:`from_sklearn`, :func:`from_gaussians`, :func:`from_bernoulli`
+  -- fitted generative models -> ``(hamiltonians, log_prior)``;
+* :func:`compose_polynomials` -- ``f(g(x))`` as one deeper network, bounds propagated, neurons vs the
+  flattened polynomial;
 * gate builders :func:`multiply`, :func:`square`, :func:`identity`, :func:`shallow_product`,
   :func:`shallow_monomial`, :func:`relu_square`, :func:`relu_product`, :func:`bit_gate`,
   and the pairwise reference :func:`multiply_value`;
@@ -20,6 +26,14 @@ import importlib
 _EXPORTS = {
     "Polynomial": ".polynomial",
     "compile_polynomial": ".compile",
+    "compile_polynomials": ".compile",
+    "classifier": ".classifier",
+    "PolyClassifier": ".classifier",
+    "from_sklearn": ".bridge",
+    "compose_polynomials": ".hierarchy",
+    "flatten_composition": ".hierarchy",
+    "from_gaussians": ".bridge",
+    "from_bernoulli": ".bridge",
     "PolyNetwork": ".network",
     "PolyReport": ".report",
     "multiply": ".gates",
@@ -36,6 +50,7 @@ _EXPORTS = {
     "make_bench_polynomial": ".random",
     "plot_gate_error": ".plots",
     "plot_shallow_vs_deep": ".plots",
+    "plot_classifier": ".plots",
     "neuron_counts": ".gates",
 }
 

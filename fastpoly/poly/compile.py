@@ -38,7 +38,7 @@ from fastpoly.poly.polynomial import Polynomial
 from fastpoly.poly.smooth import ALL_ACTIVATIONS, get_smooth
 from fastpoly.poly.structured import SparseLayer, StructuredNetwork
 
-__all__ = ["compile_polynomial", "CONSTRUCTIONS", "MAX_BLOCK_NEURONS"]
+__all__ = ["compile_polynomial", "compile_polynomials", "CONSTRUCTIONS", "MAX_BLOCK_NEURONS"]
 
 CONSTRUCTIONS = ("tree", "shallow")
 #: largest shallow block built (prod (r_i + 1) neurons)
@@ -80,6 +80,8 @@ class _Builder:
         self.gate_neurons = 0
         self.carry_neurons = 0
         self.lams = []
+        #: block inputs' bounds -> (bias point, lambda) chosen for them (see _best_block)
+        self.choices = {}
 
     def begin(self):
         self.cur = {"rows": [], "bias": [], "shift": []}
@@ -258,6 +260,19 @@ def _best_block(bld, act, factors, A_out, lam, bias, role, final=True):
                          f"(limit {MAX_BLOCK_NEURONS}); use construction='tree' or depth=k")
     cands = _bias_candidates(act, bias, N, role)
     odd = role == "carry" and act.odd_identity
+    # blocks whose inputs have the same bounds choose the same bias point and lambda (the choice
+    # depends on nothing else): remember it, and build such blocks with one evaluation
+    key = (tuple((v.A, v.E, v.S, v.const, v.K, p) for v, p in factors), A_out, lam, bias, role, final)
+    hit = bld.choices.get(key)
+    if hit is not None:
+        return _smooth_block(bld, act, hit[0], factors, A_out, hit[1], role, odd, final)
+    out = _choose_block(bld, act, factors, A_out, lam, cands, role, odd, final)
+    bld.choices[key] = (out[2], out[1])
+    return out
+
+
+def _choose_block(bld, act, factors, A_out, lam, cands, role, odd, final):
+    """Emit the block with the best of the candidate bias points (lambda chosen per candidate)."""
     if len(cands) == 1:
         return _smooth_block(bld, act, cands[0], factors, A_out, lam, role, odd, final)
     # dry runs on a scratch builder to pick the bias with the smallest bound
@@ -544,11 +559,59 @@ def compile_polynomial(p: Any, activation: str = "softplus", construction: str =
         non-positive lambda, empty or inverted domain, unsupported combinations.
     """
     opts = _validate(p, activation, construction, dtype, lam, bias, domain, centered, depth, tol, n_vars)
-    terms = _plan_terms(opts.poly, opts.depth, _min_levels)
-    bld = _Builder(opts.poly.n_vars, opts.dtype, opts.centered, opts.activation)
-    tree = _build_gate_tree(bld, opts, terms, _teeth)
-    err = _output_layer(bld, terms, tree.slots)
-    return _finalize(bld, opts, terms.levels, tree, err)
+    return _compile(opts, (opts.poly,), _min_levels, _teeth)
+
+
+def compile_polynomials(ps: Any, activation: str = "softplus", construction: str = "tree",
+                        dtype: npt.DTypeLike = "float64", lam: str | float = "auto", bias: str | float = "auto",
+                        domain: Any = (-1, 1), centered: bool = False, depth: int | None = None,
+                        tol: float | None = None, n_vars: int | None = None) -> PolyNetwork:
+    """Compile a vector of polynomials into one multi-output network with shared gates.
+
+    Every distinct monomial of the vector (and every partial product of its product
+    tree) is computed once; the outputs are different affine read-outs of the same
+    last hidden layer (coefficients and constants folded into the output layer).
+    A single polynomial gives exactly the network of :func:`compile_polynomial`.
+
+    Parameters
+    ----------
+    ps : sequence of polynomials
+        Anything :class:`fastpoly.Polynomial` accepts, one per output; polynomials with
+        fewer variables are padded to the largest ``n_vars``.
+    activation, construction, dtype, lam, bias, domain, centered, depth, tol, n_vars
+        As in :func:`compile_polynomial` (one domain for every output).
+
+    Returns
+    -------
+    PolyNetwork
+        ``(N, len(ps))`` outputs; ``net.info["certified_errors"]`` holds the certified
+        bound of every output over ``domain`` (``report().certified_error`` is their
+        maximum) and ``report().extra`` what sharing the gates saved.
+
+    Raises
+    ------
+    ValueError
+        An empty vector, or any error of :func:`compile_polynomial`.
+    """
+    if isinstance(ps, (str, dict, Polynomial)) or not hasattr(ps, "__len__"):
+        raise ValueError("ps must be a sequence of polynomials (a list), got a single "
+                         f"{type(ps).__name__}; use compile_polynomial for one polynomial")
+    if len(ps) == 0:
+        raise ValueError("ps is empty: give at least one polynomial")
+    polys = [q if isinstance(q, Polynomial) else Polynomial(q, n_vars=n_vars) for q in ps]
+    n = max([q.n_vars for q in polys] + ([int(n_vars)] if n_vars is not None else []))
+    polys = [q if q.n_vars == n else Polynomial(q, n_vars=n) for q in polys]
+    opts = _validate(polys[0], activation, construction, dtype, lam, bias, domain, centered, depth, tol, n)
+    return _compile(opts, tuple(polys), 0, None)
+
+
+def _compile(opts, polys, min_levels, teeth):
+    """The network of the polynomials ``polys`` (validated options ``opts``)."""
+    terms = _plan_terms(polys, opts.depth, min_levels)
+    bld = _Builder(polys[0].n_vars, opts.dtype, opts.centered, opts.activation)
+    tree = _build_gate_tree(bld, opts, terms, teeth)
+    errs = _output_layer(bld, terms, tree.slots)
+    return _finalize(bld, opts, polys, terms, tree, errs)
 
 
 # ------------------------------------------------------------------------------ 1. validation
@@ -667,14 +730,14 @@ def _validate(p, activation, construction, dtype, lam, bias, domain, centered, d
 # ---------------------------------------------------------------------------- 2. term planning
 @dataclass(frozen=True)
 class _TermPlan:
-    """The monomials of the polynomial and the product nodes that compute them, level by level."""
+    """The monomials of the polynomials and the product nodes that compute them, level by level."""
 
-    #: exponent tuples of the monomials of degree >= 1 (in the polynomial's order)
+    #: exponent tuples of the distinct monomials of degree >= 1 (first polynomial's order, then new ones)
     monos: list
-    #: exponents -> coefficient
-    coefs: dict
-    #: the constant term (folded into the output bias)
-    const_term: float
+    #: per output: exponents -> coefficient
+    coefs: list
+    #: per output: the constant term (folded into the output bias)
+    const_terms: list
     #: node key (exponents, level) -> (level, [(child key, power)] or None for an input)
     nodes: dict
     #: the node key of every monomial (same order as ``monos``)
@@ -687,12 +750,18 @@ class _TermPlan:
         return _needed(self.nodes, self.finals, self.levels) if self.levels else {0: set(self.finals)}
 
 
-def _plan_terms(poly, depth, min_levels):
-    """Product trees (``depth`` None) or depth-k groupings of the monomials, and the number of levels."""
-    n = poly.n_vars
-    const_term = float(poly.terms.get((0,) * n, 0))
-    monos = [e for e in poly.terms if sum(e) >= 1]
-    coefs = {e: poly.terms[e] for e in monos}
+def _plan_terms(polys, depth, min_levels):
+    """Product trees (``depth`` None) or depth-k groupings of the distinct monomials, and the number of levels."""
+    n = polys[0].n_vars
+    zero = (0,) * n
+    const_terms = [float(q.terms.get(zero, 0)) for q in polys]
+    monos, seen = [], set()
+    for q in polys:
+        for e in q.terms:
+            if sum(e) >= 1 and e not in seen:
+                seen.add(e)
+                monos.append(e)
+    coefs = [{e: c for e, c in q.terms.items() if sum(e) >= 1} for q in polys]
     if monos and (depth is None):
         nodes, finals = _tree_plan(monos, n)
     elif monos:
@@ -704,7 +773,7 @@ def _plan_terms(poly, depth, min_levels):
         L = max(L, depth) if any(sum(k[0]) >= 2 for k in finals) else L
     if finals:
         L = max(L, min_levels)
-    return _TermPlan(monos, coefs, const_term, nodes, finals, L)
+    return _TermPlan(monos, coefs, const_terms, nodes, finals, L)
 
 
 # -------------------------------------------------------------------------------- 3. gate tree
@@ -780,9 +849,13 @@ def _smooth_level(bld, opts, keys, lvl, last, nodes, slots, A_of, bias_used):
     return new
 
 
-def _build_gate_tree(bld, opts, terms, teeth):
-    """Emit the hidden layers level by level: a node is a gate at its own level and carried above it."""
-    slots, Mx = _input_values(bld, opts.domain)
+def _build_gate_tree(bld, opts, terms, teeth, start=None):
+    """Emit the hidden layers level by level: a node is a gate at its own level and carried above it.
+
+    ``start``: ``(slots, Mx)`` of the level-0 values (default: the inputs over ``opts.domain``;
+    :func:`fastpoly.poly.hierarchy.compose_polynomials` passes the values of an inner map).
+    """
+    slots, Mx = _input_values(bld, opts.domain) if start is None else start
 
     def A_of(exps):
         return float(np.prod(Mx ** np.asarray(exps, dtype=np.float64)))
@@ -802,37 +875,79 @@ def _build_gate_tree(bld, opts, terms, teeth):
 
 # ----------------------------------------------------------------------------- 4. output layer
 def _output_layer(bld, terms, slots):
-    """Fold the coefficients, the sum of the monomials and the constant into one affine output; its bound."""
-    row, out_bias, ssum, K, err = {}, terms.const_term, 0.0, 0, 0.0
-    for key, e in zip(terms.finals, terms.monos):
-        c = float(terms.coefs[e])
-        v = slots[key]
-        for j, w in v.terms.items():
-            row[j] = row.get(j, 0.0) + c * w
-        out_bias += c * v.const
-        ssum += abs(c) * v.S
-        K += v.K
-        err += abs(c) * v.E
-    err += float(gamma(K + 3, bld.u)) * (abs(out_bias) + ssum)
-    if terms.levels == 0:
-        err += float(gamma(K + 3, bld.u)) * 0  # inputs feed the output directly
+    """One affine output per polynomial (coefficients, sums of monomials, constants folded); their bounds."""
     bld.begin()
-    bld.cur["rows"].append(row)
-    bld.cur["bias"].append(out_bias)
-    bld.cur["shift"].append(None)
+    errs = []
+    for coefs, const_term in zip(terms.coefs, terms.const_terms):
+        row, out_bias, ssum, K, err = {}, const_term, 0.0, 0, 0.0
+        for key, e in zip(terms.finals, terms.monos):
+            if e not in coefs:
+                continue
+            c = float(coefs[e])
+            v = slots[key]
+            for j, w in v.terms.items():
+                row[j] = row.get(j, 0.0) + c * w
+            out_bias += c * v.const
+            ssum += abs(c) * v.S
+            K += v.K
+            err += abs(c) * v.E
+        err += float(gamma(K + 3, bld.u)) * (abs(out_bias) + ssum)
+        bld.cur["rows"].append(row)
+        bld.cur["bias"].append(out_bias)
+        bld.cur["shift"].append(None)
+        errs.append(float(err))
     bld.end()
-    return err
+    return errs
 
 
 # ----------------------------------------------------------------- 5. layer assembly and report
-def _finalize(bld, opts, L, tree, err):
+def _finalize(bld, opts, polys, terms, tree, errs):
     """The :class:`PolyNetwork`: sparse and dense layers of the built rows, and the report."""
     sparse, dense = _assemble_layers(bld, opts.act, opts.activation)
-    info = _report(bld, opts, L, tree, err)
-    meta = {"polynomial": str(opts.poly), "activation": opts.activation, "dtype": bld.dtype.name,
+    err = max(errs)
+    info = _report(bld, opts, terms.levels, tree, err)
+    info["certified_errors"] = list(errs)
+    info["distinct_monomials"] = len(terms.monos)
+    info["n_outputs"] = len(polys)
+    if len(polys) > 1:
+        info["separate_hidden_neurons"] = [plan_neuron_count(_plan_terms((q,), opts.depth, 0), opts) for q in polys]
+    single = len(polys) == 1
+    name = str(polys[0]) if single else f"{len(polys)} polynomials"
+    meta = {"polynomial": name, "activation": opts.activation, "dtype": bld.dtype.name,
             "construction": info["construction"], "certified_error": float(err)}
-    return PolyNetwork(dense, meta, StructuredNetwork(sparse), opts.activation, bld.dtype, opts.poly, opts.domain,
-                       info)
+    return PolyNetwork(dense, meta, StructuredNetwork(sparse), opts.activation, bld.dtype,
+                       polys[0] if single else None, opts.domain, info, polynomials=polys)
+
+
+def plan_neuron_count(terms, opts):
+    """Hidden neurons (with output bias) the network of a term plan has, counted without building it.
+
+    Mirrors the builders: a smooth block of powers ``r`` has ``prod (r_i + 1)`` rows minus
+    the constant ones (folded into the next bias), a smooth carry 2; a ReLU product
+    ``4 + 6 m``, a ReLU square ``2 + 3 m``, a ReLU carry ``2 (1 + m)`` with ``m`` teeth.
+    """
+    L = terms.levels
+    if not L:
+        return 0
+    need = terms.needed()
+    m = _relu_teeth(terms.monos, opts.tol, None) if opts.relu else 0
+    total = 0
+    for lvl in range(1, L + 1):
+        for key in need[lvl]:
+            nl, ch = terms.nodes[key]
+            if opts.relu:
+                if nl != lvl:
+                    total += 2 * (1 + m)
+                elif len(ch) == 1:
+                    total += 2 + 3 * m
+                else:
+                    total += 4 + 6 * m
+            elif nl != lvl:
+                total += 2
+            else:
+                _, _, const = _block_pattern([pw for _, pw in ch])
+                total += int(np.count_nonzero(~const))
+    return total
 
 
 def _assemble_layers(bld, act, activation):

@@ -32,7 +32,9 @@ class PolyNetwork(Network):
     dtype : numpy.dtype
         Arithmetic type the network (and its certified bound) was built for.
     polynomial : Polynomial or None
-        The compiled polynomial.
+        The compiled polynomial (None for a multi-output network).
+    polynomials : tuple of Polynomial
+        The compiled polynomial of every output (``(polynomial,)`` for one output).
     domain : numpy.ndarray (n_vars, 2)
         Input box of the certified bound.
     info : dict
@@ -40,7 +42,7 @@ class PolyNetwork(Network):
     """
 
     def __init__(self, layers, meta=None, structured=None, activation=None, dtype="float64",
-                 polynomial=None, domain=None, info=None):
+                 polynomial=None, domain=None, info=None, polynomials=None):
         Network.__init__(self, layers, dict(meta or {}))
         if structured is None:
             structured = StructuredNetwork(
@@ -49,12 +51,15 @@ class PolyNetwork(Network):
         self.activation = activation or self.layers[0].activation
         self.dtype = np.dtype(dtype)
         self.polynomial = polynomial
+        if polynomials is None:
+            polynomials = () if polynomial is None else (polynomial,)
+        self.polynomials = tuple(polynomials)
         self.domain = None if domain is None else np.asarray(domain, dtype=np.float64)
         self.info = dict(info or {})
 
     def __repr__(self):
         r = self.report()
-        return (f"PolyNetwork(activation={self.activation!r}, dtype={self.dtype.name}, "
+        return (f"{type(self).__name__}(activation={self.activation!r}, dtype={self.dtype.name}, "
                 f"widths={self.widths}, hidden_neurons={r.hidden_neurons}, "
                 f"certified_error={r.certified_error:.3g})")
 
@@ -63,7 +68,7 @@ class PolyNetwork(Network):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_reference(self, X, dtype=None):
-        """NumPy reference on the structured form; ``(N, 1)`` array in ``dtype`` (default: own)."""
+        """NumPy reference on the structured form; ``(N, n_outputs)`` array in ``dtype`` (default: own)."""
         dt = self.dtype if dtype is None else np.dtype(dtype)
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dt.name}")

@@ -1,4 +1,4 @@
-"""Figures: multiplication-gate error vs lambda, and shallow vs deep neuron counts.
+"""Figures: multiplication-gate error vs lambda, shallow vs deep neuron counts, LTR classifiers.
 
 Matplotlib (Agg backend) is imported inside the functions; the output format
 (PNG or PDF) follows the file suffix.
@@ -10,7 +10,8 @@ import numpy as np
 from fastpoly.plotting import check_figure_path, pyplot, save_figure
 from fastpoly.poly.gates import multiply, neuron_counts
 
-__all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve"]
+__all__ = ["plot_gate_error", "plot_shallow_vs_deep", "gate_error_curve", "plot_classifier", "random_gaussian_classes",
+           "classifier_errors", "classifier_neurons"]
 
 
 def gate_error_curve(lams, dtype, activation="softplus", n_points=4000, seed=0):
@@ -92,4 +93,82 @@ def plot_shallow_vs_deep(path="shallow_vs_deep.png"):
     ax.set_ylabel("hidden neurons")
     ax.set_title("product of n inputs: shallow vs deep (softplus)")
     ax.legend()
+    return save_figure(fig, path, dpi=100)
+
+
+def random_gaussian_classes(n_classes, n_vars, seed=0):
+    """Random Gaussian class-conditionals: ``(means, covariances, priors)`` (well conditioned, means in [-1, 1])."""
+    g = np.random.default_rng(seed)
+    mu = g.uniform(-1, 1, (n_classes, n_vars))
+    A = g.standard_normal((n_classes, n_vars, n_vars)) * 0.5
+    S = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(n_vars)
+    return mu, S, g.dirichlet(np.ones(n_classes) * 3)
+
+
+def classifier_errors(dtype, n_classes=5, n_vars=4, activation="softplus", n_points=20000, seed=0):
+    """Per class: (certified probability bound, measured max error vs the exact posterior) on [-2, 2]^n."""
+    from fastpoly.poly.bridge import from_gaussians
+    from fastpoly.poly.classifier import classifier, softmax
+
+    mu, S, pri = random_gaussian_classes(n_classes, n_vars, seed)
+    hs, lp = from_gaussians(mu, S, pri)
+    net = classifier(hs, lp, activation=activation, dtype=dtype, domain=(-2, 2))
+    X = np.random.default_rng(seed + 1).uniform(-2, 2, (n_points, n_vars))
+    exact = softmax(np.stack([-h(X) for h in hs], 1) + lp)
+    p = net.apply_output(net.evaluate_reference(X), "proba")
+    return net.proba_error(), np.max(np.abs(p - exact), axis=0)
+
+
+def classifier_neurons(n_classes, n_vars, seed=0):
+    """(shared, separate) hidden neurons of the QDA classifier of random Gaussian classes (softplus tree)."""
+    from fastpoly.poly.bridge import from_gaussians
+    from fastpoly.poly.classifier import classifier
+
+    hs, lp = from_gaussians(*random_gaussian_classes(n_classes, n_vars, seed))
+    net = classifier(hs, lp)
+    return net.report().hidden_neurons, int(sum(net.info["separate_hidden_neurons"]))
+
+
+def plot_classifier(path="ltr_classifier.png"):
+    """Two panels: certified probability bound vs measured error per class; neurons, shared vs separate.
+
+    Left: a 5-class Gaussian QDA classifier in float32 and float64.  Right: hidden neurons
+    of shared vs separate compilation vs the number of classes and of variables.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    path = check_figure_path(path)
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    C = 5
+    for dt, col, off in (("float64", "C0", -0.15), ("float32", "C3", 0.15)):
+        bound, err = classifier_errors(dt, n_classes=C)
+        x = np.arange(C) + off
+        ax1.semilogy(x, bound, "v", color=col, ms=9, label=f"{dt}: certified bound")
+        ax1.semilogy(x, np.maximum(err, 1e-17), "o", color=col, mfc="none", ms=8, label=f"{dt}: measured max error")
+    ax1.set_xticks(range(C))
+    ax1.set_xlabel("class y")
+    ax1.set_ylabel("max |p_net(y|x) - p(y|x)| over [-2,2]^4")
+    ax1.set_title(f"QDA classifier, {C} Gaussian classes in 4 variables (softplus)")
+    ax1.legend(fontsize=8)
+    classes = np.arange(2, 11)
+    nv = 6
+    sh, sep = zip(*[classifier_neurons(int(c), nv) for c in classes])
+    ax2.plot(classes, sh, "o-", color="C0", label=f"shared gates, {nv} variables, vs classes")
+    ax2.plot(classes, sep, "s--", color="C0", alpha=0.6, label=f"compiled separately, {nv} variables")
+    nvars = np.arange(2, 11)
+    sh2, sep2 = zip(*[classifier_neurons(5, int(d)) for d in nvars])
+    ax2.plot(nvars, sh2, "o-", color="C2", label="shared gates, 5 classes, vs variables")
+    ax2.plot(nvars, sep2, "s--", color="C2", alpha=0.6, label="compiled separately, 5 classes")
+    ax2.plot(nvars, 2 * nvars * (nvars + 1), "k:", lw=1,
+             label="2d(d+1): all d(d+1)/2 quadratic monomials + d carries")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("number of classes (blue) / variables d (green)")
+    ax2.set_ylabel("hidden neurons")
+    ax2.set_title("neurons: one network with shared monomials vs one per class")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
     return save_figure(fig, path, dpi=100)

@@ -85,6 +85,22 @@ class PolyReport:
         return "\n".join(lines)
 
 
+def _poly_name(net, info):
+    """The polynomial as a string, or a summary for multi-output networks and very long polynomials."""
+    polys = getattr(net, "polynomials", ())
+    if net.polynomial is not None:
+        text = str(net.polynomial)
+        if len(text) <= 2000:
+            return text
+        return (f"{net.polynomial.n_terms} terms of degree <= {net.polynomial.degree} in "
+                f"{net.polynomial.n_vars} variables")
+    if polys:
+        deg = max(q.degree for q in polys)
+        return (f"{len(polys)} polynomials of degree <= {deg} in {polys[0].n_vars} variables "
+                f"({info.get('distinct_monomials', '?')} distinct monomials)")
+    return info.get("name", "?")
+
+
 def make_report(net):
     """Build the :class:`PolyReport` of a compiled network."""
     info = net.info
@@ -98,12 +114,27 @@ def make_report(net):
         extra["teeth (m)"] = info["teeth"]
     if info.get("lam_min") is not None:
         extra["lambda range"] = f"{info['lam_min']:.3g} .. {info['lam_max']:.3g}"
+    n_out = int(info.get("n_outputs", 1))
+    if n_out > 1:
+        errs = info.get("certified_errors", [])
+        extra["outputs"] = n_out
+        extra["distinct monomials"] = info.get("distinct_monomials")
+        extra["certified per output"] = ", ".join(f"{e:.3g}" for e in errs)
+        sep = info.get("separate_hidden_neurons")
+        if sep:
+            shared = int(sum(L.fan_out for L in sn.layers[:-1]))
+            extra["sharing"] = (f"{shared} hidden neurons shared vs {sum(sep)} compiled separately "
+                                f"(saved {sum(sep) - shared}, {1 - shared / max(sum(sep), 1):.1%})")
+    if info.get("flattened_hidden_neurons") is not None:
+        extra["hierarchy"] = (f"{sum(L.fan_out for L in sn.layers[:-1])} hidden neurons composed "
+                              f"({info.get('inner_levels')} + {info['levels'] - info.get('inner_levels', 0)} levels) "
+                              f"vs {info['flattened_hidden_neurons']} for the flattened polynomial")
     if info.get("bias_points"):
         extra["bias points"] = ", ".join(f"{b:.6g}" for b in info["bias_points"])
     extra["max |bias|"] = f"{maxb:.6g}"
     dom = [] if net.domain is None else [[float(a), float(b)] for a, b in net.domain]
     return PolyReport(
-        polynomial=str(net.polynomial) if net.polynomial is not None else info.get("name", "?"),
+        polynomial=_poly_name(net, info),
         activation=net.activation,
         dtype=net.dtype.name,
         construction=info.get("construction", "?"),

@@ -12,7 +12,9 @@ the same formulas (including the centered forms) and agree within
 per-point loops (one branch-free loop per activation, per-neuron terms of the
 centered forms computed once), and float32 ``exp``/``expm1``/``log1p``/``tanh``
 come from :mod:`fastpoly.backends.numba.vecmath` (vectorisable, within a few ulp), so
-LLVM vectorises those loops; float64 keeps libm.
+LLVM vectorises those loops; float64 ``exp``/``expm1``/``log1p`` too (``tanh`` keeps libm).
+Networks ending in an identity layer evaluate their last hidden layer fused into the
+output layer (:func:`_fused_block`): same arithmetic, the hidden layer is never stored.
 
 Dense networks follow :func:`fastpoly.network.forward_reference`: in float32
 every step is the exact FMA ``z = fma(W[j, k], x[k], z)`` (bit-identical to the
@@ -143,8 +145,13 @@ def _centered(code, t, b):
 
 
 @jit(inline="always")
-def _act_loop(code, z, nb):
-    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop."""
+def _act_loop(code, z, nb, tmp):
+    """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop.
+
+    Softplus runs as two loops, ``tmp = exp(-|z|)``, ``z = max(z, 0)`` then ``z += log1p(tmp)``:
+    the arithmetic of :func:`fastpoly.backends.numba.vecmath.vsoftplus`, but each loop body is
+    small enough for LLVM to inline and vectorise (the float64 composition in one loop is not).
+    """
     if code == A_IDENTITY:
         return
     if code == A_RELU:
@@ -153,7 +160,11 @@ def _act_loop(code, z, nb):
             z[t] = v if v > 0 else v * 0
     elif code == A_SOFTPLUS:
         for t in range(nb):
-            z[t] = vsoftplus(z[t])
+            v = z[t]
+            tmp[t] = vexp(-abs(v))
+            z[t] = v if v > 0 else v * 0
+        for t in range(nb):
+            z[t] = z[t] + vlog1p(tmp[t])
     elif code == A_EXP:
         for t in range(nb):
             z[t] = vexp(z[t])
@@ -182,7 +193,9 @@ def _centered_loop(code, z, nb, b):
     if code == A_SOFTPLUS:
         sb = vsigmoid(b)
         for t in range(nb):
-            z[t] = vlog1p(sb * vexpm1(z[t]))
+            z[t] = sb * vexpm1(z[t])
+        for t in range(nb):
+            z[t] = vlog1p(z[t])
     elif code == A_EXP:
         eb = vexp(b)
         for t in range(nb):
@@ -217,7 +230,7 @@ def _centered_loop(code, z, nb, b):
 
 @jit(inline="always")
 def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                      codes, bufs, out):
+                      codes, bufs, tmp, out):
     """Evaluate rows ``r0 .. r0+nb-1`` of ``X`` through every layer; write the outputs."""
     n_in = X.shape[1]
     h = bufs[0]
@@ -245,7 +258,7 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
             if centered:
                 _centered_loop(code, z, nb, shift[nb_off + j])
             else:
-                _act_loop(code, z, nb)
+                _act_loop(code, z, nb, tmp)
         cur = 1 - cur
     h = bufs[cur]
     for j in range(out.shape[1]):
@@ -261,11 +274,108 @@ def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, ha
     n_lanes = min(n_blocks, 4 * 64)
     for lane in prange(n_lanes):
         bufs = np.empty((2, maxw, block), X.dtype)
+        tmp = np.empty(block, X.dtype)
         for bi in range(lane, n_blocks, n_lanes):
             r0 = bi * block
             nb = min(block, N - r0)
             _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift,
-                              fan_out, codes, bufs, out)
+                              fan_out, codes, bufs, tmp, out)
+
+
+@jit(inline="always")
+def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
+                 bufs, zrow, tmp, acc, colptr, rowidx, cvals, out):
+    """Like :func:`_structured_block`, with the last hidden layer fused into the (identity) output layer.
+
+    The last hidden layer is never stored: each of its neurons is computed into ``zrow`` and
+    at once added, with its output weights, to the output accumulators ``acc`` (the output
+    layer in CSC form).  Every output row's columns are increasing (checked when the arrays
+    are built), so each output still sums its terms in CSR storage order from its bias:
+    the same arithmetic as :func:`_structured_block`.
+    """
+    n_in = X.shape[1]
+    h = bufs[0]
+    for k in range(n_in):
+        for t in range(nb):
+            h[k, t] = X[r0 + t, k]
+    cur = 0
+    for li in range(n_layers - 2):
+        hin = bufs[cur]
+        hout = bufs[1 - cur]
+        pb = offs[li, 0]
+        nb_off = offs[li, 1]
+        code = codes[li]
+        centered = has_shift[li]
+        for j in range(fan_out[li]):
+            bj = bias[nb_off + j]
+            z = hout[j]
+            for t in range(nb):
+                z[t] = bj
+            for p in range(indptr[pb + j], indptr[pb + j + 1]):
+                w = data[p]
+                src = hin[indices[p]]
+                for t in range(nb):
+                    z[t] = z[t] + w * src[t]
+            if centered:
+                _centered_loop(code, z, nb, shift[nb_off + j])
+            else:
+                _act_loop(code, z, nb, tmp)
+        cur = 1 - cur
+    hin = bufs[cur]
+    lo = n_layers - 1
+    ob = offs[lo, 1]
+    for o in range(acc.shape[0]):
+        bo = bias[ob + o]
+        a = acc[o]
+        for t in range(nb):
+            a[t] = bo
+    li = n_layers - 2
+    pb = offs[li, 0]
+    nb_off = offs[li, 1]
+    code = codes[li]
+    centered = has_shift[li]
+    z = zrow
+    for j in range(fan_out[li]):
+        bj = bias[nb_off + j]
+        for t in range(nb):
+            z[t] = bj
+        for p in range(indptr[pb + j], indptr[pb + j + 1]):
+            w = data[p]
+            src = hin[indices[p]]
+            for t in range(nb):
+                z[t] = z[t] + w * src[t]
+        if centered:
+            _centered_loop(code, z, nb, shift[nb_off + j])
+        else:
+            _act_loop(code, z, nb, tmp)
+        for q in range(colptr[j], colptr[j + 1]):
+            w = cvals[q]
+            a = acc[rowidx[q]]
+            for t in range(nb):
+                a[t] = a[t] + w * z[t]
+    for o in range(acc.shape[0]):
+        a = acc[o]
+        for t in range(nb):
+            out[r0 + t, o] = a[t]
+
+
+@pjit
+def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
+                             maxw, block, colptr, rowidx, cvals, out):
+    N = X.shape[0]
+    n_blocks = (N + block - 1) // block
+    n_lanes = min(n_blocks, 4 * 64)
+    n_out = out.shape[1]
+    for lane in prange(n_lanes):
+        bufs = np.empty((2, maxw, block), X.dtype)
+        zrow = np.empty(block, X.dtype)
+        tmp = np.empty(block, X.dtype)
+        acc = np.empty((n_out, block), X.dtype)
+        for bi in range(lane, n_blocks, n_lanes):
+            r0 = bi * block
+            nb = min(block, N - r0)
+            _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
+                         codes, bufs, zrow, tmp, acc, colptr, rowidx, cvals, out)
 
 
 class _StructuredArrays:
@@ -301,6 +411,36 @@ class _StructuredArrays:
         self.offs = np.array(offs, np.int64).reshape(-1, 2)
         self.maxw = int(max([snet.n_inputs] + fo))
         self.n_out = int(fo[-1])
+        self.fused = _fusable(layers)
+        if self.fused:
+            last = layers[-1]
+            rows = np.repeat(np.arange(last.fan_out), np.diff(last.indptr))
+            order = np.lexsort((rows, last.indices))  # by column, then row
+            self.colptr = np.zeros(last.fan_in + 1, np.int64)
+            np.add.at(self.colptr, last.indices + 1, 1)
+            self.colptr = np.cumsum(self.colptr)
+            self.rowidx = np.ascontiguousarray(rows[order], dtype=np.int64)
+            self.cvals = np.ascontiguousarray(last.data[order], dtype=dtype)
+            # the last hidden layer is not stored: scratch rows for the layers before it only
+            self.maxw = int(max([snet.n_inputs] + fo[:-2]))
+
+
+def _fusable(layers):
+    """Whether the last hidden layer can be fused into the output layer (see :func:`_fused_block`).
+
+    Needs at least one hidden layer, an identity output layer without shift, and every output
+    row's column indices strictly increasing (so CSC order keeps each row's storage order).
+    """
+    if len(layers) < 2:
+        return False
+    last = layers[-1]
+    if last.activation != "identity" or last.shift is not None:
+        return False
+    for j in range(last.fan_out):
+        cols = last.indices[last.indptr[j]:last.indptr[j + 1]]
+        if cols.size > 1 and not np.all(np.diff(cols) > 0):
+            return False
+    return True
 
 
 def evaluate_structured(snet, X, dtype, block=POINT_BLOCK, prepared=None):
@@ -320,7 +460,11 @@ def evaluate_structured(snet, X, dtype, block=POINT_BLOCK, prepared=None):
     arr = prepared if prepared is not None else _StructuredArrays(snet, dtype)
     X = np.ascontiguousarray(X, dtype=dtype)
     out = np.empty((X.shape[0], arr.n_out), dtype)
-    if X.shape[0]:
+    if X.shape[0] and arr.fused:
+        _structured_fused_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias,
+                                 arr.shift, arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block),
+                                 arr.colptr, arr.rowidx, arr.cvals, out)
+    elif X.shape[0]:
         _structured_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias, arr.shift,
                            arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block), out)
     return out
