@@ -71,7 +71,6 @@ numpydoc_validation_checks: set[str] = set()
 
 nitpicky = False
 suppress_warnings = [
-    "toc.empty_glob",  # guide/index.md globs for pages added later; all current ones are listed
     "myst.xref_missing",  # design.md links to source files of the repository (not pages of the site)
 ]
 
