@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI entry point (called by .ci/run): a fresh virtual environment, the README's test command,
-# then the benchmarks once as smoke tests, ruff/mypy/import-linter, the CUDA compile check and a
-# short run of the main job.
+# then the benchmarks once as smoke tests, ruff/mypy/import-linter, the documentation (with its
+# executed examples), the sdist and wheel, the CUDA compile check and a short run of the main job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -36,6 +36,31 @@ echo "+ mypy"
 mypy
 echo "+ lint-imports"
 lint-imports
+
+# The documentation site, warnings as errors, with the example gallery executed (a broken example or
+# docstring fails CI), then the release artifacts: sdist and wheel, twine's metadata check, and the
+# wheel's contents (the CUDA sources and headers the cupy backend compiles at run time, and py.typed).
+python -m pip install -q ".[docs]" build twine
+echo "+ sphinx-build -W -b html docs docs/_build/html"
+docs_t0=$(date +%s)
+rm -rf docs/_build docs/api docs/auto_examples
+sphinx-build -W --keep-going -b html docs docs/_build/html
+echo "ci: docs built in $(( $(date +%s) - docs_t0 )) s"
+echo "+ python -m build"
+python -m build --outdir "$WORK/dist" .
+echo "+ twine check"
+twine check --strict "$WORK"/dist/*
+python - "$WORK"/dist/*.whl <<'PY'
+import pathlib, sys, zipfile
+
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+want = {f"fastpoly/kernels/{p.name}" for p in pathlib.Path("kernels").iterdir() if p.suffix in (".cu", ".cuh")}
+want |= {"fastpoly/py.typed"}
+missing = sorted(want - names)
+if missing or not any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names):
+    sys.exit(f"ci: the wheel lacks {missing or 'LICENSE'}")
+print(f"ci: wheel ships {len(want) - 1} CUDA sources/headers, py.typed and LICENSE")
+PY
 
 if [ -x ci/nvcc-check.sh ]; then
   echo "+ ci/nvcc-check.sh"

@@ -178,7 +178,7 @@ def sample_keys(
     train: Any = None,
     margins: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, ...]:
-    """Per-sample results for pipelines: keys of samples ``start .. stop-1`` in index order.
+    """Per-sample results for pipelines: keys of samples ``start`` to ``stop - 1`` in index order.
 
     Parameters
     ----------

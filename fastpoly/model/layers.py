@@ -149,7 +149,7 @@ class NNGPState(NamedTuple):
 
     @classmethod
     def of_inputs(cls, X: np.ndarray) -> NNGPState:
-        """The state of the input rows ``X`` (float64, (m, d) or (m, *input_shape))."""
+        """The state of the input rows ``X`` (float64, ``(m, d)`` or ``(m, *input_shape)``)."""
         X = np.asarray(X, dtype=np.float64)
         flat = X.reshape(X.shape[0], -1)
         return cls(flat @ flat.T, np.einsum("ij,ij->i", flat, flat), flat.shape[1], X)

@@ -542,7 +542,7 @@ def compile_polynomial(p: Any, activation: str = "softplus", construction: str =
     depth : int or None
         Rolnick-Tegmark depth-k grouping (``depth=1`` is the shallow network).
     tol : float or None
-        ReLU only: target relative error (max|error| / sum |c| A) that sets the number
+        ReLU only: target relative error (``max|error| / sum |c| A``) that sets the number
         of teeth m; default 1e-6 (float64) or 1e-4 (float32).
     n_vars : int or None
         Number of inputs when ``p`` is not yet a Polynomial.

@@ -90,7 +90,7 @@ def identity(activation="softplus", lam="auto", dtype="float64", centered=False,
 
 def shallow_product(n, activation="softplus", lam="auto", bias="auto", dtype="float64",
                     centered=False, domain=(-1, 1)):
-    """``x0 x1 ... x(n-1)`` with one hidden layer of ``2^n`` neurons (sign patterns)."""
+    """The product ``x0 x1 … x(n-1)`` with one hidden layer of ``2^n`` neurons (sign patterns)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     poly = "*".join(f"x{i}" for i in range(int(n)))

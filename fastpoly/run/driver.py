@@ -272,7 +272,7 @@ def _progress_bar(total: int, progress: bool, unit: str = "samples") -> Any:
 
 
 def check_against_reference(be: Backend, plan: SamplerPlan, start: int, n: int) -> None:
-    """Recompute samples ``start .. start+n-1`` with the NumPy reference; raise ``AssertionError`` on a mismatch.
+    """Recompute samples ``start`` to ``start + n - 1`` with the NumPy reference; raise ``AssertionError`` on a mismatch.
 
     relu/sign/identity keys must be identical; smooth activations may differ only where
     the reference margin is below 1e-4.

@@ -35,7 +35,7 @@ class TrainBackend:
     :func:`fastpoly.backends.backend_for` ``("train", backend)``, and :meth:`train` is its
     :meth:`~fastpoly.backends.base.Backend.train_range` (for the NumPy reference backend: the
     reference trainer, :func:`~fastpoly.sgd.reference.train_range_reference`, the definition).
-    ``count_range(tp, lo, hi)`` trains runs ``lo .. hi-1`` and counts the functions of
+    ``count_range(tp, lo, hi)`` trains runs ``lo`` to ``hi - 1`` and counts the functions of
     the fitted ones (a :class:`~fastpoly.backends.base.CountBatch`, like a sampler's);
     so checkpoint/resume, spilling, progress and Dask work for runs exactly as for
     samples.  With ``records=True`` the per-run :class:`TrainBatch` es of this process
@@ -65,13 +65,13 @@ class TrainBackend:
         self.backend = backend_for("train", self.name)
 
     def train(self, tp: TrainPlan, lo: int, hi: int, params: bool = False) -> TrainBatch:
-        """Per-run results of runs ``lo .. hi-1``."""
+        """Per-run results of runs ``lo`` to ``hi - 1``."""
         if self.backend.reference:
             return train_range_reference(tp, lo, hi, params=params)
         return self.backend.train_range(tp, lo, hi, params=params)
 
     def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
-        """Train runs ``lo .. hi-1`` and count the functions the fitted ones reach."""
+        """Train runs ``lo`` to ``hi - 1`` and count the functions the fitted ones reach."""
         b = self.train(tp, lo, hi)
         self.n_diverged += b.n_diverged
         if self.records:
@@ -97,7 +97,7 @@ class TrainBackend:
 
 
 def train_runs(tp: TrainPlan, lo: int, hi: int, backend: Any = "auto", params: bool = False) -> TrainBatch:
-    """Per-run results of runs ``lo .. hi-1`` (keys, init keys, status, first-fit epoch, epochs, loss)."""
+    """Per-run results of runs ``lo`` to ``hi - 1`` (keys, init keys, status, first-fit epoch, epochs, loss)."""
     return TrainBackend(backend).train(tp, lo, hi, params=params)
 
 

@@ -47,14 +47,14 @@ __all__ = [
 f32 = np.float32
 
 # --- constants (float32; the CUDA header kernels/fp_math.cuh spells the same bits) ---
-#: ln(2) split so that E*LN2_HI is exact for |E| < 2**8
+#: ln(2) split so that ``E*LN2_HI`` is exact for ``|E| < 2**8``
 LN2_HI = f32(float.fromhex("0x1.62e400p-1"))
 LN2_LO = f32(float.fromhex("0x1.7f7d1cp-20"))
 SQRT2 = f32(float.fromhex("0x1.6a09e6p+0"))
-#: 2*atanh(s) = 2s * (1 + s^2*(C3 + s^2*(C5 + s^2*(C7 + s^2*C9)))), |s| <= 0.1716
+#: ``2*atanh(s) = 2s * (1 + s^2*(C3 + s^2*(C5 + s^2*(C7 + s^2*C9))))``, ``|s| <= 0.1716``
 LOG_COEFFS = tuple(f32(1.0 / k) for k in (3, 5, 7, 9))  # C3, C5, C7, C9
 _TWO_PI = 2.0 * np.pi
-#: sin(2*pi*r) = r * (S1 + r2*(S3 + r2*(S5 + r2*(S7 + r2*S9)))), |r| <= 1/8
+#: ``sin(2*pi*r) = r * (S1 + r2*(S3 + r2*(S5 + r2*(S7 + r2*S9))))``, ``|r| <= 1/8``
 SIN_COEFFS = tuple(
     f32((-1) ** k * _TWO_PI ** (2 * k + 1) / float(np.prod(np.arange(1, 2 * k + 2))))
     for k in range(5)
