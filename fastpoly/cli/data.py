@@ -40,7 +40,7 @@ def run_info(args) -> int:
     print(f"found in      {raw.folder or 'scikit-learn (bundled)'}")
     print(f"files         {', '.join(raw.files)}")
     splits = [("train", raw.train_images, raw.train_labels)]
-    if raw.test_images is not None:
+    if raw.test_images is not None and raw.test_labels is not None:
         splits.append(("test", raw.test_images, raw.test_labels))
     else:
         print("split         none official (use split='pooled')")

@@ -4,7 +4,8 @@ Each batch (``data_batch_1`` ... ``data_batch_5``, ``test_batch``) is a pickled
 dict with ``b"data"`` (N x 3072 uint8: the R, G and B planes of a 32 x 32 image,
 each row-major) and ``b"labels"`` (N ints in 0..9).  A pickle can run arbitrary
 code when loaded, so it is read with a restricted unpickler that allows only
-NumPy's array reconstruction and refuses anything else with one line.
+NumPy's array reconstruction (and ``_codecs.encode``, which protocol-2 pickles
+written by Python 3 use for bytes) and refuses anything else with one line.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ _ALLOWED = {
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name in ("_reconstruct", "scalar")
 } | {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-     ("numpy._core.numeric", "_frombuffer")}
+     ("numpy._core.numeric", "_frombuffer"),
+     ("_codecs", "encode")}  # Python 3's protocol-2 pickles spell bytes as _codecs.encode(str, "latin1")
 
 
 class _Restricted(pickle.Unpickler):

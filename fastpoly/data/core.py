@@ -261,6 +261,7 @@ def load(
     raw = read_raw(src, path)
     rng = np.random.default_rng(int(seed))
     if opts["split"] == "official":
+        assert raw.test_images is not None and raw.test_labels is not None  # official_split sources have one
         Ntr, Nte = raw.train_images.shape[0], raw.test_images.shape[0]
         n_train = Ntr if n_train is None else n_train
         nt = Nte if nt is None else nt
@@ -276,7 +277,7 @@ def load(
         Xte, yte = raw.test_images[te], raw.test_labels[te]
     else:
         imgs, labs = raw.train_images, raw.train_labels
-        if raw.test_images is not None:
+        if raw.test_images is not None and raw.test_labels is not None:
             imgs = np.concatenate([imgs, raw.test_images])
             labs = np.concatenate([labs, raw.test_labels])
         N = imgs.shape[0]

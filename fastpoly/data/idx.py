@@ -21,7 +21,7 @@ class DataError(ValueError):
 
 
 #: IDX type code -> big-endian NumPy dtype
-IDX_TYPES = {
+IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
