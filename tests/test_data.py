@@ -227,6 +227,8 @@ def test_digits_matches_the_gp_example():
     assert float(d.X_train.max()) == 1.0
     with pytest.raises(DataError, match="needs an official"):
         load("digits", preset="nn-pacbayes")
+    empty = load("digits", n_test=0)
+    assert empty.X_train.shape == (1797, 64) and empty.X_test.shape == (0, 64)
     with pytest.raises(DataError, match="at most 1797"):
         load("digits", n_train=1797, n_test=1)
 

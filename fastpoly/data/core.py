@@ -293,8 +293,9 @@ def load(
     Xtr, Xte = _normalize(Xtr, Xte, opts["normalize"], src.pixel_max, dtype)
     image_shape = tuple(int(s) for s in raw.train_images.shape[1:])
     if opts["flatten"]:
-        Xtr = Xtr.reshape(Xtr.shape[0], -1)
-        Xte = Xte.reshape(Xte.shape[0], -1)
+        n_in = int(np.prod(image_shape))
+        Xtr = Xtr.reshape(Xtr.shape[0], n_in)
+        Xte = Xte.reshape(Xte.shape[0], n_in)
     meta = {
         "dataset": src.name,
         "files": list(raw.files),

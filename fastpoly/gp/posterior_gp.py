@@ -282,8 +282,8 @@ def _marginals(ops, K, Kd, sgn, tau, nu, work):
     d[big] = (1.0 - binv[big]) / tau[big]
     small = np.flatnonzero(~big)
     if small.size:
-        for c0 in range(0, small.size, 256):
-            cols = small[c0:c0 + 256]
+        for c0 in range(0, small.size, 64):  # 64 columns at a time: O(64 m) temporaries
+            cols = small[c0:c0 + 64]
             V = Linv @ (wd[:, None] * K[:, xp.asarray(cols)])
             d[cols] = Kd[cols] - ops.col_sq_norms(V)
     u = ops.asarray(sgn * nu)
@@ -629,6 +629,7 @@ def posterior_gp(
             method = f"ep-shared+{orthant_method}"
         else:
             ops = c._ops
+            c._Linv = c._K = c._w = None  # the joint route needs no predictive: free the m x m factor first
             Kall = ops.asarray(K)
             work = ops.work(m + k)
             log_p = np.empty(bits.shape[0])
