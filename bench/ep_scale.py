@@ -16,7 +16,8 @@ images: the test labels with a fraction 0, 0.02, 0.05, ... of them flipped.  Row
 * ``P(S)``: :func:`condition_ep` (parallel EP, in-place LAPACK) -- seconds, sweeps, seconds per sweep;
 * ``shared``: P_B^GP of ``--functions`` functions by the shared route (all of them);
 * ``joint``: the paper's definition for ``--joint`` functions (seconds per function);
-* peak memory: ``tracemalloc`` (NumPy buffers) and the process's peak RSS, in units of m^2 doubles.
+* memory in units of m^2 doubles: the kernel (n^2 / m^2), the peak ``tracemalloc`` (NumPy
+  buffers) of EP and of the joint route beyond what was held before them, and the process's peak RSS.
 
 ``--max-sweeps`` caps the EP sweeps (for m = 10,000 on a small machine): the row then reports
 the seconds per sweep and is marked ``capped``; the total is extrapolated from the sweeps
@@ -75,8 +76,10 @@ def one_size(m: int, n_test: int, n_functions: int, n_joint: int, max_sweeps: in
         t = time.perf_counter()
         kernel_blocked(fastpoly.MLP(784, (1024, 1024), sigma_b=0.0357), Xm)
         row["kernel_fcn784_s"] = time.perf_counter() - t
+        del Xm
     _, peak_kernel = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]  # K and the inputs, held before EP starts
     t = time.perf_counter()
     c = condition_ep(K[:m, :m], ytr, linalg="numpy", max_iter=max_sweeps or 300)
     row["logP_S_s"] = time.perf_counter() - t
@@ -96,6 +99,7 @@ def one_size(m: int, n_test: int, n_functions: int, n_joint: int, max_sweeps: in
     row["shared_s_per_function"] = row["shared_s"] / max(n_functions, 1)
     _, peak_ep = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
+    base_joint = tracemalloc.get_traced_memory()[0]
     if n_joint and not row["capped"]:
         t = time.perf_counter()
         pj = posterior_gp(arch, Xtr, ytr, Xte, fs[:n_joint], mode="joint", K=K, linalg="numpy")
@@ -106,9 +110,10 @@ def one_size(m: int, n_test: int, n_functions: int, n_joint: int, max_sweeps: in
     _, peak_joint = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     md = float(m) * m * 8
+    row["kernel_m2"] = K.nbytes / md
     row["peak_tracemalloc_kernel_m2"] = peak_kernel / md
-    row["peak_tracemalloc_ep_m2"] = peak_ep / md
-    row["peak_tracemalloc_joint_m2"] = peak_joint / md
+    row["peak_tracemalloc_ep_extra_m2"] = (peak_ep - base) / md
+    row["peak_tracemalloc_joint_extra_m2"] = (peak_joint - base_joint) / md
     row["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     row["peak_rss_m2"] = row["peak_rss_GB"] * 2**30 / md
     return row
@@ -147,8 +152,9 @@ def main(argv=None) -> int:
         fcn = f"; FCN-784 kernel {row['kernel_fcn784_s']:.1f} s" if "kernel_fcn784_s" in row else ""
         print(f"m = {m:5d} + {row['test']}: kernel {row['kernel_s']:.2f} s{fcn}; log P(S) = {row['logP_S']:.2f} in "
               f"{row['logP_S_s']:.1f} s ({row['sweeps']} sweeps, {row['s_per_sweep']:.2f} s/sweep){est}; "
-              f"shared {row['shared_s_per_function'] * 1e3:.0f} ms/function{jt}; peak memory: EP "
-              f"{row['peak_tracemalloc_ep_m2']:.2f} m^2 doubles (tracemalloc), RSS {row['peak_rss_GB']:.2f} GB "
+              f"shared {row['shared_s_per_function'] * 1e3:.0f} ms/function{jt}; memory (m^2 doubles): kernel "
+              f"{row['kernel_m2']:.2f}, EP beyond it {row['peak_tracemalloc_ep_extra_m2']:.2f}, joint beyond it "
+              f"{row['peak_tracemalloc_joint_extra_m2']:.2f} (tracemalloc); peak RSS {row['peak_rss_GB']:.2f} GB "
               f"= {row['peak_rss_m2']:.2f} m^2 doubles", flush=True)
     print(json.dumps(rows))
     return 0
