@@ -104,7 +104,7 @@ def _base_dir(path) -> str:
         if not path:
             raise DataError("no data directory: pass path=... (CLI: --path) or set FASTPOLY_DATA "
                             "(fastpoly never downloads data)")
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     if not os.path.isdir(path):
         raise DataError(f"data directory {path} does not exist or is not a directory")
     return path
