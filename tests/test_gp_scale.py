@@ -114,6 +114,16 @@ def test_joint_equals_the_ratio_of_dense_eps():
     assert p.meta["gp"]["mode"] == "joint" and p.meta["n_key_bits"] == k and p.method == "ep-joint"
 
 
+def test_dataset_meta_recorded():
+    pytest.importorskip("sklearn")
+    import fastpoly.data as D
+
+    d = D.load("digits", binarize="lt5", n_train=30, n_test=3, seed=1)
+    p = posterior_gp("64-20-1", d.X_train, d.y_train, d.X_test, d.y_test[None, :], data_meta=d.meta)
+    assert p.meta["data"]["source_digest"] == d.meta["source_digest"]
+    assert p.meta["inputs_digest"] and np.isfinite(p.log_p[0])
+
+
 def test_joint_vs_tilting_on_small_problems():
     """EP's P_B^GP(f|S) vs the ratio of two unbiased tilting estimates (within 0.15 nats + 5 s.e.)."""
     arch, Xtr, ytr, Xte, yte = _problem(20, 3, 6)

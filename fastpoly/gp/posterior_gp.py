@@ -551,6 +551,7 @@ def posterior_gp(
     seed: int = 0,
     tol: float = 1e-6,
     damping: float = 0.8,
+    data_meta: dict | None = None,
 ):
     """``log P_B^GP(f|S)`` of given functions on a test set, as the paper defines it (see the module docstring).
 
@@ -577,6 +578,9 @@ def posterior_gp(
         Tilting.
     tol, damping : float
         EP convergence tolerance and initial damping for ``P(S)`` and the joint EP.
+    data_meta : dict or None
+        Recorded as ``meta["data"]``: e.g. a :class:`fastpoly.data.Dataset`'s ``meta``
+        (dataset digest, split, transform).
 
     Returns
     -------
@@ -654,5 +658,7 @@ def posterior_gp(
                       pac_bayes_bound=None if math.isnan(log_p_S) else pac_bayes_bound(min(log_p_S, 0.0), m))
     if route == "mse":
         meta["gp"].update(noise_var=noise_var, targets=targets)
+    if data_meta is not None:
+        meta["data"] = dict(data_meta)
     keys = pack_bits(bits.astype(bool))
     return GPPosterior(keys, log_p, se, log_p_S, None, method, meta, diags)
