@@ -238,6 +238,8 @@ def test_bad_inputs():
         condition_ep(np.eye(3), [0, 2, 1])
     with pytest.raises(ValueError, match="square"):
         condition_ep(np.zeros((2, 3)), [0, 1])
+    with pytest.raises(ValueError, match="zero variances"):
+        condition_ep(np.diag([1.0, 0.0]), [0, 1])
     with pytest.raises(ValueError, match="damping"):
         condition_ep(np.eye(2), [0, 1], damping=0)
     with pytest.raises(ValueError, match="unknown route"):

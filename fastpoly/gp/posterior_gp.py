@@ -151,8 +151,8 @@ def kernel_blocked(arch, X: np.ndarray, block: int | None = None, out: np.ndarra
         raise ValueError(f"out must be a C-contiguous float64 ({n}, {n}) array")
     sw2 = arch.sigma_w**2
     diags = [_bias_var(arch, d0) + sw2 * np.einsum("ij,ij->i", X, X) / d0]
-    for _ in arch.hidden:
-        diags.append(_bias_var(arch, _) + sw2 * _diag_layer(diags[-1], arch.activation))
+    for fan_in in arch.hidden:
+        diags.append(_bias_var(arch, fan_in) + sw2 * _diag_layer(diags[-1], arch.activation))
     for a in range(0, n, block):
         b = min(n, a + block)
         G = X[a:b] @ X[a:].T
@@ -427,6 +427,10 @@ def condition_ep(
         raise ValueError(f"K_SS must be a square (m, m) matrix, got shape {K.shape}")
     m = K.shape[0]
     sgn = _signs(labels, m)
+    kd = ops.host(ops.xp.diagonal(K))
+    if not np.all(np.isfinite(kd)) or np.any(kd <= 0):
+        raise ValueError("K_SS has non-finite or zero variances (e.g. an all-zero input with sigma_b = 0); "
+                         "fastpoly.gp.orthant handles zero-variance rows exactly")
     try:
         log_z, tau, nu, Linv, wd, diag = _ep_parallel(ops, K, sgn, np.zeros(m), damping=damping, tol=tol,
                                                       max_iter=max_iter)
