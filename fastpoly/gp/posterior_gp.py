@@ -271,8 +271,8 @@ def _linalg(name: str):
 def _marginals(ops, K, Kd, sgn, tau, nu, work):
     """Posterior marginal variances ``d``, means ``mu`` (of h = sign * g), ``L^-1``, ``w``, ``sum log diag L``."""
     xp = ops.xp
-    if not np.any(tau > 0):
-        return Kd.copy(), np.zeros_like(nu), None, None, 0.0
+    if not np.any(tau > 0):  # no site has precision: the prior, shifted by the linear site terms
+        return Kd.copy(), sgn * ops.host(K @ ops.asarray(sgn * nu)), None, None, 0.0
     w = np.sqrt(tau) * sgn
     wd = ops.asarray(w)
     Linv, ldh = ops.chol_inv(K, wd, work)
