@@ -13,7 +13,8 @@ images: the test labels with a fraction 0, 0.02, 0.05, ... of them flipped.  Row
 
 * ``kernel``: :func:`fastpoly.gp.posterior_gp.kernel_blocked` of m + test rows (and, with
   m = 1000, the FCN 784-1024-1024-1 kernel of MNIST-sized random images for the build time);
-* ``P(S)``: :func:`condition_ep` (parallel EP, in-place LAPACK) -- seconds, sweeps, seconds per sweep;
+* ``P(S)``: :func:`condition_ep` (parallel EP, in-place LAPACK) -- seconds, CPU seconds (on a loaded
+  machine with one BLAS thread, the time an unshared core would take), sweeps, seconds per sweep;
 * ``shared``: P_B^GP of ``--functions`` functions by the shared route (all of them);
 * ``joint``: the paper's definition for ``--joint`` functions (seconds per function);
 * memory in units of m^2 doubles: the kernel (n^2 / m^2), the peak ``tracemalloc`` (NumPy
@@ -80,9 +81,10 @@ def one_size(m: int, n_test: int, n_functions: int, n_joint: int, max_sweeps: in
     _, peak_kernel = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]  # K and the inputs, held before EP starts
-    t = time.perf_counter()
+    t, tc = time.perf_counter(), time.process_time()
     c = condition_ep(K[:m, :m], ytr, linalg="numpy", max_iter=max_sweeps or 300)
     row["logP_S_s"] = time.perf_counter() - t
+    row["logP_S_cpu_s"] = time.process_time() - tc  # CPU seconds: the time on an unshared core (1 BLAS thread)
     row["logP_S"] = c.log_p_S
     row["sweeps"] = c.diagnostics["iterations"]
     row["converged"] = c.diagnostics["converged"]
@@ -152,7 +154,8 @@ def main(argv=None) -> int:
               if "joint_s_per_function" in row else "")
         fcn = f"; FCN-784 kernel {row['kernel_fcn784_s']:.1f} s" if "kernel_fcn784_s" in row else ""
         print(f"m = {m:5d} + {row['test']}: kernel {row['kernel_s']:.2f} s{fcn}; log P(S) = {row['logP_S']:.2f} in "
-              f"{row['logP_S_s']:.1f} s ({row['sweeps']} sweeps, {row['s_per_sweep']:.2f} s/sweep){est}; "
+              f"{row['logP_S_s']:.1f} s ({row['logP_S_cpu_s']:.1f} CPU s; {row['sweeps']} sweeps, "
+              f"{row['s_per_sweep']:.2f} s/sweep){est}; "
               f"shared {row['shared_s_per_function'] * 1e3:.0f} ms/function{jt}; memory (m^2 doubles): kernel "
               f"{row['kernel_m2']:.2f}, EP beyond it {row['peak_tracemalloc_ep_extra_m2']:.2f}, joint beyond it "
               f"{row['peak_tracemalloc_joint_extra_m2']:.2f} (tracemalloc); peak RSS {row['peak_rss_GB']:.2f} GB "
