@@ -307,3 +307,13 @@ def test_cli_data_info(tmp_path):
     (tmp_path / "mnist" / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09\x01")
     r = _cli("data", "info", "mnist", "--path", str(tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "truncated IDX data" in r.stderr
+
+
+def test_image_file_dimensions_refused(tmp_path):
+    _mnist_dir(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((12, 784), np.uint8))
+    with pytest.raises(DataError, match="3-D IDX array"):
+        load("mnist", tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((12, 27, 28), np.uint8))
+    with pytest.raises(DataError, match=r"test images are \(28, 28\)"):
+        load("mnist", tmp_path)
