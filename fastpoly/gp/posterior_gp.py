@@ -421,7 +421,7 @@ def condition_ep(
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping!r}")
     ops = _linalg(linalg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     K = ops.asarray(K_SS)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
         raise ValueError(f"K_SS must be a square (m, m) matrix, got shape {K.shape}")
@@ -437,6 +437,7 @@ def condition_ep(
     except np.linalg.LinAlgError as e:
         raise ValueError(f"EP failed: {e} (is K_SS positive semi-definite and finite?)") from None
     diag["seconds"] = time.perf_counter() - t0
+    diag["cpu_seconds"] = time.process_time() - c0
     return EPConditioning(log_z, tau, nu, sgn, diag, ops, K, Linv, wd)
 
 
