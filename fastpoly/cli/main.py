@@ -40,6 +40,7 @@ SUBCOMMAND_MODULES = (
     "fastpoly.cli.analysis",
     "fastpoly.cli.gp",
     "fastpoly.cli.sgd",
+    "fastpoly.cli.data",
 )
 
 #: ``fastpoly plot KIND``: kind -> ("module:function", needs a counts file, help)

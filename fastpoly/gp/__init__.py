@@ -12,7 +12,9 @@ is an orthant probability (``docs/design.md#gp-posterior``).
   anchors' PAC-Bayes bound;
 * :func:`sample` -- GP draws with the project's Philox normals (stream 3), counted into a
   :class:`~fastpoly.FunctionCounts`;
-* :func:`plot_vs_exact` -- log P_B^GP vs rejection-sampled log P_B.
+* :func:`plot_vs_exact` -- log P_B^GP vs rejection-sampled log P_B;
+* :func:`posterior_gp`, :func:`condition_ep`, :func:`kernel_blocked` -- P_B^GP(f|S) on a test set
+  at the paper's scale (m up to ~10^4 train images; joint EP, shared-conditioning EP, MSE route).
 
 Importing this subpackage imports SciPy; ``import fastpoly`` does not import it
 (``fastpoly.gp`` is loaded on first access).
@@ -30,6 +32,7 @@ _EXPORTS = {
     "GPPosterior": "bayes",
     "sample": "sampling", "GP_STREAM": "sampling",
     "plot_vs_exact": "figures",
+    "posterior_gp": "posterior_gp", "condition_ep": "posterior_gp", "kernel_blocked": "posterior_gp",
 }
 
 __all__ = list(_EXPORTS)
