@@ -22,7 +22,7 @@ from typing import Any
 
 from fastpoly.analysis.complexity import resolve_analysis_backend
 from fastpoly.api import STOP_SIGNALS, Interrupted
-from fastpoly.atomic import check_writable, remove_stale_temporaries
+from fastpoly.atomic import check_output_file, remove_stale_temporaries
 from fastpoly.backends import VALID_NAMES, BackendUnavailable, backends
 from fastpoly.counts import FunctionCounts
 from fastpoly.plotting import check_figure_path
@@ -71,11 +71,14 @@ def _cmd_plot(args):
         raise ValueError(f"plot {args.kind!r} is not available in this build ({e})") from None
     if args.backend != "auto" and not (needs_counts is True and "backend" in inspect.signature(func).parameters):
         raise ValueError(f"plot {args.kind} takes no --backend (it computes no K_LZ)")
-    if args.force and needs_counts != 2:
-        raise ValueError(f"plot {args.kind} takes no --force (figures are replaced; --force is for plot compare's table)")
-    if args.out:
-        check_figure_path(args.out)
-        check_writable(args.out, "figure (--out)")
+    if needs_counts != 2:  # the one overwrite policy (compare checks its figure and its table itself)
+        params = inspect.signature(func).parameters
+        default = next((params[k].default for k in ("out", "path") if k in params), None)
+        out_path = args.out or default
+        if out_path:
+            check_figure_path(out_path)
+            inputs = [args.counts_file] if args.counts_file else []
+            check_output_file(out_path, inputs, args.force, "figure (--out)")
     if needs_counts == 2:
         if not (args.counts_file and args.counts_file_b):
             raise ValueError(f"plot {args.kind} needs two counts files")
@@ -142,7 +145,7 @@ def build_parser():
                     help="complexity, ones, error: what computes K_LZ, T and CSR (numba, numpy, cupy; "
                          "default auto = numba if importable, else numpy)")
     pp.add_argument("--force", action="store_true",
-                    help="compare: replace an existing figure and table (never an input)")
+                    help="replace an existing figure (and compare's table); an input is never replaced")
     pp.set_defaults(func=_cmd_plot)
     pb = sub.add_parser("backends", help="list the backends and whether they can run here",
                         description="List the backends and why each is or is not available.")

@@ -243,9 +243,18 @@ def test_condition_refuses_two_train_sets(prior_file, tmp_path, capsys):
                                  "--train-rows", "1,2", "--out", str(tmp_path / "c.npz")]), "not both")
 
 
-def test_plot_force_only_for_compare(prior_file, tmp_path, capsys):
-    one_line_error(capsys, main(["plot", "rank", str(prior_file), "--out", str(tmp_path / "r.png"), "--force"]),
-                   "takes no --force")
+def test_plot_one_overwrite_policy(prior_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r.png"
+    assert main(["plot", "rank", str(prior_file), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    one_line_error(capsys, main(["plot", "rank", str(prior_file), "--out", str(out)]), "exists", "--force")
+    assert out.read_bytes() == before
+    assert main(["plot", "rank", str(prior_file), "--out", str(out), "--force"]) == 0
+    one_line_error(capsys, main(["plot", "rank", str(prior_file), "--out", str(prior_file), "--force"]),
+                   ".png or .pdf")  # an input is never a figure path
+    monkeypatch.chdir(tmp_path)  # the default name (rank.png) follows the same rule
+    assert main(["plot", "rank", str(prior_file)]) == 0
+    one_line_error(capsys, main(["plot", "rank", str(prior_file)]), "exists", "--force")
 
 
 # --- annoyances -----------------------------------------------------------------------------
