@@ -107,3 +107,27 @@ def test_cupy_refuses_cnns_clearly():
     plan = fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4])
     with pytest.raises(ValueError, match="MLP.*only.*numba"):
         CupyBackend.check_plan(plan)
+
+
+def test_auto_backend_picks_a_cpu_kernel_for_cnns():
+    from fastpoly.run.plans import engine_of
+
+    plan = fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4])
+    assert engine_of(plan, "auto").name in ("numba", "numpy")
+
+
+def test_cli_samples_images(tmp_path, capsys):
+    from fastpoly.cli.main import main
+
+    np.save(tmp_path / "imgs.npy", IMAGES[:12])
+    np.save(tmp_path / "flat.npy", IMAGES[:12].reshape(12, -1))
+    for name, be in (("imgs", "numpy"), ("flat", "numba")):
+        assert main(["sample", "6x6x2-c2k3-c2k3p-1", "--inputs", str(tmp_path / f"{name}.npy"), "--samples", "300",
+                     "--backend", be, "--out", str(tmp_path / name), "--no-progress", "--no-plot"]) == 0
+    a = fastpoly.FunctionCounts.load(tmp_path / "imgs" / "counts.npz")
+    b = fastpoly.FunctionCounts.load(tmp_path / "flat" / "counts.npz")
+    assert np.array_equal(a.keys, b.keys) and np.array_equal(a.counts, b.counts) and a.counts.sum() == 300
+    capsys.readouterr()
+    assert main(["sample", "5x5x2-c2k3-1", "--inputs", str(tmp_path / "imgs.npy"), "--samples", "10",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "--inputs images must have shape (m, 5, 5, 2)" in capsys.readouterr().err
