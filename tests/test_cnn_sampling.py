@@ -46,7 +46,7 @@ def test_numba_is_bit_identical_to_the_reference(numba_backend, spec, train):
 @pytest.mark.parametrize("kw", [dict(weights="uniform"), dict(weights="truncated_normal", sigma_w=1.5),
                                 dict(bias=False), dict(bias_scaling="fan_in")], ids=lambda d: "-".join(map(str, d.values())))
 def test_draw_options_agree(numba_backend, kw):
-    plan = fastpoly.make_plan(parse("6x6x2-c3k3-ap2-1", **kw), IMAGES, seed=3)
+    plan = fastpoly.make_plan(parse("6x6x2-c8k3p-c3k2-ap2-1", **kw), IMAGES, seed=3)  # both conv kernels
     ref = sample_keys_reference(plan, 0, 30, margins=True)
     got = numba_backend.sample_keys(plan, 0, 30, margins=True)
     np.testing.assert_array_equal(got.keys, ref.keys)
