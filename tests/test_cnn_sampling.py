@@ -18,6 +18,7 @@ SPECS = [
     "6x6x2-c3k2s2p-mp2-gap-1",      # stride, same padding, max pooling, global pooling
     "6x6x2-c2k3p-ap2-5-1",          # average pooling, a hidden dense layer
     "6x6x2-c3k5-c2k2p-gap-1",       # the anchor family's kernels
+    "6x6x2-c16k3s2p-c8k2-1",        # the register-blocked kernel (16 and 8 filters), stride 2, same padding
 ]
 
 

@@ -11,11 +11,11 @@ order); flat values (after flatten, global pooling or a dense layer) are row-maj
 ``rs`` padded to a multiple of :data:`ROW_BLOCK`, the layout of the dense micro-kernel.
 
 * A **convolution** whose filter count is a multiple of 16 (or 8) runs a register-blocked micro-kernel
-  (:func:`_make_conv_block`): ``nj`` output positions of one output row times 16 (8) filters in
+  (:func:`_make_conv_block`): ``nj`` consecutive output positions (row-major) times 16 (8) filters in
   ``<16 x float>`` accumulators, starting from the bias, then ``acc = fma(x[q], Wt[q, f], acc)`` for the
   patch index ``q = (kh, kw, c)`` ascending -- the reference's order, one correctly rounded float32 FMA
   per step.  ``Wt`` is the sample's ``W`` transposed to ``(q, F)``; the patch element ``q`` of a position
-  is at a fixed offset ``(kh*Wp + kw)*C + c`` from the position's corner.  "same" padding copies the
+  is at a fixed offset ``(kh*Wp + kw)*C + c`` from the position's corner (tables in ``LayerNet.off``).  "same" padding copies the
   images into a zero border first (``Wp``, ``Hp``), so padding zeros are accumulated as zeros exactly
   as in the reference.  Other filter counts use im2col and the dense micro-kernel (the same order).
 * Pooling, global average pooling and flatten are plain loops in the reference's order (sums from +0
@@ -48,8 +48,8 @@ __all__ = ["PreparedLayers", "OP_CONV", "OP_DENSE", "OP_ACT", "OP_AVGPOOL", "OP_
 OP_CONV, OP_DENSE, OP_ACT, OP_AVGPOOL, OP_MAXPOOL, OP_GAP, OP_FLATTEN = range(7)
 #: columns of a program row
 (_C_OP, _C_H, _C_W, _C_C, _C_HO, _C_WO, _C_CO, _C_K, _C_S, _C_PH, _C_PW, _C_WOFF, _C_BOFF, _C_ACT,
- _C_HP, _C_WP, _C_NR, _C_TOFF) = range(18)
-_NCOL = 18
+ _C_HP, _C_WP, _C_NR, _C_TOFF, _C_POFF) = range(19)
+_NCOL = 19
 
 #: target rows (images x positions of the widest layer) per group of images
 GROUP_ROWS = 768
@@ -67,10 +67,11 @@ _pad = jit(inline="always")(_pad_nb)
 def _make_conv_block(nj, nr, from_bias):
     """An intrinsic: ``nj`` output positions x ``nr`` filters accumulated in ``<nr x float>`` registers.
 
-    ``cblock(A, aoff, astride, cnt, Wt, woff, wstride, Z, zoff, zstride, B, boff, Off, ooff)``: for
+    ``cblock(A, aoff, poff, cnt, Wt, woff, wstride, Z, zoff, zstride, B, boff, Off, ooff)``: for
     ``j < nj`` the accumulator starts from ``B[boff : boff+nr]`` (``from_bias``) or
     ``Z[zoff + j*zstride : +nr]``; then for ``k = 0 .. cnt-1``:
-    ``acc_j = fma(A[aoff + j*astride + Off[ooff + k]], Wt[woff + k*wstride : +nr], acc_j)``;
+    ``acc_j = fma(A[aoff + Off[poff + j] + Off[ooff + k]], Wt[woff + k*wstride : +nr], acc_j)``
+    (``Off[poff + j]``: the corner of position ``j``, ``Off[ooff + k]``: patch element ``k``);
     stored to ``Z[zoff + j*zstride : +nr]``.  ``cnt >= 1``.
     """
 
@@ -109,7 +110,8 @@ def _make_conv_block(nj, nr, from_bias):
                 return builder.load(builder.bitcast(builder.gep(base, [off]), vt.as_pointer()), align=4)
 
             zoffs = [builder.add(zoff_, builder.mul(ir.Constant(i64, j), zst_)) for j in range(nj)]
-            aoffs = [builder.add(aoff_, builder.mul(ir.Constant(i64, j), ast_)) for j in range(nj)]
+            aoffs = [builder.add(aoff_, builder.load(builder.gep(op, [builder.add(ast_, ir.Constant(i64, j))])))
+                     for j in range(nj)]
             if from_bias:
                 b = vload(bp, boff_)
                 init = [b] * nj
@@ -176,7 +178,7 @@ def _cblock(nr, nj, A, aoff, ast, cnt, Wt, woff, wst, Z, zoff, zst, B, boff, Off
 
 
 def _program(arch, n_params):
-    """The architecture as kernel operations: int64 ``(n_ops, 18)`` (module docstring)."""
+    """The architecture as kernel operations: int64 ``(n_ops, 19)`` and the size of the transposed weights."""
     from fastpoly.model.conv import AvgPool, Conv2D, Flatten, GlobalAvgPool, MaxPool
     from fastpoly.model.layers import Activation, Dense
 
@@ -239,16 +241,26 @@ def _program(arch, n_params):
 
 
 def _offsets(ops, tbuf):
-    """int64 patch offsets ``(kh*Wp + kw)*C + c`` of each register-blocked convolution, at its ``toff``."""
-    off = np.zeros(max(int(tbuf), 1), np.int64)
+    """int64 offsets of each register-blocked convolution (sets the ops' ``POFF`` column).
+
+    At ``toff``: the patch offsets ``(kh*Wp + kw)*C + c`` for ``q = (kh, kw, c)``; at ``poff`` (after
+    ``tbuf``): the corner ``(i*S*Wp + j*S)*C`` of each output position ``(i, j)`` row-major.
+    """
+    parts = [np.zeros(max(int(tbuf), 1), np.int64)]
+    off = parts[0]
+    p = off.size
     for r in ops:
         if r[_C_OP] == OP_CONV and r[_C_NR] > 0:
-            K, C, Wp = int(r[_C_K]), int(r[_C_C]), int(r[_C_WP])
+            K, C, Wp, S = int(r[_C_K]), int(r[_C_C]), int(r[_C_WP]), int(r[_C_S])
             q = np.arange(K * K * C)
             kh, rest = np.divmod(q, K * C)
             kw, c = np.divmod(rest, C)
             off[r[_C_TOFF]: r[_C_TOFF] + q.size] = (kh * Wp + kw) * C + c
-    return off
+            i, j = np.divmod(np.arange(int(r[_C_HO] * r[_C_WO])), int(r[_C_WO]))
+            parts.append(((i * S * Wp + j * S) * C).astype(np.int64))
+            r[_C_POFF] = p
+            p += parts[-1].size
+    return np.concatenate(parts)
 
 
 class LayerNet(NamedTuple):
@@ -329,19 +341,20 @@ def _conv_fast(ops, o, A, gn, P, Wt, Off, Z):
     """Convolution ``o`` on the padded images ``A [n][Hp][Wp][C]`` into ``Z [n][Ho][Wo][F]`` (register blocks)."""
     Hp, Wp, C = ops[o, _C_HP], ops[o, _C_WP], ops[o, _C_C]
     Ho, Wo, F = ops[o, _C_HO], ops[o, _C_WO], ops[o, _C_CO]
-    K, S, nr = ops[o, _C_K], ops[o, _C_S], ops[o, _C_NR]
+    K, nr = ops[o, _C_K], ops[o, _C_NR]
     toff, boff = ops[o, _C_TOFF], ops[o, _C_BOFF]
     q_n = K * K * C
+    npos = Ho * Wo
+    poff = ops[o, _C_POFF]
     for n in range(gn):
-        for i in range(Ho):
-            for f0 in range(0, F, nr):
-                j = 0
-                while j < Wo:
-                    nj = 8 if j + 8 <= Wo else (4 if j + 4 <= Wo else (2 if j + 2 <= Wo else 1))
-                    zoff = ((n * Ho + i) * Wo + j) * F + f0
-                    aoff = ((n * Hp + i * S) * Wp + j * S) * C
-                    _cblock(nr, nj, A, aoff, S * C, q_n, Wt, toff + f0, F, Z, zoff, F, P, boff + f0, Off, toff)
-                    j += nj
+        aoff = n * Hp * Wp * C
+        for f0 in range(0, F, nr):
+            t = 0
+            while t < npos:  # blocks of consecutive output positions (row-major, across output rows)
+                nj = 8 if t + 8 <= npos else (4 if t + 4 <= npos else (2 if t + 2 <= npos else 1))
+                _cblock(nr, nj, A, aoff, poff + t, q_n, Wt, toff + f0, F, Z, (n * npos + t) * F + f0, F,
+                        P, boff + f0, Off, toff)
+                t += nj
 
 
 @jit(inline="always")
@@ -606,8 +619,9 @@ class PreparedLayers:
                     pbuf = max(pbuf, int(r[_C_K] ** 2 * r[_C_C]) * rso)
                     buf = max(buf, int(r[_C_CO]) * rso)
         zpad = max(int(r[_C_CO]) for r in ops) + 16
+        off = _offsets(ops, tbuf)  # before ops is frozen into the tuple: sets the POFF column
         self.net = LayerNet(np.ascontiguousarray(ops), pscale, trunc, mode, G, int(buf), int(qbuf), int(pbuf),
-                            max(int(tbuf), 1), zpad, len(arch.input_shape) == 3, _offsets(ops, tbuf))
+                            max(int(tbuf), 1), zpad, len(arch.input_shape) == 3, off)
         order = np.concatenate([plan.train_rows, plan.key_rows]).astype(np.int64)
         self.rows = LayerRows(np.ascontiguousarray(plan.X[order], np.float32), int(plan.train_rows.size),
                               int(plan.key_rows.size), np.ascontiguousarray(plan.train_labels, np.uint8),
