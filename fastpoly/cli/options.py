@@ -206,18 +206,19 @@ def apply_defaults(args: argparse.Namespace, spec: CommandSpec) -> None:
             setattr(args, k, v)
 
 
-def mlp_from_args(args: argparse.Namespace) -> MLP:
+def mlp_from_args(args: argparse.Namespace, layers: bool = False) -> MLP:
     """The architecture of ``ARCH`` and the architecture options.
 
-    ``7-40-40-1`` is an :class:`MLP`; a string with an image input or spatial layers
+    ``7-40-40-1`` is an :class:`MLP`.  With ``layers=True`` (commands whose engines take any
+    architecture: ``sample``) a string with an image input or spatial layers
     (``8x8x1-c16k3-c16k3-1``) is the :class:`~fastpoly.model.Architecture` of
-    :func:`fastpoly.model.spec.parse`.
+    :func:`fastpoly.model.spec.parse`; otherwise such a string is refused (one line, exit 2).
     """
     if not args.arch:
         raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
     kw = dict(weights=args.weights, sigma_w=args.sigma_w, sigma_b=args.sigma_b, bias_scaling=args.bias_scaling,
               bias=not args.no_bias)
-    if not re.fullmatch(r"[\d\s-]*", args.arch):
+    if layers and not re.fullmatch(r"[\d\s-]*", args.arch):
         return parse(args.arch, activation=args.activation, **kw)  # type: ignore[return-value]
     n_inputs, hidden = parse_arch(args.arch)
     return MLP(n_inputs, hidden, activation=args.activation, **kw)

@@ -173,7 +173,7 @@ def run_sample(args):
     apply_defaults(args, SPEC)
     _check_options(args)
     n = parse_count(str(args.samples))
-    mlp = mlp_from_args(args)
+    mlp = mlp_from_args(args, layers=True)
     X = inputs_from_args(args, mlp.n_inputs, mlp.input_shape)
     m = X.shape[0]
     extra_args = SPEC.extra(args)
