@@ -132,3 +132,9 @@ def test_cli_samples_images(tmp_path, capsys):
     assert main(["sample", "5x5x2-c2k3-1", "--inputs", str(tmp_path / "imgs.npy"), "--samples", "10",
                  "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "--inputs images must have shape (m, 5, 5, 2)" in capsys.readouterr().err
+
+
+def test_trainers_refuse_cnns_clearly():
+    X = IMAGES[:6]
+    with pytest.raises(ValueError, match="fully connected"):
+        fastpoly.sample_sgd("6x6x2-c2k3-1", X, train=(np.arange(3), np.array([0, 1, 0])), n_runs=2)
