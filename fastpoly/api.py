@@ -14,16 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.arch import MLP
 from fastpoly.backends import get_backend
 from fastpoly.backends.base import check_range
 from fastpoly.counts.store import FunctionCounts
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.network import Network, resolve_dtype
 from fastpoly.plan import make_plan
 from fastpoly.run.checkpoint import Checkpoint, CheckpointError, job_of
 from fastpoly.run.driver import STOP_SIGNALS, Interrupted, numba_compilations, run_job  # the CLI reaches the driver here
 from fastpoly.run.job import job_for
 from fastpoly.run.options import RunOptions
+from fastpoly.run.plans import engine_of
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
 __all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "RunOptions", "STOP_SIGNALS", "job_of",
@@ -200,7 +201,7 @@ def sample_keys(
     """
     start, stop = check_range(start, stop)
     plan = make_plan(arch, X, seed, train)
-    be = get_backend(backend)
+    be = engine_of(plan, backend)
     b = be.sample_keys(plan, start, stop, margins=margins)
     out = [b.keys]
     if train is not None:
@@ -312,7 +313,7 @@ def resume(directory: str | os.PathLike[str], backend: Any = "auto", **kwargs: A
     options = RunOptions.build(stop - start, start, checkpoint=directory, resume=True, **kwargs)
     annotations = job.get("annotations")
     if est in ("prior", "posterior"):
-        plan: Any = make_plan(MLP.from_dict(job["compat"]["arch"]), ck.X, job["seed"], ck.train_set())
+        plan: Any = make_plan(architecture_from_dict(job["compat"]["arch"]), ck.X, job["seed"], ck.train_set())
     elif est == "psgd":
         from fastpoly.sgd.api import TrainBackend  # light until needed: training pulls in its trainers
         from fastpoly.sgd.plan import TrainPlan
