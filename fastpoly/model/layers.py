@@ -349,7 +349,7 @@ class Activation:
     def nngp(self, state: NNGPState, in_shape: Shape) -> NNGPState:
         """``E[phi(u) phi(u')]`` (the table's closed form)."""
         if not isinstance(state, NNGPState):  # a convolutional state (fastpoly.model.nngp_conv)
-            return state.activate(self.name)  # type: ignore[no-any-return]
+            return state.activate(self.name)
         a = check_supported(self.name, "nngp")
         assert a.nngp is not None
         K, diag = (state.K, state.diag) if state.n == 1 else (state.K / state.n, state.diag / state.n)

@@ -91,7 +91,7 @@ def _corr(K: Array, vx: Array, vy: Array) -> tuple[Array, Array, Array]:
 def _relu(K: Array, vx: Array, vy: Array) -> Array:
     norm, _, rho = _corr(K, vx, vy)
     t = np.arccos(rho)
-    return norm * (np.sin(t) + (math.pi - t) * rho) / (2.0 * math.pi)  # type: ignore[no-any-return]
+    return norm * (np.sin(t) + (math.pi - t) * rho) / (2.0 * math.pi)
 
 
 def _relu_self(v: Array) -> Array:
@@ -100,11 +100,11 @@ def _relu_self(v: Array) -> Array:
 
 def _erf(K: Array, vx: Array, vy: Array) -> Array:
     arg = np.clip(2.0 * K / np.sqrt((1.0 + 2.0 * vx) * (1.0 + 2.0 * vy)), -1.0, 1.0)
-    return (2.0 / math.pi) * np.arcsin(arg)  # type: ignore[no-any-return]
+    return (2.0 / math.pi) * np.arcsin(arg)
 
 
 def _erf_self(v: Array) -> Array:
-    return (2.0 / math.pi) * np.arcsin(2.0 * v / (1.0 + 2.0 * v))  # type: ignore[no-any-return]
+    return (2.0 / math.pi) * np.arcsin(2.0 * v / (1.0 + 2.0 * v))
 
 
 def _sign(K: Array, vx: Array, vy: Array) -> Array:
@@ -270,7 +270,7 @@ class ConvNNGPState(NamedTuple):
         flat = out.reshape(m, H * W, H * W)
         idx = np.arange(H * W)
         flat[:, idx, idx] = fself(d).reshape(m, H * W)
-        return out  # type: ignore[no-any-return]
+        return out
 
     def dense(self, layer: Any, in_shape: Shape) -> ConvNNGPState:
         """A dense layer ``s_b**2 + sigma_w**2 K`` (flattening a spatial state first)."""
