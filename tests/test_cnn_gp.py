@@ -257,6 +257,8 @@ def test_bad_inputs_are_clear_errors():
 
 def test_pair_floats_and_cost_rule():
     """Full spatial covariances only up to the last pooling layer; the diagonal after it."""
-    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-1")) == 64  # diag: the input grid
-    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1")) == 64 * 64
-    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1"), "nn-pacbayes") == 64
+    # a first convolution is computed from the patches: the largest grid carried is its output (6x6)
+    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-1")) == 36  # diag
+    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1")) == 36 * 36  # full up to the pooling
+    assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1"), "nn-pacbayes") == 36
+    assert nc.pair_floats(parse("8x8x1-ap2-c4k3-1")) == 64 * 64  # pooling the input itself

@@ -439,7 +439,10 @@ def pair_floats(arch: Any, variant: str = "fastpoly") -> int:
     last = _full_until(arch, _check_variant(variant))
     best = 0
     shapes: Sequence[Shape] = arch.shapes
+    first = 1 if getattr(arch.layers[0], "kind", "") == "conv2d" else 0  # computed from the patches
     for i, shape in enumerate(shapes[:len(arch.layers)]):
+        if i < first:
+            continue
         P = int(np.prod(shape[:2])) if len(shape) == 3 else 1
         best = max(best, P * P if i <= last else P)
     return best
@@ -447,6 +450,55 @@ def pair_floats(arch: Any, variant: str = "fastpoly") -> int:
 
 #: working arrays per pair of a layer's map (the padded copy, the output, the activation's temporaries)
 _WORK = 8
+
+
+def _patches(X: Array, k: int, S: int, padding: str) -> Array:
+    """The zero-padded ``k x k`` patches ``(m, Ho*Wo, k*k*C)`` of images ``X`` (fan-in order (kh, kw, c))."""
+    m, H, W, C = X.shape
+    Ho, ph, Hp = _geometry(H, k, S, padding)
+    Wo, pw, Wp = _geometry(W, k, S, padding)
+    xp = np.zeros((m, Hp, Wp, C))
+    xp[:, ph:ph + H, pw:pw + W] = X
+    out = np.empty((m, Ho, Wo, k, k, C))
+    for kh in range(k):
+        for kw in range(k):
+            out[:, :, :, kh, kw] = xp[:, kh:kh + S * (Ho - 1) + 1:S, kw:kw + S * (Wo - 1) + 1:S]
+    return out.reshape(m, Ho * Wo, k * k * C)
+
+
+def _first_conv(layer: Any, XA: Array, XB: Array | None, mode: str, variant: str) -> ConvNNGPState:
+    """The state after a first convolution, from patch dot products.
+
+    What :func:`conv2d_nngp` of the input state computes, without the input's ``(H*W)**2`` covariances.
+    """
+    init = layer.init
+    if init.weights == "uniform" and variant == "fastpoly":
+        raise ValueError(_UNIFORM)
+    k, S = int(layer.kernel), int(layer.stride)
+    m, H, W, C = XA.shape
+    Ho = _geometry(H, k, S, layer.padding)[0]
+    Wo = _geometry(W, k, S, layer.padding)[0]
+    bv = init.bias_var(k * k * C)
+    c = init.sigma_w**2 / ((k * k if variant == "fastpoly" else 1) * C)
+    PA = _patches(XA, k, S, layer.padding)
+    PB = PA if XB is None else _patches(XB, k, S, layer.padding)
+    mB, P = PB.shape[0], Ho * Wo
+
+    def own(Q: Array) -> Array:
+        if mode == "full":
+            return np.matmul(Q, Q.transpose(0, 2, 1)).reshape(-1, Ho, Wo, Ho, Wo)
+        return np.einsum("apq,apq->ap", Q, Q).reshape(-1, Ho, Wo)
+
+    if mode == "full":
+        K = (PA.reshape(m * P, -1) @ PB.reshape(mB * P, -1).T).reshape(m, P, mB, P).transpose(0, 2, 1, 3)
+        K = np.ascontiguousarray(K).reshape(m, mB, Ho, Wo, Ho, Wo)
+    else:
+        K = np.matmul(PA.transpose(1, 0, 2), PB.transpose(1, 2, 0)).transpose(1, 2, 0).reshape(m, mB, Ho, Wo)
+        K = np.ascontiguousarray(K)
+    va = own(PA)
+    vb = None if XB is None else own(PB)
+    s = ConvNNGPState(K, va, vb, mode, variant, int(layer.filters))
+    return s._map(lambda a, r: bv + c * a)
 
 
 def conv_kernel(arch: Any, X: Array, *, variant: str = "fastpoly", max_bytes: int = 512 * 2**20) -> Array:
@@ -485,14 +537,21 @@ def conv_kernel(arch: Any, X: Array, *, variant: str = "fastpoly", max_bytes: in
     last = _full_until(arch, variant)
     per_pair = 8 * _WORK * pair_floats(arch, variant)
     b = int(max(1, min(m, math.isqrt(max(1, int(max_bytes) // per_pair)))))
+    first_conv = getattr(arch.layers[0], "kind", "") == "conv2d"
     out = np.empty((m, m))
     starts = list(range(0, m, b))
     for bi, i0 in enumerate(starts):
         for j0 in starts[bi:]:
             XA = X[i0:i0 + b]
             XB = None if j0 == i0 else X[j0:j0 + b]
-            state: Any = ConvNNGPState.of_images(XA, XB, "full" if last >= 0 else "diag", variant)
+            mode = "full" if last >= 0 else "diag"
+            if first_conv:  # the first convolution straight from the patches (one matrix product)
+                state: Any = _first_conv(arch.layers[0], XA, XB, mode, variant)
+            else:
+                state = ConvNNGPState.of_images(XA, XB, mode, variant)
             for li, (layer, shape) in enumerate(zip(arch.layers, arch.shapes)):
+                if li == 0 and first_conv:
+                    continue
                 kind = getattr(layer, "kind", "")
                 if variant == "nn-pacbayes" and kind in ("avgpool", "maxpool"):
                     continue
