@@ -262,3 +262,25 @@ def test_pair_floats_and_cost_rule():
     assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1")) == 36 * 36  # full up to the pooling
     assert nc.pair_floats(parse("8x8x1-c4k3-c4k3-gap-1"), "nn-pacbayes") == 36
     assert nc.pair_floats(parse("8x8x1-ap2-c4k3-1")) == 64 * 64  # pooling the input itself
+
+
+def test_anchor_family_kernels():
+    """anchor_cnn builds kernels: its pooled variants under both variants; max pooling only as the anchor's."""
+    from fastpoly.model.cnn import anchor_cnn
+
+    X = _digits()
+    kw = {"sigma_w": 1.3, "sigma_b": 0.2}
+    plain = anchor_cnn((8, 8, 1), 2, filters=8, **kw)
+    avg = anchor_cnn((8, 8, 1), 2, filters=8, pooling="avg", pool_after=[1], global_pool="avg", **kw)
+    mx = anchor_cnn((8, 8, 1), 2, filters=8, pooling="max", pool_after=[1], **kw)
+    K = kernel(avg, X)
+    np.testing.assert_allclose(K, avg.nngp(X), rtol=1e-12)
+    assert not np.allclose(K, kernel(plain, X))
+    with pytest.raises(NotImplementedError, match="max pooling"):
+        kernel(mx, X)
+    Ka = kernel(plain, X, variant="nn-pacbayes")
+    for arch in (avg, mx):
+        np.testing.assert_array_equal(kernel(arch, X, variant="nn-pacbayes"), Ka)
+    # truncated-normal weights (the anchor's first-run initialiser) have the same variance
+    tn = anchor_cnn((8, 8, 1), 2, filters=8, weights="truncated_normal", **kw)
+    np.testing.assert_array_equal(kernel(tn, X), kernel(plain, X))
