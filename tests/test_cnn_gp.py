@@ -65,11 +65,11 @@ def _mc_draw(arch, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 #: has 512 channels.  One conv layer: the conditional estimator is exactly unbiased (bias 0) and
 #: cheap, so many draws; two conv layers: the O(1/channels) bias of the second layer is allowed.
 MC_CASES = {
-    "flatten-relu": ("8x8x1-c512k3-1", "relu", {"sigma_w": 1.5, "sigma_b": 0.3}, 200, 0.0),
+    "flatten-relu": ("8x8x1-c512k3-1", "relu", {"sigma_w": 1.5, "sigma_b": 0.3}, 100, 0.0),
     "flatten-erf-stride-same-fanin-bias": ("8x8x1-c512k3s2p-1", "erf",
-                                           {"sigma_w": 1.2, "sigma_b": 0.5, "bias_scaling": "fan_in"}, 400, 0.0),
-    "gap-relu-same": ("8x8x1-c512k2p-gap-1", "relu", {"sigma_w": 1.4, "sigma_b": 0.2}, 400, 0.0),
-    "avgpool-erf-nobias": ("8x8x1-c512k3p-ap2-1", "erf", {"sigma_w": 1.3, "bias": False}, 300, 0.0),
+                                           {"sigma_w": 1.2, "sigma_b": 0.5, "bias_scaling": "fan_in"}, 100, 0.0),
+    "gap-relu-same": ("8x8x1-c512k2p-gap-1", "relu", {"sigma_w": 1.4, "sigma_b": 0.2}, 100, 0.0),
+    "avgpool-erf-nobias": ("8x8x1-c512k3p-ap2-1", "erf", {"sigma_w": 1.3, "bias": False}, 100, 0.0),
     "two-conv-flatten-relu": ("8x8x1-c512k3s2p-c512k2-1", "relu", {"sigma_w": 1.5, "sigma_b": 0.3}, 48, 0.005),
     "two-conv-avgpool-gap-erf": ("8x8x1-c512k3p-ap2-c512k2p-gap-1", "erf", {"sigma_w": 1.3, "sigma_b": 0.3},
                                  12, 0.005),
