@@ -284,3 +284,21 @@ def test_anchor_family_kernels():
     # truncated-normal weights (the anchor's first-run initialiser) have the same variance
     tn = anchor_cnn((8, 8, 1), 2, filters=8, weights="truncated_normal", **kw)
     np.testing.assert_array_equal(kernel(tn, X), kernel(plain, X))
+
+
+def test_gp_kernel_cli_takes_cnns(tmp_path, capsys):
+    from fastpoly.cli.main import main
+
+    X = _digits()
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "K.npy"
+    args = ["gp", "kernel", "8x8x1-c4k3-c4k2p-gap-1", "--inputs", str(tmp_path / "X.npy"), "--sigma-b", "0.5"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "4 x 4" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(out), kernel(parse("8x8x1-c4k3-c4k2p-gap-1", sigma_b=0.5), X))
+    assert main([*args, "--variant", "nn-pacbayes", "--out", str(out)]) == 0
+    np.testing.assert_array_equal(
+        np.load(out), kernel(parse("8x8x1-c4k3-c4k2p-gap-1", sigma_b=0.5), X, variant="nn-pacbayes"))
+    capsys.readouterr()
+    assert main(["gp", "kernel", "8x8x1-c4k3-mp2-1", "--inputs", str(tmp_path / "X.npy")]) == 2
+    assert "max pooling has no closed-form NNGP map" in capsys.readouterr().err
