@@ -132,6 +132,7 @@ SPECS = {
     "stride-same": "7x7x1-c3k3s2p-c3k2-4-1",
     "avgpool": "8x8x2-c3k3p-ap2-c3k2-1",
     "gap": "6x6x1-c3k2s2-c2k2p-gap-3-1",
+    "hidden-stride-same": "9x9x1-c3k2-c3k3s2p-ap2-1",
 }
 
 
