@@ -82,10 +82,15 @@ def add_parser(subparsers):
     )
     sub = p.add_subparsers(dest="gp_command", metavar="GP_COMMAND")
     k = sub.add_parser("kernel", help="compute the NNGP kernel and save it (.npy)",
-                       description="Compute the NNGP kernel of ARCH on the inputs; print a summary.")
+                       description="Compute the NNGP kernel of ARCH on the inputs; print a summary.  ARCH may "
+                                   "be a CNN such as 8x8x1-c16k3-c16k3-1 (--inputs: images (m, H, W, C) or "
+                                   "flat rows).")
     _arch_options(k)
     k.add_argument("--out", help="write the kernel to this .npy file")
     k.add_argument("--force", action="store_true", help="replace an existing --out file")
+    k.add_argument("--variant", default="fastpoly",
+                   help="fastpoly (default) or nn-pacbayes: the anchor's CNN kernel (pooling ignored, "
+                        "no 1/k^2 in the filter variance; docs/guide/cnn-gp.md)")
     lp = sub.add_parser("logp", help="log P(S) of a train set and the PAC-Bayes bound",
                         description="log P(S) = log P(sign f_S = y_S) under the NNGP, and the anchors' "
                                     "PAC-Bayes bound (delta = 2^-10).")
@@ -194,18 +199,27 @@ def _cmd_kernel(args):
 
     if args.out:
         check_output_file(args.out, [args.inputs], args.force, "kernel file (--out)")
-    mlp = _mlp(args)
+    if args.arch and "x" in args.arch.split("-")[0]:  # an image input: a convolutional network
+        from fastpoly.model import parse
+
+        mlp = parse(args.arch, activation=args.activation, sigma_w=args.sigma_w, sigma_b=args.sigma_b,
+                    bias_scaling=args.bias_scaling, bias=not args.no_bias)
+    else:
+        mlp = _mlp(args)
     X = _inputs(args, mlp)
     t0 = time.perf_counter()
-    K = kernel(mlp, X)
+    try:
+        K = kernel(mlp, X, variant=args.variant)
+    except NotImplementedError as e:  # max pooling
+        raise ValueError(str(e)) from None
     dt = time.perf_counter() - t0
     d = np.sqrt(np.diag(K))
     pos = d > 0
     C = K[np.ix_(pos, pos)] / np.outer(d[pos], d[pos])
     off = C[~np.eye(C.shape[0], dtype=bool)]
     ev = np.linalg.eigvalsh(K)
-    print(f"architecture   {mlp.spec} ({mlp.activation}, sigma_w={mlp.sigma_w}, sigma_b={mlp.sigma_b}, "
-          f"bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
+    print(f"architecture   {mlp.spec} ({args.activation}, sigma_w={float(args.sigma_w)}, "
+          f"sigma_b={float(args.sigma_b)}, bias_scaling={args.bias_scaling}{', no bias' if args.no_bias else ''})")
     print(f"kernel         {K.shape[0]} x {K.shape[1]} float64 in {dt:.3f} s")
     print(f"variance       [{np.min(np.diag(K)):.6g}, {np.max(np.diag(K)):.6g}]"
           f"  zero-variance rows: {int(np.count_nonzero(~pos))}")

@@ -22,6 +22,10 @@ with the closed forms
 ``tanh`` has no closed form and uniform weights make the first layer
 non-Gaussian at any width; both raise ``ValueError``.
 
+Convolutional architectures (``"8x8x1-c16k3-c16k3-1"``, image rows) get the spatial kernel of
+:mod:`fastpoly.model.nngp_conv` (Garriga-Alonso et al. 2019; Novak et al. 2019), blocked over
+pairs of images (``docs/guide/cnn-gp.md``).
+
 The kernel is the composition of the layers' NNGP maps (:meth:`fastpoly.model.Architecture.nngp`:
 :meth:`Dense.nngp <fastpoly.model.Dense.nngp>` the affine map, the activation table's
 ``nngp`` the nonlinear one), so a new layer type brings its own map.
@@ -39,6 +43,7 @@ import numpy as np
 from fastpoly.activations import TABLE, supported
 from fastpoly.model.architecture import Architecture
 from fastpoly.model.inputs import all_boolean_inputs, check_input_rows
+from fastpoly.model.nngp_conv import VARIANTS, conv_kernel, is_spatial
 from fastpoly.model.spec import as_architecture
 
 __all__ = ["as_mlp", "check_inputs", "kernel", "kernel_activations"]
@@ -58,6 +63,16 @@ def check_inputs(arch: Architecture, X: np.ndarray | None) -> np.ndarray:
     """Validate ``X`` for ``arch`` (None: all Boolean inputs, at most 16 bits) as float64 ``(m, n_inputs)``."""
     if X is None:
         return all_boolean_inputs(arch.n_inputs, "gp").astype(np.float64)
+    shape = tuple(arch.input_shape)
+    if len(shape) == 3:
+        try:
+            Xa = np.asarray(X)
+        except (TypeError, ValueError):
+            raise ValueError("X must be a numeric array") from None
+        if Xa.ndim == 4:
+            if Xa.shape[1:] != shape:
+                raise ValueError(f"images must have shape (m, {', '.join(map(str, shape))}), got {Xa.shape}")
+            X = Xa.reshape(Xa.shape[0], -1)
     return check_input_rows(X, arch.n_inputs, np.float64)
 
 
@@ -69,7 +84,8 @@ def _layer(K: np.ndarray, diag: np.ndarray, act: str) -> tuple[np.ndarray, np.nd
     return f(K, diag)
 
 
-def kernel(arch: Architecture | str, X: np.ndarray | None = None) -> np.ndarray:
+def kernel(arch: Architecture | str, X: np.ndarray | None = None, *, variant: str = "fastpoly",
+           max_bytes: int = 512 * 2**20) -> np.ndarray:
     """The NNGP covariance of the output pre-activation of ``arch`` on the rows of ``X``.
 
     Parameters
@@ -78,9 +94,18 @@ def kernel(arch: Architecture | str, X: np.ndarray | None = None) -> np.ndarray:
         Architecture (activations with a closed-form map: relu, erf, sign, identity; gaussian
         weights; any depth, widths, ``sigma_w``, ``sigma_b`` (0 included), ``bias_scaling``
         ``"none"`` or ``"fan_in"``, with or without biases).  The hidden widths
-        do not enter: this is the infinite-width limit.
-    X : array_like (m, n_inputs) or None
-        Any finite input rows (float64 is used as given); None: all Boolean inputs.
+        do not enter: this is the infinite-width limit.  Convolutional architectures (an image
+        input ``HxWxC``; Conv2D, average / global average pooling, flatten, dense) too; max
+        pooling has no closed form and raises ``NotImplementedError``.
+    X : array_like (m, n_inputs), (m, H, W, C) or None
+        Any finite input rows (float64 is used as given), images as flat rows (row-major H, W, C)
+        or as an (m, H, W, C) array; None: all Boolean inputs.
+    variant : {"fastpoly", "nn-pacbayes"}
+        ``"nn-pacbayes"``: the anchor's analytic CNN kernel (pooling ignored, filter taps of
+        variance ``sigma_w**2`` without the ``1/k**2``; ``docs/guide/cnn-gp.md``); the same as
+        ``"fastpoly"`` for networks without convolutions.
+    max_bytes : int
+        Working-set budget of one block of image pairs (convolutional networks only).
 
     Returns
     -------
@@ -90,12 +115,16 @@ def kernel(arch: Architecture | str, X: np.ndarray | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        For an activation without a closed form (tanh), uniform weights, or bad ``X``.
+        For an activation without a closed form (tanh), uniform weights, bad ``X`` or ``variant``.
+    NotImplementedError
+        For max pooling (under ``variant="fastpoly"``).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown kernel variant {variant!r}; valid: {', '.join(VARIANTS)}")
     arch = as_mlp(arch)
     X = check_inputs(arch, X)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, not warned
-        K = arch.nngp(X)
+        K = conv_kernel(arch, X, variant=variant, max_bytes=max_bytes) if is_spatial(arch) else arch.nngp(X)
     if not np.all(np.isfinite(K)):
         raise ValueError(
             f"the NNGP kernel overflows float64 on these inputs (largest |x| = {float(np.max(np.abs(X))):.3g}, "

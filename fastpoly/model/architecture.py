@@ -223,8 +223,13 @@ class Architecture:
         return g
 
     def nngp(self, X: np.ndarray) -> np.ndarray:
-        """The NNGP covariance of the output on the rows ``X`` (float64): the layers' maps composed."""
-        state = NNGPState.of_inputs(X)
+        """The NNGP covariance of the output on the rows ``X`` (float64): the layers' maps composed.
+
+        ``X``: flat rows or ``(m, *input_shape)``; one unblocked state (``fastpoly.gp.kernel``
+        blocks convolutional networks over pairs of rows).
+        """
+        X = np.asarray(X)
+        state = NNGPState.of_inputs(X.reshape(X.shape[0], *self.input_shape) if X.ndim >= 1 else X)
         for layer, shape in zip(self.layers, self.shapes):
             state = layer.nngp(state, shape)
         K = state.K / state.n if state.n != 1 else state.K

@@ -151,6 +151,10 @@ class NNGPState(NamedTuple):
     order), every later state ``n = 1``.  ``X`` keeps the input rows (float64, shape
     ``(m, *input_shape)``) for layers whose first map needs more than the Gram matrix (a
     convolution's patch covariances); dense and activation layers do not read it.
+    Convolutional networks carry :class:`fastpoly.model.nngp_conv.ConvNNGPState` (spatial
+    covariances between two blocks of rows) from their first spatial layer to the flatten (or
+    global pooling), which hands the dense layers an ordinary state again; ``Activation.nngp``
+    hands a spatial state its own ``activate`` map.
     """
 
     K: np.ndarray
@@ -344,6 +348,8 @@ class Activation:
 
     def nngp(self, state: NNGPState, in_shape: Shape) -> NNGPState:
         """``E[phi(u) phi(u')]`` (the table's closed form)."""
+        if not isinstance(state, NNGPState):  # a convolutional state (fastpoly.model.nngp_conv)
+            return state.activate(self.name)
         a = check_supported(self.name, "nngp")
         assert a.nngp is not None
         K, diag = (state.K, state.diag) if state.n == 1 else (state.K / state.n, state.diag / state.n)
