@@ -97,6 +97,14 @@ sphinx_gallery_conf = {
 #: subpackages that are not part of the Python API (the CLI has its own, generated, reference)
 API_SKIP = {"fastpoly.cli"}
 
+#: public modules of subpackages that have an ``__all__``: their docstring and the names of their
+#: ``__all__`` that the subpackage does not export are documented on the subpackage's page too
+#: (a subpackage without ``__all__`` documents all its modules anyway)
+API_MODULES = {
+    "fastpoly.counts": ["meta"],
+    "fastpoly.poly": ["classifier", "bridge", "hierarchy"],
+}
+
 
 def _public_names(mod) -> list[str]:
     names = getattr(mod, "__all__", None)
@@ -125,6 +133,22 @@ def _autosummary(modname: str, names: list[str], kinds: dict[str, str]) -> list[
         out += [title, "-" * len(title), "", f".. currentmodule:: {modname}", "",
                 ".. autosummary::", "   :toctree: generated", "   :nosignatures:", ""]
         out += [f"   {n}" for n in sel] + [""]
+    return out
+
+
+def _module_section(modname: str, documented: set[int]) -> list[str]:
+    """Docstring of a module and the names of its ``__all__`` not documented elsewhere.
+
+    The module is not indexed: the subpackage may export a function of the same name.
+    """
+    mod = importlib.import_module(modname)
+    title = f"Module ``{modname}``"
+    out = [title, "-" * len(title), "", f".. automodule:: {modname}", "   :no-members:", "   :no-index:", ""]
+    names = [n for n in _public_names(mod) if _object_kind(mod, n) == "data" or id(getattr(mod, n)) not in documented]
+    if names:
+        out += [f".. currentmodule:: {modname}", "", ".. autosummary::", "   :toctree: generated",
+                "   :nosignatures:", ""]
+        out += [f"   {n}" for n in names] + [""]
     return out
 
 
@@ -166,6 +190,9 @@ def _write_api_pages() -> None:
             if shared:
                 lines += ["Also exported here (documented at the top level): "
                           + ", ".join(f":obj:`{n} <fastpoly.{n}>`" for n in shared) + ".", ""]
+            documented = {id(getattr(mod, n)) for n in names if kinds[n] != "data"} | top_ids
+            for short in API_MODULES.get(name, []):
+                lines += _module_section(f"{name}.{short}", documented)
         else:
             # no __all__: the package docstring names its modules; document each public module
             subs = sorted(i.name.rsplit(".", 1)[1] for i in pkgutil.iter_modules(mod.__path__, name + ".")

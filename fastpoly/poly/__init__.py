@@ -22,6 +22,8 @@ The activations the compiled networks use (``softplus``, ``exp``, ``silu``, ``ge
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 _EXPORTS = {
     "Polynomial": ".polynomial",
@@ -68,3 +70,19 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Module type of this package: an exported function keeps its name over a same-named submodule.
+
+    The import system binds a submodule to its parent's attribute after loading it; importing
+    ``fastpoly.poly.classifier`` must leave ``fastpoly.poly.classifier`` the function.
+    """
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == "." + name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

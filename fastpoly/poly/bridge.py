@@ -85,7 +85,7 @@ def quadratic_polynomial(W: Any, mean: Any, const: float = 0.0) -> Polynomial:
 
 
 def linear_polynomial(w: Any, b: float) -> Polynomial:
-    """``w . x + b`` as a Polynomial over ``len(w)`` variables."""
+    """The affine form ``sum_i w_i x_i + b`` as a Polynomial over ``len(w)`` variables."""
     w = np.asarray(w, dtype=np.float64).ravel()
     if not (np.all(np.isfinite(w)) and np.isfinite(b)):
         raise ValueError("weights and bias must be finite")

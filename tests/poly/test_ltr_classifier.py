@@ -2,6 +2,10 @@
 the bridge from fitted generative models, checked against exact Bayes posteriors and scikit-learn."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -280,6 +284,15 @@ def test_shallow_construction_refuses_sizes_it_cannot_build():
         compile_polynomials(["x0**2", "x0**20*x1**20*x2**20"], construction="shallow")
     net = classifier([big, "x0 + 1"], [0.0, 0.0])  # the tree builds it
     assert net.report().hidden_layers == 5
+
+
+def test_classifier_name_is_the_function_after_importing_its_module():
+    # the submodule fastpoly.poly.classifier must not shadow the exported function of the same name
+    code = ("from fastpoly.poly.classifier import softmax\n"
+            "from fastpoly.poly import classifier\n"
+            "import fastpoly.poly\n"
+            "assert callable(classifier) and callable(fastpoly.poly.classifier), classifier\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_classifier_errors():
