@@ -1,0 +1,609 @@
+"""The generic layer-sequence Numba trainer (CNNs): bit-identical to :mod:`fastpoly.sgd.reference`.
+
+The fused MLP trainer (:mod:`fastpoly.backends.numba.train`) stays the fast path of dense
+networks; an architecture with any other layer (a 2-D convolution, average / max / global
+pooling, flatten) trains here.  The network is compiled into a *program*: one int64 row per
+layer (:data:`_COLS`: kind, input and output shapes, kernel, stride, padding, parameter
+offsets, buffer offsets), which one Numba kernel interprets per layer and per row.  Runs are
+parallel (``prange`` over contiguous lanes, like the MLP trainer); each lane trains its runs one
+after another with its own scratch (activations and errors of every layer for a minibatch).
+
+Arithmetic: every sum keeps the order of the layers' NumPy references
+(:mod:`fastpoly.model.layers`, :mod:`fastpoly.model.conv`), one float32 FMA per step:
+
+* Dense: ``z[j] = b[j]`` (or +0), ``z = fma(h[k], W[j, k], z)`` for ``k`` ascending; gradients
+  ``gW[j, k] = fma(d[r, j], h[r, k], gW)`` and ``gb[j] = gb[j] + d[r, j]`` over the minibatch rows
+  ``r`` in order; input error ``e[r, k] = fma(d[r, j], W[j, k], e)`` over ``j`` ascending.
+* Conv2D (a dense layer on patches, W of shape (F, K, K, C) row-major): ``z[i, j, f] = b[f]`` then
+  ``fma(x[i*S+kh-pt, j*S+kw-pl, c], W[f, kh, kw, c], z)`` over ``(kh, kw, c)`` row-major, padding
+  positions included as zeros; gradients over the patch rows ``(r, i, j)`` in row-major order
+  (padding zeros included); the input error of patch element ``(kh, kw, c)`` is
+  ``sum_f fma(d[r, i, j, f], W[f, kh, kw, c], .)`` (``f`` ascending, from 0), added into the input
+  position (from 0) for ``(kh, kw)`` row-major, then ``(i, j)`` row-major; padding positions dropped.
+* AvgPool ``ap{K}``: ``s = 0; s = s + x`` over ``(kh, kw)`` row-major, ``s / float32(K*K)``; the
+  error ``d / float32(K*K)`` to every window position (0 to positions no window covers).
+* MaxPool ``mp{K}``: the first maximum in row-major order (strict ``>``); the error goes to it.
+* GAP: ``s = s + x`` over ``(h, w)`` row-major per channel, ``s / float32(H*W)``; error
+  ``d / float32(H*W)`` everywhere.
+* Flatten: a copy (row-major H, W, C).  relu: ``z < 0 ? 0 : z``, error ``z > 0 ? e : 0``.
+
+The initial parameters are the architecture's own draws (:meth:`~fastpoly.model.Architecture.draw_params`
+of the run indices, whatever the weight family), so run ``i`` starts from ``instantiate(seed, i)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fastpoly.backends.base import TrainBatch
+from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.rng import philox_block, round_keys
+from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
+from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
+from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
+
+__all__ = ["PreparedLayerTrain", "compile_program", "is_generic", "train_range_layers"]
+
+_F = np.float32
+_ZERO = _F(0.0)
+_ONE = _F(1.0)
+_TWO = _F(2.0)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_ADAM = OPTIMIZERS["adam"].code
+_SGD = OPTIMIZERS["sgd"].code
+_RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
+    "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
+    "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
+
+#: layer kind codes of the program
+K_DENSE, K_CONV, K_AVG, K_MAX, K_GAP, K_FLAT, K_RELU, K_IDENT = range(8)
+#: program columns
+_COLS = ("kind", "ih", "iw", "ic", "oh", "ow", "oc", "k", "s", "pt", "pl", "woff", "boff", "isz", "osz",
+         "ain", "aout")
+(C_KIND, C_IH, C_IW, C_IC, C_OH, C_OW, C_OC, C_K, C_S, C_PT, C_PL, C_WOFF, C_BOFF, C_ISZ, C_OSZ,
+ C_AIN, C_AOUT) = range(len(_COLS))
+
+#: layer ``kind`` names of the network model -> program codes
+_KINDS = {"dense": K_DENSE, "conv2d": K_CONV, "conv": K_CONV, "avgpool": K_AVG, "avg_pool": K_AVG,
+          "maxpool": K_MAX, "max_pool": K_MAX, "gap": K_GAP, "globalavgpool": K_GAP,
+          "global_avg_pool": K_GAP, "flatten": K_FLAT}
+#: activations the generic trainer compiles (the others need the activation table's float32 ops)
+_ACTS = {"relu": K_RELU, "identity": K_IDENT}
+
+
+def _hwc(shape):
+    s = tuple(int(x) for x in shape)
+    return s if len(s) == 3 else (1, 1, int(np.prod(s)))
+
+
+def _attr(layer, *names):
+    for n in names:
+        if hasattr(layer, n):
+            return getattr(layer, n)
+    raise ValueError(f"layer {layer!r} lacks any of {names}")
+
+
+def is_generic(arch: Any) -> bool:
+    """True when ``arch`` has a layer other than dense and activation (it trains on this path)."""
+    return any(getattr(layer, "kind", "dense") not in ("dense", "activation") for layer in arch.layers)
+
+
+def compile_program(arch: Any, rows: int) -> tuple[np.ndarray, int, int]:
+    """The program of ``arch`` for scratch of ``rows`` rows: ``(prog, buffer length, first weighted layer)``.
+
+    Raises
+    ------
+    ValueError
+        A layer kind or activation the generic trainer does not compile.
+    """
+    slots = arch.param_blocks()
+    woff = {}
+    boff = {}
+    for s in slots:
+        (woff if s.block.name == "W" else boff)[s.layer] = s.offset
+    prog = np.zeros((len(arch.layers), len(_COLS)), np.int64)
+    a = 0
+    first_w = -1
+    for i, layer in enumerate(arch.layers):
+        ish, osh = arch.shapes[i], arch.shapes[i + 1]
+        ih, iw, ic = _hwc(ish)
+        oh, ow, oc = _hwc(osh)
+        isz, osz = ih * iw * ic, oh * ow * oc
+        row = prog[i]
+        kind = layer.kind
+        if kind == "activation":
+            if layer.name not in _ACTS:
+                raise ValueError(
+                    f"the generic layer trainer trains relu and identity networks, not {layer.name!r}")
+            code = _ACTS[layer.name]
+        elif kind in _KINDS:
+            code = _KINDS[kind]
+        else:
+            raise ValueError(f"the generic layer trainer has no layer kind {kind!r}")
+        row[C_KIND] = code
+        row[C_IH], row[C_IW], row[C_IC], row[C_OH], row[C_OW], row[C_OC] = ih, iw, ic, oh, ow, oc
+        row[C_WOFF] = woff.get(i, -1)
+        row[C_BOFF] = boff.get(i, -1)
+        if first_w < 0 and i in woff:
+            first_w = i
+        if code == K_CONV:
+            k = int(_attr(layer, "kernel", "kernel_size", "k"))
+            st = int(getattr(layer, "stride", 1))
+            pad = getattr(layer, "padding", "valid")
+            same = pad in ("same", True) or getattr(layer, "same", False) is True
+            pt = pl = 0
+            if same:
+                tot_h = max((oh - 1) * st + k - ih, 0)
+                tot_w = max((ow - 1) * st + k - iw, 0)
+                pt, pl = tot_h // 2, tot_w // 2
+            row[C_K], row[C_S], row[C_PT], row[C_PL] = k, st, pt, pl
+        elif code in (K_AVG, K_MAX):
+            k = int(_attr(layer, "pool", "kernel", "size", "k", "pool_size"))
+            row[C_K], row[C_S] = k, k
+        row[C_ISZ], row[C_OSZ] = isz, osz
+        row[C_AIN] = a
+        a += rows * isz
+        row[C_AOUT] = a
+    a += rows * 1
+    return prog, a, max(first_w, 0)
+
+
+# --- one layer, one row ------------------------------------------------------------------------------
+@jit
+def _fwd_row(pr, P, A, r):
+    """Layer ``pr`` forward on row ``r``: ``A[ain + r*isz ..]`` -> ``A[aout + r*osz ..]``."""
+    kind = pr[C_KIND]
+    isz = pr[C_ISZ]
+    osz = pr[C_OSZ]
+    xo = pr[C_AIN] + r * isz
+    yo = pr[C_AOUT] + r * osz
+    if kind == K_DENSE:
+        wo = pr[C_WOFF]
+        bo = pr[C_BOFF]
+        for j in range(osz):
+            z = P[bo + j] if bo >= 0 else _ZERO
+            w0 = wo + j * isz
+            for k in range(isz):
+                z = fma(A[xo + k], P[w0 + k], z)
+            A[yo + j] = z
+    elif kind == K_CONV:
+        ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
+        oh, ow, nf = pr[C_OH], pr[C_OW], pr[C_OC]
+        K, S, pt, pl = pr[C_K], pr[C_S], pr[C_PT], pr[C_PL]
+        wo = pr[C_WOFF]
+        bo = pr[C_BOFF]
+        for i in range(oh):
+            for j in range(ow):
+                for f in range(nf):
+                    z = P[bo + f] if bo >= 0 else _ZERO
+                    w0 = wo + f * K * K * ic
+                    for kh in range(K):
+                        hh = i * S + kh - pt
+                        for kw in range(K):
+                            ww = j * S + kw - pl
+                            inb = 0 <= hh < ih and 0 <= ww < iw
+                            x0 = xo + (hh * iw + ww) * ic
+                            wk = w0 + (kh * K + kw) * ic
+                            for c in range(ic):
+                                xv = A[x0 + c] if inb else _ZERO
+                                z = fma(xv, P[wk + c], z)
+                    A[yo + (i * ow + j) * nf + f] = z
+    elif kind == K_AVG or kind == K_MAX:
+        iw, ic = pr[C_IW], pr[C_IC]
+        oh, ow = pr[C_OH], pr[C_OW]
+        K = pr[C_K]
+        div = _F(K * K)
+        for i in range(oh):
+            for j in range(ow):
+                for c in range(ic):
+                    if kind == K_AVG:
+                        s = _ZERO
+                        for kh in range(K):
+                            for kw in range(K):
+                                s = s + A[xo + ((i * K + kh) * iw + j * K + kw) * ic + c]
+                        A[yo + (i * ow + j) * ic + c] = s / div
+                    else:
+                        mx = A[xo + ((i * K) * iw + j * K) * ic + c]
+                        for kh in range(K):
+                            for kw in range(K):
+                                v = A[xo + ((i * K + kh) * iw + j * K + kw) * ic + c]
+                                if v > mx:
+                                    mx = v
+                        A[yo + (i * ow + j) * ic + c] = mx
+    elif kind == K_GAP:
+        ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
+        div = _F(ih * iw)
+        for c in range(ic):
+            s = _ZERO
+            for p in range(ih * iw):
+                s = s + A[xo + p * ic + c]
+            A[yo + c] = s / div
+    elif kind == K_RELU:
+        for k in range(isz):
+            z = A[xo + k]
+            A[yo + k] = _ZERO if z < _ZERO else z
+    else:  # flatten, identity
+        for k in range(isz):
+            A[yo + k] = A[xo + k]
+
+
+@jit
+def _bwd_layer(pr, P, G, A, E, n, want_input):
+    """Layer ``pr`` backward on rows ``0 .. n-1``: its gradients into ``G`` and (if asked) the input error.
+
+    The output error of row ``r`` is ``E[aout + r*osz ..]``, the input error ``E[ain + r*isz ..]``.
+    """
+    kind = pr[C_KIND]
+    isz = pr[C_ISZ]
+    osz = pr[C_OSZ]
+    ain = pr[C_AIN]
+    aout = pr[C_AOUT]
+    if kind == K_DENSE:
+        wo = pr[C_WOFF]
+        bo = pr[C_BOFF]
+        for p in range(osz * isz):
+            G[wo + p] = _ZERO
+        if bo >= 0:
+            for j in range(osz):
+                G[bo + j] = _ZERO
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            for j in range(osz):
+                dj = E[do + j]
+                g0 = wo + j * isz
+                for k in range(isz):
+                    G[g0 + k] = fma(dj, A[xo + k], G[g0 + k])
+                if bo >= 0:
+                    G[bo + j] = G[bo + j] + dj
+        if want_input:
+            for r in range(n):
+                eo = ain + r * isz
+                do = aout + r * osz
+                for k in range(isz):
+                    E[eo + k] = _ZERO
+                for j in range(osz):
+                    dj = E[do + j]
+                    w0 = wo + j * isz
+                    for k in range(isz):
+                        E[eo + k] = fma(dj, P[w0 + k], E[eo + k])
+    elif kind == K_CONV:
+        ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
+        oh, ow, nf = pr[C_OH], pr[C_OW], pr[C_OC]
+        K, S, pt, pl = pr[C_K], pr[C_S], pr[C_PT], pr[C_PL]
+        wo = pr[C_WOFF]
+        bo = pr[C_BOFF]
+        fan = K * K * ic
+        for p in range(nf * fan):
+            G[wo + p] = _ZERO
+        if bo >= 0:
+            for f in range(nf):
+                G[bo + f] = _ZERO
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            for i in range(oh):
+                for j in range(ow):
+                    for f in range(nf):
+                        d = E[do + (i * ow + j) * nf + f]
+                        g0 = wo + f * fan
+                        for kh in range(K):
+                            hh = i * S + kh - pt
+                            for kw in range(K):
+                                ww = j * S + kw - pl
+                                inb = 0 <= hh < ih and 0 <= ww < iw
+                                x0 = xo + (hh * iw + ww) * ic
+                                gk = g0 + (kh * K + kw) * ic
+                                for c in range(ic):
+                                    xv = A[x0 + c] if inb else _ZERO
+                                    G[gk + c] = fma(d, xv, G[gk + c])
+                        if bo >= 0:
+                            G[bo + f] = G[bo + f] + d
+        if want_input:
+            for r in range(n):
+                eo = ain + r * isz
+                do = aout + r * osz
+                for k in range(isz):
+                    E[eo + k] = _ZERO
+                for kh in range(K):
+                    for kw in range(K):
+                        for i in range(oh):
+                            hh = i * S + kh - pt
+                            if hh < 0 or hh >= ih:
+                                continue
+                            for j in range(ow):
+                                ww = j * S + kw - pl
+                                if ww < 0 or ww >= iw:
+                                    continue
+                                d0 = do + (i * ow + j) * nf
+                                e0 = eo + (hh * iw + ww) * ic
+                                for c in range(ic):
+                                    ep = _ZERO
+                                    for f in range(nf):
+                                        ep = fma(E[d0 + f], P[wo + ((f * K + kh) * K + kw) * ic + c], ep)
+                                    E[e0 + c] = E[e0 + c] + ep
+    elif not want_input:
+        return
+    elif kind == K_AVG or kind == K_MAX:
+        iw, ic = pr[C_IW], pr[C_IC]
+        oh, ow = pr[C_OH], pr[C_OW]
+        K = pr[C_K]
+        div = _F(K * K)
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            for k in range(isz):
+                E[xo + k] = _ZERO
+            for i in range(oh):
+                for j in range(ow):
+                    for c in range(ic):
+                        d = E[do + (i * ow + j) * ic + c]
+                        if kind == K_AVG:
+                            v = d / div
+                            for kh in range(K):
+                                for kw in range(K):
+                                    E[xo + ((i * K + kh) * iw + j * K + kw) * ic + c] = v
+                        else:
+                            best = xo + ((i * K) * iw + j * K) * ic + c
+                            mx = A[best]
+                            for kh in range(K):
+                                for kw in range(K):
+                                    q = xo + ((i * K + kh) * iw + j * K + kw) * ic + c
+                                    if A[q] > mx:
+                                        mx = A[q]
+                                        best = q
+                            E[best] = d
+    elif kind == K_GAP:
+        ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
+        div = _F(ih * iw)
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            for c in range(ic):
+                v = E[do + c] / div
+                for p in range(ih * iw):
+                    E[xo + p * ic + c] = v
+    elif kind == K_RELU:
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            for k in range(isz):
+                E[xo + k] = E[do + k] if A[xo + k] > _ZERO else _ZERO
+    else:  # flatten, identity
+        for r in range(n):
+            for k in range(isz):
+                E[ain + r * isz + k] = E[aout + r * osz + k]
+
+
+@jit
+def _forward(prog, P, A, n):
+    for l in range(prog.shape[0]):
+        pr = prog[l]
+        for r in range(n):
+            _fwd_row(pr, P, A, r)
+
+
+@jit
+def _logit(prog, P, A, X, row, nin):
+    """The output of the network on input row ``row`` of ``X`` (flat rows of ``nin``), through scratch row 0."""
+    a0 = prog[0, C_AIN]
+    for k in range(nin):
+        A[a0 + k] = X[row * nin + k]
+    _forward(prog, P, A, 1)
+    return A[prog[prog.shape[0] - 1, C_AOUT]]
+
+
+@jit
+def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+                keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, first, count, out0):
+    """Train runs ``first .. first+count-1`` (their initial parameters: rows ``out0 ..`` of ``P0``)."""
+    n_params = P0.shape[1]
+    m = ytr.shape[0]
+    nin = prog[0, C_ISZ]
+    nk = Xkey.shape[0] // nin
+    L = prog.shape[0]
+    aout = prog[L - 1, C_AOUT]
+    a0 = prog[0, C_AIN]
+    opt, loss_code, nesterov, batch_size, max_epochs, eaf0, min_ep0 = (
+        ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
+    lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
+                                        floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
+    nlr = -lr
+    B = min(m, batch_size)
+    n_words = keys.shape[1]
+    bpe = max((m - 1 + 3) // 4, 1)
+    P = np.empty(n_params, np.float32)
+    G = np.zeros(n_params, np.float32)
+    S1 = np.zeros(n_params, np.float32)
+    S2 = np.zeros(n_params, np.float32)
+    A = np.zeros(alen, np.float32)
+    E = np.zeros(alen, np.float32)
+    perm = np.empty(m, np.int64)
+    sw = np.empty(4 * bpe, np.uint32)
+    for s in range(count):
+        o = out0 + s
+        index = first + np.uint64(s)
+        for p in range(n_params):
+            P[p] = P0[o, p]
+            S1[p] = _ZERO
+            S2[p] = _ZERO
+        for w in range(n_words):
+            init_keys[o, w] = 0
+        for r in range(nk):
+            if _logit(prog, P, A, Xkey, r, nin) > _ZERO:
+                init_keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        min_ep = min_ep0
+        eaf = eaf0
+        if leak_w > 0:
+            wk = np.int64(index % np.uint64(leak_w))
+            if np.int64(index) > leak_from[wk]:
+                min_ep = max(min_ep0, leak_E[wk] + eaf0)
+                eaf = 0
+        b1t = _ONE
+        b2t = _ONE
+        ff = -1
+        st = 2
+        fitted = False
+        e = 0
+        lo32 = np.uint64(index) & _MASK32
+        hi32 = np.uint64(index) >> _S32
+        while e < max_epochs:
+            for jb in range(bpe):
+                c0, c1w, c2w, c3 = philox_block(np.uint64(e * bpe + jb), np.uint64(1), lo32, hi32, rk)
+                sw[4 * jb] = np.uint32(c0)
+                sw[4 * jb + 1] = np.uint32(c1w)
+                sw[4 * jb + 2] = np.uint32(c2w)
+                sw[4 * jb + 3] = np.uint32(c3)
+            for t in range(m):
+                perm[t] = t
+            for t in range(m - 1, 0, -1):
+                u = np.int64((np.uint64(sw[m - 1 - t]) * np.uint64(t + 1)) >> _S32)
+                tmp = perm[t]
+                perm[t] = perm[u]
+                perm[u] = tmp
+            e += 1
+            for a in range(0, m, B):
+                nb = B if a + B <= m else m - a
+                nbf = _F(nb)
+                for r in range(nb):
+                    row = perm[a + r]
+                    for k in range(nin):
+                        A[a0 + r * nin + k] = Xtr[row * nin + k]
+                _forward(prog, P, A, nb)
+                for r in range(nb):
+                    z = A[aout + r]
+                    y = ytr[perm[a + r]]
+                    if loss_code == 0:
+                        E[aout + r] = (sigmoid32(z) - y) / nbf
+                    else:
+                        E[aout + r] = (_TWO * (z - y)) / nbf
+                for l in range(L - 1, first_w - 1, -1):
+                    _bwd_layer(prog[l], P, G, A, E, nb, l > first_w)
+                if opt == _ADAM:
+                    b1t = b1t * b1
+                    b2t = b2t * b2
+                    bc1 = _ONE - b1t
+                    bc2 = _ONE - b2t
+                    for p in range(n_params):
+                        g = G[p]
+                        mm = fma(b1, S1[p], c1 * g)
+                        vv = fma(b2, S2[p], (c2 * g) * g)
+                        S1[p] = mm
+                        S2[p] = vv
+                        stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
+                        P[p] = fma(nlr, stp, P[p])
+                elif mu == _ZERO:
+                    for p in range(n_params):
+                        P[p] = fma(nlr, G[p], P[p])
+                else:
+                    for p in range(n_params):
+                        bf = fma(mu, S1[p], G[p])
+                        S1[p] = bf
+                        stp = fma(mu, bf, G[p]) if nesterov else bf
+                        P[p] = fma(nlr, stp, P[p])
+            fitted = True
+            for r in range(m):
+                if (_logit(prog, P, A, Xtr, r, nin) > thr) != (ytr[r] == _ONE):
+                    fitted = False
+                    break
+            if fitted:
+                if ff < 0:
+                    ff = e
+                if e - ff >= eaf and e >= min_ep:
+                    st = 0
+                    break
+        if st != 0:
+            st = 1 if fitted else 2
+        sl = _ZERO
+        for r in range(m):
+            z = _logit(prog, P, A, Xtr, r, nin)
+            if loss_code == 0:
+                sl = sl + softplus32(-z if ytr[r] == _ONE else z)
+            else:
+                dz = z - ytr[r]
+                sl = fma(dz, dz, sl)
+        losses[o] = sl / _F(m)
+        for w in range(n_words):
+            keys[o, w] = 0
+        for r in range(nk):
+            if _logit(prog, P, A, Xkey, r, nin) > _ZERO:
+                keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        status[o] = st
+        first_fit[o] = ff
+        epochs[o] = e
+        if want_params:
+            for p in range(n_params):
+                params_out[o, p] = P[p]
+
+
+@pjit
+def _train_lanes(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+                 keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, start, n, n_lanes):
+    per = (n + n_lanes - 1) // n_lanes
+    for lane in prange(n_lanes):
+        a = lane * per
+        b = min(n, a + per)
+        if b > a:
+            _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+                        keys, init_keys, status, first_fit, epochs, losses, params_out, want_params,
+                        start + np.uint64(a), b - a, a)
+
+
+class PreparedLayerTrain:
+    """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` for the generic layer trainer."""
+
+    def __init__(self, tp: Any):
+        from fastpoly.sgd.recipe import Recipe  # noqa: F401  (the recipe's arrays come from tp.recipe)
+
+        plan = tp.plan
+        arch = plan.mlp
+        self.tp = tp
+        self.arch = arch
+        self.rk = round_keys(check_seed(plan.seed))
+        m = int(plan.train_rows.size)
+        rows = max(1, min(m, int(tp.recipe.batch_size)))
+        self.prog, self.alen, self.first_w = compile_program(arch, rows)
+        X = np.asarray(plan.X, np.float32).reshape(plan.X.shape[0], -1)
+        self.Xtr = np.ascontiguousarray(X[plan.train_rows]).reshape(-1)
+        self.Xkey = np.ascontiguousarray(X[plan.key_rows]).reshape(-1)
+        self.ytr = np.ascontiguousarray(plan.train_labels, np.float32)
+        self.ints = tp.recipe.ints()
+        self.floats = tp.recipe.floats()
+        if int(self.ints[_RI_OPT]) not in (_SGD, _ADAM):
+            raise ValueError(f"the generic layer trainer has no optimizer {tp.recipe.optimizer!r} yet")
+        self.leak = tp.leak_arrays()
+        assert SGD_STREAM == 1 and blocks_per_epoch(2) == 1
+
+    def run(self, lo: int, hi: int, n_threads: int, params: bool = False) -> TrainBatch:
+        """Train runs ``lo .. hi-1`` on ``n_threads`` threads; a :class:`TrainBatch`."""
+        n = hi - lo
+        W = self.tp.plan.n_words
+        npar = int(self.arch.n_params)
+        keys = np.zeros((n, W), np.uint64)
+        init_keys = np.zeros((n, W), np.uint64)
+        status = np.zeros(n, np.int8)
+        first_fit = np.zeros(n, np.int32)
+        epochs = np.zeros(n, np.int32)
+        losses = np.zeros(n, np.float32)
+        pout = np.zeros((n if params else 1, npar), np.float32)
+        if n:
+            P0 = np.ascontiguousarray(self.arch.draw_params(self.tp.plan.seed, np.arange(lo, hi, dtype=np.uint64)),
+                                      np.float32)
+            lw, lE, lf = self.leak
+            n_lanes = max(1, min(n, 4 * n_threads))
+            _train_lanes(self.rk, self.prog, self.first_w, self.alen, P0, self.Xtr, self.ytr, self.Xkey,
+                         self.ints, self.floats, int(lw), lE, lf, keys, init_keys, status, first_fit, epochs,
+                         losses, pout, bool(params), np.uint64(lo), n, n_lanes)
+        return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
+
+
+def train_range_layers(tp: Any, lo: int, hi: int, params: bool = False, n_threads: int | None = None,
+                       prepared: PreparedLayerTrain | None = None) -> TrainBatch:
+    """Train runs ``lo .. hi-1`` with the generic layer kernel (bit-identical to the reference)."""
+    import numba
+
+    pt = prepared if prepared is not None else PreparedLayerTrain(tp)
+    return pt.run(int(lo), int(hi), n_threads or numba.get_num_threads(), params)
