@@ -3,7 +3,7 @@
 The fused MLP trainer (:mod:`fastpoly.backends.numba.train`) stays the fast path of dense
 networks; an architecture with any other layer (a 2-D convolution, average / max / global
 pooling, flatten) trains here.  The network is compiled into a *program*: one int64 row per
-layer (:data:`_COLS`: kind, input and output shapes, kernel, stride, padding, parameter
+layer (:data:`fastpoly.backends.layer_program.COLUMNS`: kind, input and output shapes, kernel, stride, padding, parameter
 offsets, buffer offsets), which one Numba kernel interprets per layer and per row.  Runs are
 parallel (``prange`` over contiguous lanes, like the MLP trainer); each lane trains its runs one
 after another with its own scratch (activations and errors of every layer for a minibatch).
@@ -17,9 +17,9 @@ Arithmetic: every sum keeps the order of the layers' NumPy references
 * Conv2D (a dense layer on patches, W of shape (F, K, K, C) row-major): ``z[i, j, f] = b[f]`` then
   ``fma(x[i*S+kh-pt, j*S+kw-pl, c], W[f, kh, kw, c], z)`` over ``(kh, kw, c)`` row-major, padding
   positions included as zeros; gradients over the patch rows ``(r, i, j)`` in row-major order
-  (padding zeros included); the input error of patch element ``(kh, kw, c)`` is
-  ``sum_f fma(d[r, i, j, f], W[f, kh, kw, c], .)`` (``f`` ascending, from 0), added into the input
-  position (from 0) for ``(kh, kw)`` row-major, then ``(i, j)`` row-major; padding positions dropped.
+  (padding zeros included); the input error starts at 0 and, for ``(kh, kw)`` row-major, then
+  ``f`` ascending, ``e[i*S+kh-pt, j*S+kw-pl, c] = fma(d[r, i, j, f], W[f, kh, kw, c], e)``
+  (errors landing in the padding are dropped).
 * AvgPool ``ap{K}``: ``s = 0; s = s + x`` over ``(kh, kw)`` row-major, ``s / float32(K*K)``; the
   error ``d / float32(K*K)`` to every window position (0 to positions no window covers).
 * MaxPool ``mp{K}``: the first maximum in row-major order (strict ``>``); the error goes to it.
@@ -37,6 +37,33 @@ from typing import Any
 import numpy as np
 
 from fastpoly.backends.base import TrainBatch
+from fastpoly.backends.layer_program import (
+    C_AIN,
+    C_AOUT,
+    C_BOFF,
+    C_IC,
+    C_IH,
+    C_ISZ,
+    C_IW,
+    C_K,
+    C_KIND,
+    C_OC,
+    C_OH,
+    C_OSZ,
+    C_OW,
+    C_PL,
+    C_PT,
+    C_S,
+    C_WOFF,
+    K_AVG,
+    K_CONV,
+    K_DENSE,
+    K_GAP,
+    K_MAX,
+    K_RELU,
+    compile_program,
+    is_generic,
+)
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import philox_block, round_keys
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
@@ -57,99 +84,6 @@ _RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k 
     "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
 _RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
     "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
-
-#: layer kind codes of the program
-K_DENSE, K_CONV, K_AVG, K_MAX, K_GAP, K_FLAT, K_RELU, K_IDENT = range(8)
-#: program columns
-_COLS = ("kind", "ih", "iw", "ic", "oh", "ow", "oc", "k", "s", "pt", "pl", "woff", "boff", "isz", "osz",
-         "ain", "aout")
-(C_KIND, C_IH, C_IW, C_IC, C_OH, C_OW, C_OC, C_K, C_S, C_PT, C_PL, C_WOFF, C_BOFF, C_ISZ, C_OSZ,
- C_AIN, C_AOUT) = range(len(_COLS))
-
-#: layer ``kind`` names of the network model -> program codes
-_KINDS = {"dense": K_DENSE, "conv2d": K_CONV, "conv": K_CONV, "avgpool": K_AVG, "avg_pool": K_AVG,
-          "maxpool": K_MAX, "max_pool": K_MAX, "gap": K_GAP, "globalavgpool": K_GAP,
-          "global_avg_pool": K_GAP, "flatten": K_FLAT}
-#: activations the generic trainer compiles (the others need the activation table's float32 ops)
-_ACTS = {"relu": K_RELU, "identity": K_IDENT}
-
-
-def _hwc(shape):
-    s = tuple(int(x) for x in shape)
-    return s if len(s) == 3 else (1, 1, int(np.prod(s)))
-
-
-def _attr(layer, *names):
-    for n in names:
-        if hasattr(layer, n):
-            return getattr(layer, n)
-    raise ValueError(f"layer {layer!r} lacks any of {names}")
-
-
-def is_generic(arch: Any) -> bool:
-    """True when ``arch`` has a layer other than dense and activation (it trains on this path)."""
-    return any(getattr(layer, "kind", "dense") not in ("dense", "activation") for layer in arch.layers)
-
-
-def compile_program(arch: Any, rows: int) -> tuple[np.ndarray, int, int]:
-    """The program of ``arch`` for scratch of ``rows`` rows: ``(prog, buffer length, first weighted layer)``.
-
-    Raises
-    ------
-    ValueError
-        A layer kind or activation the generic trainer does not compile.
-    """
-    slots = arch.param_blocks()
-    woff = {}
-    boff = {}
-    for s in slots:
-        (woff if s.block.name == "W" else boff)[s.layer] = s.offset
-    prog = np.zeros((len(arch.layers), len(_COLS)), np.int64)
-    a = 0
-    first_w = -1
-    for i, layer in enumerate(arch.layers):
-        ish, osh = arch.shapes[i], arch.shapes[i + 1]
-        ih, iw, ic = _hwc(ish)
-        oh, ow, oc = _hwc(osh)
-        isz, osz = ih * iw * ic, oh * ow * oc
-        row = prog[i]
-        kind = layer.kind
-        if kind == "activation":
-            if layer.name not in _ACTS:
-                raise ValueError(
-                    f"the generic layer trainer trains relu and identity networks, not {layer.name!r}")
-            code = _ACTS[layer.name]
-        elif kind in _KINDS:
-            code = _KINDS[kind]
-        else:
-            raise ValueError(f"the generic layer trainer has no layer kind {kind!r}")
-        row[C_KIND] = code
-        row[C_IH], row[C_IW], row[C_IC], row[C_OH], row[C_OW], row[C_OC] = ih, iw, ic, oh, ow, oc
-        row[C_WOFF] = woff.get(i, -1)
-        row[C_BOFF] = boff.get(i, -1)
-        if first_w < 0 and i in woff:
-            first_w = i
-        if code == K_CONV:
-            k = int(_attr(layer, "kernel", "kernel_size", "k"))
-            st = int(getattr(layer, "stride", 1))
-            pad = getattr(layer, "padding", "valid")
-            same = pad in ("same", True) or getattr(layer, "same", False) is True
-            pt = pl = 0
-            if same:
-                tot_h = max((oh - 1) * st + k - ih, 0)
-                tot_w = max((ow - 1) * st + k - iw, 0)
-                pt, pl = tot_h // 2, tot_w // 2
-            row[C_K], row[C_S], row[C_PT], row[C_PL] = k, st, pt, pl
-        elif code in (K_AVG, K_MAX):
-            k = int(_attr(layer, "pool", "kernel", "size", "k", "pool_size"))
-            row[C_K], row[C_S] = k, k
-        row[C_ISZ], row[C_OSZ] = isz, osz
-        row[C_AIN] = a
-        a += rows * isz
-        row[C_AOUT] = a
-    a += rows * 1
-    return prog, a, max(first_w, 0)
-
 
 # --- one layer, one row ------------------------------------------------------------------------------
 @jit
@@ -320,11 +254,11 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
                                     continue
                                 d0 = do + (i * ow + j) * nf
                                 e0 = eo + (hh * iw + ww) * ic
-                                for c in range(ic):
-                                    ep = _ZERO
-                                    for f in range(nf):
-                                        ep = fma(E[d0 + f], P[wo + ((f * K + kh) * K + kw) * ic + c], ep)
-                                    E[e0 + c] = E[e0 + c] + ep
+                                for f in range(nf):
+                                    df = E[d0 + f]
+                                    w0 = wo + ((f * K + kh) * K + kw) * ic
+                                    for c in range(ic):
+                                        E[e0 + c] = fma(df, P[w0 + c], E[e0 + c])
     elif not want_input:
         return
     elif kind == K_AVG or kind == K_MAX:
