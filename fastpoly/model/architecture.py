@@ -22,6 +22,35 @@ from fastpoly.stream.rng import stream_normals, stream_uniform_pm1
 __all__ = ["Architecture", "ParamSlot"]
 
 Shape = tuple[int, ...]
+
+
+def _truncated_units(seed: int, index: int, truncated: np.ndarray) -> np.ndarray:
+    """The unit draws of one sample when some parameters are truncated normals (``weights="truncated_normal"``).
+
+    The Philox rule: the sample's normals ``z_0, z_1, ...`` are consumed in order; parameter ``p``
+    takes the next unused normal, and when ``p`` is truncated, normals with ``|z| > 2`` are skipped
+    (redrawn) first.  Deterministic per ``(seed, index)``; untruncated parameters (biases) take the
+    next normal as it comes.
+    """
+    n = truncated.size
+    have = max(2 * n, 64)
+    while True:
+        z = stream_normals(seed, [index], have)[0]
+        out = np.empty(n, np.float32)
+        q = 0
+        for p in range(n):
+            if truncated[p]:
+                while q < have and abs(z[q]) > 2.0:
+                    q += 1
+            if q >= have:
+                break
+            out[p] = z[q]
+            q += 1
+        else:
+            return out
+        have *= 2
+
+
 class ParamSlot(NamedTuple):
     """Where a parameter block lives: layer index, block, offset in the flat parameter vector."""
 
@@ -150,16 +179,24 @@ class Architecture:
         """Parameter vectors (float32, ``(len(indices), n_params)``) of samples ``indices`` of stream ``seed``."""
         indices = np.asarray(indices, dtype=np.uint64).reshape(-1)
         n = self.n_params
-        z = stream_normals(seed, indices, n) if self.weights == "gaussian" else stream_uniform_pm1(seed, indices, n)
         scale = np.empty(n, dtype=np.float32)
+        trunc = np.zeros(n, dtype=bool)
         for s in self.param_blocks():
             scale[s.offset: s.offset + s.block.size] = s.block.scale
+            trunc[s.offset: s.offset + s.block.size] = s.block.truncated
+        if self.weights == "truncated_normal":
+            z = np.stack([_truncated_units(seed, int(i), trunc) for i in indices]) if indices.size else \
+                np.zeros((0, n), np.float32)
+        elif self.weights == "gaussian":
+            z = stream_normals(seed, indices, n)
+        else:
+            z = stream_uniform_pm1(seed, indices, n)
         return (z * scale).astype(np.float32)
 
     def forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """``(inputs of every layer, output)`` of the network ``theta`` on the rows ``X`` (reference)."""
         params = self.split_params(theta)
-        hs, h = [], X
+        hs, h = [], X.reshape((X.shape[0],) + self.input_shape)
         for layer, p in zip(self.layers, params):
             hs.append(h)
             h = layer.forward(p, h)

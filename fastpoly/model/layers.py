@@ -37,7 +37,9 @@ __all__ = ["Activation", "Dense", "Init", "Layer", "NNGPState", "ParamBlock", "l
 F = np.float32
 Shape = tuple[int, ...]
 
-WEIGHT_DISTRIBUTIONS = ("gaussian", "uniform")
+WEIGHT_DISTRIBUTIONS = ("gaussian", "uniform", "truncated_normal")
+#: Keras' std correction of a unit normal truncated at +-2 (the std of N(0, 1) | |z| <= 2)
+TRUNCATED_STD = 0.87962566103423978
 BIAS_SCALINGS = ("none", "fan_in")
 
 
@@ -64,9 +66,12 @@ class Init:
 
     Parameters
     ----------
-    weights : {"gaussian", "uniform"}
+    weights : {"gaussian", "uniform", "truncated_normal"}
         ``gaussian``: ``W ~ N(0, sigma_w**2 / fan_in)``; ``uniform``: the same variance,
-        ``U(+-sqrt(3) sigma_w / sqrt(fan_in))``.  Biases follow the same family.
+        ``U(+-sqrt(3) sigma_w / sqrt(fan_in))`` (biases follow the same family);
+        ``truncated_normal``: Keras ``VarianceScaling(sigma_w**2, "fan_in", "truncated_normal")``,
+        a unit normal truncated at +-2 (redrawn) times ``sigma_w / sqrt(fan_in) / 0.8796...``
+        (biases stay untruncated gaussian; draw rule in :meth:`Architecture.draw_params`).
     sigma_w, sigma_b : float
         Weight and bias scales (default 1, the anchors' "LeCun with unit bias").
     bias_scaling : {"none", "fan_in"}
@@ -102,6 +107,8 @@ class Init:
         """
         k = math.sqrt(3.0) if self.weights == "uniform" else 1.0
         ws = k * self.sigma_w / math.sqrt(fan_in)
+        if self.weights == "truncated_normal":
+            ws = ws / TRUNCATED_STD
         bs = k * self.sigma_b / (math.sqrt(fan_in) if self.bias_scaling == "fan_in" else 1.0)
         return np.float32(ws), np.float32(bs)
 
@@ -118,12 +125,16 @@ class Init:
 
 
 class ParamBlock(NamedTuple):
-    """One parameter array of a layer: drawn as ``float32(z * scale)`` from ``prod(shape)`` unit draws."""
+    """One parameter array of a layer: drawn as ``float32(z * scale)`` from ``prod(shape)`` unit draws.
+
+    ``truncated``: the unit draws are normals truncated at +-2 (``weights="truncated_normal"``).
+    """
 
     name: str
     shape: Shape
     fan_in: int
     scale: np.float32
+    truncated: bool = False
 
     @property
     def size(self) -> int:
@@ -230,7 +241,7 @@ class Dense:
         """``W`` (units, fan_in), then ``b`` (units,) when the init has biases."""
         fan_in = _size(in_shape)
         ws, bs = self.init.scales(fan_in)
-        blocks = [ParamBlock("W", (self.units, fan_in), fan_in, ws)]
+        blocks = [ParamBlock("W", (self.units, fan_in), fan_in, ws, self.init.weights == "truncated_normal")]
         if self.init.bias:
             blocks.append(ParamBlock("b", (self.units,), fan_in, bs))
         return tuple(blocks)
@@ -263,7 +274,7 @@ class Dense:
 
     def nngp(self, state: NNGPState, in_shape: Shape) -> NNGPState:
         """``s_b**2 + sigma_w**2 K / n``, exactly symmetric, with the exact diagonal."""
-        if self.init.weights != "gaussian":
+        if self.init.weights == "uniform":
             raise ValueError(
                 "the NNGP kernel needs gaussian weights: with uniform weights the first layer's "
                 "pre-activations are not Gaussian at any width"

@@ -78,6 +78,11 @@ class MLP(Architecture):
         hidden = tuple(_check_width(h, "hidden width") for h in hidden)
         check_supported(activation, "sample")  # the activation table's message lists the valid ones
         init = Init(weights, sigma_w, sigma_b, bias_scaling, bias)
+        if init.weights == "truncated_normal":
+            raise ValueError(
+                "an MLP draws gaussian or uniform weights; for truncated-normal weights build a generic "
+                "architecture: fastpoly.model.parse('7-40-40-1', weights='truncated_normal')"
+            )
         layers: list[Any] = []
         for h in hidden:
             layers += [Dense(h, init), Activation(activation)]

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from fastpoly.model.architecture import Architecture
+from fastpoly.model.conv import AvgPool, Conv2D, Flatten, GlobalAvgPool, MaxPool
 from fastpoly.model.layers import Activation, Dense, Init
 from fastpoly.model.mlp import MLP, mlp_from_dict
 
-__all__ = ["TOKENS", "architecture_from_dict", "as_architecture", "parse", "register_token"]
+__all__ = ["TOKENS", "architecture_from_dict", "as_architecture", "assemble", "parse", "register_token"]
 
 #: a token's factory: ``(regex match, init) -> layer``
 TokenFactory = Callable[["re.Match[str]", Init], Any]
@@ -44,6 +45,35 @@ def register_token(pattern: str, factory: TokenFactory, example: str) -> None:
 
 
 register_token(r"\d+", lambda m, init: Dense(int(m[0]), init), "40")
+register_token(
+    r"c(\d+)k(\d+)(?:s(\d+))?(p?)",
+    lambda m, init: Conv2D(int(m[1]), int(m[2]), int(m[3] or 1), "same" if m[4] else "valid", init),
+    "c16k3[s2][p]",
+)
+register_token(r"ap(\d+)", lambda m, init: AvgPool(int(m[1])), "ap2")
+register_token(r"mp(\d+)", lambda m, init: MaxPool(int(m[1])), "mp2")
+register_token(r"gap", lambda m, init: GlobalAvgPool(), "gap")
+register_token(r"flatten", lambda m, init: Flatten(), "flatten")
+
+
+def assemble(input_shape: tuple[int, ...], weighted: list[Any], activation: str) -> list[Any]:
+    """The layer list of a parsed string.
+
+    ``Flatten`` before a dense layer on images; the activation after every activated (weighted)
+    layer but the last one.
+    """
+    last = max((i for i, x in enumerate(weighted) if x.activated), default=-1)
+    layers: list[Any] = []
+    shape = tuple(input_shape)
+    for i, x in enumerate(weighted):
+        if isinstance(x, Dense) and len(shape) != 1:
+            layers.append(Flatten())
+            shape = layers[-1].out_shape(shape)
+        layers.append(x)
+        shape = x.out_shape(shape)
+        if x.activated and i < last:
+            layers.append(Activation(activation))
+    return layers
 
 _INPUT = re.compile(r"(\d+)(?:x(\d+)x(\d+))?")
 
@@ -64,7 +94,9 @@ def parse(spec: str, activation: str = "relu", **init: Any) -> Architecture:
     ----------
     spec : str
         ``input-layer-...-layer``: the input ``n`` or ``HxWxC``, then registered layer tokens
-        (:data:`TOKENS`; today: a bare number = a dense layer).  The last layer has one unit.
+        (:data:`TOKENS`): a bare number = a dense layer, ``c{F}k{K}[s{S}][p]`` a convolution,
+        ``ap{K}`` / ``mp{K}`` pooling, ``gap`` global average pooling, ``flatten`` (implied
+        before the first dense layer on images).  The output has one unit.
     activation : str
         The hidden activation, inserted after every weighted layer but the last.
     **init
@@ -99,16 +131,15 @@ def parse(spec: str, activation: str = "relu", **init: Any) -> Architecture:
             raise ValueError(
                 f"unknown layer token {t!r} in {spec!r}; known: " + ", ".join(x.example for x in TOKENS)
             )
-    if len(shape) == 1 and all(isinstance(x, Dense) for x in weighted):
+    if len(shape) == 1 and all(isinstance(x, Dense) for x in weighted) and ini.weights != "truncated_normal":
         if weighted[-1].units != 1:
             raise ValueError(f"the output width must be 1 (one output bit per input), got {spec!r}")
         return MLP(shape[0], tuple(x.units for x in weighted[:-1]), activation=activation, **init)
-    layers: list[Any] = []
-    for i, x in enumerate(weighted):
-        layers.append(x)
-        if x.activated and i < len(weighted) - 1:
-            layers.append(Activation(activation))
-    return Architecture(shape, layers)
+    Activation(activation)  # an unknown activation name: the table's message
+    try:
+        return Architecture(shape, assemble(shape, weighted, activation))
+    except ValueError as e:
+        raise ValueError(f"architecture {spec!r}: {e}") from None
 
 
 def architecture_from_dict(d: dict[str, Any]) -> Architecture:
