@@ -109,22 +109,24 @@ def _fwd_row(pr, P, A, r):
         K, S, pt, pl = pr[C_K], pr[C_S], pr[C_PT], pr[C_PL]
         wo = pr[C_WOFF]
         bo = pr[C_BOFF]
+        fan = K * K * ic
         for i in range(oh):
             for j in range(ow):
+                # the filters' sums side by side (each in its own (kh, kw, c) order)
+                y0 = yo + (i * ow + j) * nf
                 for f in range(nf):
-                    z = P[bo + f] if bo >= 0 else _ZERO
-                    w0 = wo + f * K * K * ic
-                    for kh in range(K):
-                        hh = i * S + kh - pt
-                        for kw in range(K):
-                            ww = j * S + kw - pl
-                            inb = 0 <= hh < ih and 0 <= ww < iw
-                            x0 = xo + (hh * iw + ww) * ic
-                            wk = w0 + (kh * K + kw) * ic
-                            for c in range(ic):
-                                xv = A[x0 + c] if inb else _ZERO
-                                z = fma(xv, P[wk + c], z)
-                    A[yo + (i * ow + j) * nf + f] = z
+                    A[y0 + f] = P[bo + f] if bo >= 0 else _ZERO
+                for kh in range(K):
+                    hh = i * S + kh - pt
+                    for kw in range(K):
+                        ww = j * S + kw - pl
+                        inb = 0 <= hh < ih and 0 <= ww < iw
+                        x0 = xo + (hh * iw + ww) * ic
+                        for c in range(ic):
+                            xv = A[x0 + c] if inb else _ZERO
+                            wk = wo + (kh * K + kw) * ic + c
+                            for f in range(nf):
+                                A[y0 + f] = fma(xv, P[wk + f * fan], A[y0 + f])
     elif kind == K_AVG or kind == K_MAX:
         iw, ic = pr[C_IW], pr[C_IC]
         oh, ow = pr[C_OH], pr[C_OW]
@@ -221,42 +223,43 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
             do = aout + r * osz
             for i in range(oh):
                 for j in range(ow):
-                    for f in range(nf):
-                        d = E[do + (i * ow + j) * nf + f]
-                        g0 = wo + f * fan
-                        for kh in range(K):
-                            hh = i * S + kh - pt
-                            for kw in range(K):
-                                ww = j * S + kw - pl
-                                inb = 0 <= hh < ih and 0 <= ww < iw
-                                x0 = xo + (hh * iw + ww) * ic
-                                gk = g0 + (kh * K + kw) * ic
-                                for c in range(ic):
-                                    xv = A[x0 + c] if inb else _ZERO
-                                    G[gk + c] = fma(d, xv, G[gk + c])
-                        if bo >= 0:
-                            G[bo + f] = G[bo + f] + d
+                    d0 = do + (i * ow + j) * nf
+                    for kh in range(K):
+                        hh = i * S + kh - pt
+                        for kw in range(K):
+                            ww = j * S + kw - pl
+                            inb = 0 <= hh < ih and 0 <= ww < iw
+                            x0 = xo + (hh * iw + ww) * ic
+                            for c in range(ic):
+                                xv = A[x0 + c] if inb else _ZERO
+                                gk = wo + (kh * K + kw) * ic + c
+                                for f in range(nf):
+                                    G[gk + f * fan] = fma(E[d0 + f], xv, G[gk + f * fan])
+                    if bo >= 0:
+                        for f in range(nf):
+                            G[bo + f] = G[bo + f] + E[d0 + f]
         if want_input:
             for r in range(n):
                 eo = ain + r * isz
                 do = aout + r * osz
                 for k in range(isz):
                     E[eo + k] = _ZERO
+                # per input element the order is (kh, kw) then f; for one (kh, kw, f) the output
+                # positions (i, j) reach distinct input elements, so they run side by side
                 for kh in range(K):
                     for kw in range(K):
-                        for i in range(oh):
-                            hh = i * S + kh - pt
-                            if hh < 0 or hh >= ih:
-                                continue
-                            for j in range(ow):
-                                ww = j * S + kw - pl
-                                if ww < 0 or ww >= iw:
+                        for f in range(nf):
+                            w0 = wo + ((f * K + kh) * K + kw) * ic
+                            for i in range(oh):
+                                hh = i * S + kh - pt
+                                if hh < 0 or hh >= ih:
                                     continue
-                                d0 = do + (i * ow + j) * nf
-                                e0 = eo + (hh * iw + ww) * ic
-                                for f in range(nf):
-                                    df = E[d0 + f]
-                                    w0 = wo + ((f * K + kh) * K + kw) * ic
+                                for j in range(ow):
+                                    ww = j * S + kw - pl
+                                    if ww < 0 or ww >= iw:
+                                        continue
+                                    df = E[do + (i * ow + j) * nf + f]
+                                    e0 = eo + (hh * iw + ww) * ic
                                     for c in range(ic):
                                         E[e0 + c] = fma(df, P[w0 + c], E[e0 + c])
     elif not want_input:
