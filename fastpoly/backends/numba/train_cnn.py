@@ -66,6 +66,7 @@ from fastpoly.backends.layer_program import (
 )
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import philox_block, round_keys
+from fastpoly.backends.numba.train_tiles import ACT_NONE, INIT_VEC, INIT_ZERO, VW, tiles
 from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
 from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
@@ -167,7 +168,7 @@ def _fwd_row(pr, P, A, r):
 
 
 @jit
-def _bwd_layer(pr, P, G, A, E, n, want_input):
+def _bwd_layer(pr, P, G, A, E, n, want_input, want_grads):
     """Layer ``pr`` backward on rows ``0 .. n-1``: its gradients into ``G`` and (if asked) the input error.
 
     The output error of row ``r`` is ``E[aout + r*osz ..]``, the input error ``E[ain + r*isz ..]``.
@@ -213,12 +214,12 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
         wo = pr[C_WOFF]
         bo = pr[C_BOFF]
         fan = K * K * ic
-        for p in range(nf * fan):
+        for p in range(nf * fan if want_grads else 0):
             G[wo + p] = _ZERO
-        if bo >= 0:
+        if bo >= 0 and want_grads:
             for f in range(nf):
                 G[bo + f] = _ZERO
-        for r in range(n):
+        for r in range(n if want_grads else 0):
             xo = ain + r * isz
             do = aout + r * osz
             for i in range(oh):
@@ -315,26 +316,121 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
                 E[ain + r * isz + k] = E[aout + r * osz + k]
 
 
+# --- convolutions as register tiles (the fast path of K_CONV) ----------------------------------------
+# Per lane: WT (per conv layer its W transposed, fan rows of Fp = ceil8(F) floats, pads +0), BT (its
+# bias, Fp floats), PT (the patches of the rows, fan floats each, padding zeros included), Z and Dp
+# (rows x Fp: pre-activations / output errors with padded rows), GT (fan x Fp) and GB (Fp): the
+# gradients before they go back to the parameter order.  Every sum is one tile lane: the order of
+# the scalar rule above (fan-in (kh, kw, c) ascending; patch rows (r, i, j) ascending).
 @jit
-def _forward(prog, P, A, n):
+def _patches(pr, A, n, PT):
+    ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
+    oh, ow = pr[C_OH], pr[C_OW]
+    K, S, pt, pl = pr[C_K], pr[C_S], pr[C_PT], pr[C_PL]
+    isz = pr[C_ISZ]
+    fan = K * K * ic
+    q = 0
+    for r in range(n):
+        xo = pr[C_AIN] + r * isz
+        for i in range(oh):
+            for j in range(ow):
+                for kh in range(K):
+                    hh = i * S + kh - pt
+                    for kw in range(K):
+                        ww = j * S + kw - pl
+                        if 0 <= hh < ih and 0 <= ww < iw:
+                            x0 = xo + (hh * iw + ww) * ic
+                            for c in range(ic):
+                                PT[q + c] = A[x0 + c]
+                        else:
+                            for c in range(ic):
+                                PT[q + c] = _ZERO
+                        q += ic
+    return fan
+
+
+@jit
+def _refresh_conv(prog, cofs, P, WT, BT):
+    """WT / BT from the parameters (after every update)."""
+    for l in range(prog.shape[0]):
+        if cofs[l, 0] >= 0:
+            pr = prog[l]
+            nf = pr[C_OC]
+            fan = pr[C_K] * pr[C_K] * pr[C_IC]
+            fp = cofs[l, 2]
+            wo = pr[C_WOFF]
+            for f in range(nf):
+                for k in range(fan):
+                    WT[cofs[l, 0] + k * fp + f] = P[wo + f * fan + k]
+            if pr[C_BOFF] >= 0:
+                for f in range(nf):
+                    BT[cofs[l, 1] + f] = P[pr[C_BOFF] + f]
+
+
+@jit
+def _conv_fwd_tiles(pr, cw, A, n, S):
+    WT, BT, PT, Z = S[0], S[1], S[2], S[3]
+    fan = _patches(pr, A, n, PT)
+    nf = pr[C_OC]
+    fp = cw[2]
+    rows = n * pr[C_OH] * pr[C_OW]
+    init = INIT_VEC if pr[C_BOFF] >= 0 else INIT_ZERO
+    tiles(PT, 0, fan, 1, WT, cw[0], fp, fan, Z, 0, fp, BT, cw[1], Z, init, ACT_NONE, rows, fp // VW)
+    yo = pr[C_AOUT]
+    for q in range(rows):
+        for f in range(nf):
+            A[yo + q * nf + f] = Z[q * fp + f]
+
+
+@jit
+def _conv_grad_tiles(pr, cw, G, A, E, n, S, ones):
+    PT, Dp, GT, GB = S[2], S[4], S[5], S[6]
+    fan = _patches(pr, A, n, PT)
+    nf = pr[C_OC]
+    fp = cw[2]
+    rows = n * pr[C_OH] * pr[C_OW]
+    do = pr[C_AOUT]
+    for q in range(rows):
+        for f in range(nf):
+            Dp[q * fp + f] = E[do + q * nf + f]
+        for f in range(nf, fp):
+            Dp[q * fp + f] = _ZERO
+    # gW[f, k] = sum over patch rows q (in order) of d[q, f] * patch[q, k]: tile rows k, lanes f
+    tiles(PT, 0, 1, fan, Dp, 0, fp, rows, GT, 0, fp, GT, 0, GT, INIT_ZERO, ACT_NONE, fan, fp // VW)
+    wo = pr[C_WOFF]
+    for f in range(nf):
+        for k in range(fan):
+            G[wo + f * fan + k] = GT[k * fp + f]
+    bo = pr[C_BOFF]
+    if bo >= 0:
+        # gb[f] = ((0 + d[0, f]) + d[1, f]) + ...: fma(1, d, s) == s + d exactly
+        tiles(ones, 0, 0, 0, Dp, 0, fp, rows, GB, 0, 0, GB, 0, GB, INIT_ZERO, ACT_NONE, 1, fp // VW)
+        for f in range(nf):
+            G[bo + f] = GB[f]
+
+
+@jit
+def _forward(prog, cofs, P, A, n, S):
     for l in range(prog.shape[0]):
         pr = prog[l]
-        for r in range(n):
-            _fwd_row(pr, P, A, r)
+        if cofs[l, 0] >= 0:
+            _conv_fwd_tiles(pr, cofs[l], A, n, S)
+        else:
+            for r in range(n):
+                _fwd_row(pr, P, A, r)
 
 
 @jit
-def _logit(prog, P, A, X, row, nin):
-    """The output of the network on input row ``row`` of ``X`` (flat rows of ``nin``), through scratch row 0."""
+def _eval_block(prog, cofs, P, A, X, r0, n, nin, S):
+    """Forward rows ``r0 .. r0+n-1`` of ``X`` (flat rows of ``nin``) through scratch rows ``0 .. n-1``."""
     a0 = prog[0, C_AIN]
-    for k in range(nin):
-        A[a0 + k] = X[row * nin + k]
-    _forward(prog, P, A, 1)
-    return A[prog[prog.shape[0] - 1, C_AOUT]]
+    for k in range(n * nin):
+        A[a0 + k] = X[r0 * nin + k]
+    _forward(prog, cofs, P, A, n, S)
 
 
 @jit
-def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+def _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
                 keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, first, count, out0):
     """Train runs ``first .. first+count-1`` (their initial parameters: rows ``out0 ..`` of ``P0``)."""
     n_params = P0.shape[1]
@@ -350,6 +446,7 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
                                         floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
     nlr = -lr
     B = min(m, batch_size)
+    cap = B  # rows of the scratch (compile_program's rows)
     n_words = keys.shape[1]
     bpe = max((m - 1 + 3) // 4, 1)
     P = np.empty(n_params, np.float32)
@@ -358,6 +455,11 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
     S2 = np.zeros(n_params, np.float32)
     A = np.zeros(alen, np.float32)
     E = np.zeros(alen, np.float32)
+    S = (np.zeros(max(csz[0], 1), np.float32), np.zeros(max(csz[1], VW), np.float32),
+         np.zeros(max(csz[2], 1), np.float32), np.zeros(max(csz[3], 1), np.float32),
+         np.zeros(max(csz[3], 1), np.float32), np.zeros(max(csz[4], 1), np.float32),
+         np.zeros(max(csz[5], VW), np.float32))
+    ones = np.ones(1, np.float32)
     perm = np.empty(m, np.int64)
     sw = np.empty(4 * bpe, np.uint32)
     for s in range(count):
@@ -367,11 +469,15 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
             P[p] = P0[o, p]
             S1[p] = _ZERO
             S2[p] = _ZERO
+        _refresh_conv(prog, cofs, P, S[0], S[1])
         for w in range(n_words):
             init_keys[o, w] = 0
-        for r in range(nk):
-            if _logit(prog, P, A, Xkey, r, nin) > _ZERO:
-                init_keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, cap):
+            nn = min(cap, nk - r0)
+            _eval_block(prog, cofs, P, A, Xkey, r0, nn, nin, S)
+            for r in range(nn):
+                if A[aout + r] > _ZERO:
+                    init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         min_ep = min_ep0
         eaf = eaf0
         if leak_w > 0:
@@ -409,7 +515,7 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
                     row = perm[a + r]
                     for k in range(nin):
                         A[a0 + r * nin + k] = Xtr[row * nin + k]
-                _forward(prog, P, A, nb)
+                _forward(prog, cofs, P, A, nb, S)
                 for r in range(nb):
                     z = A[aout + r]
                     y = ytr[perm[a + r]]
@@ -418,7 +524,12 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
                     else:
                         E[aout + r] = (_TWO * (z - y)) / nbf
                 for l in range(L - 1, first_w - 1, -1):
-                    _bwd_layer(prog[l], P, G, A, E, nb, l > first_w)
+                    if cofs[l, 0] >= 0:  # the gradients by tiles, the input error by the scalar rule
+                        _conv_grad_tiles(prog[l], cofs[l], G, A, E, nb, S, ones)
+                        if l > first_w:
+                            _bwd_layer(prog[l], P, G, A, E, nb, True, False)
+                    else:
+                        _bwd_layer(prog[l], P, G, A, E, nb, l > first_w, True)
                 if opt == _ADAM:
                     b1t = b1t * b1
                     b2t = b2t * b2
@@ -441,10 +552,17 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
                         S1[p] = bf
                         stp = fma(mu, bf, G[p]) if nesterov else bf
                         P[p] = fma(nlr, stp, P[p])
+                _refresh_conv(prog, cofs, P, S[0], S[1])
+            # the fit check, ``cap`` train points at a time; the first miss ends it (same answer)
             fitted = True
-            for r in range(m):
-                if (_logit(prog, P, A, Xtr, r, nin) > thr) != (ytr[r] == _ONE):
-                    fitted = False
+            for r0 in range(0, m, cap):
+                nn = min(cap, m - r0)
+                _eval_block(prog, cofs, P, A, Xtr, r0, nn, nin, S)
+                for r in range(nn):
+                    if (A[aout + r] > thr) != (ytr[r0 + r] == _ONE):
+                        fitted = False
+                        break
+                if not fitted:
                     break
             if fitted:
                 if ff < 0:
@@ -455,19 +573,25 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
         if st != 0:
             st = 1 if fitted else 2
         sl = _ZERO
-        for r in range(m):
-            z = _logit(prog, P, A, Xtr, r, nin)
-            if loss_code == 0:
-                sl = sl + softplus32(-z if ytr[r] == _ONE else z)
-            else:
-                dz = z - ytr[r]
-                sl = fma(dz, dz, sl)
+        for r0 in range(0, m, cap):
+            nn = min(cap, m - r0)
+            _eval_block(prog, cofs, P, A, Xtr, r0, nn, nin, S)
+            for r in range(nn):
+                z = A[aout + r]
+                if loss_code == 0:
+                    sl = sl + softplus32(-z if ytr[r0 + r] == _ONE else z)
+                else:
+                    dz = z - ytr[r0 + r]
+                    sl = fma(dz, dz, sl)
         losses[o] = sl / _F(m)
         for w in range(n_words):
             keys[o, w] = 0
-        for r in range(nk):
-            if _logit(prog, P, A, Xkey, r, nin) > _ZERO:
-                keys[o, r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        for r0 in range(0, nk, cap):
+            nn = min(cap, nk - r0)
+            _eval_block(prog, cofs, P, A, Xkey, r0, nn, nin, S)
+            for r in range(nn):
+                if A[aout + r] > _ZERO:
+                    keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         status[o] = st
         first_fit[o] = ff
         epochs[o] = e
@@ -477,16 +601,40 @@ def _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_
 
 
 @pjit
-def _train_lanes(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+def _train_lanes(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
                  keys, init_keys, status, first_fit, epochs, losses, params_out, want_params, start, n, n_lanes):
     per = (n + n_lanes - 1) // n_lanes
     for lane in prange(n_lanes):
         a = lane * per
         b = min(n, a + per)
         if b > a:
-            _train_lane(rk, prog, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
+            _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, floats, leak_w, leak_E, leak_from,
                         keys, init_keys, status, first_fit, epochs, losses, params_out, want_params,
                         start + np.uint64(a), b - a, a)
+
+
+def conv_scratch(prog: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cofs, csz)`` of the tile path of the convolutions.
+
+    ``cofs``: per layer ``(WT offset, BT offset, Fp)`` (``-1`` for layers that are not
+    convolutions); ``csz``: the lengths of WT, BT, PT, Z (= Dp), GT, GB.
+    """
+    cofs = np.full((prog.shape[0], 3), -1, np.int64)
+    nwt = nbt = npt = nz = ngt = ngb = 0
+    for l, pr in enumerate(prog):
+        if pr[C_KIND] != K_CONV:
+            continue
+        fan = int(pr[C_K] * pr[C_K] * pr[C_IC])
+        fp = (int(pr[C_OC]) + VW - 1) // VW * VW
+        pos = int(rows * pr[C_OH] * pr[C_OW])
+        cofs[l] = (nwt, nbt, fp)
+        nwt += fan * fp
+        nbt += fp
+        npt = max(npt, pos * fan)
+        nz = max(nz, pos * fp)
+        ngt = max(ngt, fan * fp)
+        ngb = max(ngb, fp)
+    return cofs, np.array([nwt, nbt, npt, nz, ngt, ngb], np.int64)
 
 
 class PreparedLayerTrain:
@@ -503,6 +651,7 @@ class PreparedLayerTrain:
         m = int(plan.train_rows.size)
         rows = max(1, min(m, int(tp.recipe.batch_size)))
         self.prog, self.alen, self.first_w = compile_program(arch, rows)
+        self.cofs, self.csz = conv_scratch(self.prog, rows)
         X = np.asarray(plan.X, np.float32).reshape(plan.X.shape[0], -1)
         self.Xtr = np.ascontiguousarray(X[plan.train_rows]).reshape(-1)
         self.Xkey = np.ascontiguousarray(X[plan.key_rows]).reshape(-1)
@@ -531,7 +680,7 @@ class PreparedLayerTrain:
                                       np.float32)
             lw, lE, lf = self.leak
             n_lanes = max(1, min(n, 4 * n_threads))
-            _train_lanes(self.rk, self.prog, self.first_w, self.alen, P0, self.Xtr, self.ytr, self.Xkey,
+            _train_lanes(self.rk, self.prog, self.cofs, self.csz, self.first_w, self.alen, P0, self.Xtr, self.ytr, self.Xkey,
                          self.ints, self.floats, int(lw), lE, lf, keys, init_keys, status, first_fit, epochs,
                          losses, pout, bool(params), np.uint64(lo), n, n_lanes)
         return TrainBatch(lo, hi, keys, init_keys, status, first_fit, epochs, losses, pout if params else None)
