@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.arch import MLP
 from fastpoly.backends import get_backend
 from fastpoly.backends.base import check_range
 from fastpoly.counts.store import FunctionCounts
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.network import Network, resolve_dtype
 from fastpoly.plan import make_plan
 from fastpoly.run.checkpoint import Checkpoint, CheckpointError, job_of
@@ -300,7 +300,7 @@ def resume(directory: str | os.PathLike[str], backend: Any = "auto", **kwargs: A
     options = RunOptions.build(stop - start, start, checkpoint=directory, resume=True, **kwargs)
     annotations = job.get("annotations")
     if est in ("prior", "posterior"):
-        plan: Any = make_plan(MLP.from_dict(job["compat"]["arch"]), ck.X, job["seed"], ck.train_set())
+        plan: Any = make_plan(architecture_from_dict(job["compat"]["arch"]), ck.X, job["seed"], ck.train_set())
     elif est == "psgd":
         from fastpoly.sgd.api import TrainBackend  # light until needed: training pulls in its trainers
         from fastpoly.sgd.plan import TrainPlan

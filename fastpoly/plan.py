@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastpoly.activations import SAMPLER_CODES
+from fastpoly.activations import SAMPLER_CODES, check_supported
+from fastpoly.model.architecture import Architecture
 from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs, boolean_inputs, check_input_rows
 from fastpoly.model.mlp import MLP
 from fastpoly.model.spec import as_architecture
 from fastpoly.stream.rng import check_seed
 
 __all__ = ["SamplerPlan", "make_plan", "check_inputs", "check_train", "as_mlp", "inputs_digest", "check_memory",
-           "physical_memory"]
+           "physical_memory", "as_rows"]
 
 
 def as_mlp(arch: MLP | str) -> MLP:
@@ -29,6 +30,22 @@ def as_mlp(arch: MLP | str) -> MLP:
     if not isinstance(a, MLP):
         raise ValueError(f"the sampler handles fully connected architectures (MLP) only, got {a.spec!r}")
     return a
+
+
+def as_rows(X: ArrayLike, arch: Architecture) -> ArrayLike:
+    """Images ``(N, H, W, C)`` (the architecture's input shape) as flat rows ``(N, H*W*C)``, row-major.
+
+    Flat rows and anything else are returned as given (:func:`check_inputs` validates them).
+    """
+    a = np.asarray(X)
+    if a.ndim > 2:
+        if a.shape[1:] != tuple(arch.input_shape):
+            raise ValueError(
+                f"input images must have shape (N, {', '.join(map(str, arch.input_shape))}) for architecture "
+                f"{arch.spec!r} (or be flat rows (N, {arch.n_inputs})), got {a.shape}"
+            )
+        return a.reshape(a.shape[0], -1)
+    return X
 
 
 def check_inputs(X: ArrayLike, n_inputs: int) -> np.ndarray:
@@ -101,8 +118,12 @@ def check_memory(mlp, m, limit=None):
     limit : int or None
         Bytes available (default: the machine's RAM; no check if unknown).
     """
-    w = mlp.widths
-    need = 4 * (mlp.n_params + int(m) * max(a + b for a, b in zip(w[:-1], w[1:])))
+    if isinstance(mlp, MLP):
+        w = mlp.widths
+        need = 4 * (mlp.n_params + int(m) * max(a + b for a, b in zip(w[:-1], w[1:])))
+    else:  # any architecture: its parameters and two consecutive layer outputs on every row
+        sizes = [int(np.prod(s, dtype=object)) for s in mlp.shapes]
+        need = 4 * (mlp.n_params + int(m) * max(a + b for a, b in zip(sizes[:-1], sizes[1:])))
     limit = physical_memory() if limit is None else limit
     if limit is not None and need > limit:
         raise ValueError(
@@ -127,8 +148,11 @@ class SamplerPlan:
 
     Attributes
     ----------
-    mlp : MLP
+    mlp : Architecture
+        The architecture: an :class:`MLP` (the fused fully connected kernels) or any
+        :class:`~fastpoly.model.Architecture` (convolutional networks: the layer-sequence path).
     X : float32 array (m, n_inputs)
+        Flat rows (images row-major H, W, C).
     seed : int
     train_rows, train_labels : int64 / uint8 arrays (empty when unconditioned)
     key_rows : int64 array — the rows the key covers (all rows not in the train set), ascending
@@ -136,7 +160,7 @@ class SamplerPlan:
     boolean : bool — X is exactly :func:`boolean_inputs` (enables the subset-sum fast path)
     """
 
-    mlp: MLP
+    mlp: Architecture
     X: np.ndarray
     seed: int
     train_rows: np.ndarray
@@ -150,6 +174,39 @@ class SamplerPlan:
     def m(self) -> int:
         """Number of input rows."""
         return self.X.shape[0]
+
+    @property
+    def arch(self) -> Architecture:
+        """The architecture (the same object as :attr:`mlp`)."""
+        return self.mlp
+
+    @property
+    def dense(self) -> MLP:
+        """The :class:`MLP` of a fully connected plan (``ValueError`` for any other architecture)."""
+        if not isinstance(self.mlp, MLP):
+            raise ValueError(f"this kernel samples fully connected networks (MLP) only, got {self.mlp.spec!r}")
+        return self.mlp
+
+    @property
+    def is_mlp(self) -> bool:
+        """True for a fully connected :class:`MLP` (the fused dense kernels), False for a layer sequence."""
+        return isinstance(self.mlp, MLP)
+
+    def flops_per_sample(self) -> int:
+        """Multiply-adds of one network on every row (times 2), plus 60 per drawn parameter."""
+        a = self.mlp
+        if isinstance(a, MLP):
+            w = a.widths
+            return 2 * self.m * sum(x * y for x, y in zip(w[:-1], w[1:])) + 60 * a.n_params
+        fma = 0
+        for layer, shape in zip(a.layers, a.shapes):
+            blocks = layer.param_layout(shape)
+            if blocks:
+                out = int(np.prod(layer.out_shape(shape)))
+                fma += out * blocks[0].fan_in
+            else:
+                fma += int(np.prod(shape))
+        return 2 * self.m * fma + 60 * a.n_params
 
     @property
     def conditioned(self) -> bool:
@@ -168,7 +225,7 @@ class SamplerPlan:
 
     def layer_arrays(self):
         """Kernel-friendly arrays: widths (int64), activation code, w/b scales (float32), param offsets."""
-        mlp = self.mlp
+        mlp = self.dense
         widths = np.asarray(mlp.widths, dtype=np.int64)
         sc = mlp.scales()
         ws = np.asarray([s[0] for s in sc], dtype=np.float32)
@@ -176,22 +233,24 @@ class SamplerPlan:
         return widths, SAMPLER_CODES[mlp.activation], ws, bs
 
 
-def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None) -> SamplerPlan:
+def make_plan(arch: Architecture | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None) -> SamplerPlan:
     """Validate and bundle a sampling job.
 
     Parameters
     ----------
-    arch : MLP or str
-    X : array_like (m, n_inputs) or None
+    arch : Architecture (an MLP or a CNN) or str (``"7-40-40-1"``, ``"8x8x1-c16k3-c16k3-1"``)
+    X : array_like (m, n_inputs), images (m, H, W, C), or None
         Input rows; None means all Boolean inputs of ``n_inputs`` bits (at most
         ``BOOLEAN_INPUT_LIMITS["array"]`` = 24, :mod:`fastpoly.model.inputs`).
     seed : int in [0, 2**64)
     train : (indices, labels) or None
     """
-    mlp = as_mlp(arch)
+    mlp = as_architecture(arch)
+    if not isinstance(mlp, MLP):
+        check_supported(mlp.activation, "sample")
     if X is None:
         X = all_boolean_inputs(mlp.n_inputs, "array")
-    X = check_inputs(X, mlp.n_inputs)
+    X = check_inputs(as_rows(X, mlp), mlp.n_inputs)
     check_memory(mlp, X.shape[0])
     seed = check_seed(seed)
     rows, labels = check_train(train, X.shape[0])

@@ -21,11 +21,25 @@ from fastpoly.network import forward_reference
 from fastpoly.stream.fmath import _fma32_from_f64 as fma32_f64
 from fastpoly.stream.rng import stream_normals
 
-__all__ = ["forward_samples", "sample_keys_reference", "count_range_reference", "gp_values_reference", "NumpyBackend"]
+__all__ = ["forward_layers", "forward_samples", "sample_keys_reference", "count_range_reference", "gp_values_reference", "NumpyBackend"]
+
+
+def forward_layers(arch, params, X):
+    """Final pre-activations ``(S, m)`` (float32) of any architecture (a CNN): its layers' references.
+
+    Every layer's float32 forward (:mod:`fastpoly.model.conv`, :class:`fastpoly.model.Dense`) follows
+    the FMA rule, so these are the bits of every backend's layer-sequence sampler.
+    """
+    out = np.empty((params.shape[0], X.shape[0]), np.float32)
+    for s in range(params.shape[0]):
+        out[s] = arch.forward(params[s], X)[1].reshape(-1)
+    return out
 
 
 def forward_samples(plan, params):
     """Final pre-activations ``(S, m)`` (float32) of S networks with parameter vectors ``params``."""
+    if not plan.is_mlp:
+        return forward_layers(plan.mlp, params, plan.X)
     mlp = plan.mlp
     S = params.shape[0]
     w = mlp.widths
@@ -140,7 +154,10 @@ class NumpyBackend(Backend):
 
     def default_batch_size(self, plan):
         """Samples per batch: bounded by about 256 MB of float64 temporaries."""
-        per = plan.m * max(plan.mlp.widths[1:]) * 8 * 6  # bytes of float64 temporaries per sample
+        if plan.is_mlp:
+            per = plan.m * max(plan.mlp.widths[1:]) * 8 * 6  # bytes of float64 temporaries per sample
+        else:
+            per = plan.m * max(int(np.prod(s)) for s in plan.mlp.shapes) * 8 * 6
         return int(max(16, min(1024, (256 << 20) // max(per, 1))))
 
     def describe(self):

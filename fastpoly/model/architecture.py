@@ -104,6 +104,8 @@ class Architecture:
         self.input_shape: Shape = shape
         self.layers: tuple[Any, ...] = layers
         self.shapes: tuple[Shape, ...] = tuple(shapes)
+        #: the hidden activation (the first activation layer's; "identity" without one)
+        self.activation: str = next((x.name for x in layers if getattr(x, "kind", "") == "activation"), "identity")
         self._frozen = True
 
     def __setattr__(self, name: str, value: Any) -> None:

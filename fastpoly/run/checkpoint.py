@@ -35,10 +35,10 @@ import re
 
 import numpy as np
 
-from fastpoly.arch import MLP
 from fastpoly.atomic import FolderLock, atomic_write_bytes, check_writable_folder
 from fastpoly.counts.spill import RunReader, run_sha256, write_run
 from fastpoly.counts.store import FunctionCounts
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.plan import inputs_digest
 from fastpoly.run.plans import job_arrays_of, job_spec_of
 
@@ -333,7 +333,7 @@ class Checkpoint:
         c = self.job["compat"]
         train = (np.asarray(c["train_rows"], np.int64), np.asarray(c["train_labels"], np.uint8)) \
             if c["train_rows"] else None
-        return dict(arch=MLP.from_dict(c["arch"]), X=self.X, seed=self.job["seed"], train=train,
+        return dict(arch=architecture_from_dict(c["arch"]), X=self.X, seed=self.job["seed"], train=train,
                     start=self.job["start"], n_samples=self.job["stop"] - self.job["start"])
 
 

@@ -541,14 +541,17 @@ class CupyBackend(Backend):
 
     def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
-        flops = 2 * plan.m * sum(a * b for a, b in zip(plan.mlp.widths[:-1], plan.mlp.widths[1:]))
+        flops = plan.flops_per_sample()
         return int(min(1 << 25, max(1 << 14, 2e13 / max(flops, 1))))
 
     # --- per-plan device data -----------------------------------------------------------
     @staticmethod
     def check_plan(plan: SamplerPlan) -> None:
         """Raise ``ValueError`` if no sampler kernel can run ``plan`` (deeper than ``MAX_LAYERS``)."""
-        L = plan.mlp.n_layers
+        if not plan.is_mlp:
+            raise ValueError(f"the cupy backend samples fully connected networks (MLP) only; {plan.mlp.spec!r} "
+                             "is a layer sequence (CNN): sample it with backend='numba' or 'numpy'")
+        L = plan.dense.n_layers
         if L > src.MAX_LAYERS:
             raise ValueError(f"the cupy backend samples MLPs of at most {src.MAX_LAYERS} layers "
                              f"(FP_MAX_LAYERS of kernels/network.cuh); {plan.mlp.spec} has {L}")
@@ -581,7 +584,7 @@ class CupyBackend(Backend):
 
     def _choose_kernel(self, plan: SamplerPlan) -> FixedSampler | GenericSampler:
         """The fixed-size sampler where the architecture fits it (and ``kernel`` allows), else the generic one."""
-        w = plan.mlp.widths
+        w = plan.dense.widths
         m = plan.m
         R = max(1, -(-m // 32))
         fits = (

@@ -90,11 +90,16 @@ class NumbaBackend(Backend):
     def _prepare(self, plan: SamplerPlan) -> PreparedPlan:
         self._setup()
         with self._lock:
-            pp = self._prepared.get(plan)
-            if pp is None:
-                pp = PreparedPlan(plan)
-                self._prepared[plan] = pp
-        return pp
+            got: Any = self._prepared.get(plan)
+            if got is None:
+                if plan.is_mlp:
+                    got = PreparedPlan(plan)
+                else:  # a CNN (any layer sequence): the layer-sequence kernel, the same run() interface
+                    from fastpoly.backends.numba.layers import PreparedLayers
+
+                    got = PreparedLayers(plan)
+                self._prepared[plan] = got
+        return got
 
     # --- sampling ---------------------------------------------------------------------------
     def sample_keys(self, plan: SamplerPlan, start: int, stop: int, margins: bool = False) -> SampleBatch:
@@ -119,8 +124,7 @@ class NumbaBackend(Backend):
 
     def default_batch_size(self, plan: SamplerPlan) -> int:
         """Samples per batch when the user gives none."""
-        w = plan.mlp.widths
-        flop = 2 * plan.m * sum(a * b for a, b in zip(w[:-1], w[1:])) + 60 * plan.mlp.n_params
+        flop = plan.flops_per_sample()
         return int(min(1 << 20, max(4096, _BATCH_FLOP // max(flop, 1))))
 
     # --- training, GP draws, K_LZ, codec, merge ---------------------------------------------

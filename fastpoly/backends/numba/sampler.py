@@ -462,7 +462,7 @@ class PreparedPlan:
     """
 
     def __init__(self, plan: SamplerPlan, subset: bool | None = None) -> None:
-        mlp = plan.mlp
+        mlp = plan.dense
         widths, act, ws, bs = plan.layer_arrays()
         self.rk = round_keys(check_seed(plan.seed))
         offs = mlp.param_offsets()
