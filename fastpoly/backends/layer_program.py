@@ -58,8 +58,8 @@ def compile_program(arch: Any, rows: int) -> tuple[np.ndarray, int, int]:
         A layer kind or activation the generic trainer does not compile.
     """
     slots = arch.param_blocks()
-    woff = {}
-    boff = {}
+    woff: dict[int, int] = {}
+    boff: dict[int, int] = {}
     for s in slots:
         (woff if s.block.name == "W" else boff)[s.layer] = s.offset
     prog = np.zeros((len(arch.layers), len(COLUMNS)), np.int64)

@@ -641,8 +641,6 @@ class PreparedLayerTrain:
     """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` for the generic layer trainer."""
 
     def __init__(self, tp: Any):
-        from fastpoly.sgd.recipe import Recipe  # noqa: F401  (the recipe's arrays come from tp.recipe)
-
         plan = tp.plan
         arch = plan.mlp
         self.tp = tp
