@@ -181,22 +181,12 @@ def fma_roof():
     return cores * 2 * lanes * max(mhz) * 1e6, f"{cores} cores x 2 FMA ports x {lanes} lanes x {max(mhz):.0f} MHz"
 
 
-def best_rate(fn, n, rounds):
-    fn(max(1, n // 8))  # warm-up (compiles)
-    best = 0.0
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn(n)
-        best = max(best, n / (time.perf_counter() - t))
-    return best
-
-
 def rows(quick=False, rounds=3, no_torch=False, epochs=None):
     """Rows ``{"workload", "name", "kind", "samples_per_s", "n"}`` (runs/s) for SGD and Adam."""
     X, y = data()
     E = epochs or (2 if quick else 5)
     n_fp = 16 if quick else 256
-    n_t = 16 if quick else 128
+    n_t = 16 if quick else 256
     out = []
     roof, roof_desc = fma_roof()
     fma = fma_per_run(E)
@@ -207,13 +197,26 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None):
         if not no_torch:
             cands += [("pytorch func.vmap (cpu)", "baseline", torch_vmap_runner(opt, E, X, y), n_t),
                       ("pytorch grouped conv (cpu)", "baseline", torch_grouped_runner(opt, E, X, y), n_t)]
-        for name, kind, fn, n in cands:
+        # rounds interleaved over the variants (the machine is shared: its load drifts), best of each
+        best = {name: 0.0 for name, _, _, _ in cands}
+        failed = {}
+        for name, _, fn, n in cands:
             try:
-                r = best_rate(fn, n, rounds)
+                fn(max(1, n // 8))  # warm-up (compiles)
             except Exception as e:  # a baseline that cannot run here is reported, not fatal
-                print(f"  {name:28s} failed: {e!r}", flush=True)
-                out.append({"workload": wl, "name": name, "kind": kind, "error": repr(e)})
+                failed[name] = e
+        for _ in range(rounds):
+            for name, _, fn, n in cands:
+                if name not in failed:
+                    t = time.perf_counter()
+                    fn(n)
+                    best[name] = max(best[name], n / (time.perf_counter() - t))
+        for name, kind, fn, n in cands:
+            if name in failed:
+                print(f"  {name:28s} failed: {failed[name]!r}", flush=True)
+                out.append({"workload": wl, "name": name, "kind": kind, "error": repr(failed[name])})
                 continue
+            r = best[name]
             row = {"workload": wl, "name": name, "kind": kind, "samples_per_s": r, "n": n}
             extra = ""
             if kind == "fastpoly" and roof:
