@@ -240,6 +240,7 @@ def main(argv=None):
                     help="GPU rows (cupy, PyTorch CUDA); CPU rows only at tiny N; no P_SGD rows")
     ap.add_argument("--emulate", action="store_true", help="with --gpu-only: the cupy rows on the CPU emulation")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    ap.add_argument("--no-cnn", action="store_true", help="skip CNN sampling (bench/bench_cnn.py)")
     args = ap.parse_args(argv)
     if args.emulate and not args.gpu_only:
         ap.error("--emulate needs --gpu-only")
@@ -270,6 +271,11 @@ def main(argv=None):
     rows += sampler_rows(args, arch, X, None)
     print(f"\nsampler, conditioned on {train_rows.size} train rows (rejection)")
     rows += sampler_rows(args, arch, X, train)
+    if not args.no_cnn and not args.gpu_only and fastpoly.backends()["numba"]["available"]:
+        from bench_cnn import cnn_rows
+
+        print()
+        rows += cnn_rows(args.rounds, args.quick, torch_available() and not args.no_torch, REC)
     if not args.no_poly:
         print("\npolynomial network evaluation (16 vars, degree 4, 50 terms, tree, softplus)")
         rows += poly_rows(args)

@@ -24,6 +24,7 @@ from fastpoly.run.checkpoint import Checkpoint, CheckpointError, job_of
 from fastpoly.run.driver import STOP_SIGNALS, Interrupted, run_job  # the CLI reaches the driver through here
 from fastpoly.run.job import job_for
 from fastpoly.run.options import RunOptions
+from fastpoly.run.plans import engine_of
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
 __all__ = ["sample", "sample_keys", "evaluate", "resume", "Interrupted", "RunOptions", "STOP_SIGNALS", "job_of"]
@@ -199,7 +200,7 @@ def sample_keys(
     """
     start, stop = check_range(start, stop)
     plan = make_plan(arch, X, seed, train)
-    be = get_backend(backend)
+    be = engine_of(plan, backend)
     b = be.sample_keys(plan, start, stop, margins=margins)
     out = [b.keys]
     if train is not None:

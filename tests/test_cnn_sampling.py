@@ -18,6 +18,7 @@ SPECS = [
     "6x6x2-c3k2s2p-mp2-gap-1",      # stride, same padding, max pooling, global pooling
     "6x6x2-c2k3p-ap2-5-1",          # average pooling, a hidden dense layer
     "6x6x2-c3k5-c2k2p-gap-1",       # the anchor family's kernels
+    "6x6x2-c16k3s2p-c8k2-1",        # the register-blocked kernel (16 and 8 filters), stride 2, same padding
 ]
 
 
@@ -46,7 +47,7 @@ def test_numba_is_bit_identical_to_the_reference(numba_backend, spec, train):
 @pytest.mark.parametrize("kw", [dict(weights="uniform"), dict(weights="truncated_normal", sigma_w=1.5),
                                 dict(bias=False), dict(bias_scaling="fan_in")], ids=lambda d: "-".join(map(str, d.values())))
 def test_draw_options_agree(numba_backend, kw):
-    plan = fastpoly.make_plan(parse("6x6x2-c3k3-ap2-1", **kw), IMAGES, seed=3)
+    plan = fastpoly.make_plan(parse("6x6x2-c8k3p-c3k2-ap2-1", **kw), IMAGES, seed=3)  # both conv kernels
     ref = sample_keys_reference(plan, 0, 30, margins=True)
     got = numba_backend.sample_keys(plan, 0, 30, margins=True)
     np.testing.assert_array_equal(got.keys, ref.keys)
@@ -107,3 +108,33 @@ def test_cupy_refuses_cnns_clearly():
     plan = fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4])
     with pytest.raises(ValueError, match="MLP.*only.*numba"):
         CupyBackend.check_plan(plan)
+
+
+def test_auto_backend_picks_a_cpu_kernel_for_cnns():
+    from fastpoly.run.plans import engine_of
+
+    plan = fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4])
+    assert engine_of(plan, "auto").name in ("numba", "numpy")
+
+
+def test_cli_samples_images(tmp_path, capsys):
+    from fastpoly.cli.main import main
+
+    np.save(tmp_path / "imgs.npy", IMAGES[:12])
+    np.save(tmp_path / "flat.npy", IMAGES[:12].reshape(12, -1))
+    for name, be in (("imgs", "numpy"), ("flat", "numba")):
+        assert main(["sample", "6x6x2-c2k3-c2k3p-1", "--inputs", str(tmp_path / f"{name}.npy"), "--samples", "300",
+                     "--backend", be, "--out", str(tmp_path / name), "--no-progress", "--no-plot"]) == 0
+    a = fastpoly.FunctionCounts.load(tmp_path / "imgs" / "counts.npz")
+    b = fastpoly.FunctionCounts.load(tmp_path / "flat" / "counts.npz")
+    assert np.array_equal(a.keys, b.keys) and np.array_equal(a.counts, b.counts) and a.counts.sum() == 300
+    capsys.readouterr()
+    assert main(["sample", "5x5x2-c2k3-1", "--inputs", str(tmp_path / "imgs.npy"), "--samples", "10",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "--inputs images must have shape (m, 5, 5, 2)" in capsys.readouterr().err
+
+
+def test_trainers_refuse_cnns_clearly():
+    X = IMAGES[:6]
+    with pytest.raises(ValueError, match="fully connected"):
+        fastpoly.sample_sgd("6x6x2-c2k3-1", X, train=(np.arange(3), np.array([0, 1, 0])), n_runs=2)

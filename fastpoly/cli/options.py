@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fastpoly.api import Interrupted, RunOptions, job_of
 from fastpoly.arch import MLP, parse_arch
 from fastpoly.backends import VALID_NAMES
 from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs
+from fastpoly.model.spec import parse
 
 __all__ = ["ARCH_OPTIONS", "BOOLEAN_LIMIT", "RUN_OPTIONS", "TRAIN_OPTIONS", "CommandSpec", "apply_defaults",
            "dask_client", "inputs_from_args", "labels_as_target", "mlp_from_args", "report_interrupt",
@@ -79,7 +81,7 @@ def _arch_parent() -> argparse.ArgumentParser:
     p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1 (7-1 is a perceptron)")
     g = p.add_argument_group("architecture and inputs (shared by sample, train and gp sample)")
     g.add_argument("--activation", help="relu, tanh, erf, sign or identity (default relu)")
-    g.add_argument("--weights", help="gaussian (default) or uniform (variance-matched)")
+    g.add_argument("--weights", help="gaussian (default), uniform (variance-matched) or truncated_normal (Keras)")
     g.add_argument("--sigma-w", type=float, help="weight scale: W ~ N(0, sigma_w^2/fan_in) (default 1)")
     g.add_argument("--sigma-b", type=float, help="bias scale: b ~ N(0, sigma_b^2) (default 1)")
     g.add_argument("--bias-scaling", help="none (default) or fan_in (b ~ N(0, sigma_b^2/fan_in))")
@@ -204,13 +206,22 @@ def apply_defaults(args: argparse.Namespace, spec: CommandSpec) -> None:
             setattr(args, k, v)
 
 
-def mlp_from_args(args: argparse.Namespace) -> MLP:
-    """The architecture of ``ARCH`` and the architecture options."""
+def mlp_from_args(args: argparse.Namespace, layers: bool = False) -> MLP:
+    """The architecture of ``ARCH`` and the architecture options.
+
+    ``7-40-40-1`` is an :class:`MLP`.  With ``layers=True`` (commands whose engines take any
+    architecture: ``sample``) a string with an image input or spatial layers
+    (``8x8x1-c16k3-c16k3-1``) is the :class:`~fastpoly.model.Architecture` of
+    :func:`fastpoly.model.spec.parse`; otherwise such a string is refused (one line, exit 2).
+    """
     if not args.arch:
         raise ValueError("give an architecture such as 7-40-40-1 (or --resume DIR)")
+    kw = dict(weights=args.weights, sigma_w=args.sigma_w, sigma_b=args.sigma_b, bias_scaling=args.bias_scaling,
+              bias=not args.no_bias)
+    if layers and not re.fullmatch(r"[\d\s-]*", args.arch):
+        return parse(args.arch, activation=args.activation, **kw)  # type: ignore[return-value]
     n_inputs, hidden = parse_arch(args.arch)
-    return MLP(n_inputs, hidden, activation=args.activation, weights=args.weights, sigma_w=args.sigma_w,
-               sigma_b=args.sigma_b, bias_scaling=args.bias_scaling, bias=not args.no_bias)
+    return MLP(n_inputs, hidden, activation=args.activation, **kw)
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
@@ -220,15 +231,22 @@ def _load_npy(path: str, what: str) -> np.ndarray:
         raise ValueError(f"cannot read {what} {path!r}: {e}") from None
 
 
-def inputs_from_args(args: argparse.Namespace, n_inputs: int) -> np.ndarray:
+def inputs_from_args(args: argparse.Namespace, n_inputs: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The input rows: ``--inputs X.npy``, else all Boolean inputs (``--centered``: in {-1, +1}).
 
     The one input rule of the CLI: all ``2**n`` Boolean inputs up to :data:`BOOLEAN_LIMIT` inputs.
+    With an image ``shape`` (H, W, C) the file may also hold images ``(m, H, W, C)``; they are
+    returned as flat rows (row-major H, W, C).
     """
     if getattr(args, "inputs", None):
         if args.centered:
             raise ValueError("--centered is for the Boolean inputs; --inputs gives the rows as they are")
         X = _load_npy(args.inputs, "--inputs")
+        if shape is not None and len(shape) == 3 and X.ndim == 4:
+            if tuple(X.shape[1:]) != tuple(shape):
+                raise ValueError(f"--inputs images must have shape (m, {', '.join(map(str, shape))}) for this "
+                                 f"architecture, got {X.shape}")
+            X = X.reshape(X.shape[0], -1)
         if X.ndim != 2 or X.shape[1] != n_inputs or X.shape[0] < 1:
             raise ValueError(f"--inputs must hold an (m, {n_inputs}) array for this architecture, got {X.shape}")
         if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):

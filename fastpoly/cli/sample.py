@@ -173,8 +173,8 @@ def run_sample(args):
     apply_defaults(args, SPEC)
     _check_options(args)
     n = parse_count(str(args.samples))
-    mlp = mlp_from_args(args)
-    X = inputs_from_args(args, mlp.n_inputs)
+    mlp = mlp_from_args(args, layers=True)
+    X = inputs_from_args(args, mlp.n_inputs, mlp.input_shape)
     m = X.shape[0]
     extra_args = SPEC.extra(args)
     labels_as_target(args, m)
@@ -213,8 +213,9 @@ def _run_and_report(args, mlp, X, n, train, target, be, path, opts):
     dt = time.perf_counter() - t0
     compile_s = float(counts.info.get("compile_s", 0.0) or 0.0)
     run_s = float(counts.info.get("elapsed_s", dt))
-    print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={mlp.sigma_w}, "
-          f"sigma_b={mlp.sigma_b}, bias_scaling={mlp.bias_scaling}{', no bias' if not mlp.bias else ''})")
+    ini = next(x.init for x in mlp.layers if hasattr(x, "init"))
+    print(f"architecture   {mlp.spec}  ({mlp.activation}, {mlp.weights}, sigma_w={ini.sigma_w}, "
+          f"sigma_b={ini.sigma_b}, bias_scaling={ini.bias_scaling}{', no bias' if not ini.bias else ''})")
     if be is not None:
         print(f"backend        {be.describe()}")
     else:

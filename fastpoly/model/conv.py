@@ -453,7 +453,8 @@ class Flatten(_Parameterless):
 
         On the input rows (their Gram matrix is already flat) it is the identity.
         """
-        if state.X is not None and state.n == int(math.prod(in_shape)) and state.K.ndim == 2:
+        if (state.X is not None and tuple(state.X.shape[1:]) == tuple(in_shape) and state.n == int(math.prod(in_shape))
+                and state.K.ndim == 2):
             return state
         nngp_conv = importlib.import_module("fastpoly.model.nngp_conv")  # the NNGP maps (lazy)
         return nngp_conv.flatten_nngp(self, state)

@@ -129,7 +129,7 @@ def parse(spec: str, activation: str = "relu", **init: Any) -> Architecture:
                 break
         else:
             raise ValueError(
-                f"unknown layer token {t!r} in {spec!r}; known: " + ", ".join(x.example for x in TOKENS)
+                f"unknown layer token {t!r} in architecture {spec!r}; known: " + ", ".join(x.example for x in TOKENS)
             )
     if len(shape) == 1 and all(isinstance(x, Dense) for x in weighted) and ini.weights != "truncated_normal":
         if weighted[-1].units != 1:

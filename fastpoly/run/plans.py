@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from fastpoly.backends import get_backend
+from fastpoly.backends import get_backend, resolve_backend_name
 from fastpoly.backends.base import CountBatch
 from fastpoly.counts.meta import ResultMeta, build_meta
 from fastpoly.plan import SamplerPlan
@@ -103,6 +103,8 @@ def engine_of(plan: Any, backend: Any) -> Any:
     if not isinstance(backend, str) and hasattr(backend, "count_range"):
         return backend  # already an engine (e.g. a configured SGD trainer)
     if isinstance(plan, SamplerPlan):
+        if backend == "auto" and not plan.is_mlp:  # CNNs: the CPU kernels (cupy samples MLPs only)
+            return get_backend(resolve_backend_name("auto", ("numba", "numpy")))
         return get_backend(backend)
     make = getattr(plan, "engine", None)
     if make is None:
