@@ -30,6 +30,7 @@ from fastpoly.cli.options import (
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.sgd.api import compare, plot_compare, sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.recipe import Recipe
 
@@ -136,8 +137,8 @@ def _train_and_report(args, n, path, opts):
                                     backend=args.backend, callback_leak=args.callback_leak, workers=args.workers,
                                     records=args.records, options=opts)
         else:
-            mlp = mlp_from_args(args)
-            X = inputs_from_args(args, mlp.n_inputs)
+            mlp = mlp_from_args(args, layers=True)  # MLPs and CNNs (docs/guide/cnn-training.md)
+            X = inputs_from_args(args, mlp.n_inputs, mlp.input_shape)
             labels_as_target(args, X.shape[0])
             rows, tgt = train_set_from_args(args, X.shape[0], required=True)
             recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
@@ -153,7 +154,7 @@ def _train_and_report(args, n, path, opts):
     r = res.meta["sgd_recipe"]
     run_s = float(res.info.get("elapsed_s", dt))
     done_now = res.n_samples - int(res.info.get("resumed_from", 0) or 0)
-    print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
+    print(f"architecture   {architecture_from_dict(res.meta['arch']).spec}  recipe {r}")
     if res.info.get("resumed_from"):
         print(f"resumed        from run {res.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     print(f"runs           {res.n_samples:,} (seed {res.meta['seed']}), fitted {res.n_accepted:,}, "

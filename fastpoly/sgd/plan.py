@@ -192,8 +192,6 @@ def make_train_plan(arch, X=None, train=None, seed=0, recipe=None) -> TrainPlan:
     elif not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a Recipe or a dict, got {type(recipe).__name__}")
     plan = make_plan(arch, X, seed, train)
-    if not plan.is_mlp:
-        raise ValueError(f"the trainers take fully connected networks (MLP) only, got {plan.mlp.spec!r}")
     check_supported(plan.mlp.activation, "train")  # the activation table says which ones train
     m = plan.train_rows.size
     if recipe.max_epochs * blocks_per_epoch(m) >= 2**32:
