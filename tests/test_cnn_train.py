@@ -127,3 +127,20 @@ def test_generic_trainer_refuses_what_it_cannot_train(digits):
     arch = parse("8x8x1-c2k3-1", activation="sign")
     with pytest.raises(ValueError, match="relu and identity"):
         compile_program(arch, 4)
+
+
+def test_cli_trains_cnns_on_images(digits, tmp_path, capsys):
+    from fastpoly.cli.main import main
+
+    X, y = digits
+    np.save(tmp_path / "imgs.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    args = ["train", "8x8x1-c2k3-ap2-1", "--inputs", str(tmp_path / "imgs.npy"), "--labels", str(tmp_path / "y.npy"),
+            "--train-size", "8", "--runs", "3", "--max-epochs", "4", "--backend", "numba", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "ok")]) == 0
+    assert "architecture   8x8x1-c2k3-ap2-1" in capsys.readouterr().out
+    np.save(tmp_path / "flat.npy", X.reshape(X.shape[0], -1)[:, :10])
+    bad = ["--inputs" if a == str(tmp_path / "imgs.npy") else a for a in args]
+    bad[bad.index("--inputs") + 1] = str(tmp_path / "flat.npy")
+    assert main(bad + ["--out", str(tmp_path / "bad")]) == 2
+    assert "--inputs" in capsys.readouterr().err
