@@ -287,6 +287,9 @@ def main(argv=None):
     if not args.no_sgd:
         print("\nP_SGD training, anchor recipe m = 32 (7-40-40-1, SGD lr 0.01, batch 8, ce, until fit + 1 epoch)")
         rows += sgd_rows(args)
+        from bench_cnn_train import rows as cnn_train_rows  # CNN training, SGD and Adam (bench_cnn_train.py)
+
+        rows += [REC.add(r) for r in cnn_train_rows(args.quick, args.rounds, args.no_torch)]
     print(ratios(rows))
     REC.doc["rows"] = rows  # the same rows, now with their ratios
     REC.finish()

@@ -32,6 +32,7 @@ from fastpoly.cli.options import (
 from fastpoly.cli.sample import claim_out, parse_count, train_set_from_args
 from fastpoly.keys import key_to_hex, pack_bits
 from fastpoly.model.optimizers import LOSSES, OPTIMIZERS
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.plotting import check_figure_path
 from fastpoly.sgd.api import compare, load_counts, plot_compare, sample_sgd, sample_sgd_anchor
 from fastpoly.sgd.recipe import Recipe
@@ -178,8 +179,8 @@ def _train_and_report(args, n, path, opts):
                                     backend=args.backend, callback_leak=args.callback_leak, workers=args.workers,
                                     records=args.records, options=opts)
         else:
-            mlp = mlp_from_args(args)
-            X = inputs_from_args(args, mlp.n_inputs)
+            mlp = mlp_from_args(args, layers=True)  # MLPs and CNNs (docs/guide/cnn-training.md)
+            X = inputs_from_args(args, mlp.n_inputs, mlp.input_shape)
             labels_as_target(args, X.shape[0])
             rows, tgt = train_set_from_args(args, X.shape[0], required=True)
             recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
@@ -195,7 +196,7 @@ def _train_and_report(args, n, path, opts):
     r = res.meta["sgd_recipe"]
     run_s = float(res.info.get("elapsed_s", dt))
     done_now = res.n_samples - int(res.info.get("resumed_from", 0) or 0)
-    print(f"architecture   {'-'.join(map(str, res.meta['arch']['widths']))}  recipe {r}")
+    print(f"architecture   {architecture_from_dict(res.meta['arch']).spec}  recipe {r}")
     if res.info.get("resumed_from"):
         print(f"resumed        from run {res.info['resumed_from']:,} (checkpoint {args.checkpoint})")
     n_div = res.info.get("n_diverged")

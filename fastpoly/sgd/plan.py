@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from fastpoly.activations import check_supported
-from fastpoly.arch import MLP
 from fastpoly.counts.meta import ResultMeta, describe_inputs
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.plan import SamplerPlan, make_plan
 from fastpoly.sgd.recipe import Recipe
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch
@@ -135,7 +135,7 @@ class TrainPlan:
     def from_job(cls, spec: dict[str, Any], compat: dict[str, Any], X: np.ndarray, seed: int) -> TrainPlan:
         """Rebuild the plan a checkpoint stored (:meth:`job_spec`, its compatibility fields and inputs)."""
         train = (np.asarray(compat["train_rows"], np.int64), np.asarray(compat["train_labels"], np.uint8))
-        tp = make_train_plan(MLP.from_dict(compat["arch"]), X, train, seed, Recipe.from_dict(spec["recipe"]))
+        tp = make_train_plan(architecture_from_dict(compat["arch"]), X, train, seed, Recipe.from_dict(spec["recipe"]))
         leak = spec.get("leak")
         if leak:
             tp = tp.with_leak(leak["workers"], leak["E"], leak["from"])
@@ -168,8 +168,9 @@ def make_train_plan(arch, X=None, train=None, seed=0, recipe=None) -> TrainPlan:
 
     Parameters
     ----------
-    arch : MLP or str
-    X : array_like (m, n_inputs) or None
+    arch : Architecture (an MLP or a CNN) or str
+        E.g. ``"7-40-40-1"`` or ``"8x8x1-c4k3-ap2-1"``; CNNs train on the generic layer trainers.
+    X : array_like (m, n_inputs), images (m, H, W, C), or None
         Input rows (None: all Boolean inputs).
     train : (row indices, 0/1 labels)
         The train set S (required, non-empty, not all rows).  Its order is the
@@ -191,8 +192,6 @@ def make_train_plan(arch, X=None, train=None, seed=0, recipe=None) -> TrainPlan:
     elif not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a Recipe or a dict, got {type(recipe).__name__}")
     plan = make_plan(arch, X, seed, train)
-    if not plan.is_mlp:
-        raise ValueError(f"the trainers take fully connected networks (MLP) only, got {plan.mlp.spec!r}")
     check_supported(plan.mlp.activation, "train")  # the activation table says which ones train
     m = plan.train_rows.size
     if recipe.max_epochs * blocks_per_epoch(m) >= 2**32:

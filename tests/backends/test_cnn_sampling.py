@@ -134,7 +134,9 @@ def test_cli_samples_images(tmp_path, capsys):
     assert "--inputs images must have shape (m, 5, 5, 2)" in capsys.readouterr().err
 
 
-def test_trainers_refuse_cnns_clearly():
+def test_trainers_take_cnns():
+    """CNN training: tests/test_cnn_train.py (bit identity of the trainers)."""
     X = IMAGES[:6]
-    with pytest.raises(ValueError, match="fully connected"):
-        fastpoly.sample_sgd("6x6x2-c2k3-1", X, train=(np.arange(3), np.array([0, 1, 0])), n_runs=2)
+    res = fastpoly.sample_sgd("6x6x2-c2k3-1", X, train=(np.arange(3), np.array([0, 1, 0])), n_runs=2,
+                              backend="numpy", recipe=dict(max_epochs=3))
+    assert res.n_samples == 2

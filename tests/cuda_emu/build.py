@@ -45,12 +45,15 @@ def instances():
     names += [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (0, 1)]
     names += list(src.AUX_KERNELS)
     names += list(TRAIN_KERNELS)
+    names += list(LAYER_TRAIN_KERNELS)
     names += list(KLZ_KERNELS)
     return names
 
 
 #: kernels of kernels/train.cu (the P_SGD trainer, fastpoly/backends/cuda/train.py)
 TRAIN_KERNELS = ("fastpoly_train", "fastpoly_train_math")
+#: kernels of kernels/train_cnn.cu (the generic layer trainer, CNNs)
+LAYER_TRAIN_KERNELS = ("fastpoly_train_layers",)
 #: kernels of kernels/klz.cu (K_LZ, T and critical inputs, fastpoly/backends/cuda/klz.py)
 KLZ_KERNELS = ("fastpoly_klz_ints",)
 
@@ -59,6 +62,8 @@ def _file_of(name):
     base = name.split("<")[0]
     if base in TRAIN_KERNELS:
         return "train.cu"
+    if base in LAYER_TRAIN_KERNELS:
+        return "train_cnn.cu"
     if base in KLZ_KERNELS:
         return "klz.cu"
     return "poly.cu" if base.startswith("fastpoly_csr") else "sampler.cu"

@@ -23,15 +23,21 @@ import numpy as np
 from fastpoly.activations import check_supported
 from fastpoly.backends.base import TrainBatch, check_range
 from fastpoly.backends.cuda import source as src
+from fastpoly.backends.layer_program import compile_program, is_generic
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
 
-__all__ = ["MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda", "rows_capacity", "train_layout",
-           "train_range_cuda"]
+__all__ = ["LAYERS_FILE", "LAYERS_KERNEL", "MATH_KERNEL", "TRAIN_FILE", "TRAIN_KERNEL", "loss_math_cuda",
+           "rows_capacity", "train_layout", "train_range_cuda"]
 
 #: the kernel file and its kernel
 TRAIN_FILE = "train.cu"
 TRAIN_KERNEL = "fastpoly_train"
+#: the generic layer-sequence trainer (CNNs: conv, pooling, flatten, dense), one thread per run
+LAYERS_FILE = "train_cnn.cu"
+LAYERS_KERNEL = "fastpoly_train_layers"
+#: threads per block of the layer trainer (its __launch_bounds__)
+_LAYERS_THREADS = 128
 #: the loss math on an array (tests: bit for bit fastpoly.stream.fmath_train)
 MATH_KERNEL = "fastpoly_train_math"
 #: runs per launch at most (outputs: ~16 W + 13 bytes per run, plus the parameters when asked)
@@ -174,6 +180,86 @@ class _Prepared:
         return out
 
 
+class _PreparedLayers:
+    """The generic layer trainer (``kernels/train_cnn.cu``) on one device: the program, the data, the scratch plan.
+
+    One thread trains one run at a time from the initial parameters the host draws
+    (:meth:`~fastpoly.model.Architecture.draw_params`: every weight family); its parameters, gradient,
+    optimiser state and the activations and errors of a minibatch live in its slice of a global
+    scratch buffer (``4 n_params + 2 alen`` floats and ``m + 4 bpe`` ints per thread).
+    """
+
+    def __init__(self, tp: Any, dev, max_blocks):
+        plan, r = tp.plan, tp.recipe
+        arch = plan.mlp
+        for layer in arch.layers:
+            if getattr(layer, "kind", "") == "activation":
+                check_supported(layer.name, "train", "cupy")
+        if arch.n_params >= 2**31:
+            raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
+        if r.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"the CUDA layer trainer (CNNs) has no optimizer {r.optimizer!r} yet: sgd or adam")
+        self.dev, self.tp, self.arch = dev, tp, arch
+        m = tp.m_train
+        rows = max(1, min(int(r.batch_size), m))
+        prog, alen, first_w = compile_program(arch, rows)
+        if alen >= 2**31:
+            raise ValueError("the CUDA layer trainer's scratch of one run exceeds 2**31 floats")
+        self.nl, self.alen, self.first_w = prog.shape[0], int(alen), int(first_w)
+        self.m, self.nkey, self.W, self.n_params = m, int(plan.key_rows.size), int(plan.n_words), int(arch.n_params)
+        self.nin = int(arch.n_inputs)
+        self.per_thread_f = 4 * self.n_params + 2 * self.alen
+        self.per_thread_i = m + 4 * blocks_per_epoch(m)
+        lw, lE, lf = tp.leak_arrays()
+        self.leak_w = int(lw)
+        X = np.asarray(plan.X, np.float32).reshape(plan.X.shape[0], -1)
+        Xkey = np.ascontiguousarray(X[plan.key_rows])
+        self.arrays = {
+            "prog": dev.upload(np.ascontiguousarray(prog, np.int32)),
+            "rints": dev.upload(np.asarray(r.ints(), np.int64)),
+            "rfloats": dev.upload(np.asarray(r.floats(), np.float32)),
+            "Xtr": dev.upload(np.ascontiguousarray(X[plan.train_rows])),
+            "ytr": dev.upload(np.ascontiguousarray(plan.train_labels, np.float32)),
+            "Xkey": dev.upload(Xkey if Xkey.size else np.zeros(1, np.float32)),
+            "leak_E": dev.upload(np.ascontiguousarray(lE, np.int64)),
+            "leak_from": dev.upload(np.ascontiguousarray(lf, np.int64)),
+        }
+        self.kern = dev.compile(LAYERS_FILE, [LAYERS_KERNEL])[LAYERS_KERNEL]
+        props = dev.properties()
+        self.max_grid = 4 * int(props["sm_count"])
+        if max_blocks:
+            self.max_grid = min(self.max_grid, int(max_blocks))
+
+    def launch(self, lo, hi, params):
+        """Train runs ``lo .. hi-1`` in one launch; host arrays of the outputs."""
+        dev, a, tp = self.dev, self.arrays, self.tp
+        n = hi - lo
+        grid = max(1, min(-(-n // _LAYERS_THREADS), self.max_grid))
+        threads = grid * _LAYERS_THREADS
+        P0 = dev.upload(np.ascontiguousarray(self.arch.draw_params(tp.plan.seed, np.arange(lo, hi, dtype=np.uint64)),
+                                             np.float32))
+        fs = dev.empty(threads * self.per_thread_f, np.float32)
+        js = dev.empty(threads * self.per_thread_i, np.int32)
+        keys = dev.empty((n, self.W), np.uint64)
+        init_keys = dev.empty((n, self.W), np.uint64)
+        status = dev.empty(n, np.int8)
+        first_fit = dev.empty(n, np.int32)
+        epochs = dev.empty(n, np.int32)
+        losses = dev.empty(n, np.float32)
+        pout = dev.empty((n, self.n_params) if params else 1, np.float32)
+        args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["prog"], np.int32(self.nl),
+                np.int32(self.first_w), np.int32(self.alen), P0, np.int32(self.n_params), a["rints"], a["rfloats"],
+                a["Xtr"], a["ytr"], np.int32(self.m), np.int32(self.nin), a["Xkey"], np.int32(self.nkey),
+                np.int64(self.leak_w), a["leak_E"], a["leak_from"], np.int32(self.W), keys, init_keys, status,
+                first_fit, epochs, losses, pout, np.int32(1 if params else 0), fs, js]
+        with dev.stream():
+            dev.launch(self.kern, (grid,), (_LAYERS_THREADS,), args, 0)
+            out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
+            out.append(dev.download(pout) if params else None)
+            dev.synchronize()
+        return out
+
+
 def _prepared(tp, dev, warps_per_block, max_blocks):
     """The memoised :class:`_Prepared` of a plan on a device (uploads once per plan, not per batch of runs)."""
     key = (id(tp), id(dev), warps_per_block, max_blocks)
@@ -181,7 +267,10 @@ def _prepared(tp, dev, warps_per_block, max_blocks):
         hit = _cache.get(key)
         if hit is not None:
             return hit[2]
-    prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+    if is_generic(tp.plan.mlp):
+        prep: Any = _PreparedLayers(tp, dev, max_blocks)
+    else:
+        prep = _Prepared(tp, dev, warps_per_block, max_blocks)
     with _lock:
         _cache[key] = (tp, dev, prep)  # the references keep the ids valid
         while len(_cache) > 4:
@@ -192,6 +281,10 @@ def _prepared(tp, dev, warps_per_block, max_blocks):
 def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
                      max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH) -> TrainBatch:
     """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
+
+    Dense networks train on the warp-per-run kernel (``kernels/train.cu``); architectures with
+    convolutions, pooling or flatten on the generic layer kernel (``kernels/train_cnn.cu``, one
+    thread per run, initial parameters drawn on the host).
 
     Parameters
     ----------

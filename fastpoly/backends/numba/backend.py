@@ -130,14 +130,16 @@ class NumbaBackend(Backend):
     # --- training, GP draws, K_LZ, codec, merge ---------------------------------------------
     def train_range(self, tp: Any, lo: int, hi: int, params: bool = False) -> TrainBatch:
         """P_SGD runs ``lo .. hi-1`` with the fused trainer (kernel-ready arrays built once per plan)."""
+        from fastpoly.backends.layer_program import is_generic
         from fastpoly.backends.numba.train import PreparedTrain
+        from fastpoly.backends.numba.train_cnn import PreparedLayerTrain
 
         lo, hi = check_range(lo, hi)
         self._setup()
         with self._lock:
             pt = self._trainers.get(tp)
-            if pt is None:
-                pt = self._trainers[tp] = PreparedTrain(tp)
+            if pt is None:  # dense networks: the fused MLP trainer; CNNs: the generic layer trainer
+                pt = self._trainers[tp] = (PreparedLayerTrain if is_generic(tp.plan.mlp) else PreparedTrain)(tp)
         return pt.run(lo, hi, self.num_threads, params)
 
     def gp_values(self, F: np.ndarray, seed: int, idx: np.ndarray, stream: int, lower: bool) -> np.ndarray:
