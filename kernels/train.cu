@@ -1,4 +1,4 @@
-// train.cu -- the P_SGD trainer: many small MLPs trained with SGD / momentum / Nesterov / Adam,
+// train.cu -- the P_SGD trainer: many small MLPs trained with SGD / momentum / Nesterov / Adam / Adagrad / RMSprop,
 // one warp per run, bit for bit fastpoly/sgd/reference.py (NVRTC-compatible, no system headers).
 //
 // fastpoly_train (persistent grid; each warp takes the next run of start .. start+n-1 from an atomic
@@ -24,7 +24,8 @@
 //   P      parameters, layer l: W_l row-major with an odd row stride ld_l (= fan_in | 1: the lanes
 //          of the forward pass read 32 different rows, those of the back-propagation 32 different
 //          columns, both without bank conflicts), then b_l
-//   S1, S2 optimiser state at the offsets of P (momentum buffer or Adam m; Adam v), if used
+//   S1, S2 optimiser state at the offsets of P (momentum buffer, Adam m, Adagrad accumulator or RMSprop v;
+//          Adam v or RMSprop momentum), if used
 //   A_l    the input of layer l for RC rows (row-major, stride width_l); A_0 = the minibatch rows
 //   OUT    the logits of RC rows
 //   D, E   output errors of the current layer and of the layer below (maxh x B)
@@ -409,8 +410,10 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
                 }
             }
         }
-        if (N.s1 >= 0)
-            for (int t = lane; t < N.np_pad; t += 32) sm[N.s1 + t] = 0.0f;
+        if (N.s1 >= 0) {
+            const float s1_init = fp_opt_s1_init(N.o);
+            for (int t = lane; t < N.np_pad; t += 32) sm[N.s1 + t] = s1_init;
+        }
         if (N.s2 >= 0)
             for (int t = lane; t < N.np_pad; t += 32) sm[N.s2 + t] = 0.0f;
         __syncwarp();

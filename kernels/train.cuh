@@ -162,6 +162,7 @@ struct fp_opt {
     int nesterov;  // sgd with momentum only
     float nlr;     // -lr
     float mu, b1, b2, eps, c1, c2;  // c1 = 1 - b1, c2 = 1 - b2 (float32)
+    float lr, rho, crho, acc0;      // crho = 1 - rho (float32); acc0: Adagrad's initial accumulator
 };
 
 // Recipe.floats(), laid out by fastpoly.model.optimizers.RECIPE_FLOATS (FP_RF_* offsets)
@@ -176,12 +177,21 @@ FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
     o.eps = f[FP_RF_EPS];
     o.c1 = f[FP_RF_ONE_MINUS_BETA1];
     o.c2 = f[FP_RF_ONE_MINUS_BETA2];
+    o.lr = f[FP_RF_LR];
+    o.rho = f[FP_RF_RHO];
+    o.crho = f[FP_RF_ONE_MINUS_RHO];
+    o.acc0 = f[FP_RF_INITIAL_ACCUMULATOR];
     return o;
 }
 
-// Does the optimiser keep state s1 (momentum buffer / Adam m) and s2 (Adam v)?
-FP_HD bool fp_opt_has_s1(const fp_opt& o) { return o.kind == FP_OPT_ADAM || o.mu != 0.0f; }
-FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM; }
+// Does the optimiser keep state s1 (momentum buffer / Adam m / Adagrad accumulator / RMSprop v) and
+// s2 (Adam v / RMSprop momentum)?  The order of OPTIMIZERS[...].used_state in fastpoly.model.optimizers.
+FP_HD bool fp_opt_has_s1(const fp_opt& o) {
+    return o.kind == FP_OPT_ADAM || o.kind == FP_OPT_ADAGRAD || o.kind == FP_OPT_RMSPROP || o.mu != 0.0f;
+}
+FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM || (o.kind == FP_OPT_RMSPROP && o.mu != 0.0f); }
+// The value s1 starts from in every run (Adagrad: its initial accumulator; else 0).
+FP_HD float fp_opt_s1_init(const fp_opt& o) { return o.kind == FP_OPT_ADAGRAD ? o.acc0 : 0.0f; }
 
 // New value of parameter p with gradient g; bc1 = 1 - b1^t, bc2 = 1 - b2^t (Adam).
 FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2, float bc1, float bc2) {
@@ -192,6 +202,21 @@ FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2,
         *s2 = vv;
         const float stp = fp_div(fp_div(mm, bc1), fp_add(fp_sqrt(fp_div(vv, bc2)), o.eps));
         return fp_fma(o.nlr, stp, p);
+    }
+    if (o.kind == FP_OPT_ADAGRAD) {  // Keras 3: acc += g*g; p -= lr*g / sqrt(acc + eps)
+        const float acc = fp_fma(g, g, *s1);
+        *s1 = acc;
+        return fp_sub(p, fp_div(fp_mul(o.lr, g), fp_sqrt(fp_add(acc, o.eps))));
+    }
+    if (o.kind == FP_OPT_RMSPROP) {  // Keras 3, not centered: v = rho*v + (1-rho)*g*g; inc = lr*g / sqrt(v + eps)
+        const float vv = fp_fma(o.rho, *s1, fp_mul(o.crho, fp_mul(g, g)));
+        *s1 = vv;
+        float inc = fp_div(fp_mul(o.lr, g), fp_sqrt(fp_add(vv, o.eps)));
+        if (o.mu != 0.0f) {
+            inc = fp_fma(o.mu, *s2, inc);
+            *s2 = inc;
+        }
+        return fp_sub(p, inc);
     }
     if (o.mu == 0.0f) return fp_fma(o.nlr, g, p);
     const float bf = fp_fma(o.mu, *s1, g);

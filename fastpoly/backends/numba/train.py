@@ -62,10 +62,13 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 #: optimizer codes and recipe offsets (the optimizer table, fastpoly.model.optimizers)
 _ADAM = OPTIMIZERS["adam"].code
+_ADAGRAD = OPTIMIZERS["adagrad"].code
+_RMSPROP = OPTIMIZERS["rmsprop"].code
 _RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
     "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
 _RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
     "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
+_RF_RHO, _RF_CRHO, _RF_ACC0 = (RF[k] for k in ("rho", "one_minus_rho", "initial_accumulator"))
 
 
 #: rows per block of the fit check, the final loss and the key function
@@ -219,6 +222,8 @@ def _train_lane(rk, net, data, out, first, count, out0):
         ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
     lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
                                         floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
+    rho, crho, acc0 = floats[_RF_RHO], floats[_RF_CRHO], floats[_RF_ACC0]
+    s1_init = acc0 if opt == _ADAGRAD else _ZERO
     nlr = -lr
     B = min(m, batch_size)
     rows = max(B, _RB)
@@ -268,7 +273,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
         for l in range(1, L):
             transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
         for p in range(nq):
-            S1[p] = _ZERO
+            S1[p] = s1_init
             S2[p] = _ZERO
         # the function of the initialisation on the key rows
         for w in range(n_words):
@@ -361,6 +366,22 @@ def _train_lane(rk, net, data, out, first, count, out0):
                         S2[p] = vv
                         stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
                         Q[p] = fma(nlr, stp, Q[p])
+                elif opt == _ADAGRAD:
+                    for p in range(nq):
+                        g = G[p]
+                        acc = fma(g, g, S1[p])
+                        S1[p] = acc
+                        Q[p] = Q[p] - (lr * g) / np.sqrt(acc + eps)
+                elif opt == _RMSPROP:
+                    for p in range(nq):
+                        g = G[p]
+                        vv = fma(rho, S1[p], crho * (g * g))
+                        S1[p] = vv
+                        inc = (lr * g) / np.sqrt(vv + eps)
+                        if mu != _ZERO:
+                            inc = fma(mu, S2[p], inc)
+                            S2[p] = inc
+                        Q[p] = Q[p] - inc
                 elif mu == _ZERO:
                     for p in range(nq):
                         Q[p] = fma(nlr, G[p], Q[p])
