@@ -33,4 +33,5 @@
 #define FP_RI_MAX_EPOCHS 4
 #define FP_RI_EPOCHS_AFTER_FIT 5
 #define FP_RI_MIN_EPOCHS 6
-#define FP_RI_COUNT 7
+#define FP_RI_EPS_IN_SQRT 7
+#define FP_RI_COUNT 8

@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         N.eaf = (int)rints[FP_RI_EPOCHS_AFTER_FIT];
         N.min_epochs = (int)rints[FP_RI_MIN_EPOCHS];
         N.thr = rfloats[FP_RF_FIT_THRESHOLD];
-        N.o = fp_opt_load(N.opt, N.nesterov, rfloats);
+        N.o = fp_opt_load(N.opt, N.nesterov, (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
         N.m = m;
         N.B = bsz < m ? bsz : m;
         N.RC = rows_cap;

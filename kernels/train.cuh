@@ -160,16 +160,18 @@ FP_HD void fp_fisher_yates(const fp_u32* w, int m, int* perm) {
 struct fp_opt {
     int kind;      // FP_OPT_*
     int nesterov;  // sgd with momentum only
+    int eps_in_sqrt;  // Adagrad / RMSprop: sqrt(v + eps) (Keras 3) or sqrt(v) + eps (tf.keras 2.x)
     float nlr;     // -lr
     float mu, b1, b2, eps, c1, c2;  // c1 = 1 - b1, c2 = 1 - b2 (float32)
     float lr, rho, crho, acc0;      // crho = 1 - rho (float32); acc0: Adagrad's initial accumulator
 };
 
 // Recipe.floats(), laid out by fastpoly.model.optimizers.RECIPE_FLOATS (FP_RF_* offsets)
-FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
+FP_HD fp_opt fp_opt_load(int kind, int nesterov, int eps_in_sqrt, const float* f) {
     fp_opt o;
     o.kind = kind;
     o.nesterov = nesterov;
+    o.eps_in_sqrt = eps_in_sqrt;
     o.nlr = -f[FP_RF_LR];
     o.mu = f[FP_RF_MOMENTUM];
     o.b1 = f[FP_RF_BETA1];
@@ -193,6 +195,11 @@ FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM || (o.k
 // The value s1 starts from in every run (Adagrad: its initial accumulator; else 0).
 FP_HD float fp_opt_s1_init(const fp_opt& o) { return o.kind == FP_OPT_ADAGRAD ? o.acc0 : 0.0f; }
 
+// The Adagrad / RMSprop denominator of the second-moment state v.
+FP_HD float fp_opt_den(const fp_opt& o, float v) {
+    return o.eps_in_sqrt ? fp_sqrt(fp_add(v, o.eps)) : fp_add(fp_sqrt(v), o.eps);
+}
+
 // New value of parameter p with gradient g; bc1 = 1 - b1^t, bc2 = 1 - b2^t (Adam).
 FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2, float bc1, float bc2) {
     if (o.kind == FP_OPT_ADAM) {
@@ -206,12 +213,12 @@ FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2,
     if (o.kind == FP_OPT_ADAGRAD) {  // Keras 3: acc += g*g; p -= lr*g / sqrt(acc + eps)
         const float acc = fp_fma(g, g, *s1);
         *s1 = acc;
-        return fp_sub(p, fp_div(fp_mul(o.lr, g), fp_sqrt(fp_add(acc, o.eps))));
+        return fp_sub(p, fp_div(fp_mul(o.lr, g), fp_opt_den(o, acc)));
     }
     if (o.kind == FP_OPT_RMSPROP) {  // Keras 3, not centered: v = rho*v + (1-rho)*g*g; inc = lr*g / sqrt(v + eps)
         const float vv = fp_fma(o.rho, *s1, fp_mul(o.crho, fp_mul(g, g)));
         *s1 = vv;
-        float inc = fp_div(fp_mul(o.lr, g), fp_sqrt(fp_add(vv, o.eps)));
+        float inc = fp_div(fp_mul(o.lr, g), fp_opt_den(o, vv));
         if (o.mu != 0.0f) {
             inc = fp_fma(o.mu, *s2, inc);
             *s2 = inc;

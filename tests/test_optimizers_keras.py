@@ -8,7 +8,8 @@ The formulas (``keras/src/optimizers/adagrad.py`` and ``rmsprop.py`` of Keras 3;
   ``p = p - inc``, or with momentum ``mu > 0``: ``mom = mu * mom + inc``, ``p = p - mom``;
   defaults ``lr = 0.001``, ``rho = 0.9``, ``eps = 1e-7``, ``momentum = 0``.
 
-Both put ``eps`` *inside* the square root (Keras 3; TF1's Adagrad put it outside).
+Both put ``eps`` *inside* the square root in Keras 3; tf.keras 2.x (``optimizer_v2``: Adagrad, and
+RMSprop without momentum) put it outside, ``sqrt(v) + eps`` -- ``Recipe(eps_in_sqrt=False)``.
 """
 from __future__ import annotations
 
@@ -46,27 +47,34 @@ def test_keras_defaults():
     (dict(optimizer="adagrad", initial_accumulator=-0.1), "initial_accumulator must be >= 0"),
     (dict(optimizer="rmsprop", eps=0.0), "eps must be > 0"),
     (dict(optimizer="rmsprop", momentum=0.5, nesterov=True), "nesterov=True needs optimizer='sgd'"),
-], ids=["rho-adam", "acc-rmsprop", "momentum-adagrad", "rho-1", "acc-negative", "eps-0", "nesterov-rmsprop"])
+    (dict(optimizer="adam", eps_in_sqrt=False), "eps_in_sqrt is an option of optimizer='adagrad' or 'rmsprop'"),
+    (dict(optimizer="rmsprop", eps_in_sqrt=1), "eps_in_sqrt must be True or False"),
+], ids=["rho-adam", "acc-rmsprop", "momentum-adagrad", "rho-1", "acc-negative", "eps-0", "nesterov-rmsprop",
+        "eps-placement-adam", "eps-placement-int"])
 def test_bad_options_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         Recipe(**kw)
 
 
-def _keras_adagrad(p, gs, lr, acc0, eps):
+def _den(v, eps, inside):
+    return np.sqrt(v + eps) if inside else np.sqrt(v) + eps
+
+
+def _keras_adagrad(p, gs, lr, acc0, eps, inside):
     p, acc = np.float64(p), np.full_like(np.float64(p), acc0)
     for g in gs:
         acc = acc + np.float64(g) ** 2
-        p = p - lr * np.float64(g) / np.sqrt(acc + eps)
+        p = p - lr * np.float64(g) / _den(acc, eps, inside)
     return p
 
 
-def _keras_rmsprop(p, gs, lr, rho, eps, mu):
+def _keras_rmsprop(p, gs, lr, rho, eps, mu, inside):
     p = np.float64(p)
     v, mom = np.zeros_like(p), np.zeros_like(p)
     for g in gs:
         g = np.float64(g)
         v = rho * v + (1 - rho) * g ** 2
-        inc = lr * g / np.sqrt(v + eps)
+        inc = lr * g / _den(v, eps, inside)
         if mu > 0:
             mom = mu * mom + inc
             p = p - mom
@@ -79,16 +87,18 @@ KERAS = {
     "adagrad": dict(optimizer="adagrad"),
     "adagrad-lr0.1-acc0.01-eps1e-4": dict(optimizer="adagrad", lr=0.1, initial_accumulator=0.01, eps=1e-4),
     "adagrad-acc0": dict(optimizer="adagrad", lr=0.05, initial_accumulator=0.0),
+    "adagrad-tfkeras2-eps-outside": dict(optimizer="adagrad", lr=0.01, eps=1e-3, eps_in_sqrt=False),
     "rmsprop": dict(optimizer="rmsprop"),
     "rmsprop-rho0.5-eps1e-3": dict(optimizer="rmsprop", lr=0.02, rho=0.5, eps=1e-3),
     "rmsprop-momentum0.9": dict(optimizer="rmsprop", lr=0.01, momentum=0.9),
+    "rmsprop-tfkeras2-eps-outside": dict(optimizer="rmsprop", lr=0.01, eps=1e-3, eps_in_sqrt=False),
 }
 
 
 def _keras(r, p, gs):
     if r.optimizer == "adagrad":
-        return _keras_adagrad(p, gs, r.lr, r.initial_accumulator, r.eps)
-    return _keras_rmsprop(p, gs, r.lr, r.rho, r.eps, r.momentum)
+        return _keras_adagrad(p, gs, r.lr, r.initial_accumulator, r.eps, r.eps_in_sqrt)
+    return _keras_rmsprop(p, gs, r.lr, r.rho, r.eps, r.momentum, r.eps_in_sqrt)
 
 
 def _steps(r, p, gs):
@@ -109,10 +119,8 @@ def test_single_step_closed_form(name):
     p = rng.normal(size=64).astype(F)
     g = np.concatenate([rng.normal(size=60) * 10.0 ** rng.integers(-4, 2, 60), [0.0, -0.0, 1e-6, -3.0]]).astype(F)
     g64, p64 = np.float64(g), np.float64(p)
-    if r.optimizer == "adagrad":
-        want = p64 - r.lr * g64 / np.sqrt(r.initial_accumulator + g64 ** 2 + r.eps)
-    else:
-        want = p64 - r.lr * g64 / np.sqrt((1 - r.rho) * g64 ** 2 + r.eps)
+    v = r.initial_accumulator + g64 ** 2 if r.optimizer == "adagrad" else (1 - r.rho) * g64 ** 2
+    want = p64 - r.lr * g64 / (np.sqrt(v + r.eps) if r.eps_in_sqrt else np.sqrt(v) + r.eps)
     got = _steps(r, p, [g])
     assert got.dtype == F
     assert_close_to_reference(got, want, F)
@@ -130,6 +138,14 @@ def test_ten_steps_match_keras_in_float64(name):
     p = rng.normal(size=200).astype(F)
     gs = [(rng.normal(size=200) * 0.3).astype(F) for _ in range(10)]
     assert_close_to_reference(_steps(r, p, gs), _keras(r, p, gs), F)
+
+
+def test_eps_placement_matters():
+    """The two placements differ where v is small against eps (so the tests above can tell them apart)."""
+    g = [np.array([1e-3, 1e-2, 1.0], F)]
+    a = _steps(Recipe(optimizer="rmsprop", eps=1e-4), np.zeros(3, F), g)
+    b = _steps(Recipe(optimizer="rmsprop", eps=1e-4, eps_in_sqrt=False), np.zeros(3, F), g)
+    assert np.all(np.abs(a[:2] - b[:2]) > 1e-2 * np.abs(a[:2]))
 
 
 def test_fresh_state_every_run():
@@ -164,7 +180,8 @@ def _grad64(mlp, p, X, y):
     return g
 
 
-@pytest.mark.parametrize("name", ["adagrad-lr0.1-acc0.01-eps1e-4", "rmsprop-rho0.5-eps1e-3", "rmsprop-momentum0.9"])
+@pytest.mark.parametrize("name", ["adagrad-lr0.1-acc0.01-eps1e-4", "rmsprop-rho0.5-eps1e-3", "rmsprop-momentum0.9",
+                                  "rmsprop-tfkeras2-eps-outside"])
 def test_short_run_matches_float64_keras(name):
     recipe = Recipe(**KERAS[name], batch_size=3, max_epochs=3, min_epochs=3)
     mlp = MLP(4, (6, 5))
@@ -183,10 +200,10 @@ def test_short_run_matches_float64_keras(name):
                 g = _grad64(mlp, p, X[bt], y[bt])
                 if recipe.optimizer == "adagrad":
                     acc = acc + g * g
-                    p = p - recipe.lr * g / np.sqrt(acc + recipe.eps)
+                    p = p - recipe.lr * g / _den(acc, recipe.eps, recipe.eps_in_sqrt)
                 else:
                     v = recipe.rho * v + (1 - recipe.rho) * g * g
-                    inc = recipe.lr * g / np.sqrt(v + recipe.eps)
+                    inc = recipe.lr * g / _den(v, recipe.eps, recipe.eps_in_sqrt)
                     if recipe.momentum > 0:
                         mom = recipe.momentum * mom + inc
                         inc = mom
@@ -200,6 +217,10 @@ TRAIN = {
     "adagrad-mse-acc0": Recipe(optimizer="adagrad", lr=0.05, initial_accumulator=0.0, loss="mse", batch_size=5,
                                max_epochs=20, fit_threshold=0.5),
     "rmsprop": Recipe(optimizer="rmsprop", lr=0.01, batch_size=4, max_epochs=30),
+    "adagrad-eps-outside": Recipe(optimizer="adagrad", lr=0.1, eps=1e-4, eps_in_sqrt=False, batch_size=8,
+                                  max_epochs=15),
+    "rmsprop-momentum-eps-outside": Recipe(optimizer="rmsprop", lr=0.01, momentum=0.5, eps=1e-4, eps_in_sqrt=False,
+                                           batch_size=2, max_epochs=10),
     "rmsprop-momentum-rho0.8": Recipe(optimizer="rmsprop", lr=0.005, momentum=0.9, rho=0.8, eps=1e-6, batch_size=3,
                                       max_epochs=25, min_epochs=4),
 }
@@ -247,3 +268,31 @@ def test_recipes_train():
         init = tp.plan.mlp.draw_params(3, list(range(4)))
         assert np.all(np.any(ref.params != init, axis=1)), name
     assert fitted > 0
+
+
+def test_cli_options(tmp_path, capsys):
+    from fastpoly.cli.main import main
+
+    base = ["train", "3-4-1", "--train", "0,3,5", "--target", "01101001", "--runs", "4", "--max-epochs", "5",
+            "--backend", "numpy", "--no-progress"]
+    assert main(base + ["--optimizer", "rmsprop", "--rho", "0.8", "--momentum", "0.5", "--eps", "1e-5",
+                        "--eps-outside-sqrt", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "'optimizer': 'rmsprop'" in out and "'rho': 0.8" in out and "'eps_in_sqrt': False" in out
+    assert "'momentum': 0.5" in out and "'eps': 1e-05" in out
+    assert main(base + ["--optimizer", "adagrad", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "'initial_accumulator': 0.1" in out and "'eps': 1e-07" in out and "'lr': 0.001" in out
+    assert main(base + ["--optimizer", "adam", "--initial-accumulator", "0.2", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "initial_accumulator is an option of optimizer='adagrad'" in err[0]
+
+
+@pytest.mark.parametrize("opt", ["adagrad", "rmsprop", "adam"])
+def test_sample_sgd_keyword_optimizer_takes_its_defaults(opt):
+    from fastpoly.sgd import sample_sgd
+
+    res = sample_sgd("3-4-1", boolean_inputs(3), ([0, 3, 5], [0, 1, 1]), 2, seed=1, backend="numpy",
+                     optimizer=opt, max_epochs=2, progress=False)
+    r = res.meta["sgd_recipe"]
+    assert r["optimizer"] == opt and r["lr"] == OPTIMIZERS[opt].default_lr and r["eps"] == OPTIMIZERS[opt].default_eps

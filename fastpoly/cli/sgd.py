@@ -63,6 +63,8 @@ def register(sub):
                    help="Adam / Adagrad / RMSprop epsilon (default 1e-8 for adam, 1e-7 for adagrad and rmsprop)")
     r.add_argument("--rho", type=float, help="RMSprop decay rate (default 0.9, Keras)")
     r.add_argument("--initial-accumulator", type=float, help="Adagrad's initial accumulator (default 0.1, Keras)")
+    r.add_argument("--eps-outside-sqrt", action="store_true", default=None,
+                   help="Adagrad / RMSprop: divide by sqrt(v) + eps (tf.keras 2.x) instead of sqrt(v + eps) (Keras 3)")
     r.add_argument("--loss", choices=list(LOSSES), help=", ".join(LOSSES) + " (default ce)")
     r.add_argument("--batch", type=int, help="minibatch size (default 8)")
     r.add_argument("--max-epochs", type=int, help="default 3000")
@@ -81,7 +83,8 @@ def register(sub):
 
 #: recipe options: name -> default
 _RECIPE = {"optimizer": "sgd", "lr": None, "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
-           "eps": None, "rho": 0.9, "initial_accumulator": 0.1, "loss": "ce", "batch": 8, "max_epochs": 3000,
+           "eps": None, "rho": 0.9, "initial_accumulator": 0.1, "eps_outside_sqrt": False,
+           "loss": "ce", "batch": 8, "max_epochs": 3000,
            "fit_threshold": 0.0,
            "epochs_after_fit": None, "min_epochs": 0}
 _OWN = ("runs", "anchor", "callback_leak", "workers") + tuple(_RECIPE)
@@ -147,7 +150,8 @@ def _train_and_report(args, n, path, opts):
             rows, tgt = train_set_from_args(args, X.shape[0], required=True)
             recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                             beta1=args.beta1, beta2=args.beta2, eps=args.eps, rho=args.rho,
-                            initial_accumulator=args.initial_accumulator, loss=args.loss,
+                            initial_accumulator=args.initial_accumulator, eps_in_sqrt=not args.eps_outside_sqrt,
+                            loss=args.loss,
                             batch_size=args.batch, max_epochs=args.max_epochs, fit_threshold=args.fit_threshold,
                             epochs_after_fit=args.epochs_after_fit or 0, min_epochs=args.min_epochs)
             res = sample_sgd(mlp, X, (rows, tgt[rows]), seed=args.seed, backend=args.backend, recipe=recipe,

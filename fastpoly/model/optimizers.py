@@ -36,7 +36,8 @@ F = np.float32
 RECIPE_FLOATS = ("lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2",
                  "rho", "one_minus_rho", "initial_accumulator")
 #: the recipe's int64 array (``Recipe.ints()``), in this order
-RECIPE_INTS = ("optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs")
+RECIPE_INTS = ("optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs",
+               "eps_in_sqrt")
 #: name -> offset in ``Recipe.floats()`` / ``Recipe.ints()``
 RF: Mapping[str, int] = MappingProxyType({n: i for i, n in enumerate(RECIPE_FLOATS)})
 RI: Mapping[str, int] = MappingProxyType({n: i for i, n in enumerate(RECIPE_INTS)})
@@ -90,14 +91,23 @@ def _adagrad_init(n: int, hp: Mapping[str, float]) -> State:
     return {"acc": np.full(n, F(hp["initial_accumulator"]), F)}
 
 
+def _denominator(hp: Mapping[str, float], v: np.ndarray) -> np.ndarray:
+    """``sqrt(v + eps)`` (Keras 3, the default) or ``sqrt(v) + eps`` (``eps_in_sqrt=False``: tf.keras 2.x)."""
+    eps = F(hp["eps"])
+    if hp["eps_in_sqrt"]:
+        return np.sqrt((v + eps).astype(F)).astype(F)
+    return (np.sqrt(v).astype(F) + eps).astype(F)
+
+
 def _adagrad_step(hp: Mapping[str, float], st: State, p: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Adagrad (Keras 3): ``acc = fma(g, g, acc)``, ``p = p - (lr*g) / sqrt(acc + eps)``.
 
-    ``acc`` starts at ``initial_accumulator`` (Keras ``initial_accumulator_value``, default 0.1).
+    ``acc`` starts at ``initial_accumulator`` (Keras ``initial_accumulator_value``, default 0.1);
+    with ``eps_in_sqrt=False`` the denominator is ``sqrt(acc) + eps`` (tf.keras 2.x).
     """
-    lr, eps = F(hp["lr"]), F(hp["eps"])
+    lr = F(hp["lr"])
     st["acc"] = fma32(g, g, st["acc"])
-    inc = ((lr * g).astype(F) / np.sqrt((st["acc"] + eps).astype(F)).astype(F)).astype(F)
+    inc = ((lr * g).astype(F) / _denominator(hp, st["acc"])).astype(F)
     return (p - inc).astype(F)
 
 
@@ -109,11 +119,12 @@ def _rmsprop_step(hp: Mapping[str, float], st: State, p: np.ndarray, g: np.ndarr
     """RMSprop (Keras 3, not centered): ``v = fma(rho, v, (1-rho)*(g*g))``, ``inc = (lr*g) / sqrt(v + eps)``.
 
     Without momentum ``p = p - inc``; with momentum ``mu`` (Keras' plain momentum on the increment)
-    ``mom = fma(mu, mom, inc)``, ``p = p - mom``.
+    ``mom = fma(mu, mom, inc)``, ``p = p - mom``.  With ``eps_in_sqrt=False`` the denominator is
+    ``sqrt(v) + eps`` (tf.keras 2.x without momentum).
     """
-    lr, rho, c, eps, mu = F(hp["lr"]), F(hp["rho"]), F(hp["one_minus_rho"]), F(hp["eps"]), F(hp["momentum"])
+    lr, rho, c, mu = F(hp["lr"]), F(hp["rho"]), F(hp["one_minus_rho"]), F(hp["momentum"])
     st["v"] = fma32(rho, st["v"], (c * (g * g).astype(F)).astype(F))
-    inc = ((lr * g).astype(F) / np.sqrt((st["v"] + eps).astype(F)).astype(F)).astype(F)
+    inc = ((lr * g).astype(F) / _denominator(hp, st["v"])).astype(F)
     if mu != 0:
         st["mom"] = fma32(mu, st["mom"], inc)
         inc = st["mom"]
@@ -146,7 +157,8 @@ class Optimizer:
         Fresh state for ``n`` parameters (every run starts from it).
     step : callable ``(hp, state, p, g) -> p``
         The NumPy float32 update (the FMA rule), the reference every compiled trainer matches bit for
-        bit; ``hp`` maps :data:`RECIPE_FLOATS` names to float32 values and ``"nesterov"`` to a bool.
+        bit; ``hp`` maps :data:`RECIPE_FLOATS` names to float32 values and ``"nesterov"`` and
+        ``"eps_in_sqrt"`` to bools.
     """
 
     name: str
@@ -169,10 +181,10 @@ OPTIMIZERS: Mapping[str, Optimizer] = MappingProxyType({o.name: o for o in (
     Optimizer("adam", 1, 0.001, 1e-8, ("beta1", "beta2", "eps"), ("m", "v"),
               "m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)",
               lambda hp: ("m", "v"), _adam_init, _adam_step),
-    Optimizer("adagrad", 2, 0.001, 1e-7, ("initial_accumulator", "eps"), ("acc",),
+    Optimizer("adagrad", 2, 0.001, 1e-7, ("initial_accumulator", "eps", "eps_in_sqrt"), ("acc",),
               "acc = acc + g*g (acc starts at initial_accumulator); p -= lr * g / sqrt(acc + eps)  (Keras 3 Adagrad)",
               lambda hp: ("acc",), _adagrad_init, _adagrad_step),
-    Optimizer("rmsprop", 3, 0.001, 1e-7, ("rho", "eps", "momentum"), ("v", "mom"),
+    Optimizer("rmsprop", 3, 0.001, 1e-7, ("rho", "eps", "momentum", "eps_in_sqrt"), ("v", "mom"),
               "v = rho*v + (1-rho)*g*g; inc = lr * g / sqrt(v + eps); mom = mu*mom + inc (mu > 0); "
               "p -= (inc | mom)  (Keras 3 RMSprop, not centered)",
               lambda hp: ("v", "mom") if hp["momentum"] != 0 else ("v",), _rmsprop_init, _rmsprop_step),

@@ -55,8 +55,8 @@ def _int(v, what, lo):
 
 
 #: the fields only Adagrad / RMSprop read, and their defaults (left out of :meth:`Recipe.to_dict` otherwise)
-_KERAS_FIELDS = {"rho": 0.9, "initial_accumulator": 0.1}
-_KERAS_OWNER = {"rho": "rmsprop", "initial_accumulator": "adagrad"}
+_KERAS_FIELDS = {"rho": 0.9, "initial_accumulator": 0.1, "eps_in_sqrt": True}
+_KERAS_OWNER = {"rho": "'rmsprop'", "initial_accumulator": "'adagrad'", "eps_in_sqrt": "'adagrad' or 'rmsprop'"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ class Recipe:
         RMSprop decay rate in [0, 1) (Keras default 0.9).
     initial_accumulator : float
         Adagrad's initial accumulator value (>= 0; Keras default 0.1).
+    eps_in_sqrt : bool
+        Adagrad / RMSprop denominator ``sqrt(v + eps)`` (True: Keras 3 and the TF raw ops) or
+        ``sqrt(v) + eps`` (False: tf.keras 2.x ``optimizer_v2`` Adagrad, and RMSprop without momentum,
+        the Keras of the 2019-2021 anchors).
     loss : {"ce", "mse"}
         ``ce``: binary cross-entropy on the logit ``z`` (``softplus(z) - y*z``);
         ``mse``: ``(z - y)**2`` on the logit; both a mean over the minibatch.
@@ -126,6 +130,7 @@ class Recipe:
     min_epochs: int = 0
     rho: float = 0.9
     initial_accumulator: float = 0.1
+    eps_in_sqrt: bool = True
 
     def __post_init__(self):
         opt = get_optimizer(self.optimizer)
@@ -158,9 +163,12 @@ class Recipe:
         object.__setattr__(self, "min_epochs", _int(self.min_epochs, "min_epochs", 0))
         object.__setattr__(self, "rho", _num(self.rho, "rho", 0.0, 1.0, hi_open=True))
         object.__setattr__(self, "initial_accumulator", _num(self.initial_accumulator, "initial_accumulator", 0.0))
+        if not isinstance(self.eps_in_sqrt, (bool, np.bool_)):
+            raise ValueError(f"eps_in_sqrt must be True or False, got {self.eps_in_sqrt!r}")  # noqa: TRY004
+        object.__setattr__(self, "eps_in_sqrt", bool(self.eps_in_sqrt))
         for k in _KERAS_FIELDS:
             if k not in opt.options and getattr(self, k) != _KERAS_FIELDS[k]:
-                raise ValueError(f"{k} is an option of optimizer={_KERAS_OWNER[k]!r}, not of {self.optimizer!r}")
+                raise ValueError(f"{k} is an option of optimizer={_KERAS_OWNER[k]}, not of {self.optimizer!r}")
         if self.max_epochs >= 2**24:
             raise ValueError("max_epochs must be < 2**24")
 
@@ -176,7 +184,8 @@ class Recipe:
         return _LOSS_CODES[self.loss]
 
     def hyper(self):
-        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry (and ``nesterov``) to its float32 value.
+        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry to its float32 value (and ``nesterov``,
+        ``eps_in_sqrt`` to bools).
 
         ``one_minus_beta1/2`` are computed in float32 from the float32 betas (exact for the
         usual values), the same on every backend.
@@ -186,7 +195,8 @@ class Recipe:
         v = {"lr": f(self.lr), "momentum": f(self.momentum), "beta1": b1, "beta2": b2, "eps": f(self.eps),
              "fit_threshold": f(self.fit_threshold), "one_minus_beta1": f(1) - b1, "one_minus_beta2": f(1) - b2,
              "rho": f(self.rho), "one_minus_rho": f(1) - f(self.rho), "initial_accumulator": f(self.initial_accumulator)}
-        return {**{k: v[k] for k in RECIPE_FLOATS}, "nesterov": bool(self.nesterov)}
+        return {**{k: v[k] for k in RECIPE_FLOATS}, "nesterov": bool(self.nesterov),
+                "eps_in_sqrt": bool(self.eps_in_sqrt)}
 
     def floats(self):
         """The float32 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_FLOATS`.
@@ -199,17 +209,18 @@ class Recipe:
     def ints(self):
         """The int64 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_INTS`.
 
-        ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]``.
+        ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs, eps_in_sqrt]``.
         """
         v = {"optimizer": self.opt_code, "loss": self.loss_code, "nesterov": int(self.nesterov),
              "batch_size": self.batch_size, "max_epochs": self.max_epochs,
-             "epochs_after_fit": self.epochs_after_fit, "min_epochs": self.min_epochs}
+             "epochs_after_fit": self.epochs_after_fit, "min_epochs": self.min_epochs,
+             "eps_in_sqrt": int(self.eps_in_sqrt)}
         return np.array([v[k] for k in RECIPE_INTS], dtype=np.int64)
 
     def to_dict(self):
         """JSON-serialisable description (recorded in the counts' metadata).
 
-        ``rho`` / ``initial_accumulator`` appear only for the optimizer that reads them, so the
+        ``rho`` / ``initial_accumulator`` / ``eps_in_sqrt`` appear only for the optimizer that reads them, so the
         descriptions of SGD and Adam recipes are those of earlier versions.
         """
         d = asdict(self)

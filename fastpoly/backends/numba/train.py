@@ -66,6 +66,7 @@ _ADAGRAD = OPTIMIZERS["adagrad"].code
 _RMSPROP = OPTIMIZERS["rmsprop"].code
 _RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
     "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RI_EIS = RI["eps_in_sqrt"]
 _RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
     "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
 _RF_RHO, _RF_CRHO, _RF_ACC0 = (RF[k] for k in ("rho", "one_minus_rho", "initial_accumulator"))
@@ -224,6 +225,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                                         floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
     rho, crho, acc0 = floats[_RF_RHO], floats[_RF_CRHO], floats[_RF_ACC0]
     s1_init = acc0 if opt == _ADAGRAD else _ZERO
+    eps_in_sqrt = ints[_RI_EIS] != 0
     nlr = -lr
     B = min(m, batch_size)
     rows = max(B, _RB)
@@ -371,13 +373,15 @@ def _train_lane(rk, net, data, out, first, count, out0):
                         g = G[p]
                         acc = fma(g, g, S1[p])
                         S1[p] = acc
-                        Q[p] = Q[p] - (lr * g) / np.sqrt(acc + eps)
+                        den = np.sqrt(acc + eps) if eps_in_sqrt else np.sqrt(acc) + eps
+                        Q[p] = Q[p] - (lr * g) / den
                 elif opt == _RMSPROP:
                     for p in range(nq):
                         g = G[p]
                         vv = fma(rho, S1[p], crho * (g * g))
                         S1[p] = vv
-                        inc = (lr * g) / np.sqrt(vv + eps)
+                        den = np.sqrt(vv + eps) if eps_in_sqrt else np.sqrt(vv) + eps
+                        inc = (lr * g) / den
                         if mu != _ZERO:
                             inc = fma(mu, S2[p], inc)
                             S2[p] = inc
