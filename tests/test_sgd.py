@@ -231,7 +231,7 @@ def test_recipe_that_cannot_fit_counts_failed():
     (dict(train=([1, 99], [0, 1])), r"\[0, 16\)"),
     (dict(lr=0), "lr"),
     (dict(lr=-1), "lr"),
-    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(optimizer="adadelta"), "optimizer"),
     (dict(loss="hinge"), "loss"),
     (dict(nesterov=True), "nesterov"),
     (dict(momentum=1.0), "momentum"),
