@@ -184,8 +184,9 @@ class Recipe:
         return _LOSS_CODES[self.loss]
 
     def hyper(self):
-        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry to its float32 value (and ``nesterov``,
-        ``eps_in_sqrt`` to bools).
+        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry to its float32 value.
+
+        ``nesterov`` and ``eps_in_sqrt`` map to bools.
 
         ``one_minus_beta1/2`` are computed in float32 from the float32 betas (exact for the
         usual values), the same on every backend.
