@@ -1,5 +1,7 @@
-"""NumPy twins (bit for bit) of the trainers' float32 ``exp``, ``expm1``, ``log1p``, ``sigmoid``, ``softplus``,
-``tanh``, ``erf`` and the derivatives of the smooth activations.
+"""NumPy twins (bit for bit) of the trainers' float32 elementary functions.
+
+``exp``, ``expm1``, ``log1p``, ``sigmoid``, ``softplus``, ``tanh``, ``erf`` and the derivatives of
+the smooth activations.
 
 They mirror :mod:`fastpoly.backends.numba.vecmath` and ``kernels/train.cuh``, for the loss of the
 SGD trainers and for their smooth hidden activations (tanh, erf, sigmoid).
@@ -158,8 +160,10 @@ def d_sigmoid32(z, e):
 
 
 def d_erf32(z, e):
-    """``e * erf'(z)``: ``e * (C * fma(-lo, E, E))``, ``a = min(|z|, 12)``, ``hi = a*a``, ``lo = fma(a, a, -hi)``,
-    ``E = exp32(-hi)`` (``erf'(12) < 2**-200``: 0 in float32).
+    """``e * erf'(z)``: ``e * (C * fma(-lo, E, E))``.
+
+    ``a = min(|z|, 12)``, ``hi = a*a``, ``lo = fma(a, a, -hi)``, ``E = exp32(-hi)`` (``erf'(12) < 2**-200``:
+    0 in float32).
     """
     a = np.abs(_f(z))
     a = np.where(a > _ZCAP, _ZCAP, a).astype(np.float32)
