@@ -275,7 +275,7 @@ def _support(**uses: str) -> Mapping[str, frozenset[str]]:
 
 _EVERY = "numpy numba cupy"
 #: where the smooth activations train (their float32 functions in the NumPy twin, Numba and CUDA)
-_TRAIN_SMOOTH = "numpy numba"
+_TRAIN_SMOOTH = _EVERY
 
 #: the table (codes 0..4 are the sampler's; never renumber: they are part of compiled kernels)
 TABLE: Mapping[str, Activation] = MappingProxyType({a.name: a for a in (

@@ -131,11 +131,11 @@ def test_twins_equal_numba_bits():
 def test_table_support_column():
     for name in SMOOTH:
         a = TABLE[name]
-        assert a.train is not None and a.supports("train", "numpy") and a.supports("train", "numba")
-        # the CUDA trainer does not have them (yet): a clear error listing what it has
-        with pytest.raises(ValueError, match="not supported for training on the cupy backend"):
-            check_supported(name, "train", "cupy")
-    assert supported("train", "numba") == ("relu", "tanh", "erf", "identity", "sigmoid")
+        assert a.train is not None and all(a.supports("train", b) for b in ("numpy", "numba", "cupy"))
+    for b in ("numpy", "numba", "cupy"):
+        assert supported("train", b) == ("relu", "tanh", "erf", "identity", "sigmoid")
+    with pytest.raises(ValueError, match="not supported for training"):
+        check_supported("sign", "train", "cupy")
     # sampling keeps float64 libm tanh / erf (the golden digests): the reference is not the trainers' function
     z = np.linspace(-3, 3, 1001).astype(F)
     assert np.array_equal(TABLE["tanh"].reference(z, F), np.tanh(np.float64(z)).astype(F))
@@ -197,6 +197,21 @@ def test_numba_trainer_bit_for_bit(act, recipe):
     assert np.array_equal(ref.loss.view(np.uint32), got.loss.view(np.uint32))
     assert np.array_equal(ref.params.view(np.uint32), got.params.view(np.uint32))
     assert np.any(ref.first_fit > 0)  # some runs fit S: the recipe trains
+
+
+@pytest.mark.cuda_emu
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("act", ["tanh", "erf"])
+def test_cuda_trainer_bit_for_bit_emulated(emu, act, recipe):
+    from fastpoly.backends.cuda.train import train_range_cuda
+
+    tp = make_train_plan(MLP(4, (6, 5), activation=act), X4, (ROWS, LABELS), seed=3, recipe=RECIPES[recipe])
+    ref = train_range_reference(tp, 0, 4, params=True)
+    got = train_range_cuda(tp, 0, 4, params=True, device=emu.EmuDevice())
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
+        assert np.array_equal(getattr(ref, f), getattr(got, f)), f
+    assert np.array_equal(ref.loss.view(np.uint32), got.loss.view(np.uint32))
+    assert np.array_equal(ref.params.view(np.uint32), got.params.view(np.uint32))
 
 
 def test_wide_layers_bit_for_bit():
