@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastpoly.activations import SAMPLER_CODES
+from fastpoly.activations import SAMPLER_CODES, check_supported
 from fastpoly.model.inputs import BOOLEAN_INPUT_LIMITS, all_boolean_inputs, boolean_inputs, check_input_rows
 from fastpoly.model.mlp import MLP
 from fastpoly.model.spec import as_architecture
@@ -176,7 +176,8 @@ class SamplerPlan:
         return widths, SAMPLER_CODES[mlp.activation], ws, bs
 
 
-def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None) -> SamplerPlan:
+def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None,
+              use: str = "sample") -> SamplerPlan:
     """Validate and bundle a sampling job.
 
     Parameters
@@ -187,8 +188,11 @@ def make_plan(arch: MLP | str, X: ArrayLike | None = None, seed: int = 0, train:
         ``BOOLEAN_INPUT_LIMITS["array"]`` = 24, :mod:`fastpoly.model.inputs`).
     seed : int in [0, 2**64)
     train : (indices, labels) or None
+    use : {"sample", "train"}
+        What the plan is for: its activation must be supported there (sigmoid trains but has no sampler).
     """
     mlp = as_mlp(arch)
+    check_supported(mlp.activation, use)
     if X is None:
         X = all_boolean_inputs(mlp.n_inputs, "array")
     X = check_inputs(X, mlp.n_inputs)
