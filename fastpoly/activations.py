@@ -23,6 +23,12 @@ Two reference semantics exist, both fixed here:
   platform's libm/cephes and rounded once, so backends agree except, rarely, in the last bit.
 * :attr:`Activation.elementwise` ``(z)`` -- structured (sparse) polynomial networks:
   computed in the input's own dtype (see :mod:`fastpoly.poly.structured`).
+
+The trainers use a third: :attr:`Activation.train` (:class:`TrainOps`), float32 in and out, the
+compiled trainers' bits.  relu and identity are exact selects; tanh, erf and sigmoid are fastpoly's
+own float32 functions and derivatives (:mod:`fastpoly.stream.fmath_train`: within 2-3 ulp, the
+derivatives within 5 ulp of float64 math), identical in the NumPy reference, Numba and CUDA.
+sigmoid trains but does not sample (an ``MLP`` may carry it; the samplers refuse it).
 """
 from __future__ import annotations
 
