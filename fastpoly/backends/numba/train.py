@@ -77,23 +77,40 @@ _A_RELU, _A_IDENTITY, _A_TANH, _A_ERF, _A_SIGMOID = (CODES[k] for k in ("relu", 
 
 
 @jit
-def _act_fwd(code, z):
-    """A smooth activation's float32 forward (``fastpoly.stream.fmath_train``'s bits)."""
+def _act_rows(code, Zl, Hl, n, stride, width):
+    """``Hl[r*stride + j] = f(Zl[r*stride + j])`` for a smooth activation (``fmath_train``'s bits).
+
+    The switch is outside the loops, so that they vectorise.
+    """
     if code == _A_TANH:
-        return tanh32(z)
-    if code == _A_ERF:
-        return erf32(z)
-    return sigmoid32(z)
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = tanh32(Zl[r * stride + j])
+    elif code == _A_ERF:
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = erf32(Zl[r * stride + j])
+    else:
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = sigmoid32(Zl[r * stride + j])
 
 
 @jit
-def _act_bwd(code, z, e):
-    """``e * f'(z)`` of a smooth activation (``fastpoly.stream.fmath_train``'s bits)."""
+def _dact_rows(code, Zl, Dl, n, stride, width):
+    """``Dl[i] = Dl[i] * f'(Zl[i])`` (``i = r*stride + k``) for a smooth activation (``fmath_train``'s bits)."""
     if code == _A_TANH:
-        return d_tanh32(z, e)
-    if code == _A_ERF:
-        return d_erf32(z, e)
-    return d_sigmoid32(z, e)
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_tanh32(Zl[r * stride + k], Dl[r * stride + k])
+    elif code == _A_ERF:
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_erf32(Zl[r * stride + k], Dl[r * stride + k])
+    else:
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_sigmoid32(Zl[r * stride + k], Dl[r * stride + k])
 
 
 @jit
@@ -135,10 +152,7 @@ def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros):
             tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], out, 0, fop, Q, qb[l], zeros,
                   INIT_VEC, tact, n, fop // VW)
         if smooth and hidden:
-            h = H[l + 1]
-            for r in range(n):
-                for j in range(widths[l + 1]):
-                    h[r * fop + j] = _act_fwd(act, out[r * fop + j])
+            _act_rows(act, out, H[l + 1], n, fop, widths[l + 1])
 
 
 class TrainNet(NamedTuple):
@@ -397,10 +411,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                         tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
                               INIT_ZERO, ACT_MASK if act == _A_RELU else ACT_NONE, nb, fi_p // VW)
                         if smooth:
-                            dp, zl = D[l - 1], Z[l]
-                            for r in range(nb):
-                                for k in range(fi):
-                                    dp[r * fi_p + k] = _act_bwd(act, zl[r * fi_p + k], dp[r * fi_p + k])
+                            _dact_rows(act, Z[l], D[l - 1], nb, fi_p, fi)
                 # update
                 if opt == _ADAM:
                     b1t = b1t * b1
