@@ -233,7 +233,8 @@ class SamplerPlan:
         return widths, SAMPLER_CODES[mlp.activation], ws, bs
 
 
-def make_plan(arch: Architecture | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None) -> SamplerPlan:
+def make_plan(arch: Architecture | str, X: ArrayLike | None = None, seed: int = 0, train: Any = None,
+              use: str = "sample") -> SamplerPlan:
     """Validate and bundle a sampling job.
 
     Parameters
@@ -244,10 +245,11 @@ def make_plan(arch: Architecture | str, X: ArrayLike | None = None, seed: int = 
         ``BOOLEAN_INPUT_LIMITS["array"]`` = 24, :mod:`fastpoly.model.inputs`).
     seed : int in [0, 2**64)
     train : (indices, labels) or None
+    use : {"sample", "train"}
+        What the plan is for: its activation must be supported there (sigmoid trains but has no sampler).
     """
     mlp = as_architecture(arch)
-    if not isinstance(mlp, MLP):
-        check_supported(mlp.activation, "sample")
+    check_supported(mlp.activation, use)
     if X is None:
         X = all_boolean_inputs(mlp.n_inputs, "array")
     X = check_inputs(as_rows(X, mlp), mlp.n_inputs)

@@ -18,6 +18,6 @@
 
 // codes the CUDA kernels implement, per use (bit `code` set): Activation.support[use] has 'cupy'
 #define FP_ACTMASK_SAMPLE 0x1fu  // relu, tanh, erf, sign, identity
-#define FP_ACTMASK_TRAIN 0x11u  // relu, identity
+#define FP_ACTMASK_TRAIN 0x117u  // relu, tanh, erf, identity, sigmoid
 #define FP_ACTMASK_EVALUATE 0x1fu  // relu, tanh, erf, sign, identity
 #define FP_ACTMASK_NNGP 0x0u  // none

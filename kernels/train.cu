@@ -1,4 +1,4 @@
-// train.cu -- the P_SGD trainer: many small MLPs trained with SGD / momentum / Nesterov / Adam,
+// train.cu -- the P_SGD trainer: many small MLPs trained with SGD / momentum / Nesterov / Adam / Adagrad / RMSprop,
 // one warp per run, bit for bit fastpoly/sgd/reference.py (NVRTC-compatible, no system headers).
 //
 // fastpoly_train (persistent grid; each warp takes the next run of start .. start+n-1 from an atomic
@@ -26,8 +26,10 @@
 //   P      parameters, layer l: W_l row-major with an odd row stride ld_l (= fan_in | 1: the lanes
 //          of the forward pass read 32 different rows, those of the back-propagation 32 different
 //          columns, both without bank conflicts), then b_l
-//   S1, S2 optimiser state at the offsets of P (momentum buffer or Adam m; Adam v), if used
+//   S1, S2 optimiser state at the offsets of P (momentum buffer, Adam m, Adagrad accumulator or RMSprop v;
+//          Adam v or RMSprop momentum), if used
 //   A_l    the input of layer l for RC rows (row-major, stride width_l); A_0 = the minibatch rows
+//   Z_l    (tanh / erf / sigmoid only) the pre-activations of hidden layer l = 1 .. L-1, as A_l
 //   OUT    the logits of RC rows
 //   D, E   output errors of the current layer and of the layer below (maxh x B)
 //   perm   the epoch's order (m ints), words: its Philox words (4 * blocks_per_epoch)
@@ -57,7 +59,7 @@ struct fp_tr_net {
     int widths[FP_MAX_LAYERS + 1];
     int wo[FP_MAX_LAYERS], bo[FP_MAX_LAYERS];  // MLP-order offsets (bo = -1 without biases)
     float ws[FP_MAX_LAYERS], bs[FP_MAX_LAYERS];
-    int pw[FP_MAX_LAYERS], ld[FP_MAX_LAYERS], pb[FP_MAX_LAYERS], pa[FP_MAX_LAYERS];
+    int pw[FP_MAX_LAYERS], ld[FP_MAX_LAYERS], pb[FP_MAX_LAYERS], pa[FP_MAX_LAYERS], pz[FP_MAX_LAYERS];
     int np_pad, s1, s2, pout, pd, pe, pperm, pwords, total;
     int opt, loss, nesterov, max_epochs, eaf, min_epochs;
     float thr;
@@ -96,6 +98,14 @@ FP_HD void fp_tr_layout(fp_tr_net& N) {
     for (int l = 0; l < N.L; ++l) {
         N.pa[l] = off;
         off += fp_tr_align4(N.widths[l] * N.RC);
+    }
+    // a smooth activation keeps the pre-activations Z_l of the hidden layers l = 1 .. L-1
+    for (int l = 0; l < N.L; ++l) {
+        N.pz[l] = -1;
+        if (l > 0 && fp_train_smooth(N.act)) {
+            N.pz[l] = off;
+            off += fp_tr_align4(N.widths[l] * N.RC);
+        }
     }
     N.pout = off;
     off += fp_tr_align4(N.RC);
@@ -136,6 +146,7 @@ __device__ void fp_tr_forward(const fp_tr_net& N, float* sm, int nr, int lane) {
         const float* Wl = sm + N.pw[l];
         const float* hin = sm + N.pa[l];
         const bool last = (l == N.L - 1);
+        const bool smooth = fp_train_smooth(N.act);
         float* hout = sm + (last ? N.pout : N.pa[l + 1]);
         const int total = nr * fo;
         for (int q0 = lane; q0 < total; q0 += 32 * FP_TR_U) {
@@ -158,7 +169,10 @@ __device__ void fp_tr_forward(const fp_tr_net& N, float* sm, int nr, int lane) {
 #pragma unroll
             for (int u = 0; u < FP_TR_U; ++u) {
                 const int q = q0 + 32 * u;
-                if (q < total) hout[q] = last ? z[u] : fp_train_act(N.act, z[u]);
+                if (q < total) {
+                    if (!last && smooth) sm[N.pz[l + 1] + q] = z[u];
+                    hout[q] = last ? z[u] : fp_train_act(N.act, z[u]);
+                }
             }
         }
         __syncwarp();
@@ -248,10 +262,12 @@ __device__ void fp_tr_backward(const fp_tr_net& N, float* sm, const float* ys, c
     for (int r = lane; r < nb; r += 32) D[r] = fp_loss_grad(N.loss, out[r], ys[perm[a + r]], nbf);
     __syncwarp();
     const bool relu = (N.act == FP_ACT_RELU);
+    const bool smooth = fp_train_smooth(N.act);
     for (int l = N.L - 1; l >= 0; --l) {
         const int fi = N.widths[l], fo = N.widths[l + 1], ld = N.ld[l];
         float* Wl = sm + N.pw[l];
         const float* hin = sm + N.pa[l];
+        const float* zin = sm + (N.pz[l] >= 0 ? N.pz[l] : N.pa[l]);
         // 1. back-propagate with the old W_l: E[r, k] = sum_j d[r, j] W[j, k], masked by relu'
         if (l > 0) {
             const int total = nb * fi;
@@ -275,7 +291,8 @@ __device__ void fp_tr_backward(const fp_tr_net& N, float* sm, const float* ys, c
 #pragma unroll
                 for (int u = 0; u < FP_TR_U; ++u) {
                     const int q = q0 + 32 * u;
-                    if (q < total) E[q] = (!relu || hin[q] > 0.0f) ? e[u] : 0.0f;
+                    if (q < total)
+                        E[q] = smooth ? fp_train_dact(N.act, zin[q], e[u]) : ((!relu || hin[q] > 0.0f) ? e[u] : 0.0f);
                 }
             }
             __syncwarp();
@@ -377,7 +394,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
         N.eaf = (int)rints[FP_RI_EPOCHS_AFTER_FIT];
         N.min_epochs = (int)rints[FP_RI_MIN_EPOCHS];
         N.thr = rfloats[FP_RF_FIT_THRESHOLD];
-        N.o = fp_opt_load(N.opt, N.nesterov, rfloats);
+        N.o = fp_opt_load(N.opt, N.nesterov, (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
         N.m = m;
         N.B = bsz < m ? bsz : m;
         N.RC = rows_cap;
@@ -426,8 +443,10 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
                 }
             }
         }
-        if (N.s1 >= 0)
-            for (int t = lane; t < N.np_pad; t += 32) sm[N.s1 + t] = 0.0f;
+        if (N.s1 >= 0) {
+            const float s1_init = fp_opt_s1_init(N.o);
+            for (int t = lane; t < N.np_pad; t += 32) sm[N.s1 + t] = s1_init;
+        }
         if (N.s2 >= 0)
             for (int t = lane; t < N.np_pad; t += 32) sm[N.s2 + t] = 0.0f;
         __syncwarp();

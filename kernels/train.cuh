@@ -8,7 +8,9 @@
 // * the loss derivative on the logit and the per-point train loss;
 // * the Fisher--Yates order of the train points of one epoch (exact integers, Philox words of
 //   counter word 1 = FP_SGD_STREAM);
-// * the optimiser steps (SGD, momentum, Nesterov, Adam) of one parameter.
+// * the hidden activations: relu / identity selects, and fastpoly's own float32 tanh, erf, sigmoid and
+//   their derivatives (fastpoly.stream.fmath_train);
+// * the optimiser steps (SGD, momentum, Nesterov, Adam, Adagrad, RMSprop) of one parameter.
 // No headers beyond the project's: NVRTC compiles this as it is.
 #ifndef FASTPOLY_TRAIN_CUH
 #define FASTPOLY_TRAIN_CUH
@@ -115,9 +117,117 @@ FP_HD float fp_softplus32(float z) {
     return fp_add(mz, fp_log1p32(fp_exp32(-fp_absf(z))));
 }
 
+// e^x - 1 (the bits of fastpoly.stream.fmath_train.expm1_32): exp's reduction, 2^k (e^r - 1) + (2^k - 1)
+#define FP_EXPM1_LO -30.0f
+FP_HD float fp_expm1_32(float x) {
+    x = (x > FP_EXP_HI) ? FP_EXP_HI : x;
+    x = (x < FP_EXPM1_LO) ? FP_EXPM1_LO : x;
+    const float s = fp_fma(x, FP_EXP_LOG2E, FP_EXP_SHIFT);
+    const float kf = fp_sub(s, FP_EXP_SHIFT);
+    const int k = (int)fp_float_as_u32(s) - FP_EXP_SHIFT_BITS;
+    float r = fp_fma(kf, -FP_EXP_LN2_C1, x);
+    r = fp_fma(kf, -FP_EXP_LN2_C2, r);
+    float q = fp_fma(FP_EXP_P8, r, FP_EXP_P7);
+    q = fp_fma(q, r, FP_EXP_P6);
+    q = fp_fma(q, r, FP_EXP_P5);
+    q = fp_fma(q, r, FP_EXP_P4);
+    q = fp_fma(q, r, FP_EXP_P3);
+    q = fp_fma(q, r, FP_EXP_P2);
+    const float u = fp_fma(q, fp_mul(r, r), r);
+    const float h = fp_pow2i(k - 1);
+    const float v = fp_mul(2.0f, fp_fma(h, u, fp_sub(h, 0.5f)));
+    return (k == 0) ? u : v;
+}
+
+// tanh(z) = -m / (2 + m), m = expm1(-2|z|), with the sign of z (fastpoly.stream.fmath_train.tanh32)
+FP_HD float fp_tanh32(float z) {
+    const float em = fp_expm1_32(fp_mul(-2.0f, fp_absf(z)));
+    const float t = fp_div(-em, fp_add(2.0f, em));
+    return (z >= 0.0f) ? t : -t;
+}
+
+// erf(z) (fastpoly.stream.fmath_train.erf32; ERF_SMALL / ERF_MID coefficients, constant term first):
+// a + a Q(a^2) for a = |z| < 1, 1 - exp(P(a - 2.46)) for a < 3.92, else 1; the sign of z
+#define FP_ERF_S0 0x1.06eba8p-3f
+#define FP_ERF_S1 -0x1.81273ep-2f
+#define FP_ERF_S2 0x1.ce2cf8p-4f
+#define FP_ERF_S3 -0x1.b7f910p-6f
+#define FP_ERF_S4 0x1.5405d0p-8f
+#define FP_ERF_S5 -0x1.a3f7e8p-11f
+#define FP_ERF_S6 0x1.496cbep-14f
+#define FP_ERF_M0 -0x1.e607aap+2f
+#define FP_ERF_M1 -0x1.51be02p+2f
+#define FP_ERF_M2 -0x1.e2985cp-1f
+#define FP_ERF_M3 -0x1.6f41b8p-7f
+#define FP_ERF_M4 0x1.277992p-9f
+#define FP_ERF_M5 -0x1.d26854p-12f
+#define FP_ERF_M6 0x1.25b90ap-14f
+#define FP_ERF_M7 -0x1.594370p-16f
+#define FP_ERF_M8 0x1.c7df1cp-23f
+#define FP_ERF_T0 0x1.3ae148p+1f
+#define FP_ERF_ONE 0x1.f5c290p+1f
+#define FP_TWO_OVER_SQRT_PI 0x1.20dd76p+0f
+#define FP_DERF_ZCAP 12.0f
+FP_HD float fp_erf32(float z) {
+    const float a = fp_absf(z);
+    const float s = fp_mul(a, a);
+    float q = fp_fma(FP_ERF_S6, s, FP_ERF_S5);
+    q = fp_fma(q, s, FP_ERF_S4);
+    q = fp_fma(q, s, FP_ERF_S3);
+    q = fp_fma(q, s, FP_ERF_S2);
+    q = fp_fma(q, s, FP_ERF_S1);
+    q = fp_fma(q, s, FP_ERF_S0);
+    const float small = fp_fma(a, q, a);
+    const float t = fp_sub(a, FP_ERF_T0);
+    float p = fp_fma(FP_ERF_M8, t, FP_ERF_M7);
+    p = fp_fma(p, t, FP_ERF_M6);
+    p = fp_fma(p, t, FP_ERF_M5);
+    p = fp_fma(p, t, FP_ERF_M4);
+    p = fp_fma(p, t, FP_ERF_M3);
+    p = fp_fma(p, t, FP_ERF_M2);
+    p = fp_fma(p, t, FP_ERF_M1);
+    p = fp_fma(p, t, FP_ERF_M0);
+    const float mid = fp_sub(1.0f, fp_exp32(p));
+    const float r = (a < 1.0f) ? small : ((a >= FP_ERF_ONE) ? 1.0f : mid);
+    return (z >= 0.0f) ? r : -r;
+}
+
+// e * f'(z) of the smooth activations (fastpoly.stream.fmath_train.d_tanh32 / d_sigmoid32 / d_erf32)
+FP_HD float fp_d_tanh32(float z, float e) {
+    const float E = fp_exp32(fp_mul(-2.0f, fp_absf(z)));
+    const float w = fp_add(1.0f, E);
+    return fp_mul(e, fp_div(fp_div(fp_mul(4.0f, E), w), w));
+}
+FP_HD float fp_d_sigmoid32(float z, float e) {
+    const float E = fp_exp32(-fp_absf(z));
+    const float w = fp_add(1.0f, E);
+    return fp_mul(e, fp_div(fp_div(E, w), w));
+}
+FP_HD float fp_d_erf32(float z, float e) {
+    float a = fp_absf(z);
+    a = (a > FP_DERF_ZCAP) ? FP_DERF_ZCAP : a;
+    const float hi = fp_mul(a, a);
+    const float lo = fp_fma(a, a, -hi);
+    const float E = fp_exp32(-hi);
+    return fp_mul(e, fp_mul(FP_TWO_OVER_SQRT_PI, fp_fma(-lo, E, E)));
+}
+
 // --- hidden activations: the trainers support the codes of FP_ACTMASK_TRAIN (the activation table) ----
-// relu (as fp_sampler_act: NaN propagates) or identity
-FP_HD float fp_train_act(int code, float z) { return (code == FP_ACT_RELU && z < 0.0f) ? 0.0f : z; }
+// relu (as fp_sampler_act: NaN propagates) and identity are fused selects; tanh, erf and sigmoid keep
+// their pre-activations for the backward pass (fp_train_smooth)
+FP_HD bool fp_train_smooth(int code) { return code == FP_ACT_TANH || code == FP_ACT_ERF || code == FP_ACT_SIGMOID; }
+FP_HD float fp_train_act(int code, float z) {
+    if (code == FP_ACT_TANH) return fp_tanh32(z);
+    if (code == FP_ACT_ERF) return fp_erf32(z);
+    if (code == FP_ACT_SIGMOID) return fp_sigmoid32(z);
+    return (code == FP_ACT_RELU && z < 0.0f) ? 0.0f : z;
+}
+// e * f'(z) of a smooth activation
+FP_HD float fp_train_dact(int code, float z, float e) {
+    if (code == FP_ACT_TANH) return fp_d_tanh32(z, e);
+    if (code == FP_ACT_ERF) return fp_d_erf32(z, e);
+    return fp_d_sigmoid32(z, e);
+}
 
 // --- losses --------------------------------------------------------------------------------------
 // d loss / d z of one point of a minibatch of nb points (nbf = float(nb)), y in {0, 1}
@@ -161,15 +271,18 @@ FP_HD void fp_fisher_yates(const fp_u32* w, int m, int* perm) {
 struct fp_opt {
     int kind;      // FP_OPT_*
     int nesterov;  // sgd with momentum only
+    int eps_in_sqrt;  // Adagrad / RMSprop: sqrt(v + eps) (Keras 3) or sqrt(v) + eps (tf.keras 2.x)
     float nlr;     // -lr
     float mu, b1, b2, eps, c1, c2;  // c1 = 1 - b1, c2 = 1 - b2 (float32)
+    float lr, rho, crho, acc0;      // crho = 1 - rho (float32); acc0: Adagrad's initial accumulator
 };
 
 // Recipe.floats(), laid out by fastpoly.model.optimizers.RECIPE_FLOATS (FP_RF_* offsets)
-FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
+FP_HD fp_opt fp_opt_load(int kind, int nesterov, int eps_in_sqrt, const float* f) {
     fp_opt o;
     o.kind = kind;
     o.nesterov = nesterov;
+    o.eps_in_sqrt = eps_in_sqrt;
     o.nlr = -f[FP_RF_LR];
     o.mu = f[FP_RF_MOMENTUM];
     o.b1 = f[FP_RF_BETA1];
@@ -177,12 +290,26 @@ FP_HD fp_opt fp_opt_load(int kind, int nesterov, const float* f) {
     o.eps = f[FP_RF_EPS];
     o.c1 = f[FP_RF_ONE_MINUS_BETA1];
     o.c2 = f[FP_RF_ONE_MINUS_BETA2];
+    o.lr = f[FP_RF_LR];
+    o.rho = f[FP_RF_RHO];
+    o.crho = f[FP_RF_ONE_MINUS_RHO];
+    o.acc0 = f[FP_RF_INITIAL_ACCUMULATOR];
     return o;
 }
 
-// Does the optimiser keep state s1 (momentum buffer / Adam m) and s2 (Adam v)?
-FP_HD bool fp_opt_has_s1(const fp_opt& o) { return o.kind == FP_OPT_ADAM || o.mu != 0.0f; }
-FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM; }
+// Does the optimiser keep state s1 (momentum buffer / Adam m / Adagrad accumulator / RMSprop v) and
+// s2 (Adam v / RMSprop momentum)?  The order of OPTIMIZERS[...].used_state in fastpoly.model.optimizers.
+FP_HD bool fp_opt_has_s1(const fp_opt& o) {
+    return o.kind == FP_OPT_ADAM || o.kind == FP_OPT_ADAGRAD || o.kind == FP_OPT_RMSPROP || o.mu != 0.0f;
+}
+FP_HD bool fp_opt_has_s2(const fp_opt& o) { return o.kind == FP_OPT_ADAM || (o.kind == FP_OPT_RMSPROP && o.mu != 0.0f); }
+// The value s1 starts from in every run (Adagrad: its initial accumulator; else 0).
+FP_HD float fp_opt_s1_init(const fp_opt& o) { return o.kind == FP_OPT_ADAGRAD ? o.acc0 : 0.0f; }
+
+// The Adagrad / RMSprop denominator of the second-moment state v.
+FP_HD float fp_opt_den(const fp_opt& o, float v) {
+    return o.eps_in_sqrt ? fp_sqrt(fp_add(v, o.eps)) : fp_add(fp_sqrt(v), o.eps);
+}
 
 // New value of parameter p with gradient g; bc1 = 1 - b1^t, bc2 = 1 - b2^t (Adam).
 FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2, float bc1, float bc2) {
@@ -193,6 +320,21 @@ FP_HD float fp_opt_step(const fp_opt& o, float p, float g, float* s1, float* s2,
         *s2 = vv;
         const float stp = fp_div(fp_div(mm, bc1), fp_add(fp_sqrt(fp_div(vv, bc2)), o.eps));
         return fp_fma(o.nlr, stp, p);
+    }
+    if (o.kind == FP_OPT_ADAGRAD) {  // Keras 3: acc += g*g; p -= lr*g / sqrt(acc + eps)
+        const float acc = fp_fma(g, g, *s1);
+        *s1 = acc;
+        return fp_sub(p, fp_div(fp_mul(o.lr, g), fp_opt_den(o, acc)));
+    }
+    if (o.kind == FP_OPT_RMSPROP) {  // Keras 3, not centered: v = rho*v + (1-rho)*g*g; inc = lr*g / sqrt(v + eps)
+        const float vv = fp_fma(o.rho, *s1, fp_mul(o.crho, fp_mul(g, g)));
+        *s1 = vv;
+        float inc = fp_div(fp_mul(o.lr, g), fp_opt_den(o, vv));
+        if (o.mu != 0.0f) {
+            inc = fp_fma(o.mu, *s2, inc);
+            *s2 = inc;
+        }
+        return fp_sub(p, inc);
     }
     if (o.mu == 0.0f) return fp_fma(o.nlr, g, p);
     const float bf = fp_fma(o.mu, *s1, g);

@@ -60,11 +60,16 @@ def register(sub):
     r.add_argument("--optimizer", choices=list(OPTIMIZERS),
                    help="the optimizer table: " + ", ".join(OPTIMIZERS) + " (default sgd)")
     r.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
-    r.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    r.add_argument("--momentum", type=float, help="SGD / RMSprop momentum (default 0)")
     r.add_argument("--nesterov", action="store_true", default=None)
     r.add_argument("--beta1", type=float, help="Adam beta1 (default 0.9)")
     r.add_argument("--beta2", type=float, help="Adam beta2 (default 0.999)")
-    r.add_argument("--eps", type=float, help="Adam epsilon (default 1e-8)")
+    r.add_argument("--eps", type=float,
+                   help="Adam / Adagrad / RMSprop epsilon (default 1e-8 for adam, 1e-7 for adagrad and rmsprop)")
+    r.add_argument("--rho", type=float, help="RMSprop decay rate (default 0.9, Keras)")
+    r.add_argument("--initial-accumulator", type=float, help="Adagrad's initial accumulator (default 0.1, Keras)")
+    r.add_argument("--eps-outside-sqrt", action="store_true", default=None,
+                   help="Adagrad / RMSprop: divide by sqrt(v) + eps (tf.keras 2.x) instead of sqrt(v + eps) (Keras 3)")
     r.add_argument("--loss", choices=list(LOSSES), help=", ".join(LOSSES) + " (default ce)")
     r.add_argument("--batch", type=int, help="minibatch size (default 8)")
     r.add_argument("--max-epochs", type=int, help="default 3000")
@@ -118,7 +123,8 @@ def check_train_options(args):
 
 #: recipe options: name -> default
 _RECIPE = {"optimizer": "sgd", "lr": None, "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
-           "eps": 1e-8, "loss": "ce", "batch": 8, "max_epochs": 3000, "fit_threshold": 0.0,
+           "eps": None, "rho": 0.9, "initial_accumulator": 0.1, "eps_outside_sqrt": False,
+           "loss": "ce", "batch": 8, "max_epochs": 3000, "fit_threshold": 0.0,
            "epochs_after_fit": 0, "min_epochs": 0}  # epochs_after_fit: 1 with --anchor (check_train_options)
 _OWN = ("runs", "anchor", "callback_leak", "workers") + tuple(_RECIPE)
 
@@ -128,7 +134,8 @@ def _norm(k, v):
         return parse_count(str(v), "--runs")
     if k == "arch":
         return parse_arch(str(v))
-    if k in ("sigma_w", "sigma_b", "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold"):
+    if k in ("sigma_w", "sigma_b", "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "rho",
+             "initial_accumulator"):
         return float(v)
     if k == "target":
         return str(v).strip().lower().removeprefix("0x")
@@ -184,7 +191,9 @@ def _train_and_report(args, n, path, opts):
             labels_as_target(args, X.shape[0])
             rows, tgt = train_set_from_args(args, X.shape[0], required=True)
             recipe = Recipe(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                            beta1=args.beta1, beta2=args.beta2, eps=args.eps, loss=args.loss,
+                            beta1=args.beta1, beta2=args.beta2, eps=args.eps, rho=args.rho,
+                            initial_accumulator=args.initial_accumulator, eps_in_sqrt=not args.eps_outside_sqrt,
+                            loss=args.loss,
                             batch_size=args.batch, max_epochs=args.max_epochs, fit_threshold=args.fit_threshold,
                             epochs_after_fit=args.epochs_after_fit or 0, min_epochs=args.min_epochs)
             res = sample_sgd(mlp, X, (rows, tgt[rows]), seed=args.seed, backend=args.backend, recipe=recipe,

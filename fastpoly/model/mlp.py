@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastpoly.activations import check_supported
+from fastpoly.activations import TABLE, check_supported
 from fastpoly.model.architecture import Architecture
 from fastpoly.model.layers import Activation, Dense, Init
 from fastpoly.model.layers import check_width as _check_width
@@ -76,7 +76,8 @@ class MLP(Architecture):
         except TypeError:
             raise ValueError(f"hidden must be a tuple of positive integers, got {hidden!r}") from None
         hidden = tuple(_check_width(h, "hidden width") for h in hidden)
-        check_supported(activation, "sample")  # the activation table's message lists the valid ones
+        if not (isinstance(activation, str) and activation in TABLE and TABLE[activation].supports("train")):
+            check_supported(activation, "sample")  # the activation table's message lists the valid ones
         init = Init(weights, sigma_w, sigma_b, bias_scaling, bias)
         if init.weights == "truncated_normal":
             raise ValueError(

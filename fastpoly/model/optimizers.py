@@ -9,9 +9,9 @@ when a kernel defines an ``FP_OPT_`` / ``FP_LOSS_`` / ``FP_RF_`` / ``FP_RI_`` co
 The recipe reaches the kernels as two arrays (:meth:`fastpoly.sgd.recipe.Recipe.floats` and
 ``.ints``) laid out by :data:`RECIPE_FLOATS` and :data:`RECIPE_INTS`.  Every float is used in
 float32; ``one_minus_beta1/2`` are ``float32(1) - float32(beta)`` (exact for the usual values),
-computed once so that every backend uses the same bits.
+computed once so that every backend uses the same bits; so is ``one_minus_rho``.
 
-Adding an optimizer (RMSprop, say) = one row here (its code, default learning rate, the recipe
+Adding an optimizer = one row here (its code, default learning rate, the recipe
 fields it reads, its state vectors and its NumPy :attr:`Optimizer.step`, which *is* the reference
 trainer's update) + its update in each compiled trainer (see ``docs/design.md#optimizers``).
 """
@@ -33,9 +33,11 @@ __all__ = [
 F = np.float32
 
 #: the recipe's float32 array (``Recipe.floats()``), in this order
-RECIPE_FLOATS = ("lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2")
+RECIPE_FLOATS = ("lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2",
+                 "rho", "one_minus_rho", "initial_accumulator")
 #: the recipe's int64 array (``Recipe.ints()``), in this order
-RECIPE_INTS = ("optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs")
+RECIPE_INTS = ("optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs",
+               "eps_in_sqrt")
 #: name -> offset in ``Recipe.floats()`` / ``Recipe.ints()``
 RF: Mapping[str, int] = MappingProxyType({n: i for i, n in enumerate(RECIPE_FLOATS)})
 RI: Mapping[str, int] = MappingProxyType({n: i for i, n in enumerate(RECIPE_INTS)})
@@ -85,6 +87,50 @@ def _adam_step(hp: Mapping[str, float], st: State, p: np.ndarray, g: np.ndarray)
     return fma32(-lr, s, p)
 
 
+def _adagrad_init(n: int, hp: Mapping[str, float]) -> State:
+    return {"acc": np.full(n, F(hp["initial_accumulator"]), F)}
+
+
+def _denominator(hp: Mapping[str, float], v: np.ndarray) -> np.ndarray:
+    """``sqrt(v + eps)`` (Keras 3, the default) or ``sqrt(v) + eps`` (``eps_in_sqrt=False``: tf.keras 2.x)."""
+    eps = F(hp["eps"])
+    if hp["eps_in_sqrt"]:
+        return np.sqrt((v + eps).astype(F)).astype(F)
+    return (np.sqrt(v).astype(F) + eps).astype(F)
+
+
+def _adagrad_step(hp: Mapping[str, float], st: State, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Adagrad (Keras 3): ``acc = fma(g, g, acc)``, ``p = p - (lr*g) / sqrt(acc + eps)``.
+
+    ``acc`` starts at ``initial_accumulator`` (Keras ``initial_accumulator_value``, default 0.1);
+    with ``eps_in_sqrt=False`` the denominator is ``sqrt(acc) + eps`` (tf.keras 2.x).
+    """
+    lr = F(hp["lr"])
+    st["acc"] = fma32(g, g, st["acc"])
+    inc = ((lr * g).astype(F) / _denominator(hp, st["acc"])).astype(F)
+    return (p - inc).astype(F)
+
+
+def _rmsprop_init(n: int, hp: Mapping[str, float]) -> State:
+    return {"v": np.zeros(n, F), "mom": np.zeros(n, F)}
+
+
+def _rmsprop_step(hp: Mapping[str, float], st: State, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """RMSprop (Keras 3, not centered): ``v = fma(rho, v, (1-rho)*(g*g))``, ``inc = (lr*g) / sqrt(v + eps)``.
+
+    Without momentum ``p = p - inc``; with momentum ``mu`` (Keras' plain momentum on the increment)
+    ``mom = fma(mu, mom, inc)``, ``p = p - mom``.  With ``eps_in_sqrt=False`` the denominator is
+    ``sqrt(v) + eps`` (tf.keras 2.x without momentum).
+    """
+    lr, rho, c, mu = F(hp["lr"]), F(hp["rho"]), F(hp["one_minus_rho"]), F(hp["momentum"])
+    st["v"] = fma32(rho, st["v"], (c * (g * g).astype(F)).astype(F))
+    inc = ((lr * g).astype(F) / _denominator(hp, st["v"])).astype(F)
+    if mu != 0:
+        st["mom"] = fma32(mu, st["mom"], inc)
+        inc = st["mom"]
+    return (p - inc).astype(F)
+
+
 @dataclass(frozen=True)
 class Optimizer:
     """One optimizer of the trainers.
@@ -97,6 +143,8 @@ class Optimizer:
         What the compiled trainers switch on (``FP_OPT_<NAME>`` in CUDA); never renumber.
     default_lr : float
         The learning rate when the recipe gives none (PyTorch / Keras defaults).
+    default_eps : float
+        The ``eps`` when the recipe gives none (PyTorch's 1e-8 for Adam, Keras' 1e-7 for Adagrad / RMSprop).
     options : tuple of str
         The recipe fields this optimizer reads besides ``lr`` (others must keep their defaults).
     state : tuple of str
@@ -109,12 +157,14 @@ class Optimizer:
         Fresh state for ``n`` parameters (every run starts from it).
     step : callable ``(hp, state, p, g) -> p``
         The NumPy float32 update (the FMA rule), the reference every compiled trainer matches bit for
-        bit; ``hp`` maps :data:`RECIPE_FLOATS` names to float32 values and ``"nesterov"`` to a bool.
+        bit; ``hp`` maps :data:`RECIPE_FLOATS` names to float32 values and ``"nesterov"`` and
+        ``"eps_in_sqrt"`` to bools.
     """
 
     name: str
     code: int
     default_lr: float
+    default_eps: float
     options: tuple[str, ...]
     state: tuple[str, ...]
     formula: str
@@ -125,12 +175,19 @@ class Optimizer:
 
 #: the table (never renumber: the codes are part of compiled kernels)
 OPTIMIZERS: Mapping[str, Optimizer] = MappingProxyType({o.name: o for o in (
-    Optimizer("sgd", 0, 0.01, ("momentum", "nesterov"), ("buf",),
+    Optimizer("sgd", 0, 0.01, 1e-8, ("momentum", "nesterov"), ("buf",),
               "buf = mu*buf + g; p -= lr * (g | buf | g + mu*buf)  (PyTorch SGD: plain, momentum, nesterov)",
               lambda hp: ("buf",) if hp["momentum"] != 0 else (), _sgd_init, _sgd_step),
-    Optimizer("adam", 1, 0.001, ("beta1", "beta2", "eps"), ("m", "v"),
+    Optimizer("adam", 1, 0.001, 1e-8, ("beta1", "beta2", "eps"), ("m", "v"),
               "m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)",
               lambda hp: ("m", "v"), _adam_init, _adam_step),
+    Optimizer("adagrad", 2, 0.001, 1e-7, ("initial_accumulator", "eps", "eps_in_sqrt"), ("acc",),
+              "acc = acc + g*g (acc starts at initial_accumulator); p -= lr * g / sqrt(acc + eps)  (Keras 3 Adagrad)",
+              lambda hp: ("acc",), _adagrad_init, _adagrad_step),
+    Optimizer("rmsprop", 3, 0.001, 1e-7, ("rho", "eps", "momentum", "eps_in_sqrt"), ("v", "mom"),
+              "v = rho*v + (1-rho)*g*g; inc = lr * g / sqrt(v + eps); mom = mu*mom + inc (mu > 0); "
+              "p -= (inc | mom)  (Keras 3 RMSprop, not centered)",
+              lambda hp: ("v", "mom") if hp["momentum"] != 0 else ("v",), _rmsprop_init, _rmsprop_step),
 )})
 
 

@@ -235,7 +235,14 @@ def sample_sgd(arch: Any, X: Any = None, train: Any = None, n_runs: int | float 
 
 def _plan(arch, X, train, seed, recipe, opts):
     if recipe is None:
-        recipe = Recipe()
+        # built from the options at once, so that lr / eps left out take the chosen optimizer's defaults
+        opts = dict(opts or {})
+        if "minibatch" in opts:
+            opts["batch_size"] = opts.pop("minibatch")
+        unknown = set(opts) - set(Recipe.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown recipe options {sorted(unknown)}; valid: {sorted(Recipe.__dataclass_fields__)}")
+        return make_train_plan(arch, X, train, seed, Recipe(**opts))
     if isinstance(recipe, dict):
         recipe = Recipe.from_dict(recipe)
     if not isinstance(recipe, Recipe):

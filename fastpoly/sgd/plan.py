@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.activations import check_supported
 from fastpoly.counts.meta import ResultMeta, describe_inputs
 from fastpoly.model.spec import architecture_from_dict
 from fastpoly.plan import SamplerPlan, make_plan
@@ -191,8 +190,7 @@ def make_train_plan(arch, X=None, train=None, seed=0, recipe=None) -> TrainPlan:
         recipe = Recipe.from_dict(recipe)
     elif not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a Recipe or a dict, got {type(recipe).__name__}")
-    plan = make_plan(arch, X, seed, train)
-    check_supported(plan.mlp.activation, "train")  # the activation table says which ones train
+    plan = make_plan(arch, X, seed, train, use="train")  # the activation table says which ones train
     m = plan.train_rows.size
     if recipe.max_epochs * blocks_per_epoch(m) >= 2**32:
         raise ValueError("max_epochs x shuffle blocks per epoch exceeds the 2**32 Philox block counter")

@@ -54,27 +54,47 @@ def _int(v, what, lo):
     return v
 
 
+#: the fields only Adagrad / RMSprop read, and their defaults (left out of :meth:`Recipe.to_dict` otherwise)
+_KERAS_FIELDS = {"rho": 0.9, "initial_accumulator": 0.1, "eps_in_sqrt": True}
+_KERAS_OWNER = {"rho": "'rmsprop'", "initial_accumulator": "'adagrad'", "eps_in_sqrt": "'adagrad' or 'rmsprop'"}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How each network is trained (one fresh optimiser state per run; nothing is carried between runs).
 
     Parameters
     ----------
-    optimizer : {"sgd", "adam"}
+    optimizer : {"sgd", "adam", "adagrad", "rmsprop"}
         ``sgd``: PyTorch-style SGD, ``buf = momentum*buf + g``, step ``g`` (no
         momentum), ``buf`` or (nesterov) ``g + momentum*buf``, ``p -= lr*step``.
         ``adam``: ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``,
         ``p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)``.
+        ``adagrad`` (Keras 3): ``acc = acc + g*g`` (``acc`` starts at ``initial_accumulator``),
+        ``p -= lr*g / sqrt(acc + eps)``.
+        ``rmsprop`` (Keras 3, not centered): ``v = rho*v + (1-rho)*g*g``, ``inc = lr*g / sqrt(v + eps)``,
+        ``p -= inc`` or, with momentum, ``mom = momentum*mom + inc``, ``p -= mom``.
+        Every run starts from fresh optimiser state (zeros; Adagrad's accumulator at
+        ``initial_accumulator``).
     lr : float or None
-        Learning rate (> 0); None: 0.01 for sgd, 0.001 for adam.
+        Learning rate (> 0); None: 0.01 for sgd, 0.001 for adam, adagrad and rmsprop.
     momentum : float
-        SGD momentum in [0, 1).
+        SGD / RMSprop momentum in [0, 1).
     nesterov : bool
         Nesterov momentum (needs momentum > 0).
     beta1, beta2 : float
         Adam decay rates in [0, 1).
-    eps : float
-        Adam epsilon (> 0).
+    eps : float or None
+        Adam / Adagrad / RMSprop epsilon (> 0); None: 1e-8 for adam (PyTorch), 1e-7 for adagrad and
+        rmsprop (Keras).
+    rho : float
+        RMSprop decay rate in [0, 1) (Keras default 0.9).
+    initial_accumulator : float
+        Adagrad's initial accumulator value (>= 0; Keras default 0.1).
+    eps_in_sqrt : bool
+        Adagrad / RMSprop denominator ``sqrt(v + eps)`` (True: Keras 3 and the TF raw ops) or
+        ``sqrt(v) + eps`` (False: tf.keras 2.x ``optimizer_v2`` Adagrad, and RMSprop without momentum,
+        the Keras of the 2019-2021 anchors).
     loss : {"ce", "mse"}
         ``ce``: binary cross-entropy on the logit ``z`` (``softplus(z) - y*z``);
         ``mse``: ``(z - y)**2`` on the logit; both a mean over the minibatch.
@@ -101,13 +121,16 @@ class Recipe:
     nesterov: bool = False
     beta1: float = 0.9
     beta2: float = 0.999
-    eps: float = 1e-8
+    eps: float | None = None
     loss: str = "ce"
     batch_size: int = 8
     max_epochs: int = 3000
     fit_threshold: float = 0.0
     epochs_after_fit: int = 0
     min_epochs: int = 0
+    rho: float = 0.9
+    initial_accumulator: float = 0.1
+    eps_in_sqrt: bool = True
 
     def __post_init__(self):
         opt = get_optimizer(self.optimizer)
@@ -125,10 +148,11 @@ class Recipe:
         if self.nesterov and ("nesterov" not in opt.options or self.momentum == 0):
             raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
         if "momentum" not in opt.options and self.momentum != 0:
-            raise ValueError(f"momentum is an option of optimizer='sgd' ({self.optimizer} has no momentum buffer)")
+            raise ValueError(f"momentum is an option of optimizer='sgd' or 'rmsprop' ({self.optimizer} has no "
+                             "momentum buffer)")
         object.__setattr__(self, "beta1", _num(self.beta1, "beta1", 0.0, 1.0, hi_open=True))
         object.__setattr__(self, "beta2", _num(self.beta2, "beta2", 0.0, 1.0, hi_open=True))
-        eps = _num(self.eps, "eps", 0.0, lo_open=True)
+        eps = _num(opt.default_eps if self.eps is None else self.eps, "eps", 0.0, lo_open=True)
         if np.float32(eps) == 0:
             raise ValueError(f"eps={eps!r} rounds to 0 in float32")
         object.__setattr__(self, "eps", eps)
@@ -137,6 +161,14 @@ class Recipe:
         object.__setattr__(self, "fit_threshold", _num(self.fit_threshold, "fit_threshold"))
         object.__setattr__(self, "epochs_after_fit", _int(self.epochs_after_fit, "epochs_after_fit", 0))
         object.__setattr__(self, "min_epochs", _int(self.min_epochs, "min_epochs", 0))
+        object.__setattr__(self, "rho", _num(self.rho, "rho", 0.0, 1.0, hi_open=True))
+        object.__setattr__(self, "initial_accumulator", _num(self.initial_accumulator, "initial_accumulator", 0.0))
+        if not isinstance(self.eps_in_sqrt, (bool, np.bool_)):
+            raise ValueError(f"eps_in_sqrt must be True or False, got {self.eps_in_sqrt!r}")  # noqa: TRY004
+        object.__setattr__(self, "eps_in_sqrt", bool(self.eps_in_sqrt))
+        for k in _KERAS_FIELDS:
+            if k not in opt.options and getattr(self, k) != _KERAS_FIELDS[k]:
+                raise ValueError(f"{k} is an option of optimizer={_KERAS_OWNER[k]}, not of {self.optimizer!r}")
         if self.max_epochs >= 2**24:
             raise ValueError("max_epochs must be < 2**24")
 
@@ -152,7 +184,9 @@ class Recipe:
         return _LOSS_CODES[self.loss]
 
     def hyper(self):
-        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry (and ``nesterov``) to its float32 value.
+        """Map every :data:`~fastpoly.model.optimizers.RECIPE_FLOATS` entry to its float32 value.
+
+        ``nesterov`` and ``eps_in_sqrt`` map to bools.
 
         ``one_minus_beta1/2`` are computed in float32 from the float32 betas (exact for the
         usual values), the same on every backend.
@@ -160,13 +194,15 @@ class Recipe:
         f = np.float32
         b1, b2 = f(self.beta1), f(self.beta2)
         v = {"lr": f(self.lr), "momentum": f(self.momentum), "beta1": b1, "beta2": b2, "eps": f(self.eps),
-             "fit_threshold": f(self.fit_threshold), "one_minus_beta1": f(1) - b1, "one_minus_beta2": f(1) - b2}
-        return {**{k: v[k] for k in RECIPE_FLOATS}, "nesterov": bool(self.nesterov)}
+             "fit_threshold": f(self.fit_threshold), "one_minus_beta1": f(1) - b1, "one_minus_beta2": f(1) - b2,
+             "rho": f(self.rho), "one_minus_rho": f(1) - f(self.rho), "initial_accumulator": f(self.initial_accumulator)}
+        return {**{k: v[k] for k in RECIPE_FLOATS}, "nesterov": bool(self.nesterov),
+                "eps_in_sqrt": bool(self.eps_in_sqrt)}
 
     def floats(self):
         """The float32 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_FLOATS`.
 
-        ``[lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2]``.
+        ``[lr, momentum, beta1, beta2, eps, fit_threshold, 1-beta1, 1-beta2, rho, 1-rho, initial_accumulator]``.
         """
         h = self.hyper()
         return np.array([h[k] for k in RECIPE_FLOATS], dtype=np.float32)
@@ -174,16 +210,25 @@ class Recipe:
     def ints(self):
         """The int64 array of the kernels, laid out by :data:`~fastpoly.model.optimizers.RECIPE_INTS`.
 
-        ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs]``.
+        ``[opt, loss, nesterov, batch_size, max_epochs, epochs_after_fit, min_epochs, eps_in_sqrt]``.
         """
         v = {"optimizer": self.opt_code, "loss": self.loss_code, "nesterov": int(self.nesterov),
              "batch_size": self.batch_size, "max_epochs": self.max_epochs,
-             "epochs_after_fit": self.epochs_after_fit, "min_epochs": self.min_epochs}
+             "epochs_after_fit": self.epochs_after_fit, "min_epochs": self.min_epochs,
+             "eps_in_sqrt": int(self.eps_in_sqrt)}
         return np.array([v[k] for k in RECIPE_INTS], dtype=np.int64)
 
     def to_dict(self):
-        """JSON-serialisable description (recorded in the counts' metadata)."""
-        return asdict(self)
+        """JSON-serialisable description (recorded in the counts' metadata).
+
+        ``rho`` / ``initial_accumulator`` / ``eps_in_sqrt`` appear only for the optimizer that reads them, so the
+        descriptions of SGD and Adam recipes are those of earlier versions.
+        """
+        d = asdict(self)
+        for k in _KERAS_FIELDS:
+            if k not in _TABLE[self.optimizer].options:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d):

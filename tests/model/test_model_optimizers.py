@@ -41,7 +41,7 @@ def test_kernels_use_only_generated_optimizer_constants():
 
 def test_codes_are_fixed_and_recipe_layout_matches():
     # part of compiled kernels: never renumber
-    assert {n: o.code for n, o in OPTIMIZERS.items()} == {"sgd": 0, "adam": 1}
+    assert {n: o.code for n, o in OPTIMIZERS.items()} == {"sgd": 0, "adam": 1, "adagrad": 2, "rmsprop": 3}
     assert dict(LOSSES) == {"ce": 0, "mse": 1}
     r = Recipe(optimizer="adam", lr=0.003, beta1=0.8, beta2=0.99, eps=1e-6, fit_threshold=0.5, loss="mse",
                batch_size=4, max_epochs=7, epochs_after_fit=2, min_epochs=3)
@@ -50,16 +50,16 @@ def test_codes_are_fixed_and_recipe_layout_matches():
     assert fl[RF["lr"]] == F(0.003) and fl[RF["beta2"]] == F(0.99) and fl[RF["fit_threshold"]] == F(0.5)
     assert fl[RF["one_minus_beta1"]] == F(1) - F(0.8)
     assert it[RI["optimizer"]] == 1 and it[RI["loss"]] == 1 and it[RI["max_epochs"]] == 7 and it[RI["min_epochs"]] == 3
-    # the historic layout (the Numba and CUDA trainers' comments)
+    # the historic layout (the Numba and CUDA trainers' comments), Adagrad / RMSprop fields appended
     assert RECIPE_FLOATS == ("lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1",
-                             "one_minus_beta2")
+                             "one_minus_beta2", "rho", "one_minus_rho", "initial_accumulator")
 
 
 def test_defaults_and_errors_come_from_the_table():
     assert Recipe().lr == OPTIMIZERS["sgd"].default_lr == 0.01
     assert Recipe(optimizer="adam").lr == OPTIMIZERS["adam"].default_lr == 0.001
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid: sgd, adam"):
-        Recipe(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown optimizer 'adadelta'; valid: sgd, adam, adagrad, rmsprop"):
+        Recipe(optimizer="adadelta")
     with pytest.raises(ValueError, match="unknown optimizer"):
         get_optimizer(None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="momentum is an option of optimizer='sgd'"):

@@ -231,7 +231,7 @@ def test_recipe_that_cannot_fit_counts_failed():
     (dict(train=([1, 99], [0, 1])), r"\[0, 16\)"),
     (dict(lr=0), "lr"),
     (dict(lr=-1), "lr"),
-    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(optimizer="adadelta"), "optimizer"),
     (dict(loss="hinge"), "loss"),
     (dict(nesterov=True), "nesterov"),
     (dict(momentum=1.0), "momentum"),
@@ -239,7 +239,7 @@ def test_recipe_that_cannot_fit_counts_failed():
     (dict(max_epochs=0), "max_epochs"),
     (dict(eps=0), "eps"),
     (dict(fit_threshold=float("nan")), "fit_threshold"),
-    (dict(arch="4-3-1", activation="tanh"), None),
+    (dict(arch="4-3-1", activation="sign"), None),
     (dict(bogus=1), "unknown recipe"),
     (dict(n_runs=0), "n_runs"),
 ])
@@ -247,7 +247,7 @@ def test_bad_inputs(kw, match):
     kw = dict(kw)
     args = dict(arch="4-6-5-1", X=X4, train=(ROWS, LABELS), n_runs=1, backend="numpy", max_epochs=1)
     if kw.pop("activation", None):
-        args["arch"] = MLP(4, (3,), activation="tanh")
+        args["arch"] = MLP(4, (3,), activation="sign")
         match = "activations"
         kw.pop("arch")
     args.update(kw)

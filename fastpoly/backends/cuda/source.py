@@ -14,7 +14,7 @@ import importlib.resources
 import os
 from pathlib import Path
 
-from fastpoly.activations import SAMPLER_CODES
+from fastpoly.activations import CODES
 
 __all__ = [
     "kernel_dir", "kernel_sources", "read_source", "source_digest", "NVRTC_OPTIONS", "NVCC_FLAGS",
@@ -123,13 +123,13 @@ def fixed_layout_floats(n0, h1, h2):
 
 # --- plan -> kernel arguments (shared by the backend and the host-driver tests) -------------
 def net_desc(mlp):
-    """The ``desc`` (int64) and ``scales`` (float32) arrays of ``kernels/network.cuh`` for an MLP."""
+    """The ``desc`` (int64) and ``scales`` (float32) arrays of ``kernels/network.cuh`` for an MLP (activation: its table code)."""
     import numpy as np
 
     widths = list(mlp.widths)
     L = len(widths) - 1
     offs = mlp.param_offsets()
-    desc = [L, SAMPLER_CODES[mlp.activation], int(mlp.weights == "uniform"), int(mlp.bias), mlp.n_params]
+    desc = [L, CODES[mlp.activation], int(mlp.weights == "uniform"), int(mlp.bias), mlp.n_params]
     desc += widths
     desc += [wo for wo, _ in offs]
     desc += [(-1 if bo is None else bo) for _, bo in offs]

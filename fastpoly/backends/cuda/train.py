@@ -58,7 +58,7 @@ def rows_capacity(batch_rows):
     return max(int(batch_rows), 8)
 
 
-def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2):
+def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2, keep_z=False):
     """Floats of shared memory per warp of ``fastpoly_train`` (mirrors ``fp_tr_layout`` of ``kernels/train.cu``).
 
     Parameters
@@ -73,7 +73,10 @@ def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2):
     rows_cap : int
         Rows of the activation buffers (:func:`rows_capacity`).
     has_s1, has_s2 : bool
-        Optimiser state: momentum buffer or Adam ``m``; Adam ``v``.
+        Optimiser state: momentum buffer, Adam ``m``, Adagrad accumulator or RMSprop ``v``; Adam ``v``
+        or RMSprop momentum.
+    keep_z : bool
+        A smooth hidden activation (tanh, erf, sigmoid): the pre-activations of the hidden layers are kept.
     """
     off = 0
     maxh = 1
@@ -88,6 +91,9 @@ def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2):
     off = np_pad * (1 + int(bool(has_s1)) + int(bool(has_s2)))
     for l in range(L):
         off += _align4(widths[l] * rows_cap)
+    if keep_z:
+        for l in range(1, L):
+            off += _align4(widths[l] * rows_cap)
     off += _align4(rows_cap)
     off += 2 * _align4(maxh * batch_rows)
     off += _align4(m)
@@ -115,7 +121,8 @@ class _Prepared:
         fl = r.floats()
         n_state = len(OPTIMIZERS[r.optimizer].used_state(r.hyper()))  # state vectors s1, s2 (the table's)
         has_s1, has_s2 = n_state >= 1, n_state >= 2
-        self.per_warp = train_layout(mlp.widths, mlp.bias, m, B, self.rows_cap, has_s1, has_s2)
+        keep_z = mlp.activation not in ("relu", "identity")  # the smooth ones keep their pre-activations
+        self.per_warp = train_layout(mlp.widths, mlp.bias, m, B, self.rows_cap, has_s1, has_s2, keep_z)
         n_in = mlp.widths[0]
         self.block_floats = _align4(m * n_in + m)
         desc, scales = src.net_desc(mlp)

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fastpoly.activations import check_supported
+from fastpoly.activations import CODES, check_supported
 from fastpoly.backends.base import TrainBatch
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.rng import (
@@ -50,7 +50,7 @@ from fastpoly.backends.numba.rng import (
     uniform_pm1_from_words,
 )
 from fastpoly.backends.numba.train_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
-from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
+from fastpoly.backends.numba.vecmath import d_erf32, d_sigmoid32, d_tanh32, erf32, sigmoid32, softplus32, tanh32
 from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 
@@ -65,10 +65,60 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 #: optimizer codes and recipe offsets (the optimizer table, fastpoly.model.optimizers)
 _ADAM = OPTIMIZERS["adam"].code
+_ADAGRAD = OPTIMIZERS["adagrad"].code
+_RMSPROP = OPTIMIZERS["rmsprop"].code
 _RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
     "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RI_EIS = RI["eps_in_sqrt"]
 _RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
     "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
+_RF_RHO, _RF_CRHO, _RF_ACC0 = (RF[k] for k in ("rho", "one_minus_rho", "initial_accumulator"))
+
+
+#: hidden-activation codes (the activation table's)
+_A_RELU, _A_IDENTITY, _A_TANH, _A_ERF, _A_SIGMOID = (CODES[k] for k in ("relu", "identity", "tanh", "erf", "sigmoid"))
+
+
+@jit
+def _act_rows(code, Zl, Hl, n, stride, width):
+    """``Hl[r*stride + j] = f(Zl[r*stride + j])`` for a smooth activation (``fmath_train``'s bits).
+
+    The switch is outside the loops, so that they vectorise.
+    """
+    if code == _A_TANH:
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = tanh32(Zl[r * stride + j])
+    elif code == _A_ERF:
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = erf32(Zl[r * stride + j])
+    else:
+        for r in range(n):
+            for j in range(width):
+                Hl[r * stride + j] = sigmoid32(Zl[r * stride + j])
+
+
+@jit
+def _dact_rows(code, Zl, Dl, n, stride, width):
+    """``Dl[i] = Dl[i] * f'(Zl[i])`` (``i = r*stride + k``) for a smooth activation (``fmath_train``'s bits)."""
+    if code == _A_TANH:
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_tanh32(Zl[r * stride + k], Dl[r * stride + k])
+    elif code == _A_ERF:
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_erf32(Zl[r * stride + k], Dl[r * stride + k])
+    else:
+        for r in range(n):
+            for k in range(width):
+                Dl[r * stride + k] = d_sigmoid32(Zl[r * stride + k], Dl[r * stride + k])
+
+
+@jit
+def _smooth(code):
+    return code != _A_RELU and code != _A_IDENTITY
 
 
 #: rows per block of the fit check, the final loss and the key function
@@ -81,24 +131,31 @@ def _ceil(n):
 
 
 @jit
-def _forward(Q, L, widths, wp, qw, qb, relu, X0, x0off, H, n, zeros):
+def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros):
     """Forward pass on ``n`` rows, row-major.
 
     Layer 0 reads ``X0[x0off + r*wp[0] + k]``, layer ``l`` writes ``H[l+1][r*wp[l+1] + j]``
-    (relu on hidden layers); the logit of row ``r`` is ``H[L][r*wp[L]]``.
+    (the activation ``act`` on hidden layers); the logit of row ``r`` is ``H[L][r*wp[L]]``.
 
     Tile rows are the rows ``r``, lanes the neurons ``j``: ``z = b[j]`` then
-    ``fma(h[r, k], W[j, k], z)`` for ``k`` ascending (``W`` stored transposed).
+    ``fma(h[r, k], W[j, k], z)`` for ``k`` ascending (``W`` stored transposed).  relu is fused into
+    the tile's store; a smooth activation keeps the pre-activations in ``Z[l+1]`` (for the
+    backward pass) and writes ``H[l+1] = f(Z[l+1])``.
     """
+    smooth = _smooth(act)
     for l in range(L):
-        act = ACT_RELU if (relu and l < L - 1) else ACT_NONE
+        hidden = l < L - 1
+        tact = ACT_RELU if (act == _A_RELU and hidden) else ACT_NONE
         fop = wp[l + 1]
+        out = Z[l + 1] if (smooth and hidden) else H[l + 1]
         if l == 0:
-            tiles(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], H[1], 0, fop, Q, qb[0], zeros,
-                  INIT_VEC, act, n, fop // VW)
+            tiles(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], out, 0, fop, Q, qb[0], zeros,
+                  INIT_VEC, tact, n, fop // VW)
         else:
-            tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], H[l + 1], 0, fop, Q, qb[l], zeros,
-                  INIT_VEC, act, n, fop // VW)
+            tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], out, 0, fop, Q, qb[l], zeros,
+                  INIT_VEC, tact, n, fop // VW)
+        if smooth and hidden:
+            _act_rows(act, out, H[l + 1], n, fop, widths[l + 1])
 
 
 class TrainNet(NamedTuple):
@@ -123,8 +180,9 @@ class TrainNet(NamedTuple):
         Uniform(-1, 1) instead of Gaussian initial parameters.
     pscale : numpy.ndarray
         float32 ``(n_params,)``: per-parameter scale of the initialisation.
-    relu : bool
-        Hidden activation relu (else identity).
+    act : int
+        Hidden activation (its code in :data:`fastpoly.activations.CODES`): relu and identity fused
+        into the tiles, tanh / erf / sigmoid by their float32 functions.
     """
 
     n_layers: int
@@ -139,7 +197,7 @@ class TrainNet(NamedTuple):
     nj: int
     uniform: bool
     pscale: np.ndarray
-    relu: bool
+    act: int
 
 
 class TrainData(NamedTuple):
@@ -210,7 +268,8 @@ def _train_lane(rk, net, data, out, first, count, out0):
     """
     L, widths, wofs, bofs, wp = net.n_layers, net.widths, net.wofs, net.bofs, net.wp
     qw, qb, qj, nq, nj = net.qw, net.qb, net.qj, net.nq, net.nj
-    uniform, pscale, relu = net.uniform, net.pscale, net.relu
+    uniform, pscale, act = net.uniform, net.pscale, net.act
+    smooth = _smooth(act)
     Xtr_rm, Xkey_rm, ytr, nk, ints, floats = data.Xtr_rm, data.Xkey_rm, data.ytr, data.nk, data.ints, data.floats
     leak_w, leak_E, leak_from = data.leak_w, data.leak_E, data.leak_from
     keys, init_keys, status, first_fit = out.keys, out.init_keys, out.status, out.first_fit
@@ -222,6 +281,9 @@ def _train_lane(rk, net, data, out, first, count, out0):
         ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
     lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
                                         floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
+    rho, crho, acc0 = floats[_RF_RHO], floats[_RF_CRHO], floats[_RF_ACC0]
+    s1_init = acc0 if opt == _ADAGRAD else _ZERO
+    eps_in_sqrt = ints[_RI_EIS] != 0
     nlr = -lr
     B = min(m, batch_size)
     rows = max(B, _RB)
@@ -243,6 +305,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
     zeros = np.zeros(VW, np.float32)
     ones = np.ones(1, np.float32)
     H = np.zeros((L + 1, maxwp * rows), np.float32)
+    Z = np.zeros((L + 1 if smooth else 1, maxwp * rows), np.float32)
     D = np.zeros((L, maxwp * rows), np.float32)
     perm = np.empty(m, np.int64)
     sw = np.empty(4 * bpe, np.uint32)
@@ -271,14 +334,14 @@ def _train_lane(rk, net, data, out, first, count, out0):
         for l in range(1, L):
             transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
         for p in range(nq):
-            S1[p] = _ZERO
+            S1[p] = s1_init
             S2[p] = _ZERO
         # the function of the initialisation on the key rows
         for w in range(n_words):
             init_keys[o, w] = 0
         for r0 in range(0, nk, _RB):
             n = min(_RB, nk - r0)
-            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros)
             for r in range(n):
                 if H[L, r * wpL] > _ZERO:
                     init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
@@ -323,7 +386,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                     row = perm[a + r]
                     for k in range(wp0):
                         h0[r * wp0 + k] = Xtr_rm[row * wp0 + k]
-                _forward(Q, L, widths, wp, qw, qb, relu, h0, 0, H, nb, zeros)
+                _forward(Q, L, widths, wp, qw, qb, act, h0, 0, H, Z, nb, zeros)
                 dl = D[L - 1]
                 for r in range(nb):
                     z = H[L, r * wpL]
@@ -347,9 +410,11 @@ def _train_lane(rk, net, data, out, first, count, out0):
                               INIT_ZERO, ACT_NONE, 1, fo_p // VW)
                     if l > 0:
                         # back-propagated error e[r, k] = sum over j (in order) of d[r, j] * W[j, k], then the
-                        # relu mask h[r, k] > 0 (exactly z > 0); rows r, lanes k
+                        # relu mask h[r, k] > 0 (exactly z > 0) or a smooth f'(z); rows r, lanes k
                         tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
-                              INIT_ZERO, ACT_MASK if relu else ACT_NONE, nb, fi_p // VW)
+                              INIT_ZERO, ACT_MASK if act == _A_RELU else ACT_NONE, nb, fi_p // VW)
+                        if smooth:
+                            _dact_rows(act, Z[l], D[l - 1], nb, fi_p, fi)
                 # update
                 if opt == _ADAM:
                     b1t = b1t * b1
@@ -364,6 +429,24 @@ def _train_lane(rk, net, data, out, first, count, out0):
                         S2[p] = vv
                         stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
                         Q[p] = fma(nlr, stp, Q[p])
+                elif opt == _ADAGRAD:
+                    for p in range(nq):
+                        g = G[p]
+                        acc = fma(g, g, S1[p])
+                        S1[p] = acc
+                        den = np.sqrt(acc + eps) if eps_in_sqrt else np.sqrt(acc) + eps
+                        Q[p] = Q[p] - (lr * g) / den
+                elif opt == _RMSPROP:
+                    for p in range(nq):
+                        g = G[p]
+                        vv = fma(rho, S1[p], crho * (g * g))
+                        S1[p] = vv
+                        den = np.sqrt(vv + eps) if eps_in_sqrt else np.sqrt(vv) + eps
+                        inc = (lr * g) / den
+                        if mu != _ZERO:
+                            inc = fma(mu, S2[p], inc)
+                            S2[p] = inc
+                        Q[p] = Q[p] - inc
                 elif mu == _ZERO:
                     for p in range(nq):
                         Q[p] = fma(nlr, G[p], Q[p])
@@ -392,7 +475,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                     blk -= n_tb
                 r0 = blk * _RB
                 n = min(_RB, m - r0)
-                _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+                _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros)
                 for r in range(n):
                     if (H[L, r * wpL] > thr) != (ytr[r0 + r] == _ONE):
                         fitted = False
@@ -412,7 +495,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
         sl = _ZERO
         for r0 in range(0, m, _RB):
             n = min(_RB, m - r0)
-            _forward(Q, L, widths, wp, qw, qb, relu, Xtr_rm, r0 * wp0, H, n, zeros)
+            _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros)
             for r in range(n):
                 z = H[L, r * wpL]
                 if loss_code == 0:
@@ -428,7 +511,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
             keys[o, w] = 0
         for r0 in range(0, nk, _RB):
             n = min(_RB, nk - r0)
-            _forward(Q, L, widths, wp, qw, qb, relu, Xkey_rm, r0 * wp0, H, n, zeros)
+            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros)
             for r in range(n):
                 if H[L, r * wpL] > _ZERO:
                     keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
@@ -478,8 +561,9 @@ class PreparedTrain:
             if bo is not None:
                 scale[bo: bo + w[i + 1]] = bs
         self.pscale = scale
-        # the kernel's activation specialisation: the table's "train" row for numba (relu: mask, identity: none)
-        self.relu = check_supported(mlp.activation, "train", "numba").name == "relu"
+        # the kernel's activation switch: the table's "train" row for numba (relu: fused select / mask,
+        # identity: none, tanh / erf / sigmoid: their float32 functions on kept pre-activations)
+        self.act = int(check_supported(mlp.activation, "train", "numba").code)
         # the kernel's parameter layout: per layer W transposed (fan_in rows of wp[l+1] = ceil8(fan_out)
         # floats), then the biases (wp[l+1] floats, zeros for bias-free layers); plus a scratch copy of W
         # (fan_out rows of wp[l] floats) for the back-propagation of layers l >= 1
@@ -514,7 +598,7 @@ class PreparedTrain:
         self.leak = tp.leak_arrays()
         assert SGD_STREAM == 1 and blocks_per_epoch(2) == 1
         self.net = TrainNet(self.L, self.widths, self.wofs, self.bofs, self.wp, self.qw, self.qb, self.qj,
-                            int(self.nq), int(self.nj), bool(self.uniform), self.pscale, bool(self.relu))
+                            int(self.nq), int(self.nj), bool(self.uniform), self.pscale, self.act)
         lw, lE, lf = self.leak
         self.data = TrainData(self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
                               int(lw), lE, lf)

@@ -47,9 +47,11 @@ from numba.core import types
 from numba.extending import intrinsic, overload
 
 from fastpoly.backends.numba.jit import JIT_OPTIONS, bits_to_f32, f32_to_bits, fma, jit
+from fastpoly.stream import fmath_train as _FT
 
 __all__ = [
-    "exp32", "expm1_32", "log1p32", "sigmoid32", "softplus32", "silu32", "tanh32",
+    "exp32", "expm1_32", "log1p32", "sigmoid32", "softplus32", "silu32", "tanh32", "erf32",
+    "d_tanh32", "d_erf32", "d_sigmoid32",
     "exp64", "expm1_64", "log1p64", "sigmoid64", "softplus64",
     "vexp", "vexpm1", "vlog1p", "vtanh", "vsigmoid", "vsoftplus",
 ]
@@ -353,6 +355,73 @@ def softplus64(z):
     """``max(z, 0) + log1p(exp(-|z|))`` for float64 ``z`` (never overflows)."""
     m = z if z > 0.0 else 0.0
     return m + log1p64(exp64(-abs(z)))
+
+
+_ES = tuple(float(c) for c in _FT.ERF_SMALL)
+_EM = tuple(float(c) for c in _FT.ERF_MID)
+_ES0, _ES1, _ES2, _ES3, _ES4, _ES5, _ES6 = (_F(c) for c in _ES)
+_EM0, _EM1, _EM2, _EM3, _EM4, _EM5, _EM6, _EM7, _EM8 = (_F(c) for c in _EM)
+_ERF_T0 = _FT.ERF_T0
+_ERF_ONE = _FT.ERF_ONE
+_TWO_OVER_SQRT_PI = _FT.TWO_OVER_SQRT_PI
+_FOUR = _F(4.0)
+_ZCAP = _F(12.0)  # the cap of |z| in d_erf32
+
+
+@jit
+def erf32(z):
+    """``erf(z)`` for float32 ``z``; the bits of :func:`fastpoly.stream.fmath_train.erf32` (within 2 ulp)."""
+    a = abs(z)
+    s = a * a
+    q = fma(_ES6, s, _ES5)
+    q = fma(q, s, _ES4)
+    q = fma(q, s, _ES3)
+    q = fma(q, s, _ES2)
+    q = fma(q, s, _ES1)
+    q = fma(q, s, _ES0)
+    small = fma(a, q, a)
+    t = a - _ERF_T0
+    p = fma(_EM8, t, _EM7)
+    p = fma(p, t, _EM6)
+    p = fma(p, t, _EM5)
+    p = fma(p, t, _EM4)
+    p = fma(p, t, _EM3)
+    p = fma(p, t, _EM2)
+    p = fma(p, t, _EM1)
+    p = fma(p, t, _EM0)
+    mid = _ONE - exp32(p)
+    r = small if a < _ONE else (_ONE if a >= _ERF_ONE else mid)
+    return r if z >= _ZERO else -r
+
+
+@jit
+def d_tanh32(z, e):
+    """``e * tanh'(z)`` = ``e * (((4E) / w) / w)``, ``E = exp32(-2|z|)``, ``w = 1 + E``."""
+    E = exp32(_F(-2.0) * abs(z))
+    w = _ONE + E
+    return e * (((_FOUR * E) / w) / w)
+
+
+@jit
+def d_sigmoid32(z, e):
+    """``e * sigmoid'(z)`` = ``e * ((E / w) / w)``, ``E = exp32(-|z|)``, ``w = 1 + E``."""
+    E = exp32(-abs(z))
+    w = _ONE + E
+    return e * ((E / w) / w)
+
+
+@jit
+def d_erf32(z, e):
+    """``e * erf'(z)`` = ``e * (C * fma(-lo, E, E))``.
+
+    ``a = min(|z|, 12)``, ``hi = a*a``, ``lo = fma(a, a, -hi)``, ``E = exp32(-hi)``.
+    """
+    a = abs(z)
+    a = _ZCAP if a > _ZCAP else a
+    hi = a * a
+    lo = fma(a, a, -hi)
+    E = exp32(-hi)
+    return e * (_TWO_OVER_SQRT_PI * fma(-lo, E, E))
 
 
 # --- type-dispatching entry points (float32 and float64: this module; float64 tanh: libm) -----
