@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
     const int opt = (int)rints[FP_RI_OPTIMIZER], loss = (int)rints[FP_RI_LOSS];
     const int bsz = (int)rints[FP_RI_BATCH_SIZE], max_epochs = (int)rints[FP_RI_MAX_EPOCHS];
     const long long eaf0 = rints[FP_RI_EPOCHS_AFTER_FIT], min_ep0 = rints[FP_RI_MIN_EPOCHS];
-    const fp_opt o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], rfloats);
+    const fp_opt o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
     const float thr = rfloats[FP_RF_FIT_THRESHOLD];
     const int B = bsz < m ? bsz : m;
     const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
