@@ -297,7 +297,7 @@ def test_gp_kernel_cli_takes_cnns(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 0
     assert "4 x 4" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(out), kernel(parse("8x8x1-c4k3-c4k2p-gap-1", sigma_b=0.5), X))
-    assert main([*args, "--variant", "nn-pacbayes", "--out", str(out)]) == 0
+    assert main([*args, "--variant", "nn-pacbayes", "--out", str(out), "--force"]) == 0
     np.testing.assert_array_equal(
         np.load(out), kernel(parse("8x8x1-c4k3-c4k2p-gap-1", sigma_b=0.5), X, variant="nn-pacbayes"))
     capsys.readouterr()
