@@ -102,7 +102,7 @@ API_SKIP = {"fastpoly.cli"}
 #: (a subpackage without ``__all__`` documents all its modules anyway)
 API_MODULES = {
     "fastpoly.counts": ["meta"],
-    "fastpoly.poly": ["classifier", "bridge", "hierarchy"],
+    "fastpoly.poly": ["classifiers", "bridge", "hierarchy"],
 }
 
 

@@ -9,7 +9,7 @@ computed by a small network of multiplication gates. :func:`fastpoly.poly.classi
 logit polynomials into one network (monomials shared between classes) and certifies, for every
 ``x`` in the domain, a bound on the error of each logit and hence of each class probability
 (``|p'_y - p_y| <= (eps_y + max_{j != y} eps_j) / 4``; the proof is in
-:mod:`fastpoly.poly.classifier`).
+:mod:`fastpoly.poly.classifiers`).
 """
 
 import tempfile
@@ -20,7 +20,7 @@ import numpy as np
 
 import fastpoly
 from fastpoly.poly import classifier, from_gaussians, from_sklearn
-from fastpoly.poly.classifier import softmax
+from fastpoly.poly.classifiers import softmax
 from fastpoly.poly.plots import plot_classifier
 
 

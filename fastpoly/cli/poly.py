@@ -91,7 +91,7 @@ def load_classifier_model(path):
 
 def run_classifier(args):
     """``fastpoly compile --classifier MODEL.npz``: report and measured error vs the exact posterior."""
-    from fastpoly.poly.classifier import classifier, softmax
+    from fastpoly.poly.classifiers import classifier, softmax
 
     if args.polynomial is not None:
         raise ValueError("give either a polynomial or --classifier MODEL.npz, not both")

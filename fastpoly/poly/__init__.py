@@ -22,15 +22,13 @@ The activations the compiled networks use (``softplus``, ``exp``, ``silu``, ``ge
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 _EXPORTS = {
     "Polynomial": ".polynomial",
     "compile_polynomial": ".compile",
     "compile_polynomials": ".compile",
-    "classifier": ".classifier",
-    "PolyClassifier": ".classifier",
+    "classifier": ".classifiers",
+    "PolyClassifier": ".classifiers",
     "from_sklearn": ".bridge",
     "compose_polynomials": ".hierarchy",
     "flatten_composition": ".hierarchy",
@@ -70,19 +68,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_EXPORTS))
-
-
-class _Package(types.ModuleType):
-    """Module type of this package: an exported function keeps its name over a same-named submodule.
-
-    The import system binds a submodule to its parent's attribute after loading it; importing
-    ``fastpoly.poly.classifier`` must leave ``fastpoly.poly.classifier`` the function.
-    """
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == "." + name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

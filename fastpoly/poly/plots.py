@@ -108,7 +108,7 @@ def random_gaussian_classes(n_classes, n_vars, seed=0):
 def classifier_errors(dtype, n_classes=5, n_vars=4, activation="softplus", n_points=20000, seed=0):
     """Per class: (certified probability bound, measured max error vs the exact posterior) on [-2, 2]^n."""
     from fastpoly.poly.bridge import from_gaussians
-    from fastpoly.poly.classifier import classifier, softmax
+    from fastpoly.poly.classifiers import classifier, softmax
 
     mu, S, pri = random_gaussian_classes(n_classes, n_vars, seed)
     hs, lp = from_gaussians(mu, S, pri)
@@ -122,7 +122,7 @@ def classifier_errors(dtype, n_classes=5, n_vars=4, activation="softplus", n_poi
 def classifier_neurons(n_classes, n_vars, seed=0):
     """(shared, separate) hidden neurons of the QDA classifier of random Gaussian classes (softplus tree)."""
     from fastpoly.poly.bridge import from_gaussians
-    from fastpoly.poly.classifier import classifier
+    from fastpoly.poly.classifiers import classifier
 
     hs, lp = from_gaussians(*random_gaussian_classes(n_classes, n_vars, seed))
     net = classifier(hs, lp)

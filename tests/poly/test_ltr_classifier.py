@@ -19,7 +19,7 @@ from fastpoly.poly import (
     from_gaussians,
     from_sklearn,
 )
-from fastpoly.poly.classifier import proba_bound, softmax
+from fastpoly.poly.classifiers import proba_bound, softmax
 from fastpoly.poly.smooth import ALL_ACTIVATIONS
 from fastpoly.tolerances import assert_close_to_reference, network_atol
 
@@ -287,8 +287,8 @@ def test_shallow_construction_refuses_sizes_it_cannot_build():
 
 
 def test_classifier_name_is_the_function_after_importing_its_module():
-    # the submodule fastpoly.poly.classifier must not shadow the exported function of the same name
-    code = ("from fastpoly.poly.classifier import softmax\n"
+    # importing the submodule (fastpoly.poly.classifiers) leaves fastpoly.poly.classifier the exported function
+    code = ("from fastpoly.poly.classifiers import softmax\n"
             "from fastpoly.poly import classifier\n"
             "import fastpoly.poly\n"
             "assert callable(classifier) and callable(fastpoly.poly.classifier), classifier\n")
