@@ -51,11 +51,11 @@ _LN2_LO = _F(9.0580006145e-06)
 _LG1, _LG2, _LG3, _LG4 = _F(0.66666662693), _F(0.40000972152), _F(0.28498786688), _F(0.24279078841)
 _FMAX = _F(np.finfo(np.float32).max)
 _EXPM1_LO = _F(-30.0)
-#: erf(z) = z + z*Q(z^2) for |z| < 1: Q's coefficients, constant term first
+#: ``erf(z) = z + z*Q(z^2)`` for ``|z| < 1``: the coefficients of Q, constant term first
 ERF_SMALL = tuple(_F(float.fromhex(h)) for h in (
     "0x1.06eba8p-3", "-0x1.81273ep-2", "0x1.ce2cf8p-4", "-0x1.b7f910p-6", "0x1.5405d0p-8", "-0x1.a3f7e8p-11",
     "0x1.496cbep-14"))
-#: erf(z) = 1 - exp(P(|z| - ERF_T0)) for 1 <= |z| < ERF_ONE: P's coefficients, constant term first
+#: ``erf(z) = 1 - exp(P(|z| - ERF_T0))`` for ``1 <= |z| < ERF_ONE``: the coefficients of P, constant term first
 ERF_MID = tuple(_F(float.fromhex(h)) for h in (
     "-0x1.e607aap+2", "-0x1.51be02p+2", "-0x1.e2985cp-1", "-0x1.6f41b8p-7", "0x1.277992p-9", "-0x1.d26854p-12",
     "0x1.25b90ap-14", "-0x1.594370p-16", "0x1.c7df1cp-23"))
