@@ -467,6 +467,7 @@ class CupyBackend(Backend):
         self._lock = threading.RLock()
         self._modules: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self._plan_cache: dict[tuple, DevicePlan] = {}
+        self._layers_cache: dict[tuple, Any] = {}  # PreparedSampleLayers of CNN plans
         self._dev = device
         self._device_given = device is not None
         self._props: dict[str, Any] | None = None
@@ -816,14 +817,14 @@ class CupyBackend(Backend):
         from fastpoly.backends.cuda.sample_layers import PreparedSampleLayers
 
         self.check_plan(plan)
-        key = ("layers", plan.digest, plan.seed, plan.train_rows.tobytes(), plan.train_labels.tobytes(),
+        key = (plan.digest, plan.seed, plan.train_rows.tobytes(), plan.train_labels.tobytes(),
                repr(plan.mlp))
-        d = self._plan_cache.get(key)
+        d = self._layers_cache.get(key)
         if d is None:
             d = PreparedSampleLayers(plan, self._device(), self.max_blocks)
-            if len(self._plan_cache) >= 4:
-                self._plan_cache.pop(next(iter(self._plan_cache)))
-            self._plan_cache[key] = d
+            if len(self._layers_cache) >= 4:
+                self._layers_cache.pop(next(iter(self._layers_cache)))
+            self._layers_cache[key] = d
         return d
 
     def _layers_chunk(self, prep: Any) -> int:
