@@ -103,7 +103,7 @@ def engine_of(plan: Any, backend: Any) -> Any:
     if not isinstance(backend, str) and hasattr(backend, "count_range"):
         return backend  # already an engine (e.g. a configured SGD trainer)
     if isinstance(plan, SamplerPlan):
-        if backend == "auto" and not plan.is_mlp:  # CNNs: the CPU kernels (cupy samples MLPs only)
+        if backend == "auto" and not plan.is_mlp:  # CNNs: the CPU kernels (cupy's CNN sampler is untuned)
             return get_backend(resolve_backend_name("auto", ("numba", "numpy")))
         return get_backend(backend)
     make = getattr(plan, "engine", None)

@@ -102,11 +102,12 @@ def test_bad_image_inputs(X, match):
         fastpoly.make_plan("6x6x2-c2k3-1", X)
 
 
-def test_cupy_refuses_cnns_clearly():
+def test_cupy_accepts_relu_cnns_and_refuses_other_activations_clearly():
     from fastpoly.backends.cuda.backend import CupyBackend
 
-    plan = fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4])
-    with pytest.raises(ValueError, match="MLP.*only.*numba"):
+    CupyBackend.check_plan(fastpoly.make_plan("6x6x2-c2k3-1", IMAGES[:4]))
+    plan = fastpoly.make_plan(parse("6x6x2-c2k3-1", activation="tanh"), IMAGES[:4])
+    with pytest.raises(ValueError, match="cupy backend cannot sample.*numba"):
         CupyBackend.check_plan(plan)
 
 

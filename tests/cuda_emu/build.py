@@ -46,6 +46,7 @@ def instances():
     names += list(src.AUX_KERNELS)
     names += list(TRAIN_KERNELS)
     names += list(LAYER_TRAIN_KERNELS)
+    names += list(LAYER_SAMPLE_KERNELS)
     names += list(KLZ_KERNELS)
     return names
 
@@ -54,6 +55,8 @@ def instances():
 TRAIN_KERNELS = ("fastpoly_train", "fastpoly_train_math")
 #: kernels of kernels/train_cnn.cu (the generic layer trainer, CNNs)
 LAYER_TRAIN_KERNELS = ("fastpoly_train_layers",)
+#: kernels of kernels/sample_layers.cu (the layer-sequence sampler, CNNs)
+LAYER_SAMPLE_KERNELS = ("fastpoly_sample_layers",)
 #: kernels of kernels/klz.cu (K_LZ, T and critical inputs, fastpoly/backends/cuda/klz.py)
 KLZ_KERNELS = ("fastpoly_klz_ints",)
 
@@ -64,6 +67,8 @@ def _file_of(name):
         return "train.cu"
     if base in LAYER_TRAIN_KERNELS:
         return "train_cnn.cu"
+    if base in LAYER_SAMPLE_KERNELS:
+        return "sample_layers.cu"
     if base in KLZ_KERNELS:
         return "klz.cu"
     return "poly.cu" if base.startswith("fastpoly_csr") else "sampler.cu"

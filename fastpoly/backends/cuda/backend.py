@@ -467,6 +467,7 @@ class CupyBackend(Backend):
         self._lock = threading.RLock()
         self._modules: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self._plan_cache: dict[tuple, DevicePlan] = {}
+        self._layers_cache: dict[tuple, Any] = {}  # PreparedSampleLayers of CNN plans
         self._dev = device
         self._device_given = device is not None
         self._props: dict[str, Any] | None = None
@@ -548,9 +549,11 @@ class CupyBackend(Backend):
     @staticmethod
     def check_plan(plan: SamplerPlan) -> None:
         """Raise ``ValueError`` if no sampler kernel can run ``plan`` (deeper than ``MAX_LAYERS``)."""
-        if not plan.is_mlp:
-            raise ValueError(f"the cupy backend samples fully connected networks (MLP) only; {plan.mlp.spec!r} "
-                             "is a layer sequence (CNN): sample it with backend='numba' or 'numpy'")
+        if not plan.is_mlp:  # a layer sequence (CNN): kernels/sample_layers.cu
+            from fastpoly.backends.cuda.sample_layers import check_layers
+
+            check_layers(plan.mlp)
+            return
         L = plan.dense.n_layers
         if L > src.MAX_LAYERS:
             raise ValueError(f"the cupy backend samples MLPs of at most {src.MAX_LAYERS} layers "
@@ -709,6 +712,8 @@ class CupyBackend(Backend):
         if stop == start:
             return SampleBatch(np.zeros((0, W), np.uint64), np.zeros(0, bool),
                                np.zeros(0, np.float32) if margins else None)
+        if not plan.is_mlp:
+            return self._sample_keys_layers(plan, start, stop, margins)
         d = self._plan_data(plan)
         dev = self._dev
 
@@ -738,6 +743,8 @@ class CupyBackend(Backend):
                            stop - start, 0)
         if stop == start:
             return empty
+        if not plan.is_mlp:
+            return self._count_range_layers(plan, start, stop)
         d = self._plan_data(plan)
         dev = self._dev
         ones = np.full((1, W), _U64_MAX, dtype=np.uint64)
@@ -803,6 +810,48 @@ class CupyBackend(Backend):
             return empty
         k, c, f = merged
         return CountBatch(k, c, f, stop - start, n_acc)
+
+    # --- layer sequences (CNNs): kernels/sample_layers.cu, one thread per sample -------------------
+    def _layers_data(self, plan: SamplerPlan) -> Any:
+        """The memoised :class:`~fastpoly.backends.cuda.sample_layers.PreparedSampleLayers` of ``plan``."""
+        from fastpoly.backends.cuda.sample_layers import PreparedSampleLayers
+
+        self.check_plan(plan)
+        key = (plan.digest, plan.seed, plan.train_rows.tobytes(), plan.train_labels.tobytes(),
+               repr(plan.mlp))
+        d = self._layers_cache.get(key)
+        if d is None:
+            d = PreparedSampleLayers(plan, self._device(), self.max_blocks)
+            if len(self._layers_cache) >= 4:
+                self._layers_cache.pop(next(iter(self._layers_cache)))
+            self._layers_cache[key] = d
+        return d
+
+    def _layers_chunk(self, prep: Any) -> int:
+        """Samples per launch of the layer sampler (its outputs within the memory budget)."""
+        return int(max(1, min(self.max_sub_batch, self.memory_budget() // (8 * prep.W + 8))))
+
+    def _sample_keys_layers(self, plan: SamplerPlan, start: int, stop: int, margins: bool) -> SampleBatch:
+        prep = self._layers_data(plan)
+        step = self._layers_chunk(prep)
+        parts = [prep.run(a, min(stop, a + step) - a, early_exit=False) for a in range(start, stop, step)]
+        keys = np.concatenate([p[0] for p in parts]).reshape(-1, plan.n_words)
+        acc = np.concatenate([p[1] for p in parts])
+        return SampleBatch(keys, acc, np.concatenate([p[2] for p in parts]) if margins else None)
+
+    def _count_range_layers(self, plan: SamplerPlan, start: int, stop: int) -> CountBatch:
+        from fastpoly.backends.counting import count_keys
+
+        prep = self._layers_data(plan)
+        step = self._layers_chunk(prep)
+        keys, idx = [], []
+        for a in range(start, stop, step):
+            k, acc, _ = prep.run(a, min(stop, a + step) - a, early_exit=True)
+            keys.append(k[acc])
+            idx.append(np.arange(a, a + acc.size, dtype=np.uint64)[acc])
+        kk = np.concatenate(keys).reshape(-1, plan.n_words)
+        k, c, f = count_keys(kk, np.concatenate(idx))
+        return CountBatch(k, c, f, stop - start, int(kk.shape[0]))
 
     def _sort_rle(self, d, keys, idx):
         """Unique keys (big-integer order), their counts and first sample index, as host arrays.
