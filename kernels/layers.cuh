@@ -6,6 +6,7 @@
 #define FASTPOLY_LAYERS_CUH
 
 #include "fp_math.cuh"
+#include "train.cuh"  // fp_train_act: the trainers' own float32 tanh, erf, sigmoid (smooth activation layers)
 
 #define FP_TL_COLS 17
 #define FP_TL_DENSE 0
@@ -16,6 +17,9 @@
 #define FP_TL_FLAT 5
 #define FP_TL_RELU 6
 #define FP_TL_IDENT 7
+#define FP_TL_TANH 8
+#define FP_TL_ERF 9
+#define FP_TL_SIGMOID 10
 // columns
 #define C_KIND 0
 #define C_IH 1
@@ -34,6 +38,11 @@
 #define C_OSZ 14
 #define C_AIN 15
 #define C_AOUT 16
+
+// the activation table's code of a smooth activation layer
+__device__ inline int fp_tl_act_code(int kind) {
+    return kind == FP_TL_TANH ? FP_ACT_TANH : (kind == FP_TL_ERF ? FP_ACT_ERF : FP_ACT_SIGMOID);
+}
 
 __device__ inline void fp_tl_fwd_row(const int* pr, const float* P, float* A, int r) {
     const int kind = pr[C_KIND], isz = pr[C_ISZ], osz = pr[C_OSZ];
@@ -99,6 +108,9 @@ __device__ inline void fp_tl_fwd_row(const int* pr, const float* P, float* A, in
         }
     } else if (kind == FP_TL_RELU) {
         for (int k = 0; k < isz; ++k) y[k] = x[k] < 0.0f ? 0.0f : x[k];
+    } else if (kind >= FP_TL_TANH) {
+        const int code = fp_tl_act_code(kind);
+        for (int k = 0; k < isz; ++k) y[k] = fp_train_act(code, x[k]);
     } else {
         for (int k = 0; k < isz; ++k) y[k] = x[k];
     }

@@ -1,5 +1,5 @@
 // train_cnn.cu -- the generic layer-sequence P_SGD trainer (CNNs: conv2d, avg/max/global pooling,
-// flatten, dense; relu or identity), one thread per run, bit for bit fastpoly/sgd/reference.py and the
+// flatten, dense; relu, identity, tanh, erf or sigmoid), one thread per run, bit for bit fastpoly/sgd/reference.py and the
 // Numba trainer fastpoly/backends/numba/train_cnn.py (NVRTC-compatible, no system headers).
 //
 // The network is a *program* (fastpoly.backends.numba.train_cnn.compile_program): one row of FP_TL_COLS
@@ -19,6 +19,9 @@
 //   maxpool first maximum in row-major order (strict >); the error goes to it
 //   gap     s = s + x over (h, w) row-major from 0, s / float(H*W); error d / float(H*W) everywhere
 //   relu    z < 0 ? 0 : z; error z > 0 ? e : 0.   flatten, identity: copies.
+//   tanh, erf, sigmoid: fp_train_act; error fp_train_dact(z, e) from the pre-activation z (the layer's
+//           input, kept in A).  The optimiser: fp_opt_step (every optimiser of the table; Adagrad's
+//           accumulator starts at fp_opt_s1_init in every run).
 #include "network.cuh"
 #include "train.cuh"
 #include "layers.cuh"  // program codes, columns, fp_tl_fwd_row
@@ -147,6 +150,9 @@ __device__ void fp_tl_bwd(const int* pr, const float* P, float* G, const float* 
         }
     } else if (kind == FP_TL_RELU) {
         for (long long t = 0; t < (long long)n * isz; ++t) E[ain + t] = A[ain + t] > 0.0f ? E[aout + t] : 0.0f;
+    } else if (kind >= FP_TL_TANH) {
+        const int code = fp_tl_act_code(kind);
+        for (long long t = 0; t < (long long)n * isz; ++t) E[ain + t] = fp_train_dact(code, A[ain + t], E[aout + t]);
     } else {
         for (long long t = 0; t < (long long)n * isz; ++t) E[ain + t] = E[aout + t];
     }
@@ -193,6 +199,7 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
     const long long eaf0 = rints[FP_RI_EPOCHS_AFTER_FIT], min_ep0 = rints[FP_RI_MIN_EPOCHS];
     const fp_opt o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
     const float thr = rfloats[FP_RF_FIT_THRESHOLD];
+    const float s1_init = fp_opt_s1_init(o);
     const int B = bsz < m ? bsz : m;
     const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
     const int a0 = prog[C_AIN];
@@ -200,7 +207,7 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
         const fp_u64 idx = lo + (fp_u64)s;
         for (int p = 0; p < n_params; ++p) {
             P[p] = P0[s * n_params + p];
-            S1[p] = 0.0f;
+            S1[p] = s1_init;
             S2[p] = 0.0f;
         }
         for (int w = 0; w < W; ++w) init_keys[s * W + w] = 0;

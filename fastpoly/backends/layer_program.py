@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["COLUMNS", "compile_program", "is_generic"]
 
 #: layer kind codes of the program
-K_DENSE, K_CONV, K_AVG, K_MAX, K_GAP, K_FLAT, K_RELU, K_IDENT = range(8)
+K_DENSE, K_CONV, K_AVG, K_MAX, K_GAP, K_FLAT, K_RELU, K_IDENT, K_TANH, K_ERF, K_SIGMOID = range(11)
 #: program columns
 COLUMNS = ("kind", "ih", "iw", "ic", "oh", "ow", "oc", "k", "s", "pt", "pl", "woff", "boff", "isz", "osz",
          "ain", "aout")
@@ -28,8 +28,8 @@ COLUMNS = ("kind", "ih", "iw", "ic", "oh", "ow", "oc", "k", "s", "pt", "pl", "wo
 _KINDS = {"dense": K_DENSE, "conv2d": K_CONV, "conv": K_CONV, "avgpool": K_AVG, "avg_pool": K_AVG,
           "maxpool": K_MAX, "max_pool": K_MAX, "gap": K_GAP, "globalavgpool": K_GAP,
           "global_avg_pool": K_GAP, "flatten": K_FLAT}
-#: activations the generic trainer compiles (the others need the activation table's float32 ops)
-_ACTS = {"relu": K_RELU, "identity": K_IDENT}
+#: activations the generic trainer compiles (tanh, erf, sigmoid: the training float32 functions)
+_ACTS = {"relu": K_RELU, "identity": K_IDENT, "tanh": K_TANH, "erf": K_ERF, "sigmoid": K_SIGMOID}
 
 
 def _hwc(shape):
@@ -75,7 +75,8 @@ def compile_program(arch: Any, rows: int) -> tuple[np.ndarray, int, int]:
         if kind == "activation":
             if layer.name not in _ACTS:
                 raise ValueError(
-                    f"the generic layer trainer trains relu and identity networks, not {layer.name!r}")
+                    f"the generic layer trainer trains relu and identity (and tanh, erf, sigmoid) networks, "
+                    f"not {layer.name!r}")
             code = _ACTS[layer.name]
         elif kind in _KINDS:
             code = _KINDS[kind]

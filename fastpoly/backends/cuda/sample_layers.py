@@ -23,8 +23,17 @@ _THREADS = 128
 _MODES = {"gaussian": 0, "uniform": 1, "truncated_normal": 2}
 
 
+#: activations the CUDA layer sampler computes bit for bit like the reference sampler
+_SAMPLED_ACTIVATIONS = ("relu", "identity")
+
+
 def check_layers(arch: Any) -> None:
     """Raise ``ValueError`` when the CUDA layer sampler cannot run ``arch`` (the message says why)."""
+    if arch.activation not in _SAMPLED_ACTIVATIONS:
+        # the layer program's smooth kinds are the trainers' float32 functions; sampling defines tanh/erf
+        # by float64 libm (the reference sampler), so only the exact activations are sampled here
+        raise ValueError(f"the cupy backend samples relu and identity layer sequences, not {arch.activation!r} "
+                         f"({arch.spec!r}: sample it with backend='numba' or 'numpy')")
     try:
         compile_program(arch, 1)
     except ValueError as exc:

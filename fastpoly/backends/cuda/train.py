@@ -204,8 +204,8 @@ class _PreparedLayers:
                 check_supported(layer.name, "train", "cupy")
         if arch.n_params >= 2**31:
             raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
-        if r.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"the CUDA layer trainer (CNNs) has no optimizer {r.optimizer!r} yet: sgd or adam")
+        if r.optimizer not in OPTIMIZERS:
+            raise ValueError(f"the CUDA layer trainer (CNNs) has no optimizer {r.optimizer!r}")
         self.dev, self.tp, self.arch = dev, tp, arch
         m = tp.m_train
         rows = max(1, min(int(r.batch_size), m))

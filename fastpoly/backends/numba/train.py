@@ -42,6 +42,7 @@ import numpy as np
 from fastpoly.activations import CODES, check_supported
 from fastpoly.backends.base import TrainBatch
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.optstep import opt_s1_init, opt_step
 from fastpoly.backends.numba.rng import (
     normals_from_words,
     philox_block,
@@ -51,7 +52,7 @@ from fastpoly.backends.numba.rng import (
 )
 from fastpoly.backends.numba.train_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
 from fastpoly.backends.numba.vecmath import d_erf32, d_sigmoid32, d_tanh32, erf32, sigmoid32, softplus32, tanh32
-from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
+from fastpoly.model.optimizers import RF, RI
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 
 __all__ = ["PreparedTrain", "TrainData", "TrainNet", "TrainOut", "train_range_numba"]
@@ -63,16 +64,10 @@ _ONE = _F(1.0)
 _TWO = _F(2.0)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
-#: optimizer codes and recipe offsets (the optimizer table, fastpoly.model.optimizers)
-_ADAM = OPTIMIZERS["adam"].code
-_ADAGRAD = OPTIMIZERS["adagrad"].code
-_RMSPROP = OPTIMIZERS["rmsprop"].code
-_RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
-    "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
-_RI_EIS = RI["eps_in_sqrt"]
-_RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
-    "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
-_RF_RHO, _RF_CRHO, _RF_ACC0 = (RF[k] for k in ("rho", "one_minus_rho", "initial_accumulator"))
+#: recipe offsets (fastpoly.model.optimizers; the update itself: fastpoly.backends.numba.optstep)
+_RI_LOSS, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
+    "loss", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RF_THR = RF["fit_threshold"]
 
 
 #: hidden-activation codes (the activation table's)
@@ -277,14 +272,11 @@ def _train_lane(rk, net, data, out, first, count, out0):
     n_params = pscale.shape[0]
     n_blocks = (n_params + 3) // 4
     m = ytr.shape[0]
-    opt, loss_code, nesterov, batch_size, max_epochs, eaf0, min_ep0 = (
-        ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
-    lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
-                                        floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
-    rho, crho, acc0 = floats[_RF_RHO], floats[_RF_CRHO], floats[_RF_ACC0]
-    s1_init = acc0 if opt == _ADAGRAD else _ZERO
-    eps_in_sqrt = ints[_RI_EIS] != 0
-    nlr = -lr
+    loss_code, batch_size, max_epochs, eaf0, min_ep0 = (
+        ints[_RI_LOSS], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
+    thr = floats[_RF_THR]
+    s1_init = opt_s1_init(ints, floats)
+    bt = np.empty(2, np.float32)  # Adam's beta1^t, beta2^t (from 1 in every run)
     B = min(m, batch_size)
     rows = max(B, _RB)
     maxwp = VW
@@ -354,8 +346,8 @@ def _train_lane(rk, net, data, out, first, count, out0):
                 v = leak_E[wk] + eaf0
                 min_ep = max(min_ep0, v)
                 eaf = 0
-        b1t = _ONE
-        b2t = _ONE
+        bt[0] = _ONE
+        bt[1] = _ONE
         ff = -1
         st = 2
         fitted = False
@@ -415,47 +407,8 @@ def _train_lane(rk, net, data, out, first, count, out0):
                               INIT_ZERO, ACT_MASK if act == _A_RELU else ACT_NONE, nb, fi_p // VW)
                         if smooth:
                             _dact_rows(act, Z[l], D[l - 1], nb, fi_p, fi)
-                # update
-                if opt == _ADAM:
-                    b1t = b1t * b1
-                    b2t = b2t * b2
-                    bc1 = _ONE - b1t
-                    bc2 = _ONE - b2t
-                    for p in range(nq):
-                        g = G[p]
-                        mm = fma(b1, S1[p], c1 * g)
-                        vv = fma(b2, S2[p], (c2 * g) * g)
-                        S1[p] = mm
-                        S2[p] = vv
-                        stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
-                        Q[p] = fma(nlr, stp, Q[p])
-                elif opt == _ADAGRAD:
-                    for p in range(nq):
-                        g = G[p]
-                        acc = fma(g, g, S1[p])
-                        S1[p] = acc
-                        den = np.sqrt(acc + eps) if eps_in_sqrt else np.sqrt(acc) + eps
-                        Q[p] = Q[p] - (lr * g) / den
-                elif opt == _RMSPROP:
-                    for p in range(nq):
-                        g = G[p]
-                        vv = fma(rho, S1[p], crho * (g * g))
-                        S1[p] = vv
-                        den = np.sqrt(vv + eps) if eps_in_sqrt else np.sqrt(vv) + eps
-                        inc = (lr * g) / den
-                        if mu != _ZERO:
-                            inc = fma(mu, S2[p], inc)
-                            S2[p] = inc
-                        Q[p] = Q[p] - inc
-                elif mu == _ZERO:
-                    for p in range(nq):
-                        Q[p] = fma(nlr, G[p], Q[p])
-                else:
-                    for p in range(nq):
-                        bf = fma(mu, S1[p], G[p])
-                        S1[p] = bf
-                        stp = fma(mu, bf, G[p]) if nesterov else bf
-                        Q[p] = fma(nlr, stp, Q[p])
+                # update: the shared optimiser step
+                opt_step(ints, floats, bt, Q, G, S1, S2, nq)
                 for l in range(1, L):
                     transpose_into(Q, qw[l], wp[l + 1], widths[l], widths[l + 1], WJ, qj[l], wp[l])
             # divergence: a parameter that is not finite ends the run (status 3: diverged, not fitted)

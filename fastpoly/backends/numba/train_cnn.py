@@ -26,6 +26,12 @@ Arithmetic: every sum keeps the order of the layers' NumPy references
 * GAP: ``s = s + x`` over ``(h, w)`` row-major per channel, ``s / float32(H*W)``; error
   ``d / float32(H*W)`` everywhere.
 * Flatten: a copy (row-major H, W, C).  relu: ``z < 0 ? 0 : z``, error ``z > 0 ? e : 0``.
+* tanh, erf, sigmoid: the training float32 functions (:mod:`fastpoly.backends.numba.vecmath`
+  ``tanh32`` / ``erf32`` / ``sigmoid32``), error ``d_tanh32(z, e)`` etc. from the pre-activation ``z``
+  (the activation layer's input, which stays in its buffer).
+
+The optimiser update is the shared :func:`fastpoly.backends.numba.optstep.opt_step` (SGD with or
+without (Nesterov) momentum, Adam, Adagrad from its initial accumulator, RMSprop; state fresh per run).
 
 The initial parameters are the architecture's own draws (:meth:`~fastpoly.model.Architecture.draw_params`
 of the run indices, whatever the weight family), so run ``i`` starts from ``instantiate(seed, i)``.
@@ -58,16 +64,20 @@ from fastpoly.backends.layer_program import (
     K_AVG,
     K_CONV,
     K_DENSE,
+    K_ERF,
     K_GAP,
     K_MAX,
     K_RELU,
+    K_SIGMOID,
+    K_TANH,
     compile_program,
     is_generic,
 )
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.optstep import opt_s1_init, opt_step
 from fastpoly.backends.numba.rng import philox_block, round_keys
 from fastpoly.backends.numba.train_tiles import ACT_NONE, INIT_VEC, INIT_ZERO, VW, tiles
-from fastpoly.backends.numba.vecmath import sigmoid32, softplus32
+from fastpoly.backends.numba.vecmath import d_erf32, d_sigmoid32, d_tanh32, erf32, sigmoid32, softplus32, tanh32
 from fastpoly.model.optimizers import OPTIMIZERS, RF, RI
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
 
@@ -79,12 +89,10 @@ _ONE = _F(1.0)
 _TWO = _F(2.0)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
-_ADAM = OPTIMIZERS["adam"].code
-_SGD = OPTIMIZERS["sgd"].code
-_RI_OPT, _RI_LOSS, _RI_NEST, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
-    "optimizer", "loss", "nesterov", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
-_RF_LR, _RF_MU, _RF_B1, _RF_B2, _RF_EPS, _RF_THR, _RF_C1, _RF_C2 = (RF[k] for k in (
-    "lr", "momentum", "beta1", "beta2", "eps", "fit_threshold", "one_minus_beta1", "one_minus_beta2"))
+_OPT_CODES = frozenset(o.code for o in OPTIMIZERS.values())
+_RI_OPT, _RI_LOSS, _RI_BS, _RI_MAXE, _RI_EAF, _RI_MINE = (RI[k] for k in (
+    "optimizer", "loss", "batch_size", "max_epochs", "epochs_after_fit", "min_epochs"))
+_RF_THR = RF["fit_threshold"]
 
 # --- one layer, one row ------------------------------------------------------------------------------
 @jit
@@ -162,6 +170,15 @@ def _fwd_row(pr, P, A, r):
         for k in range(isz):
             z = A[xo + k]
             A[yo + k] = _ZERO if z < _ZERO else z
+    elif kind == K_TANH:
+        for k in range(isz):
+            A[yo + k] = tanh32(A[xo + k])
+    elif kind == K_ERF:
+        for k in range(isz):
+            A[yo + k] = erf32(A[xo + k])
+    elif kind == K_SIGMOID:
+        for k in range(isz):
+            A[yo + k] = sigmoid32(A[xo + k])
     else:  # flatten, identity
         for k in range(isz):
             A[yo + k] = A[xo + k]
@@ -310,6 +327,20 @@ def _bwd_layer(pr, P, G, A, E, n, want_input, want_grads):
             do = aout + r * osz
             for k in range(isz):
                 E[xo + k] = E[do + k] if A[xo + k] > _ZERO else _ZERO
+    elif kind == K_TANH or kind == K_ERF or kind == K_SIGMOID:
+        # e * f'(z) from the pre-activation z (the layer's input, kept in A)
+        for r in range(n):
+            xo = ain + r * isz
+            do = aout + r * osz
+            if kind == K_TANH:
+                for k in range(isz):
+                    E[xo + k] = d_tanh32(A[xo + k], E[do + k])
+            elif kind == K_ERF:
+                for k in range(isz):
+                    E[xo + k] = d_erf32(A[xo + k], E[do + k])
+            else:
+                for k in range(isz):
+                    E[xo + k] = d_sigmoid32(A[xo + k], E[do + k])
     else:  # flatten, identity
         for r in range(n):
             for k in range(isz):
@@ -440,11 +471,11 @@ def _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, fl
     L = prog.shape[0]
     aout = prog[L - 1, C_AOUT]
     a0 = prog[0, C_AIN]
-    opt, loss_code, nesterov, batch_size, max_epochs, eaf0, min_ep0 = (
-        ints[_RI_OPT], ints[_RI_LOSS], ints[_RI_NEST], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
-    lr, mu, b1, b2, eps, thr, c1, c2 = (floats[_RF_LR], floats[_RF_MU], floats[_RF_B1], floats[_RF_B2],
-                                        floats[_RF_EPS], floats[_RF_THR], floats[_RF_C1], floats[_RF_C2])
-    nlr = -lr
+    loss_code, batch_size, max_epochs, eaf0, min_ep0 = (
+        ints[_RI_LOSS], ints[_RI_BS], ints[_RI_MAXE], ints[_RI_EAF], ints[_RI_MINE])
+    thr = floats[_RF_THR]
+    s1_init = opt_s1_init(ints, floats)
+    bt = np.empty(2, np.float32)
     B = min(m, batch_size)
     cap = B  # rows of the scratch (compile_program's rows)
     n_words = keys.shape[1]
@@ -467,7 +498,7 @@ def _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, fl
         index = first + np.uint64(s)
         for p in range(n_params):
             P[p] = P0[o, p]
-            S1[p] = _ZERO
+            S1[p] = s1_init
             S2[p] = _ZERO
         _refresh_conv(prog, cofs, P, S[0], S[1])
         for w in range(n_words):
@@ -485,8 +516,8 @@ def _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, fl
             if np.int64(index) > leak_from[wk]:
                 min_ep = max(min_ep0, leak_E[wk] + eaf0)
                 eaf = 0
-        b1t = _ONE
-        b2t = _ONE
+        bt[0] = _ONE
+        bt[1] = _ONE
         ff = -1
         st = 2
         fitted = False
@@ -530,28 +561,7 @@ def _train_lane(rk, prog, cofs, csz, first_w, alen, P0, Xtr, ytr, Xkey, ints, fl
                             _bwd_layer(prog[l], P, G, A, E, nb, True, False)
                     else:
                         _bwd_layer(prog[l], P, G, A, E, nb, l > first_w, True)
-                if opt == _ADAM:
-                    b1t = b1t * b1
-                    b2t = b2t * b2
-                    bc1 = _ONE - b1t
-                    bc2 = _ONE - b2t
-                    for p in range(n_params):
-                        g = G[p]
-                        mm = fma(b1, S1[p], c1 * g)
-                        vv = fma(b2, S2[p], (c2 * g) * g)
-                        S1[p] = mm
-                        S2[p] = vv
-                        stp = (mm / bc1) / (np.sqrt(vv / bc2) + eps)
-                        P[p] = fma(nlr, stp, P[p])
-                elif mu == _ZERO:
-                    for p in range(n_params):
-                        P[p] = fma(nlr, G[p], P[p])
-                else:
-                    for p in range(n_params):
-                        bf = fma(mu, S1[p], G[p])
-                        S1[p] = bf
-                        stp = fma(mu, bf, G[p]) if nesterov else bf
-                        P[p] = fma(nlr, stp, P[p])
+                opt_step(ints, floats, bt, P, G, S1, S2, n_params)
                 _refresh_conv(prog, cofs, P, S[0], S[1])
             # the fit check, ``cap`` train points at a time; the first miss ends it (same answer)
             fitted = True
@@ -656,8 +666,8 @@ class PreparedLayerTrain:
         self.ytr = np.ascontiguousarray(plan.train_labels, np.float32)
         self.ints = tp.recipe.ints()
         self.floats = tp.recipe.floats()
-        if int(self.ints[_RI_OPT]) not in (_SGD, _ADAM):
-            raise ValueError(f"the generic layer trainer has no optimizer {tp.recipe.optimizer!r} yet")
+        if int(self.ints[_RI_OPT]) not in _OPT_CODES:
+            raise ValueError(f"the generic layer trainer has no optimizer {tp.recipe.optimizer!r}")
         self.leak = tp.leak_arrays()
         assert SGD_STREAM == 1 and blocks_per_epoch(2) == 1
 
