@@ -32,8 +32,8 @@ def check_layers(arch: Any) -> None:
     if arch.activation not in _SAMPLED_ACTIVATIONS:
         # the layer program's smooth kinds are the trainers' float32 functions; sampling defines tanh/erf
         # by float64 libm (the reference sampler), so only the exact activations are sampled here
-        raise ValueError(f"the cupy backend samples relu and identity layer sequences, not {arch.activation!r} "
-                         f"({arch.spec!r}: sample it with backend='numba' or 'numpy')")
+        raise ValueError(f"the cupy backend cannot sample {arch.spec!r}: it samples relu and identity layer "
+                         f"sequences, not {arch.activation!r} (sample it with backend='numba' or 'numpy')")
     try:
         compile_program(arch, 1)
     except ValueError as exc:
