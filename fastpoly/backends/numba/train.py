@@ -41,11 +41,11 @@ import numpy as np
 
 from fastpoly.activations import CODES, check_supported
 from fastpoly.backends.base import TrainBatch
+from fastpoly.backends.numba.epochs import epoch_order, stop_rule
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.optstep import opt_s1_init, opt_step
 from fastpoly.backends.numba.rng import (
     normals_from_words,
-    philox_block,
     philox_sample_words,
     round_keys,
     uniform_pm1_from_words,
@@ -338,14 +338,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                 if H[L, r * wpL] > _ZERO:
                     init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
         # the stopping rule of this run (the leaked callback where it applies)
-        min_ep = min_ep0
-        eaf = eaf0
-        if leak_w > 0:
-            wk = np.int64(index % np.uint64(leak_w))
-            if np.int64(index) > leak_from[wk]:
-                v = leak_E[wk] + eaf0
-                min_ep = max(min_ep0, v)
-                eaf = 0
+        min_ep, eaf = stop_rule(index, leak_w, leak_from, leak_E, min_ep0, eaf0)
         bt[0] = _ONE
         bt[1] = _ONE
         ff = -1
@@ -355,20 +348,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
         lo32 = np.uint64(index) & _MASK32
         hi32 = np.uint64(index) >> _S32
         while e < max_epochs:
-            # Fisher-Yates order of the train points for epoch e (0-based)
-            for jb in range(bpe):
-                c0, c1w, c2w, c3 = philox_block(np.uint64(e * bpe + jb), np.uint64(1), lo32, hi32, rk)
-                sw[4 * jb] = np.uint32(c0)
-                sw[4 * jb + 1] = np.uint32(c1w)
-                sw[4 * jb + 2] = np.uint32(c2w)
-                sw[4 * jb + 3] = np.uint32(c3)
-            for t in range(m):
-                perm[t] = t
-            for t in range(m - 1, 0, -1):
-                u = np.int64((np.uint64(sw[m - 1 - t]) * np.uint64(t + 1)) >> _S32)
-                tmp = perm[t]
-                perm[t] = perm[u]
-                perm[u] = tmp
+            epoch_order(e, bpe, m, lo32, hi32, rk, sw, perm)  # Fisher-Yates order of epoch e (0-based)
             e += 1
             for a in range(0, m, B):
                 nb = B if a + B <= m else m - a
