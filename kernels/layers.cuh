@@ -6,6 +6,7 @@
 #define FASTPOLY_LAYERS_CUH
 
 #include "fp_math.cuh"
+#include "activations.cuh"  // FP_ACT_* codes (generated from fastpoly.activations.TABLE)
 #include "train.cuh"  // fp_train_act: the trainers' own float32 tanh, erf, sigmoid (smooth activation layers)
 
 #define FP_TL_COLS 17
