@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from fastpoly.activations import SAMPLER_CODES
 from fastpoly.backends.numba.jit import jit, pjit, prange
+from fastpoly.backends.numba.llvmvec import float_vector_ops
 from fastpoly.backends.numba.rng import normals_from_words, philox_sample_words, round_keys, uniform_pm1_from_words
 from fastpoly.backends.numba.sampler import ROW_BLOCK, _activate, dense_rows
 from fastpoly.stream.rng import check_seed
@@ -93,18 +94,9 @@ def _make_conv_block(nj, nr, from_bias):
             zp = context.make_array(sa[7])(context, builder, Za).data
             bp = context.make_array(sa[10])(context, builder, Ba).data
             op = context.make_array(sa[12])(context, builder, Oa).data
-            i32 = ir.IntType(32)
             i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), nr)
-            vfma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{nr}f32"
-            )
-            mask0 = ir.Constant(ir.VectorType(i32, nr), [0] * nr)
-            undef = ir.Constant(vt, ir.Undefined)
+            vt, vfma, splat = float_vector_ops(builder, nr)
 
-            def splat(x):
-                v = builder.insert_element(undef, x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, undef, mask0)
 
             def vload(base, off):
                 return builder.load(builder.bitcast(builder.gep(base, [off]), vt.as_pointer()), align=4)

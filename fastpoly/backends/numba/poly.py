@@ -229,6 +229,29 @@ def _centered_loop(code, z, nb, b):
 
 
 @jit(inline="always")
+def _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp):
+    """Hidden layer ``li`` of a structured network on ``nb`` points: ``hout[j] = act(b_j + sum_p w_p hin[i_p])``."""
+    pb = offs[li, 0]  # first row of this layer in the concatenated indptr
+    nb_off = offs[li, 1]  # offset into bias/shift/codes arrays (neurons)
+    code = codes[li]
+    centered = has_shift[li]
+    for j in range(fan_out[li]):
+        bj = bias[nb_off + j]
+        z = hout[j]
+        for t in range(nb):
+            z[t] = bj
+        for p in range(indptr[pb + j], indptr[pb + j + 1]):
+            w = data[p]
+            src = hin[indices[p]]
+            for t in range(nb):
+                z[t] = z[t] + w * src[t]
+        if centered:
+            _centered_loop(code, z, nb, shift[nb_off + j])
+        else:
+            _act_loop(code, z, nb, tmp)
+
+
+@jit(inline="always")
 def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
                       codes, bufs, tmp, out):
     """Evaluate rows ``r0 .. r0+nb-1`` of ``X`` through every layer; write the outputs."""
@@ -241,24 +264,7 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
     for li in range(n_layers):
         hin = bufs[cur]
         hout = bufs[1 - cur]
-        pb = offs[li, 0]  # first row of this layer in the concatenated indptr
-        nb_off = offs[li, 1]  # offset into bias/shift/codes arrays (neurons)
-        code = codes[li]
-        centered = has_shift[li]
-        for j in range(fan_out[li]):
-            bj = bias[nb_off + j]
-            z = hout[j]
-            for t in range(nb):
-                z[t] = bj
-            for p in range(indptr[pb + j], indptr[pb + j + 1]):
-                w = data[p]
-                src = hin[indices[p]]
-                for t in range(nb):
-                    z[t] = z[t] + w * src[t]
-            if centered:
-                _centered_loop(code, z, nb, shift[nb_off + j])
-            else:
-                _act_loop(code, z, nb, tmp)
+        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp)
         cur = 1 - cur
     h = bufs[cur]
     for j in range(out.shape[1]):
@@ -302,24 +308,7 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
     for li in range(n_layers - 2):
         hin = bufs[cur]
         hout = bufs[1 - cur]
-        pb = offs[li, 0]
-        nb_off = offs[li, 1]
-        code = codes[li]
-        centered = has_shift[li]
-        for j in range(fan_out[li]):
-            bj = bias[nb_off + j]
-            z = hout[j]
-            for t in range(nb):
-                z[t] = bj
-            for p in range(indptr[pb + j], indptr[pb + j + 1]):
-                w = data[p]
-                src = hin[indices[p]]
-                for t in range(nb):
-                    z[t] = z[t] + w * src[t]
-            if centered:
-                _centered_loop(code, z, nb, shift[nb_off + j])
-            else:
-                _act_loop(code, z, nb, tmp)
+        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp)
         cur = 1 - cur
     hin = bufs[cur]
     lo = n_layers - 1

@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from fastpoly.activations import CODES
 from fastpoly.backends.numba.jit import jit, pjit, prange
+from fastpoly.backends.numba.llvmvec import float_vector_ops
 from fastpoly.backends.numba.rng import (
     normals_from_words,
     philox_sample_words,
@@ -97,18 +98,9 @@ def _make_block_kernel(nj, nr):
             hp = context.make_array(sa[3])(context, builder, Ha).data
             zp = context.make_array(sa[6])(context, builder, Za).data
             bp = context.make_array(sa[9])(context, builder, Ba).data
-            i32 = ir.IntType(32)
             i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), nr)
-            vfma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{nr}f32"
-            )
-            mask0 = ir.Constant(ir.VectorType(i32, nr), [0] * nr)
-            undef = ir.Constant(vt, ir.Undefined)
+            vt, vfma, splat = float_vector_ops(builder, nr)
 
-            def splat(x):
-                v = builder.insert_element(undef, x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, undef, mask0)
 
             wrow = [builder.add(woff_, builder.mul(ir.Constant(i64, j), fi_)) for j in range(nj)]
             init = [splat(builder.load(builder.gep(bp, [builder.add(boff_, ir.Constant(i64, j))])))

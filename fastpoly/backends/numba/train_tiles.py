@@ -25,10 +25,11 @@ copies a matrix transposed (8x8 blocks in registers).
 from __future__ import annotations
 
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from fastpoly.backends.numba.jit import jit
+from fastpoly.backends.numba.llvmvec import float_vector_ops
 
 __all__ = ["ACT_MASK", "ACT_NONE", "ACT_RELU", "INIT_ROW", "INIT_VEC", "INIT_ZERO", "VW", "tiles",
            "transpose_into"]
@@ -61,24 +62,14 @@ def _make_tile(nI, nV):
                 return context.make_array(sa[k])(context, builder, a).data
 
             sp, vp, op, bp, mp = data(0, S_), data(4, V_), data(8, O_), data(11, B_), data(13, M_)
-            i32 = ir.IntType(32)
             i64 = ir.IntType(64)
-            ft = ir.FloatType()
-            vt = ir.VectorType(ft, VW)
+            vt, vfma, splat = float_vector_ops(builder, VW)
             vpt = vt.as_pointer()
-            vfma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{VW}f32"
-            )
-            mask0 = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
-            undef = ir.Constant(vt, ir.Undefined)
             vzero = ir.Constant(vt, [0.0] * VW)
 
             def c64(x):
                 return ir.Constant(i64, x)
 
-            def splat(x):
-                v = builder.insert_element(undef, x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, undef, mask0)
 
             def vload(base, idx):
                 return builder.load(builder.bitcast(builder.gep(base, [idx]), vpt), align=4)
