@@ -55,6 +55,8 @@ class CountBatch:
     first_index: np.ndarray
     n_samples: int
     n_accepted: int
+    #: runs of the range that diverged (training only; always 0 for sampling)
+    n_diverged: int = 0
 
 
 #: run status: stopped by the rule / reached max_epochs fitting S / does not fit S at the end (n_failed) /
@@ -101,11 +103,11 @@ class TrainBatch:
 
 
 def count_batch(b: TrainBatch) -> CountBatch:
-    """Count the functions of the fitted runs: ``CountBatch(keys, counts, first_index, n_runs, n_fitted)``."""
+    """Count the functions of the fitted runs: ``CountBatch(keys, counts, first_index, n_runs, n_fitted, n_diverged)``."""
     ok = b.fitted
     idx = np.arange(b.lo, b.hi, dtype=np.uint64)[ok]
     k, c, f = count_keys(b.keys[ok], idx)
-    return CountBatch(k, c, f, b.hi - b.lo, int(np.count_nonzero(ok)))
+    return CountBatch(k, c, f, b.hi - b.lo, int(np.count_nonzero(ok)), b.n_diverged)
 
 
 def check_range(start, stop):

@@ -577,6 +577,8 @@ class CountAccumulator:
         self.pending_n = 0
         self.n_samples = 0
         self.n_accepted = 0
+        #: diverged training runs among the samples (None: unknown, resumed from a checkpoint without the tally)
+        self.n_diverged: int | None = 0
         self.ranges = []
         self._next_run = 0
 
@@ -597,8 +599,8 @@ class CountAccumulator:
         """Path of the run file ``name`` in the spill folder."""
         return os.path.join(self.spill_dir, name)
 
-    def add(self, keys, counts, first, n_samples, n_accepted, lo, hi):
-        """Add one counted batch for index range ``[lo, hi)``."""
+    def add(self, keys, counts, first, n_samples, n_accepted, lo, hi, n_diverged=0):
+        """Add one counted batch for index range ``[lo, hi)`` (``n_diverged``: its diverged training runs)."""
         part = (np.asarray(keys, np.uint64), np.asarray(counts, np.int64), np.asarray(first, np.uint64))
         ranges = merge_ranges(self.ranges + [[int(lo), int(hi)]])
         # all state changes below are plain assignments after the computations
@@ -606,6 +608,8 @@ class CountAccumulator:
         self.pending_n += part[0].shape[0]
         self.n_samples += int(n_samples)
         self.n_accepted += int(n_accepted)
+        if self.n_diverged is not None:
+            self.n_diverged += int(n_diverged)
         self.ranges = ranges
         if self.pending_n >= max(1 << 16, self.mem[0].shape[0]) or self._over_budget():
             self.flush()

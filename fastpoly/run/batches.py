@@ -46,10 +46,11 @@ def count_ranges(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
     """Count the ranges ``todo`` into one :class:`CountBatch` (in memory; e.g. one Dask task)."""
     acc = None
     pend: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    ns = na = 0
+    ns = na = nd = 0
     for _, _, b in local_batches(backend, plan, todo, batch_size):
         ns += int(b.n_samples)
         na += int(b.n_accepted)
+        nd += int(getattr(b, "n_diverged", 0))
         pend.append((b.keys, b.counts, b.first_index))
         if len(pend) >= 32:
             acc = merge_sorted_counts(([acc] if acc is not None else []) + pend)
@@ -58,4 +59,4 @@ def count_ranges(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
     if acc is None:
         W = plan.n_words
         acc = (np.zeros((0, W), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
-    return CountBatch(acc[0], acc[1], acc[2], ns, na)
+    return CountBatch(acc[0], acc[1], acc[2], ns, na, nd)

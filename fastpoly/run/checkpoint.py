@@ -237,6 +237,8 @@ class Checkpoint:
             acc.mem = r.read()
         acc.n_samples = int(st["n_samples"])
         acc.n_accepted = int(st["n_accepted"])
+        # checkpoints written before the tally existed leave it unknown
+        acc.n_diverged = int(st["n_diverged"]) if st.get("n_diverged") is not None else None
         acc.ranges = [list(map(int, x)) for x in st["ranges"]]
 
     def save(self, acc):
@@ -253,6 +255,7 @@ class Checkpoint:
             "generation": gen,
             "n_samples": int(acc.n_samples),
             "n_accepted": int(acc.n_accepted),
+            "n_diverged": None if acc.n_diverged is None else int(acc.n_diverged),
             "ranges": [list(map(int, r)) for r in acc.ranges],
             "runs": [dict(r) for r in acc.runs],
             "partial": partial,
@@ -261,8 +264,11 @@ class Checkpoint:
         self._write_state(state)
         self.collect_garbage()
 
-    def finish(self, result=None, out=None):
-        """Mark the run complete: the final counts are ``result.npz`` here (or the file ``out``)."""
+    def finish(self, result=None, out=None, n_diverged=None):
+        """Mark the run complete: the final counts are ``result.npz`` here (or the file ``out``).
+
+        ``n_diverged``: the run's tally of diverged training runs (kept in the state; None: unknown).
+        """
         if out is None:
             result.save(self.path("result.npz"))
             target = self.path("result.npz")
@@ -276,7 +282,8 @@ class Checkpoint:
             result_sha256=run_sha256(target),
         )
         if result is not None:
-            state.update(n_samples=result.n_samples, n_accepted=result.n_accepted, ranges=result.meta["ranges"])
+            state.update(n_samples=result.n_samples, n_accepted=result.n_accepted, ranges=result.meta["ranges"],
+                         n_diverged=None if n_diverged is None else int(n_diverged))
         self._write_state(state)
         self.collect_garbage()
 

@@ -109,11 +109,11 @@ def count_task(plan, lo, hi, backend="auto", batch_size=None):
 
     Returns
     -------
-    (keys, counts, first_index, n_samples, n_accepted)
+    (keys, counts, first_index, n_samples, n_accepted, n_diverged)
     """
     be = engine_of(plan, backend)
     b = count_ranges(be, plan, [(lo, hi)], batch_size or be.default_batch_size(plan))
-    return b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted
+    return b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted, b.n_diverged
 
 
 def split_ranges(todo, task_size):
@@ -159,9 +159,9 @@ def dask_batches(client, plan, todo, backend="auto", batch_size=None, task_size=
     try:
         for f in ac:
             lo, hi = futs[f.key]
-            k, c, fi, ns, na = f.result()
+            k, c, fi, ns, na, *nd = f.result()
             f.release()
-            yield lo, hi, CountBatch(k, c, fi, ns, na)
+            yield lo, hi, CountBatch(k, c, fi, ns, na, int(nd[0]) if nd else 0)
     finally:
         pending = list(getattr(ac, "futures", []))
         if pending:

@@ -71,6 +71,8 @@ def _open_checkpoint(job: SampleJob) -> tuple[Checkpoint | None, FunctionCounts 
         finally:
             ck.release()
         res.info = {"resumed": True, "already_complete": True}
+        if ck.state.get("n_diverged") is not None:
+            res.info["n_diverged"] = int(ck.state["n_diverged"])
         return ck, res
     return ck, None
 
@@ -118,7 +120,8 @@ def run_job(job: SampleJob) -> FunctionCounts:
     FunctionCounts
         With ``info``: backend, batch size, ``compile_s`` (kernel compilation/warm-up, first run
         only), ``elapsed_s`` (drawing, counting and the final merge and write, without compilation),
-        ``counting_s`` and ``finish_s`` (its two parts), ``resumed_from`` and ``spilled_runs``.
+        ``counting_s`` and ``finish_s`` (its two parts), ``resumed_from``, ``spilled_runs`` and
+        ``n_diverged`` (diverged training runs; 0 for sampling; absent when a resumed checkpoint predates it).
 
     Raises
     ------
@@ -168,9 +171,11 @@ def _run(job: SampleJob, ck: Checkpoint | None) -> FunctionCounts:
                 raise
             raise rescue_result(e, acc, meta, job.out, ck, compress=job.compress) from e
         if ck is not None:
-            ck.finish(result, out=job.out)
+            ck.finish(result, out=job.out, n_diverged=acc.n_diverged)
         info["finish_s"] = time.perf_counter() - t1  # the final merge and the write
         info["spilled_runs"] = len(acc.runs)
+        if acc.n_diverged is not None:
+            info["n_diverged"] = acc.n_diverged
     finally:
         if bar is not None:
             bar.close()
@@ -190,7 +195,7 @@ def _consume(job: SampleJob, batches: Batches, acc: CountAccumulator, ck: Checkp
     last_t, last_n = time.monotonic(), acc.n_samples
     try:
         for lo, hi, b in batches:
-            acc.add(b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted, lo, hi)
+            acc.add(b.keys, b.counts, b.first_index, b.n_samples, b.n_accepted, lo, hi, b.n_diverged)
             if bar is not None:
                 bar.update(hi - lo)
             if ck is None or pol is None:

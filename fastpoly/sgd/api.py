@@ -53,12 +53,10 @@ class TrainBackend:
         self.device = device
         self.records = bool(records)
         self.kept: list[TrainBatch] = []
-        #: runs of this process that diverged (a parameter became inf or NaN)
-        self.n_diverged = 0
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled state stays behind; a worker gets the backend of the same name (memoised there)
-        return {"name": self.name, "records": False, "kept": [], "device": None, "n_diverged": 0}
+        return {"name": self.name, "records": False, "kept": [], "device": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -73,7 +71,6 @@ class TrainBackend:
     def count_range(self, tp: TrainPlan, lo: int, hi: int) -> CountBatch:
         """Train runs ``lo`` to ``hi - 1`` and count the functions the fitted ones reach."""
         b = self.train(tp, lo, hi)
-        self.n_diverged += b.n_diverged
         if self.records:
             self.kept.append(b)
         return count_batch(b)
@@ -138,12 +135,10 @@ def _run(tp: TrainPlan, trainer: TrainBackend, annotations: dict[str, Any] | Non
         raise ValueError("records=True keeps per-run records of this process only; it cannot be combined with "
                          "checkpoint= (a resumed run would lack the records of the runs before the interruption)")
     job = job_for(tp, options, trainer, annotations)
-    n_div0 = trainer.n_diverged
     res = run_job(job)
     res.info["n_failed"] = res.n_samples - res.n_accepted
-    if options.client is None and not res.info.get("resumed_from"):
-        # diverged runs are among the failed ones, counted apart (runs of this process)
-        res.info["n_diverged"] = trainer.n_diverged - n_div0
+    # res.info["n_diverged"] (set by the driver, kept in checkpoints, summed over Dask tasks): diverged runs are
+    # among the failed ones, counted apart; absent when resumed from a checkpoint written without the tally
     if trainer.records:
         res.info["records"] = _records(trainer.kept)
     return res

@@ -91,3 +91,42 @@ def test_train_cli_counts_diverged_runs_apart(tmp_path, capsys):
     assert f"fitted 0, failed 6 (diverged {n}, did not fit {6 - n})" in out
     assert f"diverged       {n} runs stopped at a non-finite parameter" in out
     assert "no run fitted the train set" in out
+
+
+
+def test_diverged_tally_survives_checkpoint_resume_and_tasks(tmp_path, monkeypatch):
+    """The diverged count is part of each counted batch: summed over tasks, kept in checkpoints, and reported
+    after a resume (before, it was a per-process tally, lost on resume and under Dask)."""
+    from fastpoly.run import driver
+    from fastpoly.run.distributed import count_task
+    from fastpoly.sgd import sample_sgd
+    from fastpoly.sgd.api import TrainBackend
+
+    status = _reference("sgd-mixed").status
+    expected = int(np.count_nonzero(status == STATUS_DIVERGED))
+    assert 0 < expected < 8
+    kw = dict(seed=0, backend="numpy", lr=1e18, minibatch=3, max_epochs=20)
+    whole = sample_sgd("4-6-1", X4, (ROWS, LABELS), 8, **kw)
+    assert whole.info["n_diverged"] == expected
+    # Dask-style tasks: each returns its own tally
+    parts = [count_task(_plan("sgd-mixed"), lo, hi, TrainBackend("numpy"), 3) for lo, hi in ((0, 5), (5, 8))]
+    assert [int(p[5]) for p in parts] == [int(np.count_nonzero(status[a:b] == STATUS_DIVERGED))
+                                          for a, b in ((0, 5), (5, 8))]
+    # interrupted after 2 batches of 2 runs, resumed: the tally of the first part is kept
+    real = driver.local_batches
+
+    def stop_after(be, plan, todo, bs):
+        for i, item in enumerate(real(be, plan, todo, bs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(driver, "local_batches", stop_after)
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        sample_sgd("4-6-1", X4, (ROWS, LABELS), 8, checkpoint=ck, checkpoint_every=0, batch_size=2, **kw)
+    monkeypatch.setattr(driver, "local_batches", real)
+    got = sample_sgd("4-6-1", X4, (ROWS, LABELS), 8, checkpoint=ck, resume=True, batch_size=2, **kw)
+    assert got.info["resumed_from"] == 4 and got.info["n_diverged"] == expected
+    again = sample_sgd("4-6-1", X4, (ROWS, LABELS), 8, checkpoint=ck, resume=True, **kw)
+    assert again.info["already_complete"] and again.info["n_diverged"] == expected
