@@ -5,7 +5,11 @@ import time (the Numba backend imports the kernel modules on first use).
 
 Policy
 ------
-* ``cache=True``: compiled machine code is cached on disk (``NUMBA_CACHE_DIR``).
+* ``cache=True``: compiled machine code is cached on disk (``NUMBA_CACHE_DIR``).  Numba keys a
+  cache entry by the stamp of the kernel's *own* source file only, so an edit to a helper it calls
+  in another module (``vecmath``, ``rng``, a constant table) would load stale machine code; every
+  fastpoly kernel's stamp therefore also carries :func:`source_digest` (all of the package's
+  Python sources), and any source change recompiles.
 * ``nogil=True``: kernels release the GIL.
 * ``error_model="numpy"``: no Python-style ``ZeroDivisionError`` checks in
   inner loops.
@@ -22,7 +26,10 @@ variable (clipped to ``numba.config.NUMBA_NUM_THREADS``).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+from pathlib import Path
 
 import numba
 from llvmlite import ir
@@ -31,7 +38,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "JIT_OPTIONS", "jit", "pjit", "fma", "prefetch", "f32_to_bits", "bits_to_f32",
-    "configure_threads", "get_num_threads", "set_num_threads", "prange", "compilations",
+    "configure_threads", "get_num_threads", "set_num_threads", "prange", "compilations", "source_digest",
 ]
 
 #: the keyword arguments every fastpoly kernel is compiled with
@@ -44,11 +51,34 @@ prange = numba.prange
 _DISPATCHERS: list = []
 
 
+@functools.cache
+def source_digest(root: str | None = None) -> str:
+    """SHA-256 (hex) over the names and contents of the ``*.py`` files under ``root`` (default: the package).
+
+    Part of every kernel's disk-cache stamp (see the module docstring); computed once per process.
+    """
+    base = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for p in sorted(base.rglob("*.py")):
+        h.update(p.relative_to(base).as_posix().encode() + b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _stamp_with_sources(d) -> None:
+    """Extend the disk-cache stamp of dispatcher ``d`` by :func:`source_digest` (no-op without a cache)."""
+    cf = getattr(getattr(d, "_cache", None), "_cache_file", None)
+    if cf is not None and hasattr(cf, "_source_stamp"):
+        cf._source_stamp = (cf._source_stamp, source_digest())
+
+
 def jit(func=None, **overrides):
     """Decorate a serial kernel with the fastpoly jit policy (:data:`JIT_OPTIONS`)."""
     if func is None:
         return lambda f: jit(f, **overrides)
     d = numba.njit(**dict(JIT_OPTIONS, **overrides))(func)
+    _stamp_with_sources(d)
     _DISPATCHERS.append(d)
     return d
 
