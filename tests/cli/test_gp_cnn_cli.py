@@ -96,3 +96,31 @@ def test_cnn_input_errors_are_one_line_exit_2(images, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("fastpoly gp: error:"), (argv, err)
+
+
+def test_sample_of_a_cnn_resumes_to_the_same_bytes(images, tmp_path, capsys, monkeypatch):
+    """An interrupted CNN ``gp sample`` resumes from its checkpoint (the architecture rebuilt from its dict)."""
+    from fastpoly.run import driver
+
+    _, img, _ = images
+    args = ["gp", "sample", ARCH, "--inputs", img, "--samples", "2000", "--backend", "numpy", "--no-progress",
+            "--batch-size", "200"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real = driver.local_batches
+
+    def stopping(be, plan, todo, bs):
+        for i, item in enumerate(real(be, plan, todo, bs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(driver, "local_batches", stopping)
+    assert main([*args, "--out", str(tmp_path / "part"), "--checkpoint", str(tmp_path / "ck"),
+                 "--checkpoint-every", "0"]) == 130
+    monkeypatch.setattr(driver, "local_batches", real)
+    capsys.readouterr()
+    assert main(["gp", "sample", "--resume", str(tmp_path / "ck"), "--no-progress"]) == 0
+    assert "resumed        from draw 400" in capsys.readouterr().out
+    whole = fastpoly.FunctionCounts.load(tmp_path / "whole" / "counts.npz")
+    part = fastpoly.FunctionCounts.load(tmp_path / "part" / "counts.npz")
+    assert part.to_bytes() == whole.to_bytes()
