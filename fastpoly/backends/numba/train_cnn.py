@@ -428,13 +428,13 @@ def _conv_fwd_tiles(pr, cw, pix, A, n, S):
     rows = n * pr[C_OH] * pr[C_OW]
     init = INIT_VEC if pr[C_BOFF] >= 0 else INIT_ZERO
     yo = pr[C_AOUT]
-    if fp == nf:  # no padded lanes: the tiles store straight into the layer's output
-        tiles(PT, 0, fan, 1, WT, cw[0], fp, fan, A, yo, nf, BT, cw[1], A, init, ACT_NONE, rows, fp // VW)
-        return
-    tiles(PT, 0, fan, 1, WT, cw[0], fp, fan, Z, 0, fp, BT, cw[1], Z, init, ACT_NONE, rows, fp // VW)
-    for q in range(rows):
-        for f in range(nf):
-            A[yo + q * nf + f] = Z[q * fp + f]
+    # no padded lanes: the tiles store straight into the layer's output
+    O, oo = (A, yo) if fp == nf else (Z, 0)
+    tiles(PT, 0, fan, 1, WT, cw[0], fp, fan, O, oo, fp, BT, cw[1], O, init, ACT_NONE, rows, fp // VW)
+    if fp != nf:
+        for q in range(rows):
+            for f in range(nf):
+                A[yo + q * nf + f] = Z[q * fp + f]
 
 
 @jit
