@@ -512,6 +512,7 @@ def _train_lane(rk, prog, cofs, pix, csz, first_w, alen, P0, Xtr, ytr, Xkey, int
     bt = np.empty(2, np.float32)
     B = min(m, batch_size)
     cap = B  # rows of the scratch (compile_program's rows)
+    n_tb = (m + cap - 1) // cap  # blocks of the fit check
     n_words = keys.shape[1]
     bpe = max((m - 1 + 3) // 4, 1)
     P = np.empty(n_params, np.float32)
@@ -548,6 +549,7 @@ def _train_lane(rk, prog, cofs, pix, csz, first_w, alen, P0, Xtr, ytr, Xkey, int
         bt[1] = _ONE
         ff = -1
         st = 2
+        miss_blk = 0
         fitted = False
         e = 0
         lo32 = np.uint64(index) & _MASK32
@@ -584,9 +586,14 @@ def _train_lane(rk, prog, cofs, pix, csz, first_w, alen, P0, Xtr, ytr, Xkey, int
             if not finite:
                 st = 3
                 break
-            # the fit check, ``cap`` train points at a time; the first miss ends it (same answer)
+            # the fit check, ``cap`` train points at a time, starting with the block of the last
+            # miss; the first miss ends it (the answer, not fitted, is the same)
             fitted = True
-            for r0 in range(0, m, cap):
+            for bi in range(n_tb):
+                blk = miss_blk + bi
+                if blk >= n_tb:
+                    blk -= n_tb
+                r0 = blk * cap
                 nn = min(cap, m - r0)
                 _eval_block(prog, cofs, pix, P, A, Xtr, r0, nn, nin, S)
                 for r in range(nn):
@@ -594,6 +601,7 @@ def _train_lane(rk, prog, cofs, pix, csz, first_w, alen, P0, Xtr, ytr, Xkey, int
                         fitted = False
                         break
                 if not fitted:
+                    miss_blk = blk
                     break
             if fitted:
                 if ff < 0:
