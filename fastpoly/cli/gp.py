@@ -155,6 +155,11 @@ def _image_shape(arch):
     return shape if len(shape) == 3 else None
 
 
+def _images_missing(arch, shape):
+    return ValueError(f"{arch.spec} takes images: give them with --inputs X.npy ((m, {', '.join(map(str, shape))}) "
+                      f"or flat rows (m, {arch.n_inputs}))")
+
+
 def _load_npy(path, what):
     try:
         return np.load(path, allow_pickle=False)
@@ -176,8 +181,7 @@ def _inputs(args, mlp, counts=None):
             X = X.reshape(X.shape[0], -1)
         return X
     if shape is not None:
-        raise ValueError(f"{mlp.spec} takes images: give them with --inputs X.npy ((m, "
-                         f"{', '.join(map(str, shape))}) or flat rows (m, {mlp.n_inputs}))")
+        raise _images_missing(mlp, shape)
     made = (counts.meta.get("inputs") or {}) if counts is not None else {}
     if made.get("made") == "boolean" and "centered" in made:  # recorded by the counts file
         X = all_boolean_inputs(mlp.n_inputs, "gp", centered=bool(made["centered"]))  # the one input rule
@@ -384,8 +388,7 @@ def _cmd_sample(args):
     mlp = mlp_from_args(args, layers=True)  # an MLP or a CNN (8x8x1-c16k3-c16k3-1)
     shape = _image_shape(mlp)
     if shape is not None and not args.inputs:
-        raise ValueError(f"{mlp.spec} takes images: give them with --inputs X.npy ((m, "
-                         f"{', '.join(map(str, shape))}) or flat rows (m, {mlp.n_inputs}))")
+        raise _images_missing(mlp, shape)
     X = inputs_from_args(args, mlp.n_inputs, shape)
     n = parse_count(str(args.samples))
     path = os.path.join(args.out, "counts.npz")
