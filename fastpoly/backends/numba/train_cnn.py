@@ -84,7 +84,7 @@ from fastpoly.backends.layer_program import (
     compile_program,
     is_generic,
 )
-from fastpoly.backends.numba.cnn_vec import LANES, v8_add, v8_copy, v8_max, v8_zero
+from fastpoly.backends.numba.cnn_vec import LANES, v8_add, v8_copy, v8_fma, v8_max, v8_zero
 from fastpoly.backends.numba.epochs import epoch_order, stop_rule
 from fastpoly.backends.numba.jit import fma, jit, pjit, prange
 from fastpoly.backends.numba.optstep import opt_s1_init, opt_step
@@ -279,7 +279,8 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
         ih, iw, ic = pr[C_IH], pr[C_IW], pr[C_IC]
         oh, ow, nf = pr[C_OH], pr[C_OW], pr[C_OC]
         K, S, pt, pl = pr[C_K], pr[C_S], pr[C_PT], pr[C_PL]
-        W = P[pr[C_WOFF]:pr[C_WOFF] + nf * K * K * ic]
+        wo = pr[C_WOFF]
+        W = P[wo:wo + nf * K * K * ic]
         for k in range(n * isz):
             EI[k] = _ZERO
         for r in range(n):
@@ -301,8 +302,12 @@ def _bwd_layer(pr, P, G, A, E, n, want_input):
                                     continue
                                 df = D[do + (i * ow + j) * nf + f]
                                 e0 = eo + (hh * iw + ww) * ic
-                                for c in range(ic):
-                                    EI[e0 + c] = fma(df, W[w0 + c], EI[e0 + c])
+                                if ic % LANES == 0:  # eight channels per vector
+                                    for c in range(0, ic, LANES):
+                                        v8_fma(E, ain + e0 + c, df, P, wo + w0 + c)
+                                else:
+                                    for c in range(ic):
+                                        EI[e0 + c] = fma(df, W[w0 + c], EI[e0 + c])
     elif kind == K_AVG or kind == K_MAX:
         iw, ic = pr[C_IW], pr[C_IC]
         oh, ow = pr[C_OH], pr[C_OW]
