@@ -35,7 +35,8 @@ are one long (vectorised) loop; pooling runs eight channels per SIMD vector
 (:mod:`fastpoly.backends.numba.cnn_vec`) when the channel count is a multiple of 8; the dense
 layers run four rows side by side (four independent FMA chains); a convolution builds its patch
 rows from a precomputed index table (:func:`patch_table`) once per minibatch (the gradient reuses
-the forward's rows) and, without padded lanes, its tiles store straight into the activations.
+the forward's rows) and, without padded lanes, its tiles store straight into the activations; its
+input error runs eight input channels per vector FMA when the channel count is a multiple of 8.
 Each of these only changes the order in which *independent* sums are visited.
 
 Divergence as in the reference: a parameter that is not finite at an epoch end stops the run
@@ -578,7 +579,7 @@ def _train_lane(rk, prog, cofs, pix, csz, first_w, alen, P0, Xtr, ytr, Xkey, int
                     else:
                         E[aout + r] = (_TWO * (z - y)) / nbf
                 for l in range(L - 1, first_w - 1, -1):
-                    if cofs[l, 0] >= 0:  # the gradients by tiles, the input error by the scalar rule
+                    if cofs[l, 0] >= 0:  # the gradients by tiles, the input error in _bwd_layer
                         # the last convolution of the forward pass left its patch rows in S[2]
                         _conv_grad_tiles(prog[l], cofs[l], pix, G, A, E, nb, S, ones, l == last_conv)
                     _bwd_layer(prog[l], P, G, A, E, nb, l > first_w)
