@@ -396,14 +396,22 @@ def _patches(pr, cw, pix, A, n, PT):
     """
     isz = pr[C_ISZ]
     npe = pr[C_OH] * pr[C_OW] * pr[C_K] * pr[C_K] * pr[C_IC]
-    X = A[pr[C_AIN]:pr[C_AIN] + n * isz]
+    ain = pr[C_AIN]
     T = pix[cw[3]:cw[3] + npe]
-    for r in range(n):
-        xo = r * isz
-        q = r * npe
-        for u in range(npe):
-            v = T[u]
-            PT[q + u] = X[xo + v] if v >= 0 else _ZERO
+    if cw[4] == 0:  # no padding in the table: a plain gather
+        for r in range(n):
+            Xr = A[ain + r * isz:ain + (r + 1) * isz]
+            Pr = PT[r * npe:(r + 1) * npe]
+            for u in range(npe):
+                Pr[u] = Xr[T[u]]
+    else:
+        X = A[ain:ain + n * isz]
+        for r in range(n):
+            xo = r * isz
+            q = r * npe
+            for u in range(npe):
+                v = T[u]
+                PT[q + u] = X[xo + v] if v >= 0 else _ZERO
 
 
 @jit
@@ -675,11 +683,11 @@ def patch_table(pr: np.ndarray) -> np.ndarray:
 def conv_scratch(prog: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(cofs, csz, pix)`` of the tile path of the convolutions.
 
-    ``cofs``: per layer ``(WT offset, BT offset, Fp, patch table offset)`` (``-1`` for layers that
-    are not convolutions); ``csz``: the lengths of WT, BT, PT, Z (= Dp), GT, GB; ``pix``: the
+    ``cofs``: per layer ``(WT offset, BT offset, Fp, patch table offset, 1 if the table has
+    padding else 0)`` (``-1`` for layers that are not convolutions); ``csz``: the lengths of WT, BT, PT, Z (= Dp), GT, GB; ``pix``: the
     layers' patch tables (:func:`patch_table`) one after another.
     """
-    cofs = np.full((prog.shape[0], 4), -1, np.int64)
+    cofs = np.full((prog.shape[0], 5), -1, np.int64)
     nwt = nbt = npt = nz = ngt = ngb = 0
     tables = []
     npix = 0
@@ -689,8 +697,8 @@ def conv_scratch(prog: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, n
         fan = int(pr[C_K] * pr[C_K] * pr[C_IC])
         fp = (int(pr[C_OC]) + VW - 1) // VW * VW
         pos = int(rows * pr[C_OH] * pr[C_OW])
-        cofs[l] = (nwt, nbt, fp, npix)
         tables.append(patch_table(pr))
+        cofs[l] = (nwt, nbt, fp, npix, int(np.any(tables[-1] < 0)))
         npix += tables[-1].size
         nwt += fan * fp
         nbt += fp
