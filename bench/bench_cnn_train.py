@@ -14,8 +14,10 @@ Adam (lr 0.01).  PyTorch variants (torch CPU, as a user would write them):
 The float32 FMA roof is ``cores x FMA ports (2) x SIMD lanes (16 with AVX-512, 8 with AVX2) x clock``;
 the work counted per run and epoch: forward, weight gradient and (after the first layer) input error
 on the train points, and the forward of the fit check -- multiply-adds of conv and dense layers only.
-Usage: ``python bench/bench_cnn_train.py [--quick] [--rounds 3]``.  The machine may be shared: say so
-with the figures.
+Besides runs per wall-clock second, each variant's runs per CPU second of the process (all its
+threads: fastpoly's lanes, PyTorch's intra-op pool) are reported -- steadier than wall time on a
+shared machine.  Usage: ``python bench/bench_cnn_train.py [--quick] [--rounds 3]``.  The machine may
+be shared: say so with the figures.
 """
 from __future__ import annotations
 
@@ -199,6 +201,7 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None):
                       ("pytorch grouped conv (cpu)", "baseline", torch_grouped_runner(opt, E, X, y), n_t)]
         # rounds interleaved over the variants (the machine is shared: its load drifts), best of each
         best = {name: 0.0 for name, _, _, _ in cands}
+        best_cpu = {name: 0.0 for name, _, _, _ in cands}  # runs per CPU second (all threads of the process)
         failed = {}
         for name, _, fn, n in cands:
             try:
@@ -208,27 +211,34 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None):
         for _ in range(rounds):
             for name, _, fn, n in cands:
                 if name not in failed:
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     fn(n)
                     best[name] = max(best[name], n / (time.perf_counter() - t))
+                    best_cpu[name] = max(best_cpu[name], n / max(time.process_time() - c, 1e-9))
         for name, kind, fn, n in cands:
             if name in failed:
                 print(f"  {name:28s} failed: {failed[name]!r}", flush=True)
                 out.append({"workload": wl, "name": name, "kind": kind, "error": repr(failed[name])})
                 continue
             r = best[name]
-            row = {"workload": wl, "name": name, "kind": kind, "samples_per_s": r, "n": n}
+            row = {"workload": wl, "name": name, "kind": kind, "samples_per_s": r, "n": n,
+                   "samples_per_cpu_s": best_cpu[name]}
             extra = ""
             if kind == "fastpoly" and roof:
                 row["fma_roof_pct"] = 100 * r * fma / roof
                 extra = f"  ({row['fma_roof_pct']:.2f} % of the FMA roof: {roof_desc})"
-            print(f"  {name:28s} {r:12,.1f} runs/s{extra}", flush=True)
+            print(f"  {name:28s} {r:12,.1f} runs/s  {best_cpu[name]:10,.1f} runs/CPU-s{extra}", flush=True)
             out.append(row)
         fp = next((x["samples_per_s"] for x in out if x["workload"] == wl and x["kind"] == "fastpoly"), None)
         base = max((x["samples_per_s"] for x in out if x["workload"] == wl and x["kind"] == "baseline"
                     and "samples_per_s" in x), default=None)
         if fp and base:
             print(f"  fastpoly / best PyTorch: {fp / base:.2f}x", flush=True)
+        fpc = next((x["samples_per_cpu_s"] for x in out if x["workload"] == wl and x["kind"] == "fastpoly"), None)
+        basec = max((x["samples_per_cpu_s"] for x in out if x["workload"] == wl and x["kind"] == "baseline"
+                     and "samples_per_cpu_s" in x), default=None)
+        if fpc and basec:
+            print(f"  fastpoly / best PyTorch per CPU second: {fpc / basec:.2f}x", flush=True)
     return out
 
 

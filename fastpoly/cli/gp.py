@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 
 import numpy as np
@@ -37,6 +38,7 @@ from fastpoly.cli.sample import claim_out, parse_count
 from fastpoly.counts import FunctionCounts
 from fastpoly.keys import parse_key_text, unpack_bits
 from fastpoly.model.inputs import all_boolean_inputs
+from fastpoly.model.spec import architecture_from_dict, parse
 from fastpoly.plan import inputs_digest
 
 __all__ = ["add_parser", "register", "run"]
@@ -46,7 +48,8 @@ _TRAIN_SET = ("train_size", "train", "target", "labels", "train_seed")
 
 
 def _arch_options(p):
-    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1")
+    p.add_argument("arch", nargs="?", help="architecture 'inputs-hidden...-1', e.g. 7-40-40-1, or a CNN such as "
+                                           "8x8x1-c16k3-c16k3-1 (then --inputs: images (m, H, W, C) or flat rows)")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(supported('nngp'))} (default relu)")
     p.add_argument("--sigma-w", type=float, default=1.0, help="W ~ N(0, sigma_w^2/fan_in) (default 1)")
     p.add_argument("--sigma-b", type=float, default=1.0, help="b ~ N(0, sigma_b^2) (default 1)")
@@ -74,7 +77,8 @@ def add_parser(subparsers):
         "gp",
         help="infinite-width Gaussian-process (NNGP) approximation: kernel, log P(S), P_B^GP(f|S), GP sampling",
         description=(
-            "The NNGP approximation of a random MLP: its kernel on the inputs, the marginal likelihood "
+            "The NNGP approximation of a random MLP or CNN (e.g. 8x8x1-c16k3-c16k3-1 with --inputs images): "
+            "its kernel on the inputs, the marginal likelihood "
             "log P(S) of a train set (orthant probability by minimax tilting, EP or Monte Carlo) with the "
             "PAC-Bayes bound, the GP posterior log P_B^GP(f|S) of given functions, and GP function "
             "sampling into a counts file."
@@ -126,14 +130,34 @@ def add_parser(subparsers):
 register = add_parser
 
 
+def _is_cnn_spec(spec):
+    """True for a string with an image input or spatial layers (``8x8x1-c16k3-1``), not ``7-40-40-1``."""
+    return not re.fullmatch(r"[\d\s-]*", spec)
+
+
 def _mlp(args, counts=None):
+    """The architecture: ``ARCH`` with the options (an MLP, or a CNN's Architecture), or the counts file's."""
     if not args.arch:
         if counts is not None:
-            return MLP.from_dict(counts.meta["arch"])
-        raise ValueError("give an architecture such as 7-40-40-1")
+            return architecture_from_dict(counts.meta["arch"])
+        raise ValueError("give an architecture such as 7-40-40-1 or 8x8x1-c16k3-c16k3-1")
+    if _is_cnn_spec(args.arch):
+        return parse(args.arch, activation=args.activation, sigma_w=args.sigma_w, sigma_b=args.sigma_b,
+                     bias_scaling=args.bias_scaling, bias=not args.no_bias)
     n, hidden = parse_arch(args.arch)
     return MLP(n, hidden, activation=args.activation, sigma_w=args.sigma_w, sigma_b=args.sigma_b,
                bias_scaling=args.bias_scaling, bias=not args.no_bias)
+
+
+def _image_shape(arch):
+    """``(H, W, C)`` of an architecture with an image input, else None."""
+    shape = tuple(getattr(arch, "input_shape", ()) or ())
+    return shape if len(shape) == 3 else None
+
+
+def _images_missing(arch, shape):
+    return ValueError(f"{arch.spec} takes images: give them with --inputs X.npy ((m, {', '.join(map(str, shape))}) "
+                      f"or flat rows (m, {arch.n_inputs}))")
 
 
 def _load_npy(path, what):
@@ -144,8 +168,20 @@ def _load_npy(path, what):
 
 
 def _inputs(args, mlp, counts=None):
+    shape = _image_shape(mlp)
     if args.inputs:
-        return _load_npy(args.inputs, "--inputs")
+        X = _load_npy(args.inputs, "--inputs")
+        if shape is not None:  # images (m, H, W, C) or flat rows (m, H*W*C): checked here, one line
+            if X.ndim == 4 and tuple(X.shape[1:]) != shape:
+                raise ValueError(f"--inputs images must have shape (m, {', '.join(map(str, shape))}) for "
+                                 f"{mlp.spec}, got {X.shape}")
+            if X.ndim not in (2, 4) or (X.ndim == 2 and X.shape[1] != mlp.n_inputs) or X.shape[0] < 1:
+                raise ValueError(f"--inputs must hold images (m, {', '.join(map(str, shape))}) or flat rows "
+                                 f"(m, {mlp.n_inputs}) for {mlp.spec}, got {X.shape}")
+            X = X.reshape(X.shape[0], -1)
+        return X
+    if shape is not None:
+        raise _images_missing(mlp, shape)
     made = (counts.meta.get("inputs") or {}) if counts is not None else {}
     if made.get("made") == "boolean" and "centered" in made:  # recorded by the counts file
         X = all_boolean_inputs(mlp.n_inputs, "gp", centered=bool(made["centered"]))  # the one input rule
@@ -199,19 +235,10 @@ def _cmd_kernel(args):
 
     if args.out:
         check_output_file(args.out, [args.inputs], args.force, "kernel file (--out)")
-    if args.arch and "x" in args.arch.split("-")[0]:  # an image input: a convolutional network
-        from fastpoly.model import parse
-
-        mlp = parse(args.arch, activation=args.activation, sigma_w=args.sigma_w, sigma_b=args.sigma_b,
-                    bias_scaling=args.bias_scaling, bias=not args.no_bias)
-    else:
-        mlp = _mlp(args)
+    mlp = _mlp(args)
     X = _inputs(args, mlp)
     t0 = time.perf_counter()
-    try:
-        K = kernel(mlp, X, variant=args.variant)
-    except NotImplementedError as e:  # max pooling
-        raise ValueError(str(e)) from None
+    K = kernel(mlp, X, variant=args.variant)
     dt = time.perf_counter() - t0
     d = np.sqrt(np.diag(K))
     pos = d > 0
@@ -334,7 +361,7 @@ def _norm(k, v):
     if k == "samples":
         return parse_count(str(v))
     if k == "arch":
-        return parse_arch(str(v))
+        return str(v).strip() if _is_cnn_spec(str(v)) else parse_arch(str(v))
     if k in ("sigma_w", "sigma_b"):
         return float(v)
     return v
@@ -358,8 +385,11 @@ def _cmd_sample(args):
     apply_defaults(args, SAMPLE_SPEC)
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
-    mlp = mlp_from_args(args)
-    X = inputs_from_args(args, mlp.n_inputs)
+    mlp = mlp_from_args(args, layers=True)  # an MLP or a CNN (8x8x1-c16k3-c16k3-1)
+    shape = _image_shape(mlp)
+    if shape is not None and not args.inputs:
+        raise _images_missing(mlp, shape)
+    X = inputs_from_args(args, mlp.n_inputs, shape)
     n = parse_count(str(args.samples))
     path = os.path.join(args.out, "counts.npz")
     client = dask_client(args.dask) if getattr(args, "dask", None) else None
@@ -408,4 +438,7 @@ def run(args):
     if cmd is None:
         args._gp_parser.print_help()
         return 2
-    return cmd(args)
+    try:
+        return cmd(args)
+    except NotImplementedError as e:  # e.g. max pooling: no closed NNGP map (one line, exit 2)
+        raise ValueError(str(e)) from None

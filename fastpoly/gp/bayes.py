@@ -108,9 +108,9 @@ def log_marginal(
 
     Parameters
     ----------
-    arch : MLP or str
-    X : array_like (m, n_inputs) or None
-        Inputs (None: all Boolean inputs).
+    arch : Architecture (MLP or CNN) or str
+    X : array_like (m, n_inputs), (m, H, W, C) or None
+        Inputs: rows, or images for a CNN (None: all Boolean inputs).
     train : (row indices, 0/1 labels)
         The train set (rows of X).
     method : {"tilting", "ep", "mc"}
@@ -330,8 +330,8 @@ def posterior(
 
     Parameters
     ----------
-    arch : MLP or str
-    X : array_like (m, n_inputs) or None
+    arch : Architecture (MLP or CNN) or str
+    X : array_like (m, n_inputs), (m, H, W, C) or None
     train : (row indices, 0/1 labels) or None
         None: the train set of ``functions`` (a conditioned FunctionCounts).
     functions : FunctionCounts, keys, strings or bit matrix

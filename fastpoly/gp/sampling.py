@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.arch import MLP
 from fastpoly.backends import VALID_NAMES, backend_for, lacks
 from fastpoly.backends.base import CountBatch
 from fastpoly.backends.counting import count_keys
@@ -40,6 +39,8 @@ from fastpoly.counts.meta import ResultMeta, describe_inputs
 from fastpoly.gp.kernels import as_mlp, check_inputs, kernel
 from fastpoly.gp.orthants import check_covariance
 from fastpoly.keys import pack_bits
+from fastpoly.model.architecture import Architecture
+from fastpoly.model.spec import architecture_from_dict
 from fastpoly.plan import inputs_digest
 from fastpoly.run.driver import run_job
 from fastpoly.run.job import job_for
@@ -110,7 +111,8 @@ class GPDrawPlan:
 
     Attributes
     ----------
-    arch : MLP
+    arch : Architecture
+        An MLP or a CNN (:func:`fastpoly.model.spec.parse`).
     X : float64 array (m, n_inputs)
     seed : int
     K : float64 array (m, m)
@@ -119,7 +121,7 @@ class GPDrawPlan:
         The factor of :func:`gp_factor`.
     """
 
-    arch: MLP
+    arch: Architecture
     X: np.ndarray
     seed: int
     K: np.ndarray
@@ -185,7 +187,7 @@ class GPDrawPlan:
     @classmethod
     def from_job(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray], X: np.ndarray, seed: int) -> GPDrawPlan:
         """Rebuild the plan a checkpoint stored."""
-        return make_gp_plan(MLP.from_dict(spec["arch"]), X, seed, K=arrays["kernel"])
+        return make_gp_plan(architecture_from_dict(spec["arch"]), X, seed, K=arrays["kernel"])
 
 
 def make_gp_plan(arch: Any, X: Any = None, seed: Any = 0, K: Any = None) -> GPDrawPlan:
@@ -264,9 +266,9 @@ def sample(
 
     Parameters
     ----------
-    arch : MLP or str
-    X : array_like (m, n_inputs) or None
-        Inputs (None: all Boolean inputs).
+    arch : Architecture (MLP or CNN) or str
+    X : array_like (m, n_inputs), (m, H, W, C) or None
+        Inputs: rows, or images for a CNN (None: all Boolean inputs).
     n_samples : int
         Number of GP draws.
     seed : int
