@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
         }
         float b1t = 1.0f, b2t = 1.0f, bc1 = 1.0f, bc2 = 1.0f;
         int ff = -1, st = FP_STATUS_FAILED, e = 0;
-        bool fitted = false, stopped = false;
+        bool fitted = false, stopped = false, diverged = false;
         while (e < max_epochs) {
             for (int jb = 0; jb < bpe; ++jb) {
                 const fp_u32x4 w4 = fp_shuffle_block(seed, idx, e, bpe, jb);
@@ -251,6 +251,9 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
                 }
                 for (int p = 0; p < n_params; ++p) P[p] = fp_opt_step(o, P[p], G[p], S1 + p, S2 + p, bc1, bc2);
             }
+            // divergence: a parameter that is not finite ends the run (diverged, not fitted)
+            for (int p = 0; p < n_params; ++p) diverged |= (__float_as_uint(P[p]) & 0x7f800000u) == 0x7f800000u;
+            if (diverged) break;
             fitted = true;
             for (int r = 0; r < m; ++r)
                 if ((fp_tl_logit(prog, nl, P, A, Xtr, r, nin) > thr) != (ytr[r] == 1.0f)) {
@@ -266,10 +269,12 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
                 }
             }
         }
-        if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        if (diverged) st = FP_STATUS_DIVERGED;
+        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
         float sl = 0.0f;
         for (int r = 0; r < m; ++r) sl = fp_loss_acc(loss, sl, fp_tl_logit(prog, nl, P, A, Xtr, r, nin), ytr[r]);
         losses[s] = fp_div(sl, fp_i2f_exact(m));
+        if ((__float_as_uint(losses[s]) & 0x7f800000u) == 0x7f800000u) st = FP_STATUS_DIVERGED;  // final loss not finite
         for (int w = 0; w < W; ++w) keys[s * W + w] = 0;
         for (int r = 0; r < nkey; ++r)
             if (fp_tl_logit(prog, nl, P, A, Xkey, r, nin) > 0.0f) keys[s * W + (r >> 6)] |= 1ull << (r & 63);

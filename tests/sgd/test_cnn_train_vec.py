@@ -63,13 +63,27 @@ def test_numba_vector_paths_match_reference(digits, case):
     _same(ref, train_range_layers(tp, 0, 3, params=True, n_threads=2))
 
 
+def _diverging_plan(digits):
+    X, y = digits
+    return make_train_plan("8x8x1-c8k3-ap2-1", X, (np.arange(16), y[:16]), 0,
+                           Recipe(optimizer="sgd", lr=1e30, batch_size=8, max_epochs=4, loss="mse"))
+
+
 def test_numba_layer_trainer_reports_divergence_like_the_reference(digits):
     """A learning rate that overflows float32: status diverged (3) on both, same epoch and bits."""
     from fastpoly.backends.numba.train_cnn import train_range_layers
 
-    X, y = digits
-    tp = make_train_plan("8x8x1-c8k3-ap2-1", X, (np.arange(16), y[:16]), 0,
-                         Recipe(optimizer="sgd", lr=1e30, batch_size=8, max_epochs=4, loss="mse"))
+    tp = _diverging_plan(digits)
     ref = train_range_reference(tp, 0, 2, params=True)
-    assert np.all(ref.status == 3)
+    assert np.all(ref.status == 3) and np.all(ref.epochs < 4)
     _same(ref, train_range_layers(tp, 0, 2, params=True, n_threads=1))
+
+
+@pytest.mark.cuda_emu
+def test_cuda_layer_trainer_reports_divergence_like_the_reference(emu, digits):
+    """The CUDA layer kernel ends a diverging run as the reference does (status 3, same epoch and bits)."""
+    from fastpoly.backends.cuda.train import train_range_cuda
+
+    tp = _diverging_plan(digits)
+    ref = train_range_reference(tp, 0, 2, params=True)
+    _same(ref, train_range_cuda(tp, 0, 2, params=True, device=emu.EmuDevice(), max_blocks=1))
