@@ -395,7 +395,7 @@ def psgd_vs_gp(
     order = sorted(best, key=lambda kb: (-best[kb][0], kb))
     if max_functions is not None:
         order = order[:max_functions]
-    fkeys = np.array([best[kb][1] for kb in order], np.uint64).reshape(len(order), -1)
+    fkeys = np.array([best[kb][1] for kb in order], np.uint64).reshape(len(order), (k + 63) // 64)
 
     gp: dict[str, Any] = {"mode": gp_mode, "route": "ep", "n_functions": len(order), "max_functions": max_functions}
     log_gp: dict[bytes, float] = {}

@@ -203,3 +203,34 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, extra, match):
 def test_bad_counts_are_usage_errors(tmp_path, capsys, extra):
     assert main(["experiment", "psgd-vs-gp", "--out", str(tmp_path / "o"), *extra]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_mnist_script_on_small_idx_files(tmp_path):
+    """bench/psgd_vs_gp_mnist.sh end to end on fake MNIST files (tiny network, CPU backends)."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from fastpoly.data import write_idx
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for split, n in (("train", 60), ("t10k", 100)):
+        write_idx(data / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = dict(os.environ, RUNS="3", M="20", ARCH="784-8-1", OPTIMIZERS="adam", BACKEND="numba", LINALG="numpy",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(root / "bench" / "psgd_vs_gp_mnist.sh"), str(data), str(out)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    meta = json.loads((out / "results.json").read_text())
+    assert meta["data"]["dataset"] == "mnist" and meta["n_train"] == 20 and meta["n_test"] == 100
+    assert math.isclose(meta["arch"]["sigma_b"], 1 / 28) and meta["optimizers"]["adam"]["recipe"]["batch_size"] == 128
+    assert meta["data"]["split"]["test_order"] == "first"
+    bad = subprocess.run(["bash", str(root / "bench" / "psgd_vs_gp_mnist.sh"), str(tmp_path / "none"), str(out)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a folder" in bad.stderr
