@@ -456,6 +456,9 @@ def psgd_vs_gp(
         "data": ds.meta,
         "arch": a.to_dict(),
         "arch_spec": a.spec,
+        "sigma_w": getattr(a, "sigma_w", sigma_w) if isinstance(arch, Architecture) else sigma_w,
+        "sigma_b": (getattr(a, "sigma_b", None) if isinstance(arch, Architecture)
+                    else 1.0 / math.sqrt(a.n_inputs) if sigma_b is None else sigma_b),
         "n_train": m, "n_test": k, "n_runs": n_runs, "min_count": min_count, "seed": seed, "data_seed": data_seed,
         "optimizers": per,
         "gp": gp,
@@ -510,7 +513,8 @@ def summary_text(meta: dict[str, Any], rows: list[dict[str, Any]], top: int = 10
     gp = meta["gp"]
     L = [f"P_SGD(f|S) vs P_B^GP(f|S): {d['dataset']} ({d['transform']['binarize']}, {d['transform']['normalize']}), "
          f"m = {meta['n_train']} train, {meta['n_test']} test images, {meta['arch_spec']} "
-         f"(sigma_w {meta['arch'].get('sigma_w', '?')}, sigma_b {meta['arch'].get('sigma_b', '?')})",
+         f"(sigma_w {meta['sigma_w']}, sigma_b "
+         f"{meta['sigma_b'] if meta['sigma_b'] is None else format(meta['sigma_b'], '.4g')})",
          f"runs per optimizer {meta['n_runs']:,}, seed {meta['seed']}; P_B^GP for functions seen >= "
          f"{meta['min_count']} times ({gp['n_functions']} functions, EP {gp['mode']}); "
          f"log P(S) = {gp.get('log_p_S', float('nan')):.3f}",

@@ -234,3 +234,22 @@ def test_mnist_script_on_small_idx_files(tmp_path):
     bad = subprocess.run(["bash", str(root / "bench" / "psgd_vs_gp_mnist.sh"), str(tmp_path / "none"), str(out)],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a folder" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cnn_preset_uses_the_conv_kernel(tmp_path):
+    from fastpoly.gp.kernels import kernel
+    from fastpoly.gp.posterior_gp import posterior_gp
+
+    kw = dict(KW, arch="cnn", n_train=24, n_test=12, n_runs=6, optimizers=("adam",), lr=0.003)
+    meta = X.psgd_vs_gp(tmp_path, **kw)
+    assert meta["arch_spec"].startswith("8x8x1-c16k3-c16k3") and math.isclose(meta["sigma_b"], 0.125)
+    rows = _csv(tmp_path / "functions.csv")
+    assert sum(int(r["count"]) for r in rows) == meta["optimizers"]["adam"]["n_fitted"]
+    d = X.experiment_data("digits", None, 24, 12, 0)
+    arch = X.experiment_arch("cnn", d.meta["image_shape"])
+    K = kernel(arch, np.vstack([d.X_train, d.X_test]).astype(np.float32))
+    keys = [r["key"] for r in rows]
+    post = posterior_gp(arch, d.X_train, d.y_train, d.X_test, keys, K=K, linalg="numpy")
+    for r, lp in zip(rows, post.log_p):
+        assert math.isclose(float(r["log_p_gp"]), lp, rel_tol=1e-5, abs_tol=1e-5)
