@@ -547,7 +547,7 @@ def _figures(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: l
 
     plt = pyplot()
     n = len(opts)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.8, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.7), squeeze=False, layout="constrained")
     allerr = [r["test_errors"] for r in rows] or [0]
     vmin, vmax = min(allerr), max(max(allerr), min(allerr) + 1)
     sc = None
@@ -559,8 +559,8 @@ def _figures(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: l
             y = np.array([r["log_p_sgd"] for r in mine])
             sc = ax.scatter(x, y, c=[r["test_errors"] for r in mine], cmap="viridis", vmin=vmin, vmax=vmax, s=14,
                             edgecolors="none")
-            lo = min(x.min(), y.min())
-            hi = max(x.max(), y.max(), 0.0)
+            lo = min(x.min(), y.min()) - 0.5
+            hi = max(x.max(), y.max()) + 0.5
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
             ax.legend(loc="lower right", fontsize=7)
         ax.set_title(f"{o}: Pearson {_fmt_r(st, 'pearson').split(' [')[0]}, "
@@ -569,14 +569,15 @@ def _figures(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: l
         ax.set_ylabel("log P_SGD(f|S)", fontsize=8)
         ax.tick_params(labelsize=7)
     if sc is not None:
-        cb = fig.colorbar(sc, ax=list(axes[0]), fraction=0.02, pad=0.01)
+        cb = fig.colorbar(sc, ax=list(axes[0]), fraction=0.03, pad=0.01)
         cb.set_label("test errors", fontsize=8)
     d = meta["data"]
     fig.suptitle(f"{d['dataset']}, {meta['arch_spec']}, m = {meta['n_train']}, |E| = {k}, "
-                 f"{meta['n_runs']:,} runs per optimizer, functions seen >= {meta['min_count']} times", fontsize=9)
+                 f"{meta['n_runs']:,} runs per optimizer, functions seen >= {meta['min_count']} times "
+                 f"(95% bootstrap intervals in summary.txt)", fontsize=9)
     save_figure(fig, os.path.join(out, "psgd_vs_gp.png"), tight=False)
 
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False, sharey=True, layout="constrained")
     for ax, o in zip(axes[0], opts):
         mb = meta["stats"][o]["mass_by_errors"]
         e = np.array([r["errors"] for r in mb])
@@ -590,4 +591,4 @@ def _figures(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: l
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("probability mass", fontsize=8)
     axes[0][0].legend(fontsize=6)
-    save_figure(fig, os.path.join(out, "mass_by_errors.png"))
+    save_figure(fig, os.path.join(out, "mass_by_errors.png"), tight=False)
