@@ -7,6 +7,7 @@
 #   M         train images (default 10000), drawn from the official train split (seed 0)
 #   OPTIMIZERS  default sgd,adam,adagrad,rmsprop
 #   BACKEND   training backend (default cupy); LINALG: EP's linear algebra (default cupy, cuSOLVER)
+#   MAX_FUNCTIONS  cap on the functions that get P_B^GP, most frequent first (default: every one seen >= 2 times)
 # Runs 'fastpoly experiment psgd-vs-gp' with the anchor's conventions (nn-pacbayes preset: label >= 5 -> 1,
 # pixels / 255, the first 100 official test images in order; sigma_w = 1, sigma_b = 1/sqrt(784) = 0.0357;
 # batch 128; stop at 100 % train accuracy (logit > 0.5) + 64 epochs; Keras learning rates) and writes
@@ -42,10 +43,12 @@ M="${M:-10000}"
 OPTIMIZERS="${OPTIMIZERS:-sgd,adam,adagrad,rmsprop}"
 BACKEND="${BACKEND:-cupy}"
 LINALG="${LINALG:-cupy}"
+cap=()
+[ -n "${MAX_FUNCTIONS:-}" ] && cap=(--max-functions "$MAX_FUNCTIONS")
 mkdir -p "$out"
 t0=$(date +%s)
 python -m fastpoly experiment psgd-vs-gp --data mnist --data-path "$data" --arch "$ARCH" \
   --optimizer "$OPTIMIZERS" --train "$M" --test 100 --runs "$RUNS" --min-count 2 \
   --batch 128 --epochs-after-fit 64 --max-epochs 1000 \
-  --backend "$BACKEND" --linalg "$LINALG" --resume --no-progress --out "$out" 2>&1 | tee -a "$out/run.log"
+  ${cap[@]+"${cap[@]}"} --backend "$BACKEND" --linalg "$LINALG" --resume --no-progress --out "$out" 2>&1 | tee -a "$out/run.log"
 echo "total wall time: $(( $(date +%s) - t0 )) s" | tee -a "$out/run.log"

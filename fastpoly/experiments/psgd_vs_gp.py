@@ -46,6 +46,7 @@ mass at each error count.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -342,6 +343,10 @@ def psgd_vs_gp(
         max_functions = _int(max_functions, "max_functions", 1)
     if gp_mode not in ("joint", "shared"):
         raise ValueError(f"unknown gp mode {gp_mode!r}; valid: joint, shared")
+    if linalg not in ("auto", "numpy", "cupy"):
+        raise ValueError(f"unknown linalg {linalg!r}; valid: auto, numpy, cupy")
+    if linalg == "cupy" and importlib.util.find_spec("cupy") is None:
+        raise ImportError('linalg="cupy" needs CuPy (pip install "fastpoly[gpu]")')
     out = check_writable_folder(out, "output folder")
     if os.path.exists(os.path.join(out, "results.json")) and not resume:
         raise ValueError(f"{out} holds the results of an earlier experiment; pass resume=True (CLI: --resume) "

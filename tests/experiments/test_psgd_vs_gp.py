@@ -166,6 +166,16 @@ def test_arch_presets_and_lr():
             X.parse_lr(bad, ["sgd", "adam"])
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(linalg="lapack"), "linalg"), (dict(gp_mode="both"), "gp mode"), (dict(n_runs=0), "runs"),
+    (dict(min_count=0), "min_count"), (dict(max_functions=0), "max_functions"), (dict(optimizers=()), "optimizers"),
+], ids=["linalg", "gp-mode", "runs", "min-count", "max-functions", "no-optimizer"])
+def test_bad_options_fail_before_training(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        X.psgd_vs_gp(tmp_path / "o", **dict(KW, **kw))
+    assert not (tmp_path / "o" / "runs").exists()
+
+
 def test_cli_runs_and_refuses_an_existing_result(tmp_path, capsys):
     out = tmp_path / "o"
     args = ["experiment", "psgd-vs-gp", "--data", "digits", "--arch", "fcn", "--optimizer", "adam",
@@ -222,6 +232,7 @@ def test_mnist_script_on_small_idx_files(tmp_path):
         write_idx(data / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
     root = pathlib.Path(__file__).resolve().parents[2]
     env = dict(os.environ, RUNS="3", M="20", ARCH="784-8-1", OPTIMIZERS="adam", BACKEND="numba", LINALG="numpy",
+               MAX_FUNCTIONS="5",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     out = tmp_path / "out"
     r = subprocess.run(["bash", str(root / "bench" / "psgd_vs_gp_mnist.sh"), str(data), str(out)], env=env,
@@ -230,7 +241,7 @@ def test_mnist_script_on_small_idx_files(tmp_path):
     meta = json.loads((out / "results.json").read_text())
     assert meta["data"]["dataset"] == "mnist" and meta["n_train"] == 20 and meta["n_test"] == 100
     assert math.isclose(meta["arch"]["sigma_b"], 1 / 28) and meta["optimizers"]["adam"]["recipe"]["batch_size"] == 128
-    assert meta["data"]["split"]["test_order"] == "first"
+    assert meta["data"]["split"]["test_order"] == "first" and meta["gp"]["max_functions"] == 5
     bad = subprocess.run(["bash", str(root / "bench" / "psgd_vs_gp_mnist.sh"), str(tmp_path / "none"), str(out)],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a folder" in bad.stderr
