@@ -41,6 +41,7 @@ SUBCOMMAND_MODULES = (
     "fastpoly.cli.gp",
     "fastpoly.cli.sgd",
     "fastpoly.cli.data",
+    "fastpoly.cli.experiment",
 )
 
 #: ``fastpoly plot KIND``: kind -> ("module:function", needs a counts file, help)
