@@ -5,6 +5,7 @@ the plan is whatever that engine's ``count_range`` takes.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,14 +31,28 @@ def complement(ranges: Sequence[Sequence[int]], start: int, stop: int) -> list[t
     return todo
 
 
-def local_batches(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
-                  batch_size: int) -> Iterator[tuple[int, int, CountBatch]]:
-    """Yield ``(lo, hi, CountBatch)`` for the ranges ``todo``, ``batch_size`` samples per backend call."""
+def local_batches(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]], batch_size: int,
+                  target_s: float | None = None, first: int = 1) -> Iterator[tuple[int, int, CountBatch]]:
+    """Yield ``(lo, hi, CountBatch)`` for the ranges ``todo``, ``batch_size`` samples per backend call.
+
+    With ``target_s`` the batches are sized by time instead: the first has ``first`` samples, each
+    next one aims at ``target_s`` seconds from the rate of the last (growing at most 4x per step,
+    never above ``batch_size``).  For engines whose cost per sample is unknown beforehand (training
+    runs: one may take milliseconds or seconds), so that a checkpoint, a progress update or Ctrl-C
+    never waits for hours.  Results do not depend on the batches (any partition counts the same).
+    """
+    size = batch_size if target_s is None else max(1, min(batch_size, first))
     for lo0, hi0 in todo:
         pos = lo0
         while pos < hi0:
-            hi = min(hi0, pos + batch_size)
-            yield pos, hi, backend.count_range(plan, pos, hi)
+            hi = min(hi0, pos + size)
+            t0 = time.perf_counter()
+            b = backend.count_range(plan, pos, hi)
+            if target_s is not None:
+                per = (time.perf_counter() - t0) / (hi - pos)
+                want = 4 * size if per <= 0 else min(4 * size, int(target_s / per))
+                size = max(1, min(batch_size, want))
+            yield pos, hi, b
             pos = hi
 
 

@@ -40,6 +40,9 @@ __all__ = ["run_job", "result_meta", "check_against_reference", "Interrupted", "
 Batches = Iterator[tuple[int, int, CountBatch]]
 
 #: signals that stop a run like Ctrl-C (with a checkpoint: after saving it)
+#: seconds one engine call aims at when an engine sizes its batches by time (``first_batch_size``):
+#: at most this, and half the checkpoint interval when that is shorter
+BATCH_SECONDS = 10.0
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
@@ -88,6 +91,12 @@ def _batch_source(job: SampleJob, be: Backend | None, todo: list[tuple[int, int]
     assert be is not None
     bs = job.batch_size or be.default_batch_size(job.plan)
     info.update(backend=be.name, batch_size=bs)
+    first = getattr(be, "first_batch_size", None)
+    if job.batch_size is None and first is not None:  # sized by time (training runs), bs at most
+        every = job.checkpoint.every_s if job.checkpoint is not None else BATCH_SECONDS
+        target = min(BATCH_SECONDS, max(every / 2, 0.5))
+        info["batch_seconds"] = target
+        return local_batches(be, job.plan, todo, bs, target_s=target, first=first(job.plan)), None
     return local_batches(be, job.plan, todo, bs), None
 
 

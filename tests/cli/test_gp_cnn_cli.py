@@ -108,8 +108,8 @@ def test_sample_of_a_cnn_resumes_to_the_same_bytes(images, tmp_path, capsys, mon
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     real = driver.local_batches
 
-    def stopping(be, plan, todo, bs):
-        for i, item in enumerate(real(be, plan, todo, bs)):
+    def stopping(be, plan, todo, bs, **kw):
+        for i, item in enumerate(real(be, plan, todo, bs, **kw)):
             if i == 2:
                 raise KeyboardInterrupt
             yield item

@@ -103,8 +103,8 @@ def _partial_checkpoint(tmp_path, n=2000, stop_after=800):
 
     real = api.local_batches
 
-    def stopping(be, plan, todo, bs):
-        for lo, hi, b in real(be, plan, todo, bs):
+    def stopping(be, plan, todo, bs, **kw):
+        for lo, hi, b in real(be, plan, todo, bs, **kw):
             if lo >= stop_after:
                 raise KeyboardInterrupt
             yield lo, hi, b
@@ -187,3 +187,34 @@ def test_resume_on_empty_folder_starts_fresh_and_checks_arguments(tmp_path):
         fastpoly.sample(ARCH, n_samples=10, resume=True)
     with pytest.raises(ValueError, match="checkpoint_every"):
         fastpoly.sample(ARCH, n_samples=10, checkpoint=tmp_path / "x", checkpoint_every=-1)
+
+
+def test_time_sized_batches_grow_shrink_and_cover_every_index():
+    """``local_batches(target_s=...)``: calls sized by the measured rate, capped, in order, covering all."""
+    import time as _time
+
+    from fastpoly.backends.base import CountBatch
+    from fastpoly.run.batches import local_batches
+
+    class Slow:
+        cost = 1e-4  # seconds per sample
+
+        def count_range(self, plan, lo, hi):
+            _time.sleep(self.cost * (hi - lo))
+            e = np.zeros((0, 1), np.uint64)
+            return CountBatch(e, np.zeros(0, np.int64), np.zeros(0, np.uint64), hi - lo, 0)
+
+    eng = Slow()
+    sizes = []
+    for lo, hi, b in local_batches(eng, None, [(0, 3000), (5000, 5004)], 1000, target_s=0.02, first=2):
+        sizes.append((lo, hi))
+        if lo >= 1000:
+            eng.cost = 1e-3  # ten times slower: the next call shrinks
+    assert sizes[0] == (0, 2) and sizes[1] == (2, 10)  # the first call, then at most 4x growth
+    flat = [i for lo, hi in sizes for i in range(lo, hi)]
+    assert flat == list(range(3000)) + list(range(5000, 5004))
+    n = [hi - lo for lo, hi in sizes]
+    assert max(n) <= 1000 and n[-1] <= 4
+    i = next(k for k, (lo, _) in enumerate(sizes) if lo >= 1000)
+    # call i + 1 is the first slow one; the call after it shrinks to the new rate (0.02 s / 1e-3 = 20 samples)
+    assert n[i + 2] < n[i + 1] / 4

@@ -38,8 +38,8 @@ def _interrupt_after(monkeypatch, n_batches):
     """Make the driver's batch loop stop with a KeyboardInterrupt after ``n_batches`` batches."""
     real = driver.local_batches
 
-    def stopping(be, plan, todo, bs):
-        for i, item in enumerate(real(be, plan, todo, bs)):
+    def stopping(be, plan, todo, bs, **kw):
+        for i, item in enumerate(real(be, plan, todo, bs, **kw)):
             if i == n_batches:
                 raise KeyboardInterrupt
             yield item

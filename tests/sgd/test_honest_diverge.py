@@ -115,8 +115,8 @@ def test_diverged_tally_survives_checkpoint_resume_and_tasks(tmp_path, monkeypat
     # interrupted after 2 batches of 2 runs, resumed: the tally of the first part is kept
     real = driver.local_batches
 
-    def stop_after(be, plan, todo, bs):
-        for i, item in enumerate(real(be, plan, todo, bs)):
+    def stop_after(be, plan, todo, bs, **kw):
+        for i, item in enumerate(real(be, plan, todo, bs, **kw)):
             if i == 2:
                 raise KeyboardInterrupt
             yield item

@@ -33,8 +33,8 @@ def test_batch_size_and_spilling_do_not_change_bytes(ref, tmp_path):
 def test_interrupted_run_resumes_identically(ref, tmp_path, monkeypatch):
     real = driver.local_batches
 
-    def stop_after(be, plan, todo, bs):
-        for i, item in enumerate(real(be, plan, todo, bs)):
+    def stop_after(be, plan, todo, bs, **kw):
+        for i, item in enumerate(real(be, plan, todo, bs, **kw)):
             if i == 3:
                 raise KeyboardInterrupt
             yield item
