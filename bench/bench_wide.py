@@ -25,6 +25,7 @@ near the machine's matmul rate, so no exact fixed-order kernel can beat them by 
 Usage::
 
     python bench/bench_wide.py [--quick] [--rounds 3] [--m 1000] [--epochs 3]
+    python bench/bench_wide.py --ab     # one core: the wide schedule vs the 256-bit tiles, % of matmul
     python -m pytest bench/bench_wide.py --benchmark-disable -q     # the smoke run (small sizes)
 
 The machine may be shared: say so with the figures.
@@ -257,6 +258,52 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=Non
     return out
 
 
+def ab_one_thread(rounds=3, m=M_TRAIN, epochs=3):
+    """One core: fastpoly's 512-bit schedule vs its 256-bit tiles vs one-thread NumPy matmul, round by round.
+
+    Prints, per optimiser and batch, the median over rounds of (training GFLOP/s) / (matmul GFLOP/s measured
+    just before) for ``PreparedTrain(tp, wide=False)`` and ``wide=True``: on a shared machine the per-core
+    ratio measured back to back is the steadiest figure.
+    """
+    import numba
+
+    from fastpoly.backends.numba.train import PreparedTrain
+    from fastpoly.sgd import make_train_plan
+
+    X, y = data(m)
+    fl = flops_per_run(epochs, m)
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        limit: object = threadpool_limits(1)
+    except ImportError:
+        limit = None
+    try:
+        for opt, batch in (("sgd", 128), ("sgd", 32), ("adam", 128)):
+            tp = make_train_plan(ARCH, X, (np.arange(m), y[:m]), 0, recipe(opt, epochs, batch))
+            pts = {w: PreparedTrain(tp, wide=w) for w in (False, True)}
+            for p in pts.values():
+                p.run(0, 1, 1)
+            res: dict = {False: [], True: []}
+            rng = np.random.default_rng(0)
+            A = rng.random((batch, 512), dtype=np.float32)
+            B = rng.random((512, 512), dtype=np.float32)
+            for r in range(rounds):
+                mm = max(_matmul_once(A, B, 100) for _ in range(3))
+                for w, p in pts.items():
+                    t = time.perf_counter()
+                    p.run(r + 1, r + 2, 1)
+                    res[w].append(100 * fl / (time.perf_counter() - t) / 1e9 / mm)
+            print(f"{ARCH} {opt} batch {batch}, one thread, % of one-thread matmul (median of {rounds}): "
+                  f"256-bit tiles {np.median(res[False]):.0f} %, wide schedule {np.median(res[True]):.0f} %",
+                  flush=True)
+    finally:
+        numba.set_num_threads(old)
+        if limit is not None:
+            limit.restore_original_limits()  # type: ignore[attr-defined]
+
+
 # --- pytest-benchmark (small sizes under --benchmark-disable) ----------------------------------
 
 
@@ -306,7 +353,11 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--m", type=int, help="train images (default 1,000; --quick 200)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--ab", action="store_true", help="one core: the wide schedule vs the 256-bit tiles vs matmul")
     args = ap.parse_args(argv)
+    if args.ab:
+        ab_one_thread(args.rounds, args.m or M_TRAIN, args.epochs or 3)
+        return 0
     rows(args.quick, args.rounds, args.no_torch, args.epochs, args.m)
     return 0
 
