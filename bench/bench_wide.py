@@ -26,6 +26,7 @@ Usage::
 
     python bench/bench_wide.py [--quick] [--rounds 3] [--m 1000] [--epochs 3]
     python bench/bench_wide.py --ab     # one core: the wide schedule vs the 256-bit tiles, % of matmul
+    python bench/bench_wide.py --sampler  # one core: sampling on 1,000 digits, % of matmul
     python -m pytest bench/bench_wide.py --benchmark-disable -q     # the smoke run (small sizes)
 
 The machine may be shared: say so with the figures.
@@ -304,6 +305,51 @@ def ab_one_thread(rounds=3, m=M_TRAIN, epochs=3):
             limit.restore_original_limits()  # type: ignore[attr-defined]
 
 
+def sampler_ab(rounds=4, m=M_TRAIN, n=4):
+    """One core: sampling 64-512-512-1 on ``m`` digit images, the wide blocks vs the 4-neuron blocks vs matmul.
+
+    Prints the median over rounds of (forward GFLOP/s: ``2 W m`` per sample) / (one-thread NumPy
+    ``(m x 512) @ (512 x 512)`` GFLOP/s measured just before), for ``prepare(plan, wide=False)`` and
+    ``wide=True``.  Drawing the 295k parameters of a sample (Philox, Box-Muller) is extra work not counted.
+    """
+    import numba
+
+    from fastpoly.backends.numba.sampler import prepare
+    from fastpoly.plan import make_plan
+
+    X, _ = data(m, 0)
+    W = sum(WIDTHS[i] * WIDTHS[i + 1] for i in range(len(WIDTHS) - 1))
+    fl = 2 * W * m
+    plan = make_plan(ARCH, X, 1)
+    pps = {w: prepare(plan, wide=w) for w in (False, True)}
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    A = rng.random((m, 512), dtype=np.float32)
+    B = rng.random((512, 512), dtype=np.float32)
+    res: dict = {False: [], True: []}
+    try:
+        from threadpoolctl import threadpool_limits
+        limit: object = threadpool_limits(1)
+    except ImportError:
+        limit = None
+    try:
+        for p in pps.values():
+            p.run(0, 1, 1, False, False)
+        for r in range(rounds):
+            mm = max(_matmul_once(A, B, 5) for _ in range(2))
+            for w, p in pps.items():
+                t = time.perf_counter()
+                p.run(10 * r, n, 1, False, False)
+                res[w].append(100 * n * fl / (time.perf_counter() - t) / 1e9 / mm)
+    finally:
+        numba.set_num_threads(old)
+        if limit is not None:
+            limit.restore_original_limits()  # type: ignore[attr-defined]
+    print(f"sampler {ARCH} on {m} digits, one thread, % of one-thread matmul (median of {rounds}): "
+          f"4-neuron blocks {np.median(res[False]):.0f} %, wide blocks {np.median(res[True]):.0f} %", flush=True)
+
+
 # --- pytest-benchmark (small sizes under --benchmark-disable) ----------------------------------
 
 
@@ -354,9 +400,13 @@ def main(argv=None):
     ap.add_argument("--m", type=int, help="train images (default 1,000; --quick 200)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--ab", action="store_true", help="one core: the wide schedule vs the 256-bit tiles vs matmul")
+    ap.add_argument("--sampler", action="store_true", help="one core: the sampler's wide blocks vs matmul")
     args = ap.parse_args(argv)
-    if args.ab:
-        ab_one_thread(args.rounds, args.m or M_TRAIN, args.epochs or 3)
+    if args.ab or args.sampler:
+        if args.ab:
+            ab_one_thread(args.rounds, args.m or M_TRAIN, args.epochs or 3)
+        if args.sampler:
+            sampler_ab(args.rounds, args.m or M_TRAIN)
         return 0
     rows(args.quick, args.rounds, args.no_torch, args.epochs, args.m)
     return 0
