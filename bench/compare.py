@@ -290,6 +290,9 @@ def main(argv=None):
         from bench_cnn_train import rows as cnn_train_rows  # CNN training, SGD and Adam (bench_cnn_train.py)
 
         rows += [REC.add(r) for r in cnn_train_rows(args.quick, args.rounds, args.no_torch)]
+        from bench_wide import rows as wide_rows  # wide MLP training: GFLOP/s vs matmul (bench_wide.py)
+
+        rows += [REC.add(r) for r in wide_rows(args.quick, args.rounds, args.no_torch)]
     print(ratios(rows))
     REC.doc["rows"] = rows  # the same rows, now with their ratios
     REC.finish()

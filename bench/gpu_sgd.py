@@ -13,6 +13,13 @@ writes it: all runs in one batch, masks for finished runs): ``--torch-runs`` net
 epoch.  A batch of runs needs as many epochs as its slowest run, so its rate is projected twice:
 ``optimistic`` = runs / (epoch time x mean epochs of fastpoly's runs) and ``batch`` = runs /
 (epoch time x max epochs of fastpoly's first runs of that batch size).  Writes a JSON summary.
+
+Wide row (``--wide-runs N``, 0: skipped): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01,
+batch 128) on ``--wide-m`` synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly
+``--wide-epochs`` epochs per run, one launch of ``N`` runs (the layer kernel: a run's state in global
+memory).  Reports runs/s, training GFLOP/s (``E m (2 W + 2 W + 2 (W - W_1))`` per run, as
+``bench/bench_wide.py`` counts) and the projected time of the issue's goal: 1e4 runs on 10,000 images for
+``--wide-goal-epochs`` epochs at that rate (docs/guide/wide-networks.md has the arithmetic).
 """
 from __future__ import annotations
 
@@ -43,6 +50,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--emulate", action="store_true", help="the CPU emulation of CUDA (tiny sizes; no PyTorch)")
+    ap.add_argument("--wide-runs", type=int, default=64, help="runs of the wide row (0: skip it)")
+    ap.add_argument("--wide-arch", default="784-1024-1024-1")
+    ap.add_argument("--wide-m", type=int, default=64, help="train images of the wide row")
+    ap.add_argument("--wide-epochs", type=int, default=1)
+    ap.add_argument("--wide-goal-epochs", type=int, default=10, help="epochs per run assumed by the projection")
+    ap.add_argument("--wide-path", choices=["auto", "layers"], default="auto",
+                    help="the CUDA trainer's path (layers: force the wide path, e.g. a small net on the emulation)")
     a = ap.parse_args(argv)
 
     from fastpoly.backends.cuda.train import default_device
@@ -128,7 +142,45 @@ def main(argv=None):
                   f"x{rate / opt:.1f} / x{rate / bat:.1f} (goal >= 10x the best)", flush=True)
 
     _write(a.json, res)
+    if a.wide_runs > 0:
+        res["wide"] = wide_row(a, _train, dev)
+        _write(a.json, res)
     return 0
+
+
+def _flops_per_run(widths, epochs, m):
+    W = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1))
+    return epochs * m * (2 * W + 2 * W + 2 * (W - widths[0] * widths[1]))
+
+
+def wide_row(a, train, dev):
+    """One launch of ``--wide-runs`` runs of a wide MLP (the layer kernel); runs/s, GFLOP/s, the goal's projection."""
+    from fastpoly import MLP
+    from fastpoly.sgd import Recipe
+
+    mlp = MLP.from_string(a.wide_arch)
+    m, E, n = int(a.wide_m), int(a.wide_epochs), int(a.wide_runs)
+    rng = np.random.default_rng(a.seed)
+    X = rng.random((m + 64, mlp.n_inputs), dtype=np.float32)
+    y = (rng.random(m) < 0.5).astype(np.uint8)
+    tp = make_train_plan(mlp, X, (np.arange(m), y), a.seed,
+                         Recipe(lr=0.01, batch_size=128, max_epochs=E, min_epochs=E, epochs_after_fit=E))
+    t0 = time.perf_counter()
+    train(tp, 0, 1, device=dev, path=a.wide_path)  # compile, upload, one run
+    warm = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    b = train(tp, 1, 1 + n, device=dev, path=a.wide_path)
+    dt = time.perf_counter() - t1
+    fl = _flops_per_run(mlp.widths, E, m)
+    goal_fl = 1e4 * _flops_per_run(mlp.widths, int(a.wide_goal_epochs), 10_000)
+    rate = n / dt
+    out = {"arch": mlp.spec, "path": a.wide_path, "m": m, "epochs": E, "runs": n, "seconds": dt, "warmup_s": warm, "runs_per_s": rate,
+           "gflops": rate * fl / 1e9, "goal_epochs": int(a.wide_goal_epochs),
+           "goal_projected_s": goal_fl / (rate * fl), "epochs_ok": bool(np.all(b.epochs == E))}
+    print(f"fastpoly cuda wide {mlp.spec}: {n} runs x {E} epochs on {m} images in {dt:.2f} s = {rate:,.2f} runs/s, "
+          f"{out['gflops']:.1f} GFLOP/s of training; goal (1e4 runs, 10,000 images, {a.wide_goal_epochs} epochs) "
+          f"projected {out['goal_projected_s'] / 60:.1f} min (goal <= 15)", flush=True)
+    return out
 
 
 def _write(path, res):

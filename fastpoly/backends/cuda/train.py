@@ -101,6 +101,10 @@ def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2, keep_z=F
     return _align4(off)
 
 
+class _NoSharedMemory(ValueError):
+    """One run of the warp-per-run kernel does not fit in one block's shared memory (a wide network)."""
+
+
 class _Prepared:
     """Device copies of one plan's arrays and the launch configuration on one device."""
 
@@ -147,8 +151,11 @@ class _Prepared:
         attrs = dev.attributes(self.kern)
         static = int(attrs["static_smem"]) + 4 * self.block_floats
         limit = int(props.get("smem_per_block", _SMEM_DEFAULT_LIMIT))
-        sp = src.shared_memory_plan(4 * self.per_warp, int(warps_per_block), static, limit,
-                                    int(props.get("smem_per_block_optin", limit)))
+        try:
+            sp = src.shared_memory_plan(4 * self.per_warp, int(warps_per_block), static, limit,
+                                        int(props.get("smem_per_block_optin", limit)))
+        except ValueError as e:
+            raise _NoSharedMemory(str(e)) from None
         self.wpb = sp.warps
         self.smem = 4 * self.block_floats + sp.dynamic
         if sp.opt_in and self.smem > attrs["max_dynamic_smem"]:
@@ -193,7 +200,9 @@ class _PreparedLayers:
     One thread trains one run at a time from the initial parameters the host draws
     (:meth:`~fastpoly.model.Architecture.draw_params`: every weight family); its parameters, gradient,
     optimiser state and the activations and errors of a minibatch live in its slice of a global
-    scratch buffer (``4 n_params + 2 alen`` floats and ``m + 4 bpe`` ints per thread).
+    scratch buffer (``4 n_params + 2 alen`` floats and ``m + 4 bpe`` ints per thread).  Wide MLPs
+    (a run larger than a block's shared memory) train here too; the grid is capped so that the
+    scratch of all its threads takes at most half the device's free memory.
     """
 
     def __init__(self, tp: Any, dev, max_blocks):
@@ -234,6 +243,8 @@ class _PreparedLayers:
         self.kern = dev.compile(LAYERS_FILE, [LAYERS_KERNEL])[LAYERS_KERNEL]
         props = dev.properties()
         self.max_grid = 4 * int(props["sm_count"])
+        per_block = 4 * _LAYERS_THREADS * (self.per_thread_f + self.per_thread_i)
+        self.max_grid = max(1, min(self.max_grid, int(dev.memory_free()) // 2 // per_block))
         if max_blocks:
             self.max_grid = min(self.max_grid, int(max_blocks))
 
@@ -267,17 +278,25 @@ class _PreparedLayers:
         return out
 
 
-def _prepared(tp, dev, warps_per_block, max_blocks):
+def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
     """The memoised :class:`_Prepared` of a plan on a device (uploads once per plan, not per batch of runs)."""
-    key = (id(tp), id(dev), warps_per_block, max_blocks)
+    key = (id(tp), id(dev), warps_per_block, max_blocks, path)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             return hit[2]
-    if is_generic(tp.plan.mlp):
-        prep: Any = _PreparedLayers(tp, dev, max_blocks)
+    if path not in ("auto", "warp", "layers"):
+        raise ValueError(f"path must be 'auto', 'warp' or 'layers', got {path!r}")
+    prep: Any
+    if is_generic(tp.plan.mlp) or path == "layers":
+        prep = _PreparedLayers(tp, dev, max_blocks)
     else:
-        prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+        try:
+            prep = _Prepared(tp, dev, warps_per_block, max_blocks)
+        except _NoSharedMemory:
+            if path == "warp":
+                raise
+            prep = _PreparedLayers(tp, dev, max_blocks)  # a wide MLP: per-run state in global memory
     with _lock:
         _cache[key] = (tp, dev, prep)  # the references keep the ids valid
         while len(_cache) > 4:
@@ -286,12 +305,13 @@ def _prepared(tp, dev, warps_per_block, max_blocks):
 
 
 def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=None, *, warps_per_block=4,
-                     max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH) -> TrainBatch:
+                     max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH, path="auto") -> TrainBatch:
     """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
 
     Dense networks train on the warp-per-run kernel (``kernels/train.cu``); architectures with
     convolutions, pooling or flatten on the generic layer kernel (``kernels/train_cnn.cu``, one
-    thread per run, initial parameters drawn on the host).
+    thread per run, initial parameters drawn on the host), and so do wide MLPs whose run (or train
+    set) does not fit in one block's shared memory (e.g. 784-1024-1024-1): the same bits either way.
 
     Parameters
     ----------
@@ -307,13 +327,16 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
     max_blocks : int or None
         Cap on the grid (default: the blocks the device holds at once).
     max_runs_per_launch : int
+    path : {"auto", "warp", "layers"}
+        ``"auto"``: the warp kernel when a run fits in shared memory, else the layer kernel;
+        ``"warp"`` / ``"layers"`` force one (``"warp"`` raises where it does not fit).
 
     Raises
     ------
     RuntimeError
         No device given and CuPy or a GPU missing.
     ValueError
-        A plan the kernel cannot train (activation, depth, shared memory of one warp).
+        A plan the kernel cannot train (activation, depth; with ``path="warp"`` the shared memory of one warp).
     """
     lo, hi = check_range(lo, hi)
     if int(warps_per_block) < 1:
@@ -325,7 +348,7 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
                           z.copy(), np.zeros(0, np.float32),
                           np.zeros((0, tp.plan.mlp.n_params), np.float32) if params else None)
     dev = device if device is not None else default_device()
-    prep = _prepared(tp, dev, int(warps_per_block), max_blocks)
+    prep = _prepared(tp, dev, int(warps_per_block), max_blocks, path)
     step = max(1, int(max_runs_per_launch))
     parts = [prep.launch(a, min(hi, a + step), params) for a in range(lo, hi, step)]
 

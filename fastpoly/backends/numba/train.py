@@ -29,9 +29,11 @@ reference's order (one float32 FMA per step), so the bits are the reference's.
   minibatch rows ``r`` in order; bias gradient: ``fma(1, d, s) == s + d`` exactly.
 * Back-propagated error: tile rows are minibatch rows, lanes inputs ``k``, the sum
   over ``j`` in order; the relu mask ``h > 0`` (exactly ``z > 0``) fused into the store.
-* Fit check: :data:`_RB` train points at a time through all layers, starting from the
-  block of the last miss; the first miss ends it (``not fitted`` either way, so the
-  results are exact).
+* Fit check: :data:`_RB` train points at a time through all layers (on wide nets a
+  minibatch's worth), starting from the block of the last miss; the first miss ends it
+  (``not fitted`` either way, so the results are exact).
+* Wide nets (layers of 128 neurons or more, a CPU with AVX-512): 512-bit tiles of 8 rows x 32
+  lanes (:func:`~fastpoly.backends.numba.train_tiles.tiles_w`), the same sums in the same order.
 """
 from __future__ import annotations
 
@@ -50,7 +52,18 @@ from fastpoly.backends.numba.rng import (
     round_keys,
     uniform_pm1_from_words,
 )
-from fastpoly.backends.numba.train_tiles import ACT_MASK, ACT_NONE, ACT_RELU, INIT_VEC, INIT_ZERO, VW, tiles, transpose_into
+from fastpoly.backends.numba.train_tiles import (
+    ACT_MASK,
+    ACT_NONE,
+    ACT_RELU,
+    INIT_VEC,
+    INIT_ZERO,
+    VW,
+    WIDE_MIN,
+    tiles_w,
+    transpose_into,
+    wide_tiles_available,
+)
 from fastpoly.backends.numba.vecmath import d_erf32, d_sigmoid32, d_tanh32, erf32, sigmoid32, softplus32, tanh32
 from fastpoly.model.optimizers import RF, RI
 from fastpoly.stream.rng import SGD_STREAM, blocks_per_epoch, check_seed
@@ -126,7 +139,7 @@ def _ceil(n):
 
 
 @jit
-def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros):
+def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros, wide):
     """Forward pass on ``n`` rows, row-major.
 
     Layer 0 reads ``X0[x0off + r*wp[0] + k]``, layer ``l`` writes ``H[l+1][r*wp[l+1] + j]``
@@ -135,7 +148,8 @@ def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros):
     Tile rows are the rows ``r``, lanes the neurons ``j``: ``z = b[j]`` then
     ``fma(h[r, k], W[j, k], z)`` for ``k`` ascending (``W`` stored transposed).  relu is fused into
     the tile's store; a smooth activation keeps the pre-activations in ``Z[l+1]`` (for the
-    backward pass) and writes ``H[l+1] = f(Z[l+1])``.
+    backward pass) and writes ``H[l+1] = f(Z[l+1])``.  ``wide``: 512-bit tiles on wide layers
+    (:func:`~fastpoly.backends.numba.train_tiles.tiles_w`).
     """
     smooth = _smooth(act)
     for l in range(L):
@@ -144,11 +158,11 @@ def _forward(Q, L, widths, wp, qw, qb, act, X0, x0off, H, Z, n, zeros):
         fop = wp[l + 1]
         out = Z[l + 1] if (smooth and hidden) else H[l + 1]
         if l == 0:
-            tiles(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], out, 0, fop, Q, qb[0], zeros,
-                  INIT_VEC, tact, n, fop // VW)
+            tiles_w(X0, x0off, wp[0], 1, Q, qw[0], fop, widths[0], out, 0, fop, Q, qb[0], zeros,
+                    INIT_VEC, tact, n, fop // VW, wide)
         else:
-            tiles(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], out, 0, fop, Q, qb[l], zeros,
-                  INIT_VEC, tact, n, fop // VW)
+            tiles_w(H[l], 0, wp[l], 1, Q, qw[l], fop, widths[l], out, 0, fop, Q, qb[l], zeros,
+                    INIT_VEC, tact, n, fop // VW, wide)
         if smooth and hidden:
             _act_rows(act, out, H[l + 1], n, fop, widths[l + 1])
 
@@ -178,6 +192,10 @@ class TrainNet(NamedTuple):
     act : int
         Hidden activation (its code in :data:`fastpoly.activations.CODES`): relu and identity fused
         into the tiles, tanh / erf / sigmoid by their float32 functions.
+    wide : bool
+        512-bit tiles on layers of at least 128 (padded) neurons and minibatch-sized blocks for the fit
+        check, the loss and the keys (:func:`~fastpoly.backends.numba.train_tiles.tiles_w`); the bits
+        are the same either way.
     """
 
     n_layers: int
@@ -193,6 +211,7 @@ class TrainNet(NamedTuple):
     uniform: bool
     pscale: np.ndarray
     act: int
+    wide: bool
 
 
 class TrainData(NamedTuple):
@@ -282,6 +301,10 @@ def _train_lane(rk, net, data, out, first, count, out0):
     maxwp = VW
     for i in range(L + 1):
         maxwp = max(maxwp, wp[i])
+    wide = net.wide
+    # rows per block of the fit check, the final loss and the key functions: a whole minibatch's buffer
+    # on wide nets (each block streams every weight), _RB on narrow ones (a miss ends the fit check early)
+    rb = rows if (wide and maxwp >= WIDE_MIN * VW) else _RB
     n_words = keys.shape[1]
     bpe = (m - 1 + 3) // 4
     bpe = max(bpe, 1)
@@ -303,7 +326,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
     sw = np.empty(4 * bpe, np.uint32)
     nbf = _ONE
     miss_blk = 0
-    n_tb = (m + _RB - 1) // _RB
+    n_tb = (m + rb - 1) // rb
     for s in range(count):
         o = out0 + s
         index = first + np.uint64(s)
@@ -331,9 +354,9 @@ def _train_lane(rk, net, data, out, first, count, out0):
         # the function of the initialisation on the key rows
         for w in range(n_words):
             init_keys[o, w] = 0
-        for r0 in range(0, nk, _RB):
-            n = min(_RB, nk - r0)
-            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros)
+        for r0 in range(0, nk, rb):
+            n = min(rb, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros, wide)
             for r in range(n):
                 if H[L, r * wpL] > _ZERO:
                     init_keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
@@ -358,7 +381,7 @@ def _train_lane(rk, net, data, out, first, count, out0):
                     row = perm[a + r]
                     for k in range(wp0):
                         h0[r * wp0 + k] = Xtr_rm[row * wp0 + k]
-                _forward(Q, L, widths, wp, qw, qb, act, h0, 0, H, Z, nb, zeros)
+                _forward(Q, L, widths, wp, qw, qb, act, h0, 0, H, Z, nb, zeros, wide)
                 dl = D[L - 1]
                 for r in range(nb):
                     z = H[L, r * wpL]
@@ -374,17 +397,17 @@ def _train_lane(rk, net, data, out, first, count, out0):
                     fo_p = wp[l + 1]
                     d = D[l]
                     # weight gradient gW[j, k] = sum over r (in order) of d[r, j] * h[r, k]; rows k, lanes j
-                    tiles(H[l], 0, 1, fi_p, d, 0, fo_p, nb, G, qw[l], fo_p, zeros, 0, zeros,
-                          INIT_ZERO, ACT_NONE, fi, fo_p // VW)
+                    tiles_w(H[l], 0, 1, fi_p, d, 0, fo_p, nb, G, qw[l], fo_p, zeros, 0, zeros,
+                            INIT_ZERO, ACT_NONE, fi, fo_p // VW, wide)
                     if bofs[l] >= 0:
                         # bias gradient gb[j] = ((0 + d[0, j]) + d[1, j]) + ...: fma(1, d, s) == s + d exactly
-                        tiles(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, zeros,
-                              INIT_ZERO, ACT_NONE, 1, fo_p // VW)
+                        tiles_w(ones, 0, 0, 0, d, 0, fo_p, nb, G, qb[l], 0, zeros, 0, zeros,
+                                INIT_ZERO, ACT_NONE, 1, fo_p // VW, wide)
                     if l > 0:
                         # back-propagated error e[r, k] = sum over j (in order) of d[r, j] * W[j, k], then the
                         # relu mask h[r, k] > 0 (exactly z > 0) or a smooth f'(z); rows r, lanes k
-                        tiles(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
-                              INIT_ZERO, ACT_MASK if act == _A_RELU else ACT_NONE, nb, fi_p // VW)
+                        tiles_w(d, 0, fo_p, 1, WJ, qj[l], fi_p, fo, D[l - 1], 0, fi_p, zeros, 0, H[l],
+                                INIT_ZERO, ACT_MASK if act == _A_RELU else ACT_NONE, nb, fi_p // VW, wide)
                         if smooth:
                             _dact_rows(act, Z[l], D[l - 1], nb, fi_p, fi)
                 # update: the shared optimiser step
@@ -406,9 +429,9 @@ def _train_lane(rk, net, data, out, first, count, out0):
                 blk = miss_blk + bi
                 if blk >= n_tb:
                     blk -= n_tb
-                r0 = blk * _RB
-                n = min(_RB, m - r0)
-                _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros)
+                r0 = blk * rb
+                n = min(rb, m - r0)
+                _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros, wide)
                 for r in range(n):
                     if (H[L, r * wpL] > thr) != (ytr[r0 + r] == _ONE):
                         fitted = False
@@ -426,9 +449,9 @@ def _train_lane(rk, net, data, out, first, count, out0):
             st = 1 if fitted else 2
         # final train loss (in train-point order)
         sl = _ZERO
-        for r0 in range(0, m, _RB):
-            n = min(_RB, m - r0)
-            _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros)
+        for r0 in range(0, m, rb):
+            n = min(rb, m - r0)
+            _forward(Q, L, widths, wp, qw, qb, act, Xtr_rm, r0 * wp0, H, Z, n, zeros, wide)
             for r in range(n):
                 z = H[L, r * wpL]
                 if loss_code == 0:
@@ -442,9 +465,9 @@ def _train_lane(rk, net, data, out, first, count, out0):
         # the reached function on the key rows
         for w in range(n_words):
             keys[o, w] = 0
-        for r0 in range(0, nk, _RB):
-            n = min(_RB, nk - r0)
-            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros)
+        for r0 in range(0, nk, rb):
+            n = min(rb, nk - r0)
+            _forward(Q, L, widths, wp, qw, qb, act, Xkey_rm, r0 * wp0, H, Z, n, zeros, wide)
             for r in range(n):
                 if H[L, r * wpL] > _ZERO:
                     keys[o, (r0 + r) >> 6] |= np.uint64(1) << np.uint64((r0 + r) & 63)
@@ -474,9 +497,13 @@ def _train_lanes(rk, net, data, out, start, n, n_lanes):
 
 
 class PreparedTrain:
-    """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` (built once per plan): :class:`TrainNet`, :class:`TrainData`."""
+    """Kernel-ready arrays of a :class:`~fastpoly.sgd.plan.TrainPlan` (built once per plan): :class:`TrainNet`, :class:`TrainData`.
 
-    def __init__(self, tp: Any):
+    ``wide``: the 512-bit tiles on wide layers (:attr:`TrainNet.wide`); ``None``: where the CPU has
+    AVX-512.  The bits do not depend on it (the tests run both).
+    """
+
+    def __init__(self, tp: Any, wide: bool | None = None):
         plan = tp.plan
         mlp = plan.mlp
         self.tp = tp
@@ -531,7 +558,8 @@ class PreparedTrain:
         self.leak = tp.leak_arrays()
         assert SGD_STREAM == 1 and blocks_per_epoch(2) == 1
         self.net = TrainNet(self.L, self.widths, self.wofs, self.bofs, self.wp, self.qw, self.qb, self.qj,
-                            int(self.nq), int(self.nj), bool(self.uniform), self.pscale, self.act)
+                            int(self.nq), int(self.nj), bool(self.uniform), self.pscale, self.act,
+                            bool(wide_tiles_available() if wide is None else wide))
         lw, lE, lf = self.leak
         self.data = TrainData(self.Xtr_rm, self.Xkey_rm, self.ytr, self.nk, self.ints, self.floats,
                               int(lw), lE, lf)

@@ -19,8 +19,12 @@ of ``O`` inside it).
 ``act``: :data:`ACT_NONE`, :data:`ACT_RELU` (``0 if acc < 0 else acc``) or
 :data:`ACT_MASK` (``acc if M[same index as O] > 0 else 0``).
 
-:func:`tiles` covers a whole ``nI x (nV*VW)`` block with tiles; :func:`transpose_into`
-copies a matrix transposed (8x8 blocks in registers).
+:func:`tiles` covers a whole ``nI x (nV*VW)`` block with tiles; :func:`tiles_w` does the same
+with 512-bit tiles (8 rows x 32 lanes, 16 accumulator registers) on blocks of at least
+:data:`WIDE_MIN` vectors when asked (wide layers on a CPU with AVX-512: about three times the
+256-bit tiles' rate on 128 x 512 @ 512 x 512); the bits are the same, since the lanes are
+independent sums either way.  :func:`transpose_into` copies a matrix transposed (8x8 blocks in
+registers).
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ from numba.extending import intrinsic
 from fastpoly.backends.numba.jit import jit
 from fastpoly.backends.numba.llvmvec import float_vector_ops
 
-__all__ = ["ACT_MASK", "ACT_NONE", "ACT_RELU", "INIT_ROW", "INIT_VEC", "INIT_ZERO", "VW", "tiles",
-           "transpose_into"]
+__all__ = ["ACT_MASK", "ACT_NONE", "ACT_RELU", "INIT_ROW", "INIT_VEC", "INIT_ZERO", "VW", "WIDE_MIN", "tiles",
+           "tiles_w", "transpose_into", "wide_tiles_available"]
 
 #: floats per SIMD vector of a tile (the minibatch of 8 fills one)
 VW = 8
@@ -44,8 +48,11 @@ def _is_f32c(a):
     return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
 
 
-def _make_tile(nI, nV):
-    """The intrinsic ``tile(S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act)``."""
+def _make_tile(nI, nV, vw=VW):
+    """The intrinsic ``tile(S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act)``.
+
+    ``vw`` floats per vector (8: 256-bit registers; 16: 512-bit ones where the CPU has them).
+    """
 
     @intrinsic
     def tile(typingctx, S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act):
@@ -63,9 +70,9 @@ def _make_tile(nI, nV):
 
             sp, vp, op, bp, mp = data(0, S_), data(4, V_), data(8, O_), data(11, B_), data(13, M_)
             i64 = ir.IntType(64)
-            vt, vfma, splat = float_vector_ops(builder, VW)
+            vt, vfma, splat = float_vector_ops(builder, vw)
             vpt = vt.as_pointer()
-            vzero = ir.Constant(vt, [0.0] * VW)
+            vzero = ir.Constant(vt, [0.0] * vw)
 
             def c64(x):
                 return ir.Constant(i64, x)
@@ -89,7 +96,7 @@ def _make_tile(nI, nV):
             b_row_end = builder.block
             builder.branch(b_pre)
             builder.position_at_end(b_vec)
-            vec_init = [vload(bp, builder.add(boff_, c64(VW * v))) for v in range(nV)]
+            vec_init = [vload(bp, builder.add(boff_, c64(vw * v))) for v in range(nV)]
             b_vec_end = builder.block
             builder.branch(b_pre)
             builder.position_at_end(b_pre)
@@ -112,7 +119,7 @@ def _make_tile(nI, nV):
                 for v in range(nV):
                     acc[i][v].add_incoming(init[i][v], b_pre)
             vrow = builder.add(voff_, builder.mul(t, vT_))
-            hv = [vload(vp, builder.add(vrow, c64(VW * v))) for v in range(nV)]
+            hv = [vload(vp, builder.add(vrow, c64(vw * v))) for v in range(nV)]
             st = builder.mul(t, sT_)
             new = []
             for i in range(nI):
@@ -131,7 +138,7 @@ def _make_tile(nI, nV):
                 for v in range(nV):
                     res[i][v].add_incoming(init[i][v], b_pre)
                     res[i][v].add_incoming(new[i][v], body)
-            idx = [[builder.add(builder.add(ooff_, builder.mul(c64(i), oI_)), c64(VW * v)) for v in range(nV)]
+            idx = [[builder.add(builder.add(ooff_, builder.mul(c64(i), oI_)), c64(vw * v)) for v in range(nV)]
                    for i in range(nI)]
             # stores: plain, relu or masked
             s_none = builder.append_basic_block("fp_tile_store")
@@ -170,6 +177,21 @@ def _make_tile(nI, nV):
     return tile
 
 
+#: vectors of :data:`VW` floats from which :func:`tiles_w` uses its 512-bit tiles (128 lanes: wide layers)
+WIDE_MIN = 16
+
+
+def wide_tiles_available() -> bool:
+    """True when the host CPU has AVX-512 (32 registers of 16 floats: the 8x2 tiles of :func:`tiles_w` fit)."""
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+_u8x2 = _make_tile(8, 2, 16)
+_u4x2 = _make_tile(4, 2, 16)
+_u2x2 = _make_tile(2, 2, 16)
+_u1x2 = _make_tile(1, 2, 16)
 _t2x5 = _make_tile(2, 5)
 _t1x5 = _make_tile(1, 5)
 _t2x4 = _make_tile(2, 4)
@@ -238,6 +260,41 @@ def tiles(S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act, n
             if i < nI:
                 _t1x1(S, soff + i * sI, sI, sT, V, vo, vT, T, O, oo + i * oI, oI, B, bo + (i if init == INIT_ROW else 0), M, init, act)
         c += g
+
+
+@jit(inline="always")
+def tiles_w(S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act, nI, nV, wide):
+    """:func:`tiles`, with 512-bit tiles of 8 (4, 2, 1) rows x 32 lanes when ``wide`` and ``nV >= WIDE_MIN``.
+
+    Groups of 32 lanes first, the remaining lanes (fewer than 32) by :func:`tiles`; the same sums in
+    the same order, so the same bits.
+    """
+    if not (wide and nV >= WIDE_MIN):
+        tiles(S, soff, sI, sT, V, voff, vT, T, O, ooff, oI, B, boff, M, init, act, nI, nV)
+        return
+    ng = nV // 4
+    for g in range(ng):
+        c = g * 4 * VW
+        vo = voff + c
+        oo = ooff + c
+        bo = boff + c if init == INIT_VEC else boff
+        i = 0
+        while i + 8 <= nI:
+            _u8x2(S, soff + i * sI, sI, sT, V, vo, vT, T, O, oo + i * oI, oI, B, bo + (i if init == INIT_ROW else 0), M, init, act)
+            i += 8
+        if i + 4 <= nI:
+            _u4x2(S, soff + i * sI, sI, sT, V, vo, vT, T, O, oo + i * oI, oI, B, bo + (i if init == INIT_ROW else 0), M, init, act)
+            i += 4
+        if i + 2 <= nI:
+            _u2x2(S, soff + i * sI, sI, sT, V, vo, vT, T, O, oo + i * oI, oI, B, bo + (i if init == INIT_ROW else 0), M, init, act)
+            i += 2
+        if i < nI:
+            _u1x2(S, soff + i * sI, sI, sT, V, vo, vT, T, O, oo + i * oI, oI, B, bo + (i if init == INIT_ROW else 0), M, init, act)
+    rest = nV - 4 * ng
+    if rest > 0:
+        c = 4 * ng * VW
+        tiles(S, soff, sI, sT, V, voff + c, vT, T, O, ooff + c, oI, B, boff + c if init == INIT_VEC else boff, M,
+              init, act, nI, rest)
 
 
 @intrinsic

@@ -1,0 +1,71 @@
+"""Wide MLPs on the CUDA trainer: per-run state in global memory (the layer kernel), bit for bit the reference.
+
+A run of the warp-per-run kernel (``kernels/train.cu``) lives in one block's shared memory; an MLP
+too wide for it (784-1024-1024-1, or here 2-300-300-1 with Adam) trains on the generic layer kernel
+(``kernels/train_cnn.cu``, dense layers, scratch in global memory).  The CPU emulation
+(``tests/cuda_emu``) runs that kernel on small nets forced down the wide path (``path="layers"``)
+and on a net that takes it by itself; the bits are the NumPy reference's.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastpoly import MLP, boolean_inputs
+from fastpoly.backends.cuda.train import train_range_cuda
+from fastpoly.sgd import Recipe, make_train_plan
+from fastpoly.sgd.reference import train_range_reference
+
+pytestmark = pytest.mark.cuda_emu
+
+X4 = boolean_inputs(4)
+ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
+LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+def _same(ref, got):
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
+        assert np.array_equal(getattr(ref, f), getattr(got, f)), (f, getattr(ref, f), getattr(got, f))
+    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
+    assert got.params is not None and np.array_equal(_bits(ref.params), _bits(got.params))
+
+
+def _X(m, n, seed):
+    return np.random.default_rng(seed).standard_normal((m, n)).astype(np.float32)
+
+
+# name -> (arch, X, train, seed, recipe, lo, hi)
+PLANS = {
+    "sgd-ce": ("4-6-5-1", X4, (ROWS, LABELS), 3, Recipe(lr=0.1, batch_size=3, max_epochs=12, epochs_after_fit=1),
+               0, 3),
+    "adam-mse-thr": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                     Recipe(optimizer="adam", lr=0.05, loss="mse", batch_size=5, max_epochs=10, fit_threshold=0.5),
+                     1, 4),
+    "rmsprop-tanh-nobias": (MLP(3, (9, 7), activation="tanh", bias=False), _X(30, 3, 1),
+                            (np.arange(12), (np.arange(12) % 3 == 0).astype(np.uint8)), 5,
+                            Recipe(optimizer="rmsprop", lr=0.01, batch_size=4, max_epochs=4), 0, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_small_mlp_forced_down_the_wide_path(emu, name):
+    arch, X, train, seed, recipe, lo, hi = PLANS[name]
+    tp = make_train_plan(arch, X, train, seed, recipe)
+    ref = train_range_reference(tp, lo, hi, params=True)
+    _same(ref, train_range_cuda(tp, lo, hi, params=True, device=emu.EmuDevice(), path="layers", max_blocks=1))
+
+
+def test_a_wide_mlp_takes_the_wide_path_by_itself(emu):
+    """2-300-300-1 with Adam needs more shared memory per run than a block has: the layer kernel trains it."""
+    tp = make_train_plan(MLP(2, (300, 300)), _X(6, 2, 2), (np.arange(4), np.array([0, 1, 1, 0])), 9,
+                         Recipe(optimizer="adam", lr=0.01, batch_size=2, max_epochs=1))
+    ref = train_range_reference(tp, 0, 1, params=True)
+    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=emu.EmuDevice()))
+    with pytest.raises(ValueError, match="shared memory"):
+        train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="warp")
+    with pytest.raises(ValueError, match="path"):
+        train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="wide")
