@@ -11,7 +11,7 @@ to one pixel with N(0, 0.05^2) pixel noise, clipped to [0, 1] -- so the kernel k
 structure of real images; 64-40-40-1 relu, sigma_w = sigma_b = 1.  Functions on the test
 images: the test labels with a fraction 0, 0.02, 0.05, ... of them flipped.  Rows:
 
-* ``kernel``: :func:`fastpoly.gp.posterior_gp.kernel_blocked` of m + test rows (and, with
+* ``kernel``: :func:`fastpoly.gp.scale.kernel_blocked` of m + test rows (and, with
   m = 1000, the FCN 784-1024-1024-1 kernel of MNIST-sized random images for the build time);
 * ``P(S)``: :func:`condition_ep` (parallel EP, in-place LAPACK) -- seconds, CPU seconds (on a loaded
   machine with one BLAS thread, the time an unshared core would take), sweeps, seconds per sweep;
@@ -62,7 +62,7 @@ def augmented_digits(n: int, seed: int = 0):
 
 def one_size(m: int, n_test: int, n_functions: int, n_joint: int, max_sweeps: int | None) -> dict:
     import fastpoly
-    from fastpoly.gp.posterior_gp import condition_ep, gaussian_orthants, kernel_blocked, posterior_gp
+    from fastpoly.gp.scale import condition_ep, gaussian_orthants, kernel_blocked, posterior_gp
 
     arch = fastpoly.MLP(64, (40, 40))
     X, y = augmented_digits(m + n_test)

@@ -327,7 +327,7 @@ def psgd_vs_gp(
         Bad options, data or architecture; an ``out`` with earlier results and ``resume`` False.
     """
     from fastpoly.gp.kernels import kernel
-    from fastpoly.gp.posterior_gp import kernel_blocked, posterior_gp
+    from fastpoly.gp.scale import kernel_blocked, posterior_gp
 
     say = log or (lambda msg: None)
     t_all = time.perf_counter()

@@ -32,7 +32,7 @@ _EXPORTS = {
     "GPPosterior": "bayes",
     "sample": "sampling", "GP_STREAM": "sampling",
     "plot_vs_exact": "figures",
-    "posterior_gp": "posterior_gp", "condition_ep": "posterior_gp", "kernel_blocked": "posterior_gp",
+    "posterior_gp": "scale", "condition_ep": "scale", "kernel_blocked": "scale",
 }
 
 __all__ = list(_EXPORTS)

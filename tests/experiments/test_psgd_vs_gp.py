@@ -87,7 +87,7 @@ def test_min_count_leaves_out_rare_functions(ref, tmp_path):
 
 
 def test_gp_values_match_a_direct_posterior_gp_call(ref):
-    from fastpoly.gp.posterior_gp import posterior_gp
+    from fastpoly.gp.scale import posterior_gp
 
     out, meta = ref
     rows = _csv(out / "functions.csv")
@@ -250,7 +250,7 @@ def test_mnist_script_on_small_idx_files(tmp_path):
 @pytest.mark.slow
 def test_cnn_preset_uses_the_conv_kernel(tmp_path):
     from fastpoly.gp.kernels import kernel
-    from fastpoly.gp.posterior_gp import posterior_gp
+    from fastpoly.gp.scale import posterior_gp
 
     kw = dict(KW, arch="cnn", n_train=24, n_test=12, n_runs=6, optimizers=("adam",), lr=0.003)
     meta = X.psgd_vs_gp(tmp_path, **kw)

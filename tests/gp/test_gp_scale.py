@@ -14,7 +14,7 @@ from scipy.stats import multivariate_normal, norm
 import fastpoly
 from fastpoly.gp import kernel, orthant
 from fastpoly.gp.ep import _posterior
-from fastpoly.gp.posterior_gp import (
+from fastpoly.gp.scale import (
     condition_ep,
     gaussian_orthants,
     kernel_blocked,
@@ -265,3 +265,15 @@ def test_gaussian_orthants_check_says_when_tilting_cannot_judge():
     cov = np.full((d, d), 0.9) + 0.1 * np.eye(d)
     _, _, diags = gaussian_orthants(np.zeros(d), cov, np.ones((1, d), np.uint8), check=True, n_samples=10)
     assert diags[0]["check"].startswith("unreliable: effective sample size")
+
+
+def test_the_exported_function_does_not_depend_on_import_order():
+    """``from fastpoly.gp import posterior_gp`` is the function even after its module was imported first
+    (the module once had the function's name, and importing it shadowed the lazy export)."""
+    import subprocess
+    import sys
+
+    code = ("import fastpoly.gp.scale, fastpoly.gp\n"
+            "from fastpoly.gp import posterior_gp, condition_ep, kernel_blocked\n"
+            "assert all(callable(f) for f in (posterior_gp, condition_ep, kernel_blocked))\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
