@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     e.add_argument("--optimizer", default="sgd,adam,adagrad,rmsprop",
                    help="comma-separated optimizers (default sgd,adam,adagrad,rmsprop)")
     e.add_argument("--train", type=_positive, default=1000, help="train images m (default 1000)")
-    e.add_argument("--test", type=_positive, default=100, help="test images |E| (default 100)")
+    e.add_argument("--test", type=_positive, default=100, help="test images: the set E the functions are read on (default 100)")
     e.add_argument("--runs", type=_positive, default=1000, help="training runs per optimizer (default 1000)")
     e.add_argument("--min-count", type=_positive, default=2,
                    help="P_B^GP for functions seen at least this many times (default 2)")
