@@ -25,10 +25,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from fastpoly.activations import TABLE, codes_for
-from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.jit import JIT_OPTIONS, fma, jit, pjit, prange
 from fastpoly.backends.numba.vecmath import (
+    exp_neg64,
+    log1p_exp_neg32,
+    log1p_small64,
     vexp,
     vexpm1,
     vlog1p,
@@ -144,13 +149,37 @@ def _centered(code, t, b):
     return _act(code, b + t) - _act(code, b)
 
 
+def _softplus_tail_rows(z, nb, tmp):
+    """``tmp[:nb] = log1p(exp(-|z[:nb]|))`` (jitted code only; see :func:`_ov_softplus_tail_rows`)."""
+    raise NotImplementedError("_softplus_tail_rows is only callable from jitted code")
+
+
+@overload(_softplus_tail_rows, jit_options={k: v for k, v in JIT_OPTIONS.items() if k != "cache"})
+def _ov_softplus_tail_rows(z, nb, tmp):
+    """``log1p(exp(-|z|))`` in one piece: :func:`~fastpoly.backends.numba.vecmath.log1p_exp_neg32` / ``_neg64``."""
+    if z.dtype == types.float32:
+        def impl32(z, nb, tmp):
+            for t in range(nb):
+                tmp[t] = log1p_exp_neg32(abs(z[t]))
+        return impl32
+
+    def impl64(z, nb, tmp):
+        # two loops (the same bits as log1p_exp_neg64): LLVM vectorises each, not their composition
+        for t in range(nb):
+            tmp[t] = exp_neg64(abs(z[t]))
+        for t in range(nb):
+            tmp[t] = log1p_small64(tmp[t])
+    return impl64
+
+
 @jit(inline="always")
 def _act_loop(code, z, nb, tmp):
     """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop.
 
-    Softplus runs as two loops, ``tmp = exp(-|z|)``, ``z = max(z, 0)`` then ``z += log1p(tmp)``:
-    the arithmetic of :func:`fastpoly.backends.numba.vecmath.vsoftplus`, but each loop body is
-    small enough for LLVM to inline and vectorise (the float64 composition in one loop is not).
+    Softplus is ``max(z, 0) + log1p(exp(-|z|))`` with the second term from
+    :func:`_softplus_tail_rows` (float64: the arithmetic of
+    :func:`fastpoly.backends.numba.vecmath.vsoftplus`; float32: the one-piece
+    :func:`~fastpoly.backends.numba.vecmath.log1p_exp_neg32`, within 4 ulp of softplus).
     """
     if code == A_IDENTITY:
         return
@@ -159,12 +188,10 @@ def _act_loop(code, z, nb, tmp):
             v = z[t]
             z[t] = v if v > 0 else v * 0
     elif code == A_SOFTPLUS:
+        _softplus_tail_rows(z, nb, tmp)
         for t in range(nb):
             v = z[t]
-            tmp[t] = vexp(-abs(v))
-            z[t] = v if v > 0 else v * 0
-        for t in range(nb):
-            z[t] = z[t] + vlog1p(tmp[t])
+            z[t] = (v if v > 0 else v * 0) + tmp[t]
     elif code == A_EXP:
         for t in range(nb):
             z[t] = vexp(z[t])
@@ -289,15 +316,27 @@ def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, ha
 
 
 @jit(inline="always")
+def _accumulate(acc, z, nb, q0, q1, rowidx, cvals):
+    """``acc[rowidx[q]] += cvals[q] * z`` for ``q`` in ``q0 .. q1-1`` (one neuron's output weights)."""
+    for q in range(q0, q1):
+        w = cvals[q]
+        a = acc[rowidx[q]]
+        for t in range(nb):
+            a[t] = a[t] + w * z[t]
+
+
+@jit(inline="always")
 def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                 bufs, zrow, tmp, acc, colptr, rowidx, cvals, out):
+                 bufs, zrow, zrow2, tmp, acc, colptr, rowidx, cvals, pair, out):
     """Like :func:`_structured_block`, with the last hidden layer fused into the (identity) output layer.
 
     The last hidden layer is never stored: each of its neurons is computed into ``zrow`` and
     at once added, with its output weights, to the output accumulators ``acc`` (the output
     layer in CSC form).  Every output row's columns are increasing (checked when the arrays
     are built), so each output still sums its terms in CSR storage order from its bias:
-    the same arithmetic as :func:`_structured_block`.
+    the same arithmetic as :func:`_structured_block`.  Softplus pairs (``pair[j] != 0``, see
+    :func:`_softplus_pairs`) evaluate ``exp`` and ``log1p`` once for both neurons, with the
+    same bits as evaluating them one by one.
     """
     n_in = X.shape[1]
     h = bufs[0]
@@ -324,7 +363,9 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
     code = codes[li]
     centered = has_shift[li]
     z = zrow
-    for j in range(fan_out[li]):
+    nj = fan_out[li]
+    j = 0
+    while j < nj:
         bj = bias[nb_off + j]
         for t in range(nb):
             z[t] = bj
@@ -333,15 +374,35 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
             src = hin[indices[p]]
             for t in range(nb):
                 z[t] = z[t] + w * src[t]
+        if pair[j] != 0:
+            # softplus pair (see _softplus_pairs): neuron j+1's pre-activation is -z, bit for bit,
+            # and both share log1p(exp(-|z|)); z2 = max(-z, 0) + that, as _act_loop computes it
+            z2 = zrow2
+            _softplus_tail_rows(z, nb, tmp)
+            for t in range(nb):
+                v = z[t]
+                u = -v
+                z2[t] = (u if u > 0 else u * 0) + tmp[t]
+                z[t] = (v if v > 0 else v * 0) + tmp[t]
+            n1 = colptr[j + 1] - colptr[j]
+            if pair[j] == 2:  # same output rows: one pass, each row still adds z before z2
+                for q in range(colptr[j], colptr[j + 1]):
+                    w = cvals[q]
+                    w2 = cvals[q + n1]
+                    a = acc[rowidx[q]]
+                    for t in range(nb):
+                        a[t] = (a[t] + w * z[t]) + w2 * z2[t]
+            else:
+                _accumulate(acc, z, nb, colptr[j], colptr[j + 1], rowidx, cvals)
+                _accumulate(acc, z2, nb, colptr[j + 1], colptr[j + 2], rowidx, cvals)
+            j += 2
+            continue
         if centered:
             _centered_loop(code, z, nb, shift[nb_off + j])
         else:
             _act_loop(code, z, nb, tmp)
-        for q in range(colptr[j], colptr[j + 1]):
-            w = cvals[q]
-            a = acc[rowidx[q]]
-            for t in range(nb):
-                a[t] = a[t] + w * z[t]
+        _accumulate(acc, z, nb, colptr[j], colptr[j + 1], rowidx, cvals)
+        j += 1
     for o in range(acc.shape[0]):
         a = acc[o]
         for t in range(nb):
@@ -350,7 +411,7 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
 
 @pjit
 def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                             maxw, block, colptr, rowidx, cvals, out):
+                             maxw, block, colptr, rowidx, cvals, pair, out):
     N = X.shape[0]
     n_blocks = (N + block - 1) // block
     n_lanes = min(n_blocks, 4 * 64)
@@ -358,19 +419,20 @@ def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shi
     for lane in prange(n_lanes):
         bufs = np.empty((2, maxw, block), X.dtype)
         zrow = np.empty(block, X.dtype)
+        zrow2 = np.empty(block, X.dtype)
         tmp = np.empty(block, X.dtype)
         acc = np.empty((n_out, block), X.dtype)
         for bi in range(lane, n_blocks, n_lanes):
             r0 = bi * block
             nb = min(block, N - r0)
             _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                         codes, bufs, zrow, tmp, acc, colptr, rowidx, cvals, out)
+                         codes, bufs, zrow, zrow2, tmp, acc, colptr, rowidx, cvals, pair, out)
 
 
 class _StructuredArrays:
     """Concatenated kernel arrays of a structured network in one dtype."""
 
-    def __init__(self, snet, dtype):
+    def __init__(self, snet, dtype, pairs=True):
         layers = snet.layers
         self.n_layers = len(layers)
         ip, ix, da, bi, sh, hs, fo, co, offs = [], [], [], [], [], [], [], [], []
@@ -412,6 +474,41 @@ class _StructuredArrays:
             self.cvals = np.ascontiguousarray(last.data[order], dtype=dtype)
             # the last hidden layer is not stored: scratch rows for the layers before it only
             self.maxw = int(max([snet.n_inputs] + fo[:-2]))
+            self.pair = _softplus_pairs(layers[-2], self.colptr, self.rowidx) if pairs else \
+                np.zeros(layers[-2].fan_out, np.int8)
+
+
+def _softplus_pairs(layer, colptr, rowidx):
+    """Per neuron of the fused layer: 1 or 2 where neurons ``j`` and ``j + 1`` are a softplus pair, else 0.
+
+    A pair is two uncentered softplus neurons whose biases and weights (same inputs, same
+    order) are exactly negated, as the compiler emits them for the ``+-`` halves of a gate.
+    Their sums are computed in the same order, and rounding to nearest is odd-symmetric, so
+    neuron ``j + 1``'s pre-activation is ``-z`` with ``z`` neuron ``j``'s (at most the sign of
+    a zero differs, which ``max(., 0) + log1p(...)`` does not see).  With
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` the two share ``log1p(exp(-|z|))``: one
+    ``exp`` and one ``log1p`` for two neurons, the same bits as evaluating both.  (In real
+    arithmetic this is ``softplus(-z) = softplus(z) - z``; the kernel keeps the float form, so
+    the certified bounds, which assume each neuron is evaluated, hold unchanged.)  ``2``:
+    the two neurons also feed the same outputs (one accumulation pass for both).
+    """
+    n = layer.fan_out
+    pair = np.zeros(n, np.int8)
+    if layer.activation != "softplus" or layer.shift is not None:
+        return pair
+    ip, ix, da, bi = layer.indptr, layer.indices, np.asarray(layer.data), np.asarray(layer.bias)
+    j = 0
+    while j + 1 < n:
+        a0, a1, b1 = ip[j], ip[j + 1], ip[j + 2]
+        if (a1 - a0 == b1 - a1 and bi[j + 1] == -bi[j] and np.array_equal(ix[a0:a1], ix[a1:b1])
+                and np.array_equal(da[a1:b1], -da[a0:a1])):
+            same = (colptr[j + 1] - colptr[j] == colptr[j + 2] - colptr[j + 1]
+                    and np.array_equal(rowidx[colptr[j]:colptr[j + 1]], rowidx[colptr[j + 1]:colptr[j + 2]]))
+            pair[j] = 2 if same else 1
+            j += 2
+        else:
+            j += 1
+    return pair
 
 
 def _fusable(layers):
@@ -452,7 +549,7 @@ def evaluate_structured(snet, X, dtype, block=POINT_BLOCK, prepared=None):
     if X.shape[0] and arr.fused:
         _structured_fused_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias,
                                  arr.shift, arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block),
-                                 arr.colptr, arr.rowidx, arr.cvals, out)
+                                 arr.colptr, arr.rowidx, arr.cvals, arr.pair, out)
     elif X.shape[0]:
         _structured_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias, arr.shift,
                            arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block), out)
