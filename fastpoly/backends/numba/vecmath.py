@@ -208,6 +208,7 @@ def tanh32(z):
 
 #: softplus tail: ``log1p(exp(-a))`` is flushed to 0 beyond this ``a`` (``exp(-87) > 2**-126``: normal)
 _SPT_AMAX = _F(87.0)
+_SPT_POW2_OFF = ((127 - _SHIFT_BITS) << 23) & 0xFFFFFFFF
 #: ``P(z) ~ (atanh(t)/t - 1) / z`` on ``z = t**2 in [0, 1/9]`` (degree-4 fit at Chebyshev nodes,
 #: rounded to float32): its error moves ``log1p`` by < 0.02 units of 2**-24 relative
 _SPT_P0 = _F(0.33333334)
@@ -234,8 +235,13 @@ def log1p_exp_neg32(a):
     """
     x = -a
     x = -_SPT_AMAX if x < -_SPT_AMAX else x
-    k, r = _reduce(x)
-    e = (_ONE + _expm1_poly(r)) * _pow2(k)
+    s = fma(x, _LOG2E, _SHIFT)
+    kf = s - _SHIFT
+    r = fma(kf, -_LN2_C1, x)
+    r = fma(kf, -_LN2_C2, r)
+    # 2**k from the low bits of s (k = bits(s) - bits(shifter)): ((k + 127) << 23) mod 2**32, in 32 bits
+    scale = bits_to_f32(np.uint32(((f32_to_bits(s) << 23) + _SPT_POW2_OFF) & 0xFFFFFFFF))
+    e = (_ONE + _expm1_poly(r)) * scale
     e = _ZERO if a > _SPT_AMAX else e
     t = e / (_TWO + e)
     z = t * t
