@@ -41,6 +41,9 @@ _FUNCS = ("sin", "cos", "tan", "exp", "log", "sqrt", "Abs", "abs", "tanh", "sinh
           "asin", "acos", "ln", "floor", "ceiling", "sign", "Max", "Min", "max", "min")
 
 
+_INT_TYPE = {int}
+
+
 def _to_fraction(c, what="coefficient"):
     """Exact Fraction of a number (int, Fraction, float, numpy scalar, SymPy Rational/Float)."""
     if isinstance(c, bool):
@@ -197,10 +200,12 @@ class Polynomial:
                 e = (int(e),)
             if not isinstance(e, tuple) or not e:
                 raise ValueError(f"dict keys must be exponent tuples, got {e!r}")
-            for x in e:
-                if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
-                    raise ValueError(f"exponents must be non-negative integers, got {e!r}")
-            e = tuple(int(x) for x in e)
+            # fast path (C-level loops): a tuple of plain non-negative ints is already canonical
+            if not (set(map(type, e)) == _INT_TYPE and min(e) >= 0):
+                for x in e:
+                    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
+                        raise ValueError(f"exponents must be non-negative integers, got {e!r}")
+                e = tuple(int(x) for x in e)
             _check_n_vars(len(e), "an exponent tuple")
             lengths.add(len(e))
             f = _to_fraction(c)

@@ -23,12 +23,18 @@ reference for relu/sign/identity), in float64 the unfused ``z = z + x*W``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from fastpoly.activations import TABLE, codes_for
-from fastpoly.backends.numba.jit import fma, jit, pjit, prange
+from fastpoly.backends.numba.jit import JIT_OPTIONS, fma, jit, pjit, prange
 from fastpoly.backends.numba.vecmath import (
+    exp_neg64,
+    log1p_exp_neg32,
+    log1p_small64,
     vexp,
     vexpm1,
     vlog1p,
@@ -144,13 +150,70 @@ def _centered(code, t, b):
     return _act(code, b + t) - _act(code, b)
 
 
+#: jit options of the overloads below (the policy without ``cache``, which overloads do not take)
+_OV_OPTS: Any = {k: v for k, v in JIT_OPTIONS.items() if k != "cache"}
+
+
+def _softplus_rows(z, z2, nb, tmp, pair):
+    """``z[:nb] = softplus(z[:nb])``; with ``pair``, also ``z2[:nb] = softplus(-z[:nb])`` (jitted code only).
+
+    ``softplus(v) = max(v, 0) + log1p(exp(-|v|))``, the second term computed once for ``v`` and
+    ``-v`` (:func:`_softplus_pairs`); ``max(v, 0)`` as ``v if v > 0 else v * 0``.  See
+    :func:`_ov_softplus_rows`.
+    """
+    raise NotImplementedError("_softplus_rows is only callable from jitted code")
+
+
+@overload(_softplus_rows, jit_options=_OV_OPTS)
+def _ov_softplus_rows(z, z2, nb, tmp, pair):
+    """Implementation of :func:`_softplus_rows` by dtype.
+
+    float32: one loop with :func:`~fastpoly.backends.numba.vecmath.log1p_exp_neg32`; float64:
+    :func:`~fastpoly.backends.numba.vecmath.exp_neg64` then
+    :func:`~fastpoly.backends.numba.vecmath.log1p_small64` (the bits of ``log1p_exp_neg64``) in
+    two loops: LLVM vectorises each, not their composition.
+    """
+    if z.dtype == types.float32:
+        def impl32(z, z2, nb, tmp, pair):
+            for t in range(nb):
+                tmp[t] = log1p_exp_neg32(abs(z[t]))
+            if pair:
+                for t in range(nb):
+                    v = z[t]
+                    u = -v
+                    z2[t] = (u if u > 0 else u * 0) + tmp[t]
+                    z[t] = (v if v > 0 else v * 0) + tmp[t]
+            else:
+                for t in range(nb):
+                    v = z[t]
+                    z[t] = (v if v > 0 else v * 0) + tmp[t]
+        return impl32
+
+    def impl64(z, z2, nb, tmp, pair):
+        for t in range(nb):
+            tmp[t] = exp_neg64(abs(z[t]))
+        if pair:
+            for t in range(nb):
+                v = z[t]
+                lg = log1p_small64(tmp[t])
+                u = -v
+                z2[t] = (u if u > 0 else u * 0) + lg
+                z[t] = (v if v > 0 else v * 0) + lg
+        else:
+            for t in range(nb):
+                v = z[t]
+                z[t] = (v if v > 0 else v * 0) + log1p_small64(tmp[t])
+    return impl64
+
+
 @jit(inline="always")
 def _act_loop(code, z, nb, tmp):
     """``z[:nb] = act(z[:nb])`` with the activation dispatch hoisted out of the (vectorised) point loop.
 
-    Softplus runs as two loops, ``tmp = exp(-|z|)``, ``z = max(z, 0)`` then ``z += log1p(tmp)``:
-    the arithmetic of :func:`fastpoly.backends.numba.vecmath.vsoftplus`, but each loop body is
-    small enough for LLVM to inline and vectorise (the float64 composition in one loop is not).
+    Softplus is :func:`_softplus_rows`: ``max(z, 0) + log1p(exp(-|z|))`` with the second term in
+    one piece (:func:`~fastpoly.backends.numba.vecmath.log1p_exp_neg32` / ``log1p_exp_neg64``,
+    within 3 ulp; the whole within 4 ulp of softplus, inside the ``KAPPA = 8`` ulps the
+    certified bounds allow).
     """
     if code == A_IDENTITY:
         return
@@ -159,12 +222,7 @@ def _act_loop(code, z, nb, tmp):
             v = z[t]
             z[t] = v if v > 0 else v * 0
     elif code == A_SOFTPLUS:
-        for t in range(nb):
-            v = z[t]
-            tmp[t] = vexp(-abs(v))
-            z[t] = v if v > 0 else v * 0
-        for t in range(nb):
-            z[t] = z[t] + vlog1p(tmp[t])
+        _softplus_rows(z, z, nb, tmp, False)
     elif code == A_EXP:
         for t in range(nb):
             z[t] = vexp(z[t])
@@ -229,22 +287,72 @@ def _centered_loop(code, z, nb, b):
 
 
 @jit(inline="always")
-def _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp):
-    """Hidden layer ``li`` of a structured network on ``nb`` points: ``hout[j] = act(b_j + sum_p w_p hin[i_p])``."""
+def _presum(z, nb, bj, p0, p1, data, indices, hin):
+    """``z[:nb] = bj + sum_p data[p] * hin[indices[p]]`` over ``p0 .. p1-1``, summed in storage order.
+
+    One or two terms (every neuron of a gate layer) run in a single pass: the same roundings.
+    """
+    n = p1 - p0
+    if n == 1:
+        w = data[p0]
+        src = hin[indices[p0]]
+        for t in range(nb):
+            z[t] = bj + w * src[t]
+    elif n == 2:
+        w = data[p0]
+        src = hin[indices[p0]]
+        w2 = data[p0 + 1]
+        src2 = hin[indices[p0 + 1]]
+        for t in range(nb):
+            z[t] = (bj + w * src[t]) + w2 * src2[t]
+    else:
+        for t in range(nb):
+            z[t] = bj
+        for p in range(p0, p1):
+            w = data[p]
+            src = hin[indices[p]]
+            for t in range(nb):
+                z[t] = z[t] + w * src[t]
+
+
+@jit(inline="always")
+def _presum_paired(z, nb, bj, p0, p1, data, indices, hin, epair):
+    """Like :func:`_presum`, with each flagged pair of entries ``(p, p + 1)`` added as ``w_p * (h - h')``."""
+    for t in range(nb):
+        z[t] = bj
+    p = p0
+    while p < p1:
+        w = data[p]
+        src = hin[indices[p]]
+        if epair[p] != 0:
+            src2 = hin[indices[p + 1]]
+            for t in range(nb):
+                z[t] = z[t] + w * (src[t] - src2[t])
+            p += 2
+        else:
+            for t in range(nb):
+                z[t] = z[t] + w * src[t]
+            p += 1
+
+
+@jit(inline="always")
+def _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp,
+                  epair):
+    """Hidden layer ``li`` of a structured network on ``nb`` points: ``hout[j] = act(b_j + sum_p w_p hin[i_p])``.
+
+    In the output layer, entries flagged in ``epair`` (:func:`_output_pairs`) add
+    ``w * (h_j - h_{j+1})`` for the two terms ``w h_j - w h_{j+1}``, as the fused kernel does.
+    """
     pb = offs[li, 0]  # first row of this layer in the concatenated indptr
     nb_off = offs[li, 1]  # offset into bias/shift/codes arrays (neurons)
     code = codes[li]
     centered = has_shift[li]
     for j in range(fan_out[li]):
-        bj = bias[nb_off + j]
         z = hout[j]
-        for t in range(nb):
-            z[t] = bj
-        for p in range(indptr[pb + j], indptr[pb + j + 1]):
-            w = data[p]
-            src = hin[indices[p]]
-            for t in range(nb):
-                z[t] = z[t] + w * src[t]
+        if epair.size and li == offs.shape[0] - 1:
+            _presum_paired(z, nb, bias[nb_off + j], indptr[pb + j], indptr[pb + j + 1], data, indices, hin, epair)
+        else:
+            _presum(z, nb, bias[nb_off + j], indptr[pb + j], indptr[pb + j + 1], data, indices, hin)
         if centered:
             _centered_loop(code, z, nb, shift[nb_off + j])
         else:
@@ -253,7 +361,7 @@ def _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, h
 
 @jit(inline="always")
 def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                      codes, bufs, tmp, out):
+                      codes, bufs, tmp, epair, out):
     """Evaluate rows ``r0 .. r0+nb-1`` of ``X`` through every layer; write the outputs."""
     n_in = X.shape[1]
     h = bufs[0]
@@ -264,7 +372,8 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
     for li in range(n_layers):
         hin = bufs[cur]
         hout = bufs[1 - cur]
-        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp)
+        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp,
+                      epair)
         cur = 1 - cur
     h = bufs[cur]
     for j in range(out.shape[1]):
@@ -274,7 +383,7 @@ def _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, sh
 
 @pjit
 def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                       maxw, block, out):
+                       maxw, block, epair, out):
     N = X.shape[0]
     n_blocks = (N + block - 1) // block
     n_lanes = min(n_blocks, 4 * 64)
@@ -285,19 +394,31 @@ def _structured_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, ha
             r0 = bi * block
             nb = min(block, N - r0)
             _structured_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift,
-                              fan_out, codes, bufs, tmp, out)
+                              fan_out, codes, bufs, tmp, epair, out)
+
+
+@jit(inline="always")
+def _accumulate(acc, z, nb, q0, q1, rowidx, cvals):
+    """``acc[rowidx[q]] += cvals[q] * z`` for ``q`` in ``q0 .. q1-1`` (one neuron's output weights)."""
+    for q in range(q0, q1):
+        w = cvals[q]
+        a = acc[rowidx[q]]
+        for t in range(nb):
+            a[t] = a[t] + w * z[t]
 
 
 @jit(inline="always")
 def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                 bufs, zrow, tmp, acc, colptr, rowidx, cvals, out):
+                 bufs, zrow, zrow2, tmp, acc, colptr, rowidx, cvals, pair, opair, out):
     """Like :func:`_structured_block`, with the last hidden layer fused into the (identity) output layer.
 
     The last hidden layer is never stored: each of its neurons is computed into ``zrow`` and
     at once added, with its output weights, to the output accumulators ``acc`` (the output
     layer in CSC form).  Every output row's columns are increasing (checked when the arrays
     are built), so each output still sums its terms in CSR storage order from its bias:
-    the same arithmetic as :func:`_structured_block`.
+    the same arithmetic as :func:`_structured_block`.  Softplus pairs (``pair[j] != 0``, see
+    :func:`_softplus_pairs`) evaluate ``exp`` and ``log1p`` once for both neurons, with the
+    same bits as evaluating them one by one.
     """
     n_in = X.shape[1]
     h = bufs[0]
@@ -308,7 +429,8 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
     for li in range(n_layers - 2):
         hin = bufs[cur]
         hout = bufs[1 - cur]
-        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp)
+        _hidden_layer(li, hin, hout, nb, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes, tmp,
+                      opair[:0])
         cur = 1 - cur
     hin = bufs[cur]
     lo = n_layers - 1
@@ -324,24 +446,49 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
     code = codes[li]
     centered = has_shift[li]
     z = zrow
-    for j in range(fan_out[li]):
-        bj = bias[nb_off + j]
-        for t in range(nb):
-            z[t] = bj
-        for p in range(indptr[pb + j], indptr[pb + j + 1]):
-            w = data[p]
-            src = hin[indices[p]]
-            for t in range(nb):
-                z[t] = z[t] + w * src[t]
-        if centered:
-            _centered_loop(code, z, nb, shift[nb_off + j])
+    nj = fan_out[li]
+    j = 0
+    while j < nj:
+        _presum(z, nb, bias[nb_off + j], indptr[pb + j], indptr[pb + j + 1], data, indices, hin)
+        if pair[j] != 0:
+            # softplus pair (see _softplus_pairs): neuron j+1's pre-activation is -z, bit for bit,
+            # and both share log1p(exp(-|z|))
+            z2 = zrow2
+            _softplus_rows(z, z2, nb, tmp, True)
         else:
-            _act_loop(code, z, nb, tmp)
-        for q in range(colptr[j], colptr[j + 1]):
-            w = cvals[q]
-            a = acc[rowidx[q]]
+            if centered:
+                _centered_loop(code, z, nb, shift[nb_off + j])
+            else:
+                _act_loop(code, z, nb, tmp)
+            if opair[j] != 0:
+                z2 = zrow2
+                _presum(z2, nb, bias[nb_off + j + 1], indptr[pb + j + 1], indptr[pb + j + 2], data, indices, hin)
+                if centered:
+                    _centered_loop(code, z2, nb, shift[nb_off + j + 1])
+                else:
+                    _act_loop(code, z2, nb, tmp)
+        if opair[j] != 0:
+            # output pair (see _output_pairs): w h_j - w h_{j+1} as w (h_j - h_{j+1})
             for t in range(nb):
-                a[t] = a[t] + w * z[t]
+                z[t] = z[t] - zrow2[t]
+            _accumulate(acc, z, nb, colptr[j], colptr[j + 1], rowidx, cvals)
+            j += 2
+        elif pair[j] != 0:
+            n1 = colptr[j + 1] - colptr[j]
+            if pair[j] == 2:  # same output rows: one pass, each row still adds z before z2
+                for q in range(colptr[j], colptr[j + 1]):
+                    w = cvals[q]
+                    w2 = cvals[q + n1]
+                    a = acc[rowidx[q]]
+                    for t in range(nb):
+                        a[t] = (a[t] + w * z[t]) + w2 * zrow2[t]
+            else:
+                _accumulate(acc, z, nb, colptr[j], colptr[j + 1], rowidx, cvals)
+                _accumulate(acc, zrow2, nb, colptr[j + 1], colptr[j + 2], rowidx, cvals)
+            j += 2
+        else:
+            _accumulate(acc, z, nb, colptr[j], colptr[j + 1], rowidx, cvals)
+            j += 1
     for o in range(acc.shape[0]):
         a = acc[o]
         for t in range(nb):
@@ -350,7 +497,7 @@ def _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, 
 
 @pjit
 def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out, codes,
-                             maxw, block, colptr, rowidx, cvals, out):
+                             maxw, block, colptr, rowidx, cvals, pair, opair, out):
     N = X.shape[0]
     n_blocks = (N + block - 1) // block
     n_lanes = min(n_blocks, 4 * 64)
@@ -358,19 +505,20 @@ def _structured_fused_kernel(X, n_layers, offs, indptr, indices, data, bias, shi
     for lane in prange(n_lanes):
         bufs = np.empty((2, maxw, block), X.dtype)
         zrow = np.empty(block, X.dtype)
+        zrow2 = np.empty(block, X.dtype)
         tmp = np.empty(block, X.dtype)
         acc = np.empty((n_out, block), X.dtype)
         for bi in range(lane, n_blocks, n_lanes):
             r0 = bi * block
             nb = min(block, N - r0)
             _fused_block(X, r0, nb, n_layers, offs, indptr, indices, data, bias, shift, has_shift, fan_out,
-                         codes, bufs, zrow, tmp, acc, colptr, rowidx, cvals, out)
+                         codes, bufs, zrow, zrow2, tmp, acc, colptr, rowidx, cvals, pair, opair, out)
 
 
 class _StructuredArrays:
     """Concatenated kernel arrays of a structured network in one dtype."""
 
-    def __init__(self, snet, dtype):
+    def __init__(self, snet, dtype, pairs=True):
         layers = snet.layers
         self.n_layers = len(layers)
         ip, ix, da, bi, sh, hs, fo, co, offs = [], [], [], [], [], [], [], [], []
@@ -401,6 +549,7 @@ class _StructuredArrays:
         self.maxw = int(max([snet.n_inputs] + fo))
         self.n_out = int(fo[-1])
         self.fused = _fusable(layers)
+        self.epair = np.zeros(0, np.int8)
         if self.fused:
             last = layers[-1]
             rows = np.repeat(np.arange(last.fan_out), np.diff(last.indptr))
@@ -412,6 +561,89 @@ class _StructuredArrays:
             self.cvals = np.ascontiguousarray(last.data[order], dtype=dtype)
             # the last hidden layer is not stored: scratch rows for the layers before it only
             self.maxw = int(max([snet.n_inputs] + fo[:-2]))
+            self.opair = _output_pairs(layers[-2], self.colptr, self.rowidx, self.cvals)
+            self.pair = _softplus_pairs(layers[-2], self.colptr, self.rowidx, self.opair) if pairs else \
+                np.zeros(layers[-2].fan_out, np.int8)
+            if self.opair.any():
+                # the same pairs, flagged on the first entry of each pair in the output rows (unfused path)
+                first = np.zeros(last.nnz, np.int8)
+                first[self.opair[last.indices] != 0] = 1
+                self.epair = np.concatenate([np.zeros(nnz0 - last.nnz, np.int8), first])
+
+
+#: hidden activations whose networks may sum paired output terms as ``w (h_j - h_{j+1})``: those whose
+#: kernels agree with the reference within tolerance only (identity, relu and square stay bit-identical)
+PAIRED_OUTPUT_ACTS = frozenset(STRUCT_CODES) - {"identity", "relu", "square"}
+
+
+def _output_pairs(layer, colptr, rowidx, cvals):
+    """Per neuron of the fused layer: 1 where neurons ``j`` and ``j + 1`` are an output pair, else 0.
+
+    An output pair: the two neurons feed the same outputs with exactly negated weights (the
+    ``+-`` halves of a multiplication gate, ``w (s(b+u) - s(b-u))`` ...).  Each output then adds
+    ``w * (h_j - h_{j+1})`` (one subtraction, one product) in place of ``w h_j`` and
+    ``(-w) h_{j+1}``: half the output multiply-adds.  Only for activations in
+    :data:`PAIRED_OUTPUT_ACTS`.
+
+    Rounding: the reference sums ``bias + sum_i w_i h_i`` left to right, and the certified
+    bound charges every term ``gamma(K + 3)`` relative (``K`` terms; :mod:`fastpoly.poly.bounds`).
+    With pairs each of the two original terms goes through the subtraction, the product and
+    at most ``K / 2 + 1`` additions, ``K / 2 + 3 <= K + 3`` roundings: the computed sum is
+    still ``bias (1 + t_0) + sum_i w_i h_i (1 + t_i)`` with ``|t_i| <= gamma(K + 3)``, so the
+    certified bound holds unchanged (the fused and unfused kernels pair the same terms and
+    agree bit for bit; ``tests/poly`` checks both against the reference and the bounds).
+    """
+    n = layer.fan_out
+    pair = np.zeros(n, np.int8)
+    if layer.activation not in PAIRED_OUTPUT_ACTS:
+        return pair
+    j = 0
+    while j + 1 < n:
+        q0, q1, q2 = colptr[j], colptr[j + 1], colptr[j + 2]
+        if (q1 > q0 and q1 - q0 == q2 - q1 and np.array_equal(rowidx[q0:q1], rowidx[q1:q2])
+                and np.array_equal(cvals[q1:q2], -cvals[q0:q1])):
+            pair[j] = 1
+            j += 2
+        else:
+            j += 1
+    return pair
+
+
+def _softplus_pairs(layer, colptr, rowidx, opair):
+    """Per neuron of the fused layer: 1 or 2 where neurons ``j`` and ``j + 1`` are a softplus pair, else 0.
+
+    A pair is two uncentered softplus neurons whose biases and weights (same inputs, same
+    order) are exactly negated, as the compiler emits them for the ``+-`` halves of a gate.
+    Their sums are computed in the same order, and rounding to nearest is odd-symmetric, so
+    neuron ``j + 1``'s pre-activation is ``-z`` with ``z`` neuron ``j``'s (at most the sign of
+    a zero differs, which ``max(., 0) + log1p(...)`` does not see).  With
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` the two share ``log1p(exp(-|z|))``: one
+    ``exp`` and one ``log1p`` for two neurons, the same bits as evaluating both.  (In real
+    arithmetic this is ``softplus(-z) = softplus(z) - z``; the kernel keeps the float form, so
+    the certified bounds, which assume each neuron is evaluated, hold unchanged.)  ``2``:
+    the two neurons also feed the same outputs (one accumulation pass for both).  A pair
+    never straddles an output pair (:func:`_output_pairs`): both step over the same ``j``.
+    """
+    n = layer.fan_out
+    pair = np.zeros(n, np.int8)
+    if layer.activation != "softplus" or layer.shift is not None:
+        return pair
+    ip, ix, da, bi = layer.indptr, layer.indices, np.asarray(layer.data), np.asarray(layer.bias)
+    j = 0
+    while j + 1 < n:
+        if opair[j + 1] != 0:  # j + 1 starts an output pair: j stays single
+            j += 1
+            continue
+        a0, a1, b1 = ip[j], ip[j + 1], ip[j + 2]
+        if (a1 - a0 == b1 - a1 and bi[j + 1] == -bi[j] and np.array_equal(ix[a0:a1], ix[a1:b1])
+                and np.array_equal(da[a1:b1], -da[a0:a1])):
+            same = (colptr[j + 1] - colptr[j] == colptr[j + 2] - colptr[j + 1]
+                    and np.array_equal(rowidx[colptr[j]:colptr[j + 1]], rowidx[colptr[j + 1]:colptr[j + 2]]))
+            pair[j] = 2 if same else 1
+            j += 2
+        else:
+            j += 2 if opair[j] != 0 else 1
+    return pair
 
 
 def _fusable(layers):
@@ -452,10 +684,10 @@ def evaluate_structured(snet, X, dtype, block=POINT_BLOCK, prepared=None):
     if X.shape[0] and arr.fused:
         _structured_fused_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias,
                                  arr.shift, arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block),
-                                 arr.colptr, arr.rowidx, arr.cvals, out)
+                                 arr.colptr, arr.rowidx, arr.cvals, arr.pair, arr.opair, out)
     elif X.shape[0]:
         _structured_kernel(X, arr.n_layers, arr.offs, arr.indptr, arr.indices, arr.data, arr.bias, arr.shift,
-                           arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block), out)
+                           arr.has_shift, arr.fan_out, arr.codes, arr.maxw, int(block), arr.epair, out)
     return out
 
 

@@ -17,6 +17,10 @@ musl's ``log1p`` with its degree-14 polynomial); accuracy within 2 ulp of the ex
 (``tests/test_ltr_vecmath64.py``: against libm on 4e6 points and the whole range, and
 against 50-digit mpmath), and they vectorise where libm's scalar calls do not.
 
+``log1p_exp_neg32`` / ``log1p_exp_neg64`` compute softplus's ``log1p(exp(-a))`` (``a >= 0``)
+in one piece, cheaper than the composition (one division, no exponent extraction; within 3 ulp,
+``tests/poly/test_softplus_kernel.py``): the structured-network kernels use them.
+
 Generic entry points :func:`vexp`, :func:`vexpm1`, :func:`vlog1p`, :func:`vsigmoid`,
 :func:`vsoftplus` dispatch on the argument type inside jitted code (float32 and float64:
 the functions of this module); :func:`vtanh` uses this module for float32 and ``math.tanh``
@@ -52,7 +56,8 @@ from fastpoly.stream import fmath_train as _FT
 __all__ = [
     "exp32", "expm1_32", "log1p32", "sigmoid32", "softplus32", "silu32", "tanh32", "erf32",
     "d_tanh32", "d_erf32", "d_sigmoid32",
-    "exp64", "expm1_64", "log1p64", "sigmoid64", "softplus64",
+    "log1p_exp_neg32",
+    "exp64", "expm1_64", "log1p64", "sigmoid64", "softplus64", "log1p_exp_neg64", "exp_neg64", "log1p_small64",
     "vexp", "vexpm1", "vlog1p", "vtanh", "vsigmoid", "vsoftplus",
 ]
 
@@ -205,6 +210,66 @@ def tanh32(z):
     return t if z >= _ZERO else -t
 
 
+#: softplus tail: ``log1p(exp(-a))`` is flushed to 0 beyond this ``a`` (``exp(-87) > 2**-126``: normal)
+_SPT_AMAX = _F(87.0)
+_SPT_POW2_OFF = ((127 - _SHIFT_BITS) << 23) & 0xFFFFFFFF
+#: ``e^r`` on ``|r| <= ln2 / 2``: degree-6 least-squares fit of the relative error at Chebyshev nodes,
+#: constant and linear coefficients 1, the others rounded to float32 (relative error < 0.3 * 2**-24)
+_SPT_E2 = _F(0.49999991059303284)
+_SPT_E3 = _F(0.1666642129421234)
+_SPT_E4 = _F(0.0416683591902256)
+_SPT_E5 = _F(0.008374771103262901)
+_SPT_E6 = _F(0.0013829420786350965)
+#: ``P(z) ~ (atanh(t)/t - 1) / z`` on ``z = t**2 in [0, 1/9]`` (degree-4 fit at Chebyshev nodes,
+#: rounded to float32): its error moves ``log1p`` by < 0.02 units of 2**-24 relative
+_SPT_P0 = _F(0.33333334)
+_SPT_P1 = _F(0.19999851)
+_SPT_P2 = _F(0.14296292)
+_SPT_P3 = _F(0.10851662)
+_SPT_P4 = _F(0.11619509)
+
+
+@jit
+def log1p_exp_neg32(a):
+    """``log1p(exp(-a))`` for float32 ``a >= 0``: the transcendental part of softplus, in one piece.
+
+    ``softplus(z) = max(z, 0) + log1p_exp_neg32(|z|)``.  ``e = exp(-a)`` with the reduction of
+    :func:`exp32`, a degree-6 polynomial for ``e^r`` and one scaling step (``a`` is clamped to 87
+    so ``e`` stays normal; ``2**k`` built in 32-bit integers), then
+    ``log(1 + e) = 2 atanh(t)``, ``t = e / (2 + e) in [0, 1/3]``, as ``2t + 2t z P(z)``
+    (``z = t**2``, ``P`` a degree-4 polynomial): one division, no exponent extraction,
+    no correction term (``1 + e`` is never formed).  For ``a > 87`` the result is 0 (the exact
+    value is below ``1.7e-38``); NaN propagates; ``a = inf`` gives 0.
+
+    Accuracy (``tests/poly/test_softplus_kernel.py``): within 3 ulp of ``log1p(exp(-a))``
+    on a dense sample of ``[0, 87]`` (measured: 2.7), so ``max(z, 0) + log1p_exp_neg32(|z|)`` is
+    within 4 ulp of softplus (``KAPPA = 8`` ulps is what the certified bounds assume).
+    """
+    x = -a
+    x = -_SPT_AMAX if x < -_SPT_AMAX else x
+    s = fma(x, _LOG2E, _SHIFT)
+    kf = s - _SHIFT
+    r = fma(kf, -_LN2_C1, x)
+    r = fma(kf, -_LN2_C2, r)
+    # 2**k from the low bits of s (k = bits(s) - bits(shifter)): ((k + 127) << 23) mod 2**32, in 32 bits
+    scale = bits_to_f32(np.uint32(((f32_to_bits(s) << 23) + _SPT_POW2_OFF) & 0xFFFFFFFF))
+    q = fma(_SPT_E6, r, _SPT_E5)
+    q = fma(q, r, _SPT_E4)
+    q = fma(q, r, _SPT_E3)
+    q = fma(q, r, _SPT_E2)
+    q = fma(q, r, _ONE)
+    e = fma(q, r, _ONE) * scale
+    e = _ZERO if a > _SPT_AMAX else e
+    t = e / (_TWO + e)
+    z = t * t
+    q = fma(_SPT_P4, z, _SPT_P3)
+    q = fma(q, z, _SPT_P2)
+    q = fma(q, z, _SPT_P1)
+    q = fma(q, z, _SPT_P0)
+    t2 = t + t
+    return fma(t2, z * q, t2)
+
+
 # --- float64 -----------------------------------------------------------------------------------
 
 @intrinsic
@@ -355,6 +420,65 @@ def softplus64(z):
     """``max(z, 0) + log1p(exp(-|z|))`` for float64 ``z`` (never overflows)."""
     m = z if z > 0.0 else 0.0
     return m + log1p64(exp64(-abs(z)))
+
+
+#: softplus tail: ``log1p(exp(-a))`` is flushed to 0 beyond this ``a`` (``exp(-708) > 2**-1022``: normal)
+_SPT_AMAX64 = 708.0
+#: Taylor coefficients 1/3, 1/5, ..., 1/21 of ``(atanh(t)/t - 1) / t**2`` in ``z = t**2``
+_SPT_C64 = tuple(1.0 / (2 * k + 3) for k in range(10))
+(_SPT_C0, _SPT_C1, _SPT_C2, _SPT_C3, _SPT_C4, _SPT_C5, _SPT_C6, _SPT_C7, _SPT_C8,
+ _SPT_C9) = _SPT_C64
+
+
+@jit
+def log1p_exp_neg64(a):
+    """``log1p(exp(-a))`` for float64 ``a >= 0``: the transcendental part of softplus, in one piece.
+
+    ``e = exp(-a)`` as in :func:`exp64` (``a`` clamped to 708 so ``e`` stays normal: one
+    scaling step); then ``1 + e = 2**j (1 + f)`` with ``f = e`` (``j = 0``) for ``e < 1/2`` and
+    ``f = (e - 1) / 2`` (``j = 1``, exact by Sterbenz) otherwise, so ``|f| <= 1/2`` and
+    ``t = f / (2 + f)`` has ``|t| <= 1/5``; ``log(1 + f) = 2 atanh(t) = 2t + 2t z P(z)``,
+    ``z = t**2 <= 1/25``, with ``P`` the Taylor polynomial of degree 9 (truncation below
+    ``0.04**11 / 23 < 2e-17`` relative), plus ``j ln 2`` in two parts.  No exponent
+    extraction and one division.  For ``a > 708`` the result is 0 (the exact value is below
+    ``3.3e-308``); NaN propagates; ``a = inf`` gives 0.
+
+    Accuracy (``tests/poly/test_softplus_kernel.py``, against extended precision): within 3 ulp
+    of ``log1p(exp(-a))`` (measured: 2.7), softplus built on it within 4 ulp.
+    """
+    return log1p_small64(exp_neg64(a))
+
+
+@jit
+def exp_neg64(a):
+    """``exp(-a)`` for float64 ``a >= 0``, flushed to 0 for ``a > 708`` (first half of :func:`log1p_exp_neg64`)."""
+    x = -a
+    x = -_SPT_AMAX64 if x < -_SPT_AMAX64 else x
+    k, r = _reduce64(x)
+    e = (1.0 + _expm1_poly64(r)) * _pow2_64(k)
+    return 0.0 if a > _SPT_AMAX64 else e
+
+
+@jit
+def log1p_small64(e):
+    """``log(1 + e)`` for float64 ``e in [0, 1]`` (second half of :func:`log1p_exp_neg64`)."""
+    big = e >= 0.5
+    f = (e - 1.0) * 0.5 if big else e
+    j = 1.0 if big else 0.0
+    t = f / (2.0 + f)
+    z = t * t
+    q = fma(_SPT_C9, z, _SPT_C8)
+    q = fma(q, z, _SPT_C7)
+    q = fma(q, z, _SPT_C6)
+    q = fma(q, z, _SPT_C5)
+    q = fma(q, z, _SPT_C4)
+    q = fma(q, z, _SPT_C3)
+    q = fma(q, z, _SPT_C2)
+    q = fma(q, z, _SPT_C1)
+    q = fma(q, z, _SPT_C0)
+    t2 = t + t
+    lo = fma(t2, z * q, j * _LN2_LO64)
+    return (t2 + lo) + j * _LN2_HI64
 
 
 _ES = tuple(float(c) for c in _FT.ERF_SMALL)
