@@ -283,7 +283,8 @@ def main(argv=None):
         from bench_ltr import ltr_rows
 
         print("\nLTR classifier: digits QDA (64 inputs, 10 classes, softplus), probabilities")
-        rows += ltr_rows(args.poly_points or 1_000_000, args.rounds, use_torch=not args.no_torch)
+        rows += ltr_rows(args.poly_points or 1_000_000, args.rounds, use_torch=not args.no_torch,
+                         backends=("cupy",) if args.gpu_only else ("numba", "cupy"))
     if not args.no_sgd:
         print("\nP_SGD training, anchor recipe m = 32 (7-40-40-1, SGD lr 0.01, batch 8, ce, until fit + 1 epoch)")
         rows += sgd_rows(args)
