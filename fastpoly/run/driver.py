@@ -39,10 +39,10 @@ __all__ = ["run_job", "result_meta", "check_against_reference", "Interrupted", "
 
 Batches = Iterator[tuple[int, int, CountBatch]]
 
-#: signals that stop a run like Ctrl-C (with a checkpoint: after saving it)
 #: seconds one engine call aims at when an engine sizes its batches by time (``first_batch_size``):
 #: at most this, and half the checkpoint interval when that is shorter
 BATCH_SECONDS = 10.0
+#: signals that stop a run like Ctrl-C (with a checkpoint: after saving it)
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
