@@ -65,7 +65,7 @@ def count_ranges(backend: Backend, plan: Any, todo: Sequence[tuple[int, int]],
     for _, _, b in local_batches(backend, plan, todo, batch_size):
         ns += int(b.n_samples)
         na += int(b.n_accepted)
-        nd += int(getattr(b, "n_diverged", 0))
+        nd += int(b.n_diverged)
         pend.append((b.keys, b.counts, b.first_index))
         if len(pend) >= 32:
             acc = merge_sorted_counts(([acc] if acc is not None else []) + pend)

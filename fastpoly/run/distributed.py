@@ -159,9 +159,9 @@ def dask_batches(client, plan, todo, backend="auto", batch_size=None, task_size=
     try:
         for f in ac:
             lo, hi = futs[f.key]
-            k, c, fi, ns, na, *nd = f.result()
+            k, c, fi, ns, na, nd = f.result()
             f.release()
-            yield lo, hi, CountBatch(k, c, fi, ns, na, int(nd[0]) if nd else 0)
+            yield lo, hi, CountBatch(k, c, fi, ns, na, int(nd))
     finally:
         pending = list(getattr(ac, "futures", []))
         if pending:

@@ -91,12 +91,13 @@ def _batch_source(job: SampleJob, be: Backend | None, todo: list[tuple[int, int]
     assert be is not None
     bs = job.batch_size or be.default_batch_size(job.plan)
     info.update(backend=be.name, batch_size=bs)
-    first = getattr(be, "first_batch_size", None)
-    if job.batch_size is None and first is not None:  # sized by time (training runs), bs at most
+    # engines with a first_batch_size (the CPU trainers) size their calls by time, bs at most
+    first = getattr(be, "first_batch_size", lambda plan: None)(job.plan)
+    if job.batch_size is None and first is not None:
         every = job.checkpoint.every_s if job.checkpoint is not None else BATCH_SECONDS
         target = min(BATCH_SECONDS, max(every / 2, 0.5))
         info["batch_seconds"] = target
-        return local_batches(be, job.plan, todo, bs, target_s=target, first=first(job.plan)), None
+        return local_batches(be, job.plan, todo, bs, target_s=target, first=first), None
     return local_batches(be, job.plan, todo, bs), None
 
 

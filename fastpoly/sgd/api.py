@@ -84,17 +84,14 @@ class TrainBackend:
         """Runs per kernel call (at most; the CPU trainers size their calls by time, see below)."""
         return {"numpy": 64, "numba": 4096}.get(self.name, 1 << 18)
 
-    @property
-    def first_batch_size(self) -> Any:
-        """CPU trainers: ``plan -> runs of the first call``; the driver then sizes calls by time.
+    def first_batch_size(self, tp: TrainPlan) -> int | None:
+        """Runs of the first call of a CPU trainer; the driver then sizes its calls by time.
 
         A run may take milliseconds (a small MLP) or seconds (a CNN on hundreds of images), so a fixed
         number of runs per call could hold a checkpoint, the progress bar or Ctrl-C for hours.
         None (the GPU trainer): fixed batches of :meth:`default_batch_size`.
         """
-        if self.name not in ("numpy", "numba"):
-            return None
-        return lambda tp: 8
+        return 8 if self.name in ("numpy", "numba") else None
 
     def for_workers(self) -> TrainBackend:
         """Dask workers get this (picklable) object."""
