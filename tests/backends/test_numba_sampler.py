@@ -109,6 +109,10 @@ ARCHS = {
     "identity-130rows-3words": (
         fastpoly.MLP(4, (6,), "identity"),
         np.random.default_rng(3).uniform(-2, 2, (130, 4)).astype(np.float32)),
+    # 1,000 rows pad to 1,024: the buffers get the longer row stride (row_stride)
+    "relu-1000rows-padded-stride": (
+        fastpoly.MLP(5, (9, 4), "relu"),
+        np.random.default_rng(4).uniform(-1, 1, (1000, 5)).astype(np.float32)),
 }
 
 
@@ -123,6 +127,22 @@ def test_sample_keys_bit_identical(nb, threads, name):
         assert np.array_equal(got.keys, ref.keys)
         assert np.array_equal(got.accepted, ref.accepted)
         assert np.array_equal(got.margins, ref.margins)
+
+
+def test_row_stride_avoids_multiples_of_512_floats():
+    from fastpoly.backends.numba.sampler import ROW_BLOCK, prepare, row_stride
+
+    assert [row_stride(m) for m in (32, 128, 480, 992, 1056)] == [32, 128, 480, 992, 1056]
+    assert [row_stride(m) for m in (512, 1024, 2048)] == [512 + ROW_BLOCK, 1024 + ROW_BLOCK, 2048 + ROW_BLOCK]
+    X = np.random.default_rng(5).uniform(-1, 1, (1030, 3)).astype(np.float32)
+    train = (np.arange(500), np.ones(500, np.uint8))  # 512 train + 512 key rows padded; all-positive nets fit
+    plan = make_plan(fastpoly.MLP(3, (6,), "relu"), X[:1012], 7, train)
+    pp = prepare(plan)
+    assert pp.rows.m_pad == 1024 and pp.rows.stride == 1024 + ROW_BLOCK
+    keys, acc, marg = pp.run(0, 300, 2, early_exit=False, want_margins=True)
+    ref = sample_keys_reference(plan, 0, 300, margins=True)
+    assert acc.any() and np.array_equal(acc, ref.accepted)
+    assert np.array_equal(keys, ref.keys) and np.array_equal(marg, ref.margins)
 
 
 @pytest.mark.parametrize("subset", [True, False], ids=["subset-sums", "dense-layer1"])
