@@ -66,6 +66,18 @@ __device__ __forceinline__ void fp_wide_step(float (&acc)[4][8], const float* wk
     }
 }
 
+// Inputs one thread stages per chunk: H[kbase + kk][row] for kk = hk, hk + 2, ..., hk + 14 (0 beyond the
+// chunk's kn inputs or the m rows). 256 threads x 8 = one 16 x 128 chunk; a warp loads 32 consecutive rows.
+#define FP_WIDE_STAGE (FP_WIDE_KC * FP_WIDE_TM / FP_WIDE_THREADS)
+__device__ __forceinline__ void fp_wide_load(float (&pre)[FP_WIDE_STAGE], const float* hin, int kbase, int kn, int hk,
+                                             int row, int m) {
+#pragma unroll
+    for (int q = 0; q < FP_WIDE_STAGE; ++q) {
+        const int kk = hk + 2 * q;
+        pre[q] = (kk < kn && row < m) ? hin[(long long)(kbase + kk) * m + row] : 0.0f;
+    }
+}
+
 // Row (within the tile) of register column b of thread column tm.
 __device__ __forceinline__ int fp_wide_row(int tm, int b) { return (b < 4) ? 4 * tm + b : 64 + 4 * tm + (b - 4); }
 
@@ -81,6 +93,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
     __shared__ float s_bias[FP_WIDE_TN];
     __shared__ fp_net_desc s_net;
     __shared__ fp_u64 s_tally[5];
+    __shared__ fp_tally s_count;  // warp 0's count-mode tally (shared: no registers held across the products)
 
     const int tid = threadIdx.x;
     // guards: uniform over the block, so the whole block returns before any barrier
@@ -104,9 +117,8 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
     float* bufB = bufA + (long long)maxw * m;
     fp_u32* stage = reinterpret_cast<fp_u32*>(bufA + 2LL * maxw * m);
 
-    fp_tally tally;
-    fp_tally_init(tally);
-    if (MODE == FP_MODE_COUNT) fp_tally_smem_init(s_tally);
+    if (tid == 0) fp_tally_init(s_count);
+    if (MODE == FP_MODE_COUNT) fp_tally_smem_init(s_tally);  // (a barrier before anyone reads s_count)
 
     for (fp_u64 s = blockIdx.x; s < n; s += gridDim.x) {
         const fp_u64 idx = start + s;
@@ -160,15 +172,21 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
                                                       : ((j < fo && row < m) ? hout[(long long)j * m + row] : 0.0f);
                             }
                         }
+                        // staged input: thread tid moves H[k][r0 + hr] for k = hk, hk + 2, ... of each chunk; the
+                        // next chunk's loads are issued before the current chunk's FMAs (register prefetch)
+                        const int hr = tid % FP_WIDE_TM, hk = tid / FP_WIDE_TM;
+                        float pre[FP_WIDE_STAGE];
+                        fp_wide_load(pre, hin, k0, (ks < FP_WIDE_KC) ? ks : FP_WIDE_KC, hk, r0 + hr, m);
                         for (int kc = 0; kc < ks; kc += FP_WIDE_KC) {
                             const int kn = (ks - kc < FP_WIDE_KC) ? ks - kc : FP_WIDE_KC;
                             __syncthreads();  // s_h is free
-                            for (int i = tid; i < FP_WIDE_KC * FP_WIDE_TM; i += FP_WIDE_THREADS) {
-                                const int kk = i / FP_WIDE_TM;
-                                const int row = r0 + (i % FP_WIDE_TM);
-                                s_h[i] = (kk < kn && row < m) ? hin[(long long)(k0 + kc + kk) * m + row] : 0.0f;
-                            }
+#pragma unroll
+                            for (int q = 0; q < FP_WIDE_STAGE; ++q) s_h[(hk + 2 * q) * FP_WIDE_TM + hr] = pre[q];
                             __syncthreads();
+                            if (kc + FP_WIDE_KC < ks) {
+                                const int kn2 = (ks - kc - FP_WIDE_KC < FP_WIDE_KC) ? ks - kc - FP_WIDE_KC : FP_WIDE_KC;
+                                fp_wide_load(pre, hin, k0 + kc + FP_WIDE_KC, kn2, hk, r0 + hr, m);
+                            }
                             const float* wk = ws + kc * FP_WIDE_TN + 4 * tn;
                             if (kn == FP_WIDE_KC) {
 #pragma unroll
@@ -198,12 +216,23 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
             hin = hout;
         }
         __syncthreads();  // every output row written and visible
-        if (tid < 32)     // hout[row] (neuron 0 of the last layer): key, rejection, margin / tally
+        if (tid < 32) {  // hout[row] (neuron 0 of the last layer): key, rejection, margin / tally
+            fp_tally tally;
+            fp_tally_init(tally);
+            if (MODE == FP_MODE_COUNT) tally = s_count;
             fp_finish_sample<MODE>(hout, m, nkey, labels, s, idx, out_keys, out_acc, out_margin, buf_keys, buf_idx,
                                    stats, stage, tally, lane);
-        __syncthreads();  // warp 0 is done with hout and stage before the next sample overwrites them
+            __syncwarp();
+            if (MODE == FP_MODE_COUNT && lane == 0) s_count = tally;
+        }
+        __syncthreads();  // warp 0 is done with hout, stage and s_count before the next sample
     }
-    if (MODE == FP_MODE_COUNT) fp_tally_flush(tally, s_tally, stats, lane);
+    if (MODE == FP_MODE_COUNT) {
+        fp_tally tally;
+        fp_tally_init(tally);
+        if (tid < 32) tally = s_count;
+        fp_tally_flush(tally, s_tally, stats, lane);  // lane 0 of each warp: only warp 0's is nonzero
+    }
 }
 
 #ifdef FASTPOLY_NVCC_CHECK
