@@ -11,6 +11,8 @@ weights, conditioned and unconditioned plans, several samples per block and seve
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,15 @@ def test_emulator_catches_a_broken_wide_kernel(emu, tmp_path, mutation):
     ref = _ref("keys", "6-66-1-erf-X140-train-accepting", *KEYS_RANGE)
     got = be.sample_keys(plan, *KEYS_RANGE, margins=True)
     assert not np.array_equal(got.margins.view(np.uint32), ref.margins.view(np.uint32))
+
+
+def test_wide_ptx_has_no_ftz():
+    """The backend's own NVRTC path (no GPU needed) keeps subnormals in sample_wide.cu: no .ftz arithmetic."""
+    path = src.find_nvrtc_library()
+    if path is None:
+        pytest.skip("libnvrtc not found (set FASTPOLY_NVRTC_LIB or pip install nvidia-cuda-nvrtc)")
+    names = [src.wide_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
+    ptx, lowered = src.build_ptx("sample_wide.cu", names, src.CtypesNVRTC(path), arch="90")
+    assert src.ptx_ftz_instructions(ptx) == []
+    assert set(lowered) == set(names)
+    assert len(re.findall(r"\bfma\.rn\.f32\b", ptx)) >= 2 * 32 * 16  # the unrolled 4 x 8 x 16 chunk, both modes
