@@ -19,7 +19,10 @@
 //     broadcast float4 of weights and two float4 of inputs from shared memory feed 32 FMAs;
 //   * a segment's partial sums are stored as float32 in the activation scratch and reloaded by the
 //     same thread for the next segment (exact: a stored float32 sum continues bit for bit); the last
-//     segment applies the hidden activation.
+//     segment applies the hidden activation;
+//   * a layer of at most FP_WIDE_NARROW = 8 neurons (the output layer) is not tiled: the 256 threads
+//     take the rows, each computes its rows' sums neuron after neuron, the inputs read from global
+//     memory (a 64-neuron tile would waste 63/64 of its FMAs on a single output neuron).
 //
 // Bit rule: each output element is one accumulator that starts at its bias (or +0.0f) and does
 // z = fp_fma(w[j][k], h[k][row], z) for k = 0, 1, ... ascending, then fp_sampler_act on hidden
@@ -51,6 +54,7 @@
 #define FP_WIDE_TN 64   // neurons per output tile
 #define FP_WIDE_TM 128  // rows per output tile
 #define FP_WIDE_KC 16   // k per chunk of the layer input staged in shared memory
+#define FP_WIDE_NARROW 8  // layers of at most this many neurons (the output layer) are not tiled
 
 // One k step of a thread's register tile: 4 neurons x 8 rows, 32 independent FMAs.
 __device__ __forceinline__ void fp_wide_step(float (&acc)[4][8], const float* wk, const float* hk, int tm) {
@@ -160,6 +164,20 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
                     }
                     __syncthreads();
                     // ---- every row tile of the segment: Z[j0.., r0..] (+)= W[j0.., k0..] H[k0.., r0..] ----
+                    if (fo <= FP_WIDE_NARROW) {
+                        // a narrow layer (the output): threads over rows, the fo neurons in turn; each sum
+                        // reads its inputs from global memory (coalesced over rows), k ascending
+                        for (int jn = 0; jn < fo; ++jn) {
+                            for (int row = tid; row < m; row += FP_WIDE_THREADS) {
+                                float z = (k0 == 0) ? s_bias[jn] : hout[(long long)jn * m + row];
+                                const float* h = hin + (long long)k0 * m + row;
+                                for (int k = 0; k < ks; ++k) z = fp_fma(ws[k * FP_WIDE_TN + jn], h[(long long)k * m], z);
+                                if (fin && !last) z = fp_sampler_act(d.act, z);
+                                hout[(long long)jn * m + row] = z;
+                            }
+                        }
+                        continue;
+                    }
                     for (int r0 = 0; r0 < m; r0 += FP_WIDE_TM) {
                         float acc[4][8];
 #pragma unroll
@@ -188,7 +206,9 @@ __global__ void __launch_bounds__(256, 2) fastpoly_sample_wide(
                                 fp_wide_load(pre, hin, k0 + kc + FP_WIDE_KC, kn2, hk, r0 + hr, m);
                             }
                             const float* wk = ws + kc * FP_WIDE_TN + 4 * tn;
-                            if (kn == FP_WIDE_KC) {
+                            if (j0 + 4 * tn >= fo) {
+                                // none of this thread's neurons exists (a partial last tile): no FMAs
+                            } else if (kn == FP_WIDE_KC) {
 #pragma unroll
                                 for (int kk = 0; kk < FP_WIDE_KC; ++kk)
                                     fp_wide_step(acc, wk + kk * FP_WIDE_TN, s_h + kk * FP_WIDE_TM, tm);

@@ -52,6 +52,7 @@ PLANS = {
     "6-66-1-erf-X140-train-accepting": lambda: _cond(MLP(6, (66,), activation="erf"), 140, 6, 5,
                                                      [1, 64, 127, 128, 139]),
     "7-12-70-1-sign-boolean128": lambda: make_plan(MLP(7, (12, 70), activation="sign"), None, seed=6),
+    "3-40-5-30-1-relu-X90-narrow-hidden": lambda: make_plan(MLP(3, (40, 5, 30)), _rng_X(90, 3, 9), seed=9),
     "2-9-9-9-1-relu-faninbias-X200-W4": lambda: make_plan(
         MLP(2, (9, 9, 9), sigma_b=0.5, bias_scaling="fan_in"), _rng_X(200, 2, 7), seed=7),
 }
@@ -137,6 +138,7 @@ def test_plans_cover_the_tile_boundaries():
     assert {p.n_words for p in plans.values()} >= {1, 2, 3, 4}
     assert {p.mlp.activation for p in plans.values()} == {"relu", "tanh", "erf", "sign", "identity"}
     assert {p.mlp.n_layers for p in plans.values()} == {2, 3, 4}
+    assert any(min(p.dense.widths[1:-1]) <= 8 < max(p.dense.widths[1:-1]) for p in plans.values())  # narrow path
     assert sum(p.conditioned for p in plans.values()) >= 2
     assert any(not p.mlp.bias for p in plans.values()) and any(p.mlp.weights == "uniform" for p in plans.values())
     n_keys = KEYS_RANGE[1] - KEYS_RANGE[0]
@@ -248,9 +250,10 @@ def test_wide_kernel_needs_its_shared_memory(emu):
         dev.launch(k, (1,), (256,), _raw_args(plan, 3, stride, 48), 16 * 64 * 4)
 
 
-@pytest.mark.parametrize("mutation", ["missing-barrier", "k-descending"])
+@pytest.mark.parametrize("mutation", ["missing-barrier", "k-descending", "narrow-k-descending"])
 def test_emulator_catches_a_broken_wide_kernel(emu, tmp_path, mutation):
-    """sample_wide.cu without the barrier that frees the staged inputs, or summing k backwards: wrong bits, caught."""
+    """sample_wide.cu without the barrier that frees the staged inputs, or summing k backwards (tiled or narrow
+    layers): wrong bits, caught."""
     import shutil
 
     from cuda_emu import build
@@ -260,6 +263,7 @@ def test_emulator_catches_a_broken_wide_kernel(emu, tmp_path, mutation):
         "missing-barrier": ("__syncthreads();  // s_h is free", "/* barrier removed */"),
         "k-descending": ("for (int kk = 0; kk < FP_WIDE_KC; ++kk)\n",
                          "for (int kk = FP_WIDE_KC - 1; kk >= 0; --kk)\n"),
+        "narrow-k-descending": ("for (int k = 0; k < ks; ++k) z = fp_fma(", "for (int k = ks - 1; k >= 0; --k) z = fp_fma("),
     }[mutation]
     assert text.count(old) == 1
     kdir = tmp_path / "kernels"
@@ -269,8 +273,8 @@ def test_emulator_catches_a_broken_wide_kernel(emu, tmp_path, mutation):
     dev = emu.EmuDevice(library=str(build.build_library(names, kernel_dir=kdir)))
     be = CupyBackend(device=dev, kernel="wide", max_blocks=2)
     be._functions = lambda f, names: dev.compile(f, names)
-    plan = _plan("6-66-1-erf-X140-train-accepting")
-    ref = _ref("keys", "6-66-1-erf-X140-train-accepting", *KEYS_RANGE)
+    plan = _plan("5-37-19-1-relu-X70")  # 37 -> 19: two full chunks of 16 inputs and a partial one
+    ref = _ref("keys", "5-37-19-1-relu-X70", *KEYS_RANGE)
     got = be.sample_keys(plan, *KEYS_RANGE, margins=True)
     assert not np.array_equal(got.margins.view(np.uint32), ref.margins.view(np.uint32))
 
