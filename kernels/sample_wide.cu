@@ -47,7 +47,7 @@
 // 60 / m of the products (6 % at m = 1,000, 60 % at m = 100), padding of partial tiles (m = 100 in a
 // 128-row tile: 22 %), the chunk loads and two barriers per 16 k. Expected: 50-70 % of the float32
 // FMA roof for 784-1024-1024-1 on 1,000 rows, 30-40 % on 100 rows -- to be measured
-// (bench/gpu_run.py --arch 64-512-512-1 --rows 1000, ci/gpu-check.sh).
+// (bench/compare.py --gpu-only: 64-512-512-1 on 1,000 rows, wide against generic; run by ci/gpu-check.sh).
 #include "sampler_common.cuh"  // network.cuh, modes, status word, tallies, fp_finish_sample
 
 #define FP_WIDE_THREADS 256
