@@ -53,6 +53,9 @@ PLANS = {
                                                      [1, 64, 127, 128, 139]),
     "7-12-70-1-sign-boolean128": lambda: make_plan(MLP(7, (12, 70), activation="sign"), None, seed=6),
     "3-40-5-30-1-relu-X90-narrow-hidden": lambda: make_plan(MLP(3, (40, 5, 30)), _rng_X(90, 3, 9), seed=9),
+    # layer outputs ~1e-13, 1e-26, 1e-39: the output is subnormal (flush-to-zero would change every key)
+    "3-20-20-1-identity-subnormal-intermediates": lambda: make_plan(
+        MLP(3, (20, 20), activation="identity", bias=False, sigma_w=1e-13), None, seed=13),
     "2-9-9-9-1-relu-faninbias-X200-W4": lambda: make_plan(
         MLP(2, (9, 9, 9), sigma_b=0.5, bias_scaling="fan_in"), _rng_X(200, 2, 7), seed=7),
 }
@@ -141,6 +144,8 @@ def test_plans_cover_the_tile_boundaries():
     assert any(min(p.dense.widths[1:-1]) <= 8 < max(p.dense.widths[1:-1]) for p in plans.values())  # narrow path
     assert sum(p.conditioned for p in plans.values()) >= 2
     assert any(not p.mlp.bias for p in plans.values()) and any(p.mlp.weights == "uniform" for p in plans.values())
+    sub = _ref("keys", "3-20-20-1-identity-subnormal-intermediates", *KEYS_RANGE)
+    assert np.count_nonzero(sub.keys) > 0 and np.all(sub.margins < np.float32(2.0**-126))
     n_keys = KEYS_RANGE[1] - KEYS_RANGE[0]
     assert n_keys > 3 * CONFIGS["kseg16-3blocks"]["max_blocks"]               # several samples per block
 
