@@ -5,7 +5,7 @@
     python bench/gpu_smoke.py --emulate --json OUT/smoke.json  # the same on the CPU emulation
 
 One row per kernel (``fastpoly_sample_fixed`` keys and count modes with ``fastpoly_segment_min``,
-``fastpoly_sample_generic`` both modes, ``fastpoly_csr_layer`` float/double, plain and fused,
+``fastpoly_sample_generic`` both modes, ``fastpoly_sample_wide`` both modes, ``fastpoly_csr_layer`` float/double, plain and fused,
 ``fastpoly_train``, ``fastpoly_train_math``, ``fastpoly_klz_ints``): compile seconds + first
 launch, and whether the result equals the reference (NumPy on at most 256 samples, Numba for
 K_LZ, the bit-exact float32 library for the loss math).  A failing kernel is recorded with its
@@ -51,6 +51,7 @@ def checks(emulate):
     rng = np.random.default_rng(3)
     Xg = rng.standard_normal((100, 4)).astype(np.float32)
     generic = make_plan(MLP(4, (6, 6, 6)), Xg, seed=3)
+    wide = make_plan(MLP(4, (130, 20)), Xg, seed=4)  # kernel="auto" takes the wide sampler (>= 128 wide, >= 64 rows)
 
     def fixed_keys():
         got = cupy_backend(emulate).sample_keys(anchor, 2**32 - 100, 2**32 - 100 + N, margins=True)
@@ -67,6 +68,13 @@ def checks(emulate):
         c = be.count_range(generic, 0, N)
         return (_same_keys(k, sample_keys_reference(generic, 0, N, margins=True))
                 and _same_counts(c, count_range_reference(generic, 0, N))), ""
+
+    def wide_both():
+        be = cupy_backend(emulate, kernel="wide", wide_kseg=32)  # several k-segments and neuron tiles
+        k = be.sample_keys(wide, 0, N, margins=True)
+        c = be.count_range(wide, 0, N)
+        return (_same_keys(k, sample_keys_reference(wide, 0, N, margins=True))
+                and _same_counts(c, count_range_reference(wide, 0, N))), f"{c.counts.size} distinct"
 
     def csr():
         from fastpoly.poly.structured import SparseLayer, StructuredNetwork, evaluate_structured_reference
@@ -125,6 +133,7 @@ def checks(emulate):
         ("sampler fixed count (7-40-40-1)", "fastpoly_sample_fixed<7, 40, 40, 4, 0, 1>, fastpoly_segment_min",
          fixed_count),
         ("sampler generic keys + count", "fastpoly_sample_generic<0>, fastpoly_sample_generic<1>", generic_both),
+        ("sampler wide keys+count 4-130-20-1", "fastpoly_sample_wide<0>, fastpoly_sample_wide<1>", wide_both),
         ("csr layer float/double, fused", "fastpoly_csr_layer<float|double, 0|1>", csr),
         ("P_SGD trainer", "fastpoly_train", train),
         ("trainer loss math", "fastpoly_train_math", train_math),

@@ -34,84 +34,7 @@
 //   fastpoly_sample_generic<MODE>: any depth (<= FP_MAX_LAYERS), widths and m;
 //       activations in a global scratch area per warp, weights generated row
 //       by row in chunks into shared memory.
-#include "network.cuh"
-
-#define FP_MODE_KEYS 0
-#define FP_MODE_COUNT 1
-#define FP_FULL 0xFFFFFFFFu
-#define FP_STATUS_WORD 6
-#define FP_ERR_LAYERS 1ull  // the descriptor's layer count is not one this kernel handles
-
-struct fp_tally {
-    fp_u64 acc, c0, c1, f0, f1;
-};
-
-__device__ __forceinline__ void fp_tally_init(fp_tally& t) {
-    t.acc = 0ull;
-    t.c0 = 0ull;
-    t.c1 = 0ull;
-    t.f0 = ~0ull;
-    t.f1 = ~0ull;
-}
-
-// Block-level aggregation of the warp tallies, then one global atomic per block and counter.
-__device__ __forceinline__ void fp_tally_flush(const fp_tally& t, fp_u64* s_tally, fp_u64* stats, int lane) {
-    if (lane == 0) {
-        if (t.acc) atomicAdd(&s_tally[0], t.acc);
-        if (t.c0) {
-            atomicAdd(&s_tally[1], t.c0);
-            atomicMin(&s_tally[3], t.f0);
-        }
-        if (t.c1) {
-            atomicAdd(&s_tally[2], t.c1);
-            atomicMin(&s_tally[4], t.f1);
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        if (s_tally[0]) atomicAdd(&stats[1], s_tally[0]);
-        if (s_tally[1]) {
-            atomicAdd(&stats[2], s_tally[1]);
-            atomicMin(&stats[4], s_tally[3]);
-        }
-        if (s_tally[2]) {
-            atomicAdd(&stats[3], s_tally[2]);
-            atomicMin(&stats[5], s_tally[4]);
-        }
-    }
-}
-
-__device__ __forceinline__ void fp_tally_smem_init(fp_u64* s_tally) {
-    if (threadIdx.x < 5) s_tally[threadIdx.x] = (threadIdx.x >= 3) ? ~0ull : 0ull;
-    __syncthreads();
-}
-
-// Count-mode bookkeeping of one finished sample (all lanes call it with warp-uniform flags).
-// Returns the append position (warp-uniform) or ~0 when nothing is appended.
-__device__ __forceinline__ fp_u64 fp_tally_sample(fp_tally& t, bool accepted, bool allzero, bool allones, fp_u64 idx,
-                                                  fp_u64* stats, int lane) {
-    if (!accepted) return ~0ull;
-    t.acc += 1;
-    if (allzero) {
-        t.c0 += 1;
-        t.f0 = (idx < t.f0) ? idx : t.f0;
-        return ~0ull;
-    }
-    if (allones) {
-        t.c1 += 1;
-        t.f1 = (idx < t.f1) ? idx : t.f1;
-        return ~0ull;
-    }
-    fp_u64 pos = 0;
-    if (lane == 0) pos = atomicAdd(&stats[0], 1ull);
-    return __shfl_sync(FP_FULL, pos, 0);
-}
-
-__device__ __forceinline__ float fp_warp_min(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(FP_FULL, v, o));
-    return v;
-}
+#include "sampler_common.cuh"  // modes, status word, tallies, fp_finish_sample
 
 template <int V>
 struct fp_align4 {
@@ -364,8 +287,6 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
     if (threadIdx.x == 0) fp_net_load(desc, scales, &s_net);
     __syncthreads();
     const fp_net_desc& d = s_net;
-    const int W = (nkey + 63) >> 6;
-    const int ntiles = (m + 31) >> 5;
 
     fp_tally tally;
     fp_tally_init(tally);
@@ -408,42 +329,8 @@ __global__ void __launch_bounds__(256) fastpoly_sample_generic(
             hin = hout;
         }
         // hout[row] (neuron 0 of the last layer) holds the output of every row of this lane
-        fp_u32* slots = (MODE == FP_MODE_KEYS) ? reinterpret_cast<fp_u32*>(out_keys + s * W) : stage;
-        bool mism = false, anyone = false, allones = true;
-        float mg = __int_as_float(0x7F800000);
-        const int nslots = 2 * W;
-        const int tmax = (ntiles > nslots) ? ntiles : nslots;
-        for (int t = 0; t < tmax; ++t) {
-            const int row = 32 * t + lane;
-            float z = 0.0f;
-            if (row < m) {
-                z = hout[row];
-                mg = fminf(mg, fabsf(z));
-            }
-            const bool bit = (row < m) && (z > 0.0f);
-            const fp_u32 bits = __ballot_sync(FP_FULL, bit && row < nkey);
-            const bool bad = (row >= nkey) && (row < m) && (bit != (labels[row - nkey] != 0));
-            mism |= (__ballot_sync(FP_FULL, bad) != 0u);
-            anyone |= (bits != 0u);
-            allones &= (bits == fp_slot_mask(t, nkey));
-            if (t < nslots && lane == 0) slots[t] = bits;
-        }
-        const bool accepted = !mism;
-        if (MODE == FP_MODE_KEYS) {
-            mg = fp_warp_min(mg);
-            if (lane == 0) {
-                out_acc[s] = accepted ? 1 : 0;
-                if (out_margin) out_margin[s] = mg;
-            }
-        } else {
-            __syncwarp();
-            const fp_u64 pos = fp_tally_sample(tally, accepted, !anyone, allones, idx, stats, lane);
-            if (pos != ~0ull) {
-                const fp_u64* st64 = reinterpret_cast<const fp_u64*>(stage);
-                for (int w = lane; w < W; w += 32) buf_keys[pos * W + w] = st64[w];
-                if (lane == 0) buf_idx[pos] = idx;
-            }
-        }
+        fp_finish_sample<MODE>(hout, m, nkey, labels, s, idx, out_keys, out_acc, out_margin, buf_keys, buf_idx, stats,
+                               stage, tally, lane);
         __syncwarp();
     }
     if (MODE == FP_MODE_COUNT) fp_tally_flush(tally, s_tally, stats, lane);

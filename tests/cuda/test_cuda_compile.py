@@ -92,6 +92,17 @@ def test_train_kernel_does_not_spill(nvcc_check):
         assert int(ln.split("regs=")[1].split()[0]) <= 128, ln
 
 
+def test_wide_sampler_does_not_spill_on_sm90(nvcc_check):
+    """kernels/sample_wide.cu (__launch_bounds__(256, 2)): its 4 x 8 register tile fits 128 registers on sm_90."""
+    r, _ = nvcc_check
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if "_Z20fastpoly_sample_wide" in ln]
+    assert len(lines) == 4, r.stdout  # keys and count, sm_80 and sm_90 (in that order)
+    for ln in lines[2:]:
+        assert "spill_st=0 " in ln and ln.rstrip().endswith("spill_ld=0"), ln
+        assert int(ln.split("regs=")[1].split()[0]) <= 128, ln
+
+
 # --- NVRTC (what cupy.RawModule does at run time) ------------------------------------------------
 def _find_nvrtc():
     """The NVRTC library the backend's own search finds (``src.find_nvrtc_library``), loaded."""
@@ -134,12 +145,13 @@ SAMPLER_NAMES = [
     src.generic_kernel_name(src.MODE_COUNT),
 ]
 POLY_NAMES = [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (0, 1)]
+WIDE_NAMES = [src.wide_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("filename,names", [("sampler.cu", SAMPLER_NAMES), ("poly.cu", POLY_NAMES),
-                                            ("klz.cu", ["fastpoly_klz_ints"])],
-                         ids=["sampler", "poly", "klz"])
+                                            ("klz.cu", ["fastpoly_klz_ints"]), ("sample_wide.cu", WIDE_NAMES)],
+                         ids=["sampler", "poly", "klz", "sample_wide"])
 def test_nvrtc_name_expressions(filename, names, arch):
     lib, path = _find_nvrtc()
     if lib is None:

@@ -55,6 +55,7 @@ CONFIGS = {
     "tiny-fixed": dict(threads_per_block=32, max_blocks=2, max_sub_batch=37),
     "tiny-generic": dict(kernel="generic", threads_per_block=64, max_blocks=3, max_sub_batch=53, wchunk=16),
     "generic": dict(kernel="generic"),
+    "tiny-wide": dict(kernel="wide", wide_kseg=16, max_blocks=3, max_sub_batch=53),  # kernels/sample_wide.cu
 }
 
 

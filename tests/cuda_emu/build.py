@@ -42,6 +42,7 @@ def instances():
         for mode in (src.MODE_KEYS, src.MODE_COUNT):
             names.append(src.fixed_kernel_name(n0, h1, h2, r, act, mode))
     names += [src.generic_kernel_name(m) for m in (src.MODE_KEYS, src.MODE_COUNT)]
+    names += [src.wide_kernel_name(m) for m in (src.MODE_KEYS, src.MODE_COUNT)]
     names += [src.poly_kernel_name(t, f) for t in ("float", "double") for f in (0, 1)]
     names += list(src.AUX_KERNELS)
     names += list(TRAIN_KERNELS)
@@ -71,6 +72,8 @@ def _file_of(name):
         return "sample_layers.cu"
     if base in KLZ_KERNELS:
         return "klz.cu"
+    if base == "fastpoly_sample_wide":
+        return "sample_wide.cu"
     return "poly.cu" if base.startswith("fastpoly_csr") else "sampler.cu"
 
 

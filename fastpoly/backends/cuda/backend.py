@@ -12,6 +12,9 @@ name expressions:
 
 * ``fastpoly_sample_fixed<N0, H1, H2, R, ACT, MODE>`` for ``N0-H1-H2-1``
   networks on at most 128 rows (the anchor ``7-40-40-1`` on 128 Boolean inputs),
+* ``fastpoly_sample_wide<MODE>`` (``kernels/sample_wide.cu``) for wide MLPs: a hidden layer of at
+  least ``WIDE_MIN_WIDTH`` neurons on at least ``WIDE_MIN_ROWS`` rows (one block per sample, tiled
+  matrix products, the weights generated on chip),
 * ``fastpoly_sample_generic<MODE>`` for everything else,
 * ``fastpoly_csr_layer<T, FUSED>`` for :meth:`CupyBackend.evaluate`.
 
@@ -50,7 +53,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CupyBackend", "CupyDevice", "default_device", "POLY_ACT_CODES", "sort_peak_bytes",
-    "FixedSampler", "GenericSampler", "DevicePlan",
+    "FixedSampler", "GenericSampler", "WideSampler", "DevicePlan", "WIDE_MIN_WIDTH", "WIDE_MIN_ROWS",
 ]
 
 #: activation name -> code of kernels/poly.cu (FP_ACT_*, generated from the activation table)
@@ -83,6 +86,14 @@ _SMEM_DEFAULT_LIMIT = 48 * 1024
 _STATIC_SMEM_BOUND = 1024
 _SEGMENT_THREADS = 256
 _U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: ``kernel="auto"`` takes the wide sampler for an MLP with a hidden layer this wide ...
+WIDE_MIN_WIDTH = 128
+#: ... on at least this many rows (key rows + train rows); smaller nets keep the fixed / generic kernels
+WIDE_MIN_ROWS = 64
+# constants of kernels/sample_wide.cu: threads per block, neurons per tile, k per staged chunk
+_WIDE_THREADS = 256
+_WIDE_TN = 64
+_WIDE_KC = 16
 
 
 def _round_up(a, b):
@@ -127,6 +138,8 @@ class FixedSampler:
     shape: tuple[int, int, int]
     R: int
     act: int
+    #: the kernel source file
+    filename: ClassVar[str] = "sampler.cu"
 
     def kernel_names(self) -> list[str]:
         """Name expressions of the keys and count instantiations, then the auxiliary kernels."""
@@ -155,10 +168,43 @@ class GenericSampler:
     smem_per_warp: int
     maxw: int
     stride: int
+    #: the kernel source file
+    filename: ClassVar[str] = "sampler.cu"
 
     def kernel_names(self) -> list[str]:
         """Name expressions of the keys and count instantiations, then the auxiliary kernels."""
         return [src.generic_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)] + list(src.AUX_KERNELS)
+
+
+@dataclass(frozen=True)
+class WideSampler:
+    """The tiled sampler ``fastpoly_sample_wide<MODE>`` (``kernels/sample_wide.cu``): one block of 256 threads per sample.
+
+    Each layer is a matrix product over tiles of 64 neurons x 128 rows; the weights of a neuron
+    tile are generated on chip into shared memory ``kseg`` inputs at a time (``kseg * 64`` floats
+    of dynamic shared memory) and reused by every row tile; the activations live in a per-block
+    global scratch area.
+
+    Attributes
+    ----------
+    kseg : int
+        Fan-in weights per neuron per segment (a multiple of 16); the launch may lower it to fit
+        the device's shared memory.
+    maxw : int
+        Widest layer after the inputs.
+    stride : int
+        Floats of global scratch per block (two activation buffers and the key words).
+    """
+
+    kseg: int
+    maxw: int
+    stride: int
+    #: the kernel source file
+    filename: ClassVar[str] = "sample_wide.cu"
+
+    def kernel_names(self) -> list[str]:
+        """Name expressions of the keys and count instantiations (the counting helper is in ``sampler.cu``)."""
+        return [src.wide_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)]
 
 
 @dataclass(frozen=True)
@@ -181,7 +227,7 @@ class DevicePlan:
         Key rows.
     n_words : int
         64-bit words of a key.
-    kernel : FixedSampler or GenericSampler
+    kernel : FixedSampler, GenericSampler or WideSampler
         The chosen sampler kernel and its launch constants.
     """
 
@@ -192,7 +238,7 @@ class DevicePlan:
     m: int
     nkey: int
     n_words: int
-    kernel: FixedSampler | GenericSampler
+    kernel: FixedSampler | GenericSampler | WideSampler
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,10 +475,16 @@ class CupyBackend(Backend):
         Bytes of device memory a sub-batch may use; None: ``memory_fraction``
         of the free memory at first use (``$FASTPOLY_CUPY_MEMORY`` overrides).
     memory_fraction : float
-    kernel : {"auto", "fixed", "generic"}
-        Force the generic sampler (or, where possible, the fixed-size one).
+    kernel : {"auto", "fixed", "generic", "wide"}
+        Force the generic sampler, the wide (tiled) one, or, where possible, the fixed-size one.
+        ``"auto"``: the fixed-size sampler for ``N0-H1-H2-1`` nets on <= 128 rows, the wide one for
+        an MLP with a hidden layer of >= :data:`WIDE_MIN_WIDTH` neurons on >= :data:`WIDE_MIN_ROWS`
+        rows, else the generic one.  All give the same bits.
     wchunk : int
         Weights per warp per chunk of the generic sampler (shared memory).
+    wide_kseg : int
+        Fan-in weights per neuron and segment of the wide sampler (a multiple of 16; shared memory
+        ``wide_kseg * 256`` bytes per block).
     max_sub_batch : int or None
         Upper bound on the samples of one kernel launch.
     device : object or None
@@ -450,19 +502,22 @@ class CupyBackend(Backend):
 
     def __init__(self, threads_per_block: int = 128, max_blocks: int | None = None, memory_budget: int | None = None,
                  memory_fraction: float = 0.5, kernel: str = "auto", wchunk: int = 256,
-                 max_sub_batch: int | None = None, device: Any = None) -> None:
+                 max_sub_batch: int | None = None, device: Any = None, wide_kseg: int = 256) -> None:
         if threads_per_block % 32 or not 32 <= threads_per_block <= 1024:
             raise ValueError("threads_per_block must be a multiple of 32 in [32, 1024]")
-        if kernel not in ("auto", "fixed", "generic"):
-            raise ValueError(f"unknown kernel {kernel!r}; valid: auto, fixed, generic")
+        if kernel not in ("auto", "fixed", "generic", "wide"):
+            raise ValueError(f"unknown kernel {kernel!r}; valid: auto, fixed, generic, wide")
         if int(wchunk) < 1:
             raise ValueError("wchunk must be >= 1")
+        if int(wide_kseg) < _WIDE_KC or int(wide_kseg) % _WIDE_KC:
+            raise ValueError(f"wide_kseg must be a positive multiple of {_WIDE_KC}, got {wide_kseg}")
         self.threads_per_block = int(threads_per_block)
         self.max_blocks = None if max_blocks is None else int(max_blocks)
         self._budget = None if memory_budget is None else int(memory_budget)
         self.memory_fraction = float(memory_fraction)
         self.kernel = kernel
         self.wchunk = int(wchunk)
+        self.wide_kseg = int(wide_kseg)
         self.max_sub_batch = int(max_sub_batch) if max_sub_batch else _MAX_SUB_BATCH
         self._lock = threading.RLock()
         self._modules: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
@@ -585,8 +640,19 @@ class CupyBackend(Backend):
         self._plan_cache[key] = d
         return d
 
-    def _choose_kernel(self, plan: SamplerPlan) -> FixedSampler | GenericSampler:
-        """The fixed-size sampler where the architecture fits it (and ``kernel`` allows), else the generic one."""
+    @staticmethod
+    def wide_by_size(plan: SamplerPlan) -> bool:
+        """Whether ``kernel="auto"`` samples this MLP with the wide (tiled) sampler.
+
+        A hidden layer of at least :data:`WIDE_MIN_WIDTH` neurons on at least :data:`WIDE_MIN_ROWS`
+        rows: there the generic sampler (one warp per sample, one global load per FMA) is
+        memory-bound and the tiled products pay off; smaller nets keep their kernels.
+        """
+        w = plan.dense.widths
+        return len(w) >= 3 and max(w[1:-1]) >= WIDE_MIN_WIDTH and plan.m >= WIDE_MIN_ROWS
+
+    def _choose_kernel(self, plan: SamplerPlan) -> FixedSampler | GenericSampler | WideSampler:
+        """The sampler ``kernel`` asks for; with ``"auto"``: fixed where it fits, wide by size, else generic."""
         w = plan.dense.widths
         m = plan.m
         R = max(1, -(-m // 32))
@@ -594,6 +660,10 @@ class CupyBackend(Backend):
             len(w) == 4 and m <= 128 and w[0] <= 32 and w[1] <= 64 and w[2] <= 64 and R * w[1] <= 160
             and plan.mlp.n_params < 2**31
         )
+        if self.kernel == "wide" or (self.kernel == "auto" and not fits and self.wide_by_size(plan)):
+            maxw = max(w[1:])
+            kseg = min(self.wide_kseg, _round_up(max(w[:-1]), _WIDE_KC))
+            return WideSampler(kseg=int(kseg), maxw=int(maxw), stride=int(_round_up(2 * maxw * m + 2 * plan.n_words, 4)))
         if self.kernel == "generic" or not fits:
             if self.kernel == "fixed" and not fits:
                 warnings.warn("kernel='fixed' does not fit this architecture; using the generic sampler",
@@ -608,9 +678,38 @@ class CupyBackend(Backend):
                             shape=(int(w[0]), int(w[1]), int(w[2])), R=int(R),
                             act=SAMPLER_CODES[plan.mlp.activation])
 
-    def _kernel(self, k: FixedSampler | GenericSampler, mode: int) -> Any:
+    def _kernel(self, k: FixedSampler | GenericSampler | WideSampler, mode: int) -> Any:
         names = k.kernel_names()
-        return self._functions("sampler.cu", names)[names[mode]]
+        return self._functions(k.filename, names)[names[mode]]
+
+    def _wide_launch_config(self, k: WideSampler, kern: Any, n: int) -> tuple[int, int, int]:
+        """(blocks, dynamic shared bytes, kseg) of the wide sampler for n samples; opts in above 48 KiB.
+
+        ``kseg`` is lowered (in steps of 16) where the card's shared memory per block cannot hold
+        ``kseg * 64`` floats; the grid is capped so the scratch of the blocks takes at most half the
+        memory budget.
+        """
+        dev = self._device()
+        props = self._properties()
+        attrs = dev.attributes(kern)
+        static = int(attrs["static_smem"])
+        top = max(props.get("smem_per_block", _SMEM_DEFAULT_LIMIT), props.get("smem_per_block_optin", 0))
+        fit = ((top - static) // (4 * _WIDE_TN)) // _WIDE_KC * _WIDE_KC
+        if fit < _WIDE_KC:
+            raise ValueError(f"the wide sampler needs {4 * _WIDE_TN * _WIDE_KC + static} bytes of shared memory "
+                             f"per block; the device allows {top}")
+        kseg = min(k.kseg, fit)
+        smem = 4 * _WIDE_TN * kseg
+        if static + smem > props.get("smem_per_block", _SMEM_DEFAULT_LIMIT) and smem > attrs["max_dynamic_smem"]:
+            dev.set_max_dynamic_smem(kern, smem)
+        regs = max(int(attrs["num_regs"]), 16)
+        blocks_sm = max(1, min(32, 65536 // (_round_up(regs, 8) * _WIDE_THREADS),
+                               props["smem_per_sm"] // (smem + static + 1024)))
+        cap = props["sm_count"] * blocks_sm * 2
+        if self.max_blocks:
+            cap = min(cap, self.max_blocks)
+        cap = min(cap, max(1, (self.memory_budget() // 2) // (k.stride * 4)))
+        return max(1, min(n, cap)), smem, kseg
 
     def _launch_config(self, k: FixedSampler | GenericSampler, kern: Any, n: int) -> tuple[int, int, int]:
         """(blocks, warps per block, dynamic shared bytes) for n samples; opts the kernel in above 48 KiB."""
@@ -640,9 +739,15 @@ class CupyBackend(Backend):
         dev = self._dev
         k = d.kernel
         kern = self._kernel(k, mode)
-        grid, wpb, smem = self._launch_config(k, kern, n)
         args = [np.uint64(seed), np.uint64(start), np.uint64(n), d.desc, d.scales, d.Xt,
                 np.int32(d.m), np.int32(d.nkey), d.labels] + list(outs)
+        if isinstance(k, WideSampler):
+            grid, smem, kseg = self._wide_launch_config(k, kern, n)
+            scratch = dev.empty(grid * k.stride, np.float32)
+            args += [scratch, np.int64(k.stride), np.int32(k.maxw), np.int32(kseg)]
+            dev.launch(kern, (grid,), (_WIDE_THREADS,), args, smem)
+            return
+        grid, wpb, smem = self._launch_config(k, kern, n)
         if isinstance(k, GenericSampler):
             scratch = dev.empty(grid * wpb * k.stride, np.float32)
             args += [scratch, np.int64(k.stride), np.int32(k.maxw), np.int32(self.wchunk)]
@@ -650,8 +755,8 @@ class CupyBackend(Backend):
 
     def _sub_batch(self, d: DevicePlan | None, per_sample: int, kind: str) -> int:
         budget = self.memory_budget()
-        if d is not None and isinstance(d.kernel, GenericSampler):
-            budget //= 2  # the other half is for the scratch of the warps (see _launch_config)
+        if d is not None and isinstance(d.kernel, (GenericSampler, WideSampler)):
+            budget //= 2  # the other half is for the scratch of the warps / blocks (see _launch_config)
         sb = max(_MIN_SUB_BATCH, budget // max(per_sample, 1))
         sb = min(sb, self.max_sub_batch, self._shrunk.get(kind, _MAX_SUB_BATCH))
         return int(max(1, sb))
@@ -885,7 +990,8 @@ class CupyBackend(Backend):
         starts = xp.flatnonzero(new)
         run = (xp.cumsum(new) - 1).astype(xp.int64)
         first = dev.full(int(starts.shape[0]), _U64_MAX, np.uint64)
-        kern = self._functions("sampler.cu", d.kernel.kernel_names())[src.SEGMENT_MIN_KERNEL]
+        names = d.kernel.kernel_names() if d.kernel.filename == "sampler.cu" else list(src.AUX_KERNELS)
+        kern = self._functions("sampler.cu", names)[src.SEGMENT_MIN_KERNEL]
         grid = max(1, min(-(-n // _SEGMENT_THREADS), 4 * self._properties()["sm_count"] * 8))
         dev.launch(kern, (grid,), (_SEGMENT_THREADS,), [np.int64(n), order, run, idx, first], 0)
         counts = xp.diff(xp.concatenate([starts, xp.asarray([n], dtype=starts.dtype)])).astype(xp.int64)

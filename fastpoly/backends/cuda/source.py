@@ -18,7 +18,7 @@ from fastpoly.activations import CODES
 
 __all__ = [
     "kernel_dir", "kernel_sources", "read_source", "source_digest", "NVRTC_OPTIONS", "NVCC_FLAGS",
-    "fixed_kernel_name", "generic_kernel_name", "poly_kernel_name", "fixed_layout_floats",
+    "fixed_kernel_name", "generic_kernel_name", "wide_kernel_name", "poly_kernel_name", "fixed_layout_floats",
     "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
     "build_ptx", "build_module", "CompiledModule", "module_cache_key", "CtypesNVRTC", "find_nvrtc_library",
     "preload_nvrtc_builtins", "ptx_ftz_instructions", "SharedMemoryPlan", "shared_memory_plan",
@@ -100,6 +100,11 @@ def fixed_kernel_name(n0, h1, h2, rows_per_lane, act_code, mode):
 def generic_kernel_name(mode):
     """Name expression of the generic sampler kernel for ``mode`` (keys or counts)."""
     return f"fastpoly_sample_generic<{mode}>"
+
+
+def wide_kernel_name(mode):
+    """Name expression of the wide (tiled, one block per sample) sampler of ``kernels/sample_wide.cu``."""
+    return f"fastpoly_sample_wide<{mode}>"
 
 
 def poly_kernel_name(dtype_name, fused):
@@ -197,7 +202,7 @@ def build_module(filename, names, nvrtc, arch=None, virtual=False):
     Parameters
     ----------
     filename : str
-        ``"sampler.cu"``, ``"poly.cu"``, ``"train.cu"`` or ``"klz.cu"``.
+        ``"sampler.cu"``, ``"sample_wide.cu"``, ``"poly.cu"``, ``"train.cu"`` or ``"klz.cu"``.
     names : sequence of str
         NVRTC name expressions (template instantiations, plain kernel names).
     nvrtc : object
