@@ -50,7 +50,17 @@ CASES = {
                                   Recipe(lr=0.02, momentum=0.9, nesterov=True, batch_size=20, max_epochs=3)),
     "16-128-128-1-tanh-rmsprop-batch5": (MLP(16, (128, 128), activation="tanh"), 16, 12,
                                          Recipe(optimizer="rmsprop", lr=0.001, batch_size=5, max_epochs=2)),
+    # a 512-neuron layer: its row stride gets 32 more lanes (the cache-set rule of _width_stride)
+    "16-512-40-1-adagrad-batch6": (MLP(16, (512, 40)), 16, 14,
+                                   Recipe(optimizer="adagrad", lr=0.01, batch_size=6, max_epochs=2)),
 }
+
+
+def test_row_strides_avoid_multiples_of_512():
+    from fastpoly.backends.numba.train import _width_stride
+
+    assert [_width_stride(n) for n in (1, 40, 136, 500, 505, 520)] == [8, 40, 136, 504, 512 + 32, 520]
+    assert [_width_stride(n) for n in (512, 1000, 1024, 2048)] == [544, 1000, 1056, 2080]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
