@@ -1,0 +1,386 @@
+// train_wide.cu -- the tiled wide-MLP P_SGD trainer: one thread block per run, the minibatch products as
+// shared-memory-tiled matrix products, bit for bit fastpoly/sgd/reference.py and the layer kernel
+// kernels/train_cnn.cu (NVRTC-compatible, no system headers).
+//
+// The network is the layer program of fastpoly/backends/layer_program.py (compile_program(arch, B), B the
+// minibatch rows) restricted to dense and elementwise layers (dense, relu, identity, tanh, erf, sigmoid,
+// flatten).  Block b trains runs lo + b, lo + b + gridDim.x, ... (grid-stride); its 256 threads share the
+// run.  Per-block scratch in global memory: `fscratch` (P, S1, S2: n_params each; A, E: alen each, the
+// activations and errors of B rows) and `iscratch` (perm: m, words: 4 * bpe).  The initial parameters are
+// drawn here, in parallel, by the stream of Architecture.draw_params (draw_mode 0 gaussian, 1 uniform:
+// P[p] = fp_mul(draw p, pscale[p]); 2 truncated normal: one thread, the unit normals in order with the
+// redraws of sample_layers.cu).
+//
+// Arithmetic: the contract of kernels/train_cnn.cu's header, unchanged.  The products of a dense layer
+// (isz inputs, osz outputs, nb rows) are three tiled GEMMs, each output element ONE accumulator whose
+// terms are added in the reference's order (tiling only splits independent sums over threads; no split-k,
+// no tree reductions, no tensor cores / TF32):
+//   forward      Z[r,j] = b[j] (or +0); Z = fp_fma(H[r,k], W[j,k], Z), k = 0, 1, ... ascending
+//   input error  e[r,k] = +0;           e = fp_fma(d[r,j], W[j,k], e), j ascending   (layers l > first_w)
+//   weights      G[j,k] = +0;           G = fp_fma(d[r,j], x[r,k], G), r ascending; bias gb = fp_add(gb, d[r,j])
+// The weight gradient never leaves the registers: the GEMM's epilogue applies the optimiser step
+// (fp_opt_step, elementwise, independent per parameter) to P[j,k] directly, after the layer's input
+// error has read the old W (the reference computes every gradient first, then steps: the same values).
+// Elementwise layers, the loss gradient, the divergence scan and the Philox shuffle words run in parallel
+// over the block; Fisher--Yates, the final-loss sum (r ascending) and the key bits run on one thread.
+// The fit check, the final loss and the key functions are forward passes of chunks of up to B rows
+// (the scratch A holds B rows); the fit check stops after the first chunk with a miss.  Every control
+// decision is block-uniform: each thread keeps its own copy of the run's counters, computed from the
+// same values, and block-wide flags pass through shared memory between barriers.
+//
+// Tiling (TW_* below): output tiles of 128 x 64 (rows x columns of the product), 256 threads as 16 x 16,
+// each thread 8 x 4 accumulators in registers (rows ty*4 .. +3 and 64 + ty*4 .. +3, columns tx*4 .. +3);
+// k in chunks of 16 through shared memory (A chunk 16 x 128, B chunk 16 x 64, padded rows), read back
+// as float4.  Per k step a thread issues 3 shared loads (128-bit) for 32 FMAs.  Forward and input error
+// run with the minibatch (B <= 128 rows) as the row dimension, so each weight is read from global memory
+// once per product; the weight gradient tiles (osz x isz) and reads the small B-row operands per tile.
+#include "network.cuh"
+#include "train.cuh"
+#include "layers.cuh"  // program codes and columns, fp_tl_act_code
+
+#define TW_THREADS 256
+#define TW_TM 128  // rows of an output tile
+#define TW_TN 64   // columns of an output tile
+#define TW_TK 16   // k per shared-memory chunk
+#define TW_LDA (TW_TM + 4)
+#define TW_LDB (TW_TN + 4)
+#define TW_STORE 0  // epilogue: C[m * c_m + n] = acc
+#define TW_OPT 1    // epilogue: P = C, fp_opt_step(P[i], acc, S1 + i, S2 + i), i = m * c_m + n
+
+// S[kk * ld + i] = X(i0 + i, k0 + kk) (element (i, k) at X[i * s_i + k * s_k]) for i < rows, kk < TW_TK;
+// zero outside ni x nk.  Consecutive threads walk the contiguous direction of X (coalesced reads).
+__device__ __forceinline__ void tw_load(float* S, int ld, int rows, const float* X, long long s_i, long long s_k,
+                                        int i0, int ni, int k0, int nk) {
+    const bool kc = s_k == 1;
+    for (int q = threadIdx.x; q < rows * TW_TK; q += TW_THREADS) {
+        const int kk = kc ? q % TW_TK : q / rows;
+        const int i = kc ? q / TW_TK : q % rows;
+        S[kk * ld + i] = (i < ni && kk < nk) ? X[(long long)(i0 + i) * s_i + (long long)(k0 + kk) * s_k] : 0.0f;
+    }
+}
+
+// C(M x N) = init + A(M x K) B(N x K)^T, A(m, k) at A[m * a_m + k * a_k], B(n, k) at B[n * b_n + k * b_k]:
+// acc(m, n) starts at bias[n] (bias != 0) or +0 and takes fp_fma(A(m, k), B(n, k), acc) for k = 0 .. K-1
+// ascending (the padded k of a last chunk are skipped, not added as zeros: -0 + 0 would be +0).
+// mode TW_STORE writes acc to C[m * c_m + n]; TW_OPT steps the parameters C[m * c_m + n] with gradient
+// acc (optimiser state S1, S2 at the same offsets).  Ends with a barrier (C is visible to the block).
+__device__ void tw_gemm(int M, int N, int K, const float* A, long long a_m, long long a_k, const float* B,
+                        long long b_n, long long b_k, const float* bias, float* C, long long c_m, int mode,
+                        float* S1, float* S2, const fp_opt& o, float bc1, float bc2, float* As, float* Bs) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int mt = (M + TW_TM - 1) / TW_TM, nt = (N + TW_TN - 1) / TW_TN;
+    for (int t = 0; t < mt * nt; ++t) {
+        const int m0 = (t / nt) * TW_TM, n0 = (t % nt) * TW_TN;
+        float acc[8][4];
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx * 4 + j;
+            const float v = (bias != 0 && n < N) ? bias[n] : 0.0f;
+            for (int i = 0; i < 8; ++i) acc[i][j] = v;
+        }
+        for (int k0 = 0; k0 < K; k0 += TW_TK) {
+            const int kn = K - k0 < TW_TK ? K - k0 : TW_TK;
+            __syncthreads();  // the previous chunk has been read
+            tw_load(As, TW_LDA, TW_TM, A, a_m, a_k, m0, M - m0, k0, kn);
+            tw_load(Bs, TW_LDB, TW_TN, B, b_n, b_k, n0, N - n0, k0, kn);
+            __syncthreads();
+            if (kn == TW_TK) {
+#pragma unroll
+                for (int kk = 0; kk < TW_TK; ++kk) {
+                    const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
+                    const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
+                    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
+                    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+                    for (int i = 0; i < 8; ++i)
+#pragma unroll
+                        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
+                }
+            } else {
+                for (int kk = 0; kk < kn; ++kk) {
+                    const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
+                    const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
+                    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
+                    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+                    for (int i = 0; i < 8; ++i)
+#pragma unroll
+                        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int m = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = n0 + tx * 4 + j;
+                if (n >= N) continue;
+                const long long c = (long long)m * c_m + n;
+                if (mode == TW_STORE) C[c] = acc[i][j];
+                else C[c] = fp_opt_step(o, C[c], acc[i][j], S1 + c, S2 + c, bc1, bc2);
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// The forward pass of rows 0 .. nb-1 (inputs already in A at the first layer's input buffer).
+__device__ void tw_forward(const int* prog, int nl, const float* P, float* A, int nb, float* As, float* Bs,
+                           const fp_opt& o) {
+    for (int l = 0; l < nl; ++l) {
+        const int* pr = prog + l * FP_TL_COLS;
+        const int kind = pr[C_KIND], isz = pr[C_ISZ], osz = pr[C_OSZ];
+        const float* x = A + pr[C_AIN];
+        float* y = A + pr[C_AOUT];
+        if (kind == FP_TL_DENSE) {
+            const int bo = pr[C_BOFF];
+            tw_gemm(nb, osz, isz, x, isz, 1, P + pr[C_WOFF], isz, 1, bo >= 0 ? P + bo : 0, y, osz, TW_STORE, 0, 0,
+                    o, 1.0f, 1.0f, As, Bs);
+        } else {
+            const long long tot = (long long)nb * isz;
+            if (kind == FP_TL_RELU) {
+                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t] < 0.0f ? 0.0f : x[t];
+            } else if (kind >= FP_TL_TANH) {
+                const int code = fp_tl_act_code(kind);
+                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = fp_train_act(code, x[t]);
+            } else {
+                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t];
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Rows r0 .. r0+nb-1 of X (nin floats each) into the first layer's input buffer, then the forward pass.
+__device__ void tw_forward_rows(const int* prog, int nl, const float* P, float* A, const float* X, int r0, int nb,
+                                int nin, float* As, float* Bs, const fp_opt& o) {
+    float* a0 = A + prog[C_AIN];
+    for (long long t = threadIdx.x; t < (long long)nb * nin; t += TW_THREADS)
+        a0[t] = X[(long long)r0 * nin + t];
+    __syncthreads();
+    tw_forward(prog, nl, P, A, nb, As, Bs, o);
+}
+
+// The key words of a run: bit r of the nkey rows of Xkey (output > 0), through chunks of B rows.
+__device__ void tw_keys(const int* prog, int nl, const float* P, float* A, const float* Xkey, int nkey, int nin,
+                        int B, int W, fp_u64* out, float* As, float* Bs, const fp_opt& o) {
+    const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
+    for (int w = threadIdx.x; w < W; w += TW_THREADS) out[w] = 0;
+    for (int r0 = 0; r0 < nkey; r0 += B) {
+        const int nb = nkey - r0 < B ? nkey - r0 : B;
+        tw_forward_rows(prog, nl, P, A, Xkey, r0, nb, nin, As, Bs, o);
+        if (threadIdx.x == 0)
+            for (int r = 0; r < nb; ++r)
+                if (A[aout + r] > 0.0f) out[(r0 + r) >> 6] |= 1ull << ((r0 + r) & 63);
+        __syncthreads();  // the logits are read before the next chunk overwrites A
+    }
+}
+
+// Outputs per run s (index lo + s): keys/init_keys[s * W ..], status, first_fit, epochs, losses,
+// params[s * n_params ..] when want_params.  fscratch: gridDim.x * (3 n_params + 2 alen) floats;
+// iscratch: gridDim.x * (m + 4 bpe) ints.  blockDim.x must be TW_THREADS.
+__global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THREADS
+    fp_u64 seed, fp_u64 lo, fp_u64 n, const int* __restrict__ prog, int nl, int first_w, int alen,
+    const float* __restrict__ pscale, const unsigned char* __restrict__ trunc, int draw_mode, int n_params,
+    const long long* __restrict__ rints, const float* __restrict__ rfloats, const float* __restrict__ Xtr,
+    const float* __restrict__ ytr, int m, int nin, const float* __restrict__ Xkey, int nkey, long long leak_w,
+    const long long* __restrict__ leak_E, const long long* __restrict__ leak_from, int W,
+    fp_u64* __restrict__ keys, fp_u64* __restrict__ init_keys, signed char* __restrict__ status,
+    int* __restrict__ first_fit, int* __restrict__ epochs, float* __restrict__ losses, float* __restrict__ params,
+    int want_params, float* __restrict__ fscratch, int* __restrict__ iscratch) {
+    __shared__ __align__(16) float tw_as[TW_TK * TW_LDA];
+    __shared__ __align__(16) float tw_bs[TW_TK * TW_LDB];
+    __shared__ int tw_flag;
+    const int tid = threadIdx.x;
+    const int bpe = fp_blocks_per_epoch(m);
+    float* P = fscratch + (long long)blockIdx.x * (3LL * n_params + 2LL * alen);
+    float* S1 = P + n_params;
+    float* S2 = S1 + n_params;
+    float* A = S2 + n_params;
+    float* E = A + alen;
+    int* perm = iscratch + (long long)blockIdx.x * (m + 4 * bpe);
+    fp_u32* words = (fp_u32*)(perm + m);
+    const int opt = (int)rints[FP_RI_OPTIMIZER], loss = (int)rints[FP_RI_LOSS];
+    const int bsz = (int)rints[FP_RI_BATCH_SIZE], max_epochs = (int)rints[FP_RI_MAX_EPOCHS];
+    const long long eaf0 = rints[FP_RI_EPOCHS_AFTER_FIT], min_ep0 = rints[FP_RI_MIN_EPOCHS];
+    const fp_opt o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
+    const float thr = rfloats[FP_RF_FIT_THRESHOLD];
+    const float s1_init = fp_opt_s1_init(o);
+    const int B = bsz < m ? bsz : m;
+    const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
+    const int a0 = prog[C_AIN];
+    for (long long s = blockIdx.x; s < (long long)n; s += gridDim.x) {
+        const fp_u64 idx = lo + (fp_u64)s;
+        // initial parameters (the stream of Architecture.draw_params) and optimiser state
+        if (draw_mode != 2) {
+            for (long long b = tid; b < ((long long)n_params + 3) / 4; b += TW_THREADS) {
+                float v[4];
+                fp_block_draws(seed, idx, (fp_u32)b, draw_mode == 1 ? 1 : 0, v);
+                for (int q = 0; q < 4; ++q) {
+                    const long long p = 4 * b + q;
+                    if (p < n_params) P[p] = fp_mul(v[q], pscale[p]);
+                }
+            }
+        } else if (tid == 0) {  // truncated normals: the unit normals in order, |z| > 2 redrawn
+            float v[4];
+            long long q = 0, cb = -1;
+            for (int p = 0; p < n_params; ++p) {
+                float z;
+                for (;;) {
+                    if ((q >> 2) != cb) {
+                        cb = q >> 2;
+                        fp_block_draws(seed, idx, (fp_u32)cb, 0, v);
+                    }
+                    z = v[q & 3];
+                    if (!trunc[p] || !(z > 2.0f || z < -2.0f)) break;
+                    ++q;
+                }
+                ++q;
+                P[p] = fp_mul(z, pscale[p]);
+            }
+        }
+        for (int p = tid; p < n_params; p += TW_THREADS) {
+            S1[p] = s1_init;
+            S2[p] = 0.0f;
+        }
+        __syncthreads();
+        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, init_keys + s * W, tw_as, tw_bs, o);
+        long long min_ep = min_ep0, eaf = eaf0;
+        if (leak_w > 0) {
+            const long long wk = (long long)(idx % (fp_u64)leak_w);
+            if ((long long)idx > leak_from[wk]) {
+                const long long v = leak_E[wk] + eaf0;
+                min_ep = min_ep > v ? min_ep : v;
+                eaf = 0;
+            }
+        }
+        float b1t = 1.0f, b2t = 1.0f, bc1 = 1.0f, bc2 = 1.0f;
+        int ff = -1, st = FP_STATUS_FAILED, e = 0;
+        bool fitted = false, stopped = false, diverged = false;
+        while (e < max_epochs) {
+            for (int jb = tid; jb < bpe; jb += TW_THREADS) {
+                const fp_u32x4 w4 = fp_shuffle_block(seed, idx, e, bpe, jb);
+                words[4 * jb] = w4.x;
+                words[4 * jb + 1] = w4.y;
+                words[4 * jb + 2] = w4.z;
+                words[4 * jb + 3] = w4.w;
+            }
+            __syncthreads();
+            if (tid == 0) fp_fisher_yates(words, m, perm);
+            __syncthreads();
+            e += 1;
+            for (int a = 0; a < m; a += B) {
+                const int nb = (m - a < B) ? m - a : B;
+                const float nbf = fp_i2f_exact(nb);
+                for (long long t = tid; t < (long long)nb * nin; t += TW_THREADS) {
+                    const int r = (int)(t / nin), k = (int)(t % nin);
+                    A[a0 + t] = Xtr[(long long)perm[a + r] * nin + k];
+                }
+                __syncthreads();
+                tw_forward(prog, nl, P, A, nb, tw_as, tw_bs, o);
+                for (int r = tid; r < nb; r += TW_THREADS)
+                    E[aout + r] = fp_loss_grad(loss, A[aout + r], ytr[perm[a + r]], nbf);
+                if (opt == FP_OPT_ADAM) {  // every thread keeps the same bias corrections
+                    b1t = fp_mul(b1t, o.b1);
+                    b2t = fp_mul(b2t, o.b2);
+                    bc1 = fp_sub(1.0f, b1t);
+                    bc2 = fp_sub(1.0f, b2t);
+                }
+                __syncthreads();
+                for (int l = nl - 1; l >= first_w; --l) {
+                    const int* pr = prog + l * FP_TL_COLS;
+                    const int kind = pr[C_KIND], isz = pr[C_ISZ], osz = pr[C_OSZ];
+                    const int ain = pr[C_AIN], ao = pr[C_AOUT];
+                    if (kind == FP_TL_DENSE) {
+                        const int wo = pr[C_WOFF], bo = pr[C_BOFF];
+                        if (l > first_w)  // input error from the old W (before this layer's step)
+                            tw_gemm(nb, isz, osz, E + ao, osz, 1, P + wo, 1, isz, 0, E + ain, isz, TW_STORE, 0, 0, o,
+                                    bc1, bc2, tw_as, tw_bs);
+                        if (bo >= 0) {  // bias: gb = sum over rows (ascending) from +0, then its step
+                            for (int j = tid; j < osz; j += TW_THREADS) {
+                                float gb = 0.0f;
+                                for (int r = 0; r < nb; ++r) gb = fp_add(gb, E[ao + (long long)r * osz + j]);
+                                P[bo + j] = fp_opt_step(o, P[bo + j], gb, S1 + bo + j, S2 + bo + j, bc1, bc2);
+                            }
+                        }
+                        // weight gradient G[j,k] over the rows, stepped in the epilogue
+                        tw_gemm(osz, isz, nb, E + ao, 1, osz, A + ain, 1, isz, 0, P + wo, isz, TW_OPT, S1 + wo,
+                                S2 + wo, o, bc1, bc2, tw_as, tw_bs);
+                    } else if (l > first_w) {
+                        const long long tot = (long long)nb * isz;
+                        if (kind == FP_TL_RELU) {
+                            for (long long t = tid; t < tot; t += TW_THREADS)
+                                E[ain + t] = A[ain + t] > 0.0f ? E[ao + t] : 0.0f;
+                        } else if (kind >= FP_TL_TANH) {
+                            const int code = fp_tl_act_code(kind);
+                            for (long long t = tid; t < tot; t += TW_THREADS)
+                                E[ain + t] = fp_train_dact(code, A[ain + t], E[ao + t]);
+                        } else {
+                            for (long long t = tid; t < tot; t += TW_THREADS) E[ain + t] = E[ao + t];
+                        }
+                        __syncthreads();
+                    }
+                }
+            }
+            // divergence: a parameter that is not finite ends the run (diverged, not fitted)
+            if (tid == 0) tw_flag = 0;
+            __syncthreads();
+            bool bad = false;
+            for (int p = tid; p < n_params; p += TW_THREADS)
+                bad |= (__float_as_uint(P[p]) & 0x7f800000u) == 0x7f800000u;
+            if (bad) atomicOr(&tw_flag, 1);
+            __syncthreads();
+            diverged = tw_flag != 0;
+            __syncthreads();  // tw_flag is read before it is reset
+            if (diverged) break;
+            // fit check: every train row's logit > thr equals its label (chunks of B rows, stop at a miss)
+            fitted = true;
+            for (int r0 = 0; r0 < m && fitted; r0 += B) {
+                const int nb = m - r0 < B ? m - r0 : B;
+                tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, tw_as, tw_bs, o);
+                if (tid == 0) tw_flag = 0;
+                __syncthreads();
+                bool miss = false;
+                for (int r = tid; r < nb; r += TW_THREADS) miss |= (A[aout + r] > thr) != (ytr[r0 + r] == 1.0f);
+                if (miss) atomicOr(&tw_flag, 1);
+                __syncthreads();
+                fitted = tw_flag == 0;
+                __syncthreads();
+            }
+            if (fitted) {
+                if (ff < 0) ff = e;
+                if (e - ff >= eaf && e >= min_ep) {
+                    st = FP_STATUS_STOPPED;
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        if (diverged) st = FP_STATUS_DIVERGED;
+        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        // final loss: the rows' terms added in order r = 0 .. m-1 by one thread
+        float sl = 0.0f;
+        for (int r0 = 0; r0 < m; r0 += B) {
+            const int nb = m - r0 < B ? m - r0 : B;
+            tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, tw_as, tw_bs, o);
+            if (tid == 0)
+                for (int r = 0; r < nb; ++r) sl = fp_loss_acc(loss, sl, A[aout + r], ytr[r0 + r]);
+            __syncthreads();
+        }
+        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, keys + s * W, tw_as, tw_bs, o);
+        if (tid == 0) {
+            const float ls = fp_div(sl, fp_i2f_exact(m));
+            losses[s] = ls;
+            if ((__float_as_uint(ls) & 0x7f800000u) == 0x7f800000u) st = FP_STATUS_DIVERGED;  // final loss not finite
+            status[s] = (signed char)st;
+            first_fit[s] = ff;
+            epochs[s] = e;
+        }
+        if (want_params)
+            for (int p = tid; p < n_params; p += TW_THREADS) params[s * (long long)n_params + p] = P[p];
+        __syncthreads();  // the scratch is reused by the block's next run
+    }
+}

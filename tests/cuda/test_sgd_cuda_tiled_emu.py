@@ -1,0 +1,137 @@
+"""The tiled wide-MLP CUDA trainer (``kernels/train_wide.cu``) in the CPU emulation, bit for bit the reference.
+
+One thread block (256 threads) trains one run: the minibatch products are shared-memory-tiled
+matrix products (output tiles of 128 x 64, k in chunks of 16), every output element one float32
+FMA chain in the reference's order.  Small MLPs are forced down this path with
+``train_range_cuda(..., path="tiled")``; their widths are not multiples of the tiles (partial
+tiles in rows, columns and k), the products of 2-130-1 span several column tiles and of 3-70-33-1
+a partial one, and 2-150-1 with batch 140 has more minibatch rows than a row tile.  Every output is
+compared exactly with :func:`~fastpoly.sgd.reference.train_range_reference`: keys, initial keys,
+status, first-fit epoch, epochs, the bits of the final loss and of the parameters.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastpoly import MLP, boolean_inputs
+from fastpoly.backends.cuda.train import train_range_cuda
+from fastpoly.model import parse
+from fastpoly.sgd import Recipe, make_train_plan
+from fastpoly.sgd.reference import STATUS_DIVERGED, train_range_reference
+
+pytestmark = pytest.mark.cuda_emu
+
+X4 = boolean_inputs(4)
+ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
+LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+def _same(ref, got):
+    assert (got.lo, got.hi) == (ref.lo, ref.hi)
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
+        a, b = getattr(ref, f), getattr(got, f)
+        assert a.shape == b.shape and a.dtype == b.dtype, f
+        assert np.array_equal(a, b), (f, a, b)
+    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
+    assert got.params is not None and got.params.shape == ref.params.shape
+    assert np.array_equal(_bits(ref.params), _bits(got.params))
+
+
+def _X(m, n, seed):
+    return np.random.default_rng(seed).standard_normal((m, n)).astype(np.float32)
+
+
+def _train(m_rows, m, seed):
+    rng = np.random.default_rng(seed)
+    return rng.choice(m_rows, m, replace=False), rng.integers(0, 2, m).astype(np.uint8)
+
+
+# name -> (arch, X, train, seed, recipe, lo, hi)
+PLANS = {
+    "4-6-5-1-sgd-ce-partial-batch": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                                     Recipe(lr=0.1, batch_size=3, max_epochs=12, epochs_after_fit=1), 0, 3),
+    "4-6-5-1-momentum": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                         Recipe(lr=0.05, momentum=0.9, batch_size=4, max_epochs=8), 0, 2),
+    "4-6-5-1-nesterov-mse-thr-after-fit": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                                           Recipe(lr=0.2, momentum=0.5, nesterov=True, loss="mse", batch_size=8,
+                                                  max_epochs=12, epochs_after_fit=3, fit_threshold=0.5), 0, 3),
+    "4-6-5-1-adam-mse-thr": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                             Recipe(optimizer="adam", lr=0.05, loss="mse", batch_size=5, max_epochs=10,
+                                    fit_threshold=0.5), 1, 4),
+    "3-70-33-1-adagrad-tanh": (MLP(3, (70, 33), activation="tanh"), _X(40, 3, 1), _train(40, 21, 2), 5,
+                               Recipe(optimizer="adagrad", lr=0.05, batch_size=8, max_epochs=3), 0, 2),
+    "3-9-7-1-rmsprop-tanh-nobias": (MLP(3, (9, 7), activation="tanh", bias=False), _X(30, 3, 1),
+                                    (np.arange(12), (np.arange(12) % 3 == 0).astype(np.uint8)), 5,
+                                    Recipe(optimizer="rmsprop", lr=0.01, batch_size=4, max_epochs=4), 0, 2),
+    "2-130-1-sgd-relu-W2-keys": (MLP(2, (130,)), _X(140, 2, 3), _train(140, 10, 4), 7,
+                                 Recipe(lr=0.05, batch_size=4, max_epochs=3), 0, 2),
+    "2-150-1-rows-over-a-tile": (MLP(2, (150,), activation="erf"), _X(150, 2, 5), _train(150, 140, 6), 2,
+                                 Recipe(optimizer="adam", lr=0.01, batch_size=140, max_epochs=2), 0, 1),
+    "4-6-5-1-uniform-sigmoid": (MLP(4, (6, 5), activation="sigmoid", weights="uniform"), X4, (ROWS, LABELS), 1,
+                                Recipe(lr=0.3, batch_size=3, max_epochs=5), 0, 2),
+    "4-6-5-1-truncated-normal": (parse("4-6-5-1", weights="truncated_normal"), X4, (ROWS, LABELS), 4,
+                                 Recipe(lr=0.1, batch_size=3, max_epochs=5), 0, 2),
+}
+
+
+def _plan(name):
+    arch, X, train, seed, recipe, lo, hi = PLANS[name]
+    return make_train_plan(arch, X, train, seed, recipe), lo, hi
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_small_mlp_forced_down_the_tiled_path(emu, name):
+    tp, lo, hi = _plan(name)
+    ref = train_range_reference(tp, lo, hi, params=True)
+    dev = emu.EmuDevice()
+    _same(ref, train_range_cuda(tp, lo, hi, params=True, device=dev, path="tiled", max_blocks=1))
+    assert {x[0] for x in dev.launches} == {"fastpoly_train_wide"}
+
+
+def test_several_blocks_and_launches(emu):
+    """Runs spread over 3 blocks, and over launches of 2 runs: the same bits as one block."""
+    tp, _, _ = _plan("4-6-5-1-sgd-ce-partial-batch")
+    ref = train_range_reference(tp, 5, 12, params=True)
+    _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=3))
+    _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(order="reverse"), path="tiled",
+                                max_runs_per_launch=2))
+
+
+def test_diverging_runs(emu):
+    """A huge learning rate: parameters overflow, the run ends diverged at the epoch's check."""
+    tp = make_train_plan("4-6-5-1", X4, (ROWS, LABELS), 3, Recipe(lr=1e30, batch_size=3, max_epochs=6))
+    ref = train_range_reference(tp, 0, 3, params=True)
+    assert np.any(ref.status == STATUS_DIVERGED)
+    _same(ref, train_range_cuda(tp, 0, 3, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
+
+
+def test_leaked_callback_rule(emu):
+    tp0, _, _ = _plan("4-6-5-1-nesterov-mse-thr-after-fit")
+    tp = tp0.with_leak(3, [12, 3, 7], [0, 1, 2**62])
+    ref = train_range_reference(tp, 0, 6, params=True)
+    _same(ref, train_range_cuda(tp, 0, 6, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
+
+
+def test_a_wide_mlp_takes_the_tiled_path_by_itself(emu):
+    """2-300-300-1 with Adam needs more shared memory per run than a block has: ``auto`` picks the tiled kernel."""
+    tp = make_train_plan(MLP(2, (300, 300)), _X(6, 2, 2), (np.arange(4), np.array([0, 1, 1, 0])), 9,
+                         Recipe(optimizer="adam", lr=0.01, batch_size=3, max_epochs=1))
+    ref = train_range_reference(tp, 0, 1, params=True)
+    dev = emu.EmuDevice()
+    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
+    assert [x[0] for x in dev.launches] == ["fastpoly_train_wide"]
+    with pytest.raises(ValueError, match="path"):
+        train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="wide")
+
+
+def test_tiled_path_refuses_convolutions(emu):
+    arch = parse("4x4x1-c2k3-1")
+    X = _X(6, 16, 1).reshape(6, 4, 4, 1)
+    tp = make_train_plan(arch, X, (np.arange(4), np.array([0, 1, 1, 0])), 1, Recipe(lr=0.1, max_epochs=1))
+    with pytest.raises(ValueError, match="dense and elementwise"):
+        train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="tiled")
