@@ -47,68 +47,101 @@
 #define TW_STORE 0  // epilogue: C[m * c_m + n] = acc
 #define TW_OPT 1    // epilogue: P = C, fp_opt_step(P[i], acc, S1 + i, S2 + i), i = m * c_m + n
 
-// S[kk * ld + i] = X(i0 + i, k0 + kk) (element (i, k) at X[i * s_i + k * s_k]) for i < rows, kk < TW_TK;
-// zero outside ni x nk.  Consecutive threads walk the contiguous direction of X (coalesced reads).
-__device__ __forceinline__ void tw_load(float* S, int ld, int rows, const float* X, long long s_i, long long s_k,
-                                        int i0, int ni, int k0, int nk) {
-    const bool kc = s_k == 1;
-    for (int q = threadIdx.x; q < rows * TW_TK; q += TW_THREADS) {
-        const int kk = kc ? q % TW_TK : q / rows;
-        const int i = kc ? q / TW_TK : q % rows;
-        S[kk * ld + i] = (i < ni && kk < nk) ? X[(long long)(i0 + i) * s_i + (long long)(k0 + kk) * s_k] : 0.0f;
+// A chunk of an operand: X(i0 + i, k0 + kk) (element (i, k) at X[i * s_i + k * s_k]) for i < ROWS,
+// kk < TW_TK, zero outside ni x nk; thread t holds elements q = t + TW_THREADS * u (u < ROWS * TW_TK /
+// TW_THREADS) in r[u].  Consecutive threads walk the contiguous direction of X (coalesced reads).
+template <int ROWS, bool KC>
+__device__ __forceinline__ void tw_fetch(float* r, const float* X, int s_i, int s_k, int i0, int ni, int k0, int nk) {
+#pragma unroll
+    for (int u = 0; u < ROWS * TW_TK / TW_THREADS; ++u) {
+        const int q = threadIdx.x + TW_THREADS * u;
+        const int kk = KC ? q % TW_TK : q / ROWS;
+        const int i = KC ? q / TW_TK : q % ROWS;
+        r[u] = (i < ni && kk < nk) ? X[(i0 + i) * s_i + (k0 + kk) * s_k] : 0.0f;
     }
+}
+
+// ... and into shared memory, transposed: S[kk * (ROWS + 4) + i].
+template <int ROWS, bool KC>
+__device__ __forceinline__ void tw_stash(float* S, const float* r) {
+#pragma unroll
+    for (int u = 0; u < ROWS * TW_TK / TW_THREADS; ++u) {
+        const int q = threadIdx.x + TW_THREADS * u;
+        const int kk = KC ? q % TW_TK : q / ROWS;
+        const int i = KC ? q / TW_TK : q % ROWS;
+        S[kk * (ROWS + 4) + i] = r[u];
+    }
+}
+
+// One k step of the register tile: 8 x 4 fused multiply-adds from row kk of the shared chunks.
+__device__ __forceinline__ void tw_step(float (&acc)[8][4], const float* As, const float* Bs, int kk, int tx, int ty) {
+    const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
+    const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
+    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
+    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
 }
 
 // C(M x N) = init + A(M x K) B(N x K)^T, A(m, k) at A[m * a_m + k * a_k], B(n, k) at B[n * b_n + k * b_k]:
 // acc(m, n) starts at bias[n] (bias != 0) or +0 and takes fp_fma(A(m, k), B(n, k), acc) for k = 0 .. K-1
 // ascending (the padded k of a last chunk are skipped, not added as zeros: -0 + 0 would be +0).
-// mode TW_STORE writes acc to C[m * c_m + n]; TW_OPT steps the parameters C[m * c_m + n] with gradient
-// acc (optimiser state S1, S2 at the same offsets).  Ends with a barrier (C is visible to the block).
-__device__ void tw_gemm(int M, int N, int K, const float* A, long long a_m, long long a_k, const float* B,
-                        long long b_n, long long b_k, const float* bias, float* C, long long c_m, int mode,
-                        float* S1, float* S2, const fp_opt& o, float bc1, float bc2, float* As, float* Bs) {
+// MODE TW_STORE writes acc to C[m * c_m + n]; TW_OPT steps the parameters C[m * c_m + n] with gradient
+// acc (optimiser state S1, S2 at the same offsets).  AKC / BKC: a_k == 1 / b_k == 1 (the operand is
+// contiguous along k; else along m / n).  Offsets inside an operand fit in int (n_params, alen < 2**31).
+// The k chunks are double-buffered: the global loads
+// of chunk c + 1 are in flight (in registers) while chunk c is multiplied from shared memory; one
+// barrier per chunk.  As, Bs: two chunks each.  Ends with a barrier (C is visible to the block).
+template <int MODE, bool AKC, bool BKC>
+__device__ __noinline__ void tw_gemm(int M, int N, int K, const float* A, int a_m, int a_k, const float* B, int b_n,
+                                     int b_k, const float* bias, float* C, int c_m,
+                                     float* S1, float* S2, const fp_opt* o, float bc1, float bc2, float* As,
+                                     float* Bs) {
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int mt = (M + TW_TM - 1) / TW_TM, nt = (N + TW_TN - 1) / TW_TN;
     for (int t = 0; t < mt * nt; ++t) {
         const int m0 = (t / nt) * TW_TM, n0 = (t % nt) * TW_TN;
         float acc[8][4];
+#pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int n = n0 + tx * 4 + j;
             const float v = (bias != 0 && n < N) ? bias[n] : 0.0f;
+#pragma unroll
             for (int i = 0; i < 8; ++i) acc[i][j] = v;
         }
+        float ra[TW_TM * TW_TK / TW_THREADS], rb[TW_TN * TW_TK / TW_THREADS];
+        tw_fetch<TW_TM, AKC>(ra, A, a_m, a_k, m0, M - m0, 0, K);
+        tw_fetch<TW_TN, BKC>(rb, B, b_n, b_k, n0, N - n0, 0, K);
+        // no barrier needed here: every chunk ends with one (the previous tile's reads are done), and
+        // so does every product
+        tw_stash<TW_TM, AKC>(As, ra);
+        tw_stash<TW_TN, BKC>(Bs, rb);
+        __syncthreads();
+        int buf = 0;
         for (int k0 = 0; k0 < K; k0 += TW_TK) {
             const int kn = K - k0 < TW_TK ? K - k0 : TW_TK;
-            __syncthreads();  // the previous chunk has been read
-            tw_load(As, TW_LDA, TW_TM, A, a_m, a_k, m0, M - m0, k0, kn);
-            tw_load(Bs, TW_LDB, TW_TN, B, b_n, b_k, n0, N - n0, k0, kn);
-            __syncthreads();
+            const bool more = k0 + TW_TK < K;
+            if (more) {  // the next chunk's loads, in flight during this chunk's products
+                tw_fetch<TW_TM, AKC>(ra, A, a_m, a_k, m0, M - m0, k0 + TW_TK, K - k0 - TW_TK);
+                tw_fetch<TW_TN, BKC>(rb, B, b_n, b_k, n0, N - n0, k0 + TW_TK, K - k0 - TW_TK);
+            }
+            const float* as = As + buf * (TW_TK * TW_LDA);
+            const float* bs = Bs + buf * (TW_TK * TW_LDB);
             if (kn == TW_TK) {
 #pragma unroll
-                for (int kk = 0; kk < TW_TK; ++kk) {
-                    const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
-                    const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
-                    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
-                    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-                    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
-#pragma unroll
-                    for (int i = 0; i < 8; ++i)
-#pragma unroll
-                        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
-                }
+                for (int kk = 0; kk < TW_TK; ++kk) tw_step(acc, as, bs, kk, tx, ty);
             } else {
-                for (int kk = 0; kk < kn; ++kk) {
-                    const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
-                    const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
-                    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
-                    const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-                    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
-#pragma unroll
-                    for (int i = 0; i < 8; ++i)
-#pragma unroll
-                        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
-                }
+                for (int kk = 0; kk < kn; ++kk) tw_step(acc, as, bs, kk, tx, ty);
             }
+            if (more) {  // the other buffer was last read before the previous barrier
+                tw_stash<TW_TM, AKC>(As + (buf ^ 1) * (TW_TK * TW_LDA), ra);
+                tw_stash<TW_TN, BKC>(Bs + (buf ^ 1) * (TW_TK * TW_LDB), rb);
+            }
+            __syncthreads();
+            buf ^= 1;
         }
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -118,18 +151,108 @@ __device__ void tw_gemm(int M, int N, int K, const float* A, long long a_m, long
             for (int j = 0; j < 4; ++j) {
                 const int n = n0 + tx * 4 + j;
                 if (n >= N) continue;
-                const long long c = (long long)m * c_m + n;
-                if (mode == TW_STORE) C[c] = acc[i][j];
-                else C[c] = fp_opt_step(o, C[c], acc[i][j], S1 + c, S2 + c, bc1, bc2);
+                const int c = m * c_m + n;
+                if (MODE == TW_STORE) C[c] = acc[i][j];
+                else C[c] = fp_opt_step(*o, C[c], acc[i][j], S1 + c, S2 + c, bc1, bc2);
             }
         }
     }
     __syncthreads();
 }
 
+// The elementwise layers (relu, identity / flatten, tanh, erf, sigmoid) on tot values, over the block.
+__device__ __noinline__ void tw_act_fwd(int kind, const float* x, float* y, long long tot) {
+    if (kind == FP_TL_RELU) {
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t] < 0.0f ? 0.0f : x[t];
+    } else if (kind >= FP_TL_TANH) {
+        const int code = fp_tl_act_code(kind);
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = fp_train_act(code, x[t]);
+    } else {
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t];
+    }
+}
+
+// Their error: ein from eout and the layer's input (pre-activation) z, as fp_tl_bwd of train_cnn.cu.
+__device__ __noinline__ void tw_act_bwd(int kind, const float* z, float* ein, const float* eout, long long tot) {
+    if (kind == FP_TL_RELU) {
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) ein[t] = z[t] > 0.0f ? eout[t] : 0.0f;
+    } else if (kind >= FP_TL_TANH) {
+        const int code = fp_tl_act_code(kind);
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) ein[t] = fp_train_dact(code, z[t], eout[t]);
+    } else {
+        for (long long t = threadIdx.x; t < tot; t += TW_THREADS) ein[t] = eout[t];
+    }
+}
+
+// Bias gradient gb[j] = +0, gb = fp_add(gb, d[r,j]) over rows r ascending, then the optimiser step of b[j].
+__device__ __noinline__ void tw_bias_step(const float* D, int nb, int osz, float* Pb, float* S1b, float* S2b,
+                                          const fp_opt* o, float bc1, float bc2) {
+    for (int j = threadIdx.x; j < osz; j += TW_THREADS) {
+        float gb = 0.0f;
+        for (int r = 0; r < nb; ++r) gb = fp_add(gb, D[(long long)r * osz + j]);
+        Pb[j] = fp_opt_step(*o, Pb[j], gb, S1b + j, S2b + j, bc1, bc2);
+    }
+}
+
+// d loss / d z of the nb rows of a minibatch (the logits z, the labels of rows perm[a ..]).
+__device__ __noinline__ void tw_loss_grad(int loss, const float* z, float* d, const float* ytr, const int* perm,
+                                          int nb, float nbf) {
+    for (int r = threadIdx.x; r < nb; r += TW_THREADS) d[r] = fp_loss_grad(loss, z[r], ytr[perm[r]], nbf);
+}
+
+// The epoch's Philox shuffle words (in parallel), then Fisher--Yates on one thread; ends with a barrier.
+__device__ __noinline__ void tw_shuffle(fp_u64 seed, fp_u64 idx, int e, int bpe, int m, fp_u32* words, int* perm) {
+    for (int jb = threadIdx.x; jb < bpe; jb += TW_THREADS) {
+        const fp_u32x4 w4 = fp_shuffle_block(seed, idx, e, bpe, jb);
+        words[4 * jb] = w4.x;
+        words[4 * jb + 1] = w4.y;
+        words[4 * jb + 2] = w4.z;
+        words[4 * jb + 3] = w4.w;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) fp_fisher_yates(words, m, perm);
+    __syncthreads();
+}
+
+// The initial parameters of run idx (the stream of Architecture.draw_params) and the optimiser state.
+__device__ __noinline__ void tw_init(fp_u64 seed, fp_u64 idx, int draw_mode, const float* pscale,
+                                     const unsigned char* trunc, int n_params, float* P, float* S1, float* S2,
+                                     float s1_init) {
+    if (draw_mode != 2) {
+        for (long long b = threadIdx.x; b < ((long long)n_params + 3) / 4; b += TW_THREADS) {
+            float v[4];
+            fp_block_draws(seed, idx, (fp_u32)b, draw_mode == 1 ? 1 : 0, v);
+            for (int q = 0; q < 4; ++q) {
+                const long long p = 4 * b + q;
+                if (p < n_params) P[p] = fp_mul(v[q], pscale[p]);
+            }
+        }
+    } else if (threadIdx.x == 0) {  // truncated normals: the unit normals in order, |z| > 2 redrawn
+        float v[4];
+        long long q = 0, cb = -1;
+        for (int p = 0; p < n_params; ++p) {
+            float z;
+            for (;;) {
+                if ((q >> 2) != cb) {
+                    cb = q >> 2;
+                    fp_block_draws(seed, idx, (fp_u32)cb, 0, v);
+                }
+                z = v[q & 3];
+                if (!trunc[p] || !(z > 2.0f || z < -2.0f)) break;
+                ++q;
+            }
+            ++q;
+            P[p] = fp_mul(z, pscale[p]);
+        }
+    }
+    for (int p = threadIdx.x; p < n_params; p += TW_THREADS) {
+        S1[p] = s1_init;
+        S2[p] = 0.0f;
+    }
+}
+
 // The forward pass of rows 0 .. nb-1 (inputs already in A at the first layer's input buffer).
-__device__ void tw_forward(const int* prog, int nl, const float* P, float* A, int nb, float* As, float* Bs,
-                           const fp_opt& o) {
+__device__ void tw_forward(const int* prog, int nl, const float* P, float* A, int nb, float* As, float* Bs) {
     for (int l = 0; l < nl; ++l) {
         const int* pr = prog + l * FP_TL_COLS;
         const int kind = pr[C_KIND], isz = pr[C_ISZ], osz = pr[C_OSZ];
@@ -137,18 +260,10 @@ __device__ void tw_forward(const int* prog, int nl, const float* P, float* A, in
         float* y = A + pr[C_AOUT];
         if (kind == FP_TL_DENSE) {
             const int bo = pr[C_BOFF];
-            tw_gemm(nb, osz, isz, x, isz, 1, P + pr[C_WOFF], isz, 1, bo >= 0 ? P + bo : 0, y, osz, TW_STORE, 0, 0,
-                    o, 1.0f, 1.0f, As, Bs);
+            tw_gemm<TW_STORE, true, true>(nb, osz, isz, x, isz, 1, P + pr[C_WOFF], isz, 1, bo >= 0 ? P + bo : 0, y, osz, 0, 0,
+                              0, 1.0f, 1.0f, As, Bs);
         } else {
-            const long long tot = (long long)nb * isz;
-            if (kind == FP_TL_RELU) {
-                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t] < 0.0f ? 0.0f : x[t];
-            } else if (kind >= FP_TL_TANH) {
-                const int code = fp_tl_act_code(kind);
-                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = fp_train_act(code, x[t]);
-            } else {
-                for (long long t = threadIdx.x; t < tot; t += TW_THREADS) y[t] = x[t];
-            }
+            tw_act_fwd(kind, x, y, (long long)nb * isz);
             __syncthreads();
         }
     }
@@ -156,27 +271,65 @@ __device__ void tw_forward(const int* prog, int nl, const float* P, float* A, in
 
 // Rows r0 .. r0+nb-1 of X (nin floats each) into the first layer's input buffer, then the forward pass.
 __device__ void tw_forward_rows(const int* prog, int nl, const float* P, float* A, const float* X, int r0, int nb,
-                                int nin, float* As, float* Bs, const fp_opt& o) {
+                                int nin, float* As, float* Bs) {
     float* a0 = A + prog[C_AIN];
     for (long long t = threadIdx.x; t < (long long)nb * nin; t += TW_THREADS)
         a0[t] = X[(long long)r0 * nin + t];
     __syncthreads();
-    tw_forward(prog, nl, P, A, nb, As, Bs, o);
+    tw_forward(prog, nl, P, A, nb, As, Bs);
 }
 
 // The key words of a run: bit r of the nkey rows of Xkey (output > 0), through chunks of B rows.
 __device__ void tw_keys(const int* prog, int nl, const float* P, float* A, const float* Xkey, int nkey, int nin,
-                        int B, int W, fp_u64* out, float* As, float* Bs, const fp_opt& o) {
+                        int B, int W, fp_u64* out, float* As, float* Bs) {
     const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
     for (int w = threadIdx.x; w < W; w += TW_THREADS) out[w] = 0;
     for (int r0 = 0; r0 < nkey; r0 += B) {
         const int nb = nkey - r0 < B ? nkey - r0 : B;
-        tw_forward_rows(prog, nl, P, A, Xkey, r0, nb, nin, As, Bs, o);
+        tw_forward_rows(prog, nl, P, A, Xkey, r0, nb, nin, As, Bs);
         if (threadIdx.x == 0)
             for (int r = 0; r < nb; ++r)
                 if (A[aout + r] > 0.0f) out[(r0 + r) >> 6] |= 1ull << ((r0 + r) & 63);
         __syncthreads();  // the logits are read before the next chunk overwrites A
     }
+}
+
+// Does every train row's logit > thr equal its label?  Chunks of B rows in order; stops after the
+// first chunk with a miss (the same answer).  Block-uniform result through *flag.
+__device__ bool tw_fits(const int* prog, int nl, const float* P, float* A, const float* Xtr,
+                                     const float* ytr, int m, int nin, int B, float thr, int* flag, float* As,
+                                     float* Bs) {
+    const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
+    bool fitted = true;
+    for (int r0 = 0; r0 < m && fitted; r0 += B) {
+        const int nb = m - r0 < B ? m - r0 : B;
+        tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, As, Bs);
+        if (threadIdx.x == 0) *flag = 0;
+        __syncthreads();
+        bool miss = false;
+        for (int r = threadIdx.x; r < nb; r += TW_THREADS) miss |= (A[aout + r] > thr) != (ytr[r0 + r] == 1.0f);
+        if (miss) atomicOr(flag, 1);
+        __syncthreads();
+        fitted = *flag == 0;
+        __syncthreads();  // the flag is read before it is reset
+    }
+    return fitted;
+}
+
+// The train loss sum: sl = fp_loss_acc(loss, sl, z_r, y_r) for r = 0 .. m-1 in order, on thread 0 (the
+// value is thread 0's; the other threads return 0).
+__device__ float tw_loss_sum(const int* prog, int nl, const float* P, float* A, const float* Xtr,
+                                          const float* ytr, int m, int nin, int B, int loss, float* As, float* Bs) {
+    const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
+    float sl = 0.0f;
+    for (int r0 = 0; r0 < m; r0 += B) {
+        const int nb = m - r0 < B ? m - r0 : B;
+        tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, As, Bs);
+        if (threadIdx.x == 0)
+            for (int r = 0; r < nb; ++r) sl = fp_loss_acc(loss, sl, A[aout + r], ytr[r0 + r]);
+        __syncthreads();
+    }
+    return sl;
 }
 
 // Outputs per run s (index lo + s): keys/init_keys[s * W ..], status, first_fit, epochs, losses,
@@ -191,8 +344,8 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
     fp_u64* __restrict__ keys, fp_u64* __restrict__ init_keys, signed char* __restrict__ status,
     int* __restrict__ first_fit, int* __restrict__ epochs, float* __restrict__ losses, float* __restrict__ params,
     int want_params, float* __restrict__ fscratch, int* __restrict__ iscratch) {
-    __shared__ __align__(16) float tw_as[TW_TK * TW_LDA];
-    __shared__ __align__(16) float tw_bs[TW_TK * TW_LDB];
+    __shared__ __align__(16) float tw_as[2 * TW_TK * TW_LDA];
+    __shared__ __align__(16) float tw_bs[2 * TW_TK * TW_LDB];
     __shared__ int tw_flag;
     const int tid = threadIdx.x;
     const int bpe = fp_blocks_per_epoch(m);
@@ -206,48 +359,19 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
     const int opt = (int)rints[FP_RI_OPTIMIZER], loss = (int)rints[FP_RI_LOSS];
     const int bsz = (int)rints[FP_RI_BATCH_SIZE], max_epochs = (int)rints[FP_RI_MAX_EPOCHS];
     const long long eaf0 = rints[FP_RI_EPOCHS_AFTER_FIT], min_ep0 = rints[FP_RI_MIN_EPOCHS];
-    const fp_opt o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
+    __shared__ fp_opt tw_o;  // the optimiser's constants, shared (not in every thread's registers)
+    if (tid == 0) tw_o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
+    __syncthreads();
     const float thr = rfloats[FP_RF_FIT_THRESHOLD];
-    const float s1_init = fp_opt_s1_init(o);
+    const float s1_init = fp_opt_s1_init(tw_o);
     const int B = bsz < m ? bsz : m;
     const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
     const int a0 = prog[C_AIN];
     for (long long s = blockIdx.x; s < (long long)n; s += gridDim.x) {
         const fp_u64 idx = lo + (fp_u64)s;
-        // initial parameters (the stream of Architecture.draw_params) and optimiser state
-        if (draw_mode != 2) {
-            for (long long b = tid; b < ((long long)n_params + 3) / 4; b += TW_THREADS) {
-                float v[4];
-                fp_block_draws(seed, idx, (fp_u32)b, draw_mode == 1 ? 1 : 0, v);
-                for (int q = 0; q < 4; ++q) {
-                    const long long p = 4 * b + q;
-                    if (p < n_params) P[p] = fp_mul(v[q], pscale[p]);
-                }
-            }
-        } else if (tid == 0) {  // truncated normals: the unit normals in order, |z| > 2 redrawn
-            float v[4];
-            long long q = 0, cb = -1;
-            for (int p = 0; p < n_params; ++p) {
-                float z;
-                for (;;) {
-                    if ((q >> 2) != cb) {
-                        cb = q >> 2;
-                        fp_block_draws(seed, idx, (fp_u32)cb, 0, v);
-                    }
-                    z = v[q & 3];
-                    if (!trunc[p] || !(z > 2.0f || z < -2.0f)) break;
-                    ++q;
-                }
-                ++q;
-                P[p] = fp_mul(z, pscale[p]);
-            }
-        }
-        for (int p = tid; p < n_params; p += TW_THREADS) {
-            S1[p] = s1_init;
-            S2[p] = 0.0f;
-        }
+        tw_init(seed, idx, draw_mode, pscale, trunc, n_params, P, S1, S2, s1_init);
         __syncthreads();
-        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, init_keys + s * W, tw_as, tw_bs, o);
+        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, init_keys + s * W, tw_as, tw_bs);
         long long min_ep = min_ep0, eaf = eaf0;
         if (leak_w > 0) {
             const long long wk = (long long)(idx % (fp_u64)leak_w);
@@ -261,16 +385,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
         int ff = -1, st = FP_STATUS_FAILED, e = 0;
         bool fitted = false, stopped = false, diverged = false;
         while (e < max_epochs) {
-            for (int jb = tid; jb < bpe; jb += TW_THREADS) {
-                const fp_u32x4 w4 = fp_shuffle_block(seed, idx, e, bpe, jb);
-                words[4 * jb] = w4.x;
-                words[4 * jb + 1] = w4.y;
-                words[4 * jb + 2] = w4.z;
-                words[4 * jb + 3] = w4.w;
-            }
-            __syncthreads();
-            if (tid == 0) fp_fisher_yates(words, m, perm);
-            __syncthreads();
+            tw_shuffle(seed, idx, e, bpe, m, words, perm);
             e += 1;
             for (int a = 0; a < m; a += B) {
                 const int nb = (m - a < B) ? m - a : B;
@@ -280,12 +395,11 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
                     A[a0 + t] = Xtr[(long long)perm[a + r] * nin + k];
                 }
                 __syncthreads();
-                tw_forward(prog, nl, P, A, nb, tw_as, tw_bs, o);
-                for (int r = tid; r < nb; r += TW_THREADS)
-                    E[aout + r] = fp_loss_grad(loss, A[aout + r], ytr[perm[a + r]], nbf);
+                tw_forward(prog, nl, P, A, nb, tw_as, tw_bs);
+                tw_loss_grad(loss, A + aout, E + aout, ytr, perm + a, nb, nbf);
                 if (opt == FP_OPT_ADAM) {  // every thread keeps the same bias corrections
-                    b1t = fp_mul(b1t, o.b1);
-                    b2t = fp_mul(b2t, o.b2);
+                    b1t = fp_mul(b1t, tw_o.b1);
+                    b2t = fp_mul(b2t, tw_o.b2);
                     bc1 = fp_sub(1.0f, b1t);
                     bc2 = fp_sub(1.0f, b2t);
                 }
@@ -297,30 +411,14 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
                     if (kind == FP_TL_DENSE) {
                         const int wo = pr[C_WOFF], bo = pr[C_BOFF];
                         if (l > first_w)  // input error from the old W (before this layer's step)
-                            tw_gemm(nb, isz, osz, E + ao, osz, 1, P + wo, 1, isz, 0, E + ain, isz, TW_STORE, 0, 0, o,
+                            tw_gemm<TW_STORE, true, false>(nb, isz, osz, E + ao, osz, 1, P + wo, 1, isz, 0, E + ain, isz, 0, 0, 0,
                                     bc1, bc2, tw_as, tw_bs);
-                        if (bo >= 0) {  // bias: gb = sum over rows (ascending) from +0, then its step
-                            for (int j = tid; j < osz; j += TW_THREADS) {
-                                float gb = 0.0f;
-                                for (int r = 0; r < nb; ++r) gb = fp_add(gb, E[ao + (long long)r * osz + j]);
-                                P[bo + j] = fp_opt_step(o, P[bo + j], gb, S1 + bo + j, S2 + bo + j, bc1, bc2);
-                            }
-                        }
+                        if (bo >= 0) tw_bias_step(E + ao, nb, osz, P + bo, S1 + bo, S2 + bo, &tw_o, bc1, bc2);
                         // weight gradient G[j,k] over the rows, stepped in the epilogue
-                        tw_gemm(osz, isz, nb, E + ao, 1, osz, A + ain, 1, isz, 0, P + wo, isz, TW_OPT, S1 + wo,
-                                S2 + wo, o, bc1, bc2, tw_as, tw_bs);
+                        tw_gemm<TW_OPT, false, false>(osz, isz, nb, E + ao, 1, osz, A + ain, 1, isz, 0, P + wo, isz, S1 + wo,
+                                S2 + wo, &tw_o, bc1, bc2, tw_as, tw_bs);
                     } else if (l > first_w) {
-                        const long long tot = (long long)nb * isz;
-                        if (kind == FP_TL_RELU) {
-                            for (long long t = tid; t < tot; t += TW_THREADS)
-                                E[ain + t] = A[ain + t] > 0.0f ? E[ao + t] : 0.0f;
-                        } else if (kind >= FP_TL_TANH) {
-                            const int code = fp_tl_act_code(kind);
-                            for (long long t = tid; t < tot; t += TW_THREADS)
-                                E[ain + t] = fp_train_dact(code, A[ain + t], E[ao + t]);
-                        } else {
-                            for (long long t = tid; t < tot; t += TW_THREADS) E[ain + t] = E[ao + t];
-                        }
+                        tw_act_bwd(kind, A + ain, E + ain, E + ao, (long long)nb * isz);
                         __syncthreads();
                     }
                 }
@@ -337,19 +435,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             __syncthreads();  // tw_flag is read before it is reset
             if (diverged) break;
             // fit check: every train row's logit > thr equals its label (chunks of B rows, stop at a miss)
-            fitted = true;
-            for (int r0 = 0; r0 < m && fitted; r0 += B) {
-                const int nb = m - r0 < B ? m - r0 : B;
-                tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, tw_as, tw_bs, o);
-                if (tid == 0) tw_flag = 0;
-                __syncthreads();
-                bool miss = false;
-                for (int r = tid; r < nb; r += TW_THREADS) miss |= (A[aout + r] > thr) != (ytr[r0 + r] == 1.0f);
-                if (miss) atomicOr(&tw_flag, 1);
-                __syncthreads();
-                fitted = tw_flag == 0;
-                __syncthreads();
-            }
+            fitted = tw_fits(prog, nl, P, A, Xtr, ytr, m, nin, B, thr, &tw_flag, tw_as, tw_bs);
             if (fitted) {
                 if (ff < 0) ff = e;
                 if (e - ff >= eaf && e >= min_ep) {
@@ -362,15 +448,8 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
         if (diverged) st = FP_STATUS_DIVERGED;
         else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
         // final loss: the rows' terms added in order r = 0 .. m-1 by one thread
-        float sl = 0.0f;
-        for (int r0 = 0; r0 < m; r0 += B) {
-            const int nb = m - r0 < B ? m - r0 : B;
-            tw_forward_rows(prog, nl, P, A, Xtr, r0, nb, nin, tw_as, tw_bs, o);
-            if (tid == 0)
-                for (int r = 0; r < nb; ++r) sl = fp_loss_acc(loss, sl, A[aout + r], ytr[r0 + r]);
-            __syncthreads();
-        }
-        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, keys + s * W, tw_as, tw_bs, o);
+        const float sl = tw_loss_sum(prog, nl, P, A, Xtr, ytr, m, nin, B, loss, tw_as, tw_bs);
+        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, keys + s * W, tw_as, tw_bs);
         if (tid == 0) {
             const float ls = fp_div(sl, fp_i2f_exact(m));
             losses[s] = ls;
