@@ -40,7 +40,8 @@
 
 #define TW_THREADS 256
 #define TW_TM 128  // rows of an output tile
-#define TW_TN 64   // columns of an output tile
+#define TW_NJ 4    // columns of a thread's register tile (8 x 8 tiles spill under the 128-register cap)
+#define TW_TN 64   // columns of an output tile (16 x TW_NJ)
 #define TW_TK 16   // k per shared-memory chunk
 #define TW_LDA (TW_TM + 4)
 #define TW_LDB (TW_TN + 4)
@@ -73,17 +74,21 @@ __device__ __forceinline__ void tw_stash(float* S, const float* r) {
     }
 }
 
-// One k step of the register tile: 8 x 4 fused multiply-adds from row kk of the shared chunks.
-__device__ __forceinline__ void tw_step(float (&acc)[8][4], const float* As, const float* Bs, int kk, int tx, int ty) {
+// Row i of a thread's register tile: ty * 4 + i, then 64 + ty * 4 + (i - 4); column j: tx * 4 + j.
+__device__ __forceinline__ int tw_col(int tx, int j) { return j < 4 ? tx * 4 + j : 64 + tx * 4 + (j - 4); }
+
+// One k step of the register tile: 8 x TW_NJ fused multiply-adds from row kk of the shared chunks.
+__device__ __forceinline__ void tw_step(float (&acc)[8][TW_NJ], const float* As, const float* Bs, int kk, int tx,
+                                        int ty) {
     const float4 a0 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + ty * 4);
     const float4 a1 = *reinterpret_cast<const float4*>(As + kk * TW_LDA + 64 + ty * 4);
-    const float4 b4 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
+    const float4 b0 = *reinterpret_cast<const float4*>(Bs + kk * TW_LDB + tx * 4);
     const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    const float b[4] = {b4.x, b4.y, b4.z, b4.w};
+    const float b[TW_NJ] = {b0.x, b0.y, b0.z, b0.w};
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
+        for (int j = 0; j < TW_NJ; ++j) acc[i][j] = fp_fma(a[i], b[j], acc[i][j]);
 }
 
 // C(M x N) = init + A(M x K) B(N x K)^T, A(m, k) at A[m * a_m + k * a_k], B(n, k) at B[n * b_n + k * b_k]:
@@ -104,10 +109,10 @@ __device__ __noinline__ void tw_gemm(int M, int N, int K, const float* A, int a_
     const int mt = (M + TW_TM - 1) / TW_TM, nt = (N + TW_TN - 1) / TW_TN;
     for (int t = 0; t < mt * nt; ++t) {
         const int m0 = (t / nt) * TW_TM, n0 = (t % nt) * TW_TN;
-        float acc[8][4];
+        float acc[8][TW_NJ];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx * 4 + j;
+        for (int j = 0; j < TW_NJ; ++j) {
+            const int n = n0 + tw_col(tx, j);
             const float v = (bias != 0 && n < N) ? bias[n] : 0.0f;
 #pragma unroll
             for (int i = 0; i < 8; ++i) acc[i][j] = v;
@@ -145,11 +150,11 @@ __device__ __noinline__ void tw_gemm(int M, int N, int K, const float* A, int a_
         }
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int m = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
+            const int m = m0 + tw_col(ty, i);
             if (m >= M) continue;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int n = n0 + tx * 4 + j;
+            for (int j = 0; j < TW_NJ; ++j) {
+                const int n = n0 + tw_col(tx, j);
                 if (n >= N) continue;
                 const int c = m * c_m + n;
                 if (MODE == TW_STORE) C[c] = acc[i][j];

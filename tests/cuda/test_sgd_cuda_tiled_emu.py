@@ -135,3 +135,22 @@ def test_tiled_path_refuses_convolutions(emu):
     tp = make_train_plan(arch, X, (np.arange(4), np.array([0, 1, 1, 0])), 1, Recipe(lr=0.1, max_epochs=1))
     with pytest.raises(ValueError, match="dense and elementwise"):
         train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="tiled")
+
+
+def test_nvrtc_ptx_of_train_wide_cu():
+    """The backend's compile path (NVRTC, --ftz=false): no flush-to-zero, float32 FMAs, no tensor-core instructions."""
+    import re
+
+    from fastpoly.backends.cuda import source as src
+    from fastpoly.backends.cuda.train_wide import WIDE_FILE, WIDE_KERNEL
+
+    path = src.find_nvrtc_library()
+    if path is None:
+        pytest.skip("libnvrtc not found (set FASTPOLY_NVRTC_LIB or pip install nvidia-cuda-nvrtc)")
+    text, lowered = src.build_ptx(WIDE_FILE, [WIDE_KERNEL], src.CtypesNVRTC(path), arch="90")
+    code = [ln.split("//")[0] for ln in text.splitlines()]
+    assert src.ptx_ftz_instructions(text) == []
+    assert not [ln for ln in code if ".ftz" in ln]
+    assert not [ln for ln in code if re.search(r"\b(mma|wmma|wgmma)\.|\.tf32\b", ln)]
+    assert len(re.findall(r"\bfma\.rn\.f32\b", text)) >= 3 * 8 * 4 * 16  # three products' unrolled register tiles
+    assert set(lowered) == {WIDE_KERNEL}
