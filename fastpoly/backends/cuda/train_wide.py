@@ -20,8 +20,18 @@ from typing import Any
 import numpy as np
 
 from fastpoly.activations import check_supported
-from fastpoly.backends.layer_program import C_KIND, C_OSZ, K_DENSE, K_ERF, K_FLAT, K_IDENT, K_RELU, K_SIGMOID, \
-    K_TANH, compile_program
+from fastpoly.backends.layer_program import (
+    C_KIND,
+    C_OSZ,
+    K_DENSE,
+    K_ERF,
+    K_FLAT,
+    K_IDENT,
+    K_RELU,
+    K_SIGMOID,
+    K_TANH,
+    compile_program,
+)
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
 
