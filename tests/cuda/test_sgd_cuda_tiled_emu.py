@@ -18,7 +18,13 @@ from fastpoly import MLP, boolean_inputs
 from fastpoly.backends.cuda.train import train_range_cuda
 from fastpoly.model import parse
 from fastpoly.sgd import Recipe, make_train_plan
-from fastpoly.sgd.reference import STATUS_DIVERGED, train_range_reference
+from fastpoly.sgd.reference import (
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_MAX_EPOCHS,
+    STATUS_STOPPED,
+    train_range_reference,
+)
 
 pytestmark = pytest.mark.cuda_emu
 
@@ -57,12 +63,17 @@ PLANS = {
                                      Recipe(lr=0.1, batch_size=3, max_epochs=12, epochs_after_fit=1), 0, 3),
     "4-6-5-1-momentum": ("4-6-5-1", X4, (ROWS, LABELS), 3,
                          Recipe(lr=0.05, momentum=0.9, batch_size=4, max_epochs=8), 0, 2),
-    "4-6-5-1-nesterov-mse-thr-after-fit": ("4-6-5-1", X4, (ROWS, LABELS), 3,
-                                           Recipe(lr=0.2, momentum=0.5, nesterov=True, loss="mse", batch_size=8,
-                                                  max_epochs=12, epochs_after_fit=3, fit_threshold=0.5), 0, 3),
-    "4-6-5-1-adam-mse-thr": ("4-6-5-1", X4, (ROWS, LABELS), 3,
-                             Recipe(optimizer="adam", lr=0.05, loss="mse", batch_size=5, max_epochs=10,
-                                    fit_threshold=0.5), 1, 4),
+    # runs that fit (status stopped after 3 more epochs) and one that fails; fit checks in chunks of 3 rows
+    "4-6-5-1-nesterov-after-fit-stops": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                                         Recipe(lr=0.2, momentum=0.5, nesterov=True, batch_size=3, max_epochs=20,
+                                                epochs_after_fit=3), 0, 3),
+    "4-6-5-1-nesterov-mse-full-batch": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                                        Recipe(lr=0.2, momentum=0.5, nesterov=True, loss="mse", batch_size=8,
+                                               max_epochs=6, fit_threshold=0.5), 0, 2),
+    # fitted runs that reach max_epochs (epochs_after_fit 30) next to failed ones
+    "4-6-5-1-adam-mse-thr-max-epochs": ("4-6-5-1", X4, (ROWS, LABELS), 3,
+                                        Recipe(optimizer="adam", lr=0.05, loss="mse", batch_size=5, max_epochs=14,
+                                               epochs_after_fit=30, fit_threshold=0.5), 2, 6),
     "3-70-33-1-adagrad-tanh": (MLP(3, (70, 33), activation="tanh"), _X(40, 3, 1), _train(40, 21, 2), 5,
                                Recipe(optimizer="adagrad", lr=0.05, batch_size=8, max_epochs=3), 0, 2),
     "3-9-7-1-rmsprop-tanh-nobias": (MLP(3, (9, 7), activation="tanh", bias=False), _X(30, 3, 1),
@@ -93,6 +104,15 @@ def test_small_mlp_forced_down_the_tiled_path(emu, name):
     assert {x[0] for x in dev.launches} == {"fastpoly_train_wide"}
 
 
+def test_the_plans_cover_every_ending():
+    """The forced plans end in every way but divergence (which test_diverging_runs covers)."""
+    seen = set()
+    for name in PLANS:
+        tp, lo, hi = _plan(name)
+        seen |= set(train_range_reference(tp, lo, hi).status.tolist())
+    assert {STATUS_STOPPED, STATUS_MAX_EPOCHS, STATUS_FAILED} <= seen
+
+
 def test_several_blocks_and_launches(emu):
     """Runs spread over 3 blocks, and over launches of 2 runs: the same bits as one block."""
     tp, _, _ = _plan("4-6-5-1-sgd-ce-partial-batch")
@@ -111,9 +131,10 @@ def test_diverging_runs(emu):
 
 
 def test_leaked_callback_rule(emu):
-    tp0, _, _ = _plan("4-6-5-1-nesterov-mse-thr-after-fit")
+    tp0, _, _ = _plan("4-6-5-1-nesterov-after-fit-stops")
     tp = tp0.with_leak(3, [12, 3, 7], [0, 1, 2**62])
     ref = train_range_reference(tp, 0, 6, params=True)
+    assert not np.array_equal(ref.epochs, train_range_reference(tp0, 0, 6).epochs)  # the leak changed some runs
     _same(ref, train_range_cuda(tp, 0, 6, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
 
 
