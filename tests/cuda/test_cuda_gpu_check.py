@@ -83,7 +83,7 @@ def test_one_emulated_step_passes(tmp_path, emu):
     assert files == ["gpu-check.log", "results.tar.gz", "summary.json"], files
     summary = json.loads((out / "summary.json").read_text())
     rows = summary["smoke"]["rows"]
-    assert len(rows) == 7 and all(row["ok"] for row in rows), rows
+    assert len(rows) == 8 and all(row["ok"] for row in rows), rows
     assert summary["smoke"]["complete"] is True
     assert [s["step"] for s in summary["steps"]] == ["env", "smoke"]
     assert {"smoke.json", "smoke.log", "env.txt", "summary.json", "steps.jsonl"} <= _members(out)
