@@ -31,9 +31,15 @@
 // Tiling (TW_* below): output tiles of 128 x 64 (rows x columns of the product), 256 threads as 16 x 16,
 // each thread 8 x 4 accumulators in registers (rows ty*4 .. +3 and 64 + ty*4 .. +3, columns tx*4 .. +3);
 // k in chunks of 16 through shared memory (A chunk 16 x 128, B chunk 16 x 64, padded rows), read back
-// as float4.  Per k step a thread issues 3 shared loads (128-bit) for 32 FMAs.  Forward and input error
-// run with the minibatch (B <= 128 rows) as the row dimension, so each weight is read from global memory
-// once per product; the weight gradient tiles (osz x isz) and reads the small B-row operands per tile.
+// as float4; two buffers of each (25.6 KB of static shared memory): the next chunk's global loads are
+// held in registers while the current chunk is multiplied, one barrier per chunk.  Per k step a thread
+// issues 3 shared loads (128-bit) for 32 FMAs.  Forward and input error run with the minibatch (B <= 128
+// rows) as the row dimension, so each weight is read from global memory once per product; the weight
+// gradient tiles (osz x isz) and reads the small B-row operands per tile.  __launch_bounds__(256, 2):
+// 128 registers, two resident blocks per SM; the products (tw_gemm, not inlined) compile without spills
+// for sm_80 / sm_90 (tests/cuda/test_cuda_compile.py); the kernel's control code saves its live values
+// around those calls (a few hundred bytes of local memory per thread and call, outside the loops).
+// docs/guide/wide-networks.md estimates 40-60 % of the FP32 FMA roof (not measured yet).
 #include "network.cuh"
 #include "train.cuh"
 #include "layers.cuh"  // program codes and columns, fp_tl_act_code
