@@ -79,6 +79,10 @@ PLANS = {
     "3-9-7-1-rmsprop-tanh-nobias": (MLP(3, (9, 7), activation="tanh", bias=False), _X(30, 3, 1),
                                     (np.arange(12), (np.arange(12) % 3 == 0).astype(np.uint8)), 5,
                                     Recipe(optimizer="rmsprop", lr=0.01, batch_size=4, max_epochs=4), 0, 2),
+    "3-9-7-1-rmsprop-momentum-eps-outside-sqrt": (MLP(3, (9, 7)), _X(30, 3, 2),
+                                                   (np.arange(12), (np.arange(12) % 2 == 0).astype(np.uint8)), 6,
+                                                   Recipe(optimizer="rmsprop", lr=0.01, momentum=0.5,
+                                                          eps_in_sqrt=False, batch_size=5, max_epochs=4), 0, 2),
     "2-130-1-sgd-relu-W2-keys": (MLP(2, (130,)), _X(140, 2, 3), _train(140, 10, 4), 7,
                                  Recipe(lr=0.05, batch_size=4, max_epochs=3), 0, 2),
     "2-150-1-rows-over-a-tile": (MLP(2, (150,), activation="erf"), _X(150, 2, 5), _train(150, 140, 6), 2,
@@ -120,6 +124,19 @@ def test_several_blocks_and_launches(emu):
     _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=3))
     _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(order="reverse"), path="tiled",
                                 max_runs_per_launch=2))
+
+
+def test_grid_capped_by_device_memory(emu):
+    """The scratch of all blocks takes at most half the free device memory: a small device gets a small grid."""
+    from fastpoly.backends.cuda.train_wide import PreparedWide
+
+    tp, _, _ = _plan("3-70-33-1-adagrad-tanh")
+    per_block = PreparedWide(tp, emu.EmuDevice(), None)
+    nbytes = 4 * (per_block.per_block_f + per_block.per_block_i)
+    dev = emu.EmuDevice(memory=5 * nbytes)  # half of it: 2 blocks
+    ref = train_range_reference(tp, 0, 5, params=True)
+    _same(ref, train_range_cuda(tp, 0, 5, params=True, device=dev, path="tiled"))
+    assert [x[1][0] for x in dev.launches] == [2]
 
 
 def test_diverging_runs(emu):
