@@ -101,7 +101,8 @@ __device__ __forceinline__ void tw_step(float (&acc)[8][TW_NJ], const float* As,
 // acc(m, n) starts at bias[n] (bias != 0) or +0 and takes fp_fma(A(m, k), B(n, k), acc) for k = 0 .. K-1
 // ascending (the padded k of a last chunk are skipped, not added as zeros: -0 + 0 would be +0).
 // MODE TW_STORE writes acc to C[m * c_m + n]; TW_OPT steps the parameters C[m * c_m + n] with gradient
-// acc (optimiser state S1, S2 at the same offsets).  AKC / BKC: a_k == 1 / b_k == 1 (the operand is
+// acc (optimiser state S1, S2 at the same offsets).  A product with one row or one column (the output
+// layer's) runs one output per thread, its sum in the same order, instead of a mostly empty tile.  AKC / BKC: a_k == 1 / b_k == 1 (the operand is
 // contiguous along k; else along m / n).  Offsets inside an operand fit in int (n_params, alen < 2**31).
 // The k chunks are double-buffered: the global loads
 // of chunk c + 1 are in flight (in registers) while chunk c is multiplied from shared memory; one
@@ -111,6 +112,18 @@ __device__ __noinline__ void tw_gemm(int M, int N, int K, const float* A, int a_
                                      int b_k, const float* bias, float* C, int c_m,
                                      float* S1, float* S2, const fp_opt* o, float bc1, float bc2, float* As,
                                      float* Bs) {
+    if (M == 1 || N == 1) {  // a vector product (the output layer, a one-row minibatch): a thread per output
+        for (int q = threadIdx.x; q < M * N; q += TW_THREADS) {
+            const int m = q / N, n = q % N;
+            float acc = bias != 0 ? bias[n] : 0.0f;
+            for (int k = 0; k < K; ++k) acc = fp_fma(A[m * a_m + k * a_k], B[n * b_n + k * b_k], acc);
+            const int c = m * c_m + n;
+            if (MODE == TW_STORE) C[c] = acc;
+            else C[c] = fp_opt_step(*o, C[c], acc, S1 + c, S2 + c, bc1, bc2);
+        }
+        __syncthreads();
+        return;
+    }
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int mt = (M + TW_TM - 1) / TW_TM, nt = (N + TW_TN - 1) / TW_TN;
     for (int t = 0; t < mt * nt; ++t) {

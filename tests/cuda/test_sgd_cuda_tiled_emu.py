@@ -5,7 +5,8 @@ matrix products (output tiles of 128 x 64, k in chunks of 16), every output elem
 FMA chain in the reference's order.  Small MLPs are forced down this path with
 ``train_range_cuda(..., path="tiled")``; their widths are not multiples of the tiles (partial
 tiles in rows, columns and k), the products of 2-130-1 span several column tiles and of 3-70-33-1
-a partial one, and 2-150-1 with batch 140 has more minibatch rows than a row tile.  Every output is
+a partial one, and 2-150-1 with batch 140 has more minibatch rows than a row tile; the output layer's
+products (one column, or one row) and those of a one-row minibatch run as vector products.  Every output is
 compared exactly with :func:`~fastpoly.sgd.reference.train_range_reference`: keys, initial keys,
 status, first-fit epoch, epochs, the bits of the final loss and of the parameters.
 """
@@ -74,6 +75,9 @@ PLANS = {
     "4-6-5-1-adam-mse-thr-max-epochs": ("4-6-5-1", X4, (ROWS, LABELS), 3,
                                         Recipe(optimizer="adam", lr=0.05, loss="mse", batch_size=5, max_epochs=14,
                                                epochs_after_fit=30, fit_threshold=0.5), 2, 6),
+    # m = 8, batch 7: a one-row last minibatch (its products are vector products) and one-row fit chunks
+    "4-6-5-1-adagrad-one-row-minibatch": ("4-6-5-1", X4, (ROWS, LABELS), 2,
+                                          Recipe(optimizer="adagrad", lr=0.1, batch_size=7, max_epochs=6), 0, 2),
     "3-70-33-1-adagrad-tanh": (MLP(3, (70, 33), activation="tanh"), _X(40, 3, 1), _train(40, 21, 2), 5,
                                Recipe(optimizer="adagrad", lr=0.05, batch_size=8, max_epochs=3), 0, 2),
     "3-9-7-1-rmsprop-tanh-nobias": (MLP(3, (9, 7), activation="tanh", bias=False), _X(30, 3, 1),
