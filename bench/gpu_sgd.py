@@ -14,9 +14,9 @@ epoch.  A batch of runs needs as many epochs as its slowest run, so its rate is 
 ``optimistic`` = runs / (epoch time x mean epochs of fastpoly's runs) and ``batch`` = runs /
 (epoch time x max epochs of fastpoly's first runs of that batch size).  Writes a JSON summary.
 
-Wide rows (``--wide-runs N``, 0: skipped), measured right after the anchor runs: ``--wide-arch`` (default
-784-1024-1024-1, relu, SGD lr 0.01, batch 128) on synthetic MNIST-sized inputs (uniform [0, 1), no data
-needed), exactly ``--wide-epochs`` epochs per run, one launch per path of ``--wide-path`` (default
+Wide rows (``--wide-runs N``, 0: skipped; the tiled one right after the anchor runs, the layer kernel's
+after the PyTorch baselines): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01, batch 128) on
+synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly ``--wide-epochs`` epochs per run, one launch per path of ``--wide-path`` (default
 ``tiled,layers``): the tiled kernel (``kernels/train_wide.cu``, one block per run) with ``N`` runs on
 ``--wide-m`` images, then the layer kernel (``kernels/train_cnn.cu``, one thread per run: far too slow for
 the same sizes) with ``--wide-layers-runs`` runs on ``--wide-layers-m`` images.  Each row reports runs/s,
@@ -111,12 +111,18 @@ def main(argv=None):
           f"max {ep.max()}", flush=True)
 
     _write(a.json, res)
-    if a.wide_runs > 0:  # before the PyTorch baselines: the step's slot may end during those
-        res["wide_rows"] = []
-        for path in a.wide_path:
+    # the fast wide rows (tiled: compiled by the smoke step) before the PyTorch baselines, the slow layer
+    # kernel's (one thread per run, compiled here) after them: a step cut short by its slot keeps the rest
+    res["wide_rows"] = []
+    wide_paths = list(a.wide_path) if a.wide_runs > 0 else []
+
+    def wide(paths):
+        for path in paths:
             res["wide_rows"].append(wide_row(a, _train, dev, path))
             res["wide"] = res["wide_rows"][0]
             _write(a.json, res)
+
+    wide([p for p in wide_paths if p != "layers"])
     res["torch"] = {}
     try:
         if a.emulate:
@@ -154,6 +160,7 @@ def main(argv=None):
                   f"x{rate / opt:.1f} / x{rate / bat:.1f} (goal >= 10x the best)", flush=True)
 
     _write(a.json, res)
+    wide([p for p in wide_paths if p == "layers"])
     return 0
 
 
