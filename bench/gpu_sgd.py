@@ -14,16 +14,16 @@ epoch.  A batch of runs needs as many epochs as its slowest run, so its rate is 
 ``optimistic`` = runs / (epoch time x mean epochs of fastpoly's runs) and ``batch`` = runs /
 (epoch time x max epochs of fastpoly's first runs of that batch size).  Writes a JSON summary.
 
-Wide rows (``--wide-runs N``, 0: skipped; the tiled one right after the anchor runs, the layer kernel's
-after the PyTorch baselines): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01, batch 128) on
-synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly ``--wide-epochs`` epochs per run, one launch per path of ``--wide-path`` (default
-``tiled,layers``): the tiled kernel (``kernels/train_wide.cu``, one block per run) with ``N`` runs on
-``--wide-m`` images, then the layer kernel (``kernels/train_cnn.cu``, one thread per run: far too slow for
-the same sizes) with ``--wide-layers-runs`` runs on ``--wide-layers-m`` images.  Each row reports runs/s,
-training GFLOP/s (``E m (2 W + 2 W + 2 (W - W_1))`` per run, as ``bench/bench_wide.py`` counts; the fit
-check, final loss and keys not counted) and the projected time of the issue's goal at that rate: 1e4 runs
-on 10,000 images for ``--wide-goal-epochs`` epochs (docs/guide/wide-networks.md has the arithmetic).
-``wide`` in the JSON is the first row, ``wide_rows`` all of them.
+Wide rows (``--wide-runs N``, 0: skipped): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01,
+batch 128) on synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly ``--wide-epochs``
+epochs per run, one launch per path of ``--wide-path`` (default ``tiled,layers``): the tiled kernel
+(``kernels/train_wide.cu``, one block per run) with ``N`` runs on ``--wide-m`` images, right after the
+anchor runs; the layer kernel (``kernels/train_cnn.cu``, one thread per run: far too slow for the same
+sizes) with ``--wide-layers-runs`` runs on ``--wide-layers-m`` images, after the PyTorch baselines.  Each
+row reports runs/s, training GFLOP/s (``E m (2 W + 2 W + 2 (W - W_1))`` per run, as ``bench/bench_wide.py``
+counts; the fit check, final loss and keys not counted) and the projected time of the issue's goal at that
+rate: 1e4 runs on 10,000 images for ``--wide-goal-epochs`` epochs (docs/guide/wide-networks.md has the
+arithmetic).  ``wide`` in the JSON is the first row, ``wide_rows`` all of them.
 """
 from __future__ import annotations
 
