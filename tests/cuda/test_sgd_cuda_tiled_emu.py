@@ -91,6 +91,9 @@ PLANS = {
                                  Recipe(lr=0.05, batch_size=4, max_epochs=3), 0, 2),
     "2-150-1-rows-over-a-tile": (MLP(2, (150,), activation="erf"), _X(150, 2, 5), _train(150, 140, 6), 2,
                                  Recipe(optimizer="adam", lr=0.01, batch_size=140, max_epochs=2), 0, 1),
+    # full tiles: minibatches of 128 rows, several 64-column tiles and 16-wide k chunks in every product
+    "20-200-150-1-adam-full-tiles": (MLP(20, (200, 150)), _X(300, 20, 7), _train(300, 256, 8), 4,
+                                     Recipe(optimizer="adam", lr=0.01, batch_size=128, max_epochs=2), 0, 1),
     "4-6-5-1-uniform-sigmoid": (MLP(4, (6, 5), activation="sigmoid", weights="uniform"), X4, (ROWS, LABELS), 1,
                                 Recipe(lr=0.3, batch_size=3, max_epochs=5), 0, 2),
     "4-6-5-1-truncated-normal": (parse("4-6-5-1", weights="truncated_normal"), X4, (ROWS, LABELS), 4,
