@@ -174,6 +174,18 @@ def test_a_wide_mlp_takes_the_tiled_path_by_itself(emu):
         train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="wide")
 
 
+def test_the_paper_network_784_1024_1024_1(emu):
+    """The issue's MNIST-sized FCN itself (12 train images, batch 8, one epoch): ``auto`` takes the tiled kernel."""
+    g = np.random.default_rng(0)
+    tp = make_train_plan(MLP(784, (1024, 1024)), g.random((16, 784), dtype=np.float32),
+                         (np.arange(12), (g.random(12) < 0.5).astype(np.uint8)), 4,
+                         Recipe(lr=0.01, batch_size=8, max_epochs=1))
+    ref = train_range_reference(tp, 0, 1, params=True)
+    dev = emu.EmuDevice()
+    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
+    assert [x[0] for x in dev.launches] == ["fastpoly_train_wide"]
+
+
 def test_tiled_path_refuses_convolutions(emu):
     arch = parse("4x4x1-c2k3-1")
     X = _X(6, 16, 1).reshape(6, 4, 4, 1)
