@@ -37,8 +37,9 @@
 // rows) as the row dimension, so each weight is read from global memory once per product; the weight
 // gradient tiles (osz x isz) and reads the small B-row operands per tile.  __launch_bounds__(256, 2):
 // 128 registers, two resident blocks per SM; the products (tw_gemm, not inlined) compile without spills
-// for sm_80 / sm_90 (tests/cuda/test_cuda_compile.py); the kernel's control code saves its live values
-// around those calls (a few hundred bytes of local memory per thread and call, outside the loops).
+// for sm_80 / sm_90 (tests/cuda/test_cuda_compile.py); the kernel's control code keeps the block's
+// pointers in shared memory (tw_block) and saves its few other live values around those calls (20-32
+// bytes of local memory per thread, outside the products' loops).
 // docs/guide/wide-networks.md estimates 40-60 % of the FP32 FMA roof (not measured yet).
 #include "network.cuh"
 #include "train.cuh"
@@ -101,12 +102,14 @@ __device__ __forceinline__ void tw_step(float (&acc)[8][TW_NJ], const float* As,
 // acc(m, n) starts at bias[n] (bias != 0) or +0 and takes fp_fma(A(m, k), B(n, k), acc) for k = 0 .. K-1
 // ascending (the padded k of a last chunk are skipped, not added as zeros: -0 + 0 would be +0).
 // MODE TW_STORE writes acc to C[m * c_m + n]; TW_OPT steps the parameters C[m * c_m + n] with gradient
-// acc (optimiser state S1, S2 at the same offsets).  A product with one row or one column (the output
-// layer's) runs one output per thread, its sum in the same order, instead of a mostly empty tile.  AKC / BKC: a_k == 1 / b_k == 1 (the operand is
+// acc (optimiser state S1, S2 at the same offsets).  AKC / BKC: a_k == 1 / b_k == 1 (the operand is
 // contiguous along k; else along m / n).  Offsets inside an operand fit in int (n_params, alen < 2**31).
-// The k chunks are double-buffered: the global loads
-// of chunk c + 1 are in flight (in registers) while chunk c is multiplied from shared memory; one
-// barrier per chunk.  As, Bs: two chunks each.  Ends with a barrier (C is visible to the block).
+// A product with one row or one column (the output layer's, a one-row minibatch's) runs one output per
+// thread, its sum in the same order, instead of a mostly empty tile.  Otherwise the k chunks are
+// double-buffered: the global loads of chunk c + 1 are in flight (in registers) while chunk c is
+// multiplied from shared memory; one barrier per chunk.  As, Bs: two chunks each.  Not inlined: its
+// registers are its own (no spills), the caller saves what it keeps live.  Ends with a barrier (C is
+// visible to the block).
 template <int MODE, bool AKC, bool BKC>
 __device__ __noinline__ void tw_gemm(int M, int N, int K, const float* A, int a_m, int a_k, const float* B, int b_n,
                                      int b_k, const float* bias, float* C, int c_m,
@@ -284,8 +287,8 @@ __device__ void tw_forward(const int* prog, int nl, const float* P, float* A, in
         float* y = A + pr[C_AOUT];
         if (kind == FP_TL_DENSE) {
             const int bo = pr[C_BOFF];
-            tw_gemm<TW_STORE, true, true>(nb, osz, isz, x, isz, 1, P + pr[C_WOFF], isz, 1, bo >= 0 ? P + bo : 0, y, osz, 0, 0,
-                              0, 1.0f, 1.0f, As, Bs);
+            tw_gemm<TW_STORE, true, true>(nb, osz, isz, x, isz, 1, P + pr[C_WOFF], isz, 1, bo >= 0 ? P + bo : 0, y,
+                                          osz, 0, 0, 0, 1.0f, 1.0f, As, Bs);
         } else {
             tw_act_fwd(kind, x, y, (long long)nb * isz);
             __syncthreads();
@@ -356,6 +359,18 @@ __device__ float tw_loss_sum(const int* prog, int nl, const float* P, float* A, 
     return sl;
 }
 
+// The block's scratch pointers and derived sizes (shared memory, written once per block).
+struct tw_block {
+    float* P;
+    float* S1;
+    float* S2;
+    float* A;
+    float* E;
+    int* perm;
+    fp_u32* words;
+    int bpe, B, aout, a0;
+};
+
 // Outputs per run s (index lo + s): keys/init_keys[s * W ..], status, first_fit, epochs, losses,
 // params[s * n_params ..] when want_params.  fscratch: gridDim.x * (3 n_params + 2 alen) floats;
 // iscratch: gridDim.x * (m + 4 bpe) ints.  blockDim.x must be TW_THREADS.
@@ -371,57 +386,64 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
     __shared__ __align__(16) float tw_as[2 * TW_TK * TW_LDA];
     __shared__ __align__(16) float tw_bs[2 * TW_TK * TW_LDB];
     __shared__ int tw_flag;
+    __shared__ fp_opt tw_o;  // the optimiser's constants
+    // block-invariant values, read back (volatile) where they are used rather than held in registers
+    // across the products' calls
+    __shared__ tw_block tw_g;
     const int tid = threadIdx.x;
-    const int bpe = fp_blocks_per_epoch(m);
-    float* P = fscratch + (long long)blockIdx.x * (3LL * n_params + 2LL * alen);
-    float* S1 = P + n_params;
-    float* S2 = S1 + n_params;
-    float* A = S2 + n_params;
-    float* E = A + alen;
-    int* perm = iscratch + (long long)blockIdx.x * (m + 4 * bpe);
-    fp_u32* words = (fp_u32*)(perm + m);
-    const int opt = (int)rints[FP_RI_OPTIMIZER], loss = (int)rints[FP_RI_LOSS];
-    const int bsz = (int)rints[FP_RI_BATCH_SIZE], max_epochs = (int)rints[FP_RI_MAX_EPOCHS];
-    const long long eaf0 = rints[FP_RI_EPOCHS_AFTER_FIT], min_ep0 = rints[FP_RI_MIN_EPOCHS];
-    __shared__ fp_opt tw_o;  // the optimiser's constants, shared (not in every thread's registers)
-    if (tid == 0) tw_o = fp_opt_load(opt, (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT], rfloats);
+    if (tid == 0) {
+        const int bpe = fp_blocks_per_epoch(m);
+        tw_g.P = fscratch + (long long)blockIdx.x * (3LL * n_params + 2LL * alen);
+        tw_g.S1 = tw_g.P + n_params;
+        tw_g.S2 = tw_g.S1 + n_params;
+        tw_g.A = tw_g.S2 + n_params;
+        tw_g.E = tw_g.A + alen;
+        tw_g.perm = iscratch + (long long)blockIdx.x * (m + 4 * bpe);
+        tw_g.words = (fp_u32*)(tw_g.perm + m);
+        tw_g.bpe = bpe;
+        const int bsz = (int)rints[FP_RI_BATCH_SIZE];
+        tw_g.B = bsz < m ? bsz : m;
+        tw_g.aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
+        tw_g.a0 = prog[C_AIN];
+        tw_o = fp_opt_load((int)rints[FP_RI_OPTIMIZER], (int)rints[FP_RI_NESTEROV], (int)rints[FP_RI_EPS_IN_SQRT],
+                           rfloats);
+    }
     __syncthreads();
-    const float thr = rfloats[FP_RF_FIT_THRESHOLD];
-    const float s1_init = fp_opt_s1_init(tw_o);
-    const int B = bsz < m ? bsz : m;
-    const int aout = prog[(nl - 1) * FP_TL_COLS + C_AOUT];
-    const int a0 = prog[C_AIN];
+    const volatile tw_block& g = tw_g;
     for (long long s = blockIdx.x; s < (long long)n; s += gridDim.x) {
-        const fp_u64 idx = lo + (fp_u64)s;
-        tw_init(seed, idx, draw_mode, pscale, trunc, n_params, P, S1, S2, s1_init);
+        tw_init(seed, lo + (fp_u64)s, draw_mode, pscale, trunc, n_params, g.P, g.S1, g.S2, fp_opt_s1_init(tw_o));
         __syncthreads();
-        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, init_keys + s * W, tw_as, tw_bs);
-        long long min_ep = min_ep0, eaf = eaf0;
+        tw_keys(prog, nl, g.P, g.A, Xkey, nkey, nin, g.B, W, init_keys + s * W, tw_as, tw_bs);
+        // the stopping rule's epochs as ints (clamped: an epoch count never exceeds max_epochs < 2**31)
+        long long min_ep64 = rints[FP_RI_MIN_EPOCHS], eaf64 = rints[FP_RI_EPOCHS_AFTER_FIT];
         if (leak_w > 0) {
+            const fp_u64 idx = lo + (fp_u64)s;
             const long long wk = (long long)(idx % (fp_u64)leak_w);
             if ((long long)idx > leak_from[wk]) {
-                const long long v = leak_E[wk] + eaf0;
-                min_ep = min_ep > v ? min_ep : v;
-                eaf = 0;
+                const long long v = leak_E[wk] + eaf64;
+                min_ep64 = min_ep64 > v ? min_ep64 : v;
+                eaf64 = 0;
             }
         }
+        const int min_ep = min_ep64 < 0x7fffffffLL ? (int)min_ep64 : 0x7fffffff;
+        const int eaf = eaf64 < 0x7fffffffLL ? (int)eaf64 : 0x7fffffff;
         float b1t = 1.0f, b2t = 1.0f, bc1 = 1.0f, bc2 = 1.0f;
         int ff = -1, st = FP_STATUS_FAILED, e = 0;
         bool fitted = false, stopped = false, diverged = false;
-        while (e < max_epochs) {
-            tw_shuffle(seed, idx, e, bpe, m, words, perm);
+        while (e < (int)rints[FP_RI_MAX_EPOCHS]) {
+            tw_shuffle(seed, lo + (fp_u64)s, e, g.bpe, m, g.words, g.perm);
             e += 1;
-            for (int a = 0; a < m; a += B) {
-                const int nb = (m - a < B) ? m - a : B;
+            for (int a = 0; a < m; a += g.B) {
+                const int nb = (m - a < g.B) ? m - a : g.B;
                 const float nbf = fp_i2f_exact(nb);
                 for (long long t = tid; t < (long long)nb * nin; t += TW_THREADS) {
                     const int r = (int)(t / nin), k = (int)(t % nin);
-                    A[a0 + t] = Xtr[(long long)perm[a + r] * nin + k];
+                    g.A[g.a0 + t] = Xtr[(long long)g.perm[a + r] * nin + k];
                 }
                 __syncthreads();
-                tw_forward(prog, nl, P, A, nb, tw_as, tw_bs);
-                tw_loss_grad(loss, A + aout, E + aout, ytr, perm + a, nb, nbf);
-                if (opt == FP_OPT_ADAM) {  // every thread keeps the same bias corrections
+                tw_forward(prog, nl, g.P, g.A, nb, tw_as, tw_bs);
+                tw_loss_grad((int)rints[FP_RI_LOSS], g.A + g.aout, g.E + g.aout, ytr, g.perm + a, nb, nbf);
+                if (tw_o.kind == FP_OPT_ADAM) {  // every thread keeps the same bias corrections
                     b1t = fp_mul(b1t, tw_o.b1);
                     b2t = fp_mul(b2t, tw_o.b2);
                     bc1 = fp_sub(1.0f, b1t);
@@ -435,14 +457,15 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
                     if (kind == FP_TL_DENSE) {
                         const int wo = pr[C_WOFF], bo = pr[C_BOFF];
                         if (l > first_w)  // input error from the old W (before this layer's step)
-                            tw_gemm<TW_STORE, true, false>(nb, isz, osz, E + ao, osz, 1, P + wo, 1, isz, 0, E + ain, isz, 0, 0, 0,
-                                    bc1, bc2, tw_as, tw_bs);
-                        if (bo >= 0) tw_bias_step(E + ao, nb, osz, P + bo, S1 + bo, S2 + bo, &tw_o, bc1, bc2);
+                            tw_gemm<TW_STORE, true, false>(nb, isz, osz, g.E + ao, osz, 1, g.P + wo, 1, isz, 0,
+                                                           g.E + ain, isz, 0, 0, 0, 1.0f, 1.0f, tw_as, tw_bs);
+                        if (bo >= 0)
+                            tw_bias_step(g.E + ao, nb, osz, g.P + bo, g.S1 + bo, g.S2 + bo, &tw_o, bc1, bc2);
                         // weight gradient G[j,k] over the rows, stepped in the epilogue
-                        tw_gemm<TW_OPT, false, false>(osz, isz, nb, E + ao, 1, osz, A + ain, 1, isz, 0, P + wo, isz, S1 + wo,
-                                S2 + wo, &tw_o, bc1, bc2, tw_as, tw_bs);
+                        tw_gemm<TW_OPT, false, false>(osz, isz, nb, g.E + ao, 1, osz, g.A + ain, 1, isz, 0, g.P + wo,
+                                                      isz, g.S1 + wo, g.S2 + wo, &tw_o, bc1, bc2, tw_as, tw_bs);
                     } else if (l > first_w) {
-                        tw_act_bwd(kind, A + ain, E + ain, E + ao, (long long)nb * isz);
+                        tw_act_bwd(kind, g.A + ain, g.E + ain, g.E + ao, (long long)nb * isz);
                         __syncthreads();
                     }
                 }
@@ -452,14 +475,15 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             __syncthreads();
             bool bad = false;
             for (int p = tid; p < n_params; p += TW_THREADS)
-                bad |= (__float_as_uint(P[p]) & 0x7f800000u) == 0x7f800000u;
+                bad |= (__float_as_uint(g.P[p]) & 0x7f800000u) == 0x7f800000u;
             if (bad) atomicOr(&tw_flag, 1);
             __syncthreads();
             diverged = tw_flag != 0;
             __syncthreads();  // tw_flag is read before it is reset
             if (diverged) break;
             // fit check: every train row's logit > thr equals its label (chunks of B rows, stop at a miss)
-            fitted = tw_fits(prog, nl, P, A, Xtr, ytr, m, nin, B, thr, &tw_flag, tw_as, tw_bs);
+            fitted = tw_fits(prog, nl, g.P, g.A, Xtr, ytr, m, nin, g.B, rfloats[FP_RF_FIT_THRESHOLD], &tw_flag, tw_as,
+                             tw_bs);
             if (fitted) {
                 if (ff < 0) ff = e;
                 if (e - ff >= eaf && e >= min_ep) {
@@ -472,8 +496,9 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
         if (diverged) st = FP_STATUS_DIVERGED;
         else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
         // final loss: the rows' terms added in order r = 0 .. m-1 by one thread
-        const float sl = tw_loss_sum(prog, nl, P, A, Xtr, ytr, m, nin, B, loss, tw_as, tw_bs);
-        tw_keys(prog, nl, P, A, Xkey, nkey, nin, B, W, keys + s * W, tw_as, tw_bs);
+        const float sl = tw_loss_sum(prog, nl, g.P, g.A, Xtr, ytr, m, nin, g.B, (int)rints[FP_RI_LOSS], tw_as,
+                                     tw_bs);
+        tw_keys(prog, nl, g.P, g.A, Xkey, nkey, nin, g.B, W, keys + s * W, tw_as, tw_bs);
         if (tid == 0) {
             const float ls = fp_div(sl, fp_i2f_exact(m));
             losses[s] = ls;
@@ -483,7 +508,7 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             epochs[s] = e;
         }
         if (want_params)
-            for (int p = tid; p < n_params; p += TW_THREADS) params[s * (long long)n_params + p] = P[p];
+            for (int p = tid; p < n_params; p += TW_THREADS) params[s * (long long)n_params + p] = g.P[p];
         __syncthreads();  // the scratch is reused by the block's next run
     }
 }
