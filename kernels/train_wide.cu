@@ -436,9 +436,13 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             for (int a = 0; a < m; a += g.B) {
                 const int nb = (m - a < g.B) ? m - a : g.B;
                 const float nbf = fp_i2f_exact(nb);
-                for (long long t = tid; t < (long long)nb * nin; t += TW_THREADS) {
-                    const int r = (int)(t / nin), k = (int)(t % nin);
-                    g.A[g.a0 + t] = Xtr[(long long)g.perm[a + r] * nin + k];
+                {  // the minibatch's rows (the block's pointers read once for the loop)
+                    float* a0 = g.A + g.a0;
+                    const int* perm = g.perm + a;
+                    for (long long t = tid; t < (long long)nb * nin; t += TW_THREADS) {
+                        const int r = (int)(t / nin), k = (int)(t % nin);
+                        a0[t] = Xtr[(long long)perm[r] * nin + k];
+                    }
                 }
                 __syncthreads();
                 tw_forward(prog, nl, g.P, g.A, nb, tw_as, tw_bs);
@@ -474,8 +478,9 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             if (tid == 0) tw_flag = 0;
             __syncthreads();
             bool bad = false;
+            const float* P = g.P;
             for (int p = tid; p < n_params; p += TW_THREADS)
-                bad |= (__float_as_uint(g.P[p]) & 0x7f800000u) == 0x7f800000u;
+                bad |= (__float_as_uint(P[p]) & 0x7f800000u) == 0x7f800000u;
             if (bad) atomicOr(&tw_flag, 1);
             __syncthreads();
             diverged = tw_flag != 0;
@@ -507,8 +512,10 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             first_fit[s] = ff;
             epochs[s] = e;
         }
-        if (want_params)
-            for (int p = tid; p < n_params; p += TW_THREADS) params[s * (long long)n_params + p] = g.P[p];
+        if (want_params) {
+            const float* P = g.P;
+            for (int p = tid; p < n_params; p += TW_THREADS) params[s * (long long)n_params + p] = P[p];
+        }
         __syncthreads();  // the scratch is reused by the block's next run
     }
 }
