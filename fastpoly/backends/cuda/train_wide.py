@@ -42,8 +42,8 @@ WIDE_FILE = "train_wide.cu"
 WIDE_KERNEL = "fastpoly_train_wide"
 #: threads per block (TW_THREADS of the kernel; one block trains one run)
 WIDE_THREADS = 256
-#: blocks per multiprocessor the kernel is built for (its __launch_bounds__ minimum)
-_BLOCKS_PER_SM = 2
+#: resident blocks per multiprocessor at most (its registers allow 2: __launch_bounds__(256, 2))
+_MAX_BLOCKS_PER_SM = 8
 #: layer kinds the tiled kernel runs
 _KINDS = (K_DENSE, K_FLAT, K_RELU, K_IDENT, K_TANH, K_ERF, K_SIGMOID)
 #: weight families -> the kernel's draw mode
@@ -51,10 +51,21 @@ _DRAW = {"gaussian": 0, "uniform": 1, "truncated_normal": 2}
 
 
 def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
-    """Raise ``ValueError`` unless the tiled trainer runs ``arch``; else its program for one row.
+    """Check that the tiled trainer runs ``arch``.
 
     The tiled kernel trains sequences of dense and elementwise layers (relu, identity, tanh, erf,
     sigmoid, flatten) ending in one output; convolutions and pooling train on the layer kernel.
+
+    Returns
+    -------
+    (prog, alen, first_w) : tuple
+        :func:`~fastpoly.backends.layer_program.compile_program` of ``arch`` for one row.
+
+    Raises
+    ------
+    ValueError
+        A layer kind, activation, output width or weight family the kernel does not run (the
+        message says which).
     """
     try:
         prog, alen, first_w = compile_program(arch, 1)
@@ -139,7 +150,7 @@ class PreparedWide:
         regs = max(int(attrs.get("num_regs", 64)), 16)
         by_regs = 65536 // (((regs + 7) // 8 * 8) * WIDE_THREADS)
         by_smem = int(props["smem_per_sm"]) // (int(attrs["static_smem"]) + 1024)
-        per_sm = max(1, min(_BLOCKS_PER_SM * 4, by_regs, by_smem))
+        per_sm = max(1, min(_MAX_BLOCKS_PER_SM, by_regs, by_smem))
         per_block = 4 * (self.per_block_f + self.per_block_i)
         self.max_grid = max(1, min(int(props["sm_count"]) * per_sm, int(dev.memory_free()) // 2 // per_block))
         if max_blocks:
