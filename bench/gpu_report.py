@@ -123,8 +123,9 @@ def main(argv=None):
     sgd = _load(os.path.join(out, "sgd.json"))
     if sgd:
         summary["sgd"] = {"fastpoly": sgd.get("fastpoly"), "torch": sgd.get("torch"), "warmup_s": sgd.get("warmup_s"),
-                          # the wide row: runs/s, GFLOP/s and the projected time of the MNIST-sized goal
-                          "wide": sgd.get("wide")}
+                          # the wide rows (tiled kernel first, then the layer kernel): runs/s, GFLOP/s and
+                          # the projected time of the MNIST-sized goal
+                          "wide": sgd.get("wide"), "wide_rows": sgd.get("wide_rows")}
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2, default=str)
     print(json.dumps(summary, indent=2, default=str)[:6000])

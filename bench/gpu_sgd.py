@@ -14,12 +14,16 @@ epoch.  A batch of runs needs as many epochs as its slowest run, so its rate is 
 ``optimistic`` = runs / (epoch time x mean epochs of fastpoly's runs) and ``batch`` = runs /
 (epoch time x max epochs of fastpoly's first runs of that batch size).  Writes a JSON summary.
 
-Wide row (``--wide-runs N``, 0: skipped): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01,
-batch 128) on ``--wide-m`` synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly
-``--wide-epochs`` epochs per run, one launch of ``N`` runs (the layer kernel: a run's state in global
-memory).  Reports runs/s, training GFLOP/s (``E m (2 W + 2 W + 2 (W - W_1))`` per run, as
-``bench/bench_wide.py`` counts) and the projected time of the issue's goal: 1e4 runs on 10,000 images for
-``--wide-goal-epochs`` epochs at that rate (docs/guide/wide-networks.md has the arithmetic).
+Wide rows (``--wide-runs N``, 0: skipped): ``--wide-arch`` (default 784-1024-1024-1, relu, SGD lr 0.01,
+batch 128) on synthetic MNIST-sized inputs (uniform [0, 1), no data needed), exactly ``--wide-epochs``
+epochs per run, one launch per path of ``--wide-path`` (default ``tiled,layers``): the tiled kernel
+(``kernels/train_wide.cu``, one block per run) with ``N`` runs on ``--wide-m`` images, right after the
+anchor runs; the layer kernel (``kernels/train_cnn.cu``, one thread per run: far too slow for the same
+sizes) with ``--wide-layers-runs`` runs on ``--wide-layers-m`` images, after the PyTorch baselines.  Each
+row reports runs/s, training GFLOP/s (``E m (2 W + 2 W + 2 (W - W_1))`` per run, as ``bench/bench_wide.py``
+counts; the fit check, final loss and keys not counted) and the projected time of the issue's goal at that
+rate: 1e4 runs on 10,000 images for ``--wide-goal-epochs`` epochs (docs/guide/wide-networks.md has the
+arithmetic).  ``wide`` in the JSON is the first row, ``wide_rows`` all of them.
 """
 from __future__ import annotations
 
@@ -50,13 +54,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--emulate", action="store_true", help="the CPU emulation of CUDA (tiny sizes; no PyTorch)")
-    ap.add_argument("--wide-runs", type=int, default=64, help="runs of the wide row (0: skip it)")
+    ap.add_argument("--wide-runs", type=int, default=528, help="runs of the tiled wide row (0: no wide rows)")
     ap.add_argument("--wide-arch", default="784-1024-1024-1")
-    ap.add_argument("--wide-m", type=int, default=64, help="train images of the wide row")
+    ap.add_argument("--wide-m", type=int, default=1024, help="train images of the tiled wide row")
+    ap.add_argument("--wide-layers-runs", type=int, default=2, help="runs of the layer-kernel wide row")
+    ap.add_argument("--wide-layers-m", type=int, default=64, help="train images of the layer-kernel wide row")
     ap.add_argument("--wide-epochs", type=int, default=1)
     ap.add_argument("--wide-goal-epochs", type=int, default=10, help="epochs per run assumed by the projection")
-    ap.add_argument("--wide-path", choices=["auto", "layers"], default="auto",
-                    help="the CUDA trainer's path (layers: force the wide path, e.g. a small net on the emulation)")
+    ap.add_argument("--wide-path", type=_paths, default="tiled,layers",
+                    help="comma-separated CUDA trainer paths of the wide rows, in order: tiled, layers, auto")
     a = ap.parse_args(argv)
 
     from fastpoly.backends.cuda.train import default_device
@@ -105,6 +111,18 @@ def main(argv=None):
           f"max {ep.max()}", flush=True)
 
     _write(a.json, res)
+    # the fast wide rows (tiled: compiled by the smoke step) before the PyTorch baselines, the slow layer
+    # kernel's (one thread per run, compiled here) after them: a step cut short by its slot keeps the rest
+    res["wide_rows"] = []
+    wide_paths = list(a.wide_path) if a.wide_runs > 0 else []
+
+    def wide(paths):
+        for path in paths:
+            res["wide_rows"].append(wide_row(a, _train, dev, path))
+            res["wide"] = res["wide_rows"][0]
+            _write(a.json, res)
+
+    wide([p for p in wide_paths if p != "layers"])
     res["torch"] = {}
     try:
         if a.emulate:
@@ -142,9 +160,7 @@ def main(argv=None):
                   f"x{rate / opt:.1f} / x{rate / bat:.1f} (goal >= 10x the best)", flush=True)
 
     _write(a.json, res)
-    if a.wide_runs > 0:
-        res["wide"] = wide_row(a, _train, dev)
-        _write(a.json, res)
+    wide([p for p in wide_paths if p == "layers"])
     return 0
 
 
@@ -153,31 +169,43 @@ def _flops_per_run(widths, epochs, m):
     return epochs * m * (2 * W + 2 * W + 2 * (W - widths[0] * widths[1]))
 
 
-def wide_row(a, train, dev):
-    """One launch of ``--wide-runs`` runs of a wide MLP (the layer kernel); runs/s, GFLOP/s, the goal's projection."""
+def _paths(text):
+    paths = [p.strip() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in paths if p not in ("tiled", "layers", "auto")]
+    if not paths or bad:
+        raise argparse.ArgumentTypeError(f"--wide-path takes tiled, layers or auto (comma-separated), got {text!r}")
+    return paths
+
+
+def wide_row(a, train, dev, path):
+    """One launch of a wide MLP on ``path``; runs/s, GFLOP/s, the goal's projection at that rate."""
     from fastpoly import MLP
     from fastpoly.sgd import Recipe
 
     mlp = MLP.from_string(a.wide_arch)
-    m, E, n = int(a.wide_m), int(a.wide_epochs), int(a.wide_runs)
+    if path == "layers":
+        m, n = int(a.wide_layers_m), int(a.wide_layers_runs)
+    else:
+        m, n = int(a.wide_m), int(a.wide_runs)
+    E = int(a.wide_epochs)
     rng = np.random.default_rng(a.seed)
     X = rng.random((m + 64, mlp.n_inputs), dtype=np.float32)
     y = (rng.random(m) < 0.5).astype(np.uint8)
     tp = make_train_plan(mlp, X, (np.arange(m), y), a.seed,
                          Recipe(lr=0.01, batch_size=128, max_epochs=E, min_epochs=E, epochs_after_fit=E))
     t0 = time.perf_counter()
-    train(tp, 0, 1, device=dev, path=a.wide_path)  # compile, upload, one run
+    train(tp, 0, 1, device=dev, path=path)  # compile, upload, one run
     warm = time.perf_counter() - t0
     t1 = time.perf_counter()
-    b = train(tp, 1, 1 + n, device=dev, path=a.wide_path)
+    b = train(tp, 1, 1 + n, device=dev, path=path)
     dt = time.perf_counter() - t1
     fl = _flops_per_run(mlp.widths, E, m)
     goal_fl = 1e4 * _flops_per_run(mlp.widths, int(a.wide_goal_epochs), 10_000)
     rate = n / dt
-    out = {"arch": mlp.spec, "path": a.wide_path, "m": m, "epochs": E, "runs": n, "seconds": dt, "warmup_s": warm, "runs_per_s": rate,
+    out = {"arch": mlp.spec, "path": path, "m": m, "epochs": E, "runs": n, "seconds": dt, "warmup_s": warm, "runs_per_s": rate,
            "gflops": rate * fl / 1e9, "goal_epochs": int(a.wide_goal_epochs),
            "goal_projected_s": goal_fl / (rate * fl), "epochs_ok": bool(np.all(b.epochs == E))}
-    print(f"fastpoly cuda wide {mlp.spec}: {n} runs x {E} epochs on {m} images in {dt:.2f} s = {rate:,.2f} runs/s, "
+    print(f"fastpoly cuda wide ({path}) {mlp.spec}: {n} runs x {E} epochs on {m} images in {dt:.2f} s = {rate:,.2f} runs/s, "
           f"{out['gflops']:.1f} GFLOP/s of training; goal (1e4 runs, 10,000 images, {a.wide_goal_epochs} epochs) "
           f"projected {out['goal_projected_s'] / 60:.1f} min (goal <= 15)", flush=True)
     return out

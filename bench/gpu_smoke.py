@@ -6,7 +6,7 @@
 
 One row per kernel (``fastpoly_sample_fixed`` keys and count modes with ``fastpoly_segment_min``,
 ``fastpoly_sample_generic`` both modes, ``fastpoly_sample_wide`` both modes, ``fastpoly_csr_layer`` float/double, plain and fused,
-``fastpoly_train``, ``fastpoly_train_math``, ``fastpoly_klz_ints``): compile seconds + first
+``fastpoly_train``, ``fastpoly_train_math``, ``fastpoly_klz_ints``, ``fastpoly_train_wide``): compile seconds + first
 launch, and whether the result equals the reference (NumPy on at most 256 samples, Numba for
 K_LZ, the bit-exact float32 library for the loss math).  A failing kernel is recorded with its
 error and the next one still runs; the JSON is rewritten after every row.  Exit status 0 only
@@ -109,6 +109,23 @@ def checks(emulate):
         ok = ok and np.array_equal(got.params.view(np.uint32), ref.params.view(np.uint32))
         return bool(ok), f"epochs {got.epochs.tolist()}"
 
+    def train_wide():
+        from fastpoly.backends.cuda.train import train_range_cuda
+        from fastpoly.sgd import Recipe, make_train_plan
+        from fastpoly.sgd.reference import train_range_reference
+
+        g = np.random.default_rng(11)
+        X = g.random((40, 5), dtype=np.float32)
+        tp = make_train_plan(MLP(5, (70, 33)), X, (np.arange(30), (g.random(30) < 0.5).astype(np.uint8)), 3,
+                             Recipe(optimizer="adam", lr=0.01, batch_size=8, max_epochs=3))
+        got = train_range_cuda(tp, 0, 4, params=True, device=emu_device() if emulate else None, path="tiled")
+        ref = train_range_reference(tp, 0, 4, params=True)
+        ok = all(np.array_equal(getattr(got, f), getattr(ref, f))
+                 for f in ("keys", "init_keys", "status", "first_fit", "epochs"))
+        ok = ok and np.array_equal(got.loss.view(np.uint32), ref.loss.view(np.uint32))
+        ok = ok and np.array_equal(got.params.view(np.uint32), ref.params.view(np.uint32))
+        return bool(ok), f"epochs {got.epochs.tolist()}"
+
     def train_math():
         from fastpoly.backends.cuda.train import loss_math_cuda
         from fastpoly.stream import fmath_train as sf
@@ -138,6 +155,7 @@ def checks(emulate):
         ("P_SGD trainer", "fastpoly_train", train),
         ("trainer loss math", "fastpoly_train_math", train_math),
         ("K_LZ", "fastpoly_klz_ints", klz),
+        ("P_SGD tiled wide trainer (5-70-33-1)", "fastpoly_train_wide", train_wide),
     ]
 
 

@@ -144,7 +144,7 @@ fi
 if want sgd; then
   if [ "$EMU" = 1 ]; then
     ARGS=(--emulate --runs 32 --chunk 16 --warmup-runs 4 --time-limit 10 --wide-runs 2 --wide-arch 12-20-20-1 --wide-m 8
-          --wide-path layers)
+          --wide-layers-runs 2 --wide-layers-m 8 --wide-path tiled,layers)
   else
     ARGS=(--runs 1e6 --time-limit 20 --torch-runs 20000 --torch-epochs 3)
   fi

@@ -26,10 +26,13 @@ for f in "${files[@]}"; do
     else
       echo "== $base.cu $arch: FAILED"; cat "$log"; status=1; continue
     fi
-    # one line per kernel: name, registers, stack frame, spill stores/loads
+    # one line per kernel: name, registers, stack frame, spill stores/loads; then one per device function
+    # that is not inlined (its own frame and spills; its registers count in its kernel's)
     awk '
       /Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); fn = substr($0, RSTART+1, RLENGTH-2) }
-      /bytes stack frame/ { st = $1; ss = $5; sl = $9 }
+      /Function properties for/ { cur = $NF }
+      /bytes stack frame/ { st = $1; ss = $5; sl = $9
+                            if (cur != fn) printf "     + %-88s (device function) stack=%-5s spill_st=%-5s spill_ld=%s\n", cur, st, ss, sl }
       /Used [0-9]+ registers/ { for (i = 1; i <= NF; ++i) if ($i == "Used") r = $(i+1);
                                  printf "   %-90s regs=%-4s stack=%-5s spill_st=%-5s spill_ld=%s\n", fn, r, st, ss, sl }
     ' "$log"

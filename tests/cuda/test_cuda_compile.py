@@ -103,6 +103,24 @@ def test_wide_sampler_does_not_spill_on_sm90(nvcc_check):
         assert int(ln.split("regs=")[1].split()[0]) <= 128, ln
 
 
+def test_wide_trainer_products_do_not_spill(nvcc_check):
+    """The tiled wide trainer's products (``tw_gemm`` of kernels/train_wide.cu, three instantiations): no local
+    memory, within the 128 registers of ``__launch_bounds__(256, 2)``."""
+    import re
+
+    r, out = nvcc_check
+    assert r.returncode == 0, r.stdout + r.stderr
+    for arch in ("sm_80", "sm_90"):
+        log = (out / f"train_wide.{arch}.ptxas.log").read_text()
+        props = re.findall(r"Function properties for (_Z\d+tw_gemm\w*)\s+(\d+) bytes stack frame, (\d+) bytes spill "
+                           r"stores, (\d+) bytes spill loads", log)
+        assert len(props) == 3, log
+        for name, *sizes in props:
+            assert sizes == ["0", "0", "0"], (arch, name, sizes)
+        regs = [int(x) for x in re.findall(r"Used (\d+) registers", log)]
+        assert regs and max(regs) <= 128, (arch, regs)
+
+
 # --- NVRTC (what cupy.RawModule does at run time) ------------------------------------------------
 def _find_nvrtc():
     """The NVRTC library the backend's own search finds (``src.find_nvrtc_library``), loaded."""
@@ -150,8 +168,9 @@ WIDE_NAMES = [src.wide_kernel_name(md) for md in (src.MODE_KEYS, src.MODE_COUNT)
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("filename,names", [("sampler.cu", SAMPLER_NAMES), ("poly.cu", POLY_NAMES),
-                                            ("klz.cu", ["fastpoly_klz_ints"]), ("sample_wide.cu", WIDE_NAMES)],
-                         ids=["sampler", "poly", "klz", "sample_wide"])
+                                            ("klz.cu", ["fastpoly_klz_ints"]), ("sample_wide.cu", WIDE_NAMES),
+                                            ("train_wide.cu", ["fastpoly_train_wide"])],
+                         ids=["sampler", "poly", "klz", "sample_wide", "train_wide"])
 def test_nvrtc_name_expressions(filename, names, arch):
     lib, path = _find_nvrtc()
     if lib is None:

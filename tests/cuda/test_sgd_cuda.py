@@ -4,7 +4,8 @@ Needs a CUDA GPU and CuPy: skipped (with the reason) without them, and FAILS ins
 ``FASTPOLY_REQUIRE_GPU=1`` (``ci/gpu-check.sh`` sets it).  The plans are those of
 ``tests/cuda/test_sgd_cuda_emu.py`` (which runs the same kernel through the CPU emulation in CI);
 here the real compile path (NVRTC, no flush to zero), the hardware's arithmetic and scheduling
-are checked.
+are checked.  The tiled wide-MLP kernel (``kernels/train_wide.cu``) likewise, on plans of
+``tests/cuda/test_sgd_cuda_tiled_emu.py``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,44 @@ def test_leak_on_gpu(emu_plans):
 
     tp = emu_plans._plan("sgd-ce-partial")[0].with_leak(3, [12, 3, 7], [0, 1, 2**62])
     emu_plans._same(train_range_reference(tp, 0, 7, params=True), train_range_cuda(tp, 0, 7, params=True))
+
+
+@pytest.fixture(scope="module")
+def tiled_plans():
+    import test_sgd_cuda_tiled_emu as t  # the plans of the tiled trainer's emulator tests
+
+    return t
+
+
+@pytest.mark.parametrize("name", ["4-6-5-1-sgd-ce-partial-batch", "4-6-5-1-adam-mse-thr-max-epochs",
+                                  "4-6-5-1-adagrad-one-row-minibatch", "3-70-33-1-adagrad-tanh",
+                                  "3-9-7-1-rmsprop-tanh-nobias", "2-150-1-rows-over-a-tile",
+                                  "20-200-150-1-adam-full-tiles"])
+def test_tiled_trainer_bit_for_bit_on_gpu(tiled_plans, name):
+    """The tiled wide-MLP kernel (kernels/train_wide.cu) forced with path="tiled": the reference's bits."""
+    from fastpoly.backends.cuda.train import train_range_cuda
+
+    tp, lo, hi = tiled_plans._plan(name)
+    ref = train_range_reference(tp, lo, hi, params=True)
+    tiled_plans._same(ref, train_range_cuda(tp, lo, hi, params=True, path="tiled"))
+    tiled_plans._same(ref, train_range_cuda(tp, lo, hi, params=True, path="tiled", max_blocks=1))
+
+
+def test_tiled_trainer_paper_network_on_gpu(tiled_plans):
+    """784-1024-1024-1 (one run, 12 images, one epoch) takes the tiled kernel by itself; no FTZ in its PTX."""
+    from fastpoly import MLP
+    from fastpoly.backends.cuda import train as sc
+    from fastpoly.backends.cuda.train_wide import WIDE_FILE, WIDE_KERNEL
+    from fastpoly.sgd import Recipe
+
+    g = np.random.default_rng(0)
+    tp = make_train_plan(MLP(784, (1024, 1024)), g.random((16, 784), dtype=np.float32),
+                         (np.arange(12), (g.random(12) < 0.5).astype(np.uint8)), 4,
+                         Recipe(lr=0.01, batch_size=8, max_epochs=1))
+    tiled_plans._same(train_range_reference(tp, 0, 1, params=True), sc.train_range_cuda(tp, 0, 1, params=True))
+    dev = sc.default_device()
+    dev.compile(WIDE_FILE, [WIDE_KERNEL])
+    assert not src.ptx_ftz_instructions(dev.ptx[(WIDE_FILE, (WIDE_KERNEL,))])
 
 
 def test_loss_math_on_gpu():

@@ -1,10 +1,11 @@
-"""Wide MLPs on the CUDA trainer: per-run state in global memory (the layer kernel), bit for bit the reference.
+"""Wide MLPs on the CUDA layer kernel: per-run state in global memory, bit for bit the reference.
 
 A run of the warp-per-run kernel (``kernels/train.cu``) lives in one block's shared memory; an MLP
-too wide for it (784-1024-1024-1, or here 2-300-300-1 with Adam) trains on the generic layer kernel
-(``kernels/train_cnn.cu``, dense layers, scratch in global memory).  The CPU emulation
-(``tests/cuda_emu``) runs that kernel on small nets forced down the wide path (``path="layers"``)
-and on a net that takes it by itself; the bits are the NumPy reference's.
+too wide for it (784-1024-1024-1, or here 2-300-300-1 with Adam) trains on the tiled kernel by
+default (``kernels/train_wide.cu``, ``tests/cuda/test_sgd_cuda_tiled_emu.py``); the generic layer
+kernel (``kernels/train_cnn.cu``, one thread per run, scratch in global memory) stays forceable with
+``path="layers"``.  The CPU emulation (``tests/cuda_emu``) runs it on small nets and on the wide
+2-300-300-1; the bits are the NumPy reference's.
 """
 from __future__ import annotations
 
@@ -59,12 +60,14 @@ def test_small_mlp_forced_down_the_wide_path(emu, name):
     _same(ref, train_range_cuda(tp, lo, hi, params=True, device=emu.EmuDevice(), path="layers", max_blocks=1))
 
 
-def test_a_wide_mlp_takes_the_wide_path_by_itself(emu):
-    """2-300-300-1 with Adam needs more shared memory per run than a block has: the layer kernel trains it."""
+def test_a_wide_mlp_on_the_layer_kernel(emu):
+    """2-300-300-1 with Adam needs more shared memory per run than a block has; forced onto the layer kernel."""
     tp = make_train_plan(MLP(2, (300, 300)), _X(6, 2, 2), (np.arange(4), np.array([0, 1, 1, 0])), 9,
                          Recipe(optimizer="adam", lr=0.01, batch_size=2, max_epochs=1))
     ref = train_range_reference(tp, 0, 1, params=True)
-    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=emu.EmuDevice()))
+    dev = emu.EmuDevice()
+    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev, path="layers"))
+    assert [x[0] for x in dev.launches] == ["fastpoly_train_layers"]
     with pytest.raises(ValueError, match="shared memory"):
         train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="warp")
     with pytest.raises(ValueError, match="path"):

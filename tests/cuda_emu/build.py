@@ -47,6 +47,7 @@ def instances():
     names += list(src.AUX_KERNELS)
     names += list(TRAIN_KERNELS)
     names += list(LAYER_TRAIN_KERNELS)
+    names += list(WIDE_TRAIN_KERNELS)
     names += list(LAYER_SAMPLE_KERNELS)
     names += list(KLZ_KERNELS)
     return names
@@ -56,6 +57,8 @@ def instances():
 TRAIN_KERNELS = ("fastpoly_train", "fastpoly_train_math")
 #: kernels of kernels/train_cnn.cu (the generic layer trainer, CNNs)
 LAYER_TRAIN_KERNELS = ("fastpoly_train_layers",)
+#: kernels of kernels/train_wide.cu (the tiled wide-MLP trainer, one block per run)
+WIDE_TRAIN_KERNELS = ("fastpoly_train_wide",)
 #: kernels of kernels/sample_layers.cu (the layer-sequence sampler, CNNs)
 LAYER_SAMPLE_KERNELS = ("fastpoly_sample_layers",)
 #: kernels of kernels/klz.cu (K_LZ, T and critical inputs, fastpoly/backends/cuda/klz.py)
@@ -68,6 +71,8 @@ def _file_of(name):
         return "train.cu"
     if base in LAYER_TRAIN_KERNELS:
         return "train_cnn.cu"
+    if base in WIDE_TRAIN_KERNELS:
+        return "train_wide.cu"
     if base in LAYER_SAMPLE_KERNELS:
         return "sample_layers.cu"
     if base in KLZ_KERNELS:

@@ -23,6 +23,7 @@ import numpy as np
 from fastpoly.activations import check_supported
 from fastpoly.backends.base import TrainBatch, check_range
 from fastpoly.backends.cuda import source as src
+from fastpoly.backends.cuda.train_wide import PreparedWide
 from fastpoly.backends.layer_program import compile_program, is_generic
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
@@ -285,10 +286,12 @@ def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
         hit = _cache.get(key)
         if hit is not None:
             return hit[2]
-    if path not in ("auto", "warp", "layers"):
-        raise ValueError(f"path must be 'auto', 'warp' or 'layers', got {path!r}")
+    if path not in ("auto", "warp", "layers", "tiled"):
+        raise ValueError(f"path must be 'auto', 'warp', 'layers' or 'tiled', got {path!r}")
     prep: Any
-    if is_generic(tp.plan.mlp) or path == "layers":
+    if path == "tiled":
+        prep = PreparedWide(tp, dev, max_blocks)
+    elif is_generic(tp.plan.mlp) or path == "layers":
         prep = _PreparedLayers(tp, dev, max_blocks)
     else:
         try:
@@ -296,7 +299,7 @@ def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
         except _NoSharedMemory:
             if path == "warp":
                 raise
-            prep = _PreparedLayers(tp, dev, max_blocks)  # a wide MLP: per-run state in global memory
+            prep = PreparedWide(tp, dev, max_blocks)  # a wide MLP: the tiled kernel, one block per run
     with _lock:
         _cache[key] = (tp, dev, prep)  # the references keep the ids valid
         while len(_cache) > 4:
@@ -310,8 +313,10 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
 
     Dense networks train on the warp-per-run kernel (``kernels/train.cu``); architectures with
     convolutions, pooling or flatten on the generic layer kernel (``kernels/train_cnn.cu``, one
-    thread per run, initial parameters drawn on the host), and so do wide MLPs whose run (or train
-    set) does not fit in one block's shared memory (e.g. 784-1024-1024-1): the same bits either way.
+    thread per run, initial parameters drawn on the host); wide MLPs whose run (or train set) does
+    not fit in one block's shared memory (e.g. 784-1024-1024-1) on the tiled kernel
+    (``kernels/train_wide.cu``, one thread block per run, the minibatch products as tiled matrix
+    products): the same bits on every path.
 
     Parameters
     ----------
@@ -327,16 +332,18 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
     max_blocks : int or None
         Cap on the grid (default: the blocks the device holds at once).
     max_runs_per_launch : int
-    path : {"auto", "warp", "layers"}
-        ``"auto"``: the warp kernel when a run fits in shared memory, else the layer kernel;
-        ``"warp"`` / ``"layers"`` force one (``"warp"`` raises where it does not fit).
+    path : {"auto", "warp", "layers", "tiled"}
+        ``"auto"``: the warp kernel when a run fits in shared memory, else the tiled kernel (CNNs:
+        the layer kernel); ``"warp"`` / ``"layers"`` / ``"tiled"`` force one (``"warp"`` raises
+        where a run does not fit, ``"tiled"`` for convolutions and pooling).
 
     Raises
     ------
     RuntimeError
         No device given and CuPy or a GPU missing.
     ValueError
-        A plan the kernel cannot train (activation, depth; with ``path="warp"`` the shared memory of one warp).
+        A plan the kernel cannot train (activation, depth; with ``path="warp"`` the shared memory of one warp,
+        with ``path="tiled"`` a layer other than dense and elementwise).
     """
     lo, hi = check_range(lo, hi)
     if int(warps_per_block) < 1:
