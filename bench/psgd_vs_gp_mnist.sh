@@ -29,8 +29,10 @@
 #   (2m^3/3 = 6.7e11 FLOP each, float64): seconds on cuSOLVER (23 min wall on the shared 2-core CPU);
 #   joint EP per function ~ one more P(S): F functions seen >= 2 times cost ~F x (2e13 FLOP), i.e. about
 #   a second each at a sustained 20 TFLOP/s float64.
-# The training time scales with RUNS, the epochs per run and the trainer's efficiency on the device (the wide
-# trainers of fastpoly are being made GPU-parallel over runs; measure a small RUNS first, e.g. RUNS=200).
+# The training time scales with RUNS, the epochs per run and the trainer's efficiency on the device: these
+# MLPs train on the tiled kernel (kernels/train_wide.cu, one block per run; estimated 40-60 % of the FMA roof,
+# docs/guide/wide-networks.md), whose speed has not been measured on a GPU yet. Measure first: ci/gpu-check.sh
+# reports its runs/s and the projected time of 1e4 runs (bench/gpu_sgd.py), or run a small RUNS, e.g. RUNS=200.
 set -euo pipefail
 data="${1:?usage: bench/psgd_vs_gp_mnist.sh DATA_DIR OUT}"
 out="${2:?usage: bench/psgd_vs_gp_mnist.sh DATA_DIR OUT}"
