@@ -264,3 +264,112 @@ def test_cnn_preset_uses_the_conv_kernel(tmp_path):
     post = posterior_gp(arch, d.X_train, d.y_train, d.X_test, keys, K=K, linalg="numpy")
     for r, lp in zip(rows, post.log_p):
         assert math.isclose(float(r["log_p_gp"]), lp, rel_tol=1e-5, abs_tol=1e-5)
+
+
+# --------------------------------------------------------------------------- the EP check (check=N)
+
+@pytest.fixture(scope="module")
+def checked(ref, tmp_path_factory):
+    """The reference run re-read with ``check=3`` (same runs, the GP part recomputed with the check)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("checked")
+    shutil.copytree(ref[0] / "runs", out / "runs")
+    return out, X.psgd_vs_gp(out, **dict(KW, check=3, check_samples=4000, check_seed=5, resume=True))
+
+
+def test_check_columns_and_block(ref, checked):
+    out, meta = checked
+    rows = _csv(out / "functions.csv")
+    assert list(rows[0]) == list(X._CSV_FIELDS) + list(X._CHECK_FIELDS)
+    c = meta["gp"]["check"]
+    assert c["n"] == 3 and len(c["functions"]) == 3 and c["agrees"] + c["differs"] + c["unreliable"] == 3
+    assert c["n_samples"] == 4000 and c["seed"] == 5 and "S part" in c["not_covered"]
+    keys = {f["key"] for f in c["functions"]}
+    for r in rows:  # the checked functions carry the columns (every optimizer's row), the others are empty
+        if r["key"] in keys:
+            assert r["check"] in ("agrees", "differs", "unreliable") and float(r["check_tilting_ess"]) > 0
+            assert math.isclose(float(r["log_p_gp"]) - float(r["check_ep_shared"]),
+                                float(r["check_joint_minus_shared"]), abs_tol=2e-6)
+        else:
+            assert all(r[f] == "" for f in X._CHECK_FIELDS)
+    # the check does not change any other number
+    base = _csv(ref[0] / "functions.csv")
+    assert [{f: r[f] for f in X._CSV_FIELDS} for r in rows] == base
+    text = (out / "summary.txt").read_text()
+    assert "EP check on the 3 most frequent" in text and "does NOT cover" in text and "S part of EP" in text
+
+
+def test_check_matches_direct_calls(checked):
+    from fastpoly.gp.scale import condition_ep, gaussian_orthants, kernel_blocked, posterior_gp
+
+    out, meta = checked
+    c = meta["gp"]["check"]
+    d = X.experiment_data("digits", None, 40, 16, 0)
+    arch = X.experiment_arch("fcn", d.meta["image_shape"])
+    keys = [f["key"] for f in c["functions"]]
+    # the most frequent functions: the first ones of the evaluation order (largest count over the optimizers)
+    rows = _csv(out / "functions.csv")
+    best = {}
+    for r in rows:
+        best[r["key"]] = max(best.get(r["key"], 0), int(r["count"]))
+    order = sorted(best, key=lambda kk: (-best[kk], int(kk, 16).to_bytes(8, "little")))
+    assert set(keys) == set(order[:3])
+    K = kernel_blocked(arch, np.vstack([d.X_train, d.X_test]))
+    m = d.X_train.shape[0]
+    cond = condition_ep(K[:m, :m], d.y_train, linalg="numpy")
+    mean, cov = cond.predictive(K[:m, m:], K[m:, m:])
+    bits = np.array([[(int(kk, 16) >> i) & 1 for i in range(16)] for kk in keys], np.uint8)
+    lp, _, diags = gaussian_orthants(mean, cov, bits, check=True, n_samples=4000, seed=5)
+    joint = posterior_gp(arch, d.X_train, d.y_train, d.X_test, keys, K=K, linalg="numpy")
+    for j, f in enumerate(c["functions"]):
+        assert math.isclose(f["log_p_shared"], lp[j], rel_tol=1e-6, abs_tol=1e-6)
+        assert f["tilting_log_p"] == diags[j]["tilting_log_p"] and f["tilting_ess"] == diags[j]["tilting_ess"]
+        assert f["check"] == diags[j]["check"]
+        assert math.isclose(f["joint_minus_shared"], joint.log_p[j] - lp[j], rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_check_is_unreliable_when_tilting_has_few_samples(ref, tmp_path):
+    import shutil
+
+    shutil.copytree(ref[0] / "runs", tmp_path / "runs")
+    meta = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=40, resume=True))
+    c = meta["gp"]["check"]
+    # 40 samples: the effective sample size is below tilting's floor of 50, so no verdict is claimed
+    assert c["unreliable"] == 2 and c["agrees"] == c["differs"] == 0 and c["max_abs_diff"] is None
+    assert all(f["check"].startswith("unreliable: effective sample size") and f["check_diff"] is None
+               for f in c["functions"])
+    rows = [r for r in _csv(tmp_path / "functions.csv") if r["check"]]
+    assert rows and all(r["check"] == "unreliable" and r["check_diff"] == "" for r in rows)
+    assert "2 unreliable" in (tmp_path / "summary.txt").read_text()
+
+
+def test_check_resume_is_identical(checked):
+    out, meta = checked
+    before = {n: (out / n).read_bytes() for n in ("functions.csv", "summary.txt")}
+    again = X.psgd_vs_gp(out, **dict(KW, check=3, check_samples=4000, check_seed=5, resume=True))
+    assert {n: (out / n).read_bytes() for n in before} == before
+    st = _stable(again)
+    st["gp"].pop("seconds_check")
+    ref_ = _stable(meta)
+    ref_["gp"].pop("seconds_check")
+    assert st == ref_
+
+
+@pytest.mark.parametrize("value, match", [("-1", "--check"), ("x", "--check"), ("1.5", "--check")],
+                         ids=["negative", "text", "fraction"])
+def test_bad_check_is_one_line_exit_2(tmp_path, capsys, value, match):
+    args = ["experiment", "psgd-vs-gp", "--train", "40", "--test", "16", "--runs", "2", "--out",
+            str(tmp_path / "o"), "--check", value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "runs").exists()
+    assert main([*args[:-2], "--check-samples", "1"]) == 2
+    assert "--check-samples" in capsys.readouterr().err
+
+
+def test_check_option_is_validated(tmp_path):
+    for kw in (dict(check=-1), dict(check=True), dict(check_samples=1)):
+        with pytest.raises(ValueError, match="check"):
+            X.psgd_vs_gp(tmp_path / "o", **dict(KW, **kw))
