@@ -534,7 +534,7 @@ def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint
     sh = posterior_gp(a, ds.X_train, ds.y_train, ds.X_test, bits, K=K, mode="shared", check=True,
                       n_samples=n_samples, seed=seed, linalg=linalg)
     errs = _errors(fkeys, k, truth)
-    funcs = []
+    funcs: list[dict[str, Any]] = []
     for j in range(bits.shape[0]):
         dj = sh.diagnostics[j]
         ls = float(sh.log_p[j])
@@ -546,8 +546,8 @@ def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint
                       "joint_minus_shared": log_joint[j] - ls if gp_mode == "joint" else None,
                       "tilting_seed": seed + j})
     verdict = [f["check"].split(":")[0] for f in funcs]
-    diffs = [abs(f["check_diff"]) for f in funcs if f["check_diff"] is not None]
-    jms = [f["joint_minus_shared"] for f in funcs if f["joint_minus_shared"] is not None]
+    diffs: list[float] = [abs(f["check_diff"]) for f in funcs if f["check_diff"] is not None]
+    jms: list[float] = [f["joint_minus_shared"] for f in funcs if f["joint_minus_shared"] is not None]
     return {"n": len(funcs), "n_samples": n_samples, "seed": seed, "agrees": verdict.count("agrees"),
             "differs": verdict.count("differs"), "unreliable": verdict.count("unreliable"),
             "max_abs_diff": max(diffs) if diffs else None,
