@@ -83,6 +83,10 @@ def register(sub: Any) -> None:
                         "S part of EP is not checked (see summary.txt)")
     e.add_argument("--check-samples", default="20000", metavar="N",
                    help="importance samples of the check's tilting (default 20000)")
+    e.add_argument("--check-full", action="store_true",
+                   help="with --check: also estimate the whole log P_B^GP of the checked functions by tilting of "
+                        "both orthants (S and S u f_E), the S part included, with the verdict 'unreliable' where "
+                        "tilting's effective sample size collapses (beyond m ~ 256 on the digits FCN kernel)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--resume", action="store_true",
                    help="continue the runs checkpointed in --out (or re-read finished ones) and rewrite the results")
@@ -121,7 +125,7 @@ def run_psgd_vs_gp(args: argparse.Namespace) -> int:
         data_seed=args.data_seed, sigma_w=args.sigma_w, sigma_b=args.sigma_b, minibatch=args.batch,
         max_epochs=args.max_epochs, epochs_after_fit=args.epochs_after_fit, lr=args.lr, backend=args.backend,
         linalg=args.linalg, gp_mode=args.gp_mode, max_functions=args.max_functions, check=check,
-        check_samples=check_samples, n_boot=args.bootstrap,
+        check_samples=check_samples, check_full=args.check_full, n_boot=args.bootstrap,
         resume=args.resume, progress=not args.no_progress and sys.stderr.isatty(),
         log=lambda msg: print(msg, file=sys.stderr, flush=True))
     for o, st in res["stats"].items():

@@ -30,7 +30,8 @@ architecture and several optimizers:
    possible at full scale: the orthant of ``f_E`` under EP's predictive ``q_S`` by EP and by
    minimax tilting (agrees / differs / unreliable when tilting's effective sample size is too
    small), and the joint minus shared ``log P_B^GP`` (how far adding ``f_E`` moves the S sites);
-   the S part of EP is not checked there (its error at small m: ``bench/ep_error.py``).
+   the S part of EP is not checked there (its error at small m: ``bench/ep_error.py``) unless
+   ``check_full`` asks for tilting of the whole orthants, which says where it is unreliable.
 
 Defaults follow the anchor (nn-pacbayes): ``sigma_w = 1``, ``sigma_b = 1/sqrt(n_inputs)``
 (0.0357 for 784 pixels, 0.125 for the 8 x 8 digits), cross-entropy, Keras' fit threshold
@@ -83,11 +84,18 @@ _CSV_FIELDS = ("optimizer", "key", "count", "p_sgd", "log_p_sgd", "log_p_gp", "t
 #: columns added to ``functions.csv`` with ``check > 0`` (empty for the functions not checked)
 _CHECK_FIELDS = ("check", "check_ep_shared", "check_tilting", "check_tilting_stderr", "check_tilting_ess",
                  "check_diff", "check_joint_minus_shared")
+#: columns added with ``check_full`` (the whole log P_B^GP by tilting of both orthants)
+_CHECK_FULL_FIELDS = ("check_full", "check_full_tilting", "check_full_stderr", "check_full_ess", "check_full_diff")
 #: what the full-scale check does not cover (written into results.json and summary.txt)
 CHECK_NOT_COVERED = (
     "the S part of EP: the EP log P(S) and the S sites at the joint fixed point are not checked here; "
     "their error is measured by bench/ep_error.py at the small m where minimax tilting of the full "
     "orthants is reliable (up to m ~ 256 on the digits FCN kernel: bench/results/ep-error/, docs/guide/gp.md)")
+#: with ``check_full``: the S part is checked where tilting's effective sample size holds
+CHECK_FULL_NOTE = (
+    "the S part of EP is checked by tilting of the full m- and (m + |E|)-dimensional orthants only where tilting's "
+    "effective sample size holds (verdict 'unreliable' otherwise; on the digits FCN kernel it holds up to m ~ 256: "
+    "bench/results/ep-error/, docs/guide/gp.md)")
 
 
 def _int(v: Any, what: str, lo: int) -> int:
@@ -285,6 +293,7 @@ def psgd_vs_gp(
     check: int = 0,
     check_samples: int = 20_000,
     check_seed: int = 0,
+    check_full: bool = False,
     n_boot: int = 1000,
     boot_seed: int = 0,
     resume: bool = False,
@@ -334,6 +343,12 @@ def psgd_vs_gp(
         ``gp["check"]`` block to ``results.json`` and lines to ``summary.txt``.
     check_samples, check_seed : int
         Tilting's importance samples and seed (function ``j`` of the check: ``check_seed + j``).
+    check_full : bool
+        Also estimate the whole ``log P_B^GP = log P(S u f_E) - log P(S)`` of the checked functions by
+        minimax tilting of both orthants (m and m + |E| dimensions; standard errors in quadrature) and
+        compare it with EP: the S part too, but only where tilting's effective sample size holds
+        (on the digits FCN kernel up to m ~ 256); beyond, the verdict is ``unreliable``.  Cost: one
+        tilting of an (m + |E|)-dimensional orthant per function (seconds at m = 1000).
     n_boot, boot_seed
         Bootstrap resamples and seed of the correlation intervals.
     resume : bool
@@ -371,6 +386,10 @@ def psgd_vs_gp(
     check = _int(check, "check", 0)
     check_samples = _int(check_samples, "check_samples", 2)
     check_seed = _int(check_seed, "check_seed", 0)
+    if not isinstance(check_full, bool):
+        raise ValueError(f"check_full must be True or False, got {check_full!r}")
+    if check_full and not check:
+        raise ValueError("check_full needs check > 0 (the functions to check)")
     if gp_mode not in ("joint", "shared"):
         raise ValueError(f"unknown gp mode {gp_mode!r}; valid: joint, shared")
     if linalg not in ("auto", "numpy", "cupy"):
@@ -457,7 +476,7 @@ def psgd_vs_gp(
             say(f"check: EP's E orthant against minimax tilting for the {n_chk} most frequent functions ...")
             t0 = time.perf_counter()
             gp["check"] = _check(a, ds, K, fkeys[:n_chk], [log_gp[kb] for kb in order[:n_chk]], gp_mode, linalg,
-                                 check_samples, check_seed, truth)
+                                 check_samples, check_seed, truth, check_full)
             gp["seconds_check"] = time.perf_counter() - t0
             c_ = gp["check"]
             say(f"  {c_['agrees']} agree, {c_['differs']} differ, {c_['unreliable']} unreliable; "
@@ -467,7 +486,10 @@ def psgd_vs_gp(
     checked = {f["key"]: {"check": f["check"].split(":")[0], "check_ep_shared": f["log_p_shared"],
                           "check_tilting": f["tilting_log_p"], "check_tilting_stderr": f["tilting_stderr"],
                           "check_tilting_ess": f["tilting_ess"], "check_diff": f["check_diff"],
-                          "check_joint_minus_shared": f["joint_minus_shared"]}
+                          "check_joint_minus_shared": f["joint_minus_shared"],
+                          **({"check_full": f["full_check"], "check_full_tilting": f["full_tilting"],
+                              "check_full_stderr": f["full_stderr"], "check_full_ess": f["full_ess"],
+                              "check_full_diff": f["full_diff"]} if "full_check" in f else {})}
                for f in gp.get("check", {}).get("functions", [])}
     rows: list[dict[str, Any]] = []
     stats: dict[str, Any] = {}
@@ -519,13 +541,19 @@ def psgd_vs_gp(
         "bootstrap": {"n_boot": n_boot, "seed": boot_seed, "confidence": 0.95, "resampled": "functions (pairs)"},
         "timings": {"data_s": t_data, "total_s": time.perf_counter() - t_all},
     }
-    _write(out, meta, rows, opts, k, check > 0)
+    _write(out, meta, rows, opts, k, check > 0, check_full)
     say(f"wrote {', '.join(OUTPUT_FILES)} in {out}")
     return meta
 
 
+def _full_verdict(diff: float, se: float, ok: bool) -> str:
+    if not ok:
+        return "unreliable"
+    return "agrees" if abs(diff) <= max(5 * se, 0.01) else "differs"
+
+
 def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint: list[float], gp_mode: str,
-           linalg: str, n_samples: int, seed: int, truth: np.ndarray) -> dict[str, Any]:
+           linalg: str, n_samples: int, seed: int, truth: np.ndarray, full: bool = False) -> dict[str, Any]:
     """The full-scale checks of EP for the functions ``fkeys`` (see :func:`psgd_vs_gp`'s ``check``)."""
     from fastpoly.gp.scale import posterior_gp
 
@@ -545,6 +573,29 @@ def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint
                       "check_diff": float(dj["check_diff"]) if "check_diff" in dj else None,
                       "joint_minus_shared": log_joint[j] - ls if gp_mode == "joint" else None,
                       "tilting_seed": seed + j})
+    full_block: dict[str, Any] | None = None
+    if full:
+        from fastpoly.gp.tilting import tilting_log_prob
+
+        m = ds.X_train.shape[0]
+        sS = np.where(np.asarray(ds.y_train) == 1, 1.0, -1.0)
+        # seeds: [seed, 1] for P(S), [seed, 2, j] for P(S u f_E) of function j
+        tS = tilting_log_prob(K[:m, :m] * np.outer(sS, sS), n_samples=n_samples, seed=np.random.default_rng([seed, 1]))
+        okS = "warning" not in tS.diagnostics
+        full_block = {"tilting_log_p_S": tS.log_p, "tilting_log_p_S_stderr": tS.stderr,
+                      "tilting_log_p_S_ess": float(tS.diagnostics["ess"]), "ep_log_p_S": sh.log_p_S,
+                      "log_p_S_diff": sh.log_p_S - tS.log_p,
+                      "log_p_S_check": _full_verdict(sh.log_p_S - tS.log_p, tS.stderr, okS)}
+        for j, f in enumerate(funcs):
+            s_all = np.concatenate([sS, np.where(bits[j] == 1, 1.0, -1.0)])
+            t = tilting_log_prob(K * np.outer(s_all, s_all), n_samples=n_samples,
+                                 seed=np.random.default_rng([seed, 2, j]))
+            ok = okS and "warning" not in t.diagnostics
+            tl = t.log_p - tS.log_p
+            se = math.hypot(t.stderr, tS.stderr)
+            f.update(full_tilting=tl, full_stderr=se, full_ess=min(float(t.diagnostics["ess"]),
+                                                                   full_block["tilting_log_p_S_ess"]),
+                     full_diff=log_joint[j] - tl if ok else None, full_check=_full_verdict(log_joint[j] - tl, se, ok))
     verdict = [f["check"].split(":")[0] for f in funcs]
     diffs: list[float] = [abs(f["check_diff"]) for f in funcs if f["check_diff"] is not None]
     jms: list[float] = [f["joint_minus_shared"] for f in funcs if f["joint_minus_shared"] is not None]
@@ -555,8 +606,10 @@ def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint
             "log_p_S_shared": sh.log_p_S,
             "covers": "(a) the E part: the orthant of f_E under EP's predictive q_S on the test images, EP "
                       "against minimax tilting; (b) joint minus shared log P_B^GP: how much adding f_E moves "
-                      "the S sites",
-            "not_covered": CHECK_NOT_COVERED, "functions": funcs}
+                      "the S sites" + ("; (c) the whole log P_B^GP by tilting of both orthants, where tilting's "
+                                       "effective sample size holds" if full else ""),
+            "not_covered": CHECK_NOT_COVERED if full_block is None else CHECK_FULL_NOTE,
+            "full": full_block, "functions": funcs}
 
 
 # --------------------------------------------------------------------------- output files
@@ -566,8 +619,8 @@ def _num(v: Any, fmt: str) -> str:
 
 
 def _write(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: list[str], k: int,
-           check: bool = False) -> None:
-    fields = list(_CSV_FIELDS) + (list(_CHECK_FIELDS) if check else [])
+           check: bool = False, full: bool = False) -> None:
+    fields = list(_CSV_FIELDS) + (list(_CHECK_FIELDS) if check else []) + (list(_CHECK_FULL_FIELDS) if full else [])
     with atomic_open(os.path.join(out, "functions.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
@@ -578,6 +631,10 @@ def _write(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: lis
                 rr.update({c: _num(r.get(c), ".6f") for c in _CHECK_FIELDS[1:]})
                 rr["check_tilting_ess"] = _num(r.get("check_tilting_ess"), ".1f")
                 rr["check"] = r.get("check", "")
+            if full:
+                rr.update({c: _num(r.get(c), ".6f") for c in _CHECK_FULL_FIELDS[1:]})
+                rr["check_full_ess"] = _num(r.get("check_full_ess"), ".1f")
+                rr["check_full"] = r.get("check_full", "")
             w.writerow(rr)
     with atomic_open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(summary_text(meta, rows))
@@ -663,6 +720,20 @@ def check_text(c: dict[str, Any]) -> list[str]:
                  f"{f['tilting_log_p']:9.3f} {f['tilting_stderr']:7.4f} {f['tilting_ess']:8.0f} "
                  f"{_num(f['check_diff'], '+8.3f') or 'n/a':>8s} {_num(f['joint_minus_shared'], '+9.3f') or 'n/a':>9s}"
                  f"  {f['check'].split(':')[0]:10s}  {f['key']}")
+    fb = c.get("full")
+    if fb:
+        fv = [f["full_check"] for f in c["functions"]]
+        L += ["", "  the whole log P_B^GP by tilting of both orthants (S and S u f_E; standard errors in quadrature):",
+              f"  log P(S): EP {fb['ep_log_p_S']:.3f}, tilting {fb['tilting_log_p_S']:.3f} +- "
+              f"{fb['tilting_log_p_S_stderr']:.3f} (ESS {fb['tilting_log_p_S_ess']:.0f}): {fb['log_p_S_check']}",
+              f"  log P_B^GP: {fv.count('agrees')} agree, {fv.count('differs')} differ, {fv.count('unreliable')} "
+              "unreliable (tilting's effective sample size below 1 % of its samples on either orthant: no verdict; "
+              "the tilting values are then not to be trusted)",
+              f"  {'errors':>6s} {'log P_B^GP':>10s} {'tilting':>9s} {'+-':>7s} {'ESS':>8s} {'EP-tilt':>8s}  verdict     key"]
+        for f in c["functions"]:
+            L.append(f"  {f['test_errors']:6d} {f['log_p_gp']:10.3f} {f['full_tilting']:9.3f} {f['full_stderr']:7.4f} "
+                     f"{f['full_ess']:8.0f} {_num(f['full_diff'], '+8.3f') or 'n/a':>8s}  {f['full_check']:10s}  "
+                     f"{f['key']}")
     return L
 
 

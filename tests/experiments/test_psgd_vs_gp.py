@@ -373,3 +373,51 @@ def test_check_option_is_validated(tmp_path):
     for kw in (dict(check=-1), dict(check=True), dict(check_samples=1)):
         with pytest.raises(ValueError, match="check"):
             X.psgd_vs_gp(tmp_path / "o", **dict(KW, **kw))
+
+
+def test_check_full_matches_tilting_of_both_orthants(ref, tmp_path):
+    import shutil
+
+    from fastpoly.gp.scale import kernel_blocked
+    from fastpoly.gp.tilting import tilting_log_prob
+
+    shutil.copytree(ref[0] / "runs", tmp_path / "runs")
+    meta = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=3000, check_seed=7, check_full=True,
+                                         resume=True))
+    c = meta["gp"]["check"]
+    rows = _csv(tmp_path / "functions.csv")
+    assert list(rows[0]) == list(X._CSV_FIELDS) + list(X._CHECK_FIELDS) + list(X._CHECK_FULL_FIELDS)
+    assert "(c) the whole log P_B^GP" in c["covers"] and c["not_covered"] == X.CHECK_FULL_NOTE
+    d = X.experiment_data("digits", None, 40, 16, 0)
+    arch = X.experiment_arch("fcn", d.meta["image_shape"])
+    K = kernel_blocked(arch, np.vstack([d.X_train, d.X_test]))
+    sS = np.where(np.asarray(d.y_train) == 1, 1.0, -1.0)
+    tS = tilting_log_prob(K[:40, :40] * np.outer(sS, sS), n_samples=3000, seed=np.random.default_rng([7, 1]))
+    assert c["full"]["tilting_log_p_S"] == tS.log_p and c["full"]["ep_log_p_S"] == meta["gp"]["log_p_S"]
+    for j, f in enumerate(c["functions"]):
+        bits = np.array([(int(f["key"], 16) >> i) & 1 for i in range(16)])
+        s_all = np.concatenate([sS, np.where(bits == 1, 1.0, -1.0)])
+        t = tilting_log_prob(K * np.outer(s_all, s_all), n_samples=3000, seed=np.random.default_rng([7, 2, j]))
+        assert f["full_tilting"] == t.log_p - tS.log_p
+        assert math.isclose(f["full_stderr"], math.hypot(t.stderr, tS.stderr))
+        # m + |E| = 56 dimensions: tilting's effective sample size holds, so there is a verdict by the 5-se rule
+        assert f["full_check"] in ("agrees", "differs") and f["full_diff"] == f["log_p_gp"] - f["full_tilting"]
+        assert (f["full_check"] == "agrees") == (abs(f["full_diff"]) <= max(5 * f["full_stderr"], 0.01))
+        row = next(r for r in rows if r["key"] == f["key"])
+        assert row["check_full"] == f["full_check"] and math.isclose(float(row["check_full_tilting"]),
+                                                                     f["full_tilting"], abs_tol=1e-6)
+    assert "the whole log P_B^GP by tilting of both orthants" in (tmp_path / "summary.txt").read_text()
+    # few samples: the effective sample size is below tilting's floor, and the check says so
+    few = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=30, check_full=True, resume=True))
+    assert all(f["full_check"] == "unreliable" and f["full_diff"] is None for f in few["gp"]["check"]["functions"])
+
+
+def test_check_full_needs_check(tmp_path, capsys):
+    with pytest.raises(ValueError, match="check_full needs check"):
+        X.psgd_vs_gp(tmp_path / "o", **dict(KW, check_full=True))
+    args = ["experiment", "psgd-vs-gp", "--train", "40", "--test", "16", "--runs", "2", "--out",
+            str(tmp_path / "o"), "--check-full"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "check" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "runs").exists()
