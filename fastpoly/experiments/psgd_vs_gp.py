@@ -345,10 +345,10 @@ def psgd_vs_gp(
         Tilting's importance samples and seed (function ``j`` of the check: ``check_seed + j``).
     check_full : bool
         Also estimate the whole ``log P_B^GP = log P(S u f_E) - log P(S)`` of the checked functions by
-        minimax tilting of both orthants (m and m + |E| dimensions; standard errors in quadrature) and
+        minimax tilting of both orthants (``m`` and ``m + |E|`` dimensions; standard errors in quadrature) and
         compare it with EP: the S part too, but only where tilting's effective sample size holds
         (on the digits FCN kernel up to m ~ 256); beyond, the verdict is ``unreliable``.  Cost: one
-        tilting of an (m + |E|)-dimensional orthant per function (seconds at m = 1000).
+        tilting of an ``(m + |E|)``-dimensional orthant per function (seconds at m = 1000).
     n_boot, boot_seed
         Bootstrap resamples and seed of the correlation intervals.
     resume : bool
