@@ -585,7 +585,8 @@ def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint
         full_block = {"tilting_log_p_S": tS.log_p, "tilting_log_p_S_stderr": tS.stderr,
                       "tilting_log_p_S_ess": float(tS.diagnostics["ess"]), "ep_log_p_S": sh.log_p_S,
                       "log_p_S_diff": sh.log_p_S - tS.log_p,
-                      "log_p_S_check": _full_verdict(sh.log_p_S - tS.log_p, tS.stderr, okS)}
+                      "log_p_S_check": _full_verdict(sh.log_p_S - tS.log_p, tS.stderr, okS),
+                      "seeds": "numpy.random.default_rng([seed, 1]) for P(S), ([seed, 2, j]) for P(S u f_E) of function j"}
         for j, f in enumerate(funcs):
             s_all = np.concatenate([sS, np.where(bits[j] == 1, 1.0, -1.0)])
             t = tilting_log_prob(K * np.outer(s_all, s_all), n_samples=n_samples,
@@ -713,7 +714,7 @@ def check_text(c: dict[str, Any]) -> list[str]:
          + ("" if mx is None else f"; largest |EP - tilting| where judged: {mx:.3f} nats") + ".",
          ("  joint - shared log P_B^GP (the S sites' response to f_E): "
           + ("n/a (shared mode)" if jr is None else f"{jr[0]:+.3f} to {jr[1]:+.3f} nats") + "."),
-         f"  {'errors':>6s} {'log P_B^GP':>10s} {'EP(f_E|q_S)':>11s} {'tilting':>9s} {'+-':>6s} {'ESS':>8s} "
+         f"  {'errors':>6s} {'log P_B^GP':>10s} {'EP(f_E|q_S)':>11s} {'tilting':>9s} {'+-':>7s} {'ESS':>8s} "
          f"{'EP-tilt':>8s} {'joint-shd':>9s}  verdict     key"]
     for f in c["functions"]:
         L.append(f"  {f['test_errors']:6d} {f['log_p_gp']:10.3f} {f['log_p_shared']:11.3f} "
