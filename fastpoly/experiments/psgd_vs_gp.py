@@ -25,7 +25,13 @@ architecture and several optimizers:
    ``psgd_vs_gp.png`` (one panel per optimizer: log P_SGD vs log P_B^GP coloured by test
    errors, with the line y = x), ``mass_by_errors.png`` and ``summary.txt`` (Pearson and
    Spearman r with seeded bootstrap intervals, the mass by number of test errors, the top
-   functions).
+   functions);
+5. with ``check=N``, checks EP on the ``N`` most frequent evaluated functions where that is
+   possible at full scale: the orthant of ``f_E`` under EP's predictive ``q_S`` by EP and by
+   minimax tilting (agrees / differs / unreliable when tilting's effective sample size is too
+   small), and the joint minus shared ``log P_B^GP`` (how far adding ``f_E`` moves the S sites);
+   the S part of EP is not checked there (its error at small m: ``bench/ep_error.py``) unless
+   ``check_full`` asks for tilting of the whole orthants, which says where it is unreliable.
 
 Defaults follow the anchor (nn-pacbayes): ``sigma_w = 1``, ``sigma_b = 1/sqrt(n_inputs)``
 (0.0357 for 784 pixels, 0.125 for the 8 x 8 digits), cross-entropy, Keras' fit threshold
@@ -75,6 +81,21 @@ ARCH_PRESETS = {"fcn": "{n}-40-40-1", "cnn": "{h}x{w}x{c}-c16k3-c16k3-1"}
 #: files written into ``out`` (besides ``runs/``)
 OUTPUT_FILES = ("results.json", "functions.csv", "psgd_vs_gp.png", "mass_by_errors.png", "summary.txt")
 _CSV_FIELDS = ("optimizer", "key", "count", "p_sgd", "log_p_sgd", "log_p_gp", "test_errors")
+#: columns added to ``functions.csv`` with ``check > 0`` (empty for the functions not checked)
+_CHECK_FIELDS = ("check", "check_ep_shared", "check_tilting", "check_tilting_stderr", "check_tilting_ess",
+                 "check_diff", "check_joint_minus_shared")
+#: columns added with ``check_full`` (the whole log P_B^GP by tilting of both orthants)
+_CHECK_FULL_FIELDS = ("check_full", "check_full_tilting", "check_full_stderr", "check_full_ess", "check_full_diff")
+#: what the full-scale check does not cover (written into results.json and summary.txt)
+CHECK_NOT_COVERED = (
+    "the S part of EP: the EP log P(S) and the S sites at the joint fixed point are not checked here; "
+    "their error is measured by bench/ep_error.py at the small m where minimax tilting of the full "
+    "orthants is reliable (up to m ~ 256 on the digits FCN kernel: bench/results/ep-error/, docs/guide/gp.md)")
+#: with ``check_full``: the S part is checked where tilting's effective sample size holds
+CHECK_FULL_NOTE = (
+    "the S part of EP is checked by tilting of the full m- and (m + |E|)-dimensional orthants only where tilting's "
+    "effective sample size holds (verdict 'unreliable' otherwise; on the digits FCN kernel it holds up to m ~ 256: "
+    "bench/results/ep-error/, docs/guide/gp.md)")
 
 
 def _int(v: Any, what: str, lo: int) -> int:
@@ -269,6 +290,10 @@ def psgd_vs_gp(
     linalg: str = "auto",
     gp_mode: str = "joint",
     max_functions: int | None = None,
+    check: int = 0,
+    check_samples: int = 20_000,
+    check_seed: int = 0,
+    check_full: bool = False,
     n_boot: int = 1000,
     boot_seed: int = 0,
     resume: bool = False,
@@ -307,6 +332,23 @@ def psgd_vs_gp(
     max_functions : int or None
         At most this many functions get ``log P_B^GP`` (the most frequent first, by their
         largest count over the optimizers); None: all with ``count >= min_count``.
+    check : int
+        Check EP on the ``check`` most frequent evaluated functions (0: no check), with what can
+        be checked at full scale: (a) the E part -- the orthant of ``f_E`` under EP's predictive
+        ``q_S`` on the test images, by EP (the shared mode's ``log P_B^GP``) and by minimax tilting
+        (:func:`fastpoly.gp.scale.gaussian_orthants` with ``check=True``: ``agrees`` / ``differs`` /
+        ``unreliable`` where tilting's effective sample size is too small); (b) joint minus shared
+        ``log P_B^GP``: how much adding ``f_E`` moves the S sites.  It does not check the S part of
+        EP (:data:`CHECK_NOT_COVERED`).  Adds the ``check_*`` columns to ``functions.csv``, a
+        ``gp["check"]`` block to ``results.json`` and lines to ``summary.txt``.
+    check_samples, check_seed : int
+        Tilting's importance samples and seed (function ``j`` of the check: ``check_seed + j``).
+    check_full : bool
+        Also estimate the whole ``log P_B^GP = log P(S u f_E) - log P(S)`` of the checked functions by
+        minimax tilting of both orthants (``m`` and ``m + |E|`` dimensions; standard errors in quadrature) and
+        compare it with EP: the S part too, but only where tilting's effective sample size holds
+        (on the digits FCN kernel up to m ~ 256); beyond, the verdict is ``unreliable``.  Cost: one
+        tilting of an ``(m + |E|)``-dimensional orthant per function (seconds at m = 1000).
     n_boot, boot_seed
         Bootstrap resamples and seed of the correlation intervals.
     resume : bool
@@ -341,6 +383,13 @@ def psgd_vs_gp(
     n_boot = _int(n_boot, "n_boot", 0)
     if max_functions is not None:
         max_functions = _int(max_functions, "max_functions", 1)
+    check = _int(check, "check", 0)
+    check_samples = _int(check_samples, "check_samples", 2)
+    check_seed = _int(check_seed, "check_seed", 0)
+    if not isinstance(check_full, bool):
+        raise ValueError(f"check_full must be True or False, got {check_full!r}")
+    if check_full and not check:
+        raise ValueError("check_full needs check > 0 (the functions to check)")
     if gp_mode not in ("joint", "shared"):
         raise ValueError(f"unknown gp mode {gp_mode!r}; valid: joint, shared")
     if linalg not in ("auto", "numpy", "cupy"):
@@ -414,7 +463,6 @@ def psgd_vs_gp(
         post = posterior_gp(a, ds.X_train, ds.y_train, ds.X_test, unpack_bits(fkeys, k).astype(np.uint8), K=K,
                             mode=gp_mode, linalg=linalg, data_meta=ds.meta)
         gp["seconds_posterior"] = time.perf_counter() - t0
-        del K
         gp["log_p_S"] = post.log_p_S
         gp["pac_bayes_bound"] = post.meta["gp"].get("pac_bayes_bound")
         gp["conditioning"] = post.meta["gp"].get("conditioning")
@@ -423,7 +471,26 @@ def psgd_vs_gp(
         for i_f, kb in enumerate(order):
             log_gp[kb] = float(post.log_p[i_f])
         say(f"  log P(S) = {post.log_p_S:.3f}; {gp['seconds_posterior']:.1f} s")
+        if check:
+            n_chk = min(check, len(order))
+            say(f"check: EP's E orthant against minimax tilting for the {n_chk} most frequent functions ...")
+            t0 = time.perf_counter()
+            gp["check"] = _check(a, ds, K, fkeys[:n_chk], [log_gp[kb] for kb in order[:n_chk]], gp_mode, linalg,
+                                 check_samples, check_seed, truth, check_full)
+            gp["seconds_check"] = time.perf_counter() - t0
+            c_ = gp["check"]
+            say(f"  {c_['agrees']} agree, {c_['differs']} differ, {c_['unreliable']} unreliable; "
+                f"{gp['seconds_check']:.1f} s")
+        del K
 
+    checked = {f["key"]: {"check": f["check"].split(":")[0], "check_ep_shared": f["log_p_shared"],
+                          "check_tilting": f["tilting_log_p"], "check_tilting_stderr": f["tilting_stderr"],
+                          "check_tilting_ess": f["tilting_ess"], "check_diff": f["check_diff"],
+                          "check_joint_minus_shared": f["joint_minus_shared"],
+                          **({"check_full": f["full_check"], "check_full_tilting": f["full_tilting"],
+                              "check_full_stderr": f["full_stderr"], "check_full_ess": f["full_ess"],
+                              "check_full_diff": f["full_diff"]} if "full_check" in f else {})}
+               for f in gp.get("check", {}).get("functions", [])}
     rows: list[dict[str, Any]] = []
     stats: dict[str, Any] = {}
     for o in opts:
@@ -437,8 +504,11 @@ def psgd_vs_gp(
         for j in sel:
             p = c[j] / n_fit
             lg = log_gp[keys[j].tobytes()]
-            rows.append({"optimizer": o, "key": key_to_hex(keys[j], k), "count": int(c[j]), "p_sgd": float(p),
-                         "log_p_sgd": float(math.log(p)), "log_p_gp": lg, "test_errors": int(errs[j])})
+            row = {"optimizer": o, "key": key_to_hex(keys[j], k), "count": int(c[j]), "p_sgd": float(p),
+                   "log_p_sgd": float(math.log(p)), "log_p_gp": lg, "test_errors": int(errs[j])}
+            if check:
+                row.update(checked.get(row["key"], {}))
+            rows.append(row)
             xs.append(lg)
             ys.append(math.log(p))
         st = correlations(np.array(xs), np.array(ys), n_boot, boot_seed)
@@ -471,20 +541,102 @@ def psgd_vs_gp(
         "bootstrap": {"n_boot": n_boot, "seed": boot_seed, "confidence": 0.95, "resampled": "functions (pairs)"},
         "timings": {"data_s": t_data, "total_s": time.perf_counter() - t_all},
     }
-    _write(out, meta, rows, opts, k)
+    _write(out, meta, rows, opts, k, check > 0, check_full)
     say(f"wrote {', '.join(OUTPUT_FILES)} in {out}")
     return meta
 
 
+def _full_verdict(diff: float, se: float, ok: bool) -> str:
+    if not ok:
+        return "unreliable"
+    return "agrees" if abs(diff) <= max(5 * se, 0.01) else "differs"
+
+
+def _check(a: Architecture, ds: Any, K: np.ndarray, fkeys: np.ndarray, log_joint: list[float], gp_mode: str,
+           linalg: str, n_samples: int, seed: int, truth: np.ndarray, full: bool = False) -> dict[str, Any]:
+    """The full-scale checks of EP for the functions ``fkeys`` (see :func:`psgd_vs_gp`'s ``check``)."""
+    from fastpoly.gp.scale import posterior_gp
+
+    k = truth.size
+    bits = unpack_bits(fkeys, k).astype(np.uint8)
+    sh = posterior_gp(a, ds.X_train, ds.y_train, ds.X_test, bits, K=K, mode="shared", check=True,
+                      n_samples=n_samples, seed=seed, linalg=linalg)
+    errs = _errors(fkeys, k, truth)
+    funcs: list[dict[str, Any]] = []
+    for j in range(bits.shape[0]):
+        dj = sh.diagnostics[j]
+        ls = float(sh.log_p[j])
+        funcs.append({"key": key_to_hex(fkeys[j], k), "test_errors": int(errs[j]), "log_p_gp": log_joint[j],
+                      "log_p_shared": ls, "tilting_log_p": float(dj["tilting_log_p"]),
+                      "tilting_stderr": float(dj["tilting_stderr"]), "tilting_ess": float(dj["tilting_ess"]),
+                      "check": str(dj["check"]),
+                      "check_diff": float(dj["check_diff"]) if "check_diff" in dj else None,
+                      "joint_minus_shared": log_joint[j] - ls if gp_mode == "joint" else None,
+                      "tilting_seed": seed + j})
+    full_block: dict[str, Any] | None = None
+    if full:
+        from fastpoly.gp.tilting import tilting_log_prob
+
+        m = ds.X_train.shape[0]
+        sS = np.where(np.asarray(ds.y_train) == 1, 1.0, -1.0)
+        # seeds: [seed, 1] for P(S), [seed, 2, j] for P(S u f_E) of function j
+        tS = tilting_log_prob(K[:m, :m] * np.outer(sS, sS), n_samples=n_samples, seed=np.random.default_rng([seed, 1]))
+        okS = "warning" not in tS.diagnostics
+        full_block = {"tilting_log_p_S": tS.log_p, "tilting_log_p_S_stderr": tS.stderr,
+                      "tilting_log_p_S_ess": float(tS.diagnostics["ess"]), "ep_log_p_S": sh.log_p_S,
+                      "log_p_S_diff": sh.log_p_S - tS.log_p,
+                      "log_p_S_check": _full_verdict(sh.log_p_S - tS.log_p, tS.stderr, okS),
+                      "seeds": "numpy.random.default_rng([seed, 1]) for P(S), ([seed, 2, j]) for P(S u f_E) of function j"}
+        for j, f in enumerate(funcs):
+            s_all = np.concatenate([sS, np.where(bits[j] == 1, 1.0, -1.0)])
+            t = tilting_log_prob(K * np.outer(s_all, s_all), n_samples=n_samples,
+                                 seed=np.random.default_rng([seed, 2, j]))
+            ok = okS and "warning" not in t.diagnostics
+            tl = t.log_p - tS.log_p
+            se = math.hypot(t.stderr, tS.stderr)
+            f.update(full_tilting=tl, full_stderr=se, full_ess=min(float(t.diagnostics["ess"]),
+                                                                   full_block["tilting_log_p_S_ess"]),
+                     full_diff=log_joint[j] - tl if ok else None, full_check=_full_verdict(log_joint[j] - tl, se, ok))
+    verdict = [f["check"].split(":")[0] for f in funcs]
+    diffs: list[float] = [abs(f["check_diff"]) for f in funcs if f["check_diff"] is not None]
+    jms: list[float] = [f["joint_minus_shared"] for f in funcs if f["joint_minus_shared"] is not None]
+    return {"n": len(funcs), "n_samples": n_samples, "seed": seed, "agrees": verdict.count("agrees"),
+            "differs": verdict.count("differs"), "unreliable": verdict.count("unreliable"),
+            "max_abs_diff": max(diffs) if diffs else None,
+            "joint_minus_shared_range": [min(jms), max(jms)] if jms else None,
+            "log_p_S_shared": sh.log_p_S,
+            "covers": "(a) the E part: the orthant of f_E under EP's predictive q_S on the test images, EP "
+                      "against minimax tilting; (b) joint minus shared log P_B^GP: how much adding f_E moves "
+                      "the S sites" + ("; (c) the whole log P_B^GP by tilting of both orthants, where tilting's "
+                                       "effective sample size holds" if full else ""),
+            "not_covered": CHECK_NOT_COVERED if full_block is None else CHECK_FULL_NOTE,
+            "full": full_block, "functions": funcs}
+
+
 # --------------------------------------------------------------------------- output files
 
-def _write(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: list[str], k: int) -> None:
+def _num(v: Any, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def _write(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: list[str], k: int,
+           check: bool = False, full: bool = False) -> None:
+    fields = list(_CSV_FIELDS) + (list(_CHECK_FIELDS) if check else []) + (list(_CHECK_FULL_FIELDS) if full else [])
     with atomic_open(os.path.join(out, "functions.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(_CSV_FIELDS), lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "p_sgd": f"{r['p_sgd']:.10g}", "log_p_sgd": f"{r['log_p_sgd']:.6f}",
-                        "log_p_gp": f"{r['log_p_gp']:.6f}"})
+            rr = {**r, "p_sgd": f"{r['p_sgd']:.10g}", "log_p_sgd": f"{r['log_p_sgd']:.6f}",
+                  "log_p_gp": f"{r['log_p_gp']:.6f}"}
+            if check:
+                rr.update({c: _num(r.get(c), ".6f") for c in _CHECK_FIELDS[1:]})
+                rr["check_tilting_ess"] = _num(r.get("check_tilting_ess"), ".1f")
+                rr["check"] = r.get("check", "")
+            if full:
+                rr.update({c: _num(r.get(c), ".6f") for c in _CHECK_FULL_FIELDS[1:]})
+                rr["check_full_ess"] = _num(r.get("check_full_ess"), ".1f")
+                rr["check_full"] = r.get("check_full", "")
+            w.writerow(rr)
     with atomic_open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(summary_text(meta, rows))
     _figures(out, meta, rows, opts, k)
@@ -544,7 +696,46 @@ def summary_text(meta: dict[str, Any], rows: list[dict[str, Any]], top: int = 10
         for r in mine:
             L.append(f"  {'':{len(o)}s}   {r['count']:6d} {r['p_sgd']:8.4f} {r['log_p_sgd']:9.3f} "
                      f"{r['log_p_gp']:10.3f} {r['test_errors']:6d}  {r['key']}")
+    if "check" in gp:
+        L += [""] + check_text(gp["check"])
     return "\n".join(L) + "\n"
+
+
+def check_text(c: dict[str, Any]) -> list[str]:
+    """The lines of ``summary.txt`` that report the EP check (``results.json``'s ``gp["check"]``)."""
+    mx = c["max_abs_diff"]
+    jr = c["joint_minus_shared_range"]
+    L = [f"EP check on the {c['n']} most frequent evaluated functions (minimax tilting, {c['n_samples']:,} "
+         f"samples, seed {c['seed']} + j):",
+         f"  covers: {c['covers']}.",
+         f"  does NOT cover: {c['not_covered']}.",
+         f"  E part: {c['agrees']} agree (within 5 standard errors or 0.01 nats), {c['differs']} differ, "
+         f"{c['unreliable']} unreliable (tilting's effective sample size below 1 % of its samples: no verdict)"
+         + ("" if mx is None else f"; largest |EP - tilting| where judged: {mx:.3f} nats") + ".",
+         ("  joint - shared log P_B^GP (the S sites' response to f_E): "
+          + ("n/a (shared mode)" if jr is None else f"{jr[0]:+.3f} to {jr[1]:+.3f} nats") + "."),
+         f"  {'errors':>6s} {'log P_B^GP':>10s} {'EP(f_E|q_S)':>11s} {'tilting':>9s} {'+-':>7s} {'ESS':>8s} "
+         f"{'EP-tilt':>8s} {'joint-shd':>9s}  verdict     key"]
+    for f in c["functions"]:
+        L.append(f"  {f['test_errors']:6d} {f['log_p_gp']:10.3f} {f['log_p_shared']:11.3f} "
+                 f"{f['tilting_log_p']:9.3f} {f['tilting_stderr']:7.4f} {f['tilting_ess']:8.0f} "
+                 f"{_num(f['check_diff'], '+8.3f') or 'n/a':>8s} {_num(f['joint_minus_shared'], '+9.3f') or 'n/a':>9s}"
+                 f"  {f['check'].split(':')[0]:10s}  {f['key']}")
+    fb = c.get("full")
+    if fb:
+        fv = [f["full_check"] for f in c["functions"]]
+        L += ["", "  the whole log P_B^GP by tilting of both orthants (S and S u f_E; standard errors in quadrature):",
+              f"  log P(S): EP {fb['ep_log_p_S']:.3f}, tilting {fb['tilting_log_p_S']:.3f} +- "
+              f"{fb['tilting_log_p_S_stderr']:.3f} (ESS {fb['tilting_log_p_S_ess']:.0f}): {fb['log_p_S_check']}",
+              f"  log P_B^GP: {fv.count('agrees')} agree, {fv.count('differs')} differ, {fv.count('unreliable')} "
+              "unreliable (tilting's effective sample size below 1 % of its samples on either orthant: no verdict; "
+              "the tilting values are then not to be trusted)",
+              f"  {'errors':>6s} {'log P_B^GP':>10s} {'tilting':>9s} {'+-':>7s} {'ESS':>8s} {'EP-tilt':>8s}  verdict     key"]
+        for f in c["functions"]:
+            L.append(f"  {f['test_errors']:6d} {f['log_p_gp']:10.3f} {f['full_tilting']:9.3f} {f['full_stderr']:7.4f} "
+                     f"{f['full_ess']:8.0f} {_num(f['full_diff'], '+8.3f') or 'n/a':>8s}  {f['full_check']:10s}  "
+                     f"{f['key']}")
+    return L
 
 
 def _figures(out: str, meta: dict[str, Any], rows: list[dict[str, Any]], opts: list[str], k: int) -> None:

@@ -264,3 +264,160 @@ def test_cnn_preset_uses_the_conv_kernel(tmp_path):
     post = posterior_gp(arch, d.X_train, d.y_train, d.X_test, keys, K=K, linalg="numpy")
     for r, lp in zip(rows, post.log_p):
         assert math.isclose(float(r["log_p_gp"]), lp, rel_tol=1e-5, abs_tol=1e-5)
+
+
+# --------------------------------------------------------------------------- the EP check (check=N)
+
+@pytest.fixture(scope="module")
+def checked(ref, tmp_path_factory):
+    """The reference run re-read with ``check=3`` (same runs, the GP part recomputed with the check)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("checked")
+    shutil.copytree(ref[0] / "runs", out / "runs")
+    return out, X.psgd_vs_gp(out, **dict(KW, check=3, check_samples=4000, check_seed=5, resume=True))
+
+
+def test_check_columns_and_block(ref, checked):
+    out, meta = checked
+    rows = _csv(out / "functions.csv")
+    assert list(rows[0]) == list(X._CSV_FIELDS) + list(X._CHECK_FIELDS)
+    c = meta["gp"]["check"]
+    assert c["n"] == 3 and len(c["functions"]) == 3 and c["agrees"] + c["differs"] + c["unreliable"] == 3
+    assert c["n_samples"] == 4000 and c["seed"] == 5 and "S part" in c["not_covered"]
+    keys = {f["key"] for f in c["functions"]}
+    for r in rows:  # the checked functions carry the columns (every optimizer's row), the others are empty
+        if r["key"] in keys:
+            assert r["check"] in ("agrees", "differs", "unreliable") and float(r["check_tilting_ess"]) > 0
+            assert math.isclose(float(r["log_p_gp"]) - float(r["check_ep_shared"]),
+                                float(r["check_joint_minus_shared"]), abs_tol=2e-6)
+        else:
+            assert all(r[f] == "" for f in X._CHECK_FIELDS)
+    # the check does not change any other number
+    base = _csv(ref[0] / "functions.csv")
+    assert [{f: r[f] for f in X._CSV_FIELDS} for r in rows] == base
+    text = (out / "summary.txt").read_text()
+    assert "EP check on the 3 most frequent" in text and "does NOT cover" in text and "S part of EP" in text
+
+
+def test_check_matches_direct_calls(checked):
+    from fastpoly.gp.scale import condition_ep, gaussian_orthants, kernel_blocked, posterior_gp
+
+    out, meta = checked
+    c = meta["gp"]["check"]
+    d = X.experiment_data("digits", None, 40, 16, 0)
+    arch = X.experiment_arch("fcn", d.meta["image_shape"])
+    keys = [f["key"] for f in c["functions"]]
+    # the most frequent functions: the first ones of the evaluation order (largest count over the optimizers)
+    rows = _csv(out / "functions.csv")
+    best = {}
+    for r in rows:
+        best[r["key"]] = max(best.get(r["key"], 0), int(r["count"]))
+    order = sorted(best, key=lambda kk: (-best[kk], int(kk, 16).to_bytes(8, "little")))
+    assert set(keys) == set(order[:3])
+    K = kernel_blocked(arch, np.vstack([d.X_train, d.X_test]))
+    m = d.X_train.shape[0]
+    cond = condition_ep(K[:m, :m], d.y_train, linalg="numpy")
+    mean, cov = cond.predictive(K[:m, m:], K[m:, m:])
+    bits = np.array([[(int(kk, 16) >> i) & 1 for i in range(16)] for kk in keys], np.uint8)
+    lp, _, diags = gaussian_orthants(mean, cov, bits, check=True, n_samples=4000, seed=5)
+    joint = posterior_gp(arch, d.X_train, d.y_train, d.X_test, keys, K=K, linalg="numpy")
+    for j, f in enumerate(c["functions"]):
+        assert math.isclose(f["log_p_shared"], lp[j], rel_tol=1e-6, abs_tol=1e-6)
+        assert f["tilting_log_p"] == diags[j]["tilting_log_p"] and f["tilting_ess"] == diags[j]["tilting_ess"]
+        assert f["check"] == diags[j]["check"]
+        assert math.isclose(f["joint_minus_shared"], joint.log_p[j] - lp[j], rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_check_is_unreliable_when_tilting_has_few_samples(ref, tmp_path):
+    import shutil
+
+    shutil.copytree(ref[0] / "runs", tmp_path / "runs")
+    meta = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=40, resume=True))
+    c = meta["gp"]["check"]
+    # 40 samples: the effective sample size is below tilting's floor of 50, so no verdict is claimed
+    assert c["unreliable"] == 2 and c["agrees"] == c["differs"] == 0 and c["max_abs_diff"] is None
+    assert all(f["check"].startswith("unreliable: effective sample size") and f["check_diff"] is None
+               for f in c["functions"])
+    rows = [r for r in _csv(tmp_path / "functions.csv") if r["check"]]
+    assert rows and all(r["check"] == "unreliable" and r["check_diff"] == "" for r in rows)
+    assert "2 unreliable" in (tmp_path / "summary.txt").read_text()
+
+
+def test_check_resume_is_identical(checked):
+    out, meta = checked
+    before = {n: (out / n).read_bytes() for n in ("functions.csv", "summary.txt")}
+    again = X.psgd_vs_gp(out, **dict(KW, check=3, check_samples=4000, check_seed=5, resume=True))
+    assert {n: (out / n).read_bytes() for n in before} == before
+    st = _stable(again)
+    st["gp"].pop("seconds_check")
+    ref_ = _stable(meta)
+    ref_["gp"].pop("seconds_check")
+    assert st == ref_
+
+
+@pytest.mark.parametrize("value, match", [("-1", "--check"), ("x", "--check"), ("1.5", "--check")],
+                         ids=["negative", "text", "fraction"])
+def test_bad_check_is_one_line_exit_2(tmp_path, capsys, value, match):
+    args = ["experiment", "psgd-vs-gp", "--train", "40", "--test", "16", "--runs", "2", "--out",
+            str(tmp_path / "o"), "--check", value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "runs").exists()
+    assert main([*args[:-2], "--check-samples", "1"]) == 2
+    assert "--check-samples" in capsys.readouterr().err
+
+
+def test_check_option_is_validated(tmp_path):
+    for kw in (dict(check=-1), dict(check=True), dict(check_samples=1)):
+        with pytest.raises(ValueError, match="check"):
+            X.psgd_vs_gp(tmp_path / "o", **dict(KW, **kw))
+
+
+def test_check_full_matches_tilting_of_both_orthants(ref, tmp_path):
+    import shutil
+
+    from fastpoly.gp.scale import kernel_blocked
+    from fastpoly.gp.tilting import tilting_log_prob
+
+    shutil.copytree(ref[0] / "runs", tmp_path / "runs")
+    meta = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=3000, check_seed=7, check_full=True,
+                                         resume=True))
+    c = meta["gp"]["check"]
+    rows = _csv(tmp_path / "functions.csv")
+    assert list(rows[0]) == list(X._CSV_FIELDS) + list(X._CHECK_FIELDS) + list(X._CHECK_FULL_FIELDS)
+    assert "(c) the whole log P_B^GP" in c["covers"] and c["not_covered"] == X.CHECK_FULL_NOTE
+    d = X.experiment_data("digits", None, 40, 16, 0)
+    arch = X.experiment_arch("fcn", d.meta["image_shape"])
+    K = kernel_blocked(arch, np.vstack([d.X_train, d.X_test]))
+    sS = np.where(np.asarray(d.y_train) == 1, 1.0, -1.0)
+    tS = tilting_log_prob(K[:40, :40] * np.outer(sS, sS), n_samples=3000, seed=np.random.default_rng([7, 1]))
+    assert c["full"]["tilting_log_p_S"] == tS.log_p and c["full"]["ep_log_p_S"] == meta["gp"]["log_p_S"]
+    for j, f in enumerate(c["functions"]):
+        bits = np.array([(int(f["key"], 16) >> i) & 1 for i in range(16)])
+        s_all = np.concatenate([sS, np.where(bits == 1, 1.0, -1.0)])
+        t = tilting_log_prob(K * np.outer(s_all, s_all), n_samples=3000, seed=np.random.default_rng([7, 2, j]))
+        assert f["full_tilting"] == t.log_p - tS.log_p
+        assert math.isclose(f["full_stderr"], math.hypot(t.stderr, tS.stderr))
+        # m + |E| = 56 dimensions: tilting's effective sample size holds, so there is a verdict by the 5-se rule
+        assert f["full_check"] in ("agrees", "differs") and f["full_diff"] == f["log_p_gp"] - f["full_tilting"]
+        assert (f["full_check"] == "agrees") == (abs(f["full_diff"]) <= max(5 * f["full_stderr"], 0.01))
+        row = next(r for r in rows if r["key"] == f["key"])
+        assert row["check_full"] == f["full_check"] and math.isclose(float(row["check_full_tilting"]),
+                                                                     f["full_tilting"], abs_tol=1e-6)
+    assert "the whole log P_B^GP by tilting of both orthants" in (tmp_path / "summary.txt").read_text()
+    # few samples: the effective sample size is below tilting's floor, and the check says so
+    few = X.psgd_vs_gp(tmp_path, **dict(KW, check=2, check_samples=30, check_full=True, resume=True))
+    assert all(f["full_check"] == "unreliable" and f["full_diff"] is None for f in few["gp"]["check"]["functions"])
+
+
+def test_check_full_needs_check(tmp_path, capsys):
+    with pytest.raises(ValueError, match="check_full needs check"):
+        X.psgd_vs_gp(tmp_path / "o", **dict(KW, check_full=True))
+    args = ["experiment", "psgd-vs-gp", "--train", "40", "--test", "16", "--runs", "2", "--out",
+            str(tmp_path / "o"), "--check-full"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "check" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "runs").exists()
