@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 
 import numpy as np
 
@@ -145,7 +146,10 @@ def dask_batches(client, plan, todo, backend="auto", batch_size=None, task_size=
         raise ValueError(f"task_size must be a positive integer, got {task_size!r}")
     tasks = split_ranges(todo, int(task_size))
     [job_f] = client.scatter([plan], broadcast=True, hash=False)
-    token = _job_token(plan)
+    # the job's digest plus a nonce for this call: a cancelled earlier call's tasks (cancellation
+    # is asynchronous on the scheduler) can never share a key with this call's, which would
+    # cancel them too (a resumed run resubmits the same ranges)
+    token = f"{_job_token(plan)}-{uuid.uuid4().hex[:8]}"
     fn = _task or count_task
     futs = {}
     flist = []

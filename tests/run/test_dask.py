@@ -71,6 +71,51 @@ def test_dask_with_checkpoint_resume(client, tmp_path):
     assert got.to_bytes() == ref.to_bytes()
 
 
+class _RecordingClient:
+    """A client that records the keys of the tasks submitted through it."""
+
+    def __init__(self, client):
+        self._client = client
+        self.keys = []
+
+    def submit(self, *a, **k):
+        self.keys.append(k.get("key"))
+        return self._client.submit(*a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_interrupted_run_then_same_ranges_again(client, tmp_path):
+    """Regression (a CI failure): an interrupted call cancels its pending tasks asynchronously; a resume
+    that resubmits the same ranges at once must not share their keys (it would be cancelled with them)."""
+    ref = _single()
+    rec = _RecordingClient(client)
+    ck = tmp_path / "ck"
+    import fastpoly.run.distributed as dd
+
+    real = dd.dask_batches
+
+    def stop_after_one(*a, **k):
+        for i, item in enumerate(real(*a, **k)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    dd.dask_batches = stop_after_one
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fastpoly.sample(ARCH, n_samples=N, seed=21, backend="numpy", progress=False, client=rec,
+                            task_size=500, checkpoint=ck, checkpoint_every=0)
+    finally:
+        dd.dask_batches = real
+    first = set(rec.keys)
+    got = fastpoly.sample(ARCH, n_samples=N, seed=21, backend="numpy", progress=False, client=rec,
+                          task_size=500, checkpoint=ck, resume=True)
+    assert got.to_bytes() == ref.to_bytes()
+    assert len(first) == N // 500 and not first & set(rec.keys[len(first):])
+
+
 def test_worker_dies_mid_task_loses_nothing(client, tmp_path):
     """The first attempt of one task kills its worker process; Dask reruns the task elsewhere."""
     ref = _single()
