@@ -502,17 +502,12 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train(
                 break;
             }
             fitted = fp_tr_fits(N, sm, Xs, ys, lane);
-            if (fitted) {
-                if (ff < 0) ff = e;
-                if (e - ff >= eaf && e >= min_ep) {
-                    st = FP_STATUS_STOPPED;
-                    stopped = true;
-                    break;
-                }
+            if (fitted && fp_stop_rule(e, &ff, eaf, min_ep)) {
+                stopped = true;
+                break;
             }
         }
-        if (diverged) st = FP_STATUS_DIVERGED;
-        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        st = fp_run_status(diverged, stopped, fitted);
 
         // ---- per-run outputs ----
         const float loss = fp_tr_train_loss(N, sm, Xs, ys, lane);

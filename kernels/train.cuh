@@ -27,6 +27,21 @@
 #define FP_STATUS_FAILED 2
 #define FP_STATUS_DIVERGED 3  // a parameter became inf or NaN: the run ended (not fitted)
 
+// fastpoly.sgd.reference's stopping rule after an epoch e that fitted: the first fitted epoch goes into *ff
+// (if none yet); true when the run stops (epochs_after_fit = eaf epochs after it, and at least min_ep
+// epochs).  Call it as `fitted && fp_stop_rule(...)`: that shape keeps the tiled kernel's registers as they were.
+FP_HD bool fp_stop_rule(int e, int* ff, int eaf, int min_ep) {
+    if (*ff < 0) *ff = e;
+    return e - *ff >= eaf && e >= min_ep;
+}
+
+// the status of a run whose epochs have ended (before the final loss's finiteness check)
+FP_HD int fp_run_status(bool diverged, bool stopped, bool fitted) {
+    if (diverged) return FP_STATUS_DIVERGED;
+    if (stopped) return FP_STATUS_STOPPED;
+    return fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+}
+
 // --- exp / log1p / sigmoid / softplus (fastpoly.stream.fmath_train) ------------------------------------------
 #define FP_EXP_SHIFT 12582912.0f  // 1.5 * 2^23
 #define FP_EXP_SHIFT_BITS 0x4B400000

@@ -260,17 +260,12 @@ __global__ void __launch_bounds__(128) fastpoly_train_layers(
                     fitted = false;
                     break;
                 }
-            if (fitted) {
-                if (ff < 0) ff = e;
-                if (e - ff >= eaf && e >= min_ep) {
-                    st = FP_STATUS_STOPPED;
-                    stopped = true;
-                    break;
-                }
+            if (fitted && fp_stop_rule(e, &ff, eaf, min_ep)) {
+                stopped = true;
+                break;
             }
         }
-        if (diverged) st = FP_STATUS_DIVERGED;
-        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        st = fp_run_status(diverged, stopped, fitted);
         float sl = 0.0f;
         for (int r = 0; r < m; ++r) sl = fp_loss_acc(loss, sl, fp_tl_logit(prog, nl, P, A, Xtr, r, nin), ytr[r]);
         losses[s] = fp_div(sl, fp_i2f_exact(m));

@@ -489,17 +489,12 @@ __global__ void __launch_bounds__(256, 2) fastpoly_train_wide(  // 256 = TW_THRE
             // fit check: every train row's logit > thr equals its label (chunks of B rows, stop at a miss)
             fitted = tw_fits(prog, nl, g.P, g.A, Xtr, ytr, m, nin, g.B, rfloats[FP_RF_FIT_THRESHOLD], &tw_flag, tw_as,
                              tw_bs);
-            if (fitted) {
-                if (ff < 0) ff = e;
-                if (e - ff >= eaf && e >= min_ep) {
-                    st = FP_STATUS_STOPPED;
-                    stopped = true;
-                    break;
-                }
+            if (fitted && fp_stop_rule(e, &ff, eaf, min_ep)) {
+                stopped = true;
+                break;
             }
         }
-        if (diverged) st = FP_STATUS_DIVERGED;
-        else if (!stopped) st = fitted ? FP_STATUS_MAX_EPOCHS : FP_STATUS_FAILED;
+        st = fp_run_status(diverged, stopped, fitted);
         // final loss: the rows' terms added in order r = 0 .. m-1 by one thread
         const float sl = tw_loss_sum(prog, nl, g.P, g.A, Xtr, ytr, m, nin, g.B, (int)rints[FP_RI_LOSS], tw_as,
                                      tw_bs);

@@ -4,7 +4,9 @@
 * :func:`backend_or_skip` -- a backend name, or skip with the reason (an unavailable ``cupy``
   fails instead under ``FASTPOLY_REQUIRE_GPU=1``, so a GPU run never passes by skipping);
 * :func:`wait_for`, :func:`checkpoint_generation`, :func:`wait_for_generation` -- wait on a file
-  or a checkpoint generation instead of sleeping a guessed time.
+  or a checkpoint generation instead of sleeping a guessed time;
+* :func:`float_bits`, :func:`assert_same_train` -- float32 arrays as their bits, and two
+  :class:`~fastpoly.backends.base.TrainBatch` results compared bit for bit.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastpoly.backends import availability
@@ -22,8 +25,8 @@ from fastpoly.backends import availability
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_GPU = os.environ.get("FASTPOLY_REQUIRE_GPU", "") not in ("", "0")
 
-__all__ = ["ROOT", "REQUIRE_GPU", "backend_or_skip", "checkpoint_generation", "subprocess_env", "wait_for",
-           "wait_for_generation"]
+__all__ = ["ROOT", "REQUIRE_GPU", "assert_same_train", "backend_or_skip", "checkpoint_generation", "float_bits",
+           "subprocess_env", "wait_for", "wait_for_generation"]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -75,3 +78,25 @@ def wait_for_generation(ck: str | os.PathLike[str], generation: int, proc: subpr
     wait_for(lambda: checkpoint_generation(ck) >= generation, f"checkpoint generation {generation} in {ck}",
              timeout, proc)
     return checkpoint_generation(ck)
+
+
+def float_bits(a) -> np.ndarray:
+    """The bits of a float32 array (uint32): equal bits, not merely equal values (``-0.0 != +0.0``)."""
+    return np.ascontiguousarray(a, np.float32).view(np.uint32)
+
+
+def assert_same_train(ref, got, params: bool = True) -> None:
+    """Assert that two ``TrainBatch`` results are the same bit for bit (keys, status, epochs, loss bits).
+
+    With ``params`` the final parameters must be present in both and bit-identical.
+    """
+    assert (got.lo, got.hi) == (ref.lo, ref.hi)
+    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
+        a, b = getattr(ref, f), getattr(got, f)
+        assert a.shape == b.shape and a.dtype == b.dtype, f
+        assert np.array_equal(a, b), (f, a, b)
+    assert got.loss.dtype == np.float32
+    assert np.array_equal(float_bits(ref.loss), float_bits(got.loss)), (ref.loss, got.loss)
+    if params:
+        assert ref.params is not None and got.params is not None and got.params.shape == ref.params.shape
+        assert np.array_equal(float_bits(ref.params), float_bits(got.params))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import float_bits
 
 from fastpoly.backends.cuda import source as src
 from fastpoly.sgd.anchor import anchor_problem, anchor_recipe
@@ -21,17 +22,11 @@ from fastpoly.stream import fmath_train as sf
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("require_gpu")]
 
 
-
-
 @pytest.fixture(scope="module")
 def emu_plans():
     import test_sgd_cuda_emu as t  # the plans of the emulator tests (tests/ is on sys.path)
 
     return t
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
 
 
 @pytest.mark.parametrize("name", ["sgd-ce-partial", "momentum", "nesterov-mse", "adam-thr", "adam-mse-min-epochs",
@@ -100,7 +95,7 @@ def test_loss_math_on_gpu():
     x = x.astype(np.float32)
     got = loss_math_cuda(x)
     for i, w in enumerate([sf.exp32(x), sf.sigmoid32(x), sf.softplus32(x), sf.log1p32(np.abs(x))]):
-        assert np.array_equal(_bits(w), _bits(got[i])), i
+        assert np.array_equal(float_bits(w), float_bits(got[i])), i
 
 
 def test_ptx_has_no_ftz():
@@ -122,7 +117,7 @@ def test_anchor_recipe_full_runs_and_partitions():
     ref = train_range_reference(tp, 0, 1)  # ~70 epochs: a few seconds
     for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
         assert np.array_equal(getattr(big, f)[:1], getattr(ref, f)), f
-    assert np.array_equal(_bits(big.loss[:1]), _bits(ref.loss))
+    assert np.array_equal(float_bits(big.loss[:1]), float_bits(ref.loss))
     assert np.mean(big.status != STATUS_FAILED) > 0.99
     assert 20 < big.epochs.mean() < 300
     part = train_range_cuda(tp, 1000, 1100)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train, float_bits
 
 from fastpoly import MLP, boolean_inputs
 from fastpoly.backends.cuda.train import loss_math_cuda, train_range_cuda
@@ -31,24 +32,6 @@ pytestmark = pytest.mark.cuda_emu
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
 LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
-
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    assert (got.lo, got.hi) == (ref.lo, ref.hi)
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        a, b = getattr(ref, f), getattr(got, f)
-        assert a.shape == b.shape and a.dtype == b.dtype, f
-        assert np.array_equal(a, b), (f, a, b)
-    assert got.loss.dtype == np.float32
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    if ref.params is not None:
-        assert got.params is not None and got.params.shape == ref.params.shape
-        assert np.array_equal(_bits(ref.params), _bits(got.params))
 
 
 def _rng_X(m, n, seed):
@@ -113,7 +96,7 @@ def _reference(name):
 def test_train_bit_for_bit(emu, name):
     tp, ref = _reference(name)
     got = train_range_cuda(tp, ref.lo, ref.hi, params=True, device=emu.EmuDevice())
-    _same(ref, got)
+    assert_same_train(ref, got)
 
 
 def test_recipes_reach_every_outcome(emu):
@@ -139,7 +122,7 @@ def test_launch_configurations_and_partitions(emu, cfg):
     order = kw.pop("_order", "forward")
     tp, ref = _reference("sgd-ce-partial")
     dev = emu.EmuDevice(order=order, sm_count=1)
-    _same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, device=dev, **kw))
+    assert_same_train(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, device=dev, **kw))
     # any partition of the runs gives the same runs
     parts = [train_range_cuda(tp, a, b, device=dev, **kw) for a, b in ((0, 1), (1, 4))]
     for f in ("keys", "init_keys", "status", "first_fit", "epochs", "loss"):
@@ -154,7 +137,7 @@ def test_leaked_callback_rule(emu):
     tp = tp0.with_leak(3, [12, 3, 7], [0, 1, 2**62])
     ref = train_range_reference(tp, 0, 7, params=True)
     got = train_range_cuda(tp, 0, 7, params=True, device=emu.EmuDevice())
-    _same(ref, got)
+    assert_same_train(ref, got)
     plain = _reference("sgd-ce-partial")[1]
     assert not np.array_equal(ref.epochs[:4], plain.epochs)  # the leak changed some runs
 
@@ -167,7 +150,7 @@ def test_loss_math_bit_for_bit(emu):
     got = loss_math_cuda(x, device=emu.EmuDevice())
     want = [sf.exp32(x), sf.sigmoid32(x), sf.softplus32(x), sf.log1p32(np.abs(x))]
     for i, w in enumerate(want):
-        assert np.array_equal(_bits(w), _bits(got[i])), i
+        assert np.array_equal(float_bits(w), float_bits(got[i])), i
 
 
 def test_empty_range_and_errors(emu):
@@ -201,7 +184,7 @@ def test_layout_mismatch_is_a_status_word_not_a_trap(emu, monkeypatch):
     with pytest.raises(KernelStatusError, match="per-warp shared memory"):
         train_range_cuda(tp, ref.lo, ref.hi, params=True, device=dev)
     monkeypatch.setattr(sc, "train_layout", real)
-    _same(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, device=emu.EmuDevice()))
+    assert_same_train(ref, train_range_cuda(tp, ref.lo, ref.hi, params=True, device=emu.EmuDevice()))
 
 
 def test_nvrtc_ptx_of_train_cu_has_no_ftz():

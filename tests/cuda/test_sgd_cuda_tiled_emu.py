@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train
 
 from fastpoly import MLP, boolean_inputs
 from fastpoly.backends.cuda.train import train_range_cuda
@@ -32,21 +33,6 @@ pytestmark = pytest.mark.cuda_emu
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
 LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    assert (got.lo, got.hi) == (ref.lo, ref.hi)
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        a, b = getattr(ref, f), getattr(got, f)
-        assert a.shape == b.shape and a.dtype == b.dtype, f
-        assert np.array_equal(a, b), (f, a, b)
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    assert got.params is not None and got.params.shape == ref.params.shape
-    assert np.array_equal(_bits(ref.params), _bits(got.params))
 
 
 def _X(m, n, seed):
@@ -111,7 +97,7 @@ def test_small_mlp_forced_down_the_tiled_path(emu, name):
     tp, lo, hi = _plan(name)
     ref = train_range_reference(tp, lo, hi, params=True)
     dev = emu.EmuDevice()
-    _same(ref, train_range_cuda(tp, lo, hi, params=True, device=dev, path="tiled", max_blocks=1))
+    assert_same_train(ref, train_range_cuda(tp, lo, hi, params=True, device=dev, path="tiled", max_blocks=1))
     assert {x[0] for x in dev.launches} == {"fastpoly_train_wide"}
 
 
@@ -128,8 +114,8 @@ def test_several_blocks_and_launches(emu):
     """Runs spread over 3 blocks, and over launches of 2 runs: the same bits as one block."""
     tp, _, _ = _plan("4-6-5-1-sgd-ce-partial-batch")
     ref = train_range_reference(tp, 5, 12, params=True)
-    _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=3))
-    _same(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(order="reverse"), path="tiled",
+    assert_same_train(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=3))
+    assert_same_train(ref, train_range_cuda(tp, 5, 12, params=True, device=emu.EmuDevice(order="reverse"), path="tiled",
                                 max_runs_per_launch=2))
 
 
@@ -142,7 +128,7 @@ def test_grid_capped_by_device_memory(emu):
     nbytes = 4 * (per_block.per_block_f + per_block.per_block_i)
     dev = emu.EmuDevice(memory=5 * nbytes)  # half of it: 2 blocks
     ref = train_range_reference(tp, 0, 5, params=True)
-    _same(ref, train_range_cuda(tp, 0, 5, params=True, device=dev, path="tiled"))
+    assert_same_train(ref, train_range_cuda(tp, 0, 5, params=True, device=dev, path="tiled"))
     assert [x[1][0] for x in dev.launches] == [2]
 
 
@@ -151,7 +137,7 @@ def test_diverging_runs(emu):
     tp = make_train_plan("4-6-5-1", X4, (ROWS, LABELS), 3, Recipe(lr=1e30, batch_size=3, max_epochs=6))
     ref = train_range_reference(tp, 0, 3, params=True)
     assert np.any(ref.status == STATUS_DIVERGED)
-    _same(ref, train_range_cuda(tp, 0, 3, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
+    assert_same_train(ref, train_range_cuda(tp, 0, 3, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
 
 
 def test_leaked_callback_rule(emu):
@@ -159,7 +145,7 @@ def test_leaked_callback_rule(emu):
     tp = tp0.with_leak(3, [12, 3, 7], [0, 1, 2**62])
     ref = train_range_reference(tp, 0, 6, params=True)
     assert not np.array_equal(ref.epochs, train_range_reference(tp0, 0, 6).epochs)  # the leak changed some runs
-    _same(ref, train_range_cuda(tp, 0, 6, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
+    assert_same_train(ref, train_range_cuda(tp, 0, 6, params=True, device=emu.EmuDevice(), path="tiled", max_blocks=2))
 
 
 def test_a_wide_mlp_takes_the_tiled_path_by_itself(emu):
@@ -168,7 +154,7 @@ def test_a_wide_mlp_takes_the_tiled_path_by_itself(emu):
                          Recipe(optimizer="adam", lr=0.01, batch_size=3, max_epochs=1))
     ref = train_range_reference(tp, 0, 1, params=True)
     dev = emu.EmuDevice()
-    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
+    assert_same_train(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
     assert [x[0] for x in dev.launches] == ["fastpoly_train_wide"]
     with pytest.raises(ValueError, match="path"):
         train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="wide")
@@ -182,7 +168,7 @@ def test_the_paper_network_784_1024_1024_1(emu):
                          Recipe(lr=0.01, batch_size=8, max_epochs=1))
     ref = train_range_reference(tp, 0, 1, params=True)
     dev = emu.EmuDevice()
-    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
+    assert_same_train(ref, train_range_cuda(tp, 0, 1, params=True, device=dev))
     assert [x[0] for x in dev.launches] == ["fastpoly_train_wide"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train
 
 from fastpoly import MLP, boolean_inputs
 from fastpoly.backends.cuda.train import train_range_cuda
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.cuda_emu
 X4 = boolean_inputs(4)
 ROWS = np.array([3, 0, 7, 12, 5, 9, 14, 1])
 LABELS = ((ROWS >> 1) & 1).astype(np.uint8)
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        assert np.array_equal(getattr(ref, f), getattr(got, f)), (f, getattr(ref, f), getattr(got, f))
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    assert got.params is not None and np.array_equal(_bits(ref.params), _bits(got.params))
 
 
 def _X(m, n, seed):
@@ -57,7 +47,7 @@ def test_small_mlp_forced_down_the_wide_path(emu, name):
     arch, X, train, seed, recipe, lo, hi = PLANS[name]
     tp = make_train_plan(arch, X, train, seed, recipe)
     ref = train_range_reference(tp, lo, hi, params=True)
-    _same(ref, train_range_cuda(tp, lo, hi, params=True, device=emu.EmuDevice(), path="layers", max_blocks=1))
+    assert_same_train(ref, train_range_cuda(tp, lo, hi, params=True, device=emu.EmuDevice(), path="layers", max_blocks=1))
 
 
 def test_a_wide_mlp_on_the_layer_kernel(emu):
@@ -66,7 +56,7 @@ def test_a_wide_mlp_on_the_layer_kernel(emu):
                          Recipe(optimizer="adam", lr=0.01, batch_size=2, max_epochs=1))
     ref = train_range_reference(tp, 0, 1, params=True)
     dev = emu.EmuDevice()
-    _same(ref, train_range_cuda(tp, 0, 1, params=True, device=dev, path="layers"))
+    assert_same_train(ref, train_range_cuda(tp, 0, 1, params=True, device=dev, path="layers"))
     assert [x[0] for x in dev.launches] == ["fastpoly_train_layers"]
     with pytest.raises(ValueError, match="shared memory"):
         train_range_cuda(tp, 0, 1, device=emu.EmuDevice(), path="warp")

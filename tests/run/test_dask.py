@@ -42,26 +42,31 @@ def test_two_workers_equal_single_process(client):
     assert got_c.to_bytes() == ref_c.to_bytes()
 
 
-def test_dask_with_checkpoint_resume(client, tmp_path):
-    ref = _single()
-    ck = tmp_path / "ck"
+def _interrupt(client, ck, after, task_size):
+    """A checkpointed run on ``client`` stopped by Ctrl-C after ``after`` completed tasks."""
     import fastpoly.run.distributed as dd
 
     real = dd.dask_batches
 
-    def stop_after_three(*a, **k):
+    def stop_after(*a, **k):
         for i, item in enumerate(real(*a, **k)):
-            if i == 3:
+            if i == after:
                 raise KeyboardInterrupt
             yield item
 
-    dd.dask_batches = stop_after_three
+    dd.dask_batches = stop_after
     try:
         with pytest.raises(KeyboardInterrupt):
             fastpoly.sample(ARCH, n_samples=N, seed=21, backend="numpy", progress=False, client=client,
-                            task_size=500, checkpoint=ck, checkpoint_every=0)
+                            task_size=task_size, checkpoint=ck, checkpoint_every=0)
     finally:
         dd.dask_batches = real
+
+
+def test_dask_with_checkpoint_resume(client, tmp_path):
+    ref = _single()
+    ck = tmp_path / "ck"
+    _interrupt(client, ck, 3, 500)
     from fastpoly.run.checkpoint import Checkpoint
 
     st = Checkpoint.open(ck).state
@@ -92,23 +97,7 @@ def test_interrupted_run_then_same_ranges_again(client, tmp_path):
     ref = _single()
     rec = _RecordingClient(client)
     ck = tmp_path / "ck"
-    import fastpoly.run.distributed as dd
-
-    real = dd.dask_batches
-
-    def stop_after_one(*a, **k):
-        for i, item in enumerate(real(*a, **k)):
-            if i == 1:
-                raise KeyboardInterrupt
-            yield item
-
-    dd.dask_batches = stop_after_one
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fastpoly.sample(ARCH, n_samples=N, seed=21, backend="numpy", progress=False, client=rec,
-                            task_size=500, checkpoint=ck, checkpoint_every=0)
-    finally:
-        dd.dask_batches = real
+    _interrupt(rec, ck, 1, 500)
     first = set(rec.keys)
     got = fastpoly.sample(ARCH, n_samples=N, seed=21, backend="numpy", progress=False, client=rec,
                           task_size=500, checkpoint=ck, resume=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train, float_bits
 
 from fastpoly.model.spec import parse
 from fastpoly.sgd import Recipe, make_train_plan, sample_sgd
@@ -47,21 +48,6 @@ def _plan(digits, case, m=10, seed=5, batch_size=4, max_epochs=6, flat=False):
     return make_train_plan(arch, XX, (np.arange(m), y[:m]), seed, Recipe(**rec))
 
 
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    assert (got.lo, got.hi) == (ref.lo, ref.hi)
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        a, b = getattr(ref, f), getattr(got, f)
-        assert a.shape == b.shape and a.dtype == b.dtype, f
-        assert np.array_equal(a, b), (f, a, b)
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    assert got.params is not None and got.params.shape == ref.params.shape
-    assert np.array_equal(_bits(ref.params), _bits(got.params))
-
-
 _REF: dict = {}
 
 
@@ -78,12 +64,12 @@ def test_numba_layer_trainer_matches_reference(digits, case):
 
     ref = _reference(digits, case, 3, 6)
     tp = _plan(digits, case)
-    _same(ref, train_range_layers(tp, 3, 6, params=True, n_threads=2))
+    assert_same_train(ref, train_range_layers(tp, 3, 6, params=True, n_threads=2))
     # any split of the runs gives the same results
     a = train_range_layers(tp, 3, 4, params=True, n_threads=1)
     b = train_range_layers(tp, 4, 6, params=True, n_threads=2)
     assert np.array_equal(np.concatenate([a.keys, b.keys]), ref.keys)
-    assert np.array_equal(_bits(np.concatenate([a.params, b.params])), _bits(ref.params))
+    assert np.array_equal(float_bits(np.concatenate([a.params, b.params])), float_bits(ref.params))
 
 
 @pytest.mark.cuda_emu
@@ -93,7 +79,7 @@ def test_cuda_layer_trainer_matches_reference_emulated(emu, digits, case):
 
     ref = _reference(digits, case, 3, 6)
     got = train_range_cuda(_plan(digits, case), 3, 6, params=True, device=emu.EmuDevice(), max_blocks=1)
-    _same(ref, got)
+    assert_same_train(ref, got)
 
 
 def test_the_trainers_reach_a_fit(digits):
@@ -106,7 +92,7 @@ def test_the_trainers_reach_a_fit(digits):
                          Recipe(optimizer="adam", lr=0.1, batch_size=6, max_epochs=60))
     ref = train_range_reference(tp, 1, 2, params=True)
     assert ref.status[0] == 0 and 1 <= ref.first_fit[0] == ref.epochs[0] < 60
-    _same(ref, train_range_layers(tp, 1, 2, params=True))
+    assert_same_train(ref, train_range_layers(tp, 1, 2, params=True))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

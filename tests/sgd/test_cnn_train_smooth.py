@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train, float_bits
 
 from fastpoly.model.spec import parse
 from fastpoly.sgd import Recipe, make_train_plan
@@ -53,21 +54,6 @@ def _plan(digits, case, m=10, seed=3, batch_size=4, max_epochs=3):
                            Recipe(**dict(dict(batch_size=batch_size, max_epochs=max_epochs), **rec)))
 
 
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    assert (got.lo, got.hi) == (ref.lo, ref.hi)
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        a, b = getattr(ref, f), getattr(got, f)
-        assert a.shape == b.shape and a.dtype == b.dtype, f
-        assert np.array_equal(a, b), (f, a, b)
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    assert got.params is not None and got.params.shape == ref.params.shape
-    assert np.array_equal(_bits(ref.params), _bits(got.params))
-
-
 _REF: dict = {}
 
 
@@ -86,11 +72,11 @@ def test_numba_layer_trainer_smooth_matches_reference(digits, case):
     assert ref.params is not None
     tp = _plan(digits, case)
     P0 = tp.plan.mlp.draw_params(tp.plan.seed, np.arange(2, 5, dtype=np.uint64))
-    assert not np.array_equal(_bits(P0), _bits(ref.params))
-    _same(ref, train_range_layers(tp, 2, 5, params=True, n_threads=2))
+    assert not np.array_equal(float_bits(P0), float_bits(ref.params))
+    assert_same_train(ref, train_range_layers(tp, 2, 5, params=True, n_threads=2))
     # the optimiser state is fresh per run: one run alone gives its row of the batch
     one = train_range_layers(tp, 3, 4, params=True, n_threads=1)
-    assert np.array_equal(_bits(one.params), _bits(ref.params[1:2]))
+    assert np.array_equal(float_bits(one.params), float_bits(ref.params[1:2]))
 
 
 @pytest.mark.cuda_emu
@@ -100,7 +86,7 @@ def test_cuda_layer_trainer_smooth_matches_reference_emulated(emu, digits, case)
 
     ref = _reference(digits, case)
     got = train_range_cuda(_plan(digits, case), 2, 5, params=True, device=emu.EmuDevice(), max_blocks=1)
-    _same(ref, got)
+    assert_same_train(ref, got)
 
 
 def test_generic_trainer_compiles_the_smooth_activations(digits):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_same_train
 
 from fastpoly.model.spec import parse
 from fastpoly.sgd import Recipe, make_train_plan
@@ -40,17 +41,6 @@ def digits():
     return X, (d.target[:M_ROWS] % 2).astype(np.uint8)
 
 
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(ref, got):
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        assert np.array_equal(getattr(ref, f), getattr(got, f)), (f, getattr(ref, f), getattr(got, f))
-    assert np.array_equal(_bits(ref.loss), _bits(got.loss)), (ref.loss, got.loss)
-    assert np.array_equal(_bits(ref.params), _bits(got.params))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_numba_vector_paths_match_reference(digits, case):
     from fastpoly.backends.numba.train_cnn import train_range_layers
@@ -60,7 +50,7 @@ def test_numba_vector_paths_match_reference(digits, case):
     tp = make_train_plan(parse(spec, **init), X, (np.arange(20), y[:20]), 3,
                          Recipe(batch_size=bs, max_epochs=3, **rec))
     ref = train_range_reference(tp, 0, 3, params=True)
-    _same(ref, train_range_layers(tp, 0, 3, params=True, n_threads=2))
+    assert_same_train(ref, train_range_layers(tp, 0, 3, params=True, n_threads=2))
 
 
 def _diverging_plan(digits):
@@ -76,7 +66,7 @@ def test_numba_layer_trainer_reports_divergence_like_the_reference(digits):
     tp = _diverging_plan(digits)
     ref = train_range_reference(tp, 0, 2, params=True)
     assert np.all(ref.status == 3) and np.all(ref.epochs < 4)
-    _same(ref, train_range_layers(tp, 0, 2, params=True, n_threads=1))
+    assert_same_train(ref, train_range_layers(tp, 0, 2, params=True, n_threads=1))
 
 
 @pytest.mark.cuda_emu
@@ -86,4 +76,4 @@ def test_cuda_layer_trainer_reports_divergence_like_the_reference(emu, digits):
 
     tp = _diverging_plan(digits)
     ref = train_range_reference(tp, 0, 2, params=True)
-    _same(ref, train_range_cuda(tp, 0, 2, params=True, device=emu.EmuDevice(), max_blocks=1))
+    assert_same_train(ref, train_range_cuda(tp, 0, 2, params=True, device=emu.EmuDevice(), max_blocks=1))

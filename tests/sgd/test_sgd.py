@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import float_bits
 
 import fastpoly
 from fastpoly import MLP, boolean_inputs
@@ -35,16 +36,12 @@ RECIPES = {
 }
 
 
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
 def _same(a, b):
     for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
-    assert np.array_equal(_bits(a.loss), _bits(b.loss))
+    assert np.array_equal(float_bits(a.loss), float_bits(b.loss))
     if a.params is not None and b.params is not None:
-        assert np.array_equal(_bits(a.params), _bits(b.params))
+        assert np.array_equal(float_bits(a.params), float_bits(b.params))
 
 
 def test_loss_math_numpy_equals_numba_bits():
@@ -64,8 +61,8 @@ def test_loss_math_numpy_equals_numba_bits():
     out = np.empty((4, x.size), np.float32)
     run(x, out)
     for i, f in enumerate((sf.exp32, sf.sigmoid32, sf.softplus32)):
-        assert np.array_equal(_bits(f(x)), _bits(out[i]))
-    assert np.array_equal(_bits(sf.log1p32(np.abs(x))), _bits(out[3]))
+        assert np.array_equal(float_bits(f(x)), float_bits(out[i]))
+    assert np.array_equal(float_bits(sf.log1p32(np.abs(x))), float_bits(out[3]))
     assert np.allclose(sf.sigmoid32(x), 1 / (1 + np.exp(-x.astype(np.float64))), rtol=3e-7, atol=1e-37)
 
 
@@ -113,7 +110,7 @@ def test_partition_and_threads_invariance():
     for f in ("keys", "status", "epochs", "params"):
         assert np.array_equal(getattr(whole, f), np.concatenate([getattr(p, f) for p in parts]))
     one = train_range_reference(tp, 9, 10, params=True)
-    assert np.array_equal(_bits(one.params[0]), _bits(whole.params[9]))
+    assert np.array_equal(float_bits(one.params[0]), float_bits(whole.params[9]))
 
 
 def test_init_is_instantiate():
@@ -131,7 +128,7 @@ def test_init_params_equal_instantiate_in_reference():
     p = train_run(tp, 2)["params"]  # lr so small that the one epoch cannot move any parameter
     net = tp.plan.mlp.instantiate(5, 2)
     flat = np.concatenate([np.concatenate([l.W.reshape(-1), l.b]) for l in net.layers])
-    assert np.array_equal(_bits(p), _bits(flat))
+    assert np.array_equal(float_bits(p), float_bits(flat))
 
 
 def test_epoch_order_is_a_permutation_and_varies():

@@ -16,19 +16,9 @@ from fastpoly.sgd import Recipe, make_train_plan
 from fastpoly.sgd.reference import train_range_reference
 
 pytest.importorskip("numba")
+from support import assert_same_train
+
 from fastpoly.backends.numba.train import PreparedTrain, train_range_numba  # noqa: E402
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, np.float32).view(np.uint32)
-
-
-def _same(a, b):
-    for f in ("keys", "init_keys", "status", "first_fit", "epochs"):
-        assert np.array_equal(getattr(a, f), getattr(b, f)), (f, getattr(a, f), getattr(b, f))
-    assert np.array_equal(_bits(a.loss), _bits(b.loss)), (a.loss, b.loss)
-    assert a.params is not None and b.params is not None
-    assert np.array_equal(_bits(a.params), _bits(b.params))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def test_wide_mlp_numba_equals_reference_both_tile_schedules(digits, name):
     for wide in (True, False):
         pt = PreparedTrain(tp, wide=wide)
         assert pt.net.wide is wide
-        _same(ref, train_range_numba(tp, 1, 3, params=True, n_threads=2, prepared=pt))
+        assert_same_train(ref, train_range_numba(tp, 1, 3, params=True, n_threads=2, prepared=pt))
 
 
 def test_a_wide_run_that_fits_stops_by_the_rule(digits):
@@ -84,4 +74,4 @@ def test_a_wide_run_that_fits_stops_by_the_rule(digits):
     ref = train_range_reference(tp, 0, 2, params=True)
     assert (ref.status == 0).all() and (ref.first_fit >= 1).all()
     for wide in (True, False):
-        _same(ref, train_range_numba(tp, 0, 2, params=True, prepared=PreparedTrain(tp, wide=wide)))
+        assert_same_train(ref, train_range_numba(tp, 0, 2, params=True, prepared=PreparedTrain(tp, wide=wide)))

@@ -20,11 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.activations import check_supported
 from fastpoly.backends.base import TrainBatch, check_range
 from fastpoly.backends.cuda import source as src
+from fastpoly.backends.cuda.train_io import (
+    ProgramTrainer,
+    check_train_plan,
+    launch_and_fetch,
+    run_outputs,
+    upload_run_data,
+)
 from fastpoly.backends.cuda.train_wide import PreparedWide
-from fastpoly.backends.layer_program import compile_program, is_generic
+from fastpoly.backends.layer_program import is_generic
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
 
@@ -112,41 +118,25 @@ class _Prepared:
     def __init__(self, tp: Any, dev, warps_per_block, max_blocks):
         plan, r = tp.plan, tp.recipe
         mlp = plan.mlp
-        check_supported(mlp.activation, "train", "cupy")
+        check_train_plan(tp, "the CUDA trainer")
         if mlp.n_layers > src.MAX_LAYERS:
             raise ValueError(f"the CUDA trainer handles MLPs of at most {src.MAX_LAYERS} layers; {mlp.spec} has "
                              f"{mlp.n_layers}")
-        if mlp.n_params >= 2**31:
-            raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
         self.dev = dev
         self.tp = tp
         m = tp.m_train
         B = min(r.batch_size, m)
         self.rows_cap = rows_capacity(B)
-        fl = r.floats()
         n_state = len(OPTIMIZERS[r.optimizer].used_state(r.hyper()))  # state vectors s1, s2 (the table's)
         has_s1, has_s2 = n_state >= 1, n_state >= 2
         keep_z = mlp.activation not in ("relu", "identity")  # the smooth ones keep their pre-activations
         self.per_warp = train_layout(mlp.widths, mlp.bias, m, B, self.rows_cap, has_s1, has_s2, keep_z)
         n_in = mlp.widths[0]
         self.block_floats = _align4(m * n_in + m)
-        desc, scales = src.net_desc(mlp)
-        lw, lE, lf = tp.leak_arrays()
-        Xtr = np.ascontiguousarray(plan.X[plan.train_rows], np.float32)
-        Xkey = np.ascontiguousarray(plan.X[plan.key_rows], np.float32)
         self.m, self.nkey, self.W, self.n_params = m, int(plan.key_rows.size), int(plan.n_words), int(mlp.n_params)
-        self.leak_w = int(lw)
-        self.arrays = {
-            "desc": dev.upload(desc),
-            "scales": dev.upload(scales),
-            "rints": dev.upload(np.asarray(r.ints(), np.int64)),
-            "rfloats": dev.upload(np.asarray(fl, np.float32)),
-            "Xtr": dev.upload(Xtr),
-            "ytr": dev.upload(np.ascontiguousarray(plan.train_labels, np.float32)),
-            "Xkey": dev.upload(Xkey if Xkey.size else np.zeros(1, np.float32)),
-            "leak_E": dev.upload(np.ascontiguousarray(lE, np.int64)),
-            "leak_from": dev.upload(np.ascontiguousarray(lf, np.int64)),
-        }
+        arrays, self.leak_w = upload_run_data(dev, tp)
+        desc, scales = src.net_desc(mlp)
+        self.arrays = {"desc": dev.upload(desc), "scales": dev.upload(scales), **arrays}
         self.kern = dev.compile(TRAIN_FILE, list(_NAMES))[TRAIN_KERNEL]
         props = dev.properties()
         attrs = dev.attributes(self.kern)
@@ -173,74 +163,35 @@ class _Prepared:
         """Train runs ``lo .. hi-1`` in one launch; host arrays of the outputs."""
         dev, a, tp = self.dev, self.arrays, self.tp
         n = hi - lo
-        keys = dev.empty((n, self.W), np.uint64)
-        init_keys = dev.empty((n, self.W), np.uint64)
-        status = dev.empty(n, np.int8)
-        first_fit = dev.empty(n, np.int32)
-        epochs = dev.empty(n, np.int32)
-        losses = dev.empty(n, np.float32)
-        pout = dev.empty((n, self.n_params) if params else 1, np.float32)
+        outs = run_outputs(dev, n, self.W, self.n_params, params)
         queue = dev.zeros(2, np.uint64)  # [0] the run queue, [1] the kernel's status word
         grid = max(1, min(-(-n // self.wpb), self.max_grid))
         args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["desc"], a["scales"], a["rints"], a["rfloats"],
                 a["Xtr"], a["ytr"], np.int32(self.m), a["Xkey"], np.int32(self.nkey), np.int32(self.rows_cap),
-                np.int32(self.per_warp), np.int64(self.leak_w), a["leak_E"], a["leak_from"], keys, init_keys, status,
-                first_fit, epochs, losses, pout, np.int32(1 if params else 0), queue]
-        with dev.stream():
-            dev.launch(self.kern, (grid,), (32 * self.wpb,), args, self.smem)
-            out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
-            out.append(dev.download(pout) if params else None)
-            dev.synchronize()
+                np.int32(self.per_warp), np.int64(self.leak_w), a["leak_E"], a["leak_from"], *outs,
+                np.int32(1 if params else 0), queue]
+        out = launch_and_fetch(dev, self.kern, grid, 32 * self.wpb, args, self.smem, outs, params)
         src.check_status(int(dev.download(queue)[1]), "the P_SGD kernel (fastpoly_train)")
         return out
 
 
-class _PreparedLayers:
+class _PreparedLayers(ProgramTrainer):
     """The generic layer trainer (``kernels/train_cnn.cu``) on one device: the program, the data, the scratch plan.
 
     One thread trains one run at a time from the initial parameters the host draws
     (:meth:`~fastpoly.model.Architecture.draw_params`: every weight family); its parameters, gradient,
     optimiser state and the activations and errors of a minibatch live in its slice of a global
-    scratch buffer (``4 n_params + 2 alen`` floats and ``m + 4 bpe`` ints per thread).  Wide MLPs
-    (a run larger than a block's shared memory) train here too; the grid is capped so that the
-    scratch of all its threads takes at most half the device's free memory.
+    scratch buffer (``4 n_params + 2 alen`` floats and ``m + 4 bpe`` ints per thread).  The grid is
+    capped so that the scratch of all its threads takes at most half the device's free memory.
+    CNNs train here (wide MLPs on the tiled kernel, :mod:`fastpoly.backends.cuda.train_wide`).
     """
 
+    who = "the CUDA layer trainer"
+
     def __init__(self, tp: Any, dev, max_blocks):
-        plan, r = tp.plan, tp.recipe
-        arch = plan.mlp
-        for layer in arch.layers:
-            if getattr(layer, "kind", "") == "activation":
-                check_supported(layer.name, "train", "cupy")
-        if arch.n_params >= 2**31:
-            raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
-        if r.optimizer not in OPTIMIZERS:
-            raise ValueError(f"the CUDA layer trainer (CNNs) has no optimizer {r.optimizer!r}")
-        self.dev, self.tp, self.arch = dev, tp, arch
-        m = tp.m_train
-        rows = max(1, min(int(r.batch_size), m))
-        prog, alen, first_w = compile_program(arch, rows)
-        if alen >= 2**31:
-            raise ValueError("the CUDA layer trainer's scratch of one run exceeds 2**31 floats")
-        self.nl, self.alen, self.first_w = prog.shape[0], int(alen), int(first_w)
-        self.m, self.nkey, self.W, self.n_params = m, int(plan.key_rows.size), int(plan.n_words), int(arch.n_params)
-        self.nin = int(arch.n_inputs)
+        super().__init__(tp, dev)
         self.per_thread_f = 4 * self.n_params + 2 * self.alen
-        self.per_thread_i = m + 4 * blocks_per_epoch(m)
-        lw, lE, lf = tp.leak_arrays()
-        self.leak_w = int(lw)
-        X = np.asarray(plan.X, np.float32).reshape(plan.X.shape[0], -1)
-        Xkey = np.ascontiguousarray(X[plan.key_rows])
-        self.arrays = {
-            "prog": dev.upload(np.ascontiguousarray(prog, np.int32)),
-            "rints": dev.upload(np.asarray(r.ints(), np.int64)),
-            "rfloats": dev.upload(np.asarray(r.floats(), np.float32)),
-            "Xtr": dev.upload(np.ascontiguousarray(X[plan.train_rows])),
-            "ytr": dev.upload(np.ascontiguousarray(plan.train_labels, np.float32)),
-            "Xkey": dev.upload(Xkey if Xkey.size else np.zeros(1, np.float32)),
-            "leak_E": dev.upload(np.ascontiguousarray(lE, np.int64)),
-            "leak_from": dev.upload(np.ascontiguousarray(lf, np.int64)),
-        }
+        self.per_thread_i = self.m + 4 * blocks_per_epoch(self.m)
         self.kern = dev.compile(LAYERS_FILE, [LAYERS_KERNEL])[LAYERS_KERNEL]
         props = dev.properties()
         self.max_grid = 4 * int(props["sm_count"])
@@ -259,24 +210,13 @@ class _PreparedLayers:
                                              np.float32))
         fs = dev.empty(threads * self.per_thread_f, np.float32)
         js = dev.empty(threads * self.per_thread_i, np.int32)
-        keys = dev.empty((n, self.W), np.uint64)
-        init_keys = dev.empty((n, self.W), np.uint64)
-        status = dev.empty(n, np.int8)
-        first_fit = dev.empty(n, np.int32)
-        epochs = dev.empty(n, np.int32)
-        losses = dev.empty(n, np.float32)
-        pout = dev.empty((n, self.n_params) if params else 1, np.float32)
+        outs = run_outputs(dev, n, self.W, self.n_params, params)
         args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["prog"], np.int32(self.nl),
                 np.int32(self.first_w), np.int32(self.alen), P0, np.int32(self.n_params), a["rints"], a["rfloats"],
                 a["Xtr"], a["ytr"], np.int32(self.m), np.int32(self.nin), a["Xkey"], np.int32(self.nkey),
-                np.int64(self.leak_w), a["leak_E"], a["leak_from"], np.int32(self.W), keys, init_keys, status,
-                first_fit, epochs, losses, pout, np.int32(1 if params else 0), fs, js]
-        with dev.stream():
-            dev.launch(self.kern, (grid,), (_LAYERS_THREADS,), args, 0)
-            out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
-            out.append(dev.download(pout) if params else None)
-            dev.synchronize()
-        return out
+                np.int64(self.leak_w), a["leak_E"], a["leak_from"], np.int32(self.W), *outs,
+                np.int32(1 if params else 0), fs, js]
+        return launch_and_fetch(dev, self.kern, grid, _LAYERS_THREADS, args, 0, outs, params)
 
 
 def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):

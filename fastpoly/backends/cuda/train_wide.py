@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpoly.activations import check_supported
+from fastpoly.backends.cuda.train_io import ProgramTrainer, launch_and_fetch, run_outputs
 from fastpoly.backends.layer_program import (
     C_KIND,
     C_OSZ,
@@ -32,7 +32,6 @@ from fastpoly.backends.layer_program import (
     K_TANH,
     compile_program,
 )
-from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
 
 __all__ = ["WIDE_FILE", "WIDE_KERNEL", "WIDE_THREADS", "PreparedWide", "check_wide"]
@@ -82,7 +81,7 @@ def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
     return prog, alen, first_w
 
 
-class PreparedWide:
+class PreparedWide(ProgramTrainer):
     """``fastpoly_train_wide`` on one device: the program, the data, the scratch plan of one plan.
 
     Parameters
@@ -99,51 +98,22 @@ class PreparedWide:
         A plan the kernel cannot train (layer kinds, activation, optimizer, sizes).
     """
 
+    who = "the tiled CUDA trainer"
+
     def __init__(self, tp: Any, dev: Any, max_blocks: int | None) -> None:
-        plan, r = tp.plan, tp.recipe
-        arch = plan.mlp
-        for layer in arch.layers:
-            if getattr(layer, "kind", "") == "activation":
-                check_supported(layer.name, "train", "cupy")
+        arch = tp.plan.mlp
         check_wide(arch)
-        if arch.n_params >= 2**31:
-            raise ValueError("the CUDA trainer needs fewer than 2**31 parameters")
-        if r.optimizer not in OPTIMIZERS:
-            raise ValueError(f"the tiled CUDA trainer has no optimizer {r.optimizer!r}")
-        self.dev, self.tp, self.arch = dev, tp, arch
-        m = tp.m_train
-        rows = max(1, min(int(r.batch_size), m))
-        prog, alen, first_w = compile_program(arch, rows)
-        if alen >= 2**31 or m * int(arch.n_inputs) >= 2**31:
-            raise ValueError("the tiled CUDA trainer's scratch of one run (or its train set) exceeds 2**31 floats")
-        self.nl, self.alen, self.first_w = int(prog.shape[0]), int(alen), int(first_w)
-        self.m, self.nkey, self.W, self.n_params = m, int(plan.key_rows.size), int(plan.n_words), int(arch.n_params)
-        self.nin = int(arch.n_inputs)
+        super().__init__(tp, dev)
         self.per_block_f = 3 * self.n_params + 2 * self.alen
-        self.per_block_i = m + 4 * blocks_per_epoch(m)
-        n = self.n_params
-        pscale = np.empty(n, np.float32)
-        trunc = np.zeros(n, np.uint8)
+        self.per_block_i = self.m + 4 * blocks_per_epoch(self.m)
+        pscale = np.empty(self.n_params, np.float32)
+        trunc = np.zeros(self.n_params, np.uint8)
         for s in arch.param_blocks():
             pscale[s.offset:s.offset + s.block.size] = s.block.scale
             trunc[s.offset:s.offset + s.block.size] = bool(s.block.truncated)
         self.draw_mode = _DRAW[arch.weights]
-        lw, lE, lf = tp.leak_arrays()
-        self.leak_w = int(lw)
-        X = np.asarray(plan.X, np.float32).reshape(plan.X.shape[0], -1)
-        Xkey = np.ascontiguousarray(X[plan.key_rows])
-        self.arrays = {
-            "prog": dev.upload(np.ascontiguousarray(prog, np.int32)),
-            "pscale": dev.upload(pscale),
-            "trunc": dev.upload(trunc),
-            "rints": dev.upload(np.asarray(r.ints(), np.int64)),
-            "rfloats": dev.upload(np.asarray(r.floats(), np.float32)),
-            "Xtr": dev.upload(np.ascontiguousarray(X[plan.train_rows])),
-            "ytr": dev.upload(np.ascontiguousarray(plan.train_labels, np.float32)),
-            "Xkey": dev.upload(Xkey if Xkey.size else np.zeros(1, np.float32)),
-            "leak_E": dev.upload(np.ascontiguousarray(lE, np.int64)),
-            "leak_from": dev.upload(np.ascontiguousarray(lf, np.int64)),
-        }
+        self.arrays["pscale"] = dev.upload(pscale)
+        self.arrays["trunc"] = dev.upload(trunc)
         self.kern = dev.compile(WIDE_FILE, [WIDE_KERNEL])[WIDE_KERNEL]
         props = dev.properties()
         attrs = dev.attributes(self.kern)
@@ -163,22 +133,10 @@ class PreparedWide:
         grid = max(1, min(n, self.max_grid))
         fs = dev.empty(grid * self.per_block_f, np.float32)
         js = dev.empty(grid * self.per_block_i, np.int32)
-        keys = dev.empty((n, self.W), np.uint64)
-        init_keys = dev.empty((n, self.W), np.uint64)
-        status = dev.empty(n, np.int8)
-        first_fit = dev.empty(n, np.int32)
-        epochs = dev.empty(n, np.int32)
-        losses = dev.empty(n, np.float32)
-        pout = dev.empty((n, self.n_params) if params else 1, np.float32)
+        outs = run_outputs(dev, n, self.W, self.n_params, params)
         args = [np.uint64(tp.plan.seed), np.uint64(lo), np.uint64(n), a["prog"], np.int32(self.nl),
                 np.int32(self.first_w), np.int32(self.alen), a["pscale"], a["trunc"], np.int32(self.draw_mode),
                 np.int32(self.n_params), a["rints"], a["rfloats"], a["Xtr"], a["ytr"], np.int32(self.m),
                 np.int32(self.nin), a["Xkey"], np.int32(self.nkey), np.int64(self.leak_w), a["leak_E"],
-                a["leak_from"], np.int32(self.W), keys, init_keys, status, first_fit, epochs, losses, pout,
-                np.int32(1 if params else 0), fs, js]
-        with dev.stream():
-            dev.launch(self.kern, (grid,), (WIDE_THREADS,), args, 0)
-            out = [dev.download(x) for x in (keys, init_keys, status, first_fit, epochs, losses)]
-            out.append(dev.download(pout) if params else None)
-            dev.synchronize()
-        return out
+                a["leak_from"], np.int32(self.W), *outs, np.int32(1 if params else 0), fs, js]
+        return launch_and_fetch(dev, self.kern, grid, WIDE_THREADS, args, 0, outs, params)
