@@ -159,11 +159,14 @@ def test_empty_range_and_errors(emu):
     assert b.keys.shape == (0, tp.plan.n_words) and b.params.shape == (0, tp.plan.mlp.n_params)
     with pytest.raises(ValueError):
         train_range_cuda(tp, 0, 2, device=emu.EmuDevice(), warps_per_block=0)
-    deep = make_train_plan(MLP(2, (2,) * 17), None, (np.array([0, 1]), np.array([0, 1])), 0, Recipe(max_epochs=1))
-    with pytest.raises(ValueError, match="layers"):
-        train_range_cuda(deep, 0, 1, device=emu.EmuDevice())
+    # deeper than the warp kernel's 16 layers: path="warp" refuses it, "auto" trains it on the tiled kernel
+    deep = make_train_plan(MLP(2, (2,) * 17), None, (np.array([0, 1]), np.array([0, 1])), 0, Recipe(max_epochs=2))
+    with pytest.raises(ValueError, match="at most 16 layers"):
+        train_range_cuda(deep, 0, 1, device=emu.EmuDevice(), path="warp")
+    assert_same_train(train_range_reference(deep, 0, 3, params=True),
+                      train_range_cuda(deep, 0, 3, params=True, device=emu.EmuDevice()))
     # one warp's shared memory above the device's limit: the warp kernel refuses it (by default such a
-    # wide MLP trains on the layer kernel: test_sgd_cuda_wide_emu.py)
+    # wide MLP trains on the tiled kernel: test_sgd_cuda_tiled_emu.py)
     wide = make_train_plan(MLP(2, (300, 300)), None, (np.array([0, 1]), np.array([0, 1])), 0,
                            Recipe(optimizer="adam", max_epochs=1))
     with pytest.raises(ValueError, match="shared memory"):

@@ -108,8 +108,12 @@ def train_layout(widths, bias, m, batch_rows, rows_cap, has_s1, has_s2, keep_z=F
     return _align4(off)
 
 
-class _NoSharedMemory(ValueError):
-    """One run of the warp-per-run kernel does not fit in one block's shared memory (a wide network)."""
+class _NotForWarpKernel(ValueError):
+    """The warp-per-run kernel cannot take this MLP (too wide for shared memory, or too deep).
+
+    One run does not fit in a block's shared memory (a wide network) or the MLP has more than
+    ``MAX_LAYERS`` layers; ``path="auto"`` then takes the tiled kernel.
+    """
 
 
 class _Prepared:
@@ -120,8 +124,8 @@ class _Prepared:
         mlp = plan.mlp
         check_train_plan(tp, "the CUDA trainer")
         if mlp.n_layers > src.MAX_LAYERS:
-            raise ValueError(f"the CUDA trainer handles MLPs of at most {src.MAX_LAYERS} layers; {mlp.spec} has "
-                             f"{mlp.n_layers}")
+            raise _NotForWarpKernel(f"the warp-per-run CUDA trainer handles MLPs of at most {src.MAX_LAYERS} layers; "
+                                    f"{mlp.spec} has {mlp.n_layers} (path='auto' or 'tiled' trains it)")
         self.dev = dev
         self.tp = tp
         m = tp.m_train
@@ -146,7 +150,7 @@ class _Prepared:
             sp = src.shared_memory_plan(4 * self.per_warp, int(warps_per_block), static, limit,
                                         int(props.get("smem_per_block_optin", limit)))
         except ValueError as e:
-            raise _NoSharedMemory(str(e)) from None
+            raise _NotForWarpKernel(str(e)) from None
         self.wpb = sp.warps
         self.smem = 4 * self.block_floats + sp.dynamic
         if sp.opt_in and self.smem > attrs["max_dynamic_smem"]:
@@ -236,10 +240,10 @@ def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
     else:
         try:
             prep = _Prepared(tp, dev, warps_per_block, max_blocks)
-        except _NoSharedMemory:
+        except _NotForWarpKernel:
             if path == "warp":
                 raise
-            prep = PreparedWide(tp, dev, max_blocks)  # a wide MLP: the tiled kernel, one block per run
+            prep = PreparedWide(tp, dev, max_blocks)  # a wide or deep MLP: the tiled kernel, one block per run
     with _lock:
         _cache[key] = (tp, dev, prep)  # the references keep the ids valid
         while len(_cache) > 4:
@@ -254,7 +258,7 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
     Dense networks train on the warp-per-run kernel (``kernels/train.cu``); architectures with
     convolutions, pooling or flatten on the generic layer kernel (``kernels/train_cnn.cu``, one
     thread per run, initial parameters drawn on the host); wide MLPs whose run (or train set) does
-    not fit in one block's shared memory (e.g. 784-1024-1024-1) on the tiled kernel
+    not fit in one block's shared memory (e.g. 784-1024-1024-1), and MLPs of more than 16 layers, on the tiled kernel
     (``kernels/train_wide.cu``, one thread block per run, the minibatch products as tiled matrix
     products): the same bits on every path.
 
@@ -273,9 +277,10 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
         Cap on the grid (default: the blocks the device holds at once).
     max_runs_per_launch : int
     path : {"auto", "warp", "layers", "tiled"}
-        ``"auto"``: the warp kernel when a run fits in shared memory, else the tiled kernel (CNNs:
-        the layer kernel); ``"warp"`` / ``"layers"`` / ``"tiled"`` force one (``"warp"`` raises
-        where a run does not fit, ``"tiled"`` for convolutions and pooling).
+        ``"auto"``: the warp kernel when a run fits in shared memory and the MLP has at most 16
+        layers, else the tiled kernel (CNNs: the layer kernel); ``"warp"`` / ``"layers"`` /
+        ``"tiled"`` force one (``"warp"`` raises where a run does not fit or the MLP is deeper,
+        ``"tiled"`` for convolutions and pooling).
 
     Raises
     ------
