@@ -172,6 +172,20 @@ def test_the_paper_network_784_1024_1024_1(emu):
     assert [x[0] for x in dev.launches] == ["fastpoly_train_wide"]
 
 
+@pytest.mark.parametrize("width, kernel", [(128, "fastpoly_train_wide"), (20, "fastpoly_train_layers")],
+                         ids=["flatten-128-tiled", "flatten-20-layers"])
+def test_auto_routes_flatten_dense_by_width(emu, width, kernel):
+    """Images flattened into dense layers: the tiled kernel from 128 neurons on, the layer kernel below."""
+    arch = parse(f"3x3x1-{width}-1")
+    assert [layer.kind for layer in arch.layers][0] == "flatten"
+    X = _X(8, 9, 2).reshape(8, 3, 3, 1)
+    tp = make_train_plan(arch, X, (np.arange(6), np.array([0, 1, 1, 0, 1, 0], np.uint8)), 2,
+                         Recipe(lr=0.05, batch_size=4, max_epochs=3))
+    dev = emu.EmuDevice()
+    assert_same_train(train_range_reference(tp, 0, 2, params=True), train_range_cuda(tp, 0, 2, params=True, device=dev))
+    assert {x[0] for x in dev.launches} == {kernel}
+
+
 def test_tiled_path_refuses_convolutions(emu):
     arch = parse("4x4x1-c2k3-1")
     X = _X(6, 16, 1).reshape(6, 4, 4, 1)

@@ -29,7 +29,7 @@ from fastpoly.backends.cuda.train_io import (
     run_outputs,
     upload_run_data,
 )
-from fastpoly.backends.cuda.train_wide import PreparedWide
+from fastpoly.backends.cuda.train_wide import PreparedWide, tiled_by_size
 from fastpoly.backends.layer_program import is_generic
 from fastpoly.model.optimizers import OPTIMIZERS
 from fastpoly.stream.rng import blocks_per_epoch
@@ -235,6 +235,8 @@ def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
     prep: Any
     if path == "tiled":
         prep = PreparedWide(tp, dev, max_blocks)
+    elif path == "auto" and is_generic(tp.plan.mlp) and tiled_by_size(tp.plan.mlp):
+        prep = PreparedWide(tp, dev, max_blocks)  # flatten + wide dense layers
     elif is_generic(tp.plan.mlp) or path == "layers":
         prep = _PreparedLayers(tp, dev, max_blocks)
     else:
@@ -255,12 +257,13 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
                      max_blocks=None, max_runs_per_launch=MAX_RUNS_PER_LAUNCH, path="auto") -> TrainBatch:
     """Train runs ``lo .. hi-1`` on a CUDA device (bit-identical to the NumPy reference).
 
-    Dense networks train on the warp-per-run kernel (``kernels/train.cu``); architectures with
-    convolutions, pooling or flatten on the generic layer kernel (``kernels/train_cnn.cu``, one
-    thread per run, initial parameters drawn on the host); wide MLPs whose run (or train set) does
-    not fit in one block's shared memory (e.g. 784-1024-1024-1), and MLPs of more than 16 layers, on the tiled kernel
+    Dense networks train on the warp-per-run kernel (``kernels/train.cu``); wide MLPs whose run (or
+    train set) does not fit in one block's shared memory (e.g. 784-1024-1024-1), MLPs of more than
+    16 layers and flatten + dense networks with a layer of >= 128 neurons on the tiled kernel
     (``kernels/train_wide.cu``, one thread block per run, the minibatch products as tiled matrix
-    products): the same bits on every path.
+    products); convolutions, pooling and narrower flatten + dense networks on the generic layer
+    kernel (``kernels/train_cnn.cu``, one thread per run, initial parameters drawn on the host): the
+    same bits on every path.
 
     Parameters
     ----------
@@ -277,10 +280,12 @@ def train_range_cuda(tp: Any, lo: int, hi: int, params: bool = False, device=Non
         Cap on the grid (default: the blocks the device holds at once).
     max_runs_per_launch : int
     path : {"auto", "warp", "layers", "tiled"}
-        ``"auto"``: the warp kernel when a run fits in shared memory and the MLP has at most 16
-        layers, else the tiled kernel (CNNs: the layer kernel); ``"warp"`` / ``"layers"`` /
-        ``"tiled"`` force one (``"warp"`` raises where a run does not fit or the MLP is deeper,
-        ``"tiled"`` for convolutions and pooling).
+        ``"auto"``: a dense MLP on the warp kernel when a run fits in shared memory and it has at
+        most 16 layers, else on the tiled kernel; flatten + dense networks with a dense layer of
+        >= 128 neurons on the tiled kernel; convolutions, pooling and narrower flatten + dense
+        networks on the layer kernel.  ``"warp"`` / ``"layers"`` / ``"tiled"`` force one
+        (``"warp"`` raises where a run does not fit or the MLP is deeper, ``"tiled"`` for
+        convolutions and pooling).
 
     Raises
     ------

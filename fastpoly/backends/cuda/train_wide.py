@@ -34,13 +34,16 @@ from fastpoly.backends.layer_program import (
 )
 from fastpoly.stream.rng import blocks_per_epoch
 
-__all__ = ["WIDE_FILE", "WIDE_KERNEL", "WIDE_THREADS", "PreparedWide", "check_wide"]
+__all__ = ["WIDE_FILE", "WIDE_KERNEL", "WIDE_THREADS", "TILED_MIN_WIDTH", "PreparedWide", "check_wide", "tiled_by_size"]
 
 #: the kernel file and its kernel
 WIDE_FILE = "train_wide.cu"
 WIDE_KERNEL = "fastpoly_train_wide"
 #: threads per block (TW_THREADS of the kernel; one block trains one run)
 WIDE_THREADS = 256
+#: ``path="auto"`` trains a flatten + dense network (the layer kernel's otherwise) on the tiled kernel
+#: when a dense layer has at least this many neurons (the wide CUDA sampler's threshold too)
+TILED_MIN_WIDTH = 128
 #: resident blocks per multiprocessor at most (its registers allow 2: __launch_bounds__(256, 2))
 _MAX_BLOCKS_PER_SM = 8
 #: layer kinds the tiled kernel runs
@@ -79,6 +82,19 @@ def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
     if arch.weights not in _DRAW:
         raise ValueError(f"the tiled CUDA trainer has no weight family {arch.weights!r}")
     return prog, alen, first_w
+
+
+def tiled_by_size(arch: Any) -> bool:
+    """Whether ``path="auto"`` trains ``arch``, which has layers other than dense and activation, on the tiled kernel.
+
+    Only flatten, dense and activation layers, and a dense layer of at least :data:`TILED_MIN_WIDTH`
+    neurons: there one thread per run (the layer kernel) is memory-bound and the tiled products pay
+    off.  Convolutions and pooling always train on the layer kernel.
+    """
+    kinds = {getattr(layer, "kind", "") for layer in arch.layers}
+    if not kinds <= {"dense", "activation", "flatten"}:
+        return False
+    return max((int(layer.units) for layer in arch.layers if layer.kind == "dense"), default=0) >= TILED_MIN_WIDTH
 
 
 class PreparedWide(ProgramTrainer):
