@@ -9,8 +9,11 @@ SGD (lr 0.01) and Adam (lr 0.001), cross-entropy.  Figures:
   each round (the median of these is the steadier figure on a loaded machine);
 * **GFLOP/s** = runs/s x the training FLOPs of one run: ``E m (2 W + 2 W + 2 (W - W_1))`` (forward,
   weight gradient, input error after the first layer; ``W`` weights, ``W_1`` those of the first
-  layer).  The fit check at every epoch end, the final loss and the key functions are extra work that
-  every variant does (fastpoly's fit check stops at the first miss) and that is not counted;
+  layer).  The fit check at every epoch end, the final loss and the key functions (the run's function
+  on the 100 key images before and after training) are extra work that every variant does and that is
+  not counted (fastpoly's fit check stops at the first miss; the PyTorch variants take the final loss
+  from the last fit check's logits; before 2026-12-07 they skipped the final loss and the key
+  functions: adding them moved their rates within the rounds' noise);
 * the **NumPy matmul rate**: float32 ``(B x 512) @ (512 x 512)`` in the same process, best of the rounds
   (and at least one BLAS thread's rate times the cores, see :func:`matmul_rate`): the machine's
   practical float32 matrix-product rate (the issue's yardstick: fastpoly >= 40 % of it).
@@ -27,6 +30,7 @@ Usage::
     python bench/bench_wide.py [--quick] [--rounds 3] [--m 1000] [--epochs 3]
     python bench/bench_wide.py --ab     # one core: the wide schedule vs the 256-bit tiles, % of matmul
     python bench/bench_wide.py --sampler  # one core: sampling on 1,000 digits, % of matmul
+    python bench/bench_wide.py --narrow   # 64-40-40-1, Adam: runs/s against PyTorch CPU (goal >= 5x)
     python -m pytest bench/bench_wide.py --benchmark-disable -q     # the smoke run (small sizes)
 
 The machine may be shared: say so with the figures.
@@ -43,6 +47,8 @@ import pytest
 
 ARCH = "64-512-512-1"
 WIDTHS = (64, 512, 512, 1)
+#: the narrow network of the real-data experiment (``--narrow``): there the goal is the ratio to PyTorch
+NARROW = (64, 40, 40, 1)
 M_TRAIN, M_KEY = 1000, 100
 
 
@@ -97,10 +103,14 @@ def matmul_rate(batch=128, width=512, rounds=3, reps=50):
     return max(best, one * (os.cpu_count() or 1))
 
 
-def fastpoly_runner(opt, epochs, batch, X, y, m):
+def _spec(widths):
+    return "-".join(str(w) for w in widths)
+
+
+def fastpoly_runner(opt, epochs, batch, X, y, m, widths=WIDTHS):
     from fastpoly.sgd import make_train_plan, train_runs
 
-    tp = make_train_plan(ARCH, X, (np.arange(m), y[:m]), 0, recipe(opt, epochs, batch))
+    tp = make_train_plan(_spec(widths), X, (np.arange(m), y[:m]), 0, recipe(opt, epochs, batch))
     state = {"lo": 0}
 
     def run(n):
@@ -110,12 +120,12 @@ def fastpoly_runner(opt, epochs, batch, X, y, m):
     return run
 
 
-def _torch_params(n, seed):
+def _torch_params(n, seed, widths=WIDTHS):
     import torch
 
     g = torch.Generator().manual_seed(seed)
     ps = []
-    for fi, fo in zip(WIDTHS[:-1], WIDTHS[1:]):
+    for fi, fo in zip(widths[:-1], widths[1:]):
         ps += [torch.randn(n, fi, fo, generator=g) / fi ** 0.5, torch.randn(n, 1, fo, generator=g) * 0.1]
     return g, ps
 
@@ -126,12 +136,17 @@ def _torch_opt(opt, params):
     return torch.optim.SGD(params, lr=0.01) if opt == "sgd" else torch.optim.Adam(params, lr=0.001)
 
 
-def torch_bmm_runner(opt, epochs, batch, X, y, m):
-    """The runs' parameters stacked: ``baddbmm`` per layer, autograd, ``torch.optim`` on the stacks."""
+def torch_bmm_runner(opt, epochs, batch, X, y, m, widths=WIDTHS):
+    """The runs' parameters stacked: ``baddbmm`` per layer, autograd, ``torch.optim`` on the stacks.
+
+    Each run also yields what a P_SGD run yields: its function on the key rows (``X[m:]``, the test
+    images) before and after training, and the final loss (from the last fit check's logits).
+    """
     import torch
 
     Xt = torch.from_numpy(X[:m])
     yt = torch.from_numpy(y[:m].astype(np.float32))
+    Xk = torch.from_numpy(X[m:])
 
     def logits(ps, h):  # h (n, b, 64)
         for i in range(0, len(ps), 2):
@@ -141,7 +156,9 @@ def torch_bmm_runner(opt, epochs, batch, X, y, m):
         return h[..., 0]
 
     def run(n):
-        g, ps = _torch_params(n, 0)
+        g, ps = _torch_params(n, 0, widths)
+        with torch.no_grad():
+            f0 = logits(ps, Xk.expand(n, -1, -1)) > 0  # the initial function
         ps = [p.requires_grad_(True) for p in ps]
         o = _torch_opt(opt, ps)
         for _ in range(epochs):
@@ -154,27 +171,34 @@ def torch_bmm_runner(opt, epochs, batch, X, y, m):
                 lo.backward()
                 o.step()
             with torch.no_grad():  # the fit check on all train points
-                z = logits(ps, Xt.expand(n, m, WIDTHS[0]))
+                z = logits(ps, Xt.expand(n, m, widths[0]))
                 ((z > 0) == (yt > 0.5)).all(1)
+        with torch.no_grad():  # the final loss and the reached function
+            torch.nn.functional.binary_cross_entropy_with_logits(z, yt.expand(n, m), reduction="none").mean(1)
+            f1 = logits(ps, Xk.expand(n, -1, -1)) > 0
+        return f0, f1
     return run
 
 
-def torch_loop_runner(opt, epochs, batch, X, y, m):
-    """One ``nn.Sequential`` and one optimiser per run, the runs one after another."""
+def torch_loop_runner(opt, epochs, batch, X, y, m, widths=WIDTHS):
+    """One ``nn.Sequential`` and one optimiser per run, the runs one after another (outputs as ``torch_bmm_runner``)."""
     import torch
 
     Xt = torch.from_numpy(X[:m])
     yt = torch.from_numpy(y[:m].astype(np.float32))
+    Xk = torch.from_numpy(X[m:])
 
     def run(n):
         torch.manual_seed(0)
         for _ in range(n):
             layers: list = []
-            for i, (fi, fo) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:])):
+            for i, (fi, fo) in enumerate(zip(widths[:-1], widths[1:])):
                 layers.append(torch.nn.Linear(fi, fo))
-                if i < len(WIDTHS) - 2:
+                if i < len(widths) - 2:
                     layers.append(torch.nn.ReLU())
             net = torch.nn.Sequential(*layers)
+            with torch.no_grad():
+                net(Xk)[:, 0] > 0  # the initial function
             o = _torch_opt(opt, net.parameters())
             for _ in range(epochs):
                 perm = torch.randperm(m)
@@ -185,29 +209,41 @@ def torch_loop_runner(opt, epochs, batch, X, y, m):
                     lo.backward()
                     o.step()
                 with torch.no_grad():
-                    ((net(Xt)[:, 0] > 0) == (yt > 0.5)).all()
+                    z = net(Xt)[:, 0]
+                    ((z > 0) == (yt > 0.5)).all()
+            with torch.no_grad():  # the final loss and the reached function
+                torch.nn.functional.binary_cross_entropy_with_logits(z, yt)
+                net(Xk)[:, 0] > 0
     return run
 
 
-def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=None):
-    """Rows ``{"workload", "name", "kind", "samples_per_s", "gflops", ...}`` (runs/s) per optimiser and batch."""
+def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=None, widths=WIDTHS):
+    """Rows ``{"workload", "name", "kind", "samples_per_s", "gflops", ...}`` (runs/s) per optimiser and batch.
+
+    ``widths``: :data:`WIDTHS` (the wide net, 64-512-512-1) or :data:`NARROW` (64-40-40-1, the
+    real-data experiment's FCN: many more runs per timing, workload names ``sgd-narrow-...``).
+    """
     m = m or (200 if quick else M_TRAIN)
     E = epochs or (1 if quick else 3)
     X, y = data(m)
-    n_fp = 2 if quick else 4
-    n_bmm = 2 if quick else 4
-    n_loop = 1 if quick else 2
-    fl = flops_per_run(E, m)
-    configs = configs or (("sgd", 128), ("sgd", 32), ("adam", 128))
+    narrow = max(widths[1:-1]) < 128
+    k = 32 if narrow and not quick else 1  # runs per timing: a narrow run is ~200x cheaper
+    n_fp = (2 if quick else 4) * k
+    n_bmm = (2 if quick else 4) * k
+    n_loop = (1 if quick else 2) * max(1, k // 4)
+    fl = flops_per_run(E, m, widths)
+    configs = configs or ((("adam", 32), ("adam", 128)) if narrow else (("sgd", 128), ("sgd", 32), ("adam", 128)))
+    hid = max(widths[1:-1])
     out = []
     for opt, batch in configs:
-        wl = f"sgd-wide-{opt}-b{batch}"
-        print(f"\n{ARCH} {opt}, batch {batch}: {m} digits, {E} epochs per run "
+        wl = f"sgd-{'narrow' if narrow else 'wide'}-{opt}-b{batch}"
+        print(f"\n{_spec(widths)} {opt}, batch {batch}: {m} digits, {E} epochs per run "
               f"({fl / 1e9:.2f} GFLOP of training per run)", flush=True)
-        cands = [("fastpoly numba", "fastpoly", fastpoly_runner(opt, E, batch, X, y, m), n_fp)]
+        cands = [("fastpoly numba", "fastpoly", fastpoly_runner(opt, E, batch, X, y, m, widths), n_fp)]
         if not no_torch:
-            cands += [("pytorch bmm (cpu)", "baseline", torch_bmm_runner(opt, E, batch, X, y, m), n_bmm),
-                      ("pytorch nn.Sequential loop", "baseline", torch_loop_runner(opt, E, batch, X, y, m), n_loop)]
+            cands += [("pytorch bmm (cpu)", "baseline", torch_bmm_runner(opt, E, batch, X, y, m, widths), n_bmm),
+                      ("pytorch nn.Sequential loop", "baseline", torch_loop_runner(opt, E, batch, X, y, m, widths),
+                       n_loop)]
         best = {name: 0.0 for name, _, _, _ in cands}
         failed = {}
         for name, _, fn, _n in cands:
@@ -221,7 +257,7 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=Non
             # a pause before each timing: PyTorch's OpenMP workers spin a while after their last
             # parallel region and would slow the next variant down
             time.sleep(0.3)
-            mm_r = matmul_rate(batch, 512, rounds=3)
+            mm_r = matmul_rate(batch, hid, rounds=3)
             mm = max(mm, mm_r)
             for name, kind, fn, n in cands:
                 if name not in failed:
@@ -232,7 +268,7 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=Non
                     best[name] = max(best[name], r)
                     if kind == "fastpoly":
                         per_round.append(100 * r * fl / 1e9 / mm_r)
-        print(f"  {'numpy matmul':28s} {mm:10.1f} GFLOP/s  (float32 ({batch} x 512) @ (512 x 512))", flush=True)
+        print(f"  {'numpy matmul':28s} {mm:10.1f} GFLOP/s  (float32 ({batch} x {hid}) @ ({hid} x {hid}))", flush=True)
         for name, kind, _fn, n in cands:
             if name in failed:
                 print(f"  {name:28s} failed: {failed[name]!r}", flush=True)
@@ -401,6 +437,8 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--ab", action="store_true", help="one core: the wide schedule vs the 256-bit tiles vs matmul")
     ap.add_argument("--sampler", action="store_true", help="one core: the sampler's wide blocks vs matmul")
+    ap.add_argument("--narrow", action="store_true",
+                    help="the real-data experiment's 64-40-40-1 (Adam, batch 32 and 128) instead of 64-512-512-1")
     args = ap.parse_args(argv)
     if args.ab or args.sampler:
         if args.ab:
@@ -408,7 +446,7 @@ def main(argv=None):
         if args.sampler:
             sampler_ab(args.rounds, args.m or M_TRAIN)
         return 0
-    rows(args.quick, args.rounds, args.no_torch, args.epochs, args.m)
+    rows(args.quick, args.rounds, args.no_torch, args.epochs, args.m, widths=NARROW if args.narrow else WIDTHS)
     return 0
 
 

@@ -326,9 +326,11 @@ def main(argv=None):
         from bench_cnn_train import rows as cnn_train_rows  # CNN training, SGD and Adam (bench_cnn_train.py)
 
         rows += [REC.add(r) for r in cnn_train_rows(args.quick, args.rounds, args.no_torch)]
-        from bench_wide import rows as wide_rows  # wide MLP training: GFLOP/s vs matmul (bench_wide.py)
+        from bench_wide import NARROW  # MLP training on digits: GFLOP/s vs matmul, runs/s vs PyTorch (bench_wide.py)
+        from bench_wide import rows as wide_rows
 
         rows += [REC.add(r) for r in wide_rows(args.quick, args.rounds, args.no_torch)]
+        rows += [REC.add(r) for r in wide_rows(args.quick, args.rounds, args.no_torch, widths=NARROW)]
     print(ratios(rows))
     REC.doc["rows"] = rows  # the same rows, now with their ratios
     REC.finish()
