@@ -226,14 +226,14 @@ def rows(quick=False, rounds=3, no_torch=False, epochs=None, m=None, configs=Non
     m = m or (200 if quick else M_TRAIN)
     E = epochs or (1 if quick else 3)
     X, y = data(m)
-    narrow = max(widths[1:-1]) < 128
+    hid = max(widths[1:-1])
+    narrow = hid < 128
     k = 32 if narrow and not quick else 1  # runs per timing: a narrow run is ~200x cheaper
     n_fp = (2 if quick else 4) * k
     n_bmm = (2 if quick else 4) * k
     n_loop = (1 if quick else 2) * max(1, k // 4)
     fl = flops_per_run(E, m, widths)
     configs = configs or ((("adam", 32), ("adam", 128)) if narrow else (("sgd", 128), ("sgd", 32), ("adam", 128)))
-    hid = max(widths[1:-1])
     out = []
     for opt, batch in configs:
         wl = f"sgd-{'narrow' if narrow else 'wide'}-{opt}-b{batch}"

@@ -87,7 +87,7 @@ _STATIC_SMEM_BOUND = 1024
 _SEGMENT_THREADS = 256
 _U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 #: ``kernel="auto"`` takes the wide sampler for an MLP with a hidden layer this wide ...
-WIDE_MIN_WIDTH = 128
+WIDE_MIN_WIDTH = src.WIDE_MIN_WIDTH
 #: ... on at least this many rows (key rows + train rows); smaller nets keep the fixed / generic kernels
 WIDE_MIN_ROWS = 64
 # constants of kernels/sample_wide.cu: threads per block, neurons per tile, k per staged chunk

@@ -19,7 +19,7 @@ from fastpoly.activations import CODES
 __all__ = [
     "kernel_dir", "kernel_sources", "read_source", "source_digest", "NVRTC_OPTIONS", "NVCC_FLAGS",
     "fixed_kernel_name", "generic_kernel_name", "wide_kernel_name", "poly_kernel_name", "fixed_layout_floats",
-    "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
+    "MODE_KEYS", "MODE_COUNT", "MAX_LAYERS", "WIDE_MIN_WIDTH", "SEGMENT_MIN_KERNEL", "AUX_KERNELS", "nvrtc_options",
     "build_ptx", "build_module", "CompiledModule", "module_cache_key", "CtypesNVRTC", "find_nvrtc_library",
     "preload_nvrtc_builtins", "ptx_ftz_instructions", "SharedMemoryPlan", "shared_memory_plan",
     "STATS_WORDS", "STATUS_WORD", "STATUS_BITS", "KernelStatusError", "check_status",
@@ -34,6 +34,9 @@ MODE_KEYS = 0
 MODE_COUNT = 1
 #: FP_MAX_LAYERS of kernels/network.cuh: the deepest MLP the sampler kernels describe
 MAX_LAYERS = 16
+#: ``auto`` takes the tiled kernels (the wide sampler, the tiled trainer for flatten + dense nets) from a
+#: dense layer this wide on: below it one warp (or thread) per network is not memory-bound
+WIDE_MIN_WIDTH = 128
 #: the counting helper kernel of sampler.cu (first index of every run of equal keys)
 SEGMENT_MIN_KERNEL = "fastpoly_segment_min"
 #: non-template kernels of sampler.cu the backend uses besides the samplers

@@ -233,11 +233,10 @@ def _prepared(tp, dev, warps_per_block, max_blocks, path="auto"):
     if path not in ("auto", "warp", "layers", "tiled"):
         raise ValueError(f"path must be 'auto', 'warp', 'layers' or 'tiled', got {path!r}")
     prep: Any
-    if path == "tiled":
-        prep = PreparedWide(tp, dev, max_blocks)
-    elif path == "auto" and is_generic(tp.plan.mlp) and tiled_by_size(tp.plan.mlp):
-        prep = PreparedWide(tp, dev, max_blocks)  # flatten + wide dense layers
-    elif is_generic(tp.plan.mlp) or path == "layers":
+    generic = is_generic(tp.plan.mlp)
+    if path == "tiled" or (path == "auto" and generic and tiled_by_size(tp.plan.mlp)):
+        prep = PreparedWide(tp, dev, max_blocks)  # (auto: flatten + wide dense layers)
+    elif generic or path == "layers":
         prep = _PreparedLayers(tp, dev, max_blocks)
     else:
         try:

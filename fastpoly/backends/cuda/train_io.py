@@ -9,6 +9,7 @@ layer-program trainers (layer and tiled kernels) that does not depend on the ker
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -86,9 +87,9 @@ def launch_and_fetch(dev: Any, kern: Any, grid: int, block: int, args: list[Any]
 class ProgramTrainer:
     """The kernel-independent part of the layer-program trainers (the layer and tiled kernels).
 
-    Checks the plan, compiles its layer program for one minibatch
-    (:func:`~fastpoly.backends.layer_program.compile_program`) and uploads the program and the
-    run data.
+    Checks the plan, compiles its layer program for one minibatch with ``compile``
+    (:func:`~fastpoly.backends.layer_program.compile_program`, or a trainer's checking variant of
+    it) and uploads the program and the run data.
 
     Attributes
     ----------
@@ -104,13 +105,14 @@ class ProgramTrainer:
     #: the trainer's name in messages
     who = "the CUDA trainer"
 
-    def __init__(self, tp: Any, dev: Any) -> None:
+    def __init__(self, tp: Any, dev: Any,
+                 compile: Callable[[Any, int], tuple[np.ndarray, int, int]] = compile_program) -> None:
         check_train_plan(tp, self.who)
         plan, r = tp.plan, tp.recipe
         arch = plan.mlp
         self.dev, self.tp, self.arch = dev, tp, arch
         m = tp.m_train
-        prog, alen, first_w = compile_program(arch, max(1, min(int(r.batch_size), m)))
+        prog, alen, first_w = compile(arch, max(1, min(int(r.batch_size), m)))
         if alen >= 2**31 or m * int(arch.n_inputs) >= 2**31:
             raise ValueError(f"{self.who}: the scratch of one run (or the train set) exceeds 2**31 floats")
         self.nl, self.alen, self.first_w = int(prog.shape[0]), int(alen), int(first_w)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fastpoly.backends.cuda import source as src
 from fastpoly.backends.cuda.train_io import ProgramTrainer, launch_and_fetch, run_outputs
 from fastpoly.backends.layer_program import (
     C_KIND,
@@ -34,16 +35,13 @@ from fastpoly.backends.layer_program import (
 )
 from fastpoly.stream.rng import blocks_per_epoch
 
-__all__ = ["WIDE_FILE", "WIDE_KERNEL", "WIDE_THREADS", "TILED_MIN_WIDTH", "PreparedWide", "check_wide", "tiled_by_size"]
+__all__ = ["WIDE_FILE", "WIDE_KERNEL", "WIDE_THREADS", "PreparedWide", "check_wide", "tiled_by_size"]
 
 #: the kernel file and its kernel
 WIDE_FILE = "train_wide.cu"
 WIDE_KERNEL = "fastpoly_train_wide"
 #: threads per block (TW_THREADS of the kernel; one block trains one run)
 WIDE_THREADS = 256
-#: ``path="auto"`` trains a flatten + dense network (the layer kernel's otherwise) on the tiled kernel
-#: when a dense layer has at least this many neurons (the wide CUDA sampler's threshold too)
-TILED_MIN_WIDTH = 128
 #: resident blocks per multiprocessor at most (its registers allow 2: __launch_bounds__(256, 2))
 _MAX_BLOCKS_PER_SM = 8
 #: layer kinds the tiled kernel runs
@@ -52,8 +50,8 @@ _KINDS = (K_DENSE, K_FLAT, K_RELU, K_IDENT, K_TANH, K_ERF, K_SIGMOID)
 _DRAW = {"gaussian": 0, "uniform": 1, "truncated_normal": 2}
 
 
-def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
-    """Check that the tiled trainer runs ``arch``.
+def check_wide(arch: Any, rows: int = 1) -> tuple[np.ndarray, int, int]:
+    """Check that the tiled trainer runs ``arch``; its layer program for ``rows`` rows.
 
     The tiled kernel trains sequences of dense and elementwise layers (relu, identity, tanh, erf,
     sigmoid, flatten) ending in one output; convolutions and pooling train on the layer kernel.
@@ -61,7 +59,7 @@ def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
     Returns
     -------
     (prog, alen, first_w) : tuple
-        :func:`~fastpoly.backends.layer_program.compile_program` of ``arch`` for one row.
+        :func:`~fastpoly.backends.layer_program.compile_program` of ``arch`` for ``rows`` rows.
 
     Raises
     ------
@@ -70,7 +68,7 @@ def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
         message says which).
     """
     try:
-        prog, alen, first_w = compile_program(arch, 1)
+        prog, alen, first_w = compile_program(arch, rows)
     except ValueError as exc:
         raise ValueError(f"the tiled CUDA trainer cannot train {arch.spec!r}: {exc}") from None
     bad = sorted({int(k) for k in prog[:, C_KIND]} - set(_KINDS))
@@ -87,14 +85,16 @@ def check_wide(arch: Any) -> tuple[np.ndarray, int, int]:
 def tiled_by_size(arch: Any) -> bool:
     """Whether ``path="auto"`` trains ``arch``, which has layers other than dense and activation, on the tiled kernel.
 
-    Only flatten, dense and activation layers, and a dense layer of at least :data:`TILED_MIN_WIDTH`
-    neurons: there one thread per run (the layer kernel) is memory-bound and the tiled products pay
-    off.  Convolutions and pooling always train on the layer kernel.
+    When the tiled kernel runs it (:func:`check_wide`: flatten, dense and elementwise layers) and a
+    dense layer has at least :data:`~fastpoly.backends.cuda.source.WIDE_MIN_WIDTH` neurons (the
+    wide sampler's threshold): there one thread per run (the layer kernel) is memory-bound and the
+    tiled products pay off.  Convolutions and pooling always train on the layer kernel.
     """
-    kinds = {getattr(layer, "kind", "") for layer in arch.layers}
-    if not kinds <= {"dense", "activation", "flatten"}:
+    try:
+        check_wide(arch)
+    except ValueError:
         return False
-    return max((int(layer.units) for layer in arch.layers if layer.kind == "dense"), default=0) >= TILED_MIN_WIDTH
+    return max((int(layer.units) for layer in arch.layers if layer.kind == "dense"), default=0) >= src.WIDE_MIN_WIDTH
 
 
 class PreparedWide(ProgramTrainer):
@@ -118,8 +118,7 @@ class PreparedWide(ProgramTrainer):
 
     def __init__(self, tp: Any, dev: Any, max_blocks: int | None) -> None:
         arch = tp.plan.mlp
-        check_wide(arch)
-        super().__init__(tp, dev)
+        super().__init__(tp, dev, check_wide)
         self.per_block_f = 3 * self.n_params + 2 * self.alen
         self.per_block_i = self.m + 4 * blocks_per_epoch(self.m)
         pscale = np.empty(self.n_params, np.float32)
